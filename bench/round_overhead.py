@@ -1,0 +1,222 @@
+"""Round overhead: the federation's round latency against a bare grpc.aio fan-out.
+
+Starts a coordinator and N carrier nodes (default 65) on loopback and runs R rounds (default
+100) of a trivial metric. Each node answers from a canned engine result (the metric's real
+result on its data, computed once), so what is timed is the federation's own work: request
+building and signing, dispatch, gate checks, policy, disclosure control, result encoding,
+persistence at both ends, combination. In the same run, a bare grpc.aio exchange with N peers
+over the same connection pattern (one long-lived bidirectional stream per peer) and the same
+message sizes is timed, and the ratio of the two is printed.
+
+    python bench/round_overhead.py [--carriers 65] [--rounds 100] [--suite]
+
+``--suite`` answers the full catalogue in each round instead of one trivial metric (the full
+suite's result sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import pyarrow as pa
+
+from carrier_node.datasource import FileSource
+from fedoversight import catalogue, wire
+from fedoversight.dimensions import Dimension
+from fedoversight.periods import Period
+from oversight_sim.harness import SimulatedFederation
+from oversight_sim.synth import SynthConfig, write_carriers
+
+PERIOD = Period.parse("2026-01:2026-03")
+
+
+class CannedSource:
+    """A data source that answers each SQL text from a cache filled by a real source once."""
+
+    dialect = "duckdb"
+
+    def __init__(self, real: FileSource) -> None:
+        self._real = real
+        self._cache: dict[str, pa.Table] = {}
+
+    def execute_arrow(self, sql: str) -> pa.Table:
+        table = self._cache.get(sql)
+        if table is None:
+            table = self._cache[sql] = self._real.execute_arrow(sql)
+        return table
+
+    def snapshot(self) -> str:
+        return self._real.snapshot()
+
+
+def queries(suite: bool) -> list[object]:
+    if not suite:
+        return [wire.make_query("enrollment.member_months")]
+    out = []
+    for spec in catalogue.METRICS:
+        group = [Dimension.MONTH] if Dimension.MONTH in spec.dimensions else []
+        if spec.one_of:
+            group.append(min(spec.one_of))
+        out.append(wire.make_query(spec.name, spec.version, group))
+    return out
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def federation_rounds(
+    dirs: dict[str, Path], work: Path, rounds: int, suite: bool
+) -> tuple[list[float], int, int]:
+    qs = queries(suite)
+    sizes_request: list[int] = []
+    sizes_result: list[int] = []
+
+    def tap(message: object) -> None:
+        if message.HasField("result"):  # type: ignore[attr-defined]
+            sizes_result.append(message.ByteSize())  # type: ignore[attr-defined]
+
+    fed = SimulatedFederation(dirs, work, wiretap=tap)
+    await fed.start()
+    try:
+        for node in fed.nodes.values():
+            assert node._source is not None
+            canned = CannedSource(node._source)  # type: ignore[arg-type]
+            node._source = canned
+            assert node._engine is not None
+            node._engine.source = canned
+        assert fed.client is not None
+        await fed.client.run_round(PERIOD, qs)  # warm-up: fills the canned results
+        signed = fed.coordinator.rounds.sign(  # type: ignore[union-attr]
+            fed.coordinator.rounds.build_request(PERIOD, qs)  # type: ignore[union-attr,arg-type]
+        )
+        sizes_request.append(signed.ByteSize())
+        sizes_result.clear()
+        latencies = []
+        for _ in range(rounds):
+            started = time.perf_counter()
+            outcome_id = await fed.client.create_round(PERIOD, qs)  # type: ignore[arg-type]
+            async for progress in fed.client.watch(outcome_id, timeout=120):
+                last = progress
+            latencies.append(time.perf_counter() - started)
+            assert last.answered == len(dirs), last
+    finally:
+        await fed.stop()
+    return latencies, sizes_request[0], int(statistics.median(sizes_result))
+
+
+# --- the bare baseline ----------------------------------------------------------------------
+
+def _identity(x: bytes) -> bytes:
+    return x
+
+
+class BareHub:
+    def __init__(self) -> None:
+        self.queues: dict[int, asyncio.Queue[bytes | None]] = {}
+        self.replies: asyncio.Queue[int] = asyncio.Queue()
+
+    async def connect(self, request_iterator, context):  # type: ignore[no-untyped-def]
+        hello = await anext(request_iterator)
+        peer = int(hello.decode())
+        queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self.queues[peer] = queue
+
+        async def read() -> None:
+            async for _reply in request_iterator:
+                self.replies.put_nowait(peer)
+
+        reader = asyncio.create_task(read())
+        yield b"welcome"
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            reader.cancel()
+
+
+async def bare_rounds(peers: int, rounds: int, request_size: int, result_size: int) -> list[float]:
+    hub = BareHub()
+    server = grpc.aio.server()
+    handler = grpc.method_handlers_generic_handler(
+        "bare.Hub",
+        {"Connect": grpc.stream_stream_rpc_method_handler(
+            hub.connect, request_deserializer=_identity, response_serializer=_identity)},
+    )
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    result = b"r" * result_size
+
+    async def peer(i: int, ready: asyncio.Event) -> None:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            call = channel.stream_stream(
+                "/bare.Hub/Connect", request_serializer=_identity, response_deserializer=_identity
+            )()
+            await call.write(str(i).encode())
+            await call.read()  # welcome
+            ready.set()
+            while True:
+                message = await call.read()
+                if message is grpc.aio.EOF:
+                    return
+                await call.write(result)
+
+    events = [asyncio.Event() for _ in range(peers)]
+    tasks = [asyncio.create_task(peer(i, e)) for i, e in enumerate(events)]
+    await asyncio.gather(*(e.wait() for e in events))
+    request = b"q" * request_size
+    latencies = []
+    for _ in range(rounds + 1):
+        started = time.perf_counter()
+        for q in hub.queues.values():
+            q.put_nowait(request)
+        for _ in range(peers):
+            await hub.replies.get()
+        latencies.append(time.perf_counter() - started)
+    for q in hub.queues.values():
+        q.put_nowait(None)
+    await server.stop(0.5)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return latencies[1:]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--carriers", type=int, default=65)
+    parser.add_argument("--rounds", type=int, default=100)
+    parser.add_argument("--members", type=int, default=6_000)
+    parser.add_argument("--suite", action="store_true", help="full catalogue per round")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dirs = write_carriers(
+            root / "data",
+            SynthConfig(carriers=args.carriers, members=args.members, seed=3, months=3),
+        )
+        fed, request_size, result_size = asyncio.run(
+            federation_rounds({d.name: d for d in dirs}, root / "run", args.rounds, args.suite)
+        )
+    bare = asyncio.run(bare_rounds(args.carriers, args.rounds, request_size, result_size))
+    f50, f99 = percentile(fed, 0.5), percentile(fed, 0.99)
+    b50, b99 = percentile(bare, 0.5), percentile(bare, 0.99)
+    print(f"carriers={args.carriers} rounds={args.rounds} suite={args.suite}"
+          f" request_bytes={request_size} result_bytes(median)={result_size}")
+    print(f"federation round latency: p50 {f50 * 1000:.1f} ms  p99 {f99 * 1000:.1f} ms")
+    print(f"bare grpc.aio fan-out:    p50 {b50 * 1000:.1f} ms  p99 {b99 * 1000:.1f} ms")
+    print(f"ratio (federation / bare): p50 {f50 / b50:.2f}x  p99 {f99 / b99:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""The node's audit log: append-only, hash-chained, verifiable by the carrier with one command.
+
+One JSON object per line. Every entry carries its sequence number, the time, its kind, what it
+is about, the hash of the entry before it (``prev``) and its own ``hash``: the SHA-256 of the
+entry's canonical JSON (sorted keys, no spaces) without the ``hash`` field. So an edited entry
+no longer matches its hash, and a deleted, inserted or reordered entry breaks the sequence or
+the chain at that point. A head file beside the log (``LOG.head``) records the last sequence
+number and hash, so entries cut from the end are detected too.
+
+What is logged (never a data row, member id or SQL text; see :class:`AuditKind`): every request
+received (its digest and claimed ids), the decision on it (admitted, or refused with the stage
+and the reason), and everything released: the digest, signature and per-table disclosure
+summary of the signed result, and the signed result itself (aggregates that already left).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import TypeAlias
+
+from fedoversight.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+#: The ``prev`` of the first entry.
+GENESIS = "0" * 64
+
+JsonValue: TypeAlias = (
+    str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
+)
+
+_REQUIRED = ("seq", "time", "kind", "prev", "hash")
+
+
+class AuditKind(StrEnum):
+    #: The node started: node and catalogue versions, the policy digest in force.
+    STARTED = "started"
+    #: A request arrived (before any check): its digest, claimed ids, key id, size.
+    RECEIVED = "received"
+    #: It passed signature, expiry, replay, decoding and policy checks.
+    ADMITTED = "admitted"
+    #: It was refused: the stage, the wire error code and the reason.
+    REFUSED = "refused"
+    #: A signed result left: digest, signature, tables' disclosure summaries, the result.
+    RELEASED = "released"
+    #: A duplicate delivery was answered with the answer already given.
+    RESENT = "resent"
+
+
+def entry_hash(entry: Mapping[str, JsonValue]) -> str:
+    """SHA-256 of the entry's canonical JSON without its ``hash`` field."""
+    body = {k: v for k, v in entry.items() if k != "hash"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def head_path(log_path: Path) -> Path:
+    return log_path.with_name(log_path.name + ".head")
+
+
+def encode_bytes(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@dataclass(frozen=True)
+class Head:
+    seq: int
+    hash: str
+
+
+def _read_head(path: Path) -> Head | None:
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        return Head(int(raw["seq"]), str(raw["hash"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return Head(-1, "unreadable")
+
+
+def _last_line(path: Path) -> str | None:
+    """The last non-empty line of a file, read from its end."""
+    try:
+        with path.open("rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            block = 1 << 16
+            data = b""
+            pos = end
+            while pos > 0:
+                step = min(block, pos)
+                pos -= step
+                f.seek(pos)
+                data = f.read(step) + data
+                lines = data.rstrip(b"\n").split(b"\n")
+                if len(lines) > 1 or pos == 0:
+                    last = lines[-1].strip()
+                    return last.decode("utf-8", errors="replace") if last else None
+    except FileNotFoundError:
+        return None
+    return None
+
+
+class AuditLog:
+    """Appends entries to one log file (thread-safe; each append is flushed and synced)."""
+
+    def __init__(self, path: Path, *, fsync: bool = True) -> None:
+        self.path = path
+        self._head_path = head_path(path)
+        self._fsync = fsync
+        self._lock = threading.Lock()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._seq, self._prev = 0, GENESIS
+        last = _last_line(path)
+        if last is not None:
+            try:
+                raw = json.loads(last)
+                self._seq, self._prev = int(raw["seq"]), str(raw["hash"])
+            except (ValueError, KeyError, TypeError):
+                log.error("the audit log's last line is damaged: run `carrier-node audit verify`")
+                raise ConfigError(f"audit log {path.name} ends in a damaged entry") from None
+        head = _read_head(self._head_path)
+        if head is not None and (head.seq, head.hash) != (self._seq, self._prev):
+            log.error(
+                "audit log %s does not end where its head says (entry %d vs %d): run"
+                " `carrier-node audit verify`", path.name, self._seq, head.seq,
+            )
+        self._file = path.open("a", encoding="utf-8")
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    def append(
+        self,
+        kind: AuditKind,
+        *,
+        request_id: str = "",
+        round_id: str = "",
+        **data: JsonValue,
+    ) -> dict[str, JsonValue]:
+        return self.append_many([(kind, request_id, round_id, data)])[-1]
+
+    def append_many(
+        self, items: Sequence[tuple[AuditKind, str, str, Mapping[str, JsonValue]]]
+    ) -> list[dict[str, JsonValue]]:
+        """Append several entries with one write and one sync."""
+        now = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+        with self._lock:
+            entries: list[dict[str, JsonValue]] = []
+            seq, prev = self._seq, self._prev
+            for kind, request_id, round_id, data in items:
+                seq += 1
+                entry: dict[str, JsonValue] = {
+                    "seq": seq,
+                    "time": now,
+                    "kind": str(kind),
+                    "request_id": request_id,
+                    "round_id": round_id,
+                    **data,
+                    "prev": prev,
+                }
+                entry["hash"] = prev = entry_hash(entry)
+                entries.append(entry)
+            text = "".join(
+                json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
+                for e in entries
+            )
+            self._file.write(text)
+            self._file.flush()
+            if self._fsync:
+                os.fsync(self._file.fileno())
+            self._write_head(Head(seq, prev))
+            self._seq, self._prev = seq, prev
+        return entries
+
+    def _write_head(self, head: Head) -> None:
+        tmp = self._head_path.with_name(self._head_path.name + ".tmp")
+        with tmp.open("w", encoding="utf-8") as f:
+            json.dump({"seq": head.seq, "hash": head.hash}, f)
+            f.flush()
+            if self._fsync:
+                os.fsync(f.fileno())
+        os.replace(tmp, self._head_path)
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._file.closed:
+                self._file.close()
+
+    def __enter__(self) -> AuditLog:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+# --- reading and verifying ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The outcome of :func:`verify`."""
+
+    entries: int
+    #: The 1-based line of the first bad entry, or None when the log holds.
+    first_bad_line: int | None
+    #: The sequence number that line claims (None when unreadable or none).
+    first_bad_seq: int | None
+    problem: str
+
+    @property
+    def ok(self) -> bool:
+        return self.first_bad_line is None and not self.problem
+
+
+def read_entries(path: Path) -> Iterator[tuple[int, dict[str, JsonValue] | None]]:
+    """(line number, entry) for every non-empty line; entry None when it does not parse."""
+    with path.open("r", encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError:
+                yield number, None
+                continue
+            yield number, raw if isinstance(raw, dict) else None
+
+
+def verify(path: Path, *, head: Path | None = None) -> Verification:
+    """Check the whole chain; name the first entry that is edited, missing, extra or out of
+    order. ``head`` defaults to the head file beside the log (checked when it exists)."""
+    if not path.exists():
+        return Verification(0, None, None, f"no audit log at {path}")
+    expected_seq, prev = 1, GENESIS
+    count = 0
+    for number, entry in read_entries(path):
+        if entry is None or any(k not in entry for k in _REQUIRED):
+            return Verification(count, number, None, f"line {number} is not an audit entry")
+        seq = entry["seq"]
+        if not isinstance(seq, int) or isinstance(seq, bool):
+            return Verification(count, number, None, f"line {number} has no sequence number")
+        if seq != expected_seq:
+            return Verification(
+                count, number, seq,
+                f"entry {seq} at line {number}: expected entry {expected_seq} here (an entry"
+                " was deleted, inserted or moved)",
+            )
+        if entry["prev"] != prev:
+            return Verification(
+                count, number, seq,
+                f"entry {seq} at line {number} does not chain to the entry before it (that"
+                " entry was altered, or entries were deleted, inserted or moved)",
+            )
+        if entry["hash"] != entry_hash(entry):
+            return Verification(
+                count, number, seq,
+                f"entry {seq} at line {number} was edited (its hash does not match its content)",
+            )
+        prev = str(entry["hash"])
+        expected_seq += 1
+        count += 1
+    head_file = head or head_path(path)
+    recorded = _read_head(head_file)
+    if recorded is not None and (recorded.seq, recorded.hash) != (count, prev):
+        if recorded.seq > count:
+            problem = (
+                f"the log ends at entry {count} but its head records entry {recorded.seq}:"
+                " entries were removed from the end"
+            )
+        else:
+            problem = (
+                f"the log ends at entry {count} but its head records entry {recorded.seq}"
+                f" ({head_file.name} does not match the log)"
+            )
+        return Verification(count, None, None, problem)
+    return Verification(count, None, None, "")

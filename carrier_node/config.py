@@ -1,0 +1,103 @@
+"""The node daemon's configuration (one TOML file; flags > CARRIER_NODE_* env > file)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from carrier_node.warehouse import WarehouseConfig
+from fedoversight.config import load_config
+from fedoversight.dimensions import Dimension, accepts
+
+
+class TlsFiles(BaseModel):
+    """Mutual TLS material from the carrier's start-up kit (or its own PKI)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_cert: Path = Field(description="CA certificate that signed the coordinator's certificate")
+    cert: Path = Field(description="this node's certificate (its identity)")
+    key: Path = Field(description="this node's private key")
+    server_name: str | None = Field(
+        default=None, description="name to expect in the coordinator's certificate"
+    )
+
+
+class NodeConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    carrier_id: str = Field(description="this carrier's id, as registered at the coordinator")
+    coordinator: str = Field(description="coordinator address host:port to dial out to")
+    warehouse: WarehouseConfig | None = Field(
+        default=None, description="the carrier's PostgreSQL warehouse, instead of data_dir"
+    )
+    data_dir: Path | None = Field(
+        default=None, description="directory of the DESIGN tables as NAME.parquet or NAME.csv"
+    )
+    policy_file: Path | None = Field(
+        default=None, description="the carrier's disclosure policy (TOML); defaults when absent"
+    )
+    state_dir: Path = Field(
+        default=Path("node-state"), description="where the node keeps its outbox and nonce log"
+    )
+    insecure: bool = Field(
+        default=False, description="plaintext and unsigned requests: local demos only"
+    )
+    tls: TlsFiles | None = Field(default=None, description="mutual TLS files")
+    operator_public_key: Path | None = Field(
+        default=None, description="operator signing key (public half) requests must carry"
+    )
+    result_signing_key: Path | None = Field(
+        default=None,
+        description="this node's Ed25519 key that signs its results (from the start-up kit);"
+        " required to serve unless insecure",
+    )
+    audit_log: Path | None = Field(
+        default=None,
+        description="the hash-chained audit log (default: state_dir/CARRIER_ID.audit.jsonl)",
+    )
+    audit_fsync: bool = Field(
+        default=True, description="sync the audit log to disk on every entry"
+    )
+    stream_max_seconds: float = Field(
+        default=86_400.0, gt=0,
+        description="deadline of one stream to the coordinator; the node then reconnects",
+    )
+    heartbeat_seconds: float = Field(default=10.0, gt=0, description="heartbeat interval")
+    reconnect_min_seconds: float = Field(default=0.5, gt=0, description="first retry delay")
+    reconnect_max_seconds: float = Field(default=30.0, gt=0, description="longest retry delay")
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest message sent or accepted"
+    )
+    max_request_age_seconds: float = Field(
+        default=3600.0, gt=0, description="oldest issued_at accepted (with expiry and nonce)"
+    )
+    engine_threads: int | None = Field(default=None, ge=1, description="DuckDB threads")
+    engine_memory_limit: str | None = Field(default=None, description="DuckDB memory limit")
+    max_concurrent_requests: int = Field(default=1, ge=1, description="requests evaluated at once")
+
+    @field_validator("carrier_id")
+    @classmethod
+    def _carrier_id(cls, value: str) -> str:
+        if not accepts(Dimension.CARRIER, value):
+            raise ValueError("carrier_id must be lowercase letters, digits, '-' or '_'")
+        return value
+
+    @model_validator(mode="after")
+    def _secure_or_explicit(self) -> NodeConfig:
+        if not self.insecure and (self.tls is None or self.operator_public_key is None):
+            raise ValueError(
+                "tls and operator_public_key are required unless insecure = true (demos only)"
+            )
+        if (self.data_dir is None) == (self.warehouse is None):
+            raise ValueError("give exactly one data source: data_dir or [warehouse]")
+        return self
+
+
+def audit_log_path(config: NodeConfig) -> Path:
+    return config.audit_log or config.state_dir / f"{config.carrier_id}.audit.jsonl"
+
+
+def load_node_config(path: Path | None, **overrides: object) -> NodeConfig:
+    return load_config(NodeConfig, path, env_prefix="CARRIER_NODE_", overrides=overrides)

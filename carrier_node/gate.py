@@ -1,0 +1,81 @@
+"""The node's front door for requests: signature, validity window and replay, then decoding.
+
+Nothing is evaluated before a request has passed every check here.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+
+from carrier_node.state import NodeState
+from fedoversight import wire
+from fedoversight.domain import RequestSpec
+from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
+from fedoversight.signing import Verifier
+from fedoversight.v1 import types_pb2
+
+log = logging.getLogger(__name__)
+
+#: Clock skew tolerated between coordinator and node.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+#: Above the largest valid request (32 queries, each filter with at most 200 short values);
+#: anything bigger is refused before its signature is even checked.
+MAX_REQUEST_BYTES = 4 * 1024 * 1024
+
+
+class ExpiredRequestError(AuthenticationError):
+    public = "the request has expired or is not yet valid"
+    code = types_pb2.ERROR_CODE_EXPIRED
+
+
+class ReplayedRequestError(AuthenticationError):
+    public = "the request was seen before"
+    code = types_pb2.ERROR_CODE_REPLAYED
+
+
+class RequestGate:
+    def __init__(
+        self,
+        state: NodeState,
+        verifier: Verifier | None,
+        *,
+        allow_unsigned: bool = False,
+        max_age: dt.timedelta = dt.timedelta(hours=1),
+    ) -> None:
+        if verifier is None and not allow_unsigned:
+            raise AuthenticationError("no operator key configured")
+        self._state = state
+        self._verifier = verifier
+        self._allow_unsigned = allow_unsigned
+        self._max_age = max_age
+
+    def admit(self, signed: types_pb2.SignedRequest, now: dt.datetime | None = None) -> RequestSpec:
+        """Verify and decode; raises an :class:`OversightError` subclass on any failure."""
+        now = now or dt.datetime.now(dt.UTC)
+        data = bytes(signed.request)
+        if len(data) > MAX_REQUEST_BYTES:
+            raise InvalidRequestError("request larger than any valid request")
+        if signed.signature or not self._allow_unsigned:
+            if not signed.signature:
+                raise AuthenticationError("the request is not signed")
+            if self._verifier is None:
+                raise AuthenticationError("signed request but no operator key configured")
+            self._verifier.verify(data, bytes(signed.signature), signed.key_id)
+        try:
+            request = wire.decode_request_bytes(data)
+        except OversightError:
+            raise
+        except Exception:  # strict decoding should never get here; refuse, never crash
+            log.warning("a request failed decoding unexpectedly")
+            raise InvalidRequestError("request does not decode") from None
+        if request.expires_at <= now or request.issued_at > now + CLOCK_SKEW:
+            raise ExpiredRequestError("outside its validity window")
+        if now - request.issued_at > self._max_age:
+            raise ExpiredRequestError("issued too long ago")
+        if not self._state.remember_nonce(
+            request.nonce, request.request_id, request.expires_at, now
+        ):
+            raise ReplayedRequestError("nonce seen before")
+        return request

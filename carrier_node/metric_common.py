@@ -1,0 +1,203 @@
+"""What every metric builder shares: the build context and the pieces its query is made of.
+
+A builder writes the fixed shape of its query as SQL templates (statistics, joins, CTE bodies)
+and finishes it here: :func:`keyed` adds the group-by dimensions as columns and as the GROUP BY,
+:func:`with_ctes` attaches the CTEs. Three kinds of cells occur in the catalogue:
+
+- member-month metrics (:func:`member_month_cells`): every group of enrolled member months (CTE
+  ``mm``) is a cell, with the events counted in it (0 where none);
+- event metrics: rows or events, each in the member month of its date, joined to ``mm``; a
+  cell exists where an event counted;
+- person metrics: one row per member with the attributes of one chosen member month (see
+  :func:`attributed_months`); a cell exists where a person counted.
+
+So a cell exists exactly when a statistic counting people in it (members, claimants, ...) is
+above zero. Member-dimension filters select cells: they apply to the member month that gives a
+row its key, so a filtered query returns exactly the matching cells of the unfiltered one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+from carrier_node import sql
+from fedoversight.catalogue import get_metric
+from fedoversight.dimensions import Dimension
+from fedoversight.domain import QuerySpec
+from fedoversight.periods import Period
+
+#: Alias (and CTE name) of the member months in every query.
+MM = "mm"
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    carrier_id: str
+    period: Period
+    query: QuerySpec
+    #: Tables the data source can read; None when unknown (every table assumed present).
+    tables: frozenset[str] | None = None
+
+    @property
+    def group_by(self) -> tuple[Dimension, ...]:
+        return self.query.group_by
+
+    @property
+    def member_dims(self) -> tuple[Dimension, ...]:
+        return tuple(d for d in self.group_by if d in sql.MEMBER_DIMENSIONS)
+
+    @property
+    def member_filters(self) -> dict[Dimension, tuple[str, ...]]:
+        return {d: v for d, v in self.query.filters if d in sql.MEMBER_DIMENSIONS}
+
+    @property
+    def line_filters(self) -> dict[Dimension, tuple[str, ...]]:
+        """Filters on dimensions of claim rows (service categories, drug class)."""
+        return {d: v for d, v in self.query.filters if d not in sql.MEMBER_DIMENSIONS}
+
+    def has_table(self, name: str) -> bool:
+        return self.tables is None or name in self.tables
+
+    def parameter(self, name: str) -> float:
+        """The query's value of a declared parameter, else its declared default."""
+        given = self.query.parameter_map
+        if name in given:
+            return float(given[name])
+        spec = get_metric(self.query.metric, self.query.version)
+        for p in spec.parameters:
+            if p.name == name:
+                return p.default
+        raise KeyError(name)
+
+    def period_values(self) -> dict[str, exp.Expr]:
+        """Placeholders ``:start`` and ``:end``: the period's first and last day."""
+        return {
+            "start": sql.date_lit(self.period.start_date),
+            "end": sql.date_lit(self.period.end_date),
+        }
+
+
+Builder = Callable[[BuildContext], exp.Select]
+
+
+def histogram_columns(statistic: str) -> tuple[str, str, str]:
+    """Columns carrying a histogram statistic: a query of a metric with one returns a row per
+    cell and non-empty bin with the bin index, its count and its cents; the cell's other
+    statistics repeat on each of its rows."""
+    return (f"{statistic}__bin", f"{statistic}__count", f"{statistic}__cents")
+Ctes = Sequence[tuple[str, exp.Expr]]
+
+
+def col(name: str, table: str | None = None) -> exp.Column:
+    return exp.column(name, table)
+
+
+def matches(column: exp.Expr, values: Sequence[str]) -> exp.Expr:
+    return column.isin(*[sql.lit(v) for v in values])
+
+
+def with_ctes(query: exp.Select, ctes: Ctes) -> exp.Select:
+    for name, body in ctes:
+        query = query.with_(name, as_=body, copy=False)
+    return query
+
+
+def keyed(query: exp.Select, keys: Sequence[exp.Column]) -> exp.Select:
+    """Add ``keys`` (columns named as their dimension) as columns and GROUP BY; with no keys,
+    the single cell exists only when there is a row (so no all-zero cell is returned)."""
+    if not keys:
+        return query.having(exp.Count(this=exp.Star()) > 0, copy=False)
+    query = query.select(*[k.copy() for k in keys], copy=False)
+    return query.group_by(*[k.copy() for k in keys], copy=False)
+
+
+def keys(
+    ctx: BuildContext, line_table: str | None = None, member_table: str = MM
+) -> list[exp.Column]:
+    """The group-by columns: member dimensions from ``member_table``, the others (service
+    categories, drug class) from ``line_table``."""
+    out = []
+    for d in ctx.group_by:
+        if d in sql.MEMBER_DIMENSIONS:
+            out.append(col(d.value, member_table))
+        else:
+            assert line_table is not None, f"{d} has no source in this query"
+            out.append(col(d.value, line_table))
+    return out
+
+
+def filter_lines(query: exp.Select, ctx: BuildContext, line_table: str) -> exp.Select:
+    """Apply the non-member filters on ``line_table``'s columns of the same names."""
+    for dim, wanted in ctx.line_filters.items():
+        query = query.where(matches(col(dim.value, line_table), wanted))
+    return query
+
+
+def member_month_ctes(ctx: BuildContext, *, filtered: bool = True) -> list[tuple[str, exp.Expr]]:
+    """CTEs ``months`` and ``mm`` (the member months of the period); ``filtered`` applies the
+    member-dimension filters to the member months themselves (right for metrics whose cells are
+    member months; person metrics filter their attributed month instead)."""
+    filters = ctx.member_filters if filtered else {}
+    return [
+        ("months", exp.select("*").from_(sql.months_cte(ctx.period))),
+        (MM, sql.member_months(ctx.carrier_id, filters)),
+    ]
+
+
+def attributed_months(ctx: BuildContext, *, last_month_only: bool) -> exp.Select:
+    """One member month per member from the (unfiltered) ``mm``: the period's last month (so
+    only members enrolled then), or each member's latest enrolled month of the period; the
+    member filters then apply to it."""
+    if last_month_only:
+        query = (
+            exp.select("*")
+            .from_(exp.alias_(exp.to_table(MM), "a"))
+            .where(col("month_start", "a").eq(sql.date_lit(ctx.period.last.first_day)))
+        )
+    else:
+        ranked = sql.fill(_LATEST_MONTH)
+        query = exp.select("*").from_(ranked.subquery("a")).where(col("month_rank", "a").eq(1))
+    for dim, values in ctx.member_filters.items():
+        query = query.where(matches(col(dim.value, "a"), values))
+    return query
+
+
+_LATEST_MONTH = """
+SELECT mm.*, ROW_NUMBER() OVER (PARTITION BY mm.member_id ORDER BY mm.month_start DESC)
+         AS month_rank
+FROM mm
+"""
+
+
+_DENOMINATOR = """
+SELECT COUNT(*) AS member_months, COUNT(DISTINCT mm.member_id) AS members FROM mm
+"""
+
+
+def member_month_cells(
+    ctx: BuildContext, numerator: exp.Select, statistics: Sequence[str], ctes: Ctes
+) -> exp.Select:
+    """Every cell of enrolled member months, with ``member_months`` and ``members``, and the
+    ``statistics`` of ``numerator`` (an event query keyed by the same member dimensions; 0
+    where it has no row). Aggregating events by cell directly, rather than per member month
+    first, keeps the grouping small."""
+    dims = ctx.member_dims
+    denominator = keyed(sql.fill(_DENOMINATOR), keys(ctx))
+    query = exp.select(
+        *[col(d.value, "den") for d in dims],
+        col("member_months", "den"),
+        col("members", "den"),
+        *[exp.func("COALESCE", col(name, "num"), sql.num(0)).as_(name) for name in statistics],
+    ).from_(exp.alias_(exp.to_table("den"), "den"))
+    on = (
+        exp.and_(*[col(d.value, "num").eq(col(d.value, "den")) for d in dims])
+        if dims
+        else (exp.true())
+    )
+    query = query.join(exp.alias_(exp.to_table("num"), "num"), on=on, join_type="left")
+    return with_ctes(
+        query, [*member_month_ctes(ctx), *ctes, ("den", denominator), ("num", numerator)]
+    )

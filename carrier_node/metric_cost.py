@@ -1,0 +1,206 @@
+"""Cost metrics beyond PMPM: member cost share, the per-member distribution, high-cost
+claimants and the out-of-network share."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from carrier_node import sql
+from carrier_node.metric_common import (
+    MM,
+    BuildContext,
+    attributed_months,
+    col,
+    keyed,
+    keys,
+    member_month_cells,
+    member_month_ctes,
+    with_ctes,
+)
+from fedoversight.catalogue import HCC_THRESHOLDS
+
+# --- member cost share ------------------------------------------------------------------------
+
+_COST_SHARE_ROWS = """
+SELECT c.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+       CAST(COALESCE(c.deductible_amount, 0) * 100 AS BIGINT) AS deductible_cents,
+       CAST(COALESCE(c.coinsurance_amount, 0) * 100 AS BIGINT) AS coinsurance_cents,
+       CAST(COALESCE(c.copay_amount, 0) * 100 AS BIGINT) AS copay_cents,
+       CAST(0 AS BIGINT) AS pharmacy_member_paid_cents
+FROM medical_claims AS c
+WHERE c.claim_start_date BETWEEN :start AND :end
+UNION ALL
+SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       CAST(0 AS BIGINT) AS deductible_cents, CAST(0 AS BIGINT) AS coinsurance_cents,
+       CAST(0 AS BIGINT) AS copay_cents,
+       CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT) AS pharmacy_member_paid_cents
+FROM pharmacy_claims AS p
+WHERE p.fill_date BETWEEN :start AND :end
+"""
+
+_COST_SHARE = """
+SELECT COUNT(DISTINCT r.member_id) AS claimants,
+       SUM(r.deductible_cents + r.coinsurance_cents + r.copay_cents
+           + r.pharmacy_member_paid_cents) AS cost_share_cents,
+       SUM(r.deductible_cents) AS deductible_cents,
+       SUM(r.coinsurance_cents) AS coinsurance_cents,
+       SUM(r.copay_cents) AS copay_cents,
+       SUM(r.pharmacy_member_paid_cents) AS pharmacy_member_paid_cents
+FROM cost_share_rows AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+COST_SHARE_STATISTICS = (
+    "claimants",
+    "cost_share_cents",
+    "deductible_cents",
+    "coinsurance_cents",
+    "copay_cents",
+    "pharmacy_member_paid_cents",
+)
+
+
+def member_cost_share(ctx: BuildContext) -> exp.Select:
+    """Medical deductible + coinsurance + copay and pharmacy member paid (missing: 0), all
+    claim versions, in enrolled member months."""
+    rows = sql.fill_query(_COST_SHARE_ROWS, **ctx.period_values())
+    numerator = keyed(sql.fill(_COST_SHARE), keys(ctx))
+    return member_month_cells(ctx, numerator, COST_SHARE_STATISTICS, [("cost_share_rows", rows)])
+
+
+# --- per-member period allowed ----------------------------------------------------------------
+
+_ALLOWED_ROWS = """
+SELECT c.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+       CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents
+FROM medical_claims AS c
+WHERE c.claim_start_date BETWEEN :start AND :end
+UNION ALL
+SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents
+FROM pharmacy_claims AS p
+WHERE p.fill_date BETWEEN :start AND :end
+"""
+
+_MEMBER_TOTALS = """
+SELECT a.member_id AS member_id, SUM(a.allowed_cents) AS allowed_cents
+FROM allowed_rows AS a
+JOIN mm ON a.member_id = mm.member_id AND a.month_start = mm.month_start
+GROUP BY a.member_id
+"""
+
+_PERSONS = """
+SELECT p.*, COALESCE(t.allowed_cents, 0) AS period_allowed_cents
+FROM attributed AS p
+LEFT JOIN member_totals AS t ON t.member_id = p.member_id
+"""
+
+
+def _person_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
+    """CTEs ending in ``persons``: every member enrolled in the period, with the dimensions of
+    their latest enrolled month and their period allowed in cents (claims counted as for
+    cost.pmpm: every version, in any enrolled month of the period; 0 when none)."""
+    return [
+        *member_month_ctes(ctx, filtered=False),
+        ("allowed_rows", sql.fill_query(_ALLOWED_ROWS, **ctx.period_values())),
+        ("member_totals", sql.fill(_MEMBER_TOTALS)),
+        ("attributed", attributed_months(ctx, last_month_only=False)),
+        ("persons", sql.fill(_PERSONS)),
+    ]
+
+
+_BINNED = """
+SELECT p.*, :bin AS allowed_bin FROM persons AS p
+"""
+
+# Columns named as metric_common.histogram_columns("allowed_histogram") says.
+_BINS = """
+SELECT mm.allowed_bin AS allowed_histogram__bin, COUNT(*) AS allowed_histogram__count,
+       SUM(mm.period_allowed_cents) AS allowed_histogram__cents
+FROM binned AS mm
+"""
+
+_CELL_TOTALS = """
+SELECT b.*, SUM(b.allowed_histogram__count) OVER () AS members,
+       SUM(b.allowed_histogram__cents) OVER () AS allowed_cents
+FROM bins AS b
+"""
+
+
+def distribution(ctx: BuildContext) -> exp.Select:
+    """Per cell and histogram bin of per-member period allowed: members and cents; the cell's
+    ``members`` and ``allowed_cents`` repeat on each of its bin rows."""
+    cell_keys = keys(ctx)
+    bins = sql.fill(_BINS)
+    bins = bins.select(*[k.copy() for k in cell_keys]).group_by(
+        *[k.copy() for k in cell_keys], col("allowed_bin", MM)
+    )
+    totals = sql.fill(_CELL_TOTALS)
+    for window in totals.find_all(exp.Window):  # the cell's totals, over its bin rows
+        window.set("partition_by", [col(d.value, "b") for d in ctx.member_dims] or None)
+    binned = sql.fill(_BINNED, bin=sql.histogram_bin(col("period_allowed_cents", "p")))
+    return with_ctes(totals, [*_person_ctes(ctx), ("binned", binned), ("bins", bins)])
+
+
+def _hcc_label(threshold: int) -> str:
+    return f"{threshold // 1000}k" if threshold < 1_000_000 else f"{threshold // 1_000_000}m"
+
+
+_HCC = """
+SELECT COUNT(*) AS members, COALESCE(SUM(mm.period_allowed_cents), 0) AS allowed_cents
+FROM persons AS mm
+"""
+
+
+def high_cost_claimants(ctx: BuildContext) -> exp.Select:
+    """Members and allowed per cell, and those of members at or above each threshold."""
+    query = sql.fill(_HCC)
+    allowed = col("period_allowed_cents", MM)
+    for threshold in HCC_THRESHOLDS:
+        label = _hcc_label(threshold)
+        at_least = allowed.copy() >= sql.num(threshold * 100)
+        query = query.select(
+            exp.func(
+                "COALESCE",
+                exp.Sum(this=exp.Case().when(at_least, sql.num(1)).else_(sql.num(0))),
+                sql.num(0),
+            ).as_(f"hcc_{label}"),
+            exp.func(
+                "COALESCE",
+                exp.Sum(this=exp.Case().when(at_least.copy(), allowed.copy()).else_(sql.num(0))),
+                sql.num(0),
+            ).as_(f"hcc_{label}_allowed_cents"),
+        )
+    return with_ctes(keyed(query, keys(ctx)), _person_ctes(ctx))
+
+
+# --- out-of-network share ---------------------------------------------------------------------
+
+_NETWORK_ROWS = """
+SELECT c.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+       CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents, c.in_network AS in_network
+FROM medical_claims AS c
+WHERE c.claim_start_date BETWEEN :start AND :end
+"""
+
+# Claimants are members with a medical row counted in the cell, whatever its network flag.
+_NETWORK = """
+SELECT COUNT(DISTINCT r.member_id) AS claimants,
+       COALESCE(SUM(CASE WHEN NOT r.in_network THEN r.allowed_cents ELSE 0 END), 0)
+         AS out_of_network_allowed_cents,
+       COALESCE(SUM(CASE WHEN r.in_network IS NOT NULL THEN r.allowed_cents ELSE 0 END), 0)
+         AS known_network_allowed_cents
+FROM network_rows AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+
+def out_of_network_share(ctx: BuildContext) -> exp.Select:
+    """Medical rows (all versions) in enrolled member months: allowed out of network and
+    allowed with a known network flag."""
+    query = keyed(sql.fill(_NETWORK), keys(ctx))
+    rows = sql.fill(_NETWORK_ROWS, **ctx.period_values())
+    return with_ctes(query, [*member_month_ctes(ctx), ("network_rows", rows)])

@@ -1,0 +1,46 @@
+"""Enrollment metrics beyond member months: adds, terms and deaths (``enrollment.churn``)."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from carrier_node import sql
+from carrier_node.metric_common import BuildContext, keyed, keys, member_month_ctes, with_ctes
+
+# A member is enrolled in a month when any span overlaps it (filters do not apply here: a member
+# who switched plans was enrolled the month before, whatever that month's plan).
+_ENROLLED_AROUND = """
+SELECT DISTINCT e.member_id AS member_id, x.previous_month_start AS previous_month_start,
+       x.next_month_start AS next_month_start
+FROM eligibility AS e
+JOIN around AS x
+  ON e.enrollment_start_date <= x.month_end
+ AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= x.month_start)
+"""
+
+_CHURN = """
+SELECT COUNT(*) AS member_months, COUNT(DISTINCT mm.member_id) AS members,
+       COUNT(DISTINCT CASE WHEN e_prev.member_id IS NULL THEN mm.member_id END) AS adds,
+       COUNT(DISTINCT CASE WHEN e_next.member_id IS NULL THEN mm.member_id END) AS terms,
+       COUNT(DISTINCT CASE WHEN mm.death_date BETWEEN mm.month_start AND mm.month_end
+                           THEN mm.member_id END) AS deaths
+FROM mm
+LEFT JOIN enrolled AS e_prev
+  ON e_prev.member_id = mm.member_id AND e_prev.next_month_start = mm.month_start
+LEFT JOIN enrolled AS e_next
+  ON e_next.member_id = mm.member_id AND e_next.previous_month_start = mm.month_start
+"""
+
+
+def churn(ctx: BuildContext) -> exp.Select:
+    """Per member month: an add when not enrolled the month before, a term when not enrolled
+    the month after, a death when the in-force span's death_date is in the month."""
+    query = keyed(sql.fill(_CHURN), keys(ctx))
+    return with_ctes(
+        query,
+        [
+            *member_month_ctes(ctx),
+            ("around", exp.select("*").from_(sql.months_around_cte(ctx.period))),
+            ("enrolled", sql.fill(_ENROLLED_AROUND)),
+        ],
+    )

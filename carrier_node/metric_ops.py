@@ -1,0 +1,176 @@
+"""Operational metrics: claims lag, denial rate and data quality."""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from carrier_node import sql
+from carrier_node.metric_common import (
+    BuildContext,
+    col,
+    keyed,
+    keys,
+    matches,
+    member_month_ctes,
+    with_ctes,
+)
+from fedoversight.catalogue import LAG_MONTHS
+from fedoversight.codelists import drg_types, place_of_service_codes, revenue_codes
+
+# --- claims lag -------------------------------------------------------------------------------
+
+# Months from the incurred month to the paid month, LAG_MONTHS taking that many or more; a paid
+# date in a month before the incurred month is in no bucket (the row does not count).
+_LAG_ROWS = """
+SELECT member_id, month_start, paid_cents,
+       CASE WHEN lag_months >= :last THEN :last ELSE lag_months END AS lag
+FROM (
+  SELECT c.member_id AS member_id,
+         CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+         CAST(c.paid_amount * 100 AS BIGINT) AS paid_cents,
+         CAST((EXTRACT(YEAR FROM c.paid_date) - EXTRACT(YEAR FROM c.claim_start_date)) * 12
+              + EXTRACT(MONTH FROM c.paid_date) - EXTRACT(MONTH FROM c.claim_start_date)
+              AS BIGINT) AS lag_months
+  FROM medical_claims AS c
+  WHERE c.claim_start_date BETWEEN :start AND :end AND c.paid_date IS NOT NULL
+) AS l
+WHERE lag_months >= 0
+"""
+
+_LAG = """
+SELECT COUNT(DISTINCT r.member_id) AS claimants
+FROM lag_rows AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+
+def claims_lag(ctx: BuildContext) -> exp.Select:
+    """Paid cents of medical rows (all versions) with a paid date, in enrolled member months of
+    their incurred month, by months to payment."""
+    query = sql.fill(_LAG)
+    for k in range(LAG_MONTHS + 1):
+        paid = exp.Case().when(col("lag", "r").eq(k), col("paid_cents", "r")).else_(sql.num(0))
+        query = query.select(
+            exp.func("COALESCE", exp.Sum(this=paid), sql.num(0)).as_(f"paid_lag_{k:02d}_cents")
+        )
+    rows = sql.fill(_LAG_ROWS, last=sql.num(LAG_MONTHS), **ctx.period_values())
+    return with_ctes(keyed(query, keys(ctx)), [*member_month_ctes(ctx), ("lag_rows", rows)])
+
+
+# --- denial rate ------------------------------------------------------------------------------
+
+_ADJUDICATED_ROWS = """
+SELECT a.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', a.claim_start_date) AS DATE) AS month_start,
+       CASE WHEN a.claim_status = 'denied' THEN 1 ELSE 0 END AS denied,
+       CAST(a.charge_amount * 100 AS BIGINT) AS charge_cents
+FROM adjudicated AS a
+"""
+
+_DENIALS = """
+SELECT COUNT(DISTINCT r.member_id) AS claimants, COUNT(*) AS lines,
+       COALESCE(SUM(r.denied), 0) AS denied_lines,
+       COALESCE(SUM(r.charge_cents), 0) AS charge_cents,
+       COALESCE(SUM(CASE WHEN r.denied = 1 THEN r.charge_cents ELSE 0 END), 0)
+         AS denied_charge_cents
+FROM adjudicated_rows AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+
+def denial_rate(ctx: BuildContext) -> exp.Select:
+    """Per medical line, its latest row when paid, adjusted or denied, dated in the period in
+    an enrolled member month; the denied ones apart, by count and charge."""
+    adjudicated = sql.latest_medical_rows(
+        lambda a: sql.in_period(col("claim_start_date", a), ctx.period),
+        sql.ADJUDICATED_STATUSES,
+    )
+    return with_ctes(
+        keyed(sql.fill(_DENIALS), keys(ctx)),
+        [
+            *member_month_ctes(ctx),
+            ("adjudicated", adjudicated),
+            ("adjudicated_rows", sql.fill(_ADJUDICATED_ROWS)),
+        ],
+    )
+
+
+# --- data quality -----------------------------------------------------------------------------
+
+# Every row dated in the period, in the month of its date; a row is outside enrollment when its
+# month is not an enrolled month of its member (the rule by which claims count elsewhere). An
+# empty code is a missing one.
+_QUALITY_ROWS = """
+SELECT c.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+       1 AS medical, 0 AS pharmacy,
+       CASE WHEN c.place_of_service IS NOT NULL AND NOT :pos_known THEN 1 ELSE 0 END
+         AS invalid_place_of_service,
+       CASE WHEN c.revenue_code IS NOT NULL AND NOT :revenue_known THEN 1 ELSE 0 END
+         AS invalid_revenue_code,
+       CASE WHEN c.drg IS NOT NULL AND NOT :drg_known THEN 1 ELSE 0 END AS invalid_drg,
+       CASE WHEN (c.claim_type = 'professional' AND c.place_of_service IS NULL)
+              OR (c.claim_type = 'institutional' AND c.bill_type IS NULL)
+            THEN 1 ELSE 0 END AS missing_fields
+FROM (
+  SELECT x.member_id, x.claim_start_date, x.claim_type,
+         NULLIF(x.place_of_service, '') AS place_of_service,
+         NULLIF(x.revenue_code, '') AS revenue_code, NULLIF(x.drg, '') AS drg,
+         NULLIF(x.bill_type, '') AS bill_type
+  FROM medical_claims AS x
+  WHERE x.claim_start_date BETWEEN :start AND :end
+) AS c
+UNION ALL
+SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       0 AS medical, 1 AS pharmacy, 0 AS invalid_place_of_service, 0 AS invalid_revenue_code,
+       0 AS invalid_drg, 0 AS missing_fields
+FROM pharmacy_claims AS p
+WHERE p.fill_date BETWEEN :start AND :end
+"""
+
+_QUALITY_MONTHS = """
+SELECT m.month_start AS month_start, :carrier AS carrier, m.month AS month, m.quarter AS quarter,
+       m.year AS year
+FROM months AS m
+"""
+
+_QUALITY = """
+SELECT COUNT(DISTINCT r.member_id) AS claimants,
+       COALESCE(SUM(r.medical), 0) AS medical_rows,
+       COALESCE(SUM(r.pharmacy), 0) AS pharmacy_rows,
+       COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.medical ELSE 0 END), 0)
+         AS medical_outside_enrollment,
+       COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.pharmacy ELSE 0 END), 0)
+         AS pharmacy_outside_enrollment,
+       COALESCE(SUM(r.invalid_place_of_service), 0) AS invalid_place_of_service,
+       COALESCE(SUM(r.invalid_revenue_code), 0) AS invalid_revenue_code,
+       COALESCE(SUM(r.invalid_drg), 0) AS invalid_drg,
+       COALESCE(SUM(r.missing_fields), 0) AS missing_fields
+FROM quality_rows AS r
+JOIN quality_months AS m ON m.month_start = r.month_start
+LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
+"""
+
+
+def data_quality(ctx: BuildContext) -> exp.Select:
+    """Medical and pharmacy rows dated in the period by month: outside enrollment, unknown
+    codes, missing place of service or bill type."""
+    rows = sql.fill_query(
+        _QUALITY_ROWS,
+        pos_known=sql.codes_in(col("place_of_service", "c"), sorted(place_of_service_codes())),
+        revenue_known=sql.codes_in(col("revenue_code", "c"), sorted(revenue_codes())),
+        drg_known=sql.codes_in(col("drg", "c"), sorted(drg_types())),
+        **ctx.period_values(),
+    )
+    query = keyed(sql.fill(_QUALITY), [col(d.value, "m") for d in ctx.group_by])
+    for dim, values in ctx.query.filters:
+        query = query.where(matches(col(dim.value, "m"), values))
+    quality_months = sql.fill(_QUALITY_MONTHS, carrier=sql.lit(ctx.carrier_id))
+    return with_ctes(
+        query,
+        [
+            *member_month_ctes(ctx, filtered=False),
+            ("quality_months", quality_months),
+            ("quality_rows", rows),
+        ],
+    )

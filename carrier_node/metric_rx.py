@@ -1,0 +1,222 @@
+"""Pharmacy metrics: generic dispensing, specialty share, spend by drug class, rebate share."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from sqlglot import exp
+
+from carrier_node import sql
+from carrier_node.metric_common import (
+    BuildContext,
+    col,
+    filter_lines,
+    keyed,
+    keys,
+    matches,
+    member_month_ctes,
+    with_ctes,
+)
+
+
+def _drug_class(alias: str) -> exp.Expr:
+    return sql.checked_code(col("drug_class", alias), "drug_class")
+
+
+# --- generic dispensing -----------------------------------------------------------------------
+
+_CLASSED_FILLS = """
+SELECT x.claim_id AS claim_id, x.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', x.fill_date) AS DATE) AS month_start,
+       :drug_class AS drug_class, x.days_supply AS days_supply, x.generic AS generic
+FROM final_fills AS x
+"""
+
+_GENERIC = """
+SELECT COUNT(DISTINCT r.member_id) AS fill_members, COUNT(*) AS fills,
+       COALESCE(SUM(r.generic), 0) AS generic_fills
+FROM classed_fills AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+
+def _fill_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
+    return [
+        ("final_fills", sql.final_fills(ctx.period)),
+        ("classed_fills", sql.fill(_CLASSED_FILLS, drug_class=_drug_class("x"))),
+    ]
+
+
+def generic_dispensing_rate(ctx: BuildContext) -> exp.Select:
+    """Final-action fills of the period in enrolled member months, and the generic ones."""
+    query = filter_lines(keyed(sql.fill(_GENERIC), keys(ctx, "r")), ctx, "r")
+    return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx)])
+
+
+# --- specialty share --------------------------------------------------------------------------
+
+# Every row of a fill with a row in the period decides whether the fill is specialty.
+_FILL_PROFILE = """
+SELECT p.claim_id AS claim_id, MAX(CASE WHEN p.specialty THEN 1 ELSE 0 END) AS flagged,
+       SUM(CAST(p.allowed_amount * 100 AS BIGINT)) AS net_allowed_cents,
+       MAX(p.days_supply) AS days_supply
+FROM pharmacy_claims AS p
+WHERE p.claim_id IN (
+  SELECT k.claim_id FROM pharmacy_claims AS k WHERE k.fill_date BETWEEN :start AND :end
+)
+GROUP BY p.claim_id
+"""
+
+_SPECIALTY_ROWS = """
+SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+       CASE WHEN :specialty THEN 1 ELSE 0 END AS specialty
+FROM pharmacy_claims AS p
+JOIN fill_profile AS f ON f.claim_id = p.claim_id
+WHERE p.fill_date BETWEEN :start AND :end
+"""
+
+_SPECIALTY = """
+SELECT COUNT(DISTINCT r.member_id) AS fill_members,
+       COUNT(DISTINCT CASE WHEN r.specialty = 1 THEN r.member_id END) AS specialty_members,
+       COALESCE(SUM(r.allowed_cents), 0) AS pharmacy_allowed_cents,
+       COALESCE(SUM(CASE WHEN r.specialty = 1 THEN r.allowed_cents ELSE 0 END), 0)
+         AS specialty_allowed_cents
+FROM specialty_rows AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+# net allowed × 30 ÷ days supply ≥ dollars, as exact arithmetic in cents (days supply > 0).
+_COSTLY = """
+SELECT f.days_supply > 0 AND f.net_allowed_cents * 30 >= :threshold_cents * f.days_supply
+"""
+
+
+def specialty_share(ctx: BuildContext) -> exp.Select:
+    """Pharmacy rows (all versions) of the period in enrolled member months; those of
+    specialty fills apart."""
+    specialty: exp.Expr = col("flagged", "f").eq(1)
+    dollars = ctx.parameter("cost_per_30_days")
+    if dollars > 0:
+        # The parameter as an exact decimal literal of cents (repr is the float's shortest form).
+        threshold = Decimal(repr(dollars)) * 100
+        costly = sql.fill(_COSTLY, threshold_cents=exp.Literal.number(str(threshold)))
+        specialty = exp.or_(specialty, exp.paren(costly.expressions[0].copy()))
+    rows = sql.fill(_SPECIALTY_ROWS, specialty=specialty, **ctx.period_values())
+    query = keyed(sql.fill(_SPECIALTY), keys(ctx))
+    return with_ctes(
+        query,
+        [
+            *member_month_ctes(ctx),
+            ("fill_profile", sql.fill(_FILL_PROFILE, **ctx.period_values())),
+            ("specialty_rows", rows),
+        ],
+    )
+
+
+# --- spend by class ---------------------------------------------------------------------------
+
+_CLASS_ROWS = """
+SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       :drug_class AS drug_class, p.member_id AS row_member_id,
+       CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+       CAST(p.paid_amount * 100 AS BIGINT) AS paid_cents, CAST(NULL AS VARCHAR) AS claim_id
+FROM pharmacy_claims AS p
+WHERE p.fill_date BETWEEN :start AND :end
+UNION ALL
+SELECT x.member_id AS member_id, x.month_start AS month_start, x.drug_class AS drug_class,
+       CAST(NULL AS VARCHAR) AS row_member_id, CAST(0 AS BIGINT) AS allowed_cents,
+       CAST(0 AS BIGINT) AS paid_cents, x.claim_id AS claim_id
+FROM classed_fills AS x
+"""
+
+_SPEND = """
+SELECT COUNT(DISTINCT r.row_member_id) AS fill_members,
+       COALESCE(SUM(r.allowed_cents), 0) AS allowed_cents,
+       COALESCE(SUM(r.paid_cents), 0) AS paid_cents,
+       COUNT(DISTINCT r.claim_id) AS fills
+FROM class_rows AS r
+JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+
+def spend_by_class(ctx: BuildContext) -> exp.Select:
+    """Pharmacy rows (all versions) by drug class, and final-action fills by drug class."""
+    rows = sql.fill_query(_CLASS_ROWS, drug_class=_drug_class("p"), **ctx.period_values())
+    query = filter_lines(keyed(sql.fill(_SPEND), keys(ctx, "r")), ctx, "r")
+    return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx), ("class_rows", rows)])
+
+
+# --- rebate share -----------------------------------------------------------------------------
+
+_REBATE_CELLS = """
+SELECT mm.quarter AS quarter, mm.year AS year, :carrier AS carrier, :drug_class AS drug_class,
+       p.member_id AS member_id,
+       CAST(p.allowed_amount * 100 AS BIGINT) AS pharmacy_allowed_cents,
+       CAST(0 AS BIGINT) AS rebate_cents
+FROM pharmacy_claims AS p
+JOIN mm
+  ON p.member_id = mm.member_id
+ AND CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) = mm.month_start
+WHERE p.fill_date BETWEEN :start AND :end
+UNION ALL
+SELECT b.quarter AS quarter, b.year AS year, :carrier AS carrier, b.drug_class AS drug_class,
+       CAST(NULL AS VARCHAR) AS member_id, CAST(0 AS BIGINT) AS pharmacy_allowed_cents,
+       b.rebate_cents AS rebate_cents
+FROM quarter_rebates AS b
+"""
+
+# A rebate row's quarter is read as YYYYQn or YYYY-Qn (any case, surrounding spaces ignored).
+_QUARTER_REBATES = """
+SELECT q.quarter AS quarter, q.year AS year, :drug_class AS drug_class,
+       CAST(b.rebate_amount * 100 AS BIGINT) AS rebate_cents
+FROM rebates AS b
+JOIN quarters AS q ON UPPER(TRIM(b.quarter)) IN (q.quarter, q.spelled)
+"""
+
+_NO_REBATES = """
+SELECT q.quarter AS quarter, q.year AS year, CAST(NULL AS VARCHAR) AS drug_class,
+       CAST(0 AS BIGINT) AS rebate_cents
+FROM quarters AS q
+WHERE 1 = 0
+"""
+
+_HAS_MEMBERS = """
+SELECT COUNT(DISTINCT r.member_id) > 0
+"""
+
+_REBATE_SHARE = """
+SELECT COUNT(DISTINCT r.member_id) AS fill_members,
+       COALESCE(SUM(r.pharmacy_allowed_cents), 0) AS pharmacy_allowed_cents,
+       COALESCE(SUM(r.rebate_cents), 0) AS rebate_cents
+FROM rebate_cells AS r
+"""
+
+
+def rebate_share(ctx: BuildContext) -> exp.Select:
+    """By quarter: rebates of the quarters the period touches, and pharmacy allowed (all rows,
+    in enrolled member months) of the period's months; no rebates table means no rebates."""
+    if ctx.has_table("rebates"):
+        rebates = sql.fill(_QUARTER_REBATES, drug_class=_drug_class("b"))
+    else:
+        rebates = sql.fill(_NO_REBATES)
+    cells = sql.fill_query(
+        _REBATE_CELLS,
+        carrier=sql.lit(ctx.carrier_id),
+        drug_class=_drug_class("p"),
+        **ctx.period_values(),
+    )
+    query = keyed(sql.fill(_REBATE_SHARE), [col(d.value, "r") for d in ctx.group_by])
+    # As everywhere, a cell exists when people count in it (rebates alone make none).
+    query = query.having(sql.fill(_HAS_MEMBERS).expressions[0].copy(), copy=False)
+    for dim, values in ctx.query.filters:
+        query = query.where(matches(col(dim.value, "r"), values))
+    return with_ctes(
+        query,
+        [
+            *member_month_ctes(ctx, filtered=False),
+            ("quarters", exp.select("*").from_(sql.quarters_cte(ctx.period))),
+            ("quarter_rebates", rebates),
+            ("rebate_cells", cells),
+        ],
+    )

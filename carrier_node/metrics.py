@@ -1,0 +1,170 @@
+"""How this node evaluates each catalogue metric: one query per metric, built as expressions.
+
+Every builder returns a SELECT whose columns are the query's group-by dimensions (named by the
+dimension) and the metric's declared statistics (named by the statistic), one row per cell. A
+metric with a histogram statistic returns one row per cell and non-empty bin instead (see
+:func:`histogram_columns`). The engine runs it where the data lives and never looks at a row.
+The builders live in the ``metric_*`` modules; shared query pieces in :mod:`carrier_node.sql`.
+"""
+
+from __future__ import annotations
+
+from sqlglot import exp
+
+from carrier_node import (
+    metric_cost,
+    metric_enrollment,
+    metric_ops,
+    metric_quality,
+    metric_rx,
+    metric_util,
+    sql,
+)
+from carrier_node.metric_common import BuildContext, Builder, histogram_columns
+from fedoversight.dimensions import Dimension
+from fedoversight.errors import UnknownMetricError
+
+__all__ = ["BUILDERS", "BuildContext", "Builder", "build", "histogram_columns"]
+
+
+def _cols(dims: tuple[Dimension, ...], table: str | None = None) -> list[exp.Expr]:
+    return [exp.column(d.value, table) for d in dims]
+
+
+def _with_months(query: exp.Select, ctx: BuildContext) -> exp.Select:
+    return query.with_("months", as_=exp.select("*").from_(sql.months_cte(ctx.period)))
+
+
+def _member_month_totals(dims: tuple[Dimension, ...]) -> exp.Select:
+    query = exp.select(
+        *_cols(dims),
+        exp.Count(this=exp.Star()).as_("member_months"),
+        exp.Count(this=exp.Distinct(expressions=[exp.column("member_id")])).as_("members"),
+    ).from_("mm")
+    if not dims:  # no all-zero cell when nobody is enrolled
+        return query.having(exp.Count(this=exp.Star()) > 0)
+    return query.group_by(*_cols(dims))
+
+
+def enrollment_member_months(ctx: BuildContext) -> exp.Select:
+    query = _with_months(_member_month_totals(ctx.group_by), ctx)
+    return query.with_("mm", as_=sql.member_months(ctx.carrier_id, ctx.member_filters))
+
+
+def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Select:
+    """Claim lines of enrolled member months, summed by ``dims``."""
+    member_dims = tuple(d for d in dims if d in sql.MEMBER_DIMENSIONS)
+    line_dims = tuple(d for d in dims if d not in sql.MEMBER_DIMENSIONS)
+    query = (
+        exp.select(
+            *_cols(member_dims, "mm"),
+            *_cols(line_dims, "l"),
+            exp.Count(this=exp.Distinct(expressions=[exp.column("member_id", "l")])).as_(
+                "claimants"
+            ),
+            exp.Sum(this=exp.column("allowed_cents", "l")).as_("allowed_cents"),
+            exp.Sum(this=exp.column("paid_cents", "l")).as_("paid_cents"),
+        )
+        .from_(exp.alias_(exp.to_table("lines"), "l"))
+        .join(
+            exp.alias_(exp.to_table("mm"), "mm"),
+            on=exp.and_(
+                exp.column("member_id", "l").eq(exp.column("member_id", "mm")),
+                exp.column("month_start", "l").eq(exp.column("month_start", "mm")),
+            ),
+        )
+        .group_by(*_cols(member_dims, "mm"), *_cols(line_dims, "l"))
+    )
+    for dim, values in ctx.query.filters:
+        if dim in line_dims or (dim not in sql.MEMBER_DIMENSIONS):
+            query = query.where(exp.column(dim.value, "l").isin(*[sql.lit(v) for v in values]))
+    return query
+
+
+def _cost(ctx: BuildContext) -> exp.Select:
+    """Claims by the full key joined to member months of the member-dimension part of it."""
+    dims = ctx.group_by
+    member_dims = tuple(d for d in dims if d in sql.MEMBER_DIMENSIONS)
+    num, den = exp.to_table("num"), exp.to_table("den")
+    select = exp.select(
+        *[exp.column(d.value, "num" if d not in member_dims else "den") for d in dims],
+        exp.column("member_months", "den"),
+        exp.column("members", "den"),
+        exp.func("COALESCE", exp.column("claimants", "num"), exp.Literal.number(0)).as_(
+            "claimants"
+        ),
+        exp.func("COALESCE", exp.column("allowed_cents", "num"), exp.Literal.number(0)).as_(
+            "allowed_cents"
+        ),
+        exp.func("COALESCE", exp.column("paid_cents", "num"), exp.Literal.number(0)).as_(
+            "paid_cents"
+        ),
+    )
+    on = [exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims]
+    if len(member_dims) != len(dims):
+        # One cell per category with claims; each divides its other keys' member months.
+        query = select.from_(exp.alias_(num, "num"))
+        query = (
+            query.join(exp.alias_(den, "den"), on=exp.and_(*on))
+            if on
+            else query.join(exp.alias_(den, "den"), join_type="cross")
+        )
+    else:
+        query = select.from_(exp.alias_(den, "den"))
+        query = (
+            query.join(exp.alias_(num, "num"), on=exp.and_(*on), join_type="left")
+            if on
+            else query.join(exp.alias_(num, "num"), join_type="cross")
+        )
+    return (
+        _with_months(query, ctx)
+        .with_("mm", as_=sql.member_months(ctx.carrier_id, ctx.member_filters), copy=False)
+        .with_("lines", as_=sql.claim_lines(ctx.period, _category_levels(ctx)), copy=False)
+        .with_("den", as_=_member_month_totals(member_dims), copy=False)
+        .with_("num", as_=_claims_by_cell(ctx, dims), copy=False)
+    )
+
+
+def _category_levels(ctx: BuildContext) -> frozenset[int]:
+    """Service-category levels a cost query groups or filters by (classifying lines costs)."""
+    used = set(ctx.query.group_by) | {d for d, _ in ctx.query.filters}
+    return frozenset(
+        level for level, dim in ((1, Dimension.SERVICE_CATEGORY),
+                                 (2, Dimension.SERVICE_CATEGORY_2)) if dim in used
+    )
+
+
+BUILDERS: dict[str, Builder] = {
+    "enrollment.member_months@1": enrollment_member_months,
+    "enrollment.churn@1": metric_enrollment.churn,
+    "cost.pmpm@1": _cost,
+    "cost.pmpm_by_service_category@1": _cost,
+    "cost.member_cost_share_pmpm@1": metric_cost.member_cost_share,
+    "cost.distribution@1": metric_cost.distribution,
+    "cost.high_cost_claimants@1": metric_cost.high_cost_claimants,
+    "cost.out_of_network_share@1": metric_cost.out_of_network_share,
+    "util.inpatient@1": metric_util.inpatient,
+    "util.ed_visits@1": metric_util.ed_visits,
+    "util.office_visits@1": metric_util.office_visits,
+    "util.scripts@1": metric_util.scripts,
+    "outcome.readmission_30d@1": metric_util.readmission_30d,
+    "rx.generic_dispensing_rate@1": metric_rx.generic_dispensing_rate,
+    "rx.specialty_share@1": metric_rx.specialty_share,
+    "rx.spend_by_class@1": metric_rx.spend_by_class,
+    "rx.rebate_share@1": metric_rx.rebate_share,
+    "quality.breast_cancer_screening@1": metric_quality.breast_cancer_screening,
+    "quality.diabetes_hba1c_testing@1": metric_quality.diabetes_hba1c_testing,
+    "quality.statin_use_diabetes@1": metric_quality.statin_use_diabetes,
+    "ops.claims_lag@1": metric_ops.claims_lag,
+    "ops.denial_rate@1": metric_ops.denial_rate,
+    "ops.data_quality@1": metric_ops.data_quality,
+}
+
+
+def build(ctx: BuildContext) -> exp.Select:
+    key = f"{ctx.query.metric}@{ctx.query.version}"
+    try:
+        builder = BUILDERS[key]
+    except KeyError:
+        raise UnknownMetricError(f"this node does not implement {key}") from None
+    return builder(ctx)

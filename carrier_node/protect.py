@@ -1,0 +1,258 @@
+"""The node's disclosure pipeline: raw tables of one request in, releasable tables out.
+
+In order, for every table of the request:
+
+1. **Primary suppression** — a cell resting on 1 to (floor − 1) members in any member-count
+   statistic (numerators, denominators, excluded counts alike; zero is allowed) is hidden
+   whole. The floor is the policy's, stricter for cells keyed by a sensitive group.
+2. **Dominance** — a dollar total where one member's contribution could be estimated too
+   closely (the p% rule, from the largest two member contributions the engine reports) is
+   hidden.
+3. **Differencing** — a cell whose population is nested in (or contains) one released before,
+   or earlier in this request, and differs from it by 1 to (floor − 1) members is hidden.
+4. **Complementary suppression** — more cells are hidden until no hidden cell can be derived
+   from its lines' margins, proven by the LP interval audit.
+5. **Differential privacy** (when the policy asks) — released counts get OpenDP noise and the
+   request's ε is charged to the persistent budget (refused when spent); dollar totals are
+   withheld under DP.
+
+The released cells are then recorded in the ledger. Each decision carries its reason so the
+node's audit log can say why a cell was withheld.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from carrier_node.engine import RawCell, RawTable
+from carrier_node.policy import Policy
+from carrier_node.sdc.complementary import complementary
+from carrier_node.sdc.ledger import MEMBER_DIMENSIONS, Ledger, Release, cell_box, family_of
+from carrier_node.sdc.privacy import NoiseMechanism, PrivacyBudget
+from carrier_node.sdc.tables import Table
+from fedoversight.catalogue import MetricSpec, StatKind, get_metric
+from fedoversight.dimensions import Dimension
+from fedoversight.domain import (
+    CellResult,
+    DisclosureSummary,
+    QueryTable,
+    RequestSpec,
+    Status,
+    StatValue,
+)
+
+log = logging.getLogger(__name__)
+
+SMALL_CELL = "small-cell"
+DOMINANCE = "dominance"
+DIFFERENCING = "differencing"
+COMPLEMENTARY = "complementary"
+PERTURBED = "perturbed"
+
+
+@dataclass
+class TableDecision:
+    """Why each withheld cell of one table was withheld (by cell index)."""
+
+    metric: str
+    reasons: dict[int, str] = field(default_factory=dict)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for reason in self.reasons.values():
+            out[reason] = out.get(reason, 0) + 1
+        return out
+
+
+def dominated(total: int, largest: int, second: int, p_percent: float) -> bool:
+    """The p% rule: the runner-up could estimate the largest contribution within p%."""
+    if total <= 0 or largest <= 0:
+        return False
+    return total - largest - second < p_percent / 100.0 * largest
+
+
+def _values(cell: RawCell) -> dict[str, object]:
+    return dict(cell.values)
+
+
+def _audit_statistic(spec: MetricSpec) -> str | None:
+    """The additive count the complementary audit protects."""
+    for s in spec.statistics:
+        if s.kind is StatKind.COUNT:
+            return s.name
+    for s in spec.statistics:
+        if s.kind is StatKind.MEMBERS:
+            return s.name
+    return None
+
+
+class Protector:
+    def __init__(
+        self,
+        policy: Policy,
+        ledger: Ledger | None = None,
+        budget: PrivacyBudget | None = None,
+    ) -> None:
+        self.policy = policy
+        self.ledger = ledger
+        self.budget = budget
+
+    def protect(
+        self, request: RequestSpec, raws: Sequence[RawTable]
+    ) -> tuple[list[QueryTable], list[TableDecision]]:
+        dp_policy = self.policy.differential_privacy
+        if dp_policy.enabled:
+            if self.budget is None:
+                raise RuntimeError("differential privacy needs a budget store")
+            self.budget.charge(
+                request.period, dp_policy.epsilon_per_query * len(raws), request.request_id
+            )
+        pending: list[Release] = []
+        tables: list[QueryTable] = []
+        decisions: list[TableDecision] = []
+        for raw in raws:
+            table, decision, releases = self._protect_table(request, raw, pending)
+            pending.extend(releases)
+            tables.append(table)
+            decisions.append(decision)
+        if self.ledger is not None and pending:
+            self.ledger.record(pending, request.request_id)
+        return tables, decisions
+
+    def _protect_table(
+        self, request: RequestSpec, raw: RawTable, pending: list[Release]
+    ) -> tuple[QueryTable, TableDecision, list[Release]]:
+        spec = get_metric(raw.query.metric, raw.query.version)
+        decision = TableDecision(metric=spec.name)
+        cells = raw.cells
+        member_stats = [s.name for s in spec.statistics if s.kind is StatKind.MEMBERS]
+        guarded = [*member_stats, *(["member_months"] if any(
+            s.name == "member_months" for s in spec.statistics) else [])]
+        filters = dict(raw.query.filters)
+        thresholds = [
+            self.policy.threshold_for({d.value: v for d, v in c.key}) for c in cells
+        ]
+        # 1. primary
+        for i, cell in enumerate(cells):
+            values = _values(cell)
+            if any(0 < int(values[n]) < thresholds[i] for n in member_stats):  # type: ignore[call-overload]
+                decision.reasons[i] = SMALL_CELL
+        # 2. dominance
+        if self.policy.dominance.enabled:
+            for i, cell in enumerate(cells):
+                if i in decision.reasons:
+                    continue
+                for name, (total, largest, second) in cell.contributions:
+                    if dominated(total, largest, second, self.policy.dominance.p_percent):
+                        decision.reasons[i] = DOMINANCE
+                        log.debug("cell %d of %s dominated in %s", i, spec.name, name)
+                        break
+        # 3. differencing against the ledger and this request's earlier tables
+        releases: list[Release] = []
+        if self.policy.differencing_guard:
+            for i, cell in enumerate(cells):
+                if i in decision.reasons:
+                    continue
+                values = _values(cell)
+                for name in guarded:
+                    family = family_of(spec.name, name)
+                    box = cell_box(
+                        request.period, cell.key, filters,
+                        MEMBER_DIMENSIONS if family == "enrolled" else None,
+                    )
+                    release = Release(family, name, box, int(values[name]))  # type: ignore[call-overload]
+                    conflict = self.ledger.conflict(release, thresholds[i], [*pending, *releases]) \
+                        if self.ledger is not None else _pending_conflict(
+                            release, thresholds[i], [*pending, *releases])
+                    if conflict is not None:
+                        decision.reasons[i] = DIFFERENCING
+                        break
+        # 4. complementary, audited
+        audit_stat = _audit_statistic(spec)
+        primary = set(decision.reasons)
+        if primary and audit_stat is not None and cells and cells[0].key:
+            table = Table(
+                keys=tuple(c.key for c in cells),
+                values=tuple(max(0, int(_values(c)[audit_stat])) for c in cells),  # type: ignore[call-overload]
+            )
+            floor = max(thresholds) if thresholds else self.policy.min_cell_size
+            for i in complementary(table, primary, floor):
+                decision.reasons[i] = COMPLEMENTARY
+        # 5. build released cells (with DP noise when asked) and their ledger entries
+        out: list[CellResult] = []
+        dp_policy = self.policy.differential_privacy
+        mechanisms = self._mechanisms(request, spec, raw) if dp_policy.enabled else {}
+        for i, cell in enumerate(cells):
+            reason = decision.reasons.get(i)
+            if reason is not None:
+                status = Status.SUPPRESSED_PRIMARY if reason in (
+                    SMALL_CELL, DOMINANCE, DIFFERENCING) else Status.SUPPRESSED_COMPLEMENTARY
+                out.append(CellResult(cell.key, tuple(
+                    StatValue(n, status, None) for n, _ in cell.values)))
+                continue
+            stats = []
+            for name, value in cell.values:
+                if dp_policy.enabled:
+                    kind = spec.statistic(name).kind
+                    if kind in (StatKind.CENTS, StatKind.HISTOGRAM):
+                        stats.append(StatValue(name, Status.SUPPRESSED_PRIMARY, None))
+                    else:
+                        noisy = max(0, mechanisms[name].release(int(value)))  # type: ignore[arg-type]
+                        stats.append(StatValue(name, Status.PERTURBED, noisy))
+                else:
+                    stats.append(StatValue(name, Status.RELEASED, value))  # type: ignore[arg-type]
+            out.append(CellResult(cell.key, tuple(stats)))
+            if not dp_policy.enabled:
+                values = _values(cell)
+                for name in guarded:
+                    family = family_of(spec.name, name)
+                    box = cell_box(request.period, cell.key, filters,
+                                   MEMBER_DIMENSIONS if family == "enrolled" else None)
+                    releases.append(Release(family, name, box, int(values[name])))  # type: ignore[call-overload]
+        counts = decision.counts()
+        summary = DisclosureSummary(
+            min_cell_size=self.policy.min_cell_size,
+            cells_released=len(cells) - len(decision.reasons),
+            cells_suppressed_primary=sum(
+                counts.get(r, 0) for r in (SMALL_CELL, DOMINANCE, DIFFERENCING)),
+            cells_suppressed_complementary=counts.get(COMPLEMENTARY, 0),
+            cells_perturbed=(len(cells) - len(decision.reasons)) if dp_policy.enabled else 0,
+            policy_digest=self.policy.digest,
+        )
+        return (
+            QueryTable(spec.name, spec.version, raw.query.group_by, tuple(out), summary),
+            decision,
+            releases,
+        )
+
+    def _mechanisms(
+        self, request: RequestSpec, spec: MetricSpec, raw: RawTable
+    ) -> dict[str, NoiseMechanism]:
+        dp_policy = self.policy.differential_privacy
+        counted = [s for s in spec.statistics if s.kind in (StatKind.MEMBERS, StatKind.COUNT)]
+        epsilon = dp_policy.epsilon_per_query / max(1, len(counted))
+        months = len(request.period.months())
+        by_time = any(d in (Dimension.MONTH, Dimension.QUARTER) for d in raw.query.group_by)
+        out = {}
+        for s in counted:
+            if s.kind is StatKind.MEMBERS:
+                sensitivity = months if by_time else 1
+            elif s.name == "member_months":
+                sensitivity = months
+            else:
+                sensitivity = dp_policy.count_bound * months
+            out[s.name] = NoiseMechanism.for_epsilon(epsilon, sensitivity)
+        return out
+
+
+def _pending_conflict(release: Release, threshold: int, pending: list[Release]) -> Release | None:
+    for old in pending:
+        if (old.family, old.statistic) != (release.family, release.statistic):
+            continue
+        if old.box != release.box and (
+            release.box.within(old.box) or old.box.within(release.box)
+        ) and 0 < abs(old.value - release.value) < threshold:
+            return old
+    return None

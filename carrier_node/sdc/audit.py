@@ -1,0 +1,79 @@
+"""The interval audit of a suppression pattern (the usual linear-programming audit).
+
+For each suppressed cell, the attacker's feasible values are those consistent with every
+released cell, every known margin and non-negativity. The cell is protected when that interval
+is at least ``protection`` wide, so its true value is not pinned down. Margins resting on
+fewer than ``protection`` units are treated as unknown (they would themselves be suppressed);
+every other margin is assumed known, which is the cautious reading. What the known margins
+alone already reveal (the interval with every cell of the table hidden) is the margins'
+releases' to protect, not this table's: a cell is exposed when the released cells narrow it
+below ``protection`` and below that baseline.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Collection
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import linprog
+
+from carrier_node.sdc.tables import Table, line_margins
+
+
+@dataclass(frozen=True)
+class Interval:
+    low: float
+    high: float
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+
+def intervals(table: Table, suppressed: Collection[int], protection: int) -> dict[int, Interval]:
+    """Feasible interval of every suppressed cell given everything else."""
+    hidden = sorted(suppressed)
+    if not hidden:
+        return {}
+    column = {cell: j for j, cell in enumerate(hidden)}
+    lines = table.lines()
+    margins = line_margins(table, lines)
+    rows: list[list[float]] = []
+    rhs: list[float] = []
+    for line, margin in zip(lines, margins, strict=True):
+        if margin < protection:
+            continue
+        members = [i for i in line if i in column]
+        if not members:
+            continue
+        row = [0.0] * len(hidden)
+        for i in members:
+            row[column[i]] = 1.0
+        rows.append(row)
+        rhs.append(float(margin - sum(table.values[i] for i in line if i not in column)))
+    out: dict[int, Interval] = {}
+    if not rows:
+        return {cell: Interval(0.0, math.inf) for cell in hidden}
+    a_eq, b_eq = np.array(rows), np.array(rhs)
+    bounds = [(0.0, None)] * len(hidden)
+    for cell, j in column.items():
+        c = np.zeros(len(hidden))
+        c[j] = 1.0
+        low = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+        high = linprog(-c, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
+        lo = float(low.fun) if low.status == 0 else 0.0
+        hi = math.inf if high.status == 3 else (-float(high.fun) if high.status == 0 else math.inf)
+        out[cell] = Interval(lo, hi)
+    return out
+
+
+def exposed(table: Table, suppressed: Collection[int], protection: int) -> list[int]:
+    """Suppressed cells the released cells narrow below ``protection`` (and the baseline)."""
+    found = intervals(table, suppressed, protection)
+    weak = [cell for cell, iv in found.items() if iv.width < protection]
+    if not weak:
+        return []
+    baseline = intervals(table, range(len(table.keys)), protection)
+    return sorted(cell for cell in weak if found[cell].width < baseline[cell].width - 1e-9)

@@ -1,0 +1,535 @@
+"""Query building for the node's engine: sqlglot expressions, rendered per target dialect.
+
+Fixed query shapes are SQL templates written here by the project (parsed once); everything
+that varies — periods, dimension lists, filter values, the carrier id — enters as expression
+nodes or as literals through placeholders, never by formatting text. Table references are
+rewritten per data source (e.g. a warehouse schema), so a new engine is a new dialect and a
+connection, not a new metric implementation.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Mapping, Sequence
+from functools import cache
+from typing import TypeVar
+
+import sqlglot
+from sqlglot import exp
+
+from fedoversight.codelists import (
+    CodeCondition,
+    ServiceCategoryRule,
+    drg_types,
+    service_category_rules,
+)
+from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
+from fedoversight.histogram import EDGES_CENTS, N_BINS
+from fedoversight.periods import Month, Period
+
+READ_DIALECT = "duckdb"
+
+QueryT = TypeVar("QueryT", bound=exp.Expr)
+
+#: Dimensions that describe a member month (taken from the enrollment span in force).
+MEMBER_DIMENSIONS: tuple[Dimension, ...] = (
+    Dimension.CARRIER,
+    Dimension.PROGRAM,
+    Dimension.PLAN_CODE,
+    Dimension.MONTH,
+    Dimension.QUARTER,
+    Dimension.YEAR,
+    Dimension.AGE_BAND,
+    Dimension.SEX,
+    Dimension.STATE,
+    Dimension.MEDICARE_PRIMARY,
+    Dimension.ENROLLEE_TYPE,
+)
+
+#: Pattern-checked dimensions: a value not of the form becomes ``unknown`` inside the engine,
+#: so nothing free-form from the data can ride out in a group key.
+_PATTERNS = {
+    "plan_code": "^[A-Z0-9]{1,8}$",
+    "state": "^[A-Z]{2}$",
+    "drug_class": "^[a-z0-9][a-z0-9 _/-]{0,39}$",
+}
+
+
+def parse(sql: str) -> exp.Expr:
+    return sqlglot.parse_one(sql, read=READ_DIALECT)
+
+
+def lit(value: str) -> exp.Literal:
+    return exp.Literal.string(value)
+
+
+def checked_code(column: exp.Expr, dimension: str) -> exp.Expr:
+    """``column`` when it is of the dimension's form, else ``unknown``."""
+    pattern = exp.RegexpLike(this=column.copy(), expression=lit(_PATTERNS[dimension]))
+    present = column.copy().is_(exp.null()).not_()
+    case = exp.Case().when(exp.and_(present, pattern), column.copy(), copy=False)
+    return case.else_(lit(UNKNOWN), copy=False)
+
+
+def months_cte(period: Period) -> exp.Expr:
+    """VALUES table ``months(month_start, month_end, month, quarter, year)``."""
+    rows = [
+        (
+            exp.cast(lit(m.first_day.isoformat()), "DATE"),
+            exp.cast(lit(m.last_day.isoformat()), "DATE"),
+            lit(str(m)),
+            lit(m.quarter()),
+            lit(str(m.year)),
+        )
+        for m in period.months()
+    ]
+    columns = ["month_start", "month_end", "month", "quarter", "year"]
+    return exp.values(rows, alias="m", columns=columns)
+
+
+def _age_band(age: exp.Expr) -> exp.Expr:
+    case = exp.Case()
+    for label, low, high in AGE_BANDS:
+        cond: exp.Expr = age.copy() >= low
+        if high is not None:
+            cond = exp.and_(cond, age.copy() <= high)
+        case = case.when(cond, lit(label), copy=False)
+    return case.else_(lit(UNKNOWN), copy=False)
+
+
+_AGE = """
+SELECT EXTRACT(YEAR FROM u.month_start) - EXTRACT(YEAR FROM u.birth_date)
+  - CASE WHEN EXTRACT(MONTH FROM u.birth_date) > EXTRACT(MONTH FROM u.month_start)
+           OR (EXTRACT(MONTH FROM u.birth_date) = EXTRACT(MONTH FROM u.month_start)
+               AND EXTRACT(DAY FROM u.birth_date) > 1)
+         THEN 1 ELSE 0 END
+"""
+
+# The span in force in a month is the latest-starting one (ties: greatest plan code, then the
+# latest end, open first). Most members have one span, and only the member months of members
+# with several are ranked (a window over every member month is the costliest step otherwise).
+_MEMBER_MONTHS = """
+SELECT sm.member_id AS member_id, sm.month_start AS month_start, sm.month_end AS month_end,
+       :carrier AS carrier, sm.program AS program, :plan_code AS plan_code, sm.month AS month,
+       sm.quarter AS quarter, sm.year AS year, :age_band AS age_band, sm.sex AS sex,
+       :state AS state,
+       CASE WHEN sm.medicare_primary THEN 'Y' ELSE 'N' END AS medicare_primary,
+       COALESCE(sm.enrollee_type, 'unknown') AS enrollee_type,
+       sm.birth_date AS birth_date, sm.death_date AS death_date
+FROM (
+  SELECT u.*, :age AS age
+  FROM (
+    SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
+           e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
+           m.month, m.quarter, m.year, 1 AS span_rank
+    FROM (
+      SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count FROM eligibility AS s
+    ) AS e
+    JOIN months AS m
+      ON e.enrollment_start_date <= m.month_end
+     AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
+    WHERE e.span_count = 1
+    UNION ALL
+    SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
+           e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
+           m.month, m.quarter, m.year,
+           ROW_NUMBER() OVER (
+             PARTITION BY e.member_id, m.month_start
+             ORDER BY e.enrollment_start_date DESC, e.plan_code DESC,
+                      e.enrollment_end_date DESC NULLS FIRST
+           ) AS span_rank
+    FROM (
+      SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count FROM eligibility AS s
+    ) AS e
+    JOIN months AS m
+      ON e.enrollment_start_date <= m.month_end
+     AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
+    WHERE e.span_count > 1
+  ) AS u
+  WHERE u.span_rank = 1
+) AS sm
+"""
+
+
+def member_months(carrier_id: str, filters: Mapping[Dimension, Sequence[str]]) -> exp.Select:
+    """Member months (one row per member × month) with every member dimension, the month's
+    ``month_start`` and ``month_end``, and the in-force span's ``birth_date`` and
+    ``death_date`` (which never leave the engine). Only member-dimension filters apply."""
+    age = fill(_AGE).expressions[0]
+    query = fill(
+        _MEMBER_MONTHS,
+        carrier=lit(carrier_id),
+        plan_code=checked_code(exp.column("plan_code", "sm"), "plan_code"),
+        state=checked_code(exp.column("state", "sm"), "state"),
+        age=age,
+        age_band=_age_band(exp.column("age", "sm")),
+    )
+    member_filters = [(d, v) for d, v in filters.items() if d in MEMBER_DIMENSIONS]
+    if not member_filters:
+        return query
+    filtered = exp.select("*").from_(query.subquery("member_month"))
+    for dim, values in member_filters:
+        filtered = filtered.where(
+            exp.column(dim.value, "member_month").isin(*[lit(v) for v in values])
+        )
+    return filtered
+
+
+# --- service categories -----------------------------------------------------------------------
+
+
+def _code_condition(column: exp.Expr, cond: CodeCondition) -> exp.Expr:
+    parts: list[exp.Expr] = []
+    if cond.codes:
+        parts.append(column.copy().isin(*[lit(c) for c in cond.codes]))
+    for low, high in cond.ranges:
+        parts.append(
+            exp.and_(
+                exp.Length(this=column.copy()).eq(len(low)),
+                exp.Between(this=column.copy(), low=lit(low), high=lit(high)),
+            )
+        )
+    return exp.or_(*parts) if len(parts) > 1 else parts[0]
+
+
+def _rule_condition(rule: ServiceCategoryRule, line: str) -> exp.Expr:
+    conds: list[exp.Expr] = []
+    if rule.claim_type:
+        conds.append(exp.column("claim_type", line).eq(lit(rule.claim_type)))
+    if rule.bill_type_prefix:
+        bill = exp.column("bill_type", line)
+        conds.append(
+            exp.or_(
+                *[
+                    exp.Substring(this=bill, start=exp.Literal.number(1),
+                                  length=exp.Literal.number(len(p))).eq(lit(p))
+                    for p in rule.bill_type_prefix
+                ]
+            )
+        )
+    for field in ("revenue_code", "place_of_service", "hcpcs", "drg"):
+        cond = getattr(rule, field)
+        if cond is not None:
+            conds.append(_code_condition(exp.column(field, line), cond))
+    if rule.drg_type:
+        codes = sorted(code for code, kind in drg_types().items() if kind == rule.drg_type)
+        conds.append(exp.column("drg", line).isin(*[lit(c) for c in codes]))
+    return exp.and_(*conds) if conds else exp.true()
+
+
+@cache
+def _service_category_case(line: str, level: int) -> exp.Expr:
+    case = exp.Case()
+    for rule in service_category_rules():
+        c = rule.category
+        label = c.service_category_1 if level == 1 else c.service_category_2
+        case = case.when(_rule_condition(rule, line), lit(label), copy=False)
+    return case.else_(lit("other"), copy=False)
+
+
+def service_category(line: str, level: int) -> exp.Expr:
+    """Level-1 or level-2 service category of a medical claim line (first rule by priority)."""
+    return _service_category_case(line, level).copy()
+
+
+_MEDICAL_LINES = """
+SELECT c.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+       :service_category AS service_category,
+       :service_category_2 AS service_category_2,
+       CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+       CAST(c.paid_amount * 100 AS BIGINT) AS paid_cents
+FROM medical_claims AS c
+WHERE c.claim_start_date BETWEEN :start AND :end
+"""
+
+_PHARMACY_LINES = """
+SELECT p.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       'pharmacy' AS service_category,
+       'pharmacy' AS service_category_2,
+       CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+       CAST(p.paid_amount * 100 AS BIGINT) AS paid_cents
+FROM pharmacy_claims AS p
+WHERE p.fill_date BETWEEN :start AND :end
+"""
+
+
+def claim_lines(period: Period, levels: frozenset[int] = frozenset({1, 2})) -> exp.Expr:
+    """Medical and pharmacy lines of the period with their month, categories and cents.
+
+    Only the category ``levels`` asked for are classified (the others read ``other``):
+    classifying every line by the code-list rules is the costly part of the query.
+    """
+    start = exp.cast(lit(period.start_date.isoformat()), "DATE")
+    end = exp.cast(lit(period.end_date.isoformat()), "DATE")
+    medical = exp.replace_placeholders(
+        parse(_MEDICAL_LINES),
+        service_category=service_category("c", 1) if 1 in levels else lit("other"),
+        service_category_2=service_category("c", 2) if 2 in levels else lit("other"),
+        start=start,
+        end=end,
+    )
+    pharmacy = exp.replace_placeholders(parse(_PHARMACY_LINES), start=start.copy(), end=end.copy())
+    return exp.union(medical, pharmacy, distinct=False)
+
+
+def qualify_tables(expression: QueryT, schema: str | None) -> QueryT:
+    """Point the DESIGN table names at a warehouse schema (identifiers, never text)."""
+    if not schema:
+        return expression
+    names = ("eligibility", "medical_claims", "pharmacy_claims", "providers", "rebates")
+
+    def rewrite(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Table) and not node.args.get("db") and node.name in names:
+            node = node.copy()
+            node.set("db", exp.to_identifier(schema))
+        return node
+
+    out = expression.transform(rewrite)
+    assert isinstance(out, type(expression))
+    return out
+
+
+# --- building blocks of the catalogue's metrics -------------------------------------------------
+#
+# Each helper returns a fresh expression (a node has one place in a tree), so callers may use
+# the same block in several places of one query.
+
+#: Medical statuses a final-action line keeps for utilization, and for adjudication.
+FINAL_ACTION_STATUSES = ("paid", "adjusted")
+ADJUDICATED_STATUSES = ("paid", "adjusted", "denied")
+
+
+@cache
+def _template(text: str) -> exp.Expr:
+    return parse(text)
+
+
+def fill(template: str, **values: exp.Expr) -> exp.Select:
+    """The parsed SELECT ``template`` with every ``:name`` placeholder replaced by a copy of its
+    value."""
+    tree = fill_query(template, **values)
+    assert isinstance(tree, exp.Select)
+    return tree
+
+
+def fill_query(template: str, **values: exp.Expr) -> exp.Query:
+    """As :func:`fill`, for any query (e.g. a UNION ALL)."""
+    missing: list[str] = []
+
+    def replace(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Placeholder):
+            value = values.get(node.name)
+            if value is None:
+                missing.append(node.name)
+                return node
+            return value.copy()
+        return node
+
+    tree = _template(template).copy().transform(replace, copy=False)
+    if missing:
+        raise ValueError(f"template placeholders without a value: {sorted(set(missing))}")
+    assert isinstance(tree, exp.Query)
+    return tree
+
+
+def num(value: int) -> exp.Expr:
+    return exp.Literal.number(value)
+
+
+def date_lit(day: dt.date) -> exp.Expr:
+    return exp.cast(lit(day.isoformat()), "DATE")
+
+
+def in_period(column: exp.Expr, period: Period) -> exp.Expr:
+    return exp.Between(
+        this=column, low=date_lit(period.start_date), high=date_lit(period.end_date)
+    )
+
+
+def codes_in(column: exp.Expr, codes: Sequence[str]) -> exp.Expr:
+    return column.isin(*[lit(c) for c in codes])
+
+
+def code_range(column: exp.Expr, low: str, high: str) -> exp.Expr:
+    """``column`` within an inclusive range of equal-length codes (as the code lists read)."""
+    return _code_condition(column, CodeCondition((), ((low, high),)))
+
+
+def starts_with(column: exp.Expr, prefix: str) -> exp.Expr:
+    """``column`` begins with ``prefix`` (a fixed code prefix; NULL when the column is NULL)."""
+    if not prefix.isalnum():
+        raise ValueError("a code prefix is letters and digits only")
+    return exp.Like(this=column, expression=lit(prefix + "%"))
+
+
+def not_starting_with(column: exp.Expr, prefix: str) -> exp.Expr:
+    """``column`` is missing or does not begin with ``prefix``."""
+    return exp.or_(column.copy().is_(exp.null()), exp.not_(starts_with(column, prefix)))
+
+
+def months_around_cte(period: Period) -> exp.Expr:
+    """VALUES ``x(month_start, month_end, previous_month_start, next_month_start)`` for the
+    period's months and the month on each side of it."""
+    first = period.first
+    before = Month(first.year - 1, 12) if first.month == 1 else Month(first.year, first.month - 1)
+    months = [before, *period.months(), period.last.next()]
+    rows = []
+    for m in months:
+        previous = Month(m.year - 1, 12) if m.month == 1 else Month(m.year, m.month - 1)
+        rows.append(
+            (
+                date_lit(m.first_day), date_lit(m.last_day), date_lit(previous.first_day),
+                date_lit(m.next().first_day),
+            )
+        )
+    columns = ["month_start", "month_end", "previous_month_start", "next_month_start"]
+    return exp.values(rows, alias="x", columns=columns)
+
+
+def quarters_cte(period: Period) -> exp.Expr:
+    """VALUES ``q(quarter, spelled, year)`` of the quarters the period touches (``2026Q1``,
+    also spelled ``2026-Q1``)."""
+    seen = sorted({(m.quarter(), str(m.year)) for m in period.months()})
+    rows = [(lit(q), lit(q.replace("Q", "-Q")), lit(y)) for q, y in seen]
+    return exp.values(rows, alias="q", columns=["quarter", "spelled", "year"])
+
+
+_AGE_ON = """
+SELECT EXTRACT(YEAR FROM :day) - EXTRACT(YEAR FROM :birth)
+  - CASE WHEN EXTRACT(MONTH FROM :birth) > EXTRACT(MONTH FROM :day)
+           OR (EXTRACT(MONTH FROM :birth) = EXTRACT(MONTH FROM :day)
+               AND EXTRACT(DAY FROM :birth) > EXTRACT(DAY FROM :day))
+         THEN 1 ELSE 0 END
+"""
+
+
+def age_on(birth: exp.Expr, day: dt.date) -> exp.Expr:
+    """Whole years from ``birth`` to ``day`` (a fixed date)."""
+    query = fill(_AGE_ON, birth=birth, day=date_lit(day))
+    return exp.paren(query.expressions[0].copy())
+
+
+def histogram_bin(amount_cents: exp.Expr) -> exp.Expr:
+    """Bin index of :mod:`fedoversight.histogram` for an integer number of cents."""
+    case = exp.Case().when(amount_cents.copy() <= 0, num(0), copy=False)
+    for index, edge in enumerate(EDGES_CENTS):
+        case = case.when(amount_cents.copy() < edge, num(index + 1), copy=False)
+    return case.else_(num(N_BINS - 1), copy=False)
+
+
+# Final-action medical lines: per line (claim_id, claim_line) its row with the greatest version.
+# Only lines with a later version (> 1) need a comparison, so their greatest version is looked up
+# from those few rows; rows sharing the greatest version (a repeated key, which `carrier-node
+# check` reports) all count, as they do in dollar totals.
+_LATEST_MEDICAL = """
+SELECT c.*
+FROM medical_claims AS c
+LEFT JOIN (
+  SELECT o.claim_id AS claim_id, o.claim_line AS claim_line,
+         MAX(o.claim_version) AS last_version
+  FROM medical_claims AS o
+  WHERE o.claim_version > 1
+  GROUP BY o.claim_id, o.claim_line
+) AS later
+  ON later.claim_id = c.claim_id AND later.claim_line = c.claim_line
+WHERE (later.last_version IS NULL OR COALESCE(c.claim_version, 1) >= later.last_version)
+  AND :candidate
+"""
+
+LineCondition = Callable[[str], exp.Expr]
+
+
+def latest_medical_rows(candidate: LineCondition, statuses: Sequence[str]) -> exp.Select:
+    """Medical rows that are their line's greatest ``claim_version`` (missing counts as 1),
+    whose status is one of ``statuses`` and on which ``candidate`` (a condition on a table
+    alias) holds. Every column of ``medical_claims`` is kept."""
+    query = fill(_LATEST_MEDICAL, candidate=exp.paren(candidate("c")))
+    return query.where(codes_in(exp.column("claim_status", "c"), statuses), copy=False)
+
+
+def final_action_lines(candidate: LineCondition) -> exp.Select:
+    """Final-action medical lines (status paid or adjusted) meeting ``candidate``."""
+    return latest_medical_rows(candidate, FINAL_ACTION_STATUSES)
+
+
+def acute_line(alias: str) -> exp.Expr:
+    """An institutional line whose bill_type begins '11'."""
+    return exp.and_(
+        exp.column("claim_type", alias).eq(lit("institutional")),
+        starts_with(exp.column("bill_type", alias), "11"),
+    )
+
+
+# Distinct spans, so that (start, end) orders a member's lines at a facility totally and both
+# windows below see them in the same order.
+_STAY_LINES = """
+SELECT DISTINCT f.member_id AS member_id, f.facility_npi AS facility_npi,
+       COALESCE(f.admission_date, f.claim_start_date) AS line_start,
+       COALESCE(f.discharge_date, f.claim_end_date) AS line_end
+FROM acute_lines AS f
+"""
+
+# Lines of one member and facility merge while the next start is at most one day after the
+# latest end so far; a new stay starts where it is not.
+_STAYS = """
+SELECT member_id, facility_npi, MIN(line_start) AS stay_start, MAX(line_end) AS stay_end
+FROM (
+  SELECT member_id, facility_npi, line_start, line_end,
+         SUM(new_stay) OVER (
+           PARTITION BY member_id, facility_npi ORDER BY line_start, line_end
+           ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW
+         ) AS stay_number
+  FROM (
+    SELECT member_id, facility_npi, line_start, line_end,
+           CASE WHEN line_start - MAX(line_end) OVER (
+                       PARTITION BY member_id, facility_npi ORDER BY line_start, line_end
+                       ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING
+                     ) <= 1
+                THEN 0 ELSE 1 END AS new_stay
+    FROM stay_lines
+  ) AS marked
+) AS numbered
+GROUP BY member_id, facility_npi, stay_number
+"""
+
+
+def stay_ctes() -> list[tuple[str, exp.Select]]:
+    """CTEs ``acute_lines``, ``stay_lines`` and ``stays(member_id, facility_npi, stay_start,
+    stay_end)``: every acute stay in the data (stays merge across any period boundary)."""
+    return [
+        ("acute_lines", final_action_lines(acute_line)),
+        ("stay_lines", fill(_STAY_LINES)),
+        ("stays", fill(_STAYS)),
+    ]
+
+
+# A fill (claim_id) counts once, when none of its rows is denied or reversed. Only fills with a
+# row meeting :candidate are grouped.
+_FINAL_FILLS = """
+SELECT p.claim_id AS claim_id, MIN(p.member_id) AS member_id, MIN(p.fill_date) AS fill_date,
+       MAX(p.drug_class) AS drug_class, MAX(p.days_supply) AS days_supply,
+       MAX(CASE WHEN p.generic THEN 1 ELSE 0 END) AS generic
+FROM pharmacy_claims AS p
+WHERE p.claim_id IN (SELECT k.claim_id FROM pharmacy_claims AS k WHERE :candidate)
+GROUP BY p.claim_id
+HAVING SUM(CASE WHEN p.claim_status IN ('denied', 'reversed') THEN 1 ELSE 0 END) = 0
+"""
+
+
+def final_fills(period: Period, candidate: LineCondition | None = None) -> exp.Select:
+    """Final-action fills dated (earliest fill_date of their rows) in the period: ``claim_id,
+    member_id, fill_date, drug_class`` (greatest of the rows), ``days_supply`` (greatest),
+    ``generic`` (1 when a row is generic)."""
+
+    def condition(alias: str) -> exp.Expr:
+        dated = in_period(exp.column("fill_date", alias), period)
+        return dated if candidate is None else exp.and_(dated, candidate(alias))
+
+    grouped = fill(_FINAL_FILLS, candidate=exp.paren(condition("k")))
+    return (
+        exp.select("*")
+        .from_(grouped.subquery("fills"))
+        .where(in_period(exp.column("fill_date", "fills"), period))
+    )

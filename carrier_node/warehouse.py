@@ -1,0 +1,198 @@
+"""A carrier's SQL warehouse as a data source (PostgreSQL first): metrics run there by pushdown.
+
+The node connects with read-only transactions and a statement timeout. On each connection it
+creates temporary views named like the DESIGN tables over the carrier's schema, with the
+canonical column types (a column the warehouse lacks appears as a typed NULL), so the same
+metric expressions run unchanged; only the dialect differs. View SQL is built as expressions:
+the schema and table names are quoted identifiers, never pasted text. Another warehouse engine
+is a new dialect and a connection here, not a new metric implementation.
+"""
+
+from __future__ import annotations
+
+import decimal
+import hashlib
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pyarrow as pa
+from pydantic import BaseModel, ConfigDict, Field
+from sqlglot import exp
+
+from fedoversight.errors import ConfigError, DataSourceError
+from fedoversight.schema import TABLES, ColumnType, Table
+
+log = logging.getLogger(__name__)
+
+_PG_TYPES = {
+    ColumnType.CODE: "TEXT",
+    ColumnType.DATE: "DATE",
+    ColumnType.MONEY: "DECIMAL(18, 2)",
+    ColumnType.BOOL: "BOOLEAN",
+    ColumnType.INT: "BIGINT",
+    ColumnType.NUMBER: "DOUBLE PRECISION",
+}
+
+
+class WarehouseConfig(BaseModel):
+    """Where the carrier's tables live in its PostgreSQL warehouse."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = Field(default="127.0.0.1", description="server host")
+    port: int = Field(default=5432, description="server port")
+    dbname: str = Field(description="database")
+    user: str = Field(default="postgres", description="a read-only role")
+    password_file: Path | None = Field(
+        default=None, description="file holding the password (else $PGPASSWORD, else none)"
+    )
+    schema_name: str = Field(default="public", description="schema holding the DESIGN tables")
+    sslmode: str = Field(default="prefer", description="libpq sslmode")
+    statement_timeout_seconds: int = Field(default=1800, gt=0, description="per query")
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        password = None
+        if self.password_file is not None:
+            try:
+                password = self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read {self.password_file.name}") from exc
+        elif "PGPASSWORD" in os.environ:
+            password = os.environ["PGPASSWORD"]
+        kwargs: dict[str, Any] = {
+            "host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
+            "sslmode": self.sslmode, "connect_timeout": 10,
+            "options": f"-c statement_timeout={self.statement_timeout_seconds * 1000}",
+        }
+        if password is not None:
+            kwargs["password"] = password
+        return kwargs
+
+
+def _view(schema: str, table: Table, present: set[str]) -> str:
+    columns = []
+    for column in table.columns:
+        typ = exp.DataType.build(_PG_TYPES[column.type], dialect="postgres")
+        source: exp.Expression = (
+            exp.column(column.name, table="src") if column.name in present else exp.null()
+        )
+        columns.append(exp.cast(source, typ).as_(column.name))
+    select = exp.select(*columns).from_(
+        exp.alias_(exp.table_(table.name, db=schema, quoted=True), "src")
+    )
+    view = exp.Create(
+        this=exp.table_(table.name, db="pg_temp"), kind="VIEW", expression=select,
+        replace=True,
+    )
+    return view.sql(dialect="postgres")
+
+
+def _arrow_value(value: object) -> object:
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return value
+
+
+class PostgresSource:
+    """The warehouse data source; thread-safe (one connection per calling thread)."""
+
+    dialect = "postgres"
+
+    def __init__(self, config: WarehouseConfig) -> None:
+        self.config = config
+        self._local = threading.local()
+        self._connections: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+        self.tables: frozenset[str] = frozenset()
+        self._columns: dict[str, set[str]] = {}
+
+    def open(self) -> list[object]:
+        """Check the warehouse has the required tables; nothing is read but the catalog."""
+        self._connection()
+        required = {t.name for t in TABLES if t.required}
+        missing_tables = sorted(required - set(self._columns))
+        if missing_tables:
+            raise DataSourceError(
+                f"warehouse schema {self.config.schema_name} lacks tables: "
+                + ", ".join(missing_tables)
+            )
+        for table in TABLES:
+            if table.name not in self._columns:
+                continue
+            missing = [c.name for c in table.required_columns
+                       if c.name not in self._columns[table.name]]
+            if missing:
+                raise DataSourceError(
+                    f"warehouse table {table.name} lacks columns: {', '.join(missing)}"
+                )
+        self.tables = frozenset(self._columns)
+        return []
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        con: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
+        if con is not None and not con.closed:
+            return con
+        try:
+            con = psycopg.connect(**self.config.connect_kwargs(), autocommit=True)
+        except psycopg.Error as exc:
+            raise DataSourceError(f"cannot connect to the warehouse ({type(exc).__name__})") \
+                from None
+        with con.cursor() as cur:
+            cur.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = %s",
+                (self.config.schema_name,),
+            )
+            columns: dict[str, set[str]] = {}
+            for table_name, column_name in cur.fetchall():
+                columns.setdefault(table_name, set()).add(column_name)
+            self._columns = columns
+            for table in TABLES:
+                if table.name in columns:
+                    cur.execute(_view(self.config.schema_name, table, columns[table.name]))
+            # Temporary views exist now; from here on the session only reads.
+            cur.execute("SET default_transaction_read_only = on")
+        self._local.con = con
+        with self._lock:
+            self._connections.append(con)
+        return con
+
+    def execute_arrow(self, sql: str) -> pa.Table:
+        con = self._connection()
+        try:
+            with con.cursor() as cur:
+                cur.execute(sql)  # type: ignore[arg-type]  # built from expressions
+                names = [d.name for d in cur.description or ()]
+                rows = cur.fetchall()
+        except psycopg.Error as exc:
+            # The server's message may quote the query or data: only the error class is kept.
+            log.error("warehouse query failed: %s", type(exc).__name__)
+            raise DataSourceError(f"warehouse query failed ({type(exc).__name__})") from None
+        data = {n: [_arrow_value(r[i]) for r in rows] for i, n in enumerate(names)}
+        return pa.table(data) if names else pa.table({})
+
+    def snapshot(self) -> str:
+        """Describes the warehouse tables (row estimates, last analyze), never their content."""
+        con = self._connection()
+        with con.cursor() as cur:
+            cur.execute(
+                "SELECT relname, n_live_tup, n_mod_since_analyze FROM pg_stat_user_tables"
+                " WHERE schemaname = %s ORDER BY relname",
+                (self.config.schema_name,),
+            )
+            rows = cur.fetchall()
+        text = repr((self.config.host, self.config.dbname, self.config.schema_name, rows))
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def close(self) -> None:
+        with self._lock:
+            for con in self._connections:
+                con.close()
+            self._connections.clear()
+
+
+__all__ = ["PostgresSource", "WarehouseConfig"]

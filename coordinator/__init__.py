@@ -1,0 +1,1 @@
+"""The agency side: carrier registry, round lifecycle, combination, operator API and reports."""

@@ -1,0 +1,440 @@
+"""``oversight``: the agency side's command line (serve, carriers, rounds, metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from coordinator import convert
+from coordinator.client import OperatorClient, Progress, RoundOutcome
+from coordinator.config import load_coordinator_config
+from coordinator.export import write_csv, write_json
+from coordinator.receipts import verify_round
+from coordinator.server import Coordinator, load_result_keys
+from coordinator.store import RoundStore
+from fedoversight import catalogue, wire
+from fedoversight.dimensions import Dimension
+from fedoversight.domain import QuerySpec
+from fedoversight.errors import OversightError
+from fedoversight.logs import configure_logging
+from fedoversight.periods import Period
+from fedoversight.signing import Signer, Verifier
+
+console = Console()
+app = typer.Typer(no_args_is_help=True, help="Federated oversight: the agency side.")
+round_app = typer.Typer(no_args_is_help=True, help="Run and read rounds.")
+metrics_app = typer.Typer(no_args_is_help=True, help="The metric catalogue.")
+app.add_typer(round_app, name="round")
+app.add_typer(metrics_app, name="metrics")
+
+AddressOpt = Annotated[str, typer.Option("--coordinator", envvar="OVERSIGHT_ADDRESS",
+                                         help="coordinator address host:port")]
+CaOpt = Annotated[Path | None, typer.Option(
+    "--ca-cert", envvar="OVERSIGHT_CA_CERT", help="CA certificate (TLS)")]
+CertOpt = Annotated[Path | None, typer.Option(
+    "--cert", envvar="OVERSIGHT_CERT", help="operator certificate (mutual TLS)")]
+KeyOpt = Annotated[Path | None, typer.Option(
+    "--key", envvar="OVERSIGHT_KEY", help="operator certificate's key (mutual TLS)")]
+TokenOpt = Annotated[Path | None, typer.Option(
+    "--token-file", envvar="OVERSIGHT_TOKEN_FILE", help="file holding a bearer token")]
+ServerNameOpt = Annotated[str | None, typer.Option(
+    "--server-name", envvar="OVERSIGHT_SERVER_NAME",
+    help="name expected in the coordinator's certificate, when not the address's host")]
+
+
+def operator_client(
+    coordinator: str,
+    ca_cert: Path | None,
+    cert: Path | None,
+    key: Path | None,
+    token_file: Path | None,
+    server_name: str | None,
+    signing_key: Path | None = None,
+) -> OperatorClient:
+    if ca_cert is None:
+        console.print("[yellow]warning: no --ca-cert: plaintext connection (insecure demos"
+                      " only)[/yellow]")
+    return OperatorClient(
+        coordinator, ca_cert=ca_cert, cert=cert, key=key, token_file=token_file,
+        server_name=server_name,
+        signer=Signer.load(signing_key) if signing_key is not None else None,
+    )
+
+
+def fail(error: OversightError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error.detail}")
+    return typer.Exit(code=2)
+
+
+def parse_queries(metrics: str, by: str, version: int = 0) -> list[QuerySpec]:
+    dims = Dimension.parse_list(by) if by else ()
+    queries = []
+    for name in [m.strip() for m in metrics.split(",") if m.strip()]:
+        spec = catalogue.get_metric(name, version or None)
+        group = tuple(d for d in dims if d in spec.dimensions)
+        if spec.one_of and not spec.one_of.intersection(group):
+            group = (*group, min(spec.one_of))
+        queries.append(wire.make_query(name, spec.version, group))
+    return queries
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
+    listen: Annotated[str | None, typer.Option(help="override the listen address")] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines")] = False,
+) -> None:
+    """Run the coordinator daemon."""
+    configure_logging(json_format=json_logs)
+    try:
+        cfg = load_coordinator_config(config, listen=listen)
+    except OversightError as exc:
+        raise fail(exc) from exc
+
+    if cfg.insecure:
+        console.print("[bold red]INSECURE DEMO MODE[/bold red]: no TLS; never use with real data.")
+
+    async def main() -> None:
+        coordinator = Coordinator(cfg)
+        try:
+            await coordinator.start()
+        except OversightError as exc:
+            await coordinator.shutdown(grace=0)
+            raise fail(exc) from exc
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        console.print(f"coordinator listening on port {coordinator.port}")
+        await stop.wait()
+        await coordinator.shutdown()
+
+    asyncio.run(main())
+
+
+def print_progress_line(progress: Progress) -> None:
+    console.print(
+        f"\r{progress.round_id}: {progress.answered}/{progress.asked} carriers answered"
+        f" ({progress.state})",
+        end="",
+    )
+
+
+def show_outcome(outcome: RoundOutcome, *, per_carrier: bool = False) -> None:
+    """Print tables: keys, the member and claimant counts, the published figures, status.
+
+    Cent totals and other raw statistics are in the exports.
+    """
+    shown_stats = ("member_months", "claimants")
+    for table in outcome.tables:
+        if table.scope != "program" and not per_carrier:
+            continue
+        spec = catalogue.get_metric(table.metric, table.version)
+        stat_names = [s.name for s in spec.statistics if s.name in shown_stats]
+        t = Table(title=f"{table.metric} — {table.scope} — {outcome.period}")
+        for d in table.group_by:
+            t.add_column(str(d))
+        for name in stat_names:
+            t.add_column(name.replace("_", " "), justify="right")
+        for f in spec.figures:
+            t.add_column(f.name.replace("_", " "), justify="right")
+        t.add_column("status")
+        for cell in table.cells:
+            stats = {s.name: s.value for s in cell.stats}
+            figures = {f.name: f for f in cell.figures}
+            row = [v for _, v in cell.key]
+            row += [f"{stats[n]:,}" if isinstance(stats.get(n), int) else "" for n in stat_names]
+            for f in spec.figures:
+                fig = figures.get(f.name)
+                row.append(
+                    "" if fig is None or fig.value != fig.value
+                    else f"{fig.value:,.2f}" + ("" if fig.complete else "*")
+                )
+            row.append(str(cell.status) + (" (incomplete)" if cell.incomplete else ""))
+            t.add_row(*row)
+        console.print(t)
+
+
+@round_app.command("run")
+def round_run(
+    metric: Annotated[str, typer.Option("--metric", help="metric name(s), comma-separated")],
+    period: Annotated[str, typer.Option("--period", help="2026-01, 2026-01:2026-03, 2026Q1")],
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    by: Annotated[str, typer.Option("--by", help="group-by dimensions, comma-separated")] = "",
+    carriers: Annotated[str, typer.Option(help="carrier ids (default: all)")] = "",
+    quorum: Annotated[int, typer.Option(help="carriers needed for a complete round")] = 0,
+    deadline: Annotated[int, typer.Option(help="round deadline in seconds")] = 300,
+    output: Annotated[Path | None, typer.Option("--output", help="tidy CSV (.csv) or JSON")] = None,
+    per_carrier: Annotated[bool, typer.Option(help="print each carrier's table too")] = False,
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+    signing_key: Annotated[Path | None, typer.Option(
+        "--signing-key", envvar="OVERSIGHT_SIGNING_KEY",
+        help="operator signing key: sign the round here rather than at the coordinator",
+    )] = None,
+) -> None:
+    """Run a round against a running coordinator and print (and export) its results."""
+    try:
+        queries = parse_queries(metric, by)
+        span = Period.parse(period)
+    except OversightError as exc:
+        raise fail(exc) from exc
+
+    async def main() -> RoundOutcome:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name, signing_key
+        ) as client:
+            return await client.run_round(
+                span, queries,
+                carriers=[c for c in carriers.split(",") if c],
+                quorum=quorum, deadline_seconds=deadline, on_progress=print_progress_line,
+            )
+
+    try:
+        outcome = asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+    console.print()
+    show_outcome(outcome, per_carrier=per_carrier)
+    if output is not None:
+        export(outcome, output)
+    console.print(f"round {outcome.round_id}: {outcome.state}")
+
+
+def export(outcome: RoundOutcome, output: Path) -> None:
+    output.parent.mkdir(parents=True, exist_ok=True)
+    if output.suffix == ".json":
+        write_json(outcome.tables, output)
+    else:
+        write_csv(outcome.tables, output)
+    console.print(f"wrote {output}")
+
+
+@round_app.command("list")
+def round_list(coordinator: AddressOpt = "127.0.0.1:50051", limit: int = 20,
+               ca_cert: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
+               token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
+    """List recent rounds."""
+
+    async def main() -> None:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            t = Table("round", "state", "period", "metrics", "answered")
+            for r in await client.list_rounds(limit):
+                t.add_row(
+                    r.round_id, str(convert.round_state_from_pb(r.state)),
+                    f"{r.period.first_month}:{r.period.last_month}",
+                    ",".join(q.metric for q in r.queries),
+                    f"{r.carriers_answered}/{r.carriers_asked}",
+                )
+            console.print(t)
+
+    try:
+        asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+
+
+@round_app.command("show")
+def round_show(round_id: str, coordinator: AddressOpt = "127.0.0.1:50051",
+               per_carrier: bool = False, ca_cert: CaOpt = None, cert: CertOpt = None,
+               key: KeyOpt = None, token_file: TokenOpt = None,
+               server_name: ServerNameOpt = None) -> None:
+    """Show a round's program-wide (and per-carrier) tables."""
+
+    async def main() -> RoundOutcome:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            return await client.get_round(round_id)
+
+    try:
+        outcome = asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+    show_outcome(outcome, per_carrier=per_carrier)
+    for carrier_id, state, message in outcome.carriers:
+        if message:
+            console.print(f"{carrier_id}: {state} — {message}")
+
+
+@round_app.command("export")
+def round_export(round_id: str, output: Path, coordinator: AddressOpt = "127.0.0.1:50051",
+                 ca_cert: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
+                 token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
+    """Export a round's tables as tidy CSV (or JSON when OUTPUT ends in .json)."""
+
+    async def main() -> RoundOutcome:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            return await client.get_round(round_id)
+
+    try:
+        export(asyncio.run(main()), output)
+    except OversightError as exc:
+        raise fail(exc) from exc
+
+
+@round_app.command("verify")
+def round_verify(
+    round_id: str,
+    config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
+    store: Annotated[Path | None, typer.Option(
+        "--store", help="round store (default: the config's store_path)")] = None,
+) -> None:
+    """Re-check a round's signed request and every carrier's stored signed result (receipt).
+
+    Reads the round store and the keys named in the coordinator's config; exits 1 when any
+    signature or link between a result and its request does not hold.
+    """
+    try:
+        cfg = load_coordinator_config(config)
+        path = store or cfg.store_path
+        if not path.exists():
+            raise OversightError(f"no round store at {path}")
+        node_verifiers = load_result_keys(cfg) or {}
+        operator = (
+            Verifier.load(cfg.operator_public_key) if cfg.operator_public_key is not None
+            else Signer.load(cfg.operator_signing_key).verifier
+            if cfg.operator_signing_key is not None else None
+        )
+        with RoundStore(path) as round_store:
+            outcome = verify_round(
+                round_store, round_id, operator_verifier=operator,
+                node_verifiers=node_verifiers, require_signatures=not cfg.insecure,
+            )
+    except OversightError as exc:
+        raise fail(exc) from exc
+    t = Table("carrier", "receipt", "key id", "data snapshot", "received", "problem")
+    for r in outcome.receipts:
+        t.add_row(
+            r.carrier_id, "[green]valid[/green]" if r.ok else "[red]INVALID[/red]", r.key_id,
+            r.data_snapshot[:16], f"{r.received_at:%Y-%m-%d %H:%M:%S}" if r.received_at else "",
+            r.reason,
+        )
+    console.print(t)
+    for r in outcome.receipts:
+        if not r.ok:
+            console.print(f"[red]{r.carrier_id}: receipt INVALID — {r.reason}[/red]")
+    if not outcome.request_ok:
+        console.print(f"[red]the round's request does not verify: {outcome.request_reason}[/red]")
+    good = sum(1 for r in outcome.receipts if r.ok)
+    if outcome.ok:
+        console.print(f"round {round_id}: request and {good} receipts verified")
+        return
+    console.print(
+        f"[bold red]round {round_id}: {len(outcome.receipts) - good} of"
+        f" {len(outcome.receipts)} receipts do not verify[/bold red]"
+    )
+    raise typer.Exit(1)
+
+
+@app.command()
+def provision(
+    carriers_file: Annotated[Path, typer.Option(
+        "--carriers", help="plan: TOML (carriers, operators, coordinator address) or lines"
+        " 'id[,name]'")],
+    out: Annotated[Path, typer.Option("--out", help="empty directory to write into")],
+    coordinator_address: Annotated[str | None, typer.Option(
+        "--coordinator-address", help="host:port the nodes dial (overrides the plan)")] = None,
+    coordinator_name: Annotated[list[str] | None, typer.Option(
+        "--coordinator-name", help="extra DNS name / IP in the coordinator certificate")] = None,
+    days: Annotated[int | None, typer.Option(help="certificate validity in days")] = None,
+) -> None:
+    """Create a CA, the coordinator's identity and config, operator identities and one
+    start-up kit per carrier. Private keys are written 0600 and never printed."""
+    from coordinator.provision import load_plan
+    from coordinator.provision import provision as run_provision
+
+    try:
+        plan = load_plan(carriers_file)
+        changes: dict[str, object] = {}
+        if coordinator_address:
+            changes["coordinator_address"] = coordinator_address
+        if coordinator_name:
+            changes["coordinator_names"] = (*plan.coordinator_names, *coordinator_name)
+        if days:
+            changes["valid_days"] = days
+        if changes:
+            plan = plan.model_validate({**plan.model_dump(), **changes})
+        done = run_provision(plan, out)
+    except OversightError as exc:
+        raise fail(exc) from exc
+    console.print(f"CA:           {done.ca_cert}  (keep {done.ca_key.name} offline)")
+    console.print(f"coordinator:  {done.coordinator_config}")
+    for name, kit in done.operators.items():
+        token = " + token" if kit.token else ""
+        console.print(f"operator:     {name} ({kit.role}) {kit.directory}{token}")
+    for carrier_id, ckit in done.carriers.items():
+        own = " (own certificate)" if ckit.cert is None else ""
+        console.print(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
+    console.print(
+        f"provisioned {len(done.carriers)} carriers for {plan.coordinator_address}; send each"
+        " carrier its kit directory over a trusted channel"
+    )
+
+
+@app.command()
+def carriers(coordinator: AddressOpt = "127.0.0.1:50051", ca_cert: CaOpt = None,
+             cert: CertOpt = None, key: KeyOpt = None,
+             token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
+    """List registered carriers and whether their nodes are connected."""
+
+    async def main() -> None:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            t = Table("carrier", "name", "connected", "node version")
+            for c in await client.list_carriers():
+                t.add_row(c.carrier_id, c.display_name, "yes" if c.connected else "no",
+                          c.node_version)
+            console.print(t)
+
+    try:
+        asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+
+
+@metrics_app.command("list")
+def metrics_list() -> None:
+    """List the catalogue's metrics."""
+    t = Table("metric", "version", "title")
+    for m in catalogue.METRICS:
+        t.add_row(m.name, str(m.version), m.title)
+    console.print(t)
+    console.print(f"catalogue version {catalogue.CATALOGUE_VERSION}")
+
+
+@metrics_app.command("describe")
+def metrics_describe(name: str, version: int = 0) -> None:
+    """Show a metric's definition, dimensions, statistics and figures."""
+    try:
+        m = catalogue.get_metric(name, version or None)
+    except OversightError as exc:
+        raise fail(exc) from exc
+    console.print(f"[bold]{m.name}[/bold] v{m.version} — {m.title}\n")
+    console.print(m.definition + "\n")
+    console.print("dimensions: " + ", ".join(sorted(m.dimensions)))
+    if m.one_of:
+        console.print("groups by exactly one of: " + ", ".join(sorted(m.one_of)))
+    t = Table("statistic", "kind", "description")
+    for s in m.statistics:
+        t.add_row(s.name, str(s.kind), s.description)
+    console.print(t)
+    for f in m.figures:
+        console.print(f"figure {f.name}: {f.description}")
+    for p in m.parameters:
+        console.print(f"parameter {p.name} (default {p.default}): {p.description}")
+

@@ -1,0 +1,222 @@
+"""The operator's client for the coordinator's operator API (used by the CLI and the demo)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from coordinator import convert
+from coordinator.combine import ScopedTable
+from coordinator.rounds import new_request, sign_request
+from coordinator.store import CarrierRoundState, RoundState
+from fedoversight import wire
+from fedoversight.domain import QuerySpec
+from fedoversight.errors import ConfigError, OversightError, from_rpc_error
+from fedoversight.periods import Period
+from fedoversight.signing import Signer
+from fedoversight.v1 import operator_pb2, operator_pb2_grpc
+
+#: Deadline of the operator's unary calls (every RPC has one).
+CALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Progress:
+    round_id: str
+    state: RoundState
+    asked: int
+    answered: int
+    carriers: tuple[tuple[str, CarrierRoundState], ...]
+
+
+@dataclass(frozen=True)
+class RoundOutcome:
+    round_id: str
+    state: RoundState
+    period: Period
+    carriers: tuple[tuple[str, CarrierRoundState, str], ...]
+    tables: tuple[ScopedTable, ...]
+
+
+class OperatorClient:
+    """The operator API over one channel.
+
+    With ``ca_cert`` the channel is TLS, and ``cert``/``key`` are the operator's client
+    identity (mutual TLS). ``token_file`` holds a bearer token sent with every call instead of
+    (or besides) the certificate's name. With ``signer`` (the operator key) rounds are signed
+    on this side and the coordinator dispatches exactly what was signed.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        *,
+        ca_cert: Path | None = None,
+        cert: Path | None = None,
+        key: Path | None = None,
+        token_file: Path | None = None,
+        signer: Signer | None = None,
+        server_name: str | None = None,
+        request_ttl: dt.timedelta = dt.timedelta(hours=1),
+        max_message_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        options: list[tuple[str, int | str]] = [
+            ("grpc.max_receive_message_length", max_message_bytes),
+            ("grpc.max_send_message_length", max_message_bytes),
+        ]
+        if (cert is None) != (key is None):
+            raise ConfigError("give both the operator certificate and its key, or neither")
+        self._metadata: tuple[tuple[str, str], ...] = ()
+        if token_file is not None:
+            try:
+                token = token_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"cannot read token file {token_file}: {exc.strerror}") from exc
+            if not token:
+                raise ConfigError(f"token file {token_file} is empty")
+            self._metadata = (("authorization", f"Bearer {token}"),)
+        self._signer = signer
+        self._ttl = request_ttl
+        if ca_cert is None:
+            self._channel = grpc.aio.insecure_channel(address, options=options)
+        else:
+            try:
+                credentials = grpc.ssl_channel_credentials(
+                    root_certificates=ca_cert.read_bytes(),
+                    private_key=key.read_bytes() if key else None,
+                    certificate_chain=cert.read_bytes() if cert else None,
+                )
+            except OSError as exc:
+                raise ConfigError(f"cannot read TLS file: {exc.strerror}") from exc
+            if server_name:
+                options.append(("grpc.ssl_target_name_override", server_name))
+            self._channel = grpc.aio.secure_channel(address, credentials, options=options)
+        self._stub = operator_pb2_grpc.OversightStub(self._channel)
+
+    async def __aenter__(self) -> OperatorClient:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._channel.close()
+
+    async def create_round(
+        self,
+        period: Period,
+        queries: Sequence[QuerySpec],
+        *,
+        carriers: Sequence[str] = (),
+        quorum: int = 0,
+        deadline_seconds: int = 0,
+        idempotency_key: str | None = None,
+    ) -> str:
+        request = operator_pb2.CreateRoundRequest(
+            carriers=list(carriers),
+            quorum=quorum,
+            deadline_seconds=deadline_seconds,
+            idempotency_key=idempotency_key or uuid.uuid4().hex,
+        )
+        if self._signer is not None:
+            spec = new_request(period, queries, self._ttl)
+            request.signed_request.CopyFrom(sign_request(spec, self._signer))
+        else:
+            request.period.CopyFrom(wire.period_to_pb(period))
+            request.queries.extend(wire.query_to_pb(q) for q in queries)
+        try:
+            summary = await self._stub.CreateRound(
+                request, timeout=CALL_TIMEOUT, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return str(summary.round_id)
+
+    async def watch(self, round_id: str, timeout: float) -> AsyncIterator[Progress]:
+        try:
+            async for progress in self._stub.WatchRound(
+                operator_pb2.RoundRef(round_id=round_id), timeout=timeout,
+                metadata=self._metadata,
+            ):
+                yield Progress(
+                    round_id=round_id,
+                    state=convert.round_state_from_pb(progress.summary.state),
+                    asked=progress.summary.carriers_asked,
+                    answered=progress.summary.carriers_answered,
+                    carriers=tuple(
+                        (c.carrier_id, convert.carrier_state_from_pb(c.state))
+                        for c in progress.carriers
+                    ),
+                )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+
+    async def get_round(self, round_id: str) -> RoundOutcome:
+        try:
+            msg = await self._stub.GetRound(
+                operator_pb2.RoundRef(round_id=round_id), timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return RoundOutcome(
+            round_id=round_id,
+            state=convert.round_state_from_pb(msg.summary.state),
+            period=wire.period_from_pb(msg.summary.period),
+            carriers=tuple(
+                (c.carrier_id, convert.carrier_state_from_pb(c.state), c.message)
+                for c in msg.carriers
+            ),
+            tables=tuple(convert.table_from_pb(t) for t in msg.tables),
+        )
+
+    async def run_round(
+        self,
+        period: Period,
+        queries: Sequence[QuerySpec],
+        *,
+        carriers: Sequence[str] = (),
+        quorum: int = 0,
+        deadline_seconds: int = 300,
+        on_progress: Callable[[Progress], None] | None = None,
+    ) -> RoundOutcome:
+        """Create a round, follow it to its end, and return its tables."""
+        round_id = await self.create_round(
+            period, queries, carriers=carriers, quorum=quorum, deadline_seconds=deadline_seconds
+        )
+        async for progress in self.watch(round_id, timeout=deadline_seconds + 60):
+            if on_progress is not None:
+                on_progress(progress)
+        return await self.get_round(round_id)
+
+    async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
+        try:
+            msg = await self._stub.ListRounds(
+                operator_pb2.ListRoundsRequest(limit=limit), timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return list(msg.rounds)
+
+    async def list_carriers(self) -> list[operator_pb2.CarrierInfo]:
+        try:
+            msg = await self._stub.ListCarriers(
+                operator_pb2.ListCarriersRequest(), timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return list(msg.carriers)
+
+
+__all__ = ["OperatorClient", "OversightError", "Progress", "RoundOutcome"]

@@ -1,0 +1,176 @@
+"""The coordinator's configuration (one TOML file; flags > OVERSIGHT_* env > file)."""
+
+from __future__ import annotations
+
+import re
+from enum import StrEnum
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from fedoversight.config import load_config
+from fedoversight.dimensions import Dimension, accepts
+from fedoversight.tls import normalise_serial
+
+_SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+
+
+def _sha256_hex(value: str | None) -> str | None:
+    if value is None:
+        return None
+    cleaned = value.strip().lower().replace(":", "")
+    if not _SHA256_HEX.fullmatch(cleaned):
+        raise ValueError("must be a SHA-256 digest in hex (64 characters)")
+    return cleaned
+
+
+class ServerTls(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ca_cert: Path = Field(description="CA that signed the carriers' (and operators') certificates")
+    cert: Path = Field(description="the coordinator's certificate")
+    key: Path = Field(description="the coordinator's private key")
+
+
+class CarrierEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="carrier id; with TLS, the common name of its certificate")
+    name: str = Field(default="", description="display name")
+    result_public_key: Path | None = Field(
+        default=None,
+        description="the node's result-signing key, public half (PEM, Ed25519); default"
+        " result_keys_dir/ID.pub. Give an absolute path: paths in this list are not resolved"
+        " against the config file",
+    )
+    cert_sha256: str | None = Field(
+        default=None,
+        description="pin: SHA-256 of the carrier's certificate (DER), for carriers using their"
+        " own PKI; unpinned carriers must hold a certificate of the federation CA",
+    )
+
+    @field_validator("id")
+    @classmethod
+    def _carrier_id(cls, value: str) -> str:
+        if not accepts(Dimension.CARRIER, value):
+            raise ValueError("carrier id must be lowercase letters, digits, '-' or '_'")
+        return value
+
+    @field_validator("cert_sha256")
+    @classmethod
+    def _pin(cls, value: str | None) -> str | None:
+        return _sha256_hex(value)
+
+
+class Role(StrEnum):
+    """What an operator API caller may do."""
+
+    #: Runs rounds, and reads everything a viewer reads.
+    OPERATOR = "operator"
+    #: Reads rounds, results, carriers and metrics.
+    VIEWER = "viewer"
+
+
+class OperatorEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the common name of the operator's client certificate")
+    role: Role = Field(description="operator (runs rounds) or viewer (reads results)")
+    token_sha256: str | None = Field(
+        default=None,
+        description="SHA-256 (hex) of a bearer token that authenticates this operator instead"
+        " of its certificate's name; the token itself stays in a file on the operator's side",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("operator name: letters, digits, '_', '.', '@' or '-'")
+        return value
+
+    @field_validator("token_sha256")
+    @classmethod
+    def _token(cls, value: str | None) -> str | None:
+        return _sha256_hex(value)
+
+
+class CoordinatorConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    coordinator_id: str = Field(default="coordinator", description="name shown to nodes")
+    listen: str = Field(default="127.0.0.1:50051", description="address for nodes and operators")
+    store_path: Path = Field(default=Path("oversight.sqlite3"), description="round store (SQLite)")
+    carriers: tuple[CarrierEntry, ...] = Field(default=(), description="the carrier registry")
+    auto_register: bool = Field(
+        default=False, description="accept any carrier id that says hello (insecure demos only)"
+    )
+    insecure: bool = Field(default=False, description="plaintext: local demos only")
+    tls: ServerTls | None = Field(default=None, description="mutual TLS files")
+    operator_signing_key: Path | None = Field(
+        default=None, description="Ed25519 key that signs requests built by the coordinator"
+    )
+    operator_public_key: Path | None = Field(
+        default=None,
+        description="public half of the operator key, to check requests operators sign"
+        " themselves (derived from operator_signing_key when absent)",
+    )
+    operators: tuple[OperatorEntry, ...] = Field(
+        default=(), description="who may use the operator API, and in which role"
+    )
+    result_keys_dir: Path | None = Field(
+        default=None, description="directory of the carriers' result-signing keys as ID.pub"
+    )
+    revoked_serials: tuple[str, ...] = Field(
+        default=(), description="serials (hex) of revoked certificates, refused on every call"
+    )
+    revocation_file: Path | None = Field(
+        default=None,
+        description="more revoked serials, one per line ('#' comments); re-read when changed",
+    )
+    default_deadline_seconds: int = Field(default=300, gt=0, description="round deadline")
+    heartbeat_seconds: int = Field(default=10, gt=0, description="node heartbeat interval")
+    disconnect_grace_seconds: float = Field(
+        default=5.0, ge=0, description="how long a dropped carrier may take to come back mid-round"
+    )
+    hello_timeout_seconds: float = Field(default=10.0, gt=0, description="wait for a node hello")
+    request_ttl_seconds: int = Field(default=3600, gt=0, description="request validity window")
+    max_message_bytes: int = Field(
+        default=16 * 1024 * 1024, ge=1024, description="largest message accepted or sent"
+    )
+
+    @model_validator(mode="after")
+    def _secure_or_explicit(self) -> CoordinatorConfig:
+        if not self.insecure and self.tls is None:
+            raise ValueError("tls is required unless insecure = true (demos only)")
+        if self.auto_register and not self.insecure:
+            raise ValueError("auto_register is only for insecure local demos")
+        carriers = [c.id for c in self.carriers]
+        if len(set(carriers)) != len(carriers):
+            raise ValueError("a carrier id is registered twice")
+        names = [o.name for o in self.operators]
+        if len(set(names)) != len(names):
+            raise ValueError("an operator name is listed twice")
+        if set(names) & set(carriers):
+            raise ValueError("an operator may not share its name with a carrier")
+        return self
+
+    @field_validator("revoked_serials")
+    @classmethod
+    def _serials(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(normalise_serial(s) for s in value)
+
+    def result_key_path(self, entry: CarrierEntry) -> Path | None:
+        """Where a carrier's result-signing public key is, or None when none is configured."""
+        if entry.result_public_key is not None:
+            return entry.result_public_key
+        if self.result_keys_dir is not None:
+            path = self.result_keys_dir / f"{entry.id}.pub"
+            if path.exists():
+                return path
+        return None
+
+
+def load_coordinator_config(path: Path | None, **overrides: object) -> CoordinatorConfig:
+    return load_config(CoordinatorConfig, path, env_prefix="OVERSIGHT_", overrides=overrides)

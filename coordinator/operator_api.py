@@ -1,0 +1,227 @@
+"""The operator-facing service (run rounds, read results, list carriers and metrics)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from coordinator import convert
+from coordinator.access import Caller, ForbiddenError, OperatorAccess
+from coordinator.config import Role
+from coordinator.hub import NodeHub
+from coordinator.results import round_tables
+from coordinator.rounds import RoundManager
+from coordinator.store import RoundStore
+from fedoversight import catalogue, wire
+from fedoversight.errors import (
+    AuthenticationError,
+    InvalidRequestError,
+    OversightError,
+    grpc_status,
+)
+from fedoversight.v1 import operator_pb2, operator_pb2_grpc, types_pb2
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Most rounds one ListRounds call returns.
+MAX_LIST = 1000
+
+
+def guarded(
+    role: Role,
+) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
+    """Run a unary servicer method for callers of at least ``role``, inside the one error
+    translator."""
+
+    def decorate(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
+        @functools.wraps(method)
+        async def wrapper(
+            self: OversightService, request: Any, context: grpc.aio.ServicerContext
+        ) -> T:
+            try:
+                caller = self.access.require(context, role)
+                return await method(self, request, context, caller)
+            except (AuthenticationError, ForbiddenError) as exc:
+                log.warning("operator call %s refused: %s", method.__name__, exc.detail)
+                await context.abort(grpc_status(exc), exc.detail)
+            except OversightError as exc:
+                # Coordinator-side detail (validation of the operator's own input) is safe.
+                await context.abort(grpc_status(exc), exc.detail)
+            except Exception:
+                log.exception("operator call %s failed", method.__name__)
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise AssertionError("unreachable")
+
+        return wrapper
+
+    return decorate
+
+
+def _round_id(ref: operator_pb2.RoundRef) -> str:
+    if not wire.ID_RE.fullmatch(ref.round_id):
+        raise InvalidRequestError("round id is not of the expected form")
+    return ref.round_id
+
+
+class OversightService(operator_pb2_grpc.OversightServicer):
+    def __init__(
+        self, store: RoundStore, rounds: RoundManager, hub: NodeHub, access: OperatorAccess
+    ) -> None:
+        self._store = store
+        self._rounds = rounds
+        self._hub = hub
+        self.access = access
+
+    @guarded(Role.OPERATOR)
+    async def CreateRound(
+        self,
+        request: operator_pb2.CreateRoundRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.RoundSummary:
+        if request.HasField("signed_request"):
+            if request.HasField("period") or request.queries:
+                raise InvalidRequestError("a signed request carries its own period and queries")
+            spec = self._rounds.check_signed_request(request.signed_request)
+            signed = types_pb2.SignedRequest()
+            signed.CopyFrom(request.signed_request)
+        else:
+            if not request.HasField("period") or not request.queries:
+                raise InvalidRequestError("a round needs a period and at least one query")
+            if len(request.queries) > wire.MAX_QUERIES:
+                raise InvalidRequestError("too many queries in one round")
+            period = wire.period_from_pb(request.period)
+            queries = [wire.query_from_pb(q) for q in request.queries]
+            spec = self._rounds.build_request(period, queries)
+            signed = self._rounds.sign(spec)
+        registered = [c for c, _ in await self._rounds.db(self._store.carriers)]
+        carriers = list(request.carriers) or registered
+        unknown = sorted(set(carriers) - set(registered))
+        if unknown:
+            shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
+            raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
+        record = await self._rounds.create_round(
+            signed,
+            carriers,
+            quorum=request.quorum,
+            deadline_seconds=request.deadline_seconds,
+            idempotency_key=request.idempotency_key or None,
+        )
+        log.info("round %s created by %s (%s, %s)", record.round_id, caller.name, caller.via,
+                 "signed by the operator" if request.HasField("signed_request")
+                 else "signed by the coordinator" if signed.signature else "unsigned")
+        record, statuses = await self._rounds.snapshot(record.round_id)
+        return convert.summary_to_pb(record, statuses)
+
+    async def WatchRound(
+        self, request: operator_pb2.RoundRef, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[operator_pb2.RoundProgress]:
+        try:
+            self.access.require(context, Role.VIEWER)
+            round_id = _round_id(request)
+            while True:
+                record, statuses = await self._rounds.snapshot(round_id)
+                yield operator_pb2.RoundProgress(
+                    summary=convert.summary_to_pb(record, statuses),
+                    carriers=[convert.carrier_status_to_pb(c) for c in statuses],
+                )
+                if not record.state.is_open:
+                    return
+                await self._rounds.wait_for_change(timeout=1.0)
+        except (AuthenticationError, ForbiddenError) as exc:
+            log.warning("operator call WatchRound refused: %s", exc.detail)
+            await context.abort(grpc_status(exc), exc.detail)
+        except OversightError as exc:
+            await context.abort(grpc_status(exc), exc.detail)
+
+    @guarded(Role.VIEWER)
+    async def GetRound(
+        self, request: operator_pb2.RoundRef, context: grpc.aio.ServicerContext, caller: Caller
+    ) -> operator_pb2.Round:
+        round_id = _round_id(request)
+        record, statuses = await self._rounds.snapshot(round_id)
+        results = await self._rounds.db(self._store.results, round_id)
+        spec = wire.decode_request_bytes(record.request_bytes)
+        tables = await asyncio.to_thread(round_tables, spec, results)
+        return operator_pb2.Round(
+            summary=convert.summary_to_pb(record, statuses),
+            carriers=[convert.carrier_status_to_pb(c) for c in statuses],
+            tables=[convert.table_to_pb(t) for t in tables],
+        )
+
+    @guarded(Role.VIEWER)
+    async def ListRounds(
+        self,
+        request: operator_pb2.ListRoundsRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.ListRoundsResponse:
+        limit = min(request.limit or 50, MAX_LIST)
+        records = await self._rounds.db(self._store.list_rounds, limit)
+        out = []
+        for record in records:
+            statuses = await self._rounds.db(self._store.carrier_rounds, record.round_id)
+            out.append(convert.summary_to_pb(record, statuses))
+        return operator_pb2.ListRoundsResponse(rounds=out)
+
+    @guarded(Role.VIEWER)
+    async def ListCarriers(
+        self,
+        request: operator_pb2.ListCarriersRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.ListCarriersResponse:
+        carriers = []
+        for carrier_id, name in await self._rounds.db(self._store.carriers):
+            session = self._hub.sessions.get(carrier_id)
+            info = operator_pb2.CarrierInfo(
+                carrier_id=carrier_id, display_name=name, connected=session is not None
+            )
+            if session is not None:
+                info.catalogue_version = session.catalogue_version
+                info.node_version = session.node_version
+                info.last_seen.FromDatetime(session.last_seen)
+            carriers.append(info)
+        return operator_pb2.ListCarriersResponse(carriers=carriers)
+
+    @guarded(Role.VIEWER)
+    async def ListMetrics(
+        self,
+        request: operator_pb2.ListMetricsRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.ListMetricsResponse:
+        return metrics_response()
+
+
+def metrics_response() -> operator_pb2.ListMetricsResponse:
+    return operator_pb2.ListMetricsResponse(
+        catalogue_version=catalogue.CATALOGUE_VERSION,
+        metrics=[
+            operator_pb2.MetricInfo(
+                name=m.name,
+                version=m.version,
+                title=m.title,
+                definition=m.definition,
+                dimensions=[
+                    types_pb2.Dimension.ValueType(wire.dimension_to_pb(d))
+                    for d in sorted(m.dimensions)
+                ],
+                statistics=[
+                    operator_pb2.MetricStatisticInfo(
+                        name=s.name, kind=str(s.kind), description=s.description
+                    )
+                    for s in m.statistics
+                ],
+                figures=[f.name for f in m.figures],
+            )
+            for m in catalogue.METRICS
+        ],
+    )

@@ -1,0 +1,161 @@
+"""Receipts: each carrier's signed result, checked on arrival and re-checkable at any time.
+
+A receipt is the exact bytes of a ``MetricResult`` as the node signed them, with its signature
+and key id, stored beside the round's signed request. The result names the request it answers
+(id and SHA-256 of the request bytes), each table's metric and version, and the description of
+the data snapshot it was computed on; so a valid receipt proves what that carrier answered to
+what it was asked. :func:`verify_round` re-checks every stored receipt of a round
+(``oversight round verify ROUND``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from coordinator.store import CarrierRoundState, RoundStore
+from fedoversight import wire
+from fedoversight.catalogue import get_metric
+from fedoversight.domain import RequestSpec, ResultSpec
+from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
+from fedoversight.signing import Verifier
+
+
+def check_result_shape(request: RequestSpec, result: ResultSpec) -> None:
+    """A result answers each query of its request, with only declared statistics."""
+    if len(result.tables) != len(request.queries):
+        raise InvalidRequestError("result does not answer every query")
+    for query, table in zip(request.queries, result.tables, strict=True):
+        if (table.metric, table.version, table.group_by) != (
+            query.metric, query.version, query.group_by
+        ):
+            raise InvalidRequestError("result table does not match its query")
+        declared = {s.name for s in get_metric(query.metric, query.version).statistics}
+        for cell in table.cells:
+            if tuple(d for d, _ in cell.key) != query.group_by:
+                raise InvalidRequestError("cell keys do not match the grouping")
+            if any(s.name not in declared for s in cell.stats):
+                raise InvalidRequestError("cell carries an undeclared statistic")
+
+
+def verify_result(
+    carrier_id: str,
+    result_bytes: bytes,
+    signature: bytes,
+    key_id: str,
+    *,
+    verifier: Verifier | None,
+    require_signature: bool,
+    request_bytes: bytes | None = None,
+    request: RequestSpec | None = None,
+) -> ResultSpec:
+    """Check one result: the carrier's signature first, then what it says it answers.
+
+    With ``request_bytes`` (and optionally the decoded ``request``), the result must answer
+    exactly that request: same id and round, the request's digest, one table per query.
+    Raises :class:`~fedoversight.errors.OversightError` naming the first problem.
+    """
+    if verifier is not None:
+        if not signature:
+            raise AuthenticationError("the result is not signed")
+        verifier.verify(result_bytes, signature, key_id)
+    elif require_signature:
+        raise AuthenticationError("no result key configured for this carrier")
+    result = wire.decode_result_bytes(result_bytes)
+    if result.carrier_id != carrier_id:
+        raise AuthenticationError("result names another carrier")
+    if request_bytes is not None:
+        check_answers(result, request_bytes, request)
+    return result
+
+
+def check_answers(
+    result: ResultSpec, request_bytes: bytes, request: RequestSpec | None = None
+) -> None:
+    """The result answers exactly this request: its id and round, its digest, its queries."""
+    request = request or wire.decode_request_bytes(request_bytes)
+    if result.request_id != request.request_id or result.round_id != request.round_id:
+        raise InvalidRequestError("result answers another request")
+    if result.request_digest != wire.digest(request_bytes):
+        raise InvalidRequestError("result digest does not match the request")
+    check_result_shape(request, result)
+
+
+@dataclass(frozen=True)
+class ReceiptCheck:
+    carrier_id: str
+    ok: bool
+    #: Why the receipt fails ("" when it holds).
+    reason: str
+    key_id: str
+    data_snapshot: str
+    received_at: dt.datetime | None
+
+
+@dataclass(frozen=True)
+class RoundVerification:
+    round_id: str
+    #: The round's own request: signed by the operator key (when one is known).
+    request_ok: bool
+    request_reason: str
+    receipts: tuple[ReceiptCheck, ...]
+
+    @property
+    def ok(self) -> bool:
+        return self.request_ok and all(r.ok for r in self.receipts)
+
+
+def verify_round(
+    store: RoundStore,
+    round_id: str,
+    *,
+    operator_verifier: Verifier | None,
+    node_verifiers: Mapping[str, Verifier],
+    require_signatures: bool = True,
+) -> RoundVerification:
+    """Re-check the round's signed request and every stored receipt.
+
+    A carrier marked answered without a stored receipt is reported as a failure too.
+    """
+    record = store.get_round(round_id)
+    request_ok, request_reason = True, ""
+    request: RequestSpec | None = None
+    try:
+        if operator_verifier is not None:
+            operator_verifier.verify(record.request_bytes, record.signature, record.key_id)
+        elif require_signatures:
+            raise AuthenticationError("no operator key to check the request with")
+        request = wire.decode_request_bytes(record.request_bytes)
+    except OversightError as exc:
+        request_ok, request_reason = False, f"request: {exc.detail}"
+    checks: list[ReceiptCheck] = []
+    stored = {r.carrier_id: r for r in store.results(round_id)}
+    for carrier_id, result in sorted(stored.items()):
+        try:
+            spec = verify_result(
+                carrier_id,
+                result.result_bytes,
+                result.signature,
+                result.key_id,
+                verifier=node_verifiers.get(carrier_id),
+                require_signature=require_signatures,
+                request_bytes=record.request_bytes if request is not None else None,
+                request=request,
+            )
+        except OversightError as exc:
+            checks.append(
+                ReceiptCheck(carrier_id, False, exc.detail, result.key_id, "", result.received_at)
+            )
+            continue
+        checks.append(
+            ReceiptCheck(carrier_id, True, "", result.key_id, spec.data_snapshot,
+                         result.received_at)
+        )
+    for status in store.carrier_rounds(round_id):
+        if status.state is CarrierRoundState.ANSWERED and status.carrier_id not in stored:
+            checks.append(
+                ReceiptCheck(status.carrier_id, False, "answered but no receipt stored", "", "",
+                             None)
+            )
+    return RoundVerification(round_id, request_ok, request_reason, tuple(checks))

@@ -1,0 +1,436 @@
+"""The round lifecycle: create, dispatch, collect, finish (complete / partial / failed).
+
+A round is one signed MetricRequest sent to every carrier asked. Everything is persisted in
+the round store before it is acknowledged (to the operator on creation, to the node on a
+result), so a coordinator restart resumes open rounds. A carrier that is not connected gets
+the request when it connects; one that drops mid-round may come back within a grace period;
+at the deadline every carrier without an answer is marked and the round finishes with the
+rest, so a round never hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import logging
+import os
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
+
+from coordinator.receipts import check_answers, check_result_shape, verify_result
+from coordinator.store import (
+    CarrierRound,
+    CarrierRoundState,
+    RoundRecord,
+    RoundState,
+    RoundStore,
+    StoredResult,
+)
+from fedoversight import catalogue, wire
+from fedoversight.domain import QuerySpec, RequestSpec, ResultSpec
+from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
+from fedoversight.periods import Period
+from fedoversight.signing import Signer, Verifier
+from fedoversight.v1 import federation_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_ANSWER_STATES = (CarrierRoundState.ANSWERED, CarrierRoundState.REFUSED)
+
+#: Clock skew tolerated for requests operators signed on their own machines.
+CLOCK_SKEW = dt.timedelta(minutes=5)
+
+__all__ = ["RoundManager", "check_result_shape", "new_request"]
+
+
+class NodeLink(Protocol):
+    """What the round manager needs of the node hub."""
+
+    def is_connected(self, carrier_id: str) -> bool: ...
+
+    def send(self, carrier_id: str, message: federation_pb2.CoordinatorMessage) -> bool: ...
+
+
+@dataclass
+class _OpenRound:
+    record: RoundRecord
+    request: RequestSpec
+    signed: types_pb2.SignedRequest
+    states: dict[str, CarrierRoundState]
+    disconnected_at: dict[str, float] = field(default_factory=dict)
+    timer: asyncio.Task[None] | None = None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def new_request(
+    period: Period,
+    queries: Sequence[QuerySpec],
+    ttl: dt.timedelta,
+    now: dt.datetime | None = None,
+) -> RequestSpec:
+    """A fresh request (new round id, nonce and validity window), ready to be signed."""
+    issued = now or _now()
+    round_id = f"r-{issued:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
+    return RequestSpec(
+        request_id=f"{round_id}.q",
+        round_id=round_id,
+        catalogue_version=catalogue.CATALOGUE_VERSION,
+        period=period,
+        queries=tuple(queries),
+        issued_at=issued,
+        expires_at=issued + ttl,
+        nonce=os.urandom(16),
+    )
+
+
+def sign_request(request: RequestSpec, signer: Signer) -> types_pb2.SignedRequest:
+    data = wire.request_to_pb(request).SerializeToString()
+    return types_pb2.SignedRequest(
+        request=data, signature=signer.sign(data), key_id=signer.key_id
+    )
+
+
+class RoundManager:
+    def __init__(
+        self,
+        store: RoundStore,
+        link: NodeLink,
+        *,
+        signer: Signer | None,
+        node_verifiers: Mapping[str, Verifier] | None = None,
+        operator_verifier: Verifier | None = None,
+        allow_unsigned: bool = False,
+        request_ttl: dt.timedelta = dt.timedelta(hours=1),
+        default_deadline: dt.timedelta = dt.timedelta(minutes=5),
+        disconnect_grace: float = 5.0,
+    ) -> None:
+        """``node_verifiers`` hold each carrier's result key: with them every result must be
+        signed by its carrier's key (a carrier without one has all its results rejected);
+        ``None`` (insecure demos only) accepts unsigned results. ``allow_unsigned`` lets the
+        coordinator dispatch unsigned requests when it holds no operator key (demos only)."""
+        self._store = store
+        self._link = link
+        self._signer = signer
+        self._node_verifiers = dict(node_verifiers) if node_verifiers is not None else None
+        self._operator_verifier = operator_verifier or (
+            signer.verifier if signer is not None else None
+        )
+        self._allow_unsigned = allow_unsigned
+        self._request_ttl = request_ttl
+        self._default_deadline = default_deadline
+        self._grace = disconnect_grace
+        self._open: dict[str, _OpenRound] = {}
+        self._changed = asyncio.Condition()
+        # The store gets a thread of its own: its short writes must never queue behind other
+        # blocking work sharing the process (the simulated federation runs nodes beside it).
+        self._store_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="round-store")
+        self._later: set[asyncio.TimerHandle] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    async def db(self, call: Callable[..., T], *args: object) -> T:
+        """Run a round-store call on the store's own thread."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._store_thread, functools.partial(call, *args))
+
+    # --- creating and dispatching ---------------------------------------------------------
+
+    def build_request(self, period: Period, queries: Sequence[QuerySpec]) -> RequestSpec:
+        return new_request(period, queries, self._request_ttl)
+
+    def sign(self, request: RequestSpec) -> types_pb2.SignedRequest:
+        """Sign a request the coordinator built with the operator key it holds."""
+        if self._signer is not None:
+            return sign_request(request, self._signer)
+        if not self._allow_unsigned:
+            raise AuthenticationError(
+                "the coordinator holds no operator signing key: sign requests on the operator's"
+                " side"
+            )
+        return types_pb2.SignedRequest(request=wire.request_to_pb(request).SerializeToString())
+
+    def check_signed_request(
+        self, signed: types_pb2.SignedRequest, now: dt.datetime | None = None
+    ) -> RequestSpec:
+        """Admit a request an operator signed on their side: signature, decoding, validity."""
+        if self._operator_verifier is None:
+            raise AuthenticationError("the coordinator has no operator key to check requests")
+        data = bytes(signed.request)
+        self._operator_verifier.verify(data, bytes(signed.signature), signed.key_id)
+        request = wire.decode_request_bytes(data)
+        now = now or _now()
+        if request.expires_at <= now or request.issued_at > now + CLOCK_SKEW:
+            raise AuthenticationError("the signed request is outside its validity window")
+        return request
+
+    async def create_round(
+        self,
+        signed: types_pb2.SignedRequest,
+        carriers: Sequence[str],
+        *,
+        quorum: int = 0,
+        deadline_seconds: int = 0,
+        idempotency_key: str | None = None,
+    ) -> RoundRecord:
+        request = wire.decode_request_bytes(bytes(signed.request))
+        if not carriers:
+            raise InvalidRequestError("a round needs at least one carrier")
+        quorum = quorum or 1
+        if quorum > len(carriers):
+            raise InvalidRequestError("quorum larger than the carriers asked")
+        deadline = (
+            dt.timedelta(seconds=deadline_seconds) if deadline_seconds else self._default_deadline
+        )
+        created = _now()
+        record = RoundRecord(
+            round_id=request.round_id,
+            request_bytes=bytes(signed.request),
+            signature=bytes(signed.signature),
+            key_id=signed.key_id,
+            state=RoundState.CREATED,
+            quorum=quorum,
+            deadline_at=created + deadline,
+            created_at=created,
+            idempotency_key=idempotency_key or None,
+        )
+        stored = await self.db(self._store.create_round, record, list(carriers))
+        if stored.round_id != record.round_id:
+            log.info("idempotent create: round %s exists", stored.round_id)
+            return stored
+        await self._open_round(stored)
+        return stored
+
+    async def _open_round(self, record: RoundRecord) -> None:
+        request = wire.decode_request_bytes(record.request_bytes)
+        signed = types_pb2.SignedRequest(
+            request=record.request_bytes, signature=record.signature, key_id=record.key_id
+        )
+        carrier_rounds = await self.db(self._store.carrier_rounds, record.round_id)
+        live = _OpenRound(
+            record=record,
+            request=request,
+            signed=signed,
+            states={c.carrier_id: c.state for c in carrier_rounds},
+        )
+        self._open[record.round_id] = live
+        message = federation_pb2.CoordinatorMessage(request=signed)
+        for carrier_id, state in live.states.items():
+            if state not in _ANSWER_STATES and self._link.send(carrier_id, message):
+                await self._set_state(live, carrier_id, CarrierRoundState.SENT)
+        if record.state is RoundState.CREATED:
+            await self._set_round_state(live, RoundState.DISPATCHED)
+        live.timer = asyncio.create_task(self._deadline(live))
+        await self._maybe_finish(live)
+
+    async def resume(self) -> None:
+        """Reopen rounds left open by a previous run (after a restart)."""
+        for record in await self.db(self._store.open_rounds):
+            log.info("resuming round %s", record.round_id)
+            await self._open_round(record)
+
+    async def close(self) -> None:
+        self._closed = True
+        for handle in self._later:
+            handle.cancel()
+        for live in list(self._open.values()):
+            if live.timer is not None:
+                live.timer.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._store_thread.shutdown(wait=True)
+
+    # --- events from nodes ----------------------------------------------------------------
+
+    async def on_connect(self, carrier_id: str) -> None:
+        for live in list(self._open.values()):
+            state = live.states.get(carrier_id)
+            if state is None or state in _ANSWER_STATES:
+                continue
+            live.disconnected_at.pop(carrier_id, None)
+            if self._link.send(carrier_id, federation_pb2.CoordinatorMessage(request=live.signed)):
+                await self._set_state(live, carrier_id, CarrierRoundState.SENT)
+
+    async def on_disconnect(self, carrier_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        for live in list(self._open.values()):
+            if live.states.get(carrier_id) in (CarrierRoundState.SENT, CarrierRoundState.PENDING):
+                live.disconnected_at[carrier_id] = loop.time()
+                await self._set_state(live, carrier_id, CarrierRoundState.DISCONNECTED)
+                self._later.add(loop.call_later(self._grace, self._recheck, live))
+
+    def _recheck(self, live: _OpenRound) -> None:
+        if not self._closed:
+            task = asyncio.ensure_future(self._maybe_finish(live))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def on_result(self, carrier_id: str, signed: types_pb2.SignedResult) -> None:
+        try:
+            result = self._verify_result(carrier_id, signed)
+        except OversightError as exc:
+            log.warning("rejected a result from %s: %s", carrier_id, exc.detail)
+            return
+        live = self._open.get(result.round_id)
+        stored = StoredResult(
+            round_id=result.round_id,
+            carrier_id=carrier_id,
+            result_bytes=bytes(signed.result),
+            signature=bytes(signed.signature),
+            key_id=signed.key_id,
+            received_at=_now(),
+        )
+        try:
+            fresh = await self.db(self._store.save_result, stored)
+        except OversightError as exc:
+            log.warning("result from %s for an unknown round: %s", carrier_id, exc.detail)
+            return
+        # Persisted: the node may forget it now.
+        self._link.send(
+            carrier_id, federation_pb2.CoordinatorMessage(ack=federation_pb2.Ack(
+                request_id=result.request_id))
+        )
+        if live is not None and fresh:
+            live.states[carrier_id] = CarrierRoundState.ANSWERED
+            if live.record.state is RoundState.DISPATCHED:
+                await self._set_round_state(live, RoundState.COLLECTING)
+            await self._notify()
+            await self._maybe_finish(live)
+
+    async def on_refusal(self, carrier_id: str, refusal: types_pb2.Refusal) -> None:
+        live = self._open.get(refusal.round_id) or next(
+            (lv for lv in self._open.values() if lv.request.request_id == refusal.request_id),
+            None,
+        )
+        if live is None or carrier_id not in live.states:
+            log.info("refusal from %s for no open round", carrier_id)
+            return
+        text = refusal.public_message[:200]
+        await self._set_state(live, carrier_id, CarrierRoundState.REFUSED, refusal.code, text)
+        self._link.send(
+            carrier_id,
+            federation_pb2.CoordinatorMessage(ack=federation_pb2.Ack(
+                request_id=live.request.request_id)),
+        )
+        await self._maybe_finish(live)
+
+    def _verify_result(self, carrier_id: str, signed: types_pb2.SignedResult) -> ResultSpec:
+        """The receipt check: the carrier's signature, then that it answers its request."""
+        verifiers = self._node_verifiers
+        result = verify_result(
+            carrier_id,
+            bytes(signed.result),
+            bytes(signed.signature),
+            signed.key_id,
+            verifier=verifiers.get(carrier_id) if verifiers is not None else None,
+            require_signature=verifiers is not None,
+        )
+        live = self._open.get(result.round_id)
+        if live is not None:
+            check_answers(result, live.record.request_bytes, live.request)
+        return result
+
+    # --- finishing ------------------------------------------------------------------------
+
+    async def _deadline(self, live: _OpenRound) -> None:
+        delay = (live.record.deadline_at - _now()).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        for carrier_id, state in list(live.states.items()):
+            if state in _ANSWER_STATES:
+                continue
+            final = {
+                CarrierRoundState.PENDING: CarrierRoundState.NOT_CONNECTED,
+                CarrierRoundState.SENT: CarrierRoundState.TIMED_OUT,
+            }.get(state, state)
+            await self._set_state(live, carrier_id, final)
+        await self._finish(live)
+
+    def _settled(self, live: _OpenRound, carrier_id: str, now: float) -> bool:
+        state = live.states[carrier_id]
+        if state in _ANSWER_STATES:
+            return True
+        if state is CarrierRoundState.DISCONNECTED:
+            return now - live.disconnected_at.get(carrier_id, now) >= self._grace
+        return False
+
+    async def _maybe_finish(self, live: _OpenRound) -> None:
+        if live.record.round_id not in self._open:
+            return
+        now = asyncio.get_running_loop().time()
+        if all(self._settled(live, c, now) for c in live.states):
+            await self._finish(live)
+
+    async def _finish(self, live: _OpenRound) -> None:
+        if self._open.pop(live.record.round_id, None) is None:
+            return
+        if live.timer is not None and live.timer is not asyncio.current_task():
+            live.timer.cancel()
+        answered = sum(1 for s in live.states.values() if s is CarrierRoundState.ANSWERED)
+        if answered == len(live.states):
+            state = RoundState.COMPLETE
+        elif answered >= live.record.quorum:
+            state = RoundState.PARTIAL
+        else:
+            state = RoundState.FAILED
+        await self._set_round_state(live, state, finished=True)
+        log.info(
+            "round %s %s: %d of %d carriers answered",
+            live.record.round_id, state, answered, len(live.states),
+        )
+
+    # --- state and watchers ---------------------------------------------------------------
+
+    async def _set_state(
+        self,
+        live: _OpenRound,
+        carrier_id: str,
+        state: CarrierRoundState,
+        error_code: int = 0,
+        message: str = "",
+    ) -> None:
+        changed = await self.db(
+            self._store.set_carrier_state, live.record.round_id, carrier_id, state, error_code,
+            message,
+        )
+        if changed:
+            live.states[carrier_id] = state
+            await self._notify()
+
+    async def _set_round_state(
+        self, live: _OpenRound, state: RoundState, finished: bool = False
+    ) -> None:
+        finished_at = _now() if finished else None
+        await self.db(self._store.set_round_state, live.record.round_id, state, finished_at)
+        live.record = RoundRecord(
+            **{**live.record.__dict__, "state": state, "finished_at": finished_at}
+        )
+        await self._notify()
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    async def wait_for_change(self, timeout: float) -> None:
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._changed.wait(), timeout)
+
+    def is_open(self, round_id: str) -> bool:
+        return round_id in self._open
+
+    async def snapshot(self, round_id: str) -> tuple[RoundRecord, list[CarrierRound]]:
+        record = await self.db(self._store.get_round, round_id)
+        carriers = await self.db(self._store.carrier_rounds, round_id)
+        return record, carriers
+

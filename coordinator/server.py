@@ -1,0 +1,194 @@
+"""Assembly of the coordinator: store, node hub, round manager and operator API on one server."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from pathlib import Path
+from types import TracebackType
+
+import grpc
+
+from coordinator.access import CarrierAccess, OperatorAccess, Revocations
+from coordinator.config import CoordinatorConfig
+from coordinator.hub import NodeHub
+from coordinator.operator_api import OversightService
+from coordinator.rounds import RoundManager
+from coordinator.store import RoundStore
+from fedoversight.errors import ConfigError
+from fedoversight.signing import Signer, Verifier
+from fedoversight.tls import check_identity_files, load_certificate
+from fedoversight.v1 import federation_pb2_grpc, operator_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+class _StoreRegistry:
+    def __init__(self, store: RoundStore) -> None:
+        self._store = store
+        self._known = {c for c, _ in store.carriers()}
+
+    def is_registered(self, carrier_id: str) -> bool:
+        return carrier_id in self._known
+
+    def register(self, carrier_id: str) -> None:
+        self._store.upsert_carrier(carrier_id)
+        self._known.add(carrier_id)
+
+
+#: Largest metadata block accepted (an operator's bearer token is far smaller).
+MAX_METADATA_BYTES = 16 * 1024
+
+
+def load_result_keys(config: CoordinatorConfig) -> dict[str, Verifier] | None:
+    """Each registered carrier's result-signing key.
+
+    Outside insecure mode every result must be signed: the map is returned even when keys are
+    missing (those carriers' results are then all rejected, and said so loudly here). An
+    insecure demo without any key accepts unsigned results (None).
+    """
+    keys: dict[str, Verifier] = {}
+    missing: list[str] = []
+    for entry in config.carriers:
+        path = config.result_key_path(entry)
+        if path is None:
+            missing.append(entry.id)
+            continue
+        keys[entry.id] = Verifier.load(path)
+    if config.insecure and not keys:
+        return None
+    if missing:
+        log.warning(
+            "%d carriers have no result-signing key configured; their results will be"
+            " rejected: %s", len(missing), ", ".join(missing[:10]),
+        )
+    return keys
+
+
+def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    return [
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+        ("grpc.keepalive_time_ms", 30_000),
+        ("grpc.keepalive_timeout_ms", 10_000),
+        ("grpc.http2.min_ping_interval_without_data_ms", 10_000),
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+
+
+class Coordinator:
+    """The coordinator daemon. ``async with Coordinator(config) as c:`` serves until exit."""
+
+    def __init__(self, config: CoordinatorConfig, *, signer: Signer | None = None) -> None:
+        self.config = config
+        if signer is None and config.operator_signing_key is not None:
+            signer = Signer.load(config.operator_signing_key)
+        self.signer = signer
+        operator_verifier = (
+            Verifier.load(config.operator_public_key)
+            if config.operator_public_key is not None
+            else signer.verifier if signer is not None else None
+        )
+        if signer is not None and operator_verifier is not None and (
+            signer.key_id != operator_verifier.key_id
+        ):
+            raise ConfigError("operator_public_key is not the public half of operator_signing_key")
+        self.operator_verifier = operator_verifier
+        self.node_verifiers = load_result_keys(config)
+        self.revocations = Revocations(config.revoked_serials, config.revocation_file)
+        self.store = RoundStore(config.store_path)
+        for entry in config.carriers:
+            self.store.upsert_carrier(entry.id, entry.name)
+        tls = config.tls
+        self.hub = NodeHub(
+            _StoreRegistry(self.store),
+            coordinator_id=config.coordinator_id,
+            heartbeat_seconds=config.heartbeat_seconds,
+            hello_timeout=config.hello_timeout_seconds,
+            auto_register=config.auto_register,
+            access=CarrierAccess(
+                {c.id: c for c in config.carriers},
+                federation_ca=load_certificate(tls.ca_cert) if tls is not None else None,
+                revocations=self.revocations,
+                require_certificate=tls is not None,
+            ),
+        )
+        self.rounds = RoundManager(
+            self.store,
+            self.hub,
+            signer=signer,
+            node_verifiers=self.node_verifiers,
+            operator_verifier=operator_verifier,
+            allow_unsigned=config.insecure,
+            request_ttl=dt.timedelta(seconds=config.request_ttl_seconds),
+            default_deadline=dt.timedelta(seconds=config.default_deadline_seconds),
+            disconnect_grace=config.disconnect_grace_seconds,
+        )
+        self.hub.listener = self.rounds
+        self.access = OperatorAccess(
+            config.operators,
+            revocations=self.revocations,
+            tls=tls is not None,
+            carrier_ids=[c.id for c in config.carriers],
+        )
+        self.server: grpc.aio.Server | None = None
+        self.port: int = 0
+
+    async def start(self) -> int:
+        """Bind and start serving; returns the bound port (``listen`` may use port 0)."""
+        server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
+        federation_pb2_grpc.add_NodeFederationServicer_to_server(self.hub, server)
+        operator_pb2_grpc.add_OversightServicer_to_server(
+            OversightService(self.store, self.rounds, self.hub, self.access), server
+        )
+        tls = self.config.tls
+        if tls is None:
+            log.warning(
+                "INSECURE DEMO MODE: coordinator serving WITHOUT TLS on %s; any peer can"
+                " connect, results are %s. Never use with real data.",
+                self.config.listen,
+                "signature-checked" if self.node_verifiers is not None else "unsigned",
+            )
+            port = server.add_insecure_port(self.config.listen)
+        else:
+            own = check_identity_files(tls.cert, tls.key, what="the coordinator's")
+            days_left = (own.not_after - dt.datetime.now(dt.UTC)).days
+            if days_left < 30:
+                log.warning("the coordinator's certificate expires in %d days", days_left)
+            if not self.config.operators:
+                log.warning("no operators configured: the operator API refuses every call")
+            credentials = grpc.ssl_server_credentials(
+                [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
+                root_certificates=Path(tls.ca_cert).read_bytes(),
+                require_client_auth=True,
+            )
+            port = server.add_secure_port(self.config.listen, credentials)
+        await server.start()
+        self.server, self.port = server, int(port)
+        await self.rounds.resume()
+        log.info("coordinator listening on port %d", self.port)
+        return self.port
+
+    async def wait(self) -> None:
+        assert self.server is not None
+        await self.server.wait_for_termination()
+
+    async def shutdown(self, grace: float = 2.0) -> None:
+        self.hub.close_all()
+        if self.server is not None:
+            await self.server.stop(grace)
+            self.server = None
+        await self.rounds.close()
+        await asyncio.to_thread(self.store.close)
+
+    async def __aenter__(self) -> Coordinator:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.shutdown()

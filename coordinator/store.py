@@ -1,0 +1,467 @@
+"""The round store: rounds, each carrier's part in them, signed results and the carrier registry.
+
+One SQLite file (WAL, ``synchronous=FULL``). Every write is committed before the method returns,
+so a caller may acknowledge what it stored as soon as the call is back: a coordinator restart
+resumes from here, and a duplicate delivery is recognised instead of stored twice.
+
+Methods are synchronous and short; asyncio callers run them with :func:`asyncio.to_thread`.
+One connection is shared between threads behind a lock. Timestamps are stored as UTC ISO text
+with a fixed width, so they sort as text; naive datetimes are refused rather than guessed at.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+
+from fedoversight.errors import ConfigError, InvalidRequestError, NotFoundError, OversightError
+
+logger = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+class RoundState(StrEnum):
+    CREATED = "created"
+    DISPATCHED = "dispatched"
+    COLLECTING = "collecting"
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    FAILED = "failed"
+
+    @property
+    def is_open(self) -> bool:
+        return self in _OPEN_ROUND_STATES
+
+
+_OPEN_ROUND_STATES = frozenset({RoundState.CREATED, RoundState.DISPATCHED, RoundState.COLLECTING})
+
+
+class CarrierRoundState(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    ANSWERED = "answered"
+    REFUSED = "refused"
+    DISCONNECTED = "disconnected"
+    TIMED_OUT = "timed_out"
+    NOT_CONNECTED = "not_connected"
+
+    @property
+    def terminal(self) -> bool:
+        """A carrier's answer or refusal is final; nothing later replaces it."""
+        return self in (CarrierRoundState.ANSWERED, CarrierRoundState.REFUSED)
+
+
+@dataclass(frozen=True)
+class RoundRecord:
+    round_id: str
+    #: The serialized MetricRequest: exactly the bytes the operator key signed.
+    request_bytes: bytes
+    signature: bytes
+    key_id: str
+    state: RoundState
+    #: Carriers that must answer for the round to be complete rather than partial.
+    quorum: int
+    deadline_at: dt.datetime
+    created_at: dt.datetime
+    finished_at: dt.datetime | None = None
+    #: Client-chosen key making round creation idempotent.
+    idempotency_key: str | None = None
+
+
+@dataclass(frozen=True)
+class CarrierRound:
+    round_id: str
+    carrier_id: str
+    state: CarrierRoundState
+    #: A wire ErrorCode (0 when none).
+    error_code: int
+    #: A fixed public message, never text a carrier holds.
+    message: str
+    updated_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class StoredResult:
+    round_id: str
+    carrier_id: str
+    #: The serialized MetricResult: exactly the bytes the node key signed.
+    result_bytes: bytes
+    signature: bytes
+    key_id: str
+    received_at: dt.datetime
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS schema_version (
+    version INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rounds (
+    round_id TEXT PRIMARY KEY,
+    request_bytes BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    quorum INTEGER NOT NULL,
+    deadline_at TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    finished_at TEXT,
+    idempotency_key TEXT UNIQUE
+);
+CREATE INDEX IF NOT EXISTS rounds_by_created ON rounds (created_at);
+CREATE INDEX IF NOT EXISTS rounds_by_state ON rounds (state);
+CREATE TABLE IF NOT EXISTS carrier_rounds (
+    round_id TEXT NOT NULL REFERENCES rounds (round_id),
+    carrier_id TEXT NOT NULL,
+    state TEXT NOT NULL,
+    error_code INTEGER NOT NULL DEFAULT 0,
+    message TEXT NOT NULL DEFAULT '',
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (round_id, carrier_id)
+);
+CREATE TABLE IF NOT EXISTS results (
+    round_id TEXT NOT NULL REFERENCES rounds (round_id),
+    carrier_id TEXT NOT NULL,
+    result_bytes BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (round_id, carrier_id)
+);
+CREATE TABLE IF NOT EXISTS carriers (
+    carrier_id TEXT PRIMARY KEY,
+    display_name TEXT NOT NULL DEFAULT '',
+    registered_at TEXT NOT NULL
+);
+"""
+
+_ROUND_COLUMNS = (
+    "round_id, request_bytes, signature, key_id, state, quorum, deadline_at, created_at,"
+    " finished_at, idempotency_key"
+)
+
+
+def _to_text(value: dt.datetime) -> str:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("the round store takes timezone-aware datetimes only")
+    return value.astimezone(dt.UTC).isoformat(timespec="microseconds")
+
+
+def _from_text(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text)
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _round_from_row(row: sqlite3.Row) -> RoundRecord:
+    return RoundRecord(
+        round_id=row["round_id"],
+        request_bytes=bytes(row["request_bytes"]),
+        signature=bytes(row["signature"]),
+        key_id=row["key_id"],
+        state=RoundState(row["state"]),
+        quorum=int(row["quorum"]),
+        deadline_at=_from_text(row["deadline_at"]),
+        created_at=_from_text(row["created_at"]),
+        finished_at=_from_text(row["finished_at"]) if row["finished_at"] is not None else None,
+        idempotency_key=row["idempotency_key"],
+    )
+
+
+class RoundStore:
+    """The coordinator's durable state. ``path`` may be ``":memory:"`` (tests)."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._path = str(path)
+        self._lock = threading.Lock()
+        # isolation_level=None: transactions are begun and committed explicitly below.
+        self._conn: sqlite3.Connection | None = sqlite3.connect(
+            self._path, check_same_thread=False, isolation_level=None, timeout=30.0
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=FULL")
+        self._conn.execute("PRAGMA foreign_keys=ON")
+        with self._transaction() as conn:
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+            version = row["v"]
+            if version is None:
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            elif version != SCHEMA_VERSION:
+                raise ConfigError(f"round store schema version {version} is not {SCHEMA_VERSION}")
+
+    # --- plumbing ------------------------------------------------------------------------------
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction, committed (durably) before the block's caller goes on."""
+        with self._lock:
+            conn = self._connection()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._connection()
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise OversightError("the round store is closed")
+        return self._conn
+
+    def close(self) -> None:
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> RoundStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # --- rounds --------------------------------------------------------------------------------
+
+    def create_round(self, record: RoundRecord, carriers: Sequence[str]) -> RoundRecord:
+        """Store a round and a pending entry per carrier; return what is stored.
+
+        When ``record.idempotency_key`` was used before, nothing is written and the round
+        created with it is returned.
+        """
+        if len(set(carriers)) != len(carriers):
+            raise InvalidRequestError("a carrier is named twice in a round")
+        with self._transaction() as conn:
+            if record.idempotency_key is not None:
+                row = conn.execute(
+                    f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE idempotency_key = ?",
+                    (record.idempotency_key,),
+                ).fetchone()
+                if row is not None:
+                    return _round_from_row(row)
+            if conn.execute(
+                "SELECT 1 FROM rounds WHERE round_id = ?", (record.round_id,)
+            ).fetchone():
+                raise InvalidRequestError("a round with this id exists")
+            conn.execute(
+                f"INSERT INTO rounds ({_ROUND_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.round_id,
+                    record.request_bytes,
+                    record.signature,
+                    record.key_id,
+                    str(record.state),
+                    record.quorum,
+                    _to_text(record.deadline_at),
+                    _to_text(record.created_at),
+                    _to_text(record.finished_at) if record.finished_at is not None else None,
+                    record.idempotency_key,
+                ),
+            )
+            now = _to_text(_now())
+            conn.executemany(
+                "INSERT INTO carrier_rounds (round_id, carrier_id, state, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                [(record.round_id, c, str(CarrierRoundState.PENDING), now) for c in carriers],
+            )
+            row = conn.execute(
+                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (record.round_id,)
+            ).fetchone()
+        logger.info("round %s stored with %d carriers", record.round_id, len(carriers))
+        return _round_from_row(row)
+
+    def get_round(self, round_id: str) -> RoundRecord:
+        with self._reading() as conn:
+            row = conn.execute(
+                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (round_id,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError("no such round")
+        return _round_from_row(row)
+
+    def list_rounds(self, limit: int = 50) -> list[RoundRecord]:
+        """The ``limit`` most recently created rounds, newest first."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_ROUND_COLUMNS} FROM rounds ORDER BY created_at DESC, rowid DESC LIMIT ?",
+                (max(0, limit),),
+            ).fetchall()
+        return [_round_from_row(r) for r in rows]
+
+    def open_rounds(self) -> list[RoundRecord]:
+        """Rounds not yet finished (created, dispatched or collecting), oldest first."""
+        states = sorted(str(s) for s in _OPEN_ROUND_STATES)
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE state IN (?, ?, ?)"
+                " ORDER BY created_at, rowid",
+                states,
+            ).fetchall()
+        return [_round_from_row(r) for r in rows]
+
+    def set_round_state(
+        self, round_id: str, state: RoundState, finished_at: dt.datetime | None = None
+    ) -> None:
+        """Move a round to ``state``; ``finished_at`` is recorded when given, kept otherwise."""
+        finished = _to_text(finished_at) if finished_at is not None else None
+        with self._transaction() as conn:
+            cur = conn.execute(
+                "UPDATE rounds SET state = ?, finished_at = COALESCE(?, finished_at)"
+                " WHERE round_id = ?",
+                (str(state), finished, round_id),
+            )
+            if cur.rowcount == 0:
+                raise NotFoundError("no such round")
+
+    # --- carriers in a round -------------------------------------------------------------------
+
+    def carrier_rounds(self, round_id: str) -> list[CarrierRound]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT round_id, carrier_id, state, error_code, message, updated_at"
+                " FROM carrier_rounds WHERE round_id = ? ORDER BY carrier_id",
+                (round_id,),
+            ).fetchall()
+        return [
+            CarrierRound(
+                round_id=r["round_id"],
+                carrier_id=r["carrier_id"],
+                state=CarrierRoundState(r["state"]),
+                error_code=int(r["error_code"]),
+                message=r["message"],
+                updated_at=_from_text(r["updated_at"]),
+            )
+            for r in rows
+        ]
+
+    def set_carrier_state(
+        self,
+        round_id: str,
+        carrier_id: str,
+        state: CarrierRoundState,
+        error_code: int = 0,
+        message: str = "",
+    ) -> bool:
+        """Record a carrier's state in a round; False (and no change) once it is terminal."""
+        with self._transaction() as conn:
+            row = conn.execute(
+                "SELECT state FROM carrier_rounds WHERE round_id = ? AND carrier_id = ?",
+                (round_id, carrier_id),
+            ).fetchone()
+            if row is None:
+                raise NotFoundError("the carrier is not part of this round")
+            if CarrierRoundState(row["state"]).terminal:
+                return False
+            conn.execute(
+                "UPDATE carrier_rounds SET state = ?, error_code = ?, message = ?, updated_at = ?"
+                " WHERE round_id = ? AND carrier_id = ?",
+                (str(state), error_code, message, _to_text(_now()), round_id, carrier_id),
+            )
+        return True
+
+    # --- results -------------------------------------------------------------------------------
+
+    def save_result(self, result: StoredResult) -> bool:
+        """Store a carrier's signed result and mark it answered, in one transaction.
+
+        A second result for the same round and carrier is a duplicate delivery: the first is
+        kept and False returned. A result is final, so it marks the carrier answered whatever
+        state it was in (a late answer after a time-out is still an answer).
+        """
+        with self._transaction() as conn:
+            known = conn.execute(
+                "SELECT 1 FROM carrier_rounds WHERE round_id = ? AND carrier_id = ?",
+                (result.round_id, result.carrier_id),
+            ).fetchone()
+            if known is None:
+                raise NotFoundError("the carrier is not part of this round")
+            cur = conn.execute(
+                "INSERT OR IGNORE INTO results"
+                " (round_id, carrier_id, result_bytes, signature, key_id, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    result.round_id,
+                    result.carrier_id,
+                    result.result_bytes,
+                    result.signature,
+                    result.key_id,
+                    _to_text(result.received_at),
+                ),
+            )
+            if cur.rowcount == 0:
+                return False
+            conn.execute(
+                "UPDATE carrier_rounds SET state = ?, error_code = 0, message = '', updated_at = ?"
+                " WHERE round_id = ? AND carrier_id = ?",
+                (
+                    str(CarrierRoundState.ANSWERED),
+                    _to_text(_now()),
+                    result.round_id,
+                    result.carrier_id,
+                ),
+            )
+        return True
+
+    def results(self, round_id: str) -> list[StoredResult]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT round_id, carrier_id, result_bytes, signature, key_id, received_at"
+                " FROM results WHERE round_id = ? ORDER BY carrier_id",
+                (round_id,),
+            ).fetchall()
+        return [
+            StoredResult(
+                round_id=r["round_id"],
+                carrier_id=r["carrier_id"],
+                result_bytes=bytes(r["result_bytes"]),
+                signature=bytes(r["signature"]),
+                key_id=r["key_id"],
+                received_at=_from_text(r["received_at"]),
+            )
+            for r in rows
+        ]
+
+    # --- the carrier registry ------------------------------------------------------------------
+
+    def upsert_carrier(self, carrier_id: str, display_name: str = "") -> None:
+        """Register a carrier; a non-empty ``display_name`` replaces the stored one."""
+        with self._transaction() as conn:
+            conn.execute(
+                "INSERT INTO carriers (carrier_id, display_name, registered_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (carrier_id) DO UPDATE SET display_name ="
+                " CASE WHEN excluded.display_name = '' THEN carriers.display_name"
+                " ELSE excluded.display_name END",
+                (carrier_id, display_name, _to_text(_now())),
+            )
+
+    def carriers(self) -> list[tuple[str, str]]:
+        """Registered carriers as (carrier id, display name), by id."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT carrier_id, display_name FROM carriers ORDER BY carrier_id"
+            ).fetchall()
+        return [(r["carrier_id"], r["display_name"]) for r in rows]

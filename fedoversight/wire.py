@@ -1,0 +1,337 @@
+"""The one conversion module between protobuf messages and domain types.
+
+Decoding is strict: anything not of the contract's form raises
+:class:`~fedoversight.errors.InvalidRequestError` with a message that never echoes the input.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+from collections.abc import Iterable
+
+from google.protobuf.message import DecodeError
+
+from fedoversight import catalogue
+from fedoversight.dimensions import Dimension, check_value
+from fedoversight.domain import (
+    CellResult,
+    DisclosureSummary,
+    QuerySpec,
+    QueryTable,
+    RequestSpec,
+    ResultSpec,
+    Status,
+    StatValue,
+    StatValueType,
+)
+from fedoversight.errors import InvalidRequestError, OversightError
+from fedoversight.histogram import LAYOUT_VERSION, N_BINS, Histogram
+from fedoversight.periods import Month, Period
+from fedoversight.v1 import types_pb2
+
+#: Limits on a request's size, checked before anything else looks at it.
+MAX_QUERIES = 32
+MAX_FILTER_VALUES = 200
+MAX_PARAMETERS = 16
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+
+_DIM_TO_PB = {d: getattr(types_pb2, f"DIMENSION_{d.name}") for d in Dimension}
+_DIM_FROM_PB = {v: k for k, v in _DIM_TO_PB.items()}
+_STATUS_TO_PB = {
+    Status.RELEASED: types_pb2.CELL_STATUS_RELEASED,
+    Status.SUPPRESSED_PRIMARY: types_pb2.CELL_STATUS_SUPPRESSED_PRIMARY,
+    Status.SUPPRESSED_COMPLEMENTARY: types_pb2.CELL_STATUS_SUPPRESSED_COMPLEMENTARY,
+    Status.PERTURBED: types_pb2.CELL_STATUS_PERTURBED,
+}
+_STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+
+
+def dimension_to_pb(dim: Dimension) -> int:
+    return _DIM_TO_PB[dim]
+
+
+def dimension_from_pb(value: int) -> Dimension:
+    try:
+        return _DIM_FROM_PB[value]
+    except KeyError:
+        raise InvalidRequestError("unknown dimension") from None
+
+
+def status_to_pb(status: Status) -> int:
+    return _STATUS_TO_PB[status]
+
+
+def status_from_pb(value: int) -> Status:
+    try:
+        return _STATUS_FROM_PB[value]
+    except KeyError:
+        raise InvalidRequestError("unknown cell status") from None
+
+
+def _check_id(text: str, what: str) -> str:
+    if not ID_RE.fullmatch(text):
+        raise InvalidRequestError(f"{what} is not of the expected form")
+    return text
+
+
+def _ts(value: dt.datetime) -> types_pb2.google_dot_protobuf_dot_timestamp__pb2.Timestamp:  # type: ignore[name-defined]
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    ts = Timestamp()
+    ts.FromDatetime(value.astimezone(dt.UTC))
+    return ts
+
+
+def _from_ts(ts: object) -> dt.datetime:
+    return ts.ToDatetime(tzinfo=dt.UTC)  # type: ignore[attr-defined,no-any-return]
+
+
+# --- periods and queries ----------------------------------------------------------------------
+
+
+def period_to_pb(period: Period) -> types_pb2.Period:
+    return types_pb2.Period(first_month=str(period.first), last_month=str(period.last))
+
+
+def period_from_pb(msg: types_pb2.Period) -> Period:
+    return Period(Month.parse(msg.first_month), Month.parse(msg.last_month))
+
+
+def query_to_pb(query: QuerySpec) -> types_pb2.Query:
+    return types_pb2.Query(
+        metric=query.metric,
+        metric_version=query.version,
+        group_by=[dimension_to_pb(d) for d in query.group_by],
+        filters=[
+            types_pb2.Filter(dimension=dimension_to_pb(d), values=list(v)) for d, v in query.filters
+        ],
+        parameters=dict(query.parameters),
+    )
+
+
+def make_query(
+    metric: str,
+    version: int = 0,
+    group_by: Iterable[Dimension] = (),
+    filters: dict[Dimension, Iterable[str]] | None = None,
+    parameters: dict[str, float] | None = None,
+) -> QuerySpec:
+    """Build a validated query (the catalogue's latest version when ``version`` is 0)."""
+    spec = catalogue.get_metric(metric, version or None)
+    dims = tuple(group_by)
+    fmap: dict[Dimension, tuple[str, ...]] = {}
+    for dim, values in (filters or {}).items():
+        vals = tuple(sorted(set(values)))
+        if not vals or len(vals) > MAX_FILTER_VALUES:
+            raise InvalidRequestError("a filter needs 1 to 200 values")
+        fmap[dim] = tuple(check_value(dim, v) for v in vals)
+    params = spec.check_query(dims, fmap, parameters or {})
+    return QuerySpec(
+        metric=spec.name,
+        version=spec.version,
+        group_by=dims,
+        filters=tuple(sorted(fmap.items())),
+        parameters=tuple(sorted(params.items())),
+    )
+
+
+def query_from_pb(msg: types_pb2.Query) -> QuerySpec:
+    if len(msg.parameters) > MAX_PARAMETERS or len(msg.filters) > len(Dimension):
+        raise InvalidRequestError("too many parameters or filters")
+    filters: dict[Dimension, list[str]] = {}
+    for f in msg.filters:
+        dim = dimension_from_pb(f.dimension)
+        if dim in filters:
+            raise InvalidRequestError("a dimension is filtered twice")
+        filters[dim] = list(f.values)
+    return make_query(
+        msg.metric,
+        msg.metric_version,
+        [dimension_from_pb(d) for d in msg.group_by],
+        filters,
+        dict(msg.parameters),
+    )
+
+
+# --- requests ---------------------------------------------------------------------------------
+
+
+def request_to_pb(req: RequestSpec) -> types_pb2.MetricRequest:
+    return types_pb2.MetricRequest(
+        request_id=req.request_id,
+        round_id=req.round_id,
+        catalogue_version=req.catalogue_version,
+        period=period_to_pb(req.period),
+        queries=[query_to_pb(q) for q in req.queries],
+        issued_at=_ts(req.issued_at),
+        expires_at=_ts(req.expires_at),
+        nonce=req.nonce,
+    )
+
+
+def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
+    """Strictly decode and validate a request."""
+    if not msg.queries or len(msg.queries) > MAX_QUERIES:
+        raise InvalidRequestError(f"a request carries 1 to {MAX_QUERIES} queries")
+    if msg.catalogue_version != catalogue.CATALOGUE_VERSION:
+        from fedoversight.errors import UnknownMetricError
+
+        raise UnknownMetricError("catalogue version not supported")
+    if not all(msg.HasField(f) for f in ("period", "issued_at", "expires_at")):
+        raise InvalidRequestError("request lacks a period or validity window")
+    if not 16 <= len(msg.nonce) <= 64:
+        raise InvalidRequestError("request nonce must be 16 to 64 bytes")
+    try:
+        return RequestSpec(
+            request_id=_check_id(msg.request_id, "request id"),
+            round_id=_check_id(msg.round_id, "round id"),
+            catalogue_version=msg.catalogue_version,
+            period=period_from_pb(msg.period),
+            queries=tuple(query_from_pb(q) for q in msg.queries),
+            issued_at=_from_ts(msg.issued_at),
+            expires_at=_from_ts(msg.expires_at),
+            nonce=bytes(msg.nonce),
+        )
+    except OversightError:
+        raise
+    except (ValueError, OverflowError, TypeError):
+        raise InvalidRequestError("request fields are out of range") from None
+
+
+def decode_request_bytes(data: bytes) -> RequestSpec:
+    msg = types_pb2.MetricRequest()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        raise InvalidRequestError("request bytes do not decode") from None
+    return request_from_pb(msg)
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+# --- results ----------------------------------------------------------------------------------
+
+
+def stat_to_pb(stat: StatValue) -> types_pb2.Statistic:
+    msg = types_pb2.Statistic(name=stat.name, status=status_to_pb(stat.status))
+    value = stat.value
+    if value is None or stat.status.suppressed:
+        return msg
+    if isinstance(value, Histogram):
+        msg.histogram.layout_version = LAYOUT_VERSION
+        msg.histogram.counts.extend(value.counts)
+        msg.histogram.sums_cents.extend(value.sums_cents)
+    elif isinstance(value, bool):
+        raise TypeError("a statistic is never a bool")
+    elif isinstance(value, int):
+        msg.integer = value
+    else:
+        msg.real = float(value)
+    return msg
+
+
+def stat_from_pb(msg: types_pb2.Statistic) -> StatValue:
+    which = msg.WhichOneof("value")
+    value: StatValueType | None
+    if which == "integer":
+        value = msg.integer
+    elif which == "real":
+        value = msg.real
+    elif which == "histogram":
+        h = msg.histogram
+        if h.layout_version != LAYOUT_VERSION or len(h.counts) != N_BINS:
+            raise InvalidRequestError("histogram layout mismatch")
+        value = Histogram(tuple(h.counts), tuple(h.sums_cents))
+    else:
+        value = None
+    return StatValue(name=msg.name, status=status_from_pb(msg.status), value=value)
+
+
+def cell_to_pb(cell: CellResult) -> types_pb2.Cell:
+    return types_pb2.Cell(
+        key=[types_pb2.GroupKey(dimension=dimension_to_pb(d), value=v) for d, v in cell.key],
+        statistics=[stat_to_pb(s) for s in cell.stats],
+        status=status_to_pb(cell.status),
+    )
+
+
+def cell_from_pb(msg: types_pb2.Cell) -> CellResult:
+    key = tuple((dimension_from_pb(k.dimension), k.value) for k in msg.key)
+    for dim, value in key:
+        check_value(dim, value)
+    return CellResult(key=key, stats=tuple(stat_from_pb(s) for s in msg.statistics))
+
+
+def result_to_pb(res: ResultSpec) -> types_pb2.MetricResult:
+    return types_pb2.MetricResult(
+        request_id=res.request_id,
+        round_id=res.round_id,
+        carrier_id=res.carrier_id,
+        catalogue_version=res.catalogue_version,
+        results=[
+            types_pb2.QueryResult(
+                metric=t.metric,
+                metric_version=t.version,
+                group_by=[dimension_to_pb(d) for d in t.group_by],
+                cells=[cell_to_pb(c) for c in t.cells],
+                disclosure=types_pb2.DisclosureSummary(
+                    min_cell_size=t.disclosure.min_cell_size,
+                    cells_released=t.disclosure.cells_released,
+                    cells_suppressed_primary=t.disclosure.cells_suppressed_primary,
+                    cells_suppressed_complementary=t.disclosure.cells_suppressed_complementary,
+                    cells_perturbed=t.disclosure.cells_perturbed,
+                    policy_digest=t.disclosure.policy_digest,
+                ),
+            )
+            for t in res.tables
+        ],
+        request_digest=res.request_digest,
+        data_snapshot=res.data_snapshot,
+        computed_at=_ts(res.computed_at),
+    )
+
+
+def result_from_pb(msg: types_pb2.MetricResult) -> ResultSpec:
+    tables = []
+    for t in msg.results:
+        spec = catalogue.get_metric(t.metric, t.metric_version)
+        d = t.disclosure
+        tables.append(
+            QueryTable(
+                metric=spec.name,
+                version=spec.version,
+                group_by=tuple(dimension_from_pb(g) for g in t.group_by),
+                cells=tuple(cell_from_pb(c) for c in t.cells),
+                disclosure=DisclosureSummary(
+                    min_cell_size=d.min_cell_size,
+                    cells_released=d.cells_released,
+                    cells_suppressed_primary=d.cells_suppressed_primary,
+                    cells_suppressed_complementary=d.cells_suppressed_complementary,
+                    cells_perturbed=d.cells_perturbed,
+                    policy_digest=d.policy_digest,
+                ),
+            )
+        )
+    return ResultSpec(
+        request_id=msg.request_id,
+        round_id=msg.round_id,
+        carrier_id=msg.carrier_id,
+        catalogue_version=msg.catalogue_version,
+        tables=tuple(tables),
+        request_digest=bytes(msg.request_digest),
+        data_snapshot=msg.data_snapshot,
+        computed_at=_from_ts(msg.computed_at),
+    )
+
+
+def decode_result_bytes(data: bytes) -> ResultSpec:
+    msg = types_pb2.MetricResult()
+    try:
+        msg.ParseFromString(data)
+    except DecodeError:
+        raise InvalidRequestError("result bytes do not decode") from None
+    return result_from_pb(msg)

@@ -1,0 +1,233 @@
+"""A coordinator and 65 simulated carriers over real gRPC on loopback, checked against the
+independent pandas oracle over the union of the carriers' data."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from coordinator.store import CarrierRoundState, RoundState
+from fedoversight import wire
+from fedoversight.dimensions import Dimension as D
+from fedoversight.domain import RequestSpec
+from fedoversight.errors import UnknownMetricError
+from fedoversight.periods import Period
+from fedoversight.v1 import federation_pb2, types_pb2
+from oversight_sim.harness import SimulatedFederation
+from tests.integration.helpers import compare, query_tables
+
+PERIOD = Period.parse("2026-01:2026-03")
+
+QUERIES = [
+    wire.make_query("enrollment.member_months"),
+    wire.make_query("enrollment.member_months", group_by=[D.MONTH]),
+    wire.make_query("enrollment.member_months", group_by=[D.PLAN_CODE, D.AGE_BAND]),
+    wire.make_query("enrollment.member_months", group_by=[D.SEX, D.MEDICARE_PRIMARY, D.MONTH]),
+    wire.make_query("cost.pmpm"),
+    wire.make_query("cost.pmpm", group_by=[D.MONTH]),
+    wire.make_query("cost.pmpm", group_by=[D.AGE_BAND, D.SEX]),
+    wire.make_query("cost.pmpm", group_by=[D.PLAN_CODE], filters={D.PROGRAM: ["FEHB"]}),
+    wire.make_query("cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY]),
+    wire.make_query("cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY_2]),
+    wire.make_query(
+        "cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY, D.MONTH]
+    ),
+    wire.make_query(
+        "cost.pmpm_by_service_category", group_by=[D.AGE_BAND, D.SERVICE_CATEGORY]
+    ),
+]
+
+
+async def test_65_carriers_match_the_oracle_to_the_cent(
+    federation_data: dict[str, Path],
+    oracle_tables: dict[str, dict[str, pd.DataFrame]],
+    tmp_path: Path,
+) -> None:
+    assert len(federation_data) == 65
+    sent: list[bytes] = []
+    async with SimulatedFederation(
+        federation_data, tmp_path, wiretap=lambda m: sent.append(m.SerializeToString())
+    ) as fed:
+        assert fed.client is not None
+        outcome = await fed.client.run_round(PERIOD, QUERIES, deadline_seconds=300)
+    assert outcome.state is RoundState.COMPLETE
+    assert all(state is CarrierRoundState.ANSWERED for _, state, _ in outcome.carriers)
+    totals = {"released": 0, "small": 0, "other_withheld": 0, "program_incomplete": 0}
+    for index, query in enumerate(QUERIES):
+        counts = compare(query, PERIOD, query_tables(outcome.tables, index), oracle_tables)
+        for k, v in counts.items():
+            totals[k] += v
+    # The check had real work to do: many released cells, and small carriers' cells suppressed.
+    assert totals["released"] > 500
+    assert totals["small"] > 0
+    # Program-wide totals of the whole period are complete and equal the oracle.
+    program_total = next(
+        t for t in outcome.tables
+        if t.scope == "program" and t.metric == "cost.pmpm" and not t.group_by
+    )
+    assert not program_total.cells[0].incomplete
+    # Every node sent hello, result and perhaps heartbeats; at least one result per carrier.
+    results = [m for m in sent if federation_pb2.NodeMessage.FromString(m).HasField("result")]
+    assert len(results) == 65
+
+
+async def test_no_carrier_data_leaves_a_node(
+    federation_data: dict[str, Path],
+    oracle_tables: dict[str, dict[str, pd.DataFrame]],
+    tmp_path: Path,
+) -> None:
+    """Record every message nodes send; no member id, claim id, birth date or NPI appears."""
+    chosen = dict(list(sorted(federation_data.items()))[:6])
+    sent: list[bytes] = []
+    async with SimulatedFederation(
+        chosen, tmp_path, wiretap=lambda m: sent.append(m.SerializeToString())
+    ) as fed:
+        assert fed.client is not None
+        outcome = await fed.client.run_round(PERIOD, QUERIES, deadline_seconds=300)
+        # A refused request's messages count too.
+        bad = RequestSpec(
+            request_id="bad-1", round_id="bad", catalogue_version="1", period=PERIOD,
+            queries=(QUERIES[0],), issued_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=3),
+            expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2), nonce=os.urandom(16),
+        )
+        for carrier_id in chosen:
+            fed.coordinator.hub.send(  # type: ignore[union-attr]
+                carrier_id,
+                federation_pb2.CoordinatorMessage(
+                    request=types_pb2.SignedRequest(
+                        request=wire.request_to_pb(bad).SerializeToString()
+                    )
+                ),
+            )
+        await asyncio.sleep(1.0)
+    assert outcome.state is RoundState.COMPLETE
+    blob = b"\n".join(sent)
+    assert len(sent) > 2 * len(chosen)
+    secrets: set[str] = set()
+    for tables in (oracle_tables[c] for c in chosen):
+        secrets.update(tables["eligibility"]["member_id"].astype(str))
+        secrets.update(tables["medical_claims"]["claim_id"].astype(str))
+        secrets.update(tables["pharmacy_claims"]["claim_id"].astype(str))
+        secrets.update(str(d) for d in tables["eligibility"]["birth_date"].dropna())
+        for col in ("facility_npi", "rendering_npi"):
+            secrets.update(tables["medical_claims"][col].dropna().astype(str))
+    secrets.discard("")
+    assert len(secrets) > 1000
+    leaked = [s for s in secrets if s.encode() in blob]
+    assert leaked == []
+
+
+async def test_a_carrier_that_vanishes_mid_round_leaves_a_partial_round(
+    federation_data: dict[str, Path],
+    oracle_tables: dict[str, dict[str, pd.DataFrame]],
+    tmp_path: Path,
+) -> None:
+    chosen = dict(list(sorted(federation_data.items()))[:5])
+    vanishing = sorted(chosen)[1]
+    async with SimulatedFederation(chosen, tmp_path, disconnect_grace_seconds=1.0) as fed:
+        assert fed.client is not None
+        gate = asyncio.Event()
+        node = fed.nodes[vanishing]
+        real_evaluate = node._evaluate
+
+        def stalled(request: RequestSpec) -> object:
+            asyncio.run_coroutine_threadsafe(_set(gate), loop)
+            import time
+
+            time.sleep(30)  # never answers before it is taken away
+            return real_evaluate(request)
+
+        loop = asyncio.get_running_loop()
+        node._evaluate = stalled  # type: ignore[method-assign]
+        query = wire.make_query("enrollment.member_months", group_by=[D.MONTH])
+        round_id = await fed.client.create_round(PERIOD, [query], deadline_seconds=120)
+        await asyncio.wait_for(gate.wait(), 30)
+        started = asyncio.get_running_loop().time()
+        await fed.stop_node(vanishing)
+        async for _ in fed.client.watch(round_id, timeout=60):
+            pass
+        outcome = await fed.client.get_round(round_id)
+        assert asyncio.get_running_loop().time() - started < 30  # finished long before deadline
+    assert outcome.state is RoundState.PARTIAL
+    states = {c: s for c, s, _ in outcome.carriers}
+    assert states[vanishing] is CarrierRoundState.DISCONNECTED
+    assert sum(s is CarrierRoundState.ANSWERED for s in states.values()) == 4
+    rest = {c: t for c, t in oracle_tables.items() if c in chosen and c != vanishing}
+    compare(query, PERIOD, outcome.tables, rest)
+
+
+async def _set(event: asyncio.Event) -> None:
+    event.set()
+
+
+async def test_bad_data_and_unknown_metrics_end_in_clear_refusals(
+    federation_data: dict[str, Path], tmp_path: Path
+) -> None:
+    good = sorted(federation_data)[:3]
+    dirs = {c: federation_data[c] for c in good}
+    # A carrier whose eligibility lacks a required column, one with text in a date column.
+    missing = tmp_path / "broken1"
+    wrong = tmp_path / "broken2"
+    for target, damage in ((missing, "drop"), (wrong, "retype")):
+        target.mkdir()
+        for f in federation_data[good[0]].iterdir():
+            (target / f.name).write_bytes(f.read_bytes())
+        frame = pd.read_parquet(target / "eligibility.parquet")
+        if damage == "drop":
+            frame = frame.drop(columns=["birth_date"])
+        else:
+            frame["enrollment_start_date"] = "not a date"
+        (target / "eligibility.parquet").unlink()
+        frame.to_parquet(target / "eligibility.parquet")
+    dirs["broken1"], dirs["broken2"] = missing, wrong
+    async with SimulatedFederation(dirs, tmp_path / "run") as fed:
+        assert fed.client is not None
+        with pytest.raises(UnknownMetricError):
+            wire.make_query("cost.nope")
+        query = wire.make_query("enrollment.member_months")
+        outcome = await fed.client.run_round(PERIOD, [query], deadline_seconds=60)
+        # A request for a metric no catalogue has, straight down the stream to a node.
+        replies: list[federation_pb2.NodeMessage] = []
+        probe = fed.nodes[good[0]]
+        probe._wiretap = replies.append
+        raw = wire.request_to_pb(
+            RequestSpec(
+                request_id="probe-1", round_id="probe", catalogue_version="1", period=PERIOD,
+                queries=(query,), issued_at=dt.datetime.now(dt.UTC),
+                expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
+                nonce=os.urandom(16),
+            )
+        )
+        raw.queries[0].metric = "cost.nope"
+        assert fed.coordinator is not None
+        operator = fed.operator_signer  # genuinely signed: it is the metric that is refused
+        assert operator is not None
+        data = raw.SerializeToString()
+        fed.coordinator.hub.send(
+            good[0],
+            federation_pb2.CoordinatorMessage(
+                request=types_pb2.SignedRequest(
+                    request=data, signature=operator.sign(data), key_id=operator.key_id
+                )
+            ),
+        )
+        for _ in range(50):
+            if replies:
+                break
+            await asyncio.sleep(0.1)
+        # The node is still answering afterwards.
+        again = await fed.client.run_round(PERIOD, [query], carriers=[good[0]])
+    assert outcome.state is RoundState.PARTIAL
+    states = {c: (s, m) for c, s, m in outcome.carriers}
+    for broken in ("broken1", "broken2"):
+        assert states[broken][0] is CarrierRoundState.REFUSED
+        assert states[broken][1] == "the carrier's data source could not answer"
+    assert all(states[c][0] is CarrierRoundState.ANSWERED for c in good)
+    assert replies and replies[0].HasField("refusal")
+    assert replies[0].refusal.code == types_pb2.ERROR_CODE_UNKNOWN_METRIC
+    assert again.state is RoundState.COMPLETE

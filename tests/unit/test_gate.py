@@ -1,0 +1,98 @@
+"""The node's front door: signature, validity window, replay — before anything runs."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+import pytest
+
+from carrier_node.gate import ExpiredRequestError, ReplayedRequestError, RequestGate
+from carrier_node.state import NodeState
+from fedoversight import wire
+from fedoversight.domain import RequestSpec
+from fedoversight.errors import AuthenticationError
+from fedoversight.periods import Period
+from fedoversight.signing import Signer
+from fedoversight.v1 import types_pb2
+
+NOW = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
+
+
+def signed(signer: Signer | None, **changes: object) -> types_pb2.SignedRequest:
+    spec = {
+        "request_id": "r1.q", "round_id": "r1", "catalogue_version": "1",
+        "period": Period.parse("2026-01"), "queries": (wire.make_query("cost.pmpm"),),
+        "issued_at": NOW - dt.timedelta(minutes=1), "expires_at": NOW + dt.timedelta(hours=1),
+        "nonce": os.urandom(16),
+    }
+    spec.update(changes)
+    data = wire.request_to_pb(RequestSpec(**spec)).SerializeToString()  # type: ignore[arg-type]
+    if signer is None:
+        return types_pb2.SignedRequest(request=data)
+    return types_pb2.SignedRequest(request=data, signature=signer.sign(data), key_id=signer.key_id)
+
+
+@pytest.fixture
+def state(tmp_path: Path) -> NodeState:
+    return NodeState(tmp_path / "node.sqlite3")
+
+
+def test_a_signed_fresh_request_is_admitted(state: NodeState) -> None:
+    operator = Signer.generate()
+    gate = RequestGate(state, operator.verifier)
+    assert gate.admit(signed(operator), now=NOW).round_id == "r1"
+
+
+def test_unsigned_tampered_or_foreign_requests_are_refused(state: NodeState) -> None:
+    operator, rogue = Signer.generate(), Signer.generate()
+    gate = RequestGate(state, operator.verifier)
+    with pytest.raises(AuthenticationError):
+        gate.admit(signed(None), now=NOW)
+    with pytest.raises(AuthenticationError):
+        gate.admit(signed(rogue), now=NOW)
+    good = signed(operator)
+    tampered = types_pb2.SignedRequest(
+        request=good.request.replace(b"cost.pmpm", b"cost.pmpn"),
+        signature=good.signature, key_id=good.key_id,
+    )
+    with pytest.raises(AuthenticationError):
+        gate.admit(tampered, now=NOW)
+    forged_id = types_pb2.SignedRequest(
+        request=good.request, signature=rogue.sign(good.request), key_id=operator.key_id
+    )
+    with pytest.raises(AuthenticationError):
+        gate.admit(forged_id, now=NOW)
+
+
+def test_expired_and_future_requests_are_refused(state: NodeState) -> None:
+    operator = Signer.generate()
+    gate = RequestGate(state, operator.verifier)
+    with pytest.raises(ExpiredRequestError):
+        gate.admit(signed(operator, expires_at=NOW - dt.timedelta(seconds=1)), now=NOW)
+    with pytest.raises(ExpiredRequestError):
+        gate.admit(signed(operator, issued_at=NOW + dt.timedelta(hours=1),
+                          expires_at=NOW + dt.timedelta(hours=2)), now=NOW)
+    with pytest.raises(ExpiredRequestError):
+        gate.admit(signed(operator, issued_at=NOW - dt.timedelta(hours=3)), now=NOW)
+
+
+def test_a_replayed_request_is_refused_even_after_a_restart(tmp_path: Path) -> None:
+    operator = Signer.generate()
+    request = signed(operator)
+    first = NodeState(tmp_path / "node.sqlite3")
+    RequestGate(first, operator.verifier).admit(request, now=NOW)
+    with pytest.raises(ReplayedRequestError):
+        RequestGate(first, operator.verifier).admit(request, now=NOW)
+    first.close()
+    restarted = NodeState(tmp_path / "node.sqlite3")
+    with pytest.raises(ReplayedRequestError):
+        RequestGate(restarted, operator.verifier).admit(request, now=NOW)
+
+
+def test_unsigned_requests_only_in_insecure_mode(state: NodeState) -> None:
+    with pytest.raises(AuthenticationError):
+        RequestGate(state, None)
+    gate = RequestGate(state, None, allow_unsigned=True)
+    assert gate.admit(signed(None), now=NOW).request_id == "r1.q"

@@ -1,0 +1,133 @@
+"""Disclosure-control building blocks: complementary suppression audited by LP, the ledger's
+differencing guard, the privacy budget."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from carrier_node.sdc.audit import exposed, intervals
+from carrier_node.sdc.complementary import complementary
+from carrier_node.sdc.ledger import Ledger, Release, cell_box
+from carrier_node.sdc.privacy import BudgetExhaustedError, NoiseMechanism, PrivacyBudget
+from carrier_node.sdc.tables import Table
+from fedoversight.dimensions import Dimension as D
+from fedoversight.periods import Period
+
+THRESHOLD = 11
+AGES = ["0-17", "18-25", "26-44", "45-64", "65+"]
+SEXES = ["F", "M", "U"]
+
+
+def grid(values: list[int], rows: int, cols: int) -> Table:
+    keys = tuple(
+        ((D.AGE_BAND, AGES[r]), (D.SEX, SEXES[c])) for r in range(rows) for c in range(cols)
+    )
+    return Table(keys, tuple(values[: rows * cols]))
+
+
+def test_a_lone_small_cell_is_not_left_derivable_from_its_margins() -> None:
+    table = grid([5, 100, 200, 300, 40, 60], 3, 2)
+    assert exposed(table, {0}, THRESHOLD) == [0]  # alone, margin minus the rest gives it away
+    extra = complementary(table, {0}, THRESHOLD)
+    assert extra and 0 not in extra
+    assert exposed(table, {0} | extra, THRESHOLD) == []
+    assert intervals(table, {0} | extra, THRESHOLD)[0].width >= THRESHOLD
+
+
+def test_one_dimension_tables_use_the_total_as_the_margin() -> None:
+    keys = tuple(((D.AGE_BAND, a),) for a in AGES)
+    table = Table(keys, (3, 500, 700, 900, 40))
+    extra = complementary(table, {0}, THRESHOLD)
+    assert extra == {4}  # the cheapest other cell
+    assert exposed(table, {0, 4}, THRESHOLD) == []
+
+
+def test_a_table_with_nothing_suppressed_needs_nothing() -> None:
+    assert complementary(grid([50] * 6, 3, 2), set(), THRESHOLD) == set()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.integers(2, 5),
+    cols=st.integers(2, 3),
+    data=st.data(),
+)
+def test_after_suppression_no_hidden_cell_is_pinned_down(
+    rows: int, cols: int, data: st.DataObject
+) -> None:
+    values = data.draw(
+        st.lists(
+            st.one_of(st.integers(0, 10), st.integers(11, 5000)),
+            min_size=rows * cols, max_size=rows * cols,
+        )
+    )
+    table = grid(values, rows, cols)
+    primary = {i for i, v in enumerate(values) if 0 < v < THRESHOLD}
+    hidden = primary | complementary(table, primary, THRESHOLD)
+    assert primary <= hidden
+    # Each hidden cell is as uncertain as the threshold demands, or as uncertain as it would be
+    # with the whole table hidden (what the margins alone reveal is not this table's doing).
+    baseline = intervals(table, range(len(values)), THRESHOLD)
+    for cell, interval in intervals(table, hidden, THRESHOLD).items():
+        assert interval.width >= min(THRESHOLD, baseline[cell].width - 1e-9), (
+            values, sorted(hidden), cell, interval, baseline[cell],
+        )
+
+
+PERIOD = Period.parse("2026-01:2026-03")
+
+
+def release(value: int, filters: dict[D, tuple[str, ...]] | None = None,
+            key: tuple[tuple[D, str], ...] = (), period: Period = PERIOD) -> Release:
+    return Release("enrolled", "members", cell_box(period, key, filters or {}), value)
+
+
+def test_ledger_refuses_all_but_one_and_nested_windows(tmp_path: Path) -> None:
+    ledger = Ledger(tmp_path / "ledger.sqlite3")
+    ledger.record([release(1000)], "r1")
+    # All members minus all but one (the planted member's state left out).
+    assert ledger.conflict(release(999, {D.STATE: ("MD", "DC")}), THRESHOLD) is not None
+    # A shorter window of the same population differing by a few members.
+    assert ledger.conflict(release(996, period=Period.parse("2026-01:2026-02")),
+                           THRESHOLD) is not None
+    # A finer grouping of the same population (one cell of a split).
+    assert ledger.conflict(release(993, key=((D.SEX, "F"),)), THRESHOLD) is not None
+    # Differences of 0 or of at least the threshold are fine; unrelated populations too.
+    assert ledger.conflict(release(1000, {D.STATE: ("MD",)}), THRESHOLD) is None
+    assert ledger.conflict(release(989, {D.STATE: ("MD",)}), THRESHOLD) is None
+    ledger.close()
+    # The ledger survives a restart.
+    again = Ledger(tmp_path / "ledger.sqlite3")
+    assert len(again) == 1
+    assert again.conflict(release(999, {D.STATE: ("MD", "DC")}), THRESHOLD) is not None
+
+
+def test_pending_releases_of_one_request_guard_each_other() -> None:
+    ledger = Ledger(":memory:")
+    first = release(500)
+    assert ledger.conflict(release(495, {D.SEX: ("F", "M")}), THRESHOLD, [first]) is not None
+
+
+def test_privacy_budget_is_persistent_and_refuses_once_spent(tmp_path: Path) -> None:
+    budget = PrivacyBudget(tmp_path / "dp.sqlite3", limit_per_month=1.0)
+    budget.charge(Period.parse("2026-01:2026-02"), 0.6, "r1")
+    budget.close()
+    again = PrivacyBudget(tmp_path / "dp.sqlite3", limit_per_month=1.0)
+    with pytest.raises(BudgetExhaustedError):
+        again.charge(Period.parse("2026-02"), 0.5, "r2")
+    assert again.spent("2026-02") == pytest.approx(0.6)  # refused charge spent nothing
+    again.charge(Period.parse("2026-03"), 0.5, "r3")
+    assert again.spent("2026-03") == pytest.approx(0.5)
+
+
+def test_noise_is_calibrated_to_the_sensitivity() -> None:
+    mech = NoiseMechanism.for_epsilon(0.5, sensitivity=3)
+    assert mech.scale == pytest.approx(6.0)
+    assert mech.epsilon == pytest.approx(0.5)
+    draws = [mech.release(1000) for _ in range(400)]
+    assert len(set(draws)) > 5  # it is noise
+    assert abs(sum(draws) / len(draws) - 1000) < 3  # and unbiased

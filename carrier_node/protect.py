@@ -37,6 +37,7 @@ from fedoversight.dimensions import Dimension
 from fedoversight.domain import (
     CellResult,
     DisclosureSummary,
+    NoiseScale,
     QueryTable,
     RequestSpec,
     Status,
@@ -50,6 +51,14 @@ DOMINANCE = "dominance"
 DIFFERENCING = "differencing"
 COMPLEMENTARY = "complementary"
 PERTURBED = "perturbed"
+
+
+@dataclass(frozen=True)
+class _Charge:
+    """What a request charged to the privacy budget (nothing without DP)."""
+
+    epsilon: float = 0.0
+    remaining: float = 0.0
 
 
 @dataclass
@@ -103,17 +112,18 @@ class Protector:
         self, request: RequestSpec, raws: Sequence[RawTable]
     ) -> tuple[list[QueryTable], list[TableDecision]]:
         dp_policy = self.policy.differential_privacy
+        charge = _Charge()
         if dp_policy.enabled:
             if self.budget is None:
                 raise RuntimeError("differential privacy needs a budget store")
-            self.budget.charge(
-                request.period, dp_policy.epsilon_per_query * len(raws), request.request_id
-            )
+            epsilon = dp_policy.epsilon_per_query * len(raws)
+            spent = self.budget.charge(request.period, epsilon, request.request_id)
+            charge = _Charge(epsilon, self.budget.limit - max(spent.values(), default=0.0))
         pending: list[Release] = []
         tables: list[QueryTable] = []
         decisions: list[TableDecision] = []
         for raw in raws:
-            table, decision, releases = self._protect_table(request, raw, pending)
+            table, decision, releases = self._protect_table(request, raw, pending, charge)
             pending.extend(releases)
             tables.append(table)
             decisions.append(decision)
@@ -122,7 +132,7 @@ class Protector:
         return tables, decisions
 
     def _protect_table(
-        self, request: RequestSpec, raw: RawTable, pending: list[Release]
+        self, request: RequestSpec, raw: RawTable, pending: list[Release], charge: _Charge
     ) -> tuple[QueryTable, TableDecision, list[Release]]:
         spec = get_metric(raw.query.metric, raw.query.version)
         decision = TableDecision(metric=spec.name)
@@ -220,6 +230,12 @@ class Protector:
             cells_suppressed_complementary=counts.get(COMPLEMENTARY, 0),
             cells_perturbed=(len(cells) - len(decision.reasons)) if dp_policy.enabled else 0,
             policy_digest=self.policy.digest,
+            noise_mechanism=NoiseMechanism.NAME if dp_policy.enabled else "",
+            noise_scales=tuple(
+                NoiseScale(name, m.scale, m.epsilon) for name, m in mechanisms.items()
+            ),
+            epsilon_spent=charge.epsilon,
+            epsilon_remaining=max(0.0, charge.remaining),
         )
         return (
             QueryTable(spec.name, spec.version, raw.query.group_by, tuple(out), summary),

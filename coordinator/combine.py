@@ -10,6 +10,7 @@ nothing there (zero), which leaves the sum complete.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Iterable, Mapping
@@ -18,7 +19,14 @@ from dataclasses import dataclass
 from fedoversight import catalogue
 from fedoversight.catalogue import MetricSpec, StatKind
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import CellKey, QueryTable, Status, StatValue, StatValueType
+from fedoversight.domain import (
+    CellKey,
+    DisclosureSummary,
+    QueryTable,
+    Status,
+    StatValue,
+    StatValueType,
+)
 from fedoversight.errors import InvalidRequestError
 from fedoversight.histogram import Histogram
 from fedoversight.periods import Month, Period
@@ -72,11 +80,15 @@ class ScopedTable:
     version: int
     group_by: tuple[Dimension, ...]
     cells: tuple[CombinedCell, ...]
+    #: A carrier's table: what its node says of the protection applied (None for the program).
+    disclosure: DisclosureSummary | None = None
 
 
 def carrier_table(carrier_id: str, table: QueryTable, period: Period) -> ScopedTable:
     """One carrier's cells as they came, with the figures computed from them."""
-    return _combine(carrier_id, {carrier_id: table}, period)
+    return dataclasses.replace(
+        _combine(carrier_id, {carrier_id: table}, period), disclosure=table.disclosure
+    )
 
 
 def combine(tables: Mapping[str, QueryTable], period: Period) -> ScopedTable:

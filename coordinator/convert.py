@@ -9,7 +9,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from coordinator.store import CarrierRound, CarrierRoundState, RoundRecord, RoundState
-from fedoversight import wire
+from fedoversight import catalogue, wire
 from fedoversight.domain import Status
 from fedoversight.v1 import operator_pb2
 
@@ -82,6 +82,7 @@ def table_to_pb(table: ScopedTable) -> operator_pb2.ScopedTable:
             )
             for cell in table.cells
         ],
+        disclosure=None if table.disclosure is None else wire.disclosure_to_pb(table.disclosure),
     )
 
 
@@ -108,4 +109,8 @@ def table_from_pb(msg: operator_pb2.ScopedTable) -> ScopedTable:
         version=msg.metric_version,
         group_by=tuple(wire.dimension_from_pb(d) for d in msg.group_by),
         cells=tuple(cells),
+        disclosure=wire.disclosure_from_pb(
+            msg.disclosure,
+            (s.name for s in catalogue.get_metric(msg.metric, msg.metric_version).statistics),
+        ) if msg.HasField("disclosure") else None,
     )

@@ -87,6 +87,13 @@ class CellResult:
 
 
 @dataclass(frozen=True)
+class NoiseScale:
+    statistic: str
+    scale: float
+    epsilon: float
+
+
+@dataclass(frozen=True)
 class DisclosureSummary:
     min_cell_size: int
     cells_released: int = 0
@@ -94,6 +101,13 @@ class DisclosureSummary:
     cells_suppressed_complementary: int = 0
     cells_perturbed: int = 0
     policy_digest: str = ""
+    #: Differential privacy, when applied: the mechanism, each perturbed statistic's noise
+    #: scale and privacy loss, the ε charged to every month of the period, and the least
+    #: budget any of those months has left afterwards.
+    noise_mechanism: str = ""
+    noise_scales: tuple[NoiseScale, ...] = ()
+    epsilon_spent: float = 0.0
+    epsilon_remaining: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import math
 import re
 from collections.abc import Iterable
 
@@ -18,6 +19,7 @@ from fedoversight.dimensions import Dimension, check_value
 from fedoversight.domain import (
     CellResult,
     DisclosureSummary,
+    NoiseScale,
     QuerySpec,
     QueryTable,
     RequestSpec,
@@ -278,14 +280,7 @@ def result_to_pb(res: ResultSpec) -> types_pb2.MetricResult:
                 metric_version=t.version,
                 group_by=[dimension_to_pb(d) for d in t.group_by],
                 cells=[cell_to_pb(c) for c in t.cells],
-                disclosure=types_pb2.DisclosureSummary(
-                    min_cell_size=t.disclosure.min_cell_size,
-                    cells_released=t.disclosure.cells_released,
-                    cells_suppressed_primary=t.disclosure.cells_suppressed_primary,
-                    cells_suppressed_complementary=t.disclosure.cells_suppressed_complementary,
-                    cells_perturbed=t.disclosure.cells_perturbed,
-                    policy_digest=t.disclosure.policy_digest,
-                ),
+                disclosure=disclosure_to_pb(t.disclosure),
             )
             for t in res.tables
         ],
@@ -295,25 +290,62 @@ def result_to_pb(res: ResultSpec) -> types_pb2.MetricResult:
     )
 
 
+def disclosure_to_pb(d: DisclosureSummary) -> types_pb2.DisclosureSummary:
+    return types_pb2.DisclosureSummary(
+        min_cell_size=d.min_cell_size,
+        cells_released=d.cells_released,
+        cells_suppressed_primary=d.cells_suppressed_primary,
+        cells_suppressed_complementary=d.cells_suppressed_complementary,
+        cells_perturbed=d.cells_perturbed,
+        policy_digest=d.policy_digest,
+        noise_mechanism=d.noise_mechanism,
+        noise_scales=[
+            types_pb2.NoiseScale(statistic=n.statistic, scale=n.scale, epsilon=n.epsilon)
+            for n in d.noise_scales
+        ],
+        epsilon_spent=d.epsilon_spent,
+        epsilon_remaining=d.epsilon_remaining,
+    )
+
+
+def disclosure_from_pb(
+    d: types_pb2.DisclosureSummary, statistics: Iterable[str]
+) -> DisclosureSummary:
+    known = set(statistics)
+    scales = []
+    for n in d.noise_scales:
+        if n.statistic not in known:
+            raise InvalidRequestError("noise scale of an unknown statistic")
+        if not (math.isfinite(n.scale) and n.scale >= 0 and math.isfinite(n.epsilon)):
+            raise InvalidRequestError("malformed noise scale")
+        scales.append(NoiseScale(n.statistic, n.scale, n.epsilon))
+    if not (math.isfinite(d.epsilon_spent) and math.isfinite(d.epsilon_remaining)):
+        raise InvalidRequestError("malformed privacy budget")
+    return DisclosureSummary(
+        min_cell_size=d.min_cell_size,
+        cells_released=d.cells_released,
+        cells_suppressed_primary=d.cells_suppressed_primary,
+        cells_suppressed_complementary=d.cells_suppressed_complementary,
+        cells_perturbed=d.cells_perturbed,
+        policy_digest=d.policy_digest,
+        noise_mechanism=d.noise_mechanism,
+        noise_scales=tuple(scales),
+        epsilon_spent=d.epsilon_spent,
+        epsilon_remaining=d.epsilon_remaining,
+    )
+
+
 def result_from_pb(msg: types_pb2.MetricResult) -> ResultSpec:
     tables = []
     for t in msg.results:
         spec = catalogue.get_metric(t.metric, t.metric_version)
-        d = t.disclosure
         tables.append(
             QueryTable(
                 metric=spec.name,
                 version=spec.version,
                 group_by=tuple(dimension_from_pb(g) for g in t.group_by),
                 cells=tuple(cell_from_pb(c) for c in t.cells),
-                disclosure=DisclosureSummary(
-                    min_cell_size=d.min_cell_size,
-                    cells_released=d.cells_released,
-                    cells_suppressed_primary=d.cells_suppressed_primary,
-                    cells_suppressed_complementary=d.cells_suppressed_complementary,
-                    cells_perturbed=d.cells_perturbed,
-                    policy_digest=d.policy_digest,
-                ),
+                disclosure=disclosure_from_pb(t.disclosure, (s.name for s in spec.statistics)),
             )
         )
     return ResultSpec(

@@ -35,6 +35,9 @@ class BudgetExhaustedError(OversightError):
 class NoiseMechanism:
     """Discrete Laplace noise for one statistic, built by OpenDP."""
 
+    #: Reported with every perturbed table.
+    NAME = "discrete Laplace (OpenDP make_laplace)"
+
     scale: float
     epsilon: float
 

@@ -313,6 +313,7 @@ class ScopedTable(_message.Message):
     METRIC_VERSION_FIELD_NUMBER: _builtins.int
     GROUP_BY_FIELD_NUMBER: _builtins.int
     CELLS_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_FIELD_NUMBER: _builtins.int
     scope: _builtins.str
     """A carrier id, or "program" for the combination over carriers."""
     metric: _builtins.str
@@ -321,6 +322,10 @@ class ScopedTable(_message.Message):
     def group_by(self) -> _containers.RepeatedScalarFieldContainer[_types_pb2.Dimension.ValueType]: ...
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___CombinedCell]: ...
+    @_builtins.property
+    def disclosure(self) -> _types_pb2.DisclosureSummary:
+        """For a carrier's table: the node's disclosure summary (absent for the program table)."""
+
     def __init__(
         self,
         *,
@@ -329,10 +334,11 @@ class ScopedTable(_message.Message):
         metric_version: _builtins.int = ...,
         group_by: _abc.Iterable[_types_pb2.Dimension.ValueType] | None = ...,
         cells: _abc.Iterable[Global___CombinedCell] | None = ...,
+        disclosure: _types_pb2.DisclosureSummary | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disclosure", b"disclosure"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "group_by", b"group_by", "metric", b"metric", "metric_version", b"metric_version", "scope", b"scope"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells", b"cells", "disclosure", b"disclosure", "group_by", b"group_by", "metric", b"metric", "metric_version", b"metric_version", "scope", b"scope"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -475,6 +475,10 @@ class DisclosureSummary(_message.Message):
     CELLS_SUPPRESSED_COMPLEMENTARY_FIELD_NUMBER: _builtins.int
     CELLS_PERTURBED_FIELD_NUMBER: _builtins.int
     POLICY_DIGEST_FIELD_NUMBER: _builtins.int
+    NOISE_MECHANISM_FIELD_NUMBER: _builtins.int
+    NOISE_SCALES_FIELD_NUMBER: _builtins.int
+    EPSILON_SPENT_FIELD_NUMBER: _builtins.int
+    EPSILON_REMAINING_FIELD_NUMBER: _builtins.int
     min_cell_size: _builtins.int
     cells_released: _builtins.int
     cells_suppressed_primary: _builtins.int
@@ -482,6 +486,15 @@ class DisclosureSummary(_message.Message):
     cells_perturbed: _builtins.int
     policy_digest: _builtins.str
     """Identifier (digest) of the carrier policy in force."""
+    noise_mechanism: _builtins.str
+    """Differential privacy, when the carrier's policy applies it: the mechanism ("" when none),
+    the noise scale of each perturbed statistic, the privacy loss the request charged to each
+    calendar month of its period, and the least budget left in any of those months after it.
+    """
+    epsilon_spent: _builtins.float
+    epsilon_remaining: _builtins.float
+    @_builtins.property
+    def noise_scales(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoiseScale]: ...
     def __init__(
         self,
         *,
@@ -491,14 +504,45 @@ class DisclosureSummary(_message.Message):
         cells_suppressed_complementary: _builtins.int = ...,
         cells_perturbed: _builtins.int = ...,
         policy_digest: _builtins.str = ...,
+        noise_mechanism: _builtins.str = ...,
+        noise_scales: _abc.Iterable[Global___NoiseScale] | None = ...,
+        epsilon_spent: _builtins.float = ...,
+        epsilon_remaining: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells_perturbed", b"cells_perturbed", "cells_released", b"cells_released", "cells_suppressed_complementary", b"cells_suppressed_complementary", "cells_suppressed_primary", b"cells_suppressed_primary", "min_cell_size", b"min_cell_size", "policy_digest", b"policy_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells_perturbed", b"cells_perturbed", "cells_released", b"cells_released", "cells_suppressed_complementary", b"cells_suppressed_complementary", "cells_suppressed_primary", b"cells_suppressed_primary", "epsilon_remaining", b"epsilon_remaining", "epsilon_spent", b"epsilon_spent", "min_cell_size", b"min_cell_size", "noise_mechanism", b"noise_mechanism", "noise_scales", b"noise_scales", "policy_digest", b"policy_digest"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DisclosureSummary: _TypeAlias = DisclosureSummary  # noqa: Y015
+
+@_typing.final
+class NoiseScale(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATISTIC_FIELD_NUMBER: _builtins.int
+    SCALE_FIELD_NUMBER: _builtins.int
+    EPSILON_FIELD_NUMBER: _builtins.int
+    statistic: _builtins.str
+    scale: _builtins.float
+    """Scale of the (discrete Laplace) noise added to the statistic."""
+    epsilon: _builtins.float
+    """Privacy loss of this statistic's release."""
+    def __init__(
+        self,
+        *,
+        statistic: _builtins.str = ...,
+        scale: _builtins.float = ...,
+        epsilon: _builtins.float = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon", b"epsilon", "scale", b"scale", "statistic", b"statistic"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NoiseScale: _TypeAlias = NoiseScale  # noqa: Y015
 
 @_typing.final
 class MetricResult(_message.Message):

@@ -9,7 +9,9 @@ In order, for every table of the request:
    closely (the p% rule, from the largest two member contributions the engine reports) is
    hidden.
 3. **Differencing** — a cell whose population is nested in (or contains) one released before,
-   or earlier in this request, and differs from it by 1 to (floor − 1) members is hidden.
+   or earlier in this request, and differs from it by 1 to (floor − 1) members is hidden. So
+   is every line of cells whose sum over member dimensions (which anyone can add up) would
+   do the same; those sums are recorded with the cells.
 4. **Complementary suppression** — more cells are hidden until no hidden cell can be derived
    from its lines' margins, proven by the LP interval audit.
 5. **Differential privacy** (when the policy asks) — released counts get OpenDP noise and the
@@ -22,6 +24,7 @@ node's audit log can say why a cell was withheld.
 
 from __future__ import annotations
 
+import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,6 +38,7 @@ from carrier_node.sdc.tables import Table
 from fedoversight.catalogue import MetricSpec, StatKind, get_metric
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import (
+    CellKey,
     CellResult,
     DisclosureSummary,
     NoiseScale,
@@ -161,6 +165,7 @@ class Protector:
                         break
         # 3. differencing against the ledger and this request's earlier tables
         releases: list[Release] = []
+        margins = _margin_groups(raw.query.group_by, cells)
         if self.policy.differencing_guard:
             for i, cell in enumerate(cells):
                 if i in decision.reasons:
@@ -178,6 +183,22 @@ class Protector:
                             release, thresholds[i], [*pending, *releases])
                     if conflict is not None:
                         decision.reasons[i] = DIFFERENCING
+                        break
+            # A table's sums over its member dimensions are released as surely as its cells
+            # (add up a released line), so each is guarded as a population of its own: else a
+            # different grouping of an all-but-a-few population would give the few away.
+            for group, rest in margins:
+                if any(i in decision.reasons for i in group):
+                    continue  # not derivable exactly from what is released
+                threshold = max(thresholds[i] for i in group)
+                for release in self._margin_releases(request, spec.name, guarded, filters,
+                                                     cells, group, rest):
+                    conflict = self.ledger.conflict(release, threshold, [*pending, *releases]) \
+                        if self.ledger is not None else _pending_conflict(
+                            release, threshold, [*pending, *releases])
+                    if conflict is not None:
+                        for i in group:
+                            decision.reasons[i] = DIFFERENCING
                         break
         # 4. complementary, audited
         audit_stat = _audit_statistic(spec)
@@ -221,6 +242,11 @@ class Protector:
                     box = cell_box(request.period, cell.key, filters,
                                    MEMBER_DIMENSIONS if family == "enrolled" else None)
                     releases.append(Release(family, name, box, int(values[name])))  # type: ignore[call-overload]
+        if not dp_policy.enabled:
+            for group, rest in margins:
+                if not any(i in decision.reasons for i in group):
+                    releases.extend(self._margin_releases(
+                        request, spec.name, guarded, filters, cells, group, rest))
         counts = decision.counts()
         summary = DisclosureSummary(
             min_cell_size=self.policy.min_cell_size,
@@ -243,6 +269,21 @@ class Protector:
             releases,
         )
 
+    @staticmethod
+    def _margin_releases(
+        request: RequestSpec, metric: str, guarded: Sequence[str],
+        filters: dict[Dimension, tuple[str, ...]], cells: Sequence[RawCell],
+        group: Sequence[int], rest: CellKey,
+    ) -> list[Release]:
+        out = []
+        for name in guarded:
+            family = family_of(metric, name)
+            box = cell_box(request.period, rest, filters,
+                           MEMBER_DIMENSIONS if family == "enrolled" else None)
+            total = sum(int(_values(cells[i])[name]) for i in group)  # type: ignore[call-overload]
+            out.append(Release(family, name, box, total))
+        return out
+
     def _mechanisms(
         self, request: RequestSpec, spec: MetricSpec, raw: RawTable
     ) -> dict[str, NoiseMechanism]:
@@ -261,6 +302,25 @@ class Protector:
                 sensitivity = dp_policy.count_bound * months
             out[s.name] = NoiseMechanism.for_epsilon(epsilon, sensitivity)
         return out
+
+
+def _margin_groups(
+    group_by: Sequence[Dimension], cells: Sequence[RawCell]
+) -> list[tuple[tuple[int, ...], CellKey]]:
+    """Every sum of the table's cells over a non-empty set of its member dimensions, as (the
+    cells summed, the key of the sum). Member counts add up across member dimensions (up to
+    members who changed plan or state within the period), never across months or categories,
+    so only member dimensions are summed over."""
+    summable = [d for d in group_by if d in MEMBER_DIMENSIONS]
+    out: list[tuple[tuple[int, ...], CellKey]] = []
+    for size in range(1, len(summable) + 1):
+        for dropped in itertools.combinations(summable, size):
+            groups: dict[CellKey, list[int]] = {}
+            for i, cell in enumerate(cells):
+                rest = tuple((d, v) for d, v in cell.key if d not in dropped)
+                groups.setdefault(rest, []).append(i)
+            out.extend((tuple(members), rest) for rest, members in groups.items())
+    return out
 
 
 def _pending_conflict(release: Release, threshold: int, pending: list[Release]) -> Release | None:

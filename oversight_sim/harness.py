@@ -177,6 +177,19 @@ class SimulatedFederation:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
+    async def start_node(self, carrier_id: str, connect_timeout: float = 60.0) -> NodeDaemon:
+        """Start a carrier's node on its state directory (again, after :meth:`stop_node`: as
+        after a reboot, with the ledger, budget and outbox it left) and wait until it is
+        connected."""
+        if carrier_id in self.nodes:
+            raise RuntimeError(f"node {carrier_id} is running")
+        node = self.make_node(carrier_id)
+        await node.open_source()
+        self.nodes[carrier_id] = node
+        self._tasks[carrier_id] = asyncio.create_task(node.run())
+        await asyncio.wait_for(node.connected.wait(), connect_timeout)
+        return node
+
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.close()

@@ -11,6 +11,12 @@ What is logged (never a data row, member id or SQL text; see :class:`AuditKind`)
 received (its digest and claimed ids), the decision on it (admitted, or refused with the stage
 and the reason), and everything released: the digest, signature and per-table disclosure
 summary of the signed result, and the signed result itself (aggregates that already left).
+In manual release mode a result is first logged as held (its digest and disclosure summary,
+not its figures), then released with the reviewer's name, or rejected with the reviewer's
+reason.
+
+Only the node daemon appends to the log: ``carrier-node approve`` records a decision in the
+node's state, and the daemon logs it when it carries it out.
 """
 
 from __future__ import annotations
@@ -56,6 +62,11 @@ class AuditKind(StrEnum):
     RELEASED = "released"
     #: A duplicate delivery was answered with the answer already given.
     RESENT = "resent"
+    #: Manual release mode: a signed result kept back for the reviewer (digest, disclosure
+    #: summaries); it leaves with a ``released`` entry naming the reviewer, or never.
+    HELD = "held"
+    #: The reviewer rejected a held result: who, their reason, the refusal sent instead.
+    REJECTED = "rejected"
 
 
 def entry_hash(entry: Mapping[str, JsonValue]) -> str:

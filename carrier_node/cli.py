@@ -1,22 +1,37 @@
-"""``carrier-node``: the carrier side's command line (serve, check, policy)."""
+"""``carrier-node``: the carrier side's command line (serve, check, policy, audit, approve)."""
 
 from __future__ import annotations
 
 import asyncio
+import getpass
 import json
 import signal
+import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.prompt import Prompt
 from rich.table import Table
 
 from carrier_node.audit import JsonValue, read_entries
 from carrier_node.audit import verify as verify_audit
-from carrier_node.config import audit_log_path, load_node_config
-from carrier_node.daemon import NodeDaemon
+from carrier_node.config import NodeConfig, audit_log_path, load_node_config
+from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
 from carrier_node.policy import Policy
+from carrier_node.review import (
+    STATUS_LABELS,
+    Review,
+    describe_query,
+    format_change,
+    format_value,
+    held_result,
+    review,
+    review_json,
+)
+from carrier_node.state import HeldRelease, NodeState, ReviewStatus, node_state_path
 from carrier_node.validation import check_directory
 from fedoversight.errors import OversightError
 from fedoversight.logs import configure_logging
@@ -135,7 +150,14 @@ def _summary(entry: dict[str, JsonValue]) -> str:
                     f"{t.get('metric')}@{t.get('version')} {t.get('released')}/{t.get('cells')}"
                     " released"
                 )
-        return f"result {str(entry.get('result_sha256'))[:16]}…; " + "; ".join(parts)
+        text = f"result {str(entry.get('result_sha256'))[:16]}…; " + "; ".join(parts)
+        if entry.get("approved_by"):
+            text += f"; approved by {entry.get('approved_by')}"
+        return text
+    if kind == "held":
+        return f"result {str(entry.get('result_sha256'))[:16]}… held for the reviewer"
+    if kind == "rejected":
+        return f"rejected by {entry.get('rejected_by')}: {entry.get('reason') or '(no reason)'}"
     if kind == "resent":
         return f"answer {str(entry.get('message_sha256'))[:16]}… sent again"
     if kind == "started":
@@ -193,5 +215,204 @@ def audit_verify(config: ConfigOpt = None, log_file: LogOpt = None) -> None:
     raise typer.Exit(1)
 
 
-def main() -> None:
-    app()
+# --- manual release -------------------------------------------------------------------------
+
+
+def _node_files(config: Path) -> tuple[NodeConfig, Path]:
+    try:
+        cfg = load_node_config(config)
+    except OversightError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(2) from exc
+    path = node_state_path(cfg.state_dir, cfg.carrier_id)
+    if not path.exists():
+        console.print(f"[red]error:[/red] no node state at {path} (has the node run?)")
+        raise typer.Exit(2)
+    return cfg, path
+
+
+def _held_summary(held: HeldRelease) -> tuple[str, str]:
+    """What a held result answers, and its cells released / withheld."""
+    try:
+        result = held_result(held)
+    except OversightError:
+        return "?", "?"
+    cells = released = 0
+    for table in result.tables:
+        cells += len(table.cells)
+        released += table.disclosure.cells_released
+    answers = "; ".join(describe_query(q) for q in held.queries)
+    return answers, f"{released} of {cells} released"
+
+
+def _list_held(state: NodeState, show_all: bool, as_json: bool) -> None:
+    rows = state.held_releases(None if show_all else (ReviewStatus.HELD,))
+    if as_json:
+        print(json.dumps([
+            {
+                "request_id": h.request_id, "round_id": h.round_id, "status": str(h.status),
+                "held_at": h.created_at, "expires_at": h.expires_at, "period": h.period,
+                "queries": list(h.queries), "reviewer": h.reviewer, "decided_at": h.decided_at,
+            }
+            for h in rows
+        ], sort_keys=True))
+        return
+    if not rows:
+        console.print("no results are held for approval" if not show_all
+                      else "no result was ever held for approval")
+        return
+    t = Table("request", "round", "status", "held at", "expires", "period", "answers", "cells",
+              title="results held for approval" if not show_all else "held results")
+    for h in rows:
+        answers, cells = _held_summary(h)
+        t.add_row(h.request_id, h.round_id, str(h.status), h.created_at[:19],
+                  h.expires_at[:19], h.period, answers, cells)
+    console.print(t)
+    console.print("show one: carrier-node approve REQUEST_ID --config …; then --release or"
+                  " --reject")
+
+
+def _show_review(view: Review) -> None:
+    held = view.held
+    console.print(
+        f"[bold]request {held.request_id}[/bold] (round {held.round_id}), period"
+        f" {held.period}: {held.status}; held since {held.created_at[:19]}"
+    )
+    if held.decided_at:
+        console.print(f"decided by {held.reviewer} at {held.decided_at[:19]}"
+                      + (f": {held.reason}" if held.reason else ""))
+    if view.expired:
+        console.print(
+            f"[yellow]the request expired at {held.expires_at[:19]}[/yellow]: the coordinator"
+            " may have closed the round without this carrier"
+        )
+    for t in view.tables:
+        d = t.table.disclosure
+        prev = t.previous
+        console.print()
+        console.print(
+            f"[bold]{describe_query(t.query)}[/bold]: {len(t.cells)} cells; {d.cells_released}"
+            f" released, {d.cells_suppressed_primary} suppressed (primary),"
+            f" {d.cells_suppressed_complementary} suppressed (complementary),"
+            f" {d.cells_perturbed} perturbed"
+        )
+        if prev is None:
+            console.print("previous release: none of this query")
+        else:
+            how = f"approved by {prev.approved_by}" if prev.approved_by else "automatic"
+            console.print(
+                f"previous release: round {prev.round_id}, period {prev.period or '?'},"
+                f" {prev.released_at[:19]} ({how})"
+            )
+        grid = Table("cell", "status", "statistic", "value", "previous", "change")
+        for cell in t.cells:
+            key = ", ".join(f"{d}={v}" for d, v in cell.key) or "(all)"
+            for i, stat in enumerate(cell.stats):
+                grid.add_row(
+                    key if i == 0 else "",
+                    STATUS_LABELS[cell.status] if i == 0 else "",
+                    stat.name,
+                    format_value(stat.kind, stat.value),
+                    format_value(stat.kind, stat.previous_value)
+                    if stat.previous_status is not None else "",
+                    format_change(stat),
+                )
+        console.print(grid)
+
+
+def _default_reviewer() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # no login name in this environment
+        return "unknown"
+
+
+@app.command()
+def approve(
+    config: Annotated[Path, typer.Option("--config", help="node TOML config")],
+    request_id: Annotated[
+        str | None, typer.Argument(help="a held result's request id (none: list them)")
+    ] = None,
+    release: Annotated[bool, typer.Option("--release", help="send the held result")] = False,
+    reject: Annotated[
+        bool, typer.Option("--reject", help="refuse instead; the coordinator is told the"
+                           " carrier's reviewer rejected it")
+    ] = False,
+    reason: Annotated[
+        str, typer.Option(help="why (kept in the node's audit log, never sent)")
+    ] = "",
+    reviewer: Annotated[
+        str | None, typer.Option(help="who decides (default: the login name)")
+    ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="list decided results too")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables")] = False,
+) -> None:
+    """Manual release: list held results, show one cell by cell beside the previous release
+    of the same query, then release or reject it (the running node carries it out)."""
+    if release and reject:
+        console.print("[red]error:[/red] give --release or --reject, not both")
+        raise typer.Exit(2)
+    cfg, path = _node_files(config)
+    state = NodeState(path)
+    try:
+        if request_id is None:
+            if release or reject:
+                console.print("[red]error:[/red] name the request to release or reject")
+                raise typer.Exit(2)
+            _list_held(state, show_all, as_json)
+            return
+        held = state.held_release(request_id)
+        if held is None:
+            console.print(f"[red]error:[/red] no held result for request {request_id}")
+            raise typer.Exit(1)
+        view = review(held, audit_log_path(cfg))
+        if as_json:
+            print(json.dumps(review_json(view), sort_keys=True))
+        else:
+            _show_review(view)
+        if not (release or reject):
+            if held.status is not ReviewStatus.HELD or as_json or not sys.stdin.isatty():
+                return
+            choice = Prompt.ask(
+                "release it, reject it, or keep it held?",
+                choices=["release", "reject", "hold"], default="hold", console=console,
+            )
+            if choice == "hold":
+                return
+            release, reject = choice == "release", choice == "reject"
+            if reject and not reason:
+                reason = Prompt.ask("reason (kept in the audit log)", default="",
+                                    console=console)
+        _decide(state, held, approve=release, reviewer=reviewer or _default_reviewer(),
+                reason=reason)
+    finally:
+        state.close()
+
+
+def _decide(
+    state: NodeState, held: HeldRelease, *, approve: bool, reviewer: str, reason: str
+) -> None:
+    if not state.decide(held.request_id, approve=approve, reviewer=reviewer, reason=reason):
+        now = state.held_release(held.request_id)
+        status = now.status if now is not None else "gone"
+        console.print(
+            f"[red]error:[/red] request {held.request_id} is no longer held ({status})"
+        )
+        raise typer.Exit(1)
+    if approve:
+        console.print(
+            f"[green]approved[/green]: the running node sends request {held.request_id}'s"
+            " result within seconds (a stopped node sends it when it next connects)"
+        )
+    else:
+        console.print(
+            f"[yellow]rejected[/yellow]: the coordinator is told \"{REVIEWER_REJECTED}\";"
+            " the reason stays in the node's audit log"
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The ``carrier-node`` entry point (``argv`` instead of the process's arguments)."""
+    app(args=list(argv) if argv is not None else None, prog_name="carrier-node")

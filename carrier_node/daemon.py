@@ -7,6 +7,15 @@ where the data lives, protected by :mod:`carrier_node.protect`, signed with the 
 result key, kept in the outbox until the coordinator acknowledges them, and resent after a
 reconnect. Every request received, the decision on it and everything released is written to
 the node's hash-chained audit log (:mod:`carrier_node.audit`) before anything is sent.
+
+In manual release mode (the policy's ``release_mode = "manual"``) a signed result is not sent:
+it is held in the node's state and the coordinator is told nothing (its round waits for this
+carrier, or closes without it at its deadline). ``carrier-node approve`` records the reviewer's
+decision; the daemon picks decisions up every few seconds and on each connection, logs them,
+and sends the result, or a refusal saying the carrier's reviewer rejected it. The ledger keeps
+the cells of a held result from the moment it was protected, even when the result is later
+rejected: a rejected release still constrains later ones (the conservative choice, as the
+figures were computed and seen by the reviewer).
 """
 
 from __future__ import annotations
@@ -19,7 +28,7 @@ import hashlib
 import logging
 import random
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from types import TracebackType
@@ -37,7 +46,13 @@ from carrier_node.policy import Policy
 from carrier_node.protect import Protector
 from carrier_node.sdc.ledger import Ledger
 from carrier_node.sdc.privacy import PrivacyBudget
-from carrier_node.state import NodeState
+from carrier_node.state import (
+    HeldRelease,
+    NodeState,
+    ReviewStatus,
+    node_state_path,
+    query_record,
+)
 from fedoversight import catalogue, wire
 from fedoversight.domain import QuerySpec, QueryTable, RequestSpec, ResultSpec
 from fedoversight.errors import (
@@ -61,6 +76,9 @@ T = TypeVar("T")
 #: Called with every message the node puts on the wire (tests record them; audits could too).
 WireTap = Callable[[federation_pb2.NodeMessage], None]
 
+#: What the coordinator is told when the carrier's reviewer rejects a held result.
+REVIEWER_REJECTED = "rejected by the carrier's reviewer"
+
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, int]]:
     return [
@@ -82,7 +100,10 @@ class NodeDaemon:
         policy: Policy | None = None,
         signer: Signer | None = None,
         wiretap: WireTap | None = None,
+        review_poll_seconds: float = 2.0,
     ) -> None:
+        """``review_poll_seconds``: how often the daemon looks for the reviewer's decisions on
+        held results (manual release mode)."""
         self.config = config
         self.policy = policy or (
             Policy.load(config.policy_file) if config.policy_file else Policy()
@@ -100,7 +121,8 @@ class NodeDaemon:
                 "plaintext connection, unsigned requests accepted"
                 if config.tls is None else "unsigned requests accepted",
             )
-        self._state = NodeState(config.state_dir / f"{config.carrier_id}.node.sqlite3")
+        self._state = NodeState(node_state_path(config.state_dir, config.carrier_id))
+        self._review_poll_seconds = review_poll_seconds
         self._ledger = Ledger(config.state_dir / f"{config.carrier_id}.ledger.sqlite3")
         dp_policy = self.policy.differential_privacy
         self._budget = (
@@ -197,6 +219,12 @@ class NodeDaemon:
             policy_digest=self.policy.digest,
             signing_key_id=self._signer.key_id if self._signer is not None else "",
         )
+        unsettled = await self._io(
+            self._state.held_releases,
+            [s for s in ReviewStatus if s.unsettled],
+        )
+        if self.policy.release_mode == "manual" or unsettled:
+            self._spawn(self._review_loop())
         delay = self.config.reconnect_min_seconds
         while not self._stopping.is_set():
             welcomed = False
@@ -336,6 +364,7 @@ class NodeDaemon:
                         welcomed = True
                         log.info("connected to coordinator %s", message.welcome.coordinator_id)
                         self._connected.set()
+                        await self._settle_reviews()  # sent with the rest of the outbox
                         for _request_id, stored in await self._io(self._state.pending):
                             self._send(federation_pb2.NodeMessage.FromString(stored))
                         if heartbeat is None:
@@ -390,13 +419,23 @@ class NodeDaemon:
             )
             self._send(federation_pb2.NodeMessage.FromString(stored))
             return
+        awaiting: bool = False
+        if request_id:
+            awaiting = await self._io(self._state.awaiting_review, request_id, request_sha256)
+        if awaiting:
+            # Delivered again (after a reconnect) while its result waits for the reviewer.
+            log.info("request %s: its result awaits the carrier's reviewer", request_id)
+            return
         try:
             request = await self._io(self.admit, signed)
         except OversightError as exc:
             message = self._refusal(request_id, round_id, exc)
             admitted = False
         else:
-            message = await self._evaluate_and_release(request, signed)
+            answer = await self._evaluate_and_release(request, signed)
+            if answer is None:  # held for the reviewer: nothing is stored to send, or sent
+                return
+            message = answer
             admitted = True
         if request_id:
             # The refusal of a request that never passed the checks must not displace an
@@ -474,10 +513,14 @@ class NodeDaemon:
 
     async def _evaluate_and_release(
         self, request: RequestSpec, signed: types_pb2.SignedRequest
-    ) -> federation_pb2.NodeMessage:
+    ) -> federation_pb2.NodeMessage | None:
+        """The signed result, or a refusal; None when the result is held for the reviewer."""
         try:
             async with self._semaphore:
                 tables = await asyncio.to_thread(self._evaluate, request)
+            if self.policy.release_mode == "manual":
+                await self._io(self._hold, request, signed, tables)
+                return None
             return await self._io(self._release, request, signed, tables)
         except Exception as exc:
             if isinstance(exc, OversightError):
@@ -532,19 +575,130 @@ class NodeDaemon:
     ) -> federation_pb2.NodeMessage:
         """Sign the result and record what is released before it is sent."""
         message = self._result_message(request, signed, tables)
-        result = message.result
         self.audit.append(
             AuditKind.RELEASED,
             request_id=request.request_id,
             round_id=request.round_id,
-            result_sha256=hashlib.sha256(result.result).hexdigest(),
-            request_sha256=hashlib.sha256(bytes(signed.request)).hexdigest(),
-            signature=bytes(result.signature).hex(),
-            key_id=result.key_id,
-            data_snapshot=self._source.snapshot() if self._source is not None else "",
-            tables=[_table_summary(t) for t in tables],
-            result=encode_bytes(bytes(result.result)),
+            **_released_entry(
+                message.result,
+                request_sha256=hashlib.sha256(bytes(signed.request)).hexdigest(),
+                data_snapshot=self._source.snapshot() if self._source is not None else "",
+                tables=tables,
+                period=str(request.period),
+                queries=[query_record(q) for q in request.queries],
+            ),
         )
+        return message
+
+    # --- manual release -------------------------------------------------------------------
+
+    def _hold(
+        self, request: RequestSpec, signed: types_pb2.SignedRequest, tables: list[QueryTable]
+    ) -> None:
+        """Sign the result and keep it back for the reviewer (logged as held, not sent)."""
+        message = self._result_message(request, signed, tables)
+        result = message.result
+        request_sha256 = hashlib.sha256(bytes(signed.request)).hexdigest()
+        queries = [query_record(q) for q in request.queries]
+        self.audit.append(
+            AuditKind.HELD,
+            request_id=request.request_id,
+            round_id=request.round_id,
+            result_sha256=hashlib.sha256(result.result).hexdigest(),
+            request_sha256=request_sha256,
+            key_id=result.key_id,
+            tables=[_table_summary(t) for t in tables],
+            period=str(request.period),
+            queries=list[JsonValue](queries),
+        )
+        self._state.hold(
+            HeldRelease(
+                request_id=request.request_id,
+                round_id=request.round_id,
+                request_sha256=request_sha256,
+                message=message.SerializeToString(),
+                period=str(request.period),
+                queries=tuple(queries),
+                expires_at=request.expires_at.isoformat(),
+                created_at=dt.datetime.now(dt.UTC).isoformat(),
+            )
+        )
+        log.info("request %s: result held for the carrier's reviewer (carrier-node approve)",
+                 request.request_id)
+
+    async def _review_loop(self) -> None:
+        """Carry out the reviewer's decisions while the daemon runs."""
+        while not self._stopping.is_set():
+            try:
+                for message in await self._settle_reviews():
+                    self._send(message)
+            except OversightError:  # shutting down
+                return
+            except Exception:
+                log.exception("carrying out the reviewer's decisions failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), self._review_poll_seconds)
+
+    async def _settle_reviews(self) -> list[federation_pb2.NodeMessage]:
+        """Log every decided held result and put its answer in the outbox; return the
+        answers (to send now when connected; the outbox has them for the next connection)."""
+        answers = []
+        for held in await self._io(self._state.decided):
+            answer = await self._io(self._settle, held.request_id)
+            if answer is not None:
+                answers.append(answer)
+        return answers
+
+    def _settle(self, request_id: str) -> federation_pb2.NodeMessage | None:
+        # Read again on the I/O thread, which runs every settlement: each is logged once.
+        held = self._state.held_release(request_id)
+        if held is None or held.status not in (ReviewStatus.APPROVED, ReviewStatus.REJECTED):
+            return None
+        queries: list[JsonValue] = list(held.queries)
+        if held.status is ReviewStatus.APPROVED:
+            message = federation_pb2.NodeMessage.FromString(held.message)
+            spec = wire.decode_result_bytes(bytes(message.result.result))
+            self.audit.append(
+                AuditKind.RELEASED,
+                request_id=held.request_id,
+                round_id=held.round_id,
+                **_released_entry(
+                    message.result,
+                    request_sha256=held.request_sha256,
+                    data_snapshot=spec.data_snapshot,
+                    tables=spec.tables,
+                    period=held.period,
+                    queries=queries,
+                ),
+                approved_by=held.reviewer,
+                approved_at=held.decided_at,
+                held_at=held.created_at,
+            )
+            log.info("request %s: released on the reviewer's approval", held.request_id)
+        else:
+            message = federation_pb2.NodeMessage(
+                refusal=types_pb2.Refusal(
+                    request_id=held.request_id,
+                    round_id=held.round_id,
+                    code=types_pb2.ERROR_CODE_POLICY_REFUSED,
+                    public_message=REVIEWER_REJECTED,
+                )
+            )
+            held_message = federation_pb2.NodeMessage.FromString(held.message)
+            self.audit.append(
+                AuditKind.REJECTED,
+                request_id=held.request_id,
+                round_id=held.round_id,
+                result_sha256=hashlib.sha256(held_message.result.result).hexdigest(),
+                rejected_by=held.reviewer,
+                rejected_at=held.decided_at,
+                held_at=held.created_at,
+                reason=held.reason,
+                code=types_pb2.ErrorCode.Name(types_pb2.ERROR_CODE_POLICY_REFUSED),
+                public_message=REVIEWER_REJECTED,
+            )
+            log.info("request %s: rejected by the reviewer; refusal sent", held.request_id)
+        self._state.settle(held.request_id, message.SerializeToString())
         return message
 
     @staticmethod
@@ -582,6 +736,29 @@ def _describe(query: QuerySpec) -> str:
     if query.filters:
         text += " where " + ";".join(f"{d}:{len(v)} values" for d, v in query.filters)
     return text
+
+
+def _released_entry(
+    result: types_pb2.SignedResult,
+    *,
+    request_sha256: str,
+    data_snapshot: str,
+    tables: Sequence[QueryTable],
+    period: str,
+    queries: list[JsonValue],
+) -> dict[str, JsonValue]:
+    """The fields of a ``released`` audit entry (auto or approved)."""
+    return {
+        "result_sha256": hashlib.sha256(result.result).hexdigest(),
+        "request_sha256": request_sha256,
+        "signature": bytes(result.signature).hex(),
+        "key_id": result.key_id,
+        "data_snapshot": data_snapshot,
+        "tables": [_table_summary(t) for t in tables],
+        "period": period,
+        "queries": queries,
+        "result": encode_bytes(bytes(result.result)),
+    }
 
 
 def _table_summary(table: QueryTable) -> dict[str, JsonValue]:

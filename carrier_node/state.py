@@ -1,12 +1,27 @@
-"""The node's own durable state: the outbox of answers not yet acknowledged, and the nonces
-of requests it has accepted (replay protection that survives restarts)."""
+"""The node's own durable state: the outbox of answers not yet acknowledged, the nonces of
+requests it has accepted (replay protection that survives restarts), and the results held for
+a person's approval (manual release mode).
+
+A held result moves through ``held`` → ``approved`` or ``rejected`` (the reviewer's decision,
+recorded by ``carrier-node approve``, possibly in another process) → ``released`` or
+``refused`` (the daemon wrote the audit entry and put the answer in the outbox, in one step).
+Several processes may open the same state file: SQLite in WAL mode serialises the writes.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import sqlite3
 import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from typing import Any
+
+from carrier_node.audit import JsonValue
+from fedoversight.domain import QuerySpec
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -20,7 +35,105 @@ CREATE TABLE IF NOT EXISTS nonces (
   request_id TEXT NOT NULL,
   expires_at TEXT NOT NULL
 );
+CREATE TABLE IF NOT EXISTS held_releases (
+  request_id TEXT PRIMARY KEY,
+  round_id TEXT NOT NULL,
+  request_sha256 TEXT NOT NULL,
+  message BLOB NOT NULL,
+  period TEXT NOT NULL,
+  queries TEXT NOT NULL,
+  expires_at TEXT NOT NULL,
+  created_at TEXT NOT NULL,
+  status TEXT NOT NULL,
+  decided_at TEXT NOT NULL DEFAULT '',
+  reviewer TEXT NOT NULL DEFAULT '',
+  reason TEXT NOT NULL DEFAULT '',
+  settled_at TEXT NOT NULL DEFAULT ''
+);
 """
+
+
+def node_state_path(state_dir: Path, carrier_id: str) -> Path:
+    """Where a node keeps this state (the daemon and ``carrier-node approve`` agree on it)."""
+    return state_dir / f"{carrier_id}.node.sqlite3"
+
+
+class ReviewStatus(StrEnum):
+    #: Evaluated, protected and signed; waiting for the reviewer.
+    HELD = "held"
+    #: The reviewer approved it; the daemon has not yet put it in the outbox.
+    APPROVED = "approved"
+    #: The reviewer rejected it; the daemon has not yet put the refusal in the outbox.
+    REJECTED = "rejected"
+    #: Approved and in the outbox (sent, or sent on the next connection).
+    RELEASED = "released"
+    #: Rejected, and the refusal is in the outbox.
+    REFUSED = "refused"
+
+    @property
+    def unsettled(self) -> bool:
+        return self in (ReviewStatus.HELD, ReviewStatus.APPROVED, ReviewStatus.REJECTED)
+
+
+def query_record(query: QuerySpec) -> dict[str, JsonValue]:
+    """A query as plain JSON: what a held or released table answers (to find the previous
+    release of the same metric, grouping, filters and parameters)."""
+    return {
+        "metric": query.metric,
+        "version": query.version,
+        "group_by": [str(d) for d in query.group_by],
+        "filters": {str(d): list(v) for d, v in query.filters},
+        "parameters": {k: v for k, v in query.parameters},
+    }
+
+
+@dataclass(frozen=True)
+class HeldRelease:
+    """A signed result kept back for the reviewer, and what became of it."""
+
+    request_id: str
+    round_id: str
+    request_sha256: str
+    #: The serialized NodeMessage carrying the signed result, exactly as it would be sent.
+    message: bytes
+    period: str
+    #: :func:`query_record` of each query, in the order of the result's tables.
+    queries: tuple[dict[str, JsonValue], ...]
+    expires_at: str
+    created_at: str
+    status: ReviewStatus = ReviewStatus.HELD
+    decided_at: str = ""
+    reviewer: str = ""
+    reason: str = ""
+    settled_at: str = ""
+
+
+_HELD_COLUMNS = (
+    "request_id, round_id, request_sha256, message, period, queries, expires_at, created_at,"
+    " status, decided_at, reviewer, reason, settled_at"
+)
+
+
+def _held(row: Sequence[Any]) -> HeldRelease:
+    return HeldRelease(
+        request_id=str(row[0]),
+        round_id=str(row[1]),
+        request_sha256=str(row[2]),
+        message=bytes(row[3]),
+        period=str(row[4]),
+        queries=tuple(json.loads(str(row[5]))),
+        expires_at=str(row[6]),
+        created_at=str(row[7]),
+        status=ReviewStatus(str(row[8])),
+        decided_at=str(row[9]),
+        reviewer=str(row[10]),
+        reason=str(row[11]),
+        settled_at=str(row[12]),
+    )
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat()
 
 
 class NodeState:
@@ -93,6 +206,99 @@ class NodeState:
                 "INSERT INTO nonces VALUES (?, ?, ?)", (nonce, request_id, expires_at.isoformat())
             )
             return True
+
+    # --- results held for approval ---------------------------------------------------------
+
+    def hold(self, held: HeldRelease) -> None:
+        """Keep a signed result back for the reviewer (a request is held once)."""
+        with self._lock:
+            self._db.execute(
+                f"INSERT INTO held_releases ({_HELD_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    held.request_id, held.round_id, held.request_sha256, held.message,
+                    held.period, json.dumps(list(held.queries), sort_keys=True),
+                    held.expires_at, held.created_at or _now(), str(held.status),
+                    held.decided_at, held.reviewer, held.reason, held.settled_at,
+                ),
+            )
+
+    def held_release(self, request_id: str) -> HeldRelease | None:
+        with self._lock:
+            row = self._db.execute(
+                f"SELECT {_HELD_COLUMNS} FROM held_releases WHERE request_id = ?", (request_id,)
+            ).fetchone()
+        return None if row is None else _held(row)
+
+    def held_releases(
+        self, statuses: Sequence[ReviewStatus] | None = (ReviewStatus.HELD,)
+    ) -> list[HeldRelease]:
+        """Held results in the order they were held (every one when ``statuses`` is None)."""
+        query = f"SELECT {_HELD_COLUMNS} FROM held_releases"
+        params: tuple[str, ...] = ()
+        if statuses is not None:
+            params = tuple(str(s) for s in statuses)
+            query += f" WHERE status IN ({', '.join('?' * len(params))})"
+        with self._lock:
+            rows = self._db.execute(query + " ORDER BY created_at, request_id", params).fetchall()
+        return [_held(r) for r in rows]
+
+    def awaiting_review(self, request_id: str, request_sha256: str) -> bool:
+        """These exact request bytes were answered by a result that has not yet gone out."""
+        held = self.held_release(request_id)
+        return held is not None and held.status.unsettled and (
+            held.request_sha256 == request_sha256
+        )
+
+    def decide(self, request_id: str, *, approve: bool, reviewer: str, reason: str = "") -> bool:
+        """Record the reviewer's decision on a held result; False when it is not (or no
+        longer) held."""
+        status = ReviewStatus.APPROVED if approve else ReviewStatus.REJECTED
+        with self._lock:
+            cursor = self._db.execute(
+                "UPDATE held_releases SET status = ?, decided_at = ?, reviewer = ?, reason = ?"
+                " WHERE request_id = ? AND status = ?",
+                (str(status), _now(), reviewer, reason, request_id, str(ReviewStatus.HELD)),
+            )
+        return cursor.rowcount == 1
+
+    def decided(self) -> list[HeldRelease]:
+        """Decisions the daemon has still to carry out."""
+        return self.held_releases((ReviewStatus.APPROVED, ReviewStatus.REJECTED))
+
+    def settle(self, request_id: str, answer: bytes) -> bool:
+        """Carry out a decision: put the answer (the held result, or the refusal) in the outbox
+        and mark the held result settled, in one transaction. False when there was nothing
+        decided to settle."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._db.execute(
+                    "SELECT status, request_sha256 FROM held_releases WHERE request_id = ?",
+                    (request_id,),
+                ).fetchone()
+                done = {
+                    str(ReviewStatus.APPROVED): ReviewStatus.RELEASED,
+                    str(ReviewStatus.REJECTED): ReviewStatus.REFUSED,
+                }.get(row[0]) if row is not None else None
+                if done is None:
+                    self._db.execute("ROLLBACK")
+                    return False
+                now = _now()
+                self._db.execute(
+                    "INSERT OR REPLACE INTO outbox (request_id, message, created_at,"
+                    " request_sha256) VALUES (?, ?, ?, ?)",
+                    (request_id, answer, now, row[1]),
+                )
+                self._db.execute(
+                    "UPDATE held_releases SET status = ?, settled_at = ? WHERE request_id = ?",
+                    (str(done), now, request_id),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return True
 
     def close(self) -> None:
         with self._lock:

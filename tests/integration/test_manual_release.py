@@ -6,8 +6,10 @@ reaches the coordinator as a refusal, and a held result survives a restart of th
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import logging
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -60,6 +62,13 @@ async def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
 def wide_terminal(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rich lays tables out for the terminal's width; a wide one keeps each cell on a line."""
     monkeypatch.setenv("COLUMNS", "250")
+
+
+class Terminal(io.StringIO):
+    """Typed answers, as from a terminal."""
+
+    def isatty(self) -> bool:
+        return True
 
 
 def write_node_toml(config: NodeConfig, path: Path) -> Path:
@@ -196,7 +205,7 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
 
 async def test_a_held_result_survives_restarts_and_a_rejection_is_a_refusal(
     carriers: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO)
     manual = sorted(carriers)[-1]
@@ -225,11 +234,14 @@ async def test_a_held_result_survives_restarts_and_a_rejection_is_a_refusal(
         assert [e["kind"] for e in audit_kinds(node, request_id)] == [
             "received", "admitted", "held"]
 
-        # Rejected while the node is down: carried out when it is back.
+        # Rejected while the node is down, answering the prompt on a terminal: carried out
+        # when the node is back.
         await fed.stop_node(manual)
-        code, out = cli(capsys, "approve", request_id, "--config", str(toml), "--reject",
-                        "--reason", "figures look off", "--reviewer", "bob")
-        assert code == 0 and "rejected" in out
+        monkeypatch.setattr(sys, "stdin", Terminal("reject\nfigures look off\n"))
+        code, out = cli(capsys, "approve", request_id, "--config", str(toml),
+                        "--reviewer", "bob")
+        assert code == 0 and "release it, reject it, or keep it held?" in out
+        assert "rejected" in out
         node = await start_manual_node(fed, manual)
         assert await wait_for(lambda: not coordinator.rounds.is_open(round_id), 30)
         (mine,) = [c for c in coordinator.store.carrier_rounds(round_id) if c.carrier_id == manual]
@@ -249,6 +261,8 @@ async def test_a_held_result_survives_restarts_and_a_rejection_is_a_refusal(
         assert verify(node.audit.path).ok
         code, out = cli(capsys, "approve", "--config", str(toml), "--all", "--json")
         assert code == 0 and [h["status"] for h in json.loads(out)] == ["refused"]
+        code, out = cli(capsys, "audit", "show", "--config", str(toml))
+        assert code == 0 and "held for the reviewer" in out and "rejected by bob" in out
 
 
 def test_approve_needs_a_node_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

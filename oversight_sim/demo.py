@@ -104,6 +104,22 @@ def print_tables(tables: Sequence[ScopedTable], console: Console, period: Period
         console.print(t)
 
 
+def disclosure_line(tables: Sequence[ScopedTable]) -> str:
+    """How much the carriers' disclosure control withheld, from their nodes' summaries."""
+    summaries = [t.disclosure for t in tables if t.disclosure is not None]
+    cells = sum(d.cells_released + d.cells_suppressed_primary
+                + d.cells_suppressed_complementary for d in summaries)
+    primary = sum(d.cells_suppressed_primary for d in summaries)
+    complementary = sum(d.cells_suppressed_complementary for d in summaries)
+    program = [c for t in tables if t.scope == "program" for c in t.cells]
+    incomplete = sum(1 for c in program if c.incomplete)
+    return (
+        f"carrier cells withheld by disclosure control: {primary + complementary:,} of"
+        f" {cells:,} ({primary:,} primary, {complementary:,} complementary); program cells"
+        f" marked incomplete: {incomplete:,} of {len(program):,}"
+    )
+
+
 def run_demo(
     *,
     data: Path | None,
@@ -134,6 +150,7 @@ def run_demo(
         outcomes = asyncio.run(run_suite(carrier_dirs, work / "run", period, queries, console))
     tables = [t for o in outcomes for t in o.tables]
     print_tables(tables, console, period)
+    console.print(disclosure_line(tables))
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output or out_dir / "results.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)

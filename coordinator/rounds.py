@@ -314,6 +314,11 @@ class RoundManager:
         )
         if live is None or carrier_id not in live.states:
             log.info("refusal from %s for no open round", carrier_id)
+            if wire.ID_RE.fullmatch(refusal.request_id):
+                # Nothing will change (the round is closed, or was never the node's), so the
+                # node may stop resending it.
+                self._link.send(carrier_id, federation_pb2.CoordinatorMessage(
+                    ack=federation_pb2.Ack(request_id=refusal.request_id)))
             return
         text = refusal.public_message[:200]
         await self._set_state(live, carrier_id, CarrierRoundState.REFUSED, refusal.code, text)

@@ -444,3 +444,26 @@ async def cli_verify(
     assert result.exit_code == 1, result.output
     assert "INVALID" in result.output and "bad signature" in result.output
     assert json.dumps(round_id)[1:-1] in result.output
+
+
+async def test_a_refusal_for_a_closed_round_is_acknowledged_and_changes_nothing(
+    tmp_path: Path,
+) -> None:
+    """A node's late refusal (e.g. a reviewer's rejection after the deadline) is acknowledged,
+    so the node stops resending it, and the closed round is left as it was."""
+    store = RoundStore(tmp_path / "rounds.sqlite3")
+    store.upsert_carrier("c001")
+    link = Link()
+    rounds = RoundManager(store, link, signer=Signer.generate())
+    try:
+        await rounds.on_refusal("c001", types_pb2.Refusal(
+            request_id="r-20261202000000-0000abcd.q", round_id="r-20261202000000-0000abcd",
+            code=types_pb2.ERROR_CODE_POLICY_REFUSED, public_message="rejected"))
+        acks = [m.ack.request_id for c, m in link.sent if c == "c001" and m.HasField("ack")]
+        assert acks == ["r-20261202000000-0000abcd.q"]
+        # A malformed id is not echoed back.
+        await rounds.on_refusal("c001", types_pb2.Refusal(request_id="x'; DROP", round_id=""))
+        assert len(link.sent) == 1
+        assert store.list_rounds() == []
+    finally:
+        await rounds.close()

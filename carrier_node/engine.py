@@ -130,7 +130,9 @@ class Engine:
         table = self.source.execute_arrow(self.render(period, query))
         dims = [d.value for d in query.group_by]
         hist_columns = [c for h in histograms for c in metrics.histogram_columns(h)]
-        wanted = (*dims, *stat_names, *hist_columns)
+        contributed = metrics.contributed_statistics(spec)
+        top_columns = [c for s in contributed for c in metrics.contribution_columns(s)]
+        wanted = (*dims, *stat_names, *hist_columns, *top_columns)
         if any(c not in table.column_names for c in wanted):
             raise DataSourceError("engine result lacks declared columns")
         columns = {name: table.column(name).to_pylist() for name in wanted}
@@ -143,7 +145,7 @@ class Engine:
                 (Dimension(d), self.carrier_id if d == "carrier" else str(columns[d][i]))
                 for d in dims
             )
-            values = {n: _as_int(columns[n][i]) for n in stat_names}
+            values = {n: _as_int(columns[n][i]) for n in (*stat_names, *top_columns)}
             if key in by_key and not histograms:
                 raise DataSourceError("engine returned a cell twice")
             if by_key.setdefault(key, values) != values:
@@ -170,7 +172,13 @@ class Engine:
                     stats.append((s.name, Histogram(tuple(counts), tuple(sums))))
                 else:
                     stats.append((s.name, values[s.name]))
-            cells.append(RawCell(key=key, values=tuple(stats)))
+            contributions = []
+            for name in contributed:
+                top1, top2 = (values[c] for c in metrics.contribution_columns(name))
+                contributions.append((name, (values[name], top1, top2)))
+            cells.append(
+                RawCell(key=key, values=tuple(stats), contributions=tuple(contributions))
+            )
         cells.sort(key=lambda c: c.key)
         log.info(
             "evaluated %s over %s: %d cells in %.3fs",

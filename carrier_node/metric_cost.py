@@ -10,11 +10,16 @@ from carrier_node.metric_common import (
     MM,
     BuildContext,
     attributed_months,
+    cell_max,
     col,
+    contribution_columns,
     keyed,
     keys,
+    member_cells,
     member_month_cells,
     member_month_ctes,
+    per_member,
+    top_two,
     with_ctes,
 )
 from fedoversight.catalogue import HCC_THRESHOLDS
@@ -39,9 +44,9 @@ FROM pharmacy_claims AS p
 WHERE p.fill_date BETWEEN :start AND :end
 """
 
+# Per cell and member (see member_cells).
 _COST_SHARE = """
-SELECT COUNT(DISTINCT r.member_id) AS claimants,
-       SUM(r.deductible_cents + r.coinsurance_cents + r.copay_cents
+SELECT SUM(r.deductible_cents + r.coinsurance_cents + r.copay_cents
            + r.pharmacy_member_paid_cents) AS cost_share_cents,
        SUM(r.deductible_cents) AS deductible_cents,
        SUM(r.coinsurance_cents) AS coinsurance_cents,
@@ -51,22 +56,27 @@ FROM cost_share_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
-COST_SHARE_STATISTICS = (
-    "claimants",
+COST_SHARE_CENTS = (
     "cost_share_cents",
     "deductible_cents",
     "coinsurance_cents",
     "copay_cents",
     "pharmacy_member_paid_cents",
 )
+COST_SHARE_STATISTICS = ("claimants", *COST_SHARE_CENTS)
 
 
 def member_cost_share(ctx: BuildContext) -> exp.Select:
     """Medical deductible + coinsurance + copay and pharmacy member paid (missing: 0), all
     claim versions, in enrolled member months."""
     rows = sql.fill_query(_COST_SHARE_ROWS, **ctx.period_values())
-    numerator = keyed(sql.fill(_COST_SHARE), keys(ctx))
-    return member_month_cells(ctx, numerator, COST_SHARE_STATISTICS, [("cost_share_rows", rows)])
+    cell_keys = keys(ctx)
+    members = per_member(sql.fill(_COST_SHARE), cell_keys, col("member_id", "r"))
+    claimants = exp.Count(this=exp.Star()).as_("claimants")  # one row per member
+    numerator = member_cells(members, [k.name for k in cell_keys], COST_SHARE_CENTS, [claimants])
+    tops = (c for n in COST_SHARE_CENTS for c in contribution_columns(n))
+    statistics = (*COST_SHARE_STATISTICS, *tops)
+    return member_month_cells(ctx, numerator, statistics, [("cost_share_rows", rows)])
 
 
 # --- per-member period allowed ----------------------------------------------------------------
@@ -111,27 +121,47 @@ def _person_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
     ]
 
 
+# Each person carries the largest period allowed of their cell (:largest), from which the
+# cell's two largest contributions are read as metric_common.top_two reads them: per bin, the
+# persons at the largest and the largest below it; then over the cell's bins.
 _BINNED = """
-SELECT p.*, :bin AS allowed_bin FROM persons AS p
+SELECT p.*, :bin AS allowed_bin, :largest AS allowed_max FROM persons AS p
 """
 
 # Columns named as metric_common.histogram_columns("allowed_histogram") says.
 _BINS = """
 SELECT mm.allowed_bin AS allowed_histogram__bin, COUNT(*) AS allowed_histogram__count,
-       SUM(mm.period_allowed_cents) AS allowed_histogram__cents
+       SUM(mm.period_allowed_cents) AS allowed_histogram__cents,
+       MAX(mm.allowed_max) AS bin_max,
+       SUM(CASE WHEN mm.period_allowed_cents = mm.allowed_max THEN 1 ELSE 0 END) AS bin_ties,
+       MAX(CASE WHEN mm.period_allowed_cents < mm.allowed_max AND mm.period_allowed_cents > 0
+                THEN mm.period_allowed_cents END) AS bin_below
 FROM binned AS mm
 """
 
+# Contribution columns named as metric_common.contribution_columns("allowed_cents") says.
 _CELL_TOTALS = """
 SELECT b.*, SUM(b.allowed_histogram__count) OVER () AS members,
-       SUM(b.allowed_histogram__cents) OVER () AS allowed_cents
+       SUM(b.allowed_histogram__cents) OVER () AS allowed_cents,
+       CASE WHEN MAX(b.bin_max) OVER () > 0 THEN MAX(b.bin_max) OVER () ELSE 0 END
+         AS allowed_cents__top1,
+       CASE WHEN SUM(b.bin_ties) OVER () > 1 AND MAX(b.bin_max) OVER () > 0
+            THEN MAX(b.bin_max) OVER ()
+            ELSE COALESCE(MAX(b.bin_below) OVER (), 0) END AS allowed_cents__top2
 FROM bins AS b
 """
 
 
 def distribution(ctx: BuildContext) -> exp.Select:
     """Per cell and histogram bin of per-member period allowed: members and cents; the cell's
-    ``members`` and ``allowed_cents`` repeat on each of its bin rows."""
+    ``members`` and ``allowed_cents`` (with its two largest member contributions) repeat on
+    each of its bin rows.
+
+    The dominance rule applies to ``allowed_cents``, a member's contribution being their period
+    total. It is not applied to the histogram's bins: the top bins of nearly every cell hold
+    one or two members, so a p% rule per bin would withhold every cell's histogram; a bin's
+    cents are a coarse location of the members in it, protected with the cell by the member
+    floor and by ``allowed_cents``'s dominance (a dominated cell is withheld whole)."""
     cell_keys = keys(ctx)
     bins = sql.fill(_BINS)
     bins = bins.select(*[k.copy() for k in cell_keys]).group_by(
@@ -140,7 +170,9 @@ def distribution(ctx: BuildContext) -> exp.Select:
     totals = sql.fill(_CELL_TOTALS)
     for window in totals.find_all(exp.Window):  # the cell's totals, over its bin rows
         window.set("partition_by", [col(d.value, "b") for d in ctx.member_dims] or None)
-    binned = sql.fill(_BINNED, bin=sql.histogram_bin(col("period_allowed_cents", "p")))
+    allowed = col("period_allowed_cents", "p")
+    largest = cell_max(allowed, [col(d.value, "p") for d in ctx.group_by])
+    binned = sql.fill(_BINNED, bin=sql.histogram_bin(allowed), largest=largest)
     return with_ctes(totals, [*_person_ctes(ctx), ("binned", binned), ("bins", bins)])
 
 
@@ -150,14 +182,20 @@ def _hcc_label(threshold: int) -> str:
 
 _HCC = """
 SELECT COUNT(*) AS members, COALESCE(SUM(mm.period_allowed_cents), 0) AS allowed_cents
-FROM persons AS mm
+FROM (SELECT p.*, :largest AS allowed_max FROM persons AS p) AS mm
 """
 
 
 def high_cost_claimants(ctx: BuildContext) -> exp.Select:
-    """Members and allowed per cell, and those of members at or above each threshold."""
-    query = sql.fill(_HCC)
+    """Members and allowed per cell, and those of members at or above each threshold.
+
+    A member's contribution to each dollar total is their period allowed: the two largest of
+    the cell are those of ``allowed_cents``, and of a threshold's total where they reach it."""
+    largest = cell_max(col("period_allowed_cents", "p"), [col(d.value, "p") for d in ctx.group_by])
+    query = sql.fill(_HCC, largest=largest)
     allowed = col("period_allowed_cents", MM)
+    tops = top_two(allowed, col("allowed_max", MM), "allowed_cents")
+    query = query.select(*tops, copy=False)
     for threshold in HCC_THRESHOLDS:
         label = _hcc_label(threshold)
         at_least = allowed.copy() >= sql.num(threshold * 100)
@@ -173,6 +211,10 @@ def high_cost_claimants(ctx: BuildContext) -> exp.Select:
                 sql.num(0),
             ).as_(f"hcc_{label}_allowed_cents"),
         )
+        for top, name in zip(tops, contribution_columns(f"hcc_{label}_allowed_cents"), strict=True):
+            value = top.this  # the COALESCEd MAX of allowed_cents's column
+            reached = value.copy() >= sql.num(threshold * 100)
+            query = query.select(exp.Case().when(reached, value.copy()).else_(sql.num(0)).as_(name))
     return with_ctes(keyed(query, keys(ctx)), _person_ctes(ctx))
 
 
@@ -186,21 +228,29 @@ FROM medical_claims AS c
 WHERE c.claim_start_date BETWEEN :start AND :end
 """
 
-# Claimants are members with a medical row counted in the cell, whatever its network flag.
+# Per cell and member (see member_cells).
 _NETWORK = """
-SELECT COUNT(DISTINCT r.member_id) AS claimants,
-       COALESCE(SUM(CASE WHEN NOT r.in_network THEN r.allowed_cents ELSE 0 END), 0)
+SELECT SUM(CASE WHEN NOT r.in_network THEN r.allowed_cents ELSE 0 END)
          AS out_of_network_allowed_cents,
-       COALESCE(SUM(CASE WHEN r.in_network IS NOT NULL THEN r.allowed_cents ELSE 0 END), 0)
+       SUM(CASE WHEN r.in_network IS NOT NULL THEN r.allowed_cents ELSE 0 END)
          AS known_network_allowed_cents
 FROM network_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
+NETWORK_CENTS = ("out_of_network_allowed_cents", "known_network_allowed_cents")
+
 
 def out_of_network_share(ctx: BuildContext) -> exp.Select:
     """Medical rows (all versions) in enrolled member months: allowed out of network and
-    allowed with a known network flag."""
-    query = keyed(sql.fill(_NETWORK), keys(ctx))
+    allowed with a known network flag. Claimants are members with a medical row counted in the
+    cell, whatever its network flag.
+
+    A ratio of two dollar totals, but both totals are released, so each has the dominance
+    rule's contribution columns like any other."""
+    cell_keys = keys(ctx)
+    members = per_member(sql.fill(_NETWORK), cell_keys, col("member_id", "r"))
+    claimants = exp.Count(this=exp.Star()).as_("claimants")  # one row per member
+    query = member_cells(members, [k.name for k in cell_keys], NETWORK_CENTS, [claimants])
     rows = sql.fill(_NETWORK_ROWS, **ctx.period_values())
     return with_ctes(query, [*member_month_ctes(ctx), ("network_rows", rows)])

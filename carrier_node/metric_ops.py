@@ -6,12 +6,17 @@ from sqlglot import exp
 
 from carrier_node import sql
 from carrier_node.metric_common import (
+    MEMBER_ROWS,
     BuildContext,
+    cell_max,
     col,
     keyed,
     keys,
     matches,
+    member_cells,
     member_month_ctes,
+    per_member,
+    top_two,
     with_ctes,
 )
 from fedoversight.catalogue import LAG_MONTHS
@@ -37,24 +42,50 @@ FROM (
 WHERE lag_months >= 0
 """
 
-_LAG = """
-SELECT COUNT(DISTINCT r.member_id) AS claimants
+# Per cell, member and lag, with the largest paid of the cell and lag (the lag buckets partition
+# a member's rows, so one window serves every bucket's total).
+_LAG_MEMBERS = """
+SELECT r.lag AS lag, SUM(r.paid_cents) AS paid_cents
 FROM lag_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+"""
+
+_LAG = """
+SELECT COUNT(DISTINCT c.member_id) AS claimants FROM member_lags AS c
 """
 
 
 def claims_lag(ctx: BuildContext) -> exp.Select:
     """Paid cents of medical rows (all versions) with a paid date, in enrolled member months of
-    their incurred month, by months to payment."""
+    their incurred month, by months to payment; each bucket's total with its two largest
+    member contributions."""
+    cell_keys = keys(ctx)
+    members = per_member(sql.fill(_LAG_MEMBERS), cell_keys, col("member_id", "r"))
+    members = members.group_by(col("lag", "r"), copy=False)
+    partition = [col(k.name, "m") for k in cell_keys] + [col("lag", "m")]
+    marked = (
+        exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("m")))
+        .select(cell_max(col("paid_cents", "m"), partition).as_("paid_max"))
+        .from_(members.subquery("m"))
+    )
     query = sql.fill(_LAG)
     for k in range(LAG_MONTHS + 1):
-        paid = exp.Case().when(col("lag", "r").eq(k), col("paid_cents", "r")).else_(sql.num(0))
+        in_bucket = col("lag", "c").eq(k)
+        paid = exp.Case().when(in_bucket, col("paid_cents", "c")).else_(sql.num(0))
+        name = f"paid_lag_{k:02d}_cents"
         query = query.select(
-            exp.func("COALESCE", exp.Sum(this=paid), sql.num(0)).as_(f"paid_lag_{k:02d}_cents")
+            exp.func("COALESCE", exp.Sum(this=paid), sql.num(0)).as_(name),
+            *top_two(
+                exp.Case().when(in_bucket.copy(), col("paid_cents", "c")),
+                exp.Case().when(in_bucket.copy(), col("paid_max", "c")),
+                name,
+            ),
         )
     rows = sql.fill(_LAG_ROWS, last=sql.num(LAG_MONTHS), **ctx.period_values())
-    return with_ctes(keyed(query, keys(ctx)), [*member_month_ctes(ctx), ("lag_rows", rows)])
+    return with_ctes(
+        keyed(query, [col(k.name, "c") for k in cell_keys]),
+        [*member_month_ctes(ctx), ("lag_rows", rows), ("member_lags", marked)],
+    )
 
 
 # --- denial rate ------------------------------------------------------------------------------
@@ -67,15 +98,16 @@ SELECT a.member_id AS member_id,
 FROM adjudicated AS a
 """
 
+# Per cell and member (see member_cells).
 _DENIALS = """
-SELECT COUNT(DISTINCT r.member_id) AS claimants, COUNT(*) AS lines,
-       COALESCE(SUM(r.denied), 0) AS denied_lines,
-       COALESCE(SUM(r.charge_cents), 0) AS charge_cents,
-       COALESCE(SUM(CASE WHEN r.denied = 1 THEN r.charge_cents ELSE 0 END), 0)
-         AS denied_charge_cents
+SELECT COUNT(*) AS lines, SUM(r.denied) AS denied_lines,
+       SUM(r.charge_cents) AS charge_cents,
+       SUM(CASE WHEN r.denied = 1 THEN r.charge_cents ELSE 0 END) AS denied_charge_cents
 FROM adjudicated_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
+
+_DENIAL_CENTS = ("charge_cents", "denied_charge_cents")
 
 
 def denial_rate(ctx: BuildContext) -> exp.Select:
@@ -85,8 +117,17 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
         lambda a: sql.in_period(col("claim_start_date", a), ctx.period),
         sql.ADJUDICATED_STATUSES,
     )
+    cell_keys = keys(ctx)
+    members = per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r"))
+    counts = [
+        exp.Count(this=exp.Star()).as_("claimants"),  # one row per member
+        exp.Sum(this=col("lines", MEMBER_ROWS)).as_("lines"),
+        exp.func("COALESCE", exp.Sum(this=col("denied_lines", MEMBER_ROWS)), sql.num(0)).as_(
+            "denied_lines"
+        ),
+    ]
     return with_ctes(
-        keyed(sql.fill(_DENIALS), keys(ctx)),
+        member_cells(members, [k.name for k in cell_keys], _DENIAL_CENTS, counts),
         [
             *member_month_ctes(ctx),
             ("adjudicated", adjudicated),

@@ -8,13 +8,16 @@ from sqlglot import exp
 
 from carrier_node import sql
 from carrier_node.metric_common import (
+    MEMBER_ROWS,
     BuildContext,
     col,
     filter_lines,
     keyed,
     keys,
     matches,
+    member_cells,
     member_month_ctes,
+    per_member,
     with_ctes,
 )
 
@@ -76,15 +79,16 @@ JOIN fill_profile AS f ON f.claim_id = p.claim_id
 WHERE p.fill_date BETWEEN :start AND :end
 """
 
+# Per cell and member (see member_cells).
 _SPECIALTY = """
-SELECT COUNT(DISTINCT r.member_id) AS fill_members,
-       COUNT(DISTINCT CASE WHEN r.specialty = 1 THEN r.member_id END) AS specialty_members,
-       COALESCE(SUM(r.allowed_cents), 0) AS pharmacy_allowed_cents,
-       COALESCE(SUM(CASE WHEN r.specialty = 1 THEN r.allowed_cents ELSE 0 END), 0)
-         AS specialty_allowed_cents
+SELECT MAX(r.specialty) AS specialty_member,
+       SUM(r.allowed_cents) AS pharmacy_allowed_cents,
+       SUM(CASE WHEN r.specialty = 1 THEN r.allowed_cents ELSE 0 END) AS specialty_allowed_cents
 FROM specialty_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
+
+_SPECIALTY_CENTS = ("pharmacy_allowed_cents", "specialty_allowed_cents")
 
 # net allowed × 30 ÷ days supply ≥ dollars, as exact arithmetic in cents (days supply > 0).
 _COSTLY = """
@@ -103,7 +107,13 @@ def specialty_share(ctx: BuildContext) -> exp.Select:
         costly = sql.fill(_COSTLY, threshold_cents=exp.Literal.number(str(threshold)))
         specialty = exp.or_(specialty, exp.paren(costly.expressions[0].copy()))
     rows = sql.fill(_SPECIALTY_ROWS, specialty=specialty, **ctx.period_values())
-    query = keyed(sql.fill(_SPECIALTY), keys(ctx))
+    cell_keys = keys(ctx)
+    members = per_member(sql.fill(_SPECIALTY), cell_keys, col("member_id", "r"))
+    counts = [
+        exp.Count(this=exp.Star()).as_("fill_members"),  # one row per member
+        exp.Sum(this=col("specialty_member", MEMBER_ROWS)).as_("specialty_members"),
+    ]
+    query = member_cells(members, [k.name for k in cell_keys], _SPECIALTY_CENTS, counts)
     return with_ctes(
         query,
         [
@@ -130,20 +140,30 @@ SELECT x.member_id AS member_id, x.month_start AS month_start, x.drug_class AS d
 FROM classed_fills AS x
 """
 
+# Per cell and member (see member_cells). A final-action fill is one row of classed_fills (the
+# only rows with a claim_id) and one member month holds it, so counting claim_ids counts fills.
 _SPEND = """
-SELECT COUNT(DISTINCT r.row_member_id) AS fill_members,
-       COALESCE(SUM(r.allowed_cents), 0) AS allowed_cents,
-       COALESCE(SUM(r.paid_cents), 0) AS paid_cents,
-       COUNT(DISTINCT r.claim_id) AS fills
+SELECT MAX(CASE WHEN r.row_member_id IS NULL THEN 0 ELSE 1 END) AS has_row,
+       SUM(r.allowed_cents) AS allowed_cents,
+       SUM(r.paid_cents) AS paid_cents,
+       COUNT(r.claim_id) AS fills
 FROM class_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
+
+_SPEND_CENTS = ("allowed_cents", "paid_cents")
 
 
 def spend_by_class(ctx: BuildContext) -> exp.Select:
     """Pharmacy rows (all versions) by drug class, and final-action fills by drug class."""
     rows = sql.fill_query(_CLASS_ROWS, drug_class=_drug_class("p"), **ctx.period_values())
-    query = filter_lines(keyed(sql.fill(_SPEND), keys(ctx, "r")), ctx, "r")
+    cell_keys = keys(ctx, "r")
+    members = filter_lines(per_member(sql.fill(_SPEND), cell_keys, col("member_id", "r")), ctx, "r")
+    counts = [
+        exp.Sum(this=col("has_row", MEMBER_ROWS)).as_("fill_members"),
+        exp.Sum(this=col("fills", MEMBER_ROWS)).as_("fills"),
+    ]
+    query = member_cells(members, [k.name for k in cell_keys], _SPEND_CENTS, counts)
     return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx), ("class_rows", rows)])
 
 
@@ -181,21 +201,27 @@ FROM quarters AS q
 WHERE 1 = 0
 """
 
-_HAS_MEMBERS = """
-SELECT COUNT(DISTINCT r.member_id) > 0
+# Per cell and member (see member_cells); the rebates of a cell make one row without a member,
+# which takes no part in the pharmacy allowed's contributions (its NULL is none).
+_REBATE_SHARE = """
+SELECT CASE WHEN r.member_id IS NULL THEN NULL ELSE SUM(r.pharmacy_allowed_cents) END
+         AS pharmacy_allowed_cents,
+       SUM(r.rebate_cents) AS rebate_cents
+FROM rebate_cells AS r
 """
 
-_REBATE_SHARE = """
-SELECT COUNT(DISTINCT r.member_id) AS fill_members,
-       COALESCE(SUM(r.pharmacy_allowed_cents), 0) AS pharmacy_allowed_cents,
-       COALESCE(SUM(r.rebate_cents), 0) AS rebate_cents
-FROM rebate_cells AS r
+# A cell exists when people count in it (rebates alone make none).
+_HAS_MEMBERS = """
+SELECT COUNT(c.member_id) > 0
 """
 
 
 def rebate_share(ctx: BuildContext) -> exp.Select:
     """By quarter: rebates of the quarters the period touches, and pharmacy allowed (all rows,
-    in enrolled member months) of the period's months; no rebates table means no rebates."""
+    in enrolled member months) of the period's months; no rebates table means no rebates.
+
+    Pharmacy allowed comes with its two largest member contributions; rebates do not: no
+    member contributes to them (see ``metrics.NO_MEMBER_CONTRIBUTIONS``)."""
     if ctx.has_table("rebates"):
         rebates = sql.fill(_QUARTER_REBATES, drug_class=_drug_class("b"))
     else:
@@ -206,11 +232,21 @@ def rebate_share(ctx: BuildContext) -> exp.Select:
         drug_class=_drug_class("p"),
         **ctx.period_values(),
     )
-    query = keyed(sql.fill(_REBATE_SHARE), [col(d.value, "r") for d in ctx.group_by])
-    # As everywhere, a cell exists when people count in it (rebates alone make none).
-    query = query.having(sql.fill(_HAS_MEMBERS).expressions[0].copy(), copy=False)
+    cell_keys = [col(d.value, "r") for d in ctx.group_by]
+    members = per_member(sql.fill(_REBATE_SHARE), cell_keys, col("member_id", "r"))
     for dim, values in ctx.query.filters:
-        query = query.where(matches(col(dim.value, "r"), values))
+        members = members.where(matches(col(dim.value, "r"), values))
+    fill_members = exp.Count(this=col("member_id", MEMBER_ROWS)).as_("fill_members")
+    query = member_cells(
+        members, [k.name for k in cell_keys], ("pharmacy_allowed_cents",), [fill_members]
+    )
+    query = query.select(
+        exp.func("COALESCE", exp.Sum(this=col("rebate_cents", MEMBER_ROWS)), sql.num(0)).as_(
+            "rebate_cents"
+        ),
+        copy=False,
+    )
+    query = query.having(sql.fill(_HAS_MEMBERS).expressions[0].copy(), copy=False)
     return with_ctes(
         query,
         [

@@ -3,8 +3,19 @@
 Every builder returns a SELECT whose columns are the query's group-by dimensions (named by the
 dimension) and the metric's declared statistics (named by the statistic), one row per cell. A
 metric with a histogram statistic returns one row per cell and non-empty bin instead (see
-:func:`histogram_columns`). The engine runs it where the data lives and never looks at a row.
-The builders live in the ``metric_*`` modules; shared query pieces in :mod:`carrier_node.sql`.
+:func:`histogram_columns`). Next to each dollar statistic (:func:`contributed_statistics`) come
+the largest and second largest contribution of one member to it in the cell
+(:func:`contribution_columns`), which the dominance rule reads; they stay in the node. The
+engine runs the query where the data lives and never looks at a row. The builders live in the
+``metric_*`` modules; shared query pieces in :mod:`carrier_node.sql`.
+
+Dominance, metric by metric: a member's contribution is their part of the cell's total (claim
+rows summed per member and cell first; per-member metrics — cost.distribution,
+cost.high_cost_claimants — their period total). Ratio metrics (out-of-network, specialty and
+rebate shares, denial rate, claims lag) release their dollar totals, so each total has its own
+contribution columns. cost.distribution's histogram bins are not subject to the rule (see
+:func:`carrier_node.metric_cost.distribution`); rebates have no member contributions
+(:data:`NO_MEMBER_CONTRIBUTIONS`).
 """
 
 from __future__ import annotations
@@ -20,11 +31,28 @@ from carrier_node import (
     metric_util,
     sql,
 )
-from carrier_node.metric_common import BuildContext, Builder, histogram_columns
+from carrier_node.metric_common import (
+    BuildContext,
+    Builder,
+    contribution_columns,
+    histogram_columns,
+    member_cells,
+    per_member,
+)
+from fedoversight.catalogue import MetricSpec, StatKind
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import UnknownMetricError
 
-__all__ = ["BUILDERS", "BuildContext", "Builder", "build", "histogram_columns"]
+__all__ = [
+    "BUILDERS",
+    "NO_MEMBER_CONTRIBUTIONS",
+    "BuildContext",
+    "Builder",
+    "build",
+    "contributed_statistics",
+    "contribution_columns",
+    "histogram_columns",
+]
 
 
 def _cols(dims: tuple[Dimension, ...], table: str | None = None) -> list[exp.Expr]:
@@ -51,19 +79,19 @@ def enrollment_member_months(ctx: BuildContext) -> exp.Select:
     return query.with_("mm", as_=sql.member_months(ctx.carrier_id, ctx.member_filters))
 
 
+#: The dollar totals of cost.pmpm and cost.pmpm_by_service_category.
+_COST_CENTS = ("allowed_cents", "paid_cents")
+
+
 def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Select:
-    """Claim lines of enrolled member months, summed by ``dims``."""
+    """Claim lines of enrolled member months, summed by ``dims`` and member, then by ``dims``
+    (claimants are the members with a line; each dollar total comes with its two largest
+    member contributions)."""
     member_dims = tuple(d for d in dims if d in sql.MEMBER_DIMENSIONS)
     line_dims = tuple(d for d in dims if d not in sql.MEMBER_DIMENSIONS)
     query = (
         exp.select(
-            *_cols(member_dims, "mm"),
-            *_cols(line_dims, "l"),
-            exp.Count(this=exp.Distinct(expressions=[exp.column("member_id", "l")])).as_(
-                "claimants"
-            ),
-            exp.Sum(this=exp.column("allowed_cents", "l")).as_("allowed_cents"),
-            exp.Sum(this=exp.column("paid_cents", "l")).as_("paid_cents"),
+            *[exp.Sum(this=exp.column(name, "l")).as_(name) for name in _COST_CENTS]
         )
         .from_(exp.alias_(exp.to_table("lines"), "l"))
         .join(
@@ -73,12 +101,17 @@ def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Selec
                 exp.column("month_start", "l").eq(exp.column("month_start", "mm")),
             ),
         )
-        .group_by(*_cols(member_dims, "mm"), *_cols(line_dims, "l"))
     )
     for dim, values in ctx.query.filters:
         if dim in line_dims or (dim not in sql.MEMBER_DIMENSIONS):
             query = query.where(exp.column(dim.value, "l").isin(*[sql.lit(v) for v in values]))
-    return query
+    cell_keys = [
+        *[exp.column(d.value, "mm") for d in member_dims],
+        *[exp.column(d.value, "l") for d in line_dims],
+    ]
+    members = per_member(query, cell_keys, exp.column("member_id", "l"))
+    claimants = exp.Count(this=exp.Star()).as_("claimants")  # one row per member
+    return member_cells(members, [k.name for k in cell_keys], _COST_CENTS, [claimants])
 
 
 def _cost(ctx: BuildContext) -> exp.Select:
@@ -99,6 +132,11 @@ def _cost(ctx: BuildContext) -> exp.Select:
         exp.func("COALESCE", exp.column("paid_cents", "num"), exp.Literal.number(0)).as_(
             "paid_cents"
         ),
+        *[
+            exp.func("COALESCE", exp.column(c, "num"), exp.Literal.number(0)).as_(c)
+            for name in _COST_CENTS
+            for c in contribution_columns(name)
+        ],
     )
     on = [exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims]
     if len(member_dims) != len(dims):
@@ -159,6 +197,22 @@ BUILDERS: dict[str, Builder] = {
     "ops.denial_rate@1": metric_ops.denial_rate,
     "ops.data_quality@1": metric_ops.data_quality,
 }
+
+
+#: Dollar statistics that no member contributes to, so there is nothing for the p% rule (which
+#: keeps one member's contribution from being estimated) to measure: rebates are paid by
+#: manufacturers per quarter and drug class, whatever the members filled.
+NO_MEMBER_CONTRIBUTIONS: dict[str, frozenset[str]] = {
+    "rx.rebate_share@1": frozenset({"rebate_cents"}),
+}
+
+
+def contributed_statistics(spec: MetricSpec) -> tuple[str, ...]:
+    """The dollar statistics of ``spec`` whose query returns :func:`contribution_columns`."""
+    exempt = NO_MEMBER_CONTRIBUTIONS.get(spec.key, frozenset())
+    return tuple(
+        s.name for s in spec.statistics if s.kind is StatKind.CENTS and s.name not in exempt
+    )
 
 
 def build(ctx: BuildContext) -> exp.Select:

@@ -47,10 +47,9 @@ P_PERCENT = Policy().dominance.p_percent
 # --- data -------------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """A 1,500-member carrier (three months) with one member's planted January claim."""
-    root = tmp_path_factory.mktemp("dominance")
+def planted_carrier(root: Path) -> tuple[Path, str]:
+    """A 1,500-member carrier (three months) written under ``root``, with one member's planted
+    January claim; its directory and the member's id."""
     (directory,) = write_carriers(root, SynthConfig(carriers=1, members=1500, seed=23, months=3))
     eligibility = pq.read_table(directory / "eligibility.parquet").to_pandas()
     spans = eligibility.groupby("member_id").size()
@@ -85,6 +84,11 @@ def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     extra = pa.Table.from_pylist([planted_row], schema=medical.schema)
     pq.write_table(pa.concat_tables([medical, extra]), path)
     return directory, member
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    return planted_carrier(tmp_path_factory.mktemp("dominance"))
 
 
 @pytest.fixture(scope="module")

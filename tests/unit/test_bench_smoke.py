@@ -1,0 +1,84 @@
+"""The benchmark scripts still run end to end on a tiny carrier, so they do not rot.
+
+Each script's ``main`` runs at a size where it takes seconds; the numbers are not looked at,
+only that every phase ran and that the engine's cells equal each baseline's (the scripts exit
+non-zero when they differ). The warehouse script needs the PostgreSQL server (127.0.0.1:5432,
+database ``test``): without one it is skipped, unless FEDOVERSIGHT_REQUIRE_POSTGRES=1.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import psycopg
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+def _script(name: str) -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))  # the warehouse script imports its sibling
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_node_suite_runs_every_phase_and_the_cells_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_suite = _script("node_suite")
+    code = node_suite.main(["--members", "2000", "--data-dir", str(tmp_path), "--pandas", "shared"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for phase in ("sql", "pandas"):
+        assert f"cells engine vs {phase} " in out
+    assert "DIFFER" not in out
+    assert out.count("identical for all metrics") == 2
+    metrics = node_suite.suite_queries()
+    assert all(q.metric in out for q in metrics)
+    # A second run finds the carrier cached.
+    assert (tmp_path / "members2000-months1-seed7" / "complete").exists()
+
+
+def test_node_suite_comparison_sees_a_difference() -> None:
+    node_suite = _script("node_suite")
+    engine = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 3}}}
+    same = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 3}}}
+    other_total = {"cost.pmpm": {("2026-01",): {"allowed_cents": 6, "allowed_cents__top1": 3}}}
+    other_top = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 4}}}
+    assert node_suite.differences(engine, same, True) == []
+    assert node_suite.differences(engine, other_total, False) == ["cost.pmpm"]
+    assert node_suite.differences(engine, other_top, True) == ["cost.pmpm"]
+    assert node_suite.differences(engine, other_top, False) == []  # pandas has no tops
+    assert node_suite.differences(engine, {}, False) == ["cost.pmpm"]
+
+
+@pytest.mark.postgres
+def test_warehouse_suite_runs_and_both_paths_agree(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    warehouse = _script("warehouse")
+    try:
+        warehouse.connect().close()
+    except psycopg.OperationalError as exc:
+        if os.environ.get("FEDOVERSIGHT_REQUIRE_POSTGRES"):
+            pytest.fail(f"PostgreSQL required here but unreachable: {type(exc).__name__}")
+        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (set up one to run this test)")
+    code = warehouse.main(["--members", "600", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "identical for all metrics answered" in out
+    assert "TIMEOUT" not in out
+    schema = out.split(" into schema ", 1)[1].split()[0]
+    with warehouse.connect() as con, con.cursor() as cur:  # its schema is gone
+        cur.execute("SELECT count(*) FROM pg_namespace WHERE nspname = %s", (schema,))
+        row = cur.fetchone()
+    assert row is not None and row[0] == 0

@@ -4,8 +4,9 @@ Runs the monthly suite (every metric, whole period and by month) at each of the 
 synthetic carriers (65 carriers, 20,000 members, 12 months, seed 7 by default) through the
 node's engine and its disclosure pipeline (default policy, a fresh ledger per carrier, the
 suite as one request as in the demo), and prints, per metric and overall: cells computed,
-cells withheld (small cell, dominance, differencing, complementary), dollars withheld (the raw
-dollar totals of withheld cells, known only at the node, over all dollar totals), and the share
+cells withheld (small cell, dominance, differencing, complementary; a cell whose dollar
+totals alone are withheld counts under dominance or complementary), dollars withheld (the raw
+dollar totals withheld, known only at the node, over all dollar totals), and the share
 of program-wide cells left incomplete because some carrier withheld its cell.
 
     python bench/disclosure_share.py [--carriers 65] [--members 20000] [--data-dir DIR]
@@ -86,12 +87,17 @@ def main(argv: list[str] | None = None) -> int:
                 for i, cell in enumerate(raw.cells):
                     cells[spec.name] += 1
                     reason = decision.reasons.get(i)
+                    partly = decision.withheld.get(i, {})
                     if reason is not None:
                         withheld[spec.name][reason] += 1
+                    elif partly:  # dollar totals only: counted under their worst reason
+                        withheld[spec.name][
+                            "dominance" if "dominance" in partly.values() else "complementary"
+                        ] += 1
                     for name in money:
                         value = abs(cell.value(name))
                         dollars[spec.name] += value
-                        if reason is not None:
+                        if reason is not None or name in partly:
                             dollars_withheld[spec.name] += value
                     key = tuple((str(d), v) for d, v in cell.key if str(d) != "carrier")
                     program[(index, key)] = program.get((index, key), False) or (

@@ -67,14 +67,20 @@ class _Charge:
 
 @dataclass
 class TableDecision:
-    """Why each withheld cell of one table was withheld (by cell index)."""
+    """Why each withheld cell of one table was withheld (by cell index), and which statistics
+    of otherwise released cells were (dollar totals under the dominance rule)."""
 
     metric: str
     reasons: dict[int, str] = field(default_factory=dict)
+    withheld: dict[int, dict[str, str]] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
+        """Cells by reason: a whole cell by its own, a partly withheld one by its worst."""
         out: dict[str, int] = {}
         for reason in self.reasons.values():
+            out[reason] = out.get(reason, 0) + 1
+        for stats in self.withheld.values():
+            reason = DOMINANCE if DOMINANCE in stats.values() else COMPLEMENTARY
             out[reason] = out.get(reason, 0) + 1
         return out
 
@@ -153,16 +159,15 @@ class Protector:
             values = _values(cell)
             if any(0 < int(values[n]) < thresholds[i] for n in member_stats):  # type: ignore[call-overload]
                 decision.reasons[i] = SMALL_CELL
-        # 2. dominance
-        if self.policy.dominance.enabled:
+        # 2. dominance: the dominated dollar total is withheld (the cell's counts stand)
+        dominance = self.policy.dominance
+        if dominance.enabled:
             for i, cell in enumerate(cells):
                 if i in decision.reasons:
                     continue
                 for name, (total, largest, second) in cell.contributions:
-                    if dominated(total, largest, second, self.policy.dominance.p_percent):
-                        decision.reasons[i] = DOMINANCE
-                        log.debug("cell %d of %s dominated in %s", i, spec.name, name)
-                        break
+                    if dominated(total, largest, second, dominance.p_percent):
+                        decision.withheld.setdefault(i, {})[name] = DOMINANCE
         # 3. differencing against the ledger and this request's earlier tables
         releases: list[Release] = []
         margins = _margin_groups(raw.query.group_by, cells)
@@ -211,6 +216,28 @@ class Protector:
             floor = max(thresholds) if thresholds else self.policy.min_cell_size
             for i in complementary(table, primary, floor):
                 decision.reasons[i] = COMPLEMENTARY
+        # 4b. the same for each dollar total withheld for dominance: what an analyst can
+        # derive must leave it at least p% of itself to either side
+        for i in list(decision.withheld):
+            if i in decision.reasons:
+                del decision.withheld[i]
+        dollar_stats = sorted({n for d in decision.withheld.values() for n in d})
+        if dollar_stats and cells and cells[0].key:
+            for name in dollar_stats:
+                hidden = set(decision.reasons) | {
+                    i for i, d in decision.withheld.items() if name in d}
+                values = tuple(max(0, int(_values(c)[name])) for c in cells)  # type: ignore[call-overload]
+                required = {i: dominance.p_percent / 100 * values[i]
+                            for i, d in decision.withheld.items() if d.get(name) == DOMINANCE}
+                for i in complementary(Table(tuple(c.key for c in cells), values), hidden,
+                                       1, required):
+                    decision.withheld.setdefault(i, {})[name] = COMPLEMENTARY
+        # A histogram of the same dollars (its bins' cents) goes with a withheld total.
+        histograms = [s.name for s in spec.statistics if s.kind is StatKind.HISTOGRAM]
+        for stats in decision.withheld.values():
+            reason = DOMINANCE if DOMINANCE in stats.values() else COMPLEMENTARY
+            for name in histograms:
+                stats[name] = reason
         # 5. build released cells (with DP noise when asked) and their ledger entries
         out: list[CellResult] = []
         dp_policy = self.policy.differential_privacy
@@ -224,8 +251,13 @@ class Protector:
                     StatValue(n, status, None) for n, _ in cell.values)))
                 continue
             stats = []
+            withheld = decision.withheld.get(i, {})
             for name, value in cell.values:
-                if dp_policy.enabled:
+                if name in withheld:
+                    stats.append(StatValue(name, Status.SUPPRESSED_PRIMARY if withheld[name] in (
+                        SMALL_CELL, DOMINANCE, DIFFERENCING) else Status.SUPPRESSED_COMPLEMENTARY,
+                        None))
+                elif dp_policy.enabled:
                     kind = spec.statistic(name).kind
                     if kind in (StatKind.CENTS, StatKind.HISTOGRAM):
                         stats.append(StatValue(name, Status.SUPPRESSED_PRIMARY, None))
@@ -250,7 +282,7 @@ class Protector:
         counts = decision.counts()
         summary = DisclosureSummary(
             min_cell_size=self.policy.min_cell_size,
-            cells_released=len(cells) - len(decision.reasons),
+            cells_released=len(cells) - len(decision.reasons) - len(decision.withheld),
             cells_suppressed_primary=sum(
                 counts.get(r, 0) for r in (SMALL_CELL, DOMINANCE, DIFFERENCING)),
             cells_suppressed_complementary=counts.get(COMPLEMENTARY, 0),

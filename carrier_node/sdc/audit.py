@@ -13,7 +13,7 @@ below ``protection`` and below that baseline.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,6 +67,27 @@ def intervals(table: Table, suppressed: Collection[int], protection: int) -> dic
         hi = math.inf if high.status == 3 else (-float(high.fun) if high.status == 0 else math.inf)
         out[cell] = Interval(lo, hi)
     return out
+
+
+def exposed_sided(
+    table: Table, suppressed: Collection[int], required: Mapping[int, float]
+) -> list[int]:
+    """Suppressed cells an analyst can bound, from above or from below, closer to their true
+    value than ``required[cell]`` (the p% rule's protection of a dollar total: its upper bound
+    must exceed it, and its lower bound fall short of it, by at least p% of it), and closer
+    than with the whole table hidden. Every margin is taken as known."""
+    found = intervals(table, suppressed, 1)
+
+    def slack(iv: Interval, cell: int) -> float:
+        value = table.values[cell]
+        return min(iv.high - value, value - iv.low)
+
+    weak = [cell for cell, iv in found.items()
+            if cell in required and slack(iv, cell) < required[cell]]
+    if not weak:
+        return []
+    baseline = intervals(table, range(len(table.keys)), 1)
+    return sorted(c for c in weak if slack(found[c], c) < slack(baseline[c], c) - 1e-9)
 
 
 def exposed(table: Table, suppressed: Collection[int], protection: int) -> list[int]:

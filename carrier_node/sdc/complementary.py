@@ -3,9 +3,9 @@ by subtraction from its lines' margins, then prove it with the interval audit.""
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
-from carrier_node.sdc.audit import exposed
+from carrier_node.sdc.audit import exposed, exposed_sided
 from carrier_node.sdc.tables import Table
 
 #: Rounds of "audit, then hide one more cell" before giving up and hiding the table.
@@ -20,8 +20,15 @@ def _cheapest(table: Table, line: tuple[int, ...], hidden: set[int]) -> int | No
     return min(open_cells, key=lambda i: (table.values[i] == 0, table.values[i], table.keys[i]))
 
 
-def complementary(table: Table, primary: Collection[int], protection: int) -> set[int]:
-    """Cells to suppress in addition to ``primary`` (never includes a primary cell)."""
+def complementary(
+    table: Table, primary: Collection[int], protection: int,
+    required: Mapping[int, float] | None = None,
+) -> set[int]:
+    """Cells to suppress in addition to ``primary`` (never includes a primary cell).
+
+    With ``required``, the audit is the p% rule's: each cell named there must keep an upper
+    and a lower bound at least that far from its value (:func:`exposed_sided`); else every
+    hidden cell's interval must be ``protection`` wide (:func:`exposed`)."""
     hidden = set(primary)
     if not hidden:
         return set()
@@ -38,7 +45,8 @@ def complementary(table: Table, primary: Collection[int], protection: int) -> se
                     changed = True
     # 2. The audit: where a hidden cell is still pinned down, hide more of its lines.
     for _ in range(MAX_AUDIT_ROUNDS):
-        weak = exposed(table, hidden, protection)
+        weak = (exposed(table, hidden, protection) if required is None
+                else exposed_sided(table, hidden, required))
         if not weak:
             break
         cell = weak[0]

@@ -25,7 +25,7 @@ from carrier_node.datasource import FileSource
 from carrier_node.engine import Engine, RawCell, RawTable
 from carrier_node.policy import Dominance, Policy
 from carrier_node.protect import COMPLEMENTARY, DOMINANCE, Protector, TableDecision, dominated
-from carrier_node.sdc.audit import exposed
+from carrier_node.sdc.audit import intervals
 from carrier_node.sdc.tables import Table
 from fedoversight import catalogue
 from fedoversight.catalogue import METRICS, StatKind, get_metric
@@ -206,31 +206,37 @@ def test_contributions_match_pandas_and_the_planted_member_dominates_january(
             assert not dominated(*_contributions(by_month[month])[stat], P_PERCENT), month
 
 
-def test_the_dominated_cell_is_withheld_for_dominance_the_others_released(
+def test_the_dominated_total_is_withheld_for_dominance_the_others_released(
     engine: Engine,
 ) -> None:
     raw = engine.evaluate(PERIOD, QuerySpec("cost.pmpm", 1, (D.MONTH,)))
     table, decision = _protect(raw)
     months = [cell.key[0][1] for cell in raw.cells]
     january = months.index("2026-01")
-    assert decision.reasons[january] == DOMINANCE
+    assert decision.reasons == {}  # no cell is withheld whole: its counts stand
+    assert decision.withheld[january] == {"allowed_cents": DOMINANCE, "paid_cents": DOMINANCE}
     cell = table.cells[january]
     for stat in ("allowed_cents", "paid_cents"):
         assert cell.stat(stat).status is Status.SUPPRESSED_PRIMARY
         assert cell.stat(stat).value is None
+    assert cell.stat("member_months").value == raw.cells[january].value("member_months")
     assert table.disclosure.cells_suppressed_primary == 1
-    # One month of three is a line with the total as margin: another month must go too, and
-    # the one left is released exactly.
-    assert list(decision.reasons.values()).count(COMPLEMENTARY) == 1
-    (released,) = [i for i in range(len(months)) if i not in decision.reasons]
-    assert table.cells[released].status is Status.RELEASED
-    assert table.cells[released].stat("allowed_cents").value == raw.cells[released].value(
-        "allowed_cents"
-    )
-    # The margin (the ungrouped total) less what is released does not give January away.
-    total = engine.evaluate(PERIOD, QuerySpec("cost.pmpm", 1)).cells[0].value("allowed_cents")
-    derived = total - raw.cells[released].value("allowed_cents")
-    assert derived != raw.cells[january].value("allowed_cents")
+    # One month of three is a line with the total as margin: another month's dollars must go
+    # too, and the one left is released exactly.
+    # January's $2.06B against the total less the other months: any month released would
+    # bound January from above within p% (the others hold about $50M each, under 10% of it),
+    # so the other months' dollars go too; their counts stand.
+    others = [i for i in decision.withheld if i != january]
+    assert len(others) == 2
+    for i in others:
+        assert set(decision.withheld[i].values()) == {COMPLEMENTARY}
+        assert table.cells[i].stat("allowed_cents").status is Status.SUPPRESSED_COMPLEMENTARY
+        assert table.cells[i].stat("members").value == raw.cells[i].value("members")
+    # With every month's dollars hidden, only the total bounds January; and the total is
+    # itself dominated by the same member, so it is withheld when asked for.
+    whole, whole_decision = _protect(engine.evaluate(PERIOD, QuerySpec("cost.pmpm", 1)))
+    assert whole_decision.withheld == {0: {"allowed_cents": DOMINANCE, "paid_cents": DOMINANCE}}
+    assert whole.cells[0].stat("allowed_cents").value is None
 
 
 def test_without_the_rule_or_with_a_small_p_the_cell_is_released(engine: Engine) -> None:
@@ -241,11 +247,12 @@ def test_without_the_rule_or_with_a_small_p_the_cell_is_released(engine: Engine)
     assert all(c.status is Status.RELEASED for c in table.cells)
     # At p = 0.1% the rest of January (about $0.6M) hides $20M well enough.
     lenient = Policy(differencing_guard=False, dominance=Dominance(p_percent=0.1))
-    assert _protect(raw, lenient)[1].reasons == {}
+    assert _protect(raw, lenient)[1].withheld == {}
     # Dropping the contributions (as before the engine reported them) releases it too: the
     # rule fires only from what the engine measured.
     bare = RawTable(raw.query, tuple(dataclasses.replace(c, contributions=()) for c in raw.cells))
-    assert _protect(bare)[1].reasons == {}
+    assert _protect(bare)[1].withheld == {}
+    assert _protect(raw)[1].withheld  # (while with them it is withheld)
 
 
 def test_complementary_suppression_protects_the_dominated_cell_in_two_dimensions(
@@ -253,21 +260,34 @@ def test_complementary_suppression_protects_the_dominated_cell_in_two_dimensions
 ) -> None:
     raw = engine.evaluate(PERIOD, QuerySpec("cost.pmpm", 1, (D.MONTH, D.SEX)))
     table, decision = _protect(raw)
-    dominated_cells = [i for i, r in decision.reasons.items() if r == DOMINANCE]
+    dominated_cells = [i for i, c in enumerate(raw.cells)
+                       if dominated(*_contributions(c)["allowed_cents"], P_PERCENT)]
     assert dominated_cells, "the planted member's cell is dominated"
-    assert all(raw.cells[i].key[0][1] == "2026-01" for i in dominated_cells)
-    hidden = set(decision.reasons)
-    # Every line through a dominated cell hides another cell as well.
+    assert any(raw.cells[i].key[0][1] == "2026-01" for i in dominated_cells)
+    hidden = set(decision.reasons) | {
+        i for i, d in decision.withheld.items() if "allowed_cents" in d}
+    assert set(dominated_cells) <= hidden
+    # Every line through a dominated cell hides another cell's dollars as well.
     keys = tuple(c.key for c in raw.cells)
-    lines = Table(keys=keys, values=tuple(c.value("member_months") for c in raw.cells)).lines()
+    dollars = Table(keys=keys, values=tuple(c.value("allowed_cents") for c in raw.cells))
     for i in dominated_cells:
-        for line in (line for line in lines if i in line):
+        for line in (line for line in dollars.lines() if i in line):
             assert len(hidden.intersection(line)) >= 2, line
-    # And the interval audit of the protected count finds nothing pinned down.
-    audited = Table(keys=keys, values=tuple(c.value("member_months") for c in raw.cells))
-    assert exposed(audited, hidden, Policy().min_cell_size) == []
+    # And what the released dollars and every margin give an analyst leaves each dominated
+    # total at least p% of itself away from its upper and its lower bound, or (where a margin
+    # alone already bounds it closer: January's row, itself a dominated total) no closer than
+    # the margins alone do.
+    found = intervals(dollars, hidden, 1)
+    alone = intervals(dollars, range(len(keys)), 1)
+    for i in dominated_cells:
+        value = dollars.values[i]
+        for iv in (found[i], alone[i]):
+            assert iv.low <= value <= iv.high
+        slack = min(found[i].high - value, value - found[i].low)
+        floor = min(alone[i].high - value, value - alone[i].low)
+        assert slack >= min(P_PERCENT / 100 * value, floor) - 1e-6, (i, found[i], value)
     for i in hidden:
-        assert all(s.value is None for s in table.cells[i].stats)
+        assert table.cells[i].stat("allowed_cents").value is None
 
 
 def test_every_dollar_statistic_has_contributions_but_rebates() -> None:
@@ -378,8 +398,11 @@ def test_person_metrics_see_the_planted_member_as_their_largest_contribution(
         *got["allowed_cents"][1:],
     )
     table, decision = _protect(raw)
-    assert decision.reasons == {0: DOMINANCE}
-    assert all(s.value is None for s in table.cells[0].stats)  # the histogram goes with it
+    assert decision.withheld == {0: {"allowed_cents": DOMINANCE, "allowed_histogram": DOMINANCE}}
+    (cell,) = table.cells
+    assert cell.stat("allowed_cents").value is None
+    assert cell.stat("allowed_histogram").value is None  # the histogram goes with it
+    assert cell.stat("members").value == raw.cells[0].value("members")
 
 
 # --- hand-built cells: ties, negative net, a lone member ---------------------------------------

@@ -126,7 +126,16 @@ def compare(
                 for part in parts:
                     partial = part if partial is None else partial + part  # type: ignore[operator]
                 assert stat.value == partial, f"{query.metric} program {key} {stat.name}"
-            assert any(not f.complete for f in cell.figures) or not cell.figures
+            # A figure resting on a statistic some carrier withheld is marked incomplete.
+            left_out = {
+                name for (scope, k), names in released_by_carrier.items() if k == key
+                for name in want[(scope, k)] if name not in names
+            }
+            assert left_out
+            inputs = {f.name: set(f.inputs) for f in spec.figures}
+            for figure in cell.figures:
+                if inputs[figure.name] & left_out:
+                    assert not figure.complete, f"{query.metric} program {key} {figure.name}"
     program_keys = {k for s, k in want if s == "program"}
     assert {tuple(v for _, v in c.key) for c in program[0].cells} == program_keys
     return counts

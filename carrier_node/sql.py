@@ -181,7 +181,7 @@ def member_months(carrier_id: str, filters: Mapping[Dimension, Sequence[str]]) -
 def _code_condition(column: exp.Expr, cond: CodeCondition) -> exp.Expr:
     parts: list[exp.Expr] = []
     if cond.codes:
-        parts.append(column.copy().isin(*[lit(c) for c in cond.codes]))
+        parts.append(codes_in(column.copy(), cond.codes))
     for low, high in cond.ranges:
         parts.append(
             exp.and_(
@@ -213,7 +213,7 @@ def _rule_condition(rule: ServiceCategoryRule, line: str) -> exp.Expr:
             conds.append(_code_condition(exp.column(field, line), cond))
     if rule.drg_type:
         codes = sorted(code for code, kind in drg_types().items() if kind == rule.drg_type)
-        conds.append(exp.column("drg", line).isin(*[lit(c) for c in codes]))
+        conds.append(codes_in(exp.column("drg", line), codes))
     return exp.and_(*conds) if conds else exp.true()
 
 
@@ -348,8 +348,18 @@ def in_period(column: exp.Expr, period: Period) -> exp.Expr:
     )
 
 
+#: Code lists longer than this are matched against a VALUES table rather than an IN list:
+#: DuckDB tests a long IN list value by value on every row (the MS-DRG and revenue-code lists
+#: made data quality and service categories several times slower), a subquery it hashes once.
+LONG_CODE_LIST = 32
+
+
 def codes_in(column: exp.Expr, codes: Sequence[str]) -> exp.Expr:
-    return column.isin(*[lit(c) for c in codes])
+    """``column`` is one of ``codes`` (NULL when the column is NULL, as ``IN`` reads)."""
+    if len(codes) <= LONG_CODE_LIST:
+        return column.isin(*[lit(c) for c in codes])
+    table = exp.values([(lit(c),) for c in codes], alias="code_list", columns=["code"])
+    return column.isin(query=exp.select(exp.column("code", "code_list")).from_(table))
 
 
 def code_range(column: exp.Expr, low: str, high: str) -> exp.Expr:

@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", type=Path, default=None,
                         help="where the synthetic carriers are (written there when absent)")
     args = parser.parse_args(argv)
-    console = Console()
+    console = Console(width=150)
     period = Period.parse(f"2026-01:2026-{args.months:02d}")
     queries = monthly_suite(totals=True)
     with tempfile.TemporaryDirectory(prefix="disclosure-share-") as tmp:

@@ -13,7 +13,7 @@ below ``protection`` and below that baseline.
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,12 +53,21 @@ def intervals(table: Table, suppressed: Collection[int], protection: int) -> dic
             row[column[i]] = 1.0
         rows.append(row)
         rhs.append(float(margin - sum(table.values[i] for i in line if i not in column)))
-    out: dict[int, Interval] = {}
     if not rows:
         return {cell: Interval(0.0, math.inf) for cell in hidden}
+    if _disjoint(rows):
+        return _disjoint_intervals(hidden, rows, rhs)
+    return _lp_intervals(hidden, rows, rhs)
+
+
+def _lp_intervals(
+    hidden: list[int], rows: list[list[float]], rhs: list[float]
+) -> dict[int, Interval]:
+    """Each hidden cell's least and greatest value under the constraints, by two LPs."""
+    out: dict[int, Interval] = {}
     a_eq, b_eq = np.array(rows), np.array(rhs)
     bounds = [(0.0, None)] * len(hidden)
-    for cell, j in column.items():
+    for j, cell in enumerate(hidden):
         c = np.zeros(len(hidden))
         c[j] = 1.0
         low = linprog(c, A_eq=a_eq, b_eq=b_eq, bounds=bounds, method="highs")
@@ -69,8 +78,28 @@ def intervals(table: Table, suppressed: Collection[int], protection: int) -> dic
     return out
 
 
+def _disjoint(rows: list[list[float]]) -> bool:
+    """No hidden cell is in two constraints (a one-dimensional table, for one)."""
+    return bool(np.all(np.array(rows).sum(axis=0) <= 1.0))
+
+
+def _disjoint_intervals(
+    hidden: list[int], rows: list[list[float]], rhs: list[float]
+) -> dict[int, Interval]:
+    """The LP's answer in closed form when the constraints share no cell: a cell alone in its
+    constraint is its right-hand side; one of several non-negative cells summing to ``r`` lies
+    anywhere in [0, r]; a cell in no constraint in [0, ∞)."""
+    out = {cell: Interval(0.0, math.inf) for cell in hidden}
+    for row, total in zip(rows, rhs, strict=True):
+        members = [hidden[j] for j, v in enumerate(row) if v]
+        for cell in members:
+            out[cell] = Interval(total, total) if len(members) == 1 else Interval(0.0, total)
+    return out
+
+
 def exposed_sided(
-    table: Table, suppressed: Collection[int], required: Mapping[int, float]
+    table: Table, suppressed: Collection[int], required: Mapping[int, float],
+    baseline: Callable[[], Mapping[int, Interval]] | None = None,
 ) -> list[int]:
     """Suppressed cells an analyst can bound, from above or from below, closer to their true
     value than ``required[cell]`` (the p% rule's protection of a dollar total: its upper bound
@@ -86,15 +115,19 @@ def exposed_sided(
             if cell in required and slack(iv, cell) < required[cell]]
     if not weak:
         return []
-    baseline = intervals(table, range(len(table.keys)), 1)
-    return sorted(c for c in weak if slack(found[c], c) < slack(baseline[c], c) - 1e-9)
+    base = baseline() if baseline is not None else intervals(table, range(len(table.keys)), 1)
+    return sorted(c for c in weak if slack(found[c], c) < slack(base[c], c) - 1e-9)
 
 
-def exposed(table: Table, suppressed: Collection[int], protection: int) -> list[int]:
+def exposed(
+    table: Table, suppressed: Collection[int], protection: int,
+    baseline: Callable[[], Mapping[int, Interval]] | None = None,
+) -> list[int]:
     """Suppressed cells the released cells narrow below ``protection`` (and the baseline)."""
     found = intervals(table, suppressed, protection)
     weak = [cell for cell, iv in found.items() if iv.width < protection]
     if not weak:
         return []
-    baseline = intervals(table, range(len(table.keys)), protection)
-    return sorted(cell for cell in weak if found[cell].width < baseline[cell].width - 1e-9)
+    base = (baseline() if baseline is not None
+            else intervals(table, range(len(table.keys)), protection))
+    return sorted(cell for cell in weak if found[cell].width < base[cell].width - 1e-9)

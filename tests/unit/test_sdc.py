@@ -131,3 +131,28 @@ def test_noise_is_calibrated_to_the_sensitivity() -> None:
     draws = [mech.release(1000) for _ in range(400)]
     assert len(set(draws)) > 5  # it is noise
     assert abs(sum(draws) / len(draws) - 1000) < 3  # and unbiased
+
+
+@settings(max_examples=80, deadline=None)
+@given(data=st.data())
+def test_closed_form_intervals_equal_the_lp_when_constraints_share_no_cell(
+    data: st.DataObject,
+) -> None:
+    from carrier_node.sdc.audit import _disjoint, _disjoint_intervals, _lp_intervals
+
+    n = data.draw(st.integers(1, 8))
+    hidden = list(range(n))
+    groups = data.draw(st.lists(st.integers(0, 3), min_size=n, max_size=n))  # 3: in no row
+    rows, rhs = [], []
+    for g in sorted(set(groups) - {3}):
+        rows.append([1.0 if groups[j] == g else 0.0 for j in hidden])
+        rhs.append(float(data.draw(st.integers(0, 10_000))))
+    if not rows:
+        return
+    assert _disjoint(rows)
+    closed = _disjoint_intervals(hidden, rows, rhs)
+    solved = _lp_intervals(hidden, rows, rhs)
+    for cell in hidden:
+        assert closed[cell].low == pytest.approx(solved[cell].low, abs=1e-6)
+        assert closed[cell].high == pytest.approx(solved[cell].high, abs=1e-6) or (
+            closed[cell].high == solved[cell].high == float("inf"))

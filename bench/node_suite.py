@@ -44,7 +44,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from fedoversight import catalogue, wire
+from fedoversight import catalogue
 from fedoversight.codelists import (
     CodeCondition,
     ServiceCategoryRule,
@@ -53,10 +53,10 @@ from fedoversight.codelists import (
     revenue_codes,
     service_category_rules,
 )
-from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec
 from fedoversight.histogram import EDGES_CENTS, Histogram
 from fedoversight.periods import Month, Period
+from oversight_sim.suites import monthly_suite
 
 ROOT = Path(__file__).resolve().parents[1]
 CARRIER = "c001"
@@ -80,13 +80,7 @@ Cells = dict[tuple[str, ...], dict[str, Value]]
 
 def suite_queries() -> list[QuerySpec]:
     """Every catalogue metric at its representative grouping."""
-    out = []
-    for spec in catalogue.METRICS:
-        group = [Dimension.MONTH] if Dimension.MONTH in spec.dimensions else []
-        if spec.one_of:
-            group.append(min(spec.one_of))
-        out.append(wire.make_query(spec.name, spec.version, group))
-    return out
+    return monthly_suite()
 
 
 def period_of(months: int) -> Period:

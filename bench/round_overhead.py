@@ -28,10 +28,10 @@ import grpc
 import pyarrow as pa
 
 from carrier_node.datasource import FileSource
-from fedoversight import catalogue, wire
-from fedoversight.dimensions import Dimension
+from fedoversight import wire
 from fedoversight.periods import Period
 from oversight_sim.harness import SimulatedFederation
+from oversight_sim.suites import monthly_suite
 from oversight_sim.synth import SynthConfig, write_carriers
 
 PERIOD = Period.parse("2026-01:2026-03")
@@ -59,13 +59,7 @@ class CannedSource:
 def queries(suite: bool) -> list[object]:
     if not suite:
         return [wire.make_query("enrollment.member_months")]
-    out = []
-    for spec in catalogue.METRICS:
-        group = [Dimension.MONTH] if Dimension.MONTH in spec.dimensions else []
-        if spec.one_of:
-            group.append(min(spec.one_of))
-        out.append(wire.make_query(spec.name, spec.version, group))
-    return out
+    return list(monthly_suite())
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -223,14 +223,27 @@ def filter_lines(query: exp.Select, ctx: BuildContext, line_table: str) -> exp.S
     return query
 
 
-def member_month_ctes(ctx: BuildContext, *, filtered: bool = True) -> list[tuple[str, exp.Expr]]:
+def needs_spans(ctx: BuildContext) -> bool:
+    """Whether the query groups or filters by a member dimension of the span in force (plan,
+    age band, sex, ...), not only by calendar and carrier."""
+    used = {*ctx.group_by, *(d for d, _ in ctx.query.filters)}
+    return any(
+        d in sql.MEMBER_DIMENSIONS and d not in sql.SPAN_FREE_DIMENSIONS for d in used
+    )
+
+
+def member_month_ctes(
+    ctx: BuildContext, *, filtered: bool = True, spans: bool = False
+) -> list[tuple[str, exp.Expr]]:
     """CTEs ``months`` and ``mm`` (the member months of the period); ``filtered`` applies the
     member-dimension filters to the member months themselves (right for metrics whose cells are
-    member months; person metrics filter their attributed month instead)."""
+    member months; person metrics filter their attributed month instead). ``mm`` carries the
+    attributes of the span in force when the query's keys or filters need them, or when
+    ``spans`` says the metric reads them (birth or death date, sex); else only the calendar."""
     filters = ctx.member_filters if filtered else {}
     return [
         ("months", exp.select("*").from_(sql.months_cte(ctx.period))),
-        (MM, sql.member_months(ctx.carrier_id, filters)),
+        (MM, sql.member_months(ctx.carrier_id, filters, spans=spans or needs_spans(ctx))),
     ]
 
 

@@ -39,7 +39,7 @@ def churn(ctx: BuildContext) -> exp.Select:
     return with_ctes(
         query,
         [
-            *member_month_ctes(ctx),
+            *member_month_ctes(ctx, spans=True),  # the span's death date
             ("around", exp.select("*").from_(sql.months_around_cte(ctx.period))),
             ("enrolled", sql.fill(_ENROLLED_AROUND)),
         ],

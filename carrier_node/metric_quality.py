@@ -45,7 +45,7 @@ def _persons_query(ctx: BuildContext, measure: str, ctes: list[tuple[str, exp.Ex
     return with_ctes(
         query,
         [
-            *member_month_ctes(ctx, filtered=False),
+            *member_month_ctes(ctx, filtered=False, spans=True),  # sex, birth date
             ("attributed", attributed_months(ctx, last_month_only=True)),
             *ctes,
         ],

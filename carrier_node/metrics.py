@@ -37,6 +37,7 @@ from carrier_node.metric_common import (
     contribution_columns,
     histogram_columns,
     member_cells,
+    needs_spans,
     per_member,
 )
 from fedoversight.catalogue import MetricSpec, StatKind
@@ -74,9 +75,13 @@ def _member_month_totals(dims: tuple[Dimension, ...]) -> exp.Select:
     return query.group_by(*_cols(dims))
 
 
+def _member_months(ctx: BuildContext) -> exp.Select:
+    return sql.member_months(ctx.carrier_id, ctx.member_filters, spans=needs_spans(ctx))
+
+
 def enrollment_member_months(ctx: BuildContext) -> exp.Select:
     query = _with_months(_member_month_totals(ctx.group_by), ctx)
-    return query.with_("mm", as_=sql.member_months(ctx.carrier_id, ctx.member_filters))
+    return query.with_("mm", as_=_member_months(ctx))
 
 
 #: The dollar totals of cost.pmpm and cost.pmpm_by_service_category.
@@ -156,7 +161,7 @@ def _cost(ctx: BuildContext) -> exp.Select:
         )
     return (
         _with_months(query, ctx)
-        .with_("mm", as_=sql.member_months(ctx.carrier_id, ctx.member_filters), copy=False)
+        .with_("mm", as_=_member_months(ctx), copy=False)
         .with_("lines", as_=sql.claim_lines(ctx.period, _category_levels(ctx)), copy=False)
         .with_("den", as_=_member_month_totals(member_dims), copy=False)
         .with_("num", as_=_claims_by_cell(ctx, dims), copy=False)

@@ -151,20 +151,47 @@ FROM (
 """
 
 
-def member_months(carrier_id: str, filters: Mapping[Dimension, Sequence[str]]) -> exp.Select:
+#: Member dimensions a member month has whichever enrollment span is in force.
+SPAN_FREE_DIMENSIONS = frozenset(
+    {Dimension.CARRIER, Dimension.MONTH, Dimension.QUARTER, Dimension.YEAR}
+)
+
+# The same rows as _MEMBER_MONTHS (one per member and enrolled month), with the calendar columns
+# only: when nothing of the span in force is read, ranking the spans is wasted work (it was
+# most of the cost of a member-month CTE on a large carrier).
+_ENROLLED_MONTHS = """
+SELECT DISTINCT e.member_id AS member_id, m.month_start AS month_start,
+       m.month_end AS month_end, :carrier AS carrier, m.month AS month, m.quarter AS quarter,
+       m.year AS year
+FROM eligibility AS e
+JOIN months AS m
+  ON e.enrollment_start_date <= m.month_end
+ AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
+"""
+
+
+def member_months(
+    carrier_id: str, filters: Mapping[Dimension, Sequence[str]], *, spans: bool = True
+) -> exp.Select:
     """Member months (one row per member × month) with every member dimension, the month's
     ``month_start`` and ``month_end``, and the in-force span's ``birth_date`` and
-    ``death_date`` (which never leave the engine). Only member-dimension filters apply."""
-    age = fill(_AGE).expressions[0]
-    query = fill(
-        _MEMBER_MONTHS,
-        carrier=lit(carrier_id),
-        plan_code=checked_code(exp.column("plan_code", "sm"), "plan_code"),
-        state=checked_code(exp.column("state", "sm"), "state"),
-        age=age,
-        age_band=_age_band(exp.column("age", "sm")),
-    )
+    ``death_date`` (which never leave the engine). Only member-dimension filters apply.
+
+    With ``spans`` false, when the filters are on :data:`SPAN_FREE_DIMENSIONS` only, the same
+    rows come with the calendar and carrier columns alone (no span is chosen): for callers that
+    read nothing else of a member month."""
     member_filters = [(d, v) for d, v in filters.items() if d in MEMBER_DIMENSIONS]
+    if not spans and all(d in SPAN_FREE_DIMENSIONS for d, _ in member_filters):
+        query = fill(_ENROLLED_MONTHS, carrier=lit(carrier_id))
+    else:
+        query = fill(
+            _MEMBER_MONTHS,
+            carrier=lit(carrier_id),
+            plan_code=checked_code(exp.column("plan_code", "sm"), "plan_code"),
+            state=checked_code(exp.column("state", "sm"), "state"),
+            age=fill(_AGE).expressions[0],
+            age_band=_age_band(exp.column("age", "sm")),
+        )
     if not member_filters:
         return query
     filtered = exp.select("*").from_(query.subquery("member_month"))

@@ -210,9 +210,8 @@ def _rule_condition(rule: ServiceCategoryRule) -> str:
         cond = getattr(rule, field)
         if cond is not None:
             conds.append(_code_condition(f"c.{field}", cond))
-    if rule.drg_type:
-        codes = sorted(c for c, kind in drg_types().items() if kind == rule.drg_type)
-        conds.append(f"c.drg IN ({', '.join(repr(c) for c in codes)})")
+    if rule.drg_type:  # hundreds of codes: a table (DuckDB tests IN lists value by value)
+        conds.append(f"c.drg IN (SELECT code FROM drg_{rule.drg_type.lower()}_codes)")
     return " AND ".join(conds) if conds else "TRUE"
 
 
@@ -812,13 +811,16 @@ GROUP BY m.month"""
 
 def hand_connection(directory: Path) -> duckdb.DuckDBPyConnection:
     """DuckDB over the carrier's Parquet files (plain views, no validation) and the shipped
-    code lists the data-quality metric checks against."""
+    code lists as tables (data quality, MS-DRG types of the service-category rules)."""
     con = duckdb.connect(":memory:")
     for name in ("eligibility", "medical_claims", "pharmacy_claims", "providers", "rebates"):
         path = str(directory / f"{name}.parquet").replace("'", "''")
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
-    for name, codes in (("pos_codes", place_of_service_codes()),
-                        ("revenue_codes", revenue_codes()), ("drg_codes", drg_types())):
+    lists = {"pos_codes": place_of_service_codes(), "revenue_codes": revenue_codes(),
+             "drg_codes": drg_types()}
+    for kind in sorted(set(drg_types().values())):
+        lists[f"drg_{kind.lower()}_codes"] = {c for c, k in drg_types().items() if k == kind}
+    for name, codes in lists.items():
         con.register(f"{name}_arrow", pa.table({"code": sorted(codes)}))
         con.execute(f"CREATE TABLE {name} AS SELECT * FROM {name}_arrow")
         con.unregister(f"{name}_arrow")

@@ -108,6 +108,8 @@ SELECT EXTRACT(YEAR FROM u.month_start) - EXTRACT(YEAR FROM u.birth_date)
 # The span in force in a month is the latest-starting one (ties: greatest plan code, then the
 # latest end, open first). Most members have one span, and only the member months of members
 # with several are ranked (a window over every member month is the costliest step otherwise).
+# The rank is filtered inside that branch: a filter on the whole union made PostgreSQL guess
+# some hundred member months where there are millions, and plan nested loops that ran for hours.
 _MEMBER_MONTHS = """
 SELECT sm.member_id AS member_id, sm.month_start AS month_start, sm.month_end AS month_end,
        :carrier AS carrier, sm.program AS program, :plan_code AS plan_code, sm.month AS month,
@@ -130,23 +132,25 @@ FROM (
      AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
     WHERE e.span_count = 1
     UNION ALL
-    SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
-           e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
-           m.month, m.quarter, m.year,
-           ROW_NUMBER() OVER (
-             PARTITION BY e.member_id, m.month_start
-             ORDER BY e.enrollment_start_date DESC, e.plan_code DESC,
-                      e.enrollment_end_date DESC NULLS FIRST
-           ) AS span_rank
-    FROM (
-      SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count FROM eligibility AS s
-    ) AS e
-    JOIN months AS m
-      ON e.enrollment_start_date <= m.month_end
-     AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
-    WHERE e.span_count > 1
+    SELECT * FROM (
+      SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
+             e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
+             m.month, m.quarter, m.year,
+             ROW_NUMBER() OVER (
+               PARTITION BY e.member_id, m.month_start
+               ORDER BY e.enrollment_start_date DESC, e.plan_code DESC,
+                        e.enrollment_end_date DESC NULLS FIRST
+             ) AS span_rank
+      FROM (
+        SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count FROM eligibility AS s
+      ) AS e
+      JOIN months AS m
+        ON e.enrollment_start_date <= m.month_end
+       AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
+      WHERE e.span_count > 1
+    ) AS ranked
+    WHERE ranked.span_rank = 1
   ) AS u
-  WHERE u.span_rank = 1
 ) AS sm
 """
 

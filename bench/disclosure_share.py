@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             source.open()  # raises when a required table is unusable
             try:
                 engine = Engine(source, directory.name)
-                raws = [engine.evaluate(period, q) for q in queries]
+                raws = engine.evaluate_many(period, queries)
             finally:
                 source.close()
             protector = Protector(Policy(), ledger=Ledger(":memory:"))

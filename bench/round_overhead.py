@@ -22,7 +22,10 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pyarrow as pa
@@ -49,6 +52,41 @@ class CannedSource:
     def execute_arrow(self, sql: str) -> pa.Table:
         table = self._cache.get(sql)
         if table is None:
+            table = self._cache[sql] = self._real.execute_arrow(sql)
+        return table
+
+    @contextmanager
+    def session(self) -> Iterator[CannedSession]:
+        with ExitStack() as stack:
+            yield CannedSession(self._cache, lambda: stack.enter_context(self._real.session()))
+
+
+class CannedSession:
+    """A batch's session: answers from the cache; on a miss, opens a real session and makes the
+    batch's shared tables there first."""
+
+    def __init__(self, cache: dict[str, pa.Table], open_real: Callable[[], Any]) -> None:
+        self._cache = cache
+        self._open_real = open_real
+        self._real: Any = None
+        self._creates: list[tuple[str, str]] = []
+
+    def create_table(self, name: str, statement: str) -> None:
+        self._creates.append((name, statement))
+        if self._real is not None:
+            self._real.create_table(name, statement)
+
+    def drop_table(self, name: str) -> None:
+        if self._real is not None:
+            self._real.drop_table(name)
+
+    def execute_arrow(self, sql: str) -> pa.Table:
+        table = self._cache.get(sql)
+        if table is None:
+            if self._real is None:
+                self._real = self._open_real()
+                for name, statement in self._creates:
+                    self._real.create_table(name, statement)
             table = self._cache[sql] = self._real.execute_arrow(sql)
         return table
 

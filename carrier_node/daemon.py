@@ -538,7 +538,7 @@ class NodeDaemon:
 
     def _evaluate(self, request: RequestSpec) -> list[QueryTable]:
         assert self._engine is not None
-        raws = [self._engine.evaluate(request.period, query) for query in request.queries]
+        raws = self._engine.evaluate_many(request.period, request.queries)
         tables, decisions = self._protector.protect(request, raws)
         for decision in decisions:
             counts = decision.counts()

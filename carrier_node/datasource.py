@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import ClassVar
 
@@ -30,6 +32,40 @@ from fedoversight.schema import TABLES
 __all__ = ["FileSource", "Problem", "check_directory"]
 
 logger = logging.getLogger(__name__)
+
+
+class _Session:
+    """One DuckDB cursor; errors name their class only (see :meth:`FileSource.execute_arrow`)."""
+
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self._cursor = cursor
+
+    def _fail(self, exc: duckdb.Error) -> DataSourceError:
+        logger.error("query failed on the file data source (%s)", type(exc).__name__)
+        return DataSourceError(f"query failed on the file data source ({type(exc).__name__})")
+
+    def execute_arrow(self, sql: str) -> pyarrow.Table:
+        try:
+            relation = self._cursor.sql(sql)
+            if relation is None:
+                raise DataSourceError("the query returned no result")
+            table: pyarrow.Table = relation.to_arrow_table()
+            return table
+        except duckdb.Error as exc:
+            raise self._fail(exc) from None
+
+    def create_table(self, name: str, statement: str) -> None:
+        try:
+            self._cursor.execute(statement)
+        except duckdb.Error as exc:
+            raise self._fail(exc) from None
+
+    def drop_table(self, name: str) -> None:
+        drop = exp.Drop(tables=[exp.to_table(name)], kind="TABLE", exists=True)
+        try:
+            self._cursor.execute(drop.sql(dialect="duckdb"))
+        except duckdb.Error as exc:
+            raise self._fail(exc) from None
 
 
 class FileSource:
@@ -128,21 +164,19 @@ class FileSource:
         A failure raises :class:`DataSourceError` naming the error class only: DuckDB's
         message may quote the query or a value, so neither is kept.
         """
+        with self.session() as session:
+            return session.execute_arrow(sql)
+
+    @contextmanager
+    def session(self) -> Iterator[_Session]:
+        """A cursor of its own for a batch of queries (see :class:`carrier_node.engine.Session`);
+        its temporary tables are seen by nothing else and go with it."""
         con = self._con
         if con is None:
             raise DataSourceError("the file data source is not open")
         cursor = con.cursor()
         try:
-            relation = cursor.sql(sql)
-            if relation is None:
-                raise DataSourceError("the query returned no result")
-            table: pyarrow.Table = relation.to_arrow_table()
-            return table
-        except duckdb.Error as exc:
-            logger.error("query failed on the file data source (%s)", type(exc).__name__)
-            raise DataSourceError(
-                f"query failed on the file data source ({type(exc).__name__})"
-            ) from None
+            yield _Session(cursor)
         finally:
             cursor.close()
 

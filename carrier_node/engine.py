@@ -11,12 +11,15 @@ import decimal
 import functools
 import logging
 import time
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
 
 import pyarrow as pa
+from sqlglot import exp
 
-from carrier_node import metrics, sql
+from carrier_node import batch, metrics, sql
 from fedoversight.catalogue import StatKind, get_metric
 from fedoversight.dimensions import Dimension, accepts
 from fedoversight.domain import CellKey, QuerySpec
@@ -25,6 +28,20 @@ from fedoversight.histogram import N_BINS, Histogram
 from fedoversight.periods import Period
 
 log = logging.getLogger(__name__)
+
+
+class Session(Protocol):
+    """One connection of a data source, kept for the queries of a batch: temporary tables made
+    on it are seen by its later queries and by nothing else."""
+
+    def create_table(self, name: str, statement: str) -> None:
+        """Run ``statement``, a ``CREATE TEMPORARY TABLE name AS SELECT ...`` built by the
+        engine, and make the table ready to be read (e.g. its statistics gathered)."""
+        ...
+
+    def drop_table(self, name: str) -> None: ...
+
+    def execute_arrow(self, sql: str) -> pa.Table: ...
 
 
 class DataSource(Protocol):
@@ -36,6 +53,8 @@ class DataSource(Protocol):
         ...
 
     def execute_arrow(self, sql: str) -> pa.Table: ...
+
+    def session(self) -> AbstractContextManager[Session]: ...
 
     def snapshot(self) -> str: ...
 
@@ -89,14 +108,53 @@ def _as_int(value: object) -> int:
 _ANY_CARRIER = "carrier"
 
 
+def _expression(
+    tables: frozenset[str] | None, schema: str | None, period: Period, query: QuerySpec
+) -> exp.Query:
+    context = metrics.BuildContext(_ANY_CARRIER, period, query, tables=tables)
+    return sql.qualify_tables(metrics.build(context), schema)
+
+
 @functools.lru_cache(maxsize=512)
 def _render(
     dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
     query: QuerySpec,
 ) -> str:
-    context = metrics.BuildContext(_ANY_CARRIER, period, query, tables=tables)
-    expression = sql.qualify_tables(metrics.build(context), schema)
-    return expression.sql(dialect=dialect)
+    return _expression(tables, schema, period, query).sql(dialect=dialect)
+
+
+@dataclass(frozen=True)
+class RenderedBatch:
+    """SQL text of a batch: shared tables (name, CREATE statement, index of the last query
+    reading it) in creation order, then the queries."""
+
+    shared: tuple[tuple[str, str, int], ...]
+    queries: tuple[str, ...]
+
+
+@functools.lru_cache(maxsize=64)
+def _render_batch(
+    dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
+    queries: tuple[QuerySpec, ...],
+) -> RenderedBatch:
+    planned = batch.plan([_expression(tables, schema, period, q) for q in queries])
+    return RenderedBatch(
+        shared=tuple(
+            (t.name, t.create_statement(dialect), t.last_use) for t in planned.shared
+        ),
+        queries=tuple(q.sql(dialect=dialect) for q in planned.queries),
+    )
+
+
+@dataclass(frozen=True)
+class BatchTiming:
+    """Where the last :meth:`Engine.evaluate_many` spent its time (for logs and benchmarks)."""
+
+    #: Seconds computing the shared blocks, and how many there were.
+    shared_seconds: float = 0.0
+    shared_blocks: int = 0
+    #: Seconds of each evaluated query's own SQL, in order (queries filtered out excluded).
+    query_seconds: tuple[float, ...] = ()
 
 
 class Engine:
@@ -104,6 +162,10 @@ class Engine:
         self.source = source
         self.carrier_id = carrier_id
         self.schema = schema
+        self.last_batch = BatchTiming()
+
+    def _tables(self) -> frozenset[str] | None:
+        return getattr(self.source, "tables", None)
 
     def render(self, period: Period, query: QuerySpec) -> str:
         """The SQL text for ``query`` in the source's dialect (stays inside the node).
@@ -112,22 +174,83 @@ class Engine:
         cached per (dialect, tables, schema, period, query). The carrier's own id is not part
         of it: the carrier key is a constant filled in after the query (see :meth:`evaluate`).
         """
-        tables: frozenset[str] | None = getattr(self.source, "tables", None)
-        return _render(self.source.dialect, tables, self.schema, period, query)
+        return _render(self.source.dialect, self._tables(), self.schema, period, query)
+
+    def render_batch(self, period: Period, queries: tuple[QuerySpec, ...]) -> RenderedBatch:
+        """The SQL of ``queries`` evaluated together (see :mod:`carrier_node.batch`)."""
+        return _render_batch(self.source.dialect, self._tables(), self.schema, period, queries)
 
     def evaluate(self, period: Period, query: QuerySpec) -> RawTable:
+        return self.evaluate_many(period, [query])[0]
+
+    def evaluate_many(self, period: Period, queries: Sequence[QuerySpec]) -> list[RawTable]:
+        """Evaluate the queries of one request, in order.
+
+        Blocks that several of them compute (member months, final-action fills, stays, ...) are
+        computed once into temporary tables of one session of the source and read by each
+        query that needs them; the tables are dropped after their last reader.
+        """
+        local = [self._local_query(q) for q in queries]
+        active = tuple(q for q in local if q is not None)
+        results = iter(self._run(period, active))
+        return [
+            RawTable(query=original, cells=()) if q is None else self._cells(q, next(results))
+            for original, q in zip(queries, local, strict=True)
+        ]
+
+    def _local_query(self, query: QuerySpec) -> QuerySpec | None:
+        """The query as this carrier evaluates it: without a carrier filter, which either
+        selects this carrier (dropped) or does not (None: no cells here)."""
         filters = dict(query.filters)
-        if Dimension.CARRIER in filters:
-            if self.carrier_id not in filters[Dimension.CARRIER]:
-                return RawTable(query=query, cells=())  # this carrier is filtered out
-            query = dataclasses.replace(
-                query, filters=tuple((d, v) for d, v in query.filters if d is not Dimension.CARRIER)
-            )
+        if Dimension.CARRIER not in filters:
+            return query
+        if self.carrier_id not in filters[Dimension.CARRIER]:
+            return None
+        return dataclasses.replace(
+            query, filters=tuple((d, v) for d, v in query.filters if d is not Dimension.CARRIER)
+        )
+
+    def _run(
+        self, period: Period, queries: tuple[QuerySpec, ...]
+    ) -> list[tuple[pa.Table, float]]:
+        """Each query's result table and the seconds its own SQL took."""
+        if len(queries) < 2:
+            out = [self._timed(self.source.execute_arrow, self.render(period, q)) for q in queries]
+            self.last_batch = BatchTiming(query_seconds=tuple(t for _, t in out))
+            return out
+        rendered = self.render_batch(period, queries)
+        out = []
+        with self.source.session() as session:
+            started = time.perf_counter()
+            for name, statement, _ in rendered.shared:
+                session.create_table(name, statement)
+            shared_seconds = time.perf_counter() - started
+            if rendered.shared:
+                log.info(
+                    "computed %d blocks shared by the batch's %d queries in %.3fs",
+                    len(rendered.shared), len(queries), shared_seconds,
+                )
+            for index, text in enumerate(rendered.queries):
+                out.append(self._timed(session.execute_arrow, text))
+                for name, _, last_use in rendered.shared:
+                    if last_use == index:
+                        session.drop_table(name)
+        self.last_batch = BatchTiming(
+            shared_seconds, len(rendered.shared), tuple(t for _, t in out)
+        )
+        return out
+
+    @staticmethod
+    def _timed(run: Callable[[str], pa.Table], text: str) -> tuple[pa.Table, float]:
+        started = time.perf_counter()
+        table = run(text)
+        return table, time.perf_counter() - started
+
+    def _cells(self, query: QuerySpec, result: tuple[pa.Table, float]) -> RawTable:
+        table, seconds = result
         spec = get_metric(query.metric, query.version)
         stat_names = [s.name for s in spec.statistics if s.kind is not StatKind.HISTOGRAM]
         histograms = [s.name for s in spec.statistics if s.kind is StatKind.HISTOGRAM]
-        started = time.perf_counter()
-        table = self.source.execute_arrow(self.render(period, query))
         dims = [d.value for d in query.group_by]
         hist_columns = [c for h in histograms for c in metrics.histogram_columns(h)]
         contributed = metrics.contributed_statistics(spec)
@@ -180,8 +303,5 @@ class Engine:
                 RawCell(key=key, values=tuple(stats), contributions=tuple(contributions))
             )
         cells.sort(key=lambda c: c.key)
-        log.info(
-            "evaluated %s over %s: %d cells in %.3fs",
-            spec.key, period, len(cells), time.perf_counter() - started,
-        )
+        log.info("evaluated %s: %d cells in %.3fs", spec.key, len(cells), seconds)
         return RawTable(query=query, cells=tuple(cells))

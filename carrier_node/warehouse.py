@@ -15,10 +15,13 @@ import hashlib
 import logging
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import psycopg
+import psycopg.sql
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field
 from sqlglot import exp
@@ -97,6 +100,63 @@ def _arrow_value(value: object) -> object:
     return value
 
 
+def _fetch_arrow(con: psycopg.Connection[Any], sql: str) -> pa.Table:
+    try:
+        with con.cursor() as cur:
+            cur.execute(sql)  # type: ignore[arg-type]  # built from expressions
+            names = [d.name for d in cur.description or ()]
+            rows = cur.fetchall()
+    except psycopg.Error as exc:
+        # The server's message may quote the query or data: only the error class is kept.
+        log.error("warehouse query failed: %s", type(exc).__name__)
+        raise DataSourceError(f"warehouse query failed ({type(exc).__name__})") from None
+    data = {n: [_arrow_value(r[i]) for r in rows] for i, n in enumerate(names)}
+    return pa.table(data) if names else pa.table({})
+
+
+class _Session:
+    """One connection kept for a batch. The connection's transactions are read-only; the
+    engine's temporary tables are made (and statistics gathered on them) in a transaction that
+    asks to write, which a temporary table needs: nothing but the statement built by the
+    engine runs in it, and the node's role needs no right beyond the database's TEMPORARY."""
+
+    def __init__(self, con: psycopg.Connection[Any]) -> None:
+        self._con = con
+        self._tables: list[str] = []
+
+    def execute_arrow(self, sql: str) -> pa.Table:
+        return _fetch_arrow(self._con, sql)
+
+    def _write(self, *statements: str | psycopg.sql.Composed) -> None:
+        try:
+            with self._con.transaction(), self._con.cursor() as cur:
+                cur.execute("SET TRANSACTION READ WRITE")
+                for statement in statements:
+                    cur.execute(statement)  # type: ignore[arg-type]  # built from expressions
+        except psycopg.Error as exc:
+            log.error("warehouse statement failed: %s", type(exc).__name__)
+            raise DataSourceError(
+                f"warehouse statement failed ({type(exc).__name__})"
+            ) from None
+
+    def create_table(self, name: str, statement: str) -> None:
+        self._write(statement, psycopg.sql.SQL("ANALYZE {}").format(psycopg.sql.Identifier(name)))
+        self._tables.append(name)
+
+    def drop_table(self, name: str) -> None:
+        self._write(psycopg.sql.SQL("DROP TABLE IF EXISTS {}").format(psycopg.sql.Identifier(name)))
+        self._tables.remove(name)
+
+    def close(self) -> None:
+        """Drop what the batch left (a failed query leaves its readers' tables)."""
+        for name in list(self._tables):
+            try:
+                self.drop_table(name)
+            except DataSourceError:
+                self._con.close()  # the tables go with the connection
+                return
+
+
 class PostgresSource:
     """The warehouse data source; thread-safe (one connection per calling thread)."""
 
@@ -162,18 +222,17 @@ class PostgresSource:
         return con
 
     def execute_arrow(self, sql: str) -> pa.Table:
-        con = self._connection()
+        return _fetch_arrow(self._connection(), sql)
+
+    @contextmanager
+    def session(self) -> Iterator[_Session]:
+        """The calling thread's connection for a batch of queries (see
+        :class:`carrier_node.engine.Session`); its temporary tables are dropped at the end."""
+        session = _Session(self._connection())
         try:
-            with con.cursor() as cur:
-                cur.execute(sql)  # type: ignore[arg-type]  # built from expressions
-                names = [d.name for d in cur.description or ()]
-                rows = cur.fetchall()
-        except psycopg.Error as exc:
-            # The server's message may quote the query or data: only the error class is kept.
-            log.error("warehouse query failed: %s", type(exc).__name__)
-            raise DataSourceError(f"warehouse query failed ({type(exc).__name__})") from None
-        data = {n: [_arrow_value(r[i]) for r in rows] for i, n in enumerate(names)}
-        return pa.table(data) if names else pa.table({})
+            yield session
+        finally:
+            session.close()
 
     def snapshot(self) -> str:
         """Describes the warehouse tables (row estimates, last analyze), never their content."""

@@ -108,3 +108,53 @@ def test_hostile_values_are_bound_never_executed(warehouse: tuple[Path, str]) ->
         pytest.fail("a hostile literal broke the query")
     finally:
         pg.close()
+
+
+@pytest.mark.postgres
+def test_a_batch_on_postgres_gives_the_duckdb_cells_and_leaves_nothing_behind(
+    warehouse: tuple[Path, str],
+) -> None:
+    directory, schema = warehouse
+    batch = queries()
+    files = FileSource(directory)
+    files.open()
+    pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
+    pg.open()
+    try:
+        expected = [Engine(files, "c003").evaluate(PERIOD, q) for q in batch]
+        engine = Engine(pg, "c003")
+        got = engine.evaluate_many(PERIOD, batch)
+        assert engine.last_batch.shared_blocks >= 5
+        left = pg.execute_arrow(
+            "SELECT COUNT(*) AS n FROM pg_class WHERE relpersistence = 't'"
+            " AND relname LIKE 'shared%' AND pg_table_is_visible(oid)"
+        )
+        read_only = pg.execute_arrow("SHOW transaction_read_only").column(0)[0].as_py()
+    finally:
+        pg.close()
+        files.close()
+    assert [t.cells for t in got] == [t.cells for t in expected]
+    assert left.column("n")[0].as_py() == 0, "the batch's tables are dropped"
+    assert read_only == "on", "queries still run read-only after the batch"
+
+
+@pytest.mark.postgres
+def test_a_failed_batch_drops_its_tables_and_the_connection_goes_on(
+    warehouse: tuple[Path, str],
+) -> None:
+    _, schema = warehouse
+    pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
+    pg.open()
+    try:
+        with pytest.raises(DataSourceError), pg.session() as session:
+            session.create_table(
+                "shared_probe", "CREATE TEMPORARY TABLE shared_probe AS SELECT 1 AS x"
+            )
+            assert session.execute_arrow("SELECT x FROM shared_probe").num_rows == 1
+            session.execute_arrow("SELECT x FROM shared_no_such_table")
+        gone = pg.execute_arrow("SELECT to_regclass('pg_temp.shared_probe') IS NULL AS gone")
+        assert gone.column("gone")[0].as_py() is True
+        with pytest.raises(DataSourceError):  # writes outside the engine's tables still refused
+            pg.execute_arrow("CREATE TEMPORARY TABLE shared_other AS SELECT 1 AS x")
+    finally:
+        pg.close()

@@ -1,0 +1,151 @@
+"""Shared work across the queries of one request.
+
+A request usually asks several metrics over the same period, and their queries are built from
+the same blocks: the period's member months, final-action fills, acute stays, per-member
+totals. Each block is a common table expression (CTE) of its query, so evaluated one query at a
+time the engine computes it again for every query that uses it.
+
+:func:`plan` finds the blocks that several queries of a batch share and turns each into one
+temporary table, computed once and read by every query that needs it:
+
+1. Every CTE is renamed after its content: ``shared_<digest>``, the digest taken over the CTE's
+   body with the CTEs it reads already renamed. Two CTEs have the same name exactly when they
+   compute the same rows from the same tables (the carrier's data is fixed for the request).
+   References keep their old name as an alias, so qualified columns still resolve.
+2. A CTE used by two or more queries becomes a temporary table (``CREATE TEMPORARY TABLE ...
+   AS``), created in dependency order (whatever a shared CTE reads is shared too, having the
+   same name in the same queries) and dropped when the batch is done; the queries lose that
+   CTE from their ``WITH`` and read the table of the same name.
+
+Everything stays expressions: the names are digests, the bodies the metrics' own trees.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sqlglot import exp
+
+#: Prefix of a shared block's table name (the rest is a digest of its content).
+PREFIX = "shared_"
+
+
+@dataclass(frozen=True)
+class SharedTable:
+    """A block computed once for the batch."""
+
+    name: str
+    body: exp.Query
+    #: How many of the batch's queries read it.
+    uses: int
+    #: Index of the last query that reads it (directly or through another shared table):
+    #: the table can be dropped once that query has run.
+    last_use: int
+
+    def create_statement(self, dialect: str) -> str:
+        create = exp.Create(
+            this=exp.to_table(self.name), kind="TABLE", expression=self.body.copy(),
+            properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
+        )
+        return create.sql(dialect=dialect)
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    #: Tables to create, in dependency order.
+    shared: tuple[SharedTable, ...]
+    #: Each query of the batch, reading the shared tables (same order as given).
+    queries: tuple[exp.Query, ...]
+
+
+def _digest(body: exp.Expr) -> str:
+    text = body.sql(dialect="duckdb")
+    return PREFIX + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def _rename_references(tree: exp.Expr, names: dict[str, str]) -> exp.Expr:
+    """``tree`` with every unqualified table reference to a key of ``names`` pointing at its
+    new name; the old name stays as the alias where the reference had none."""
+
+    def rewrite(node: exp.Expr) -> exp.Expr:
+        if (
+            isinstance(node, exp.Table)
+            and not node.args.get("db")
+            and not node.args.get("catalog")
+            and isinstance(node.this, exp.Identifier)
+            and node.name in names
+        ):
+            renamed = exp.to_table(names[node.name])
+            alias = node.args.get("alias")
+            renamed.set("alias", alias.copy() if alias else exp.TableAlias(
+                this=exp.to_identifier(node.name)))
+            return renamed
+        return node
+
+    return tree.transform(rewrite)
+
+
+def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query] | None:
+    """The query's top-level CTEs renamed after their content, and the query without them;
+    None when the query's shape is not one this planner rewrites (then it runs as it is)."""
+    with_ = query.args.get("with_")
+    if with_ is None or with_.args.get("recursive"):
+        return None
+    outer = query.copy()
+    outer.set("with_", None)
+    ctes: list[tuple[str, exp.Query]] = []
+    # A WITH below the top level could shadow a name: such queries are left alone.
+    if any(True for _ in outer.find_all(exp.With)):
+        return None
+    names: dict[str, str] = {}
+    for cte in with_.expressions:
+        body = cte.this
+        if any(True for _ in body.find_all(exp.With)) or not isinstance(body, exp.Query):
+            return None
+        renamed = _rename_references(body, names)
+        assert isinstance(renamed, exp.Query)
+        name = _digest(renamed)
+        names[cte.alias] = name
+        ctes.append((name, renamed))
+    main = _rename_references(outer, names)
+    assert isinstance(main, exp.Query)
+    return ctes, main
+
+
+def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
+    """Share the blocks that ``min_uses`` or more of ``queries`` compute."""
+    canonical = [_canonical(q) for q in queries]
+    uses: Counter[str] = Counter()
+    last_use: dict[str, int] = {}
+    bodies: dict[str, exp.Query] = {}
+    order: list[str] = []
+    for index, entry in enumerate(canonical):
+        if entry is None:
+            continue
+        ctes, _ = entry
+        for name, body in ctes:
+            if name not in bodies:
+                bodies[name] = body
+                order.append(name)
+            last_use[name] = index
+        uses.update({name for name, _ in ctes})
+    shared_names = {name for name in order if uses[name] >= min_uses}
+    rewritten: list[exp.Query] = []
+    for original, entry in zip(queries, canonical, strict=True):
+        if entry is None:
+            rewritten.append(original)
+            continue
+        ctes, main = entry
+        for name, body in ctes:
+            if name not in shared_names:
+                main = main.with_(name, as_=body, copy=False)
+        rewritten.append(main)
+    shared = tuple(
+        SharedTable(name, bodies[name], uses[name], last_use[name])
+        for name in order
+        if name in shared_names
+    )
+    return BatchPlan(shared=shared, queries=tuple(rewritten))

@@ -1,0 +1,173 @@
+"""Blocks shared by the queries of a batch are computed once, and change no cell."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import sqlglot
+from sqlglot import exp
+
+from carrier_node import batch
+from carrier_node.datasource import FileSource
+from carrier_node.engine import Engine, RawTable
+from fedoversight.periods import Period
+from oversight_sim.suites import monthly_suite
+
+PERIOD = Period.parse("2026-01:2026-03")
+
+
+def _q(text: str) -> exp.Query:
+    tree = sqlglot.parse_one(text, read="duckdb")
+    assert isinstance(tree, exp.Query)
+    return tree
+
+
+def _sql(tree: exp.Query) -> str:
+    return tree.sql(dialect="duckdb")
+
+
+def test_a_block_two_queries_compute_becomes_one_table_they_both_read() -> None:
+    base = "base AS (SELECT e.member_id FROM eligibility AS e WHERE e.sex = 'F')"
+    first = _q(f"WITH {base}, own AS (SELECT COUNT(*) AS n FROM base) SELECT n FROM own")
+    second = _q(f"WITH {base} SELECT base.member_id FROM base WHERE base.member_id > '1'")
+    plan = batch.plan([first, second])
+
+    assert [t.uses for t in plan.shared] == [2]
+    shared = plan.shared[0]
+    assert shared.name.startswith(batch.PREFIX)
+    assert shared.last_use == 1
+    assert "eligibility" in _sql(shared.body)
+    # Both queries read the table under the old name, and neither computes the block itself.
+    for query in plan.queries:
+        text = _sql(query)
+        assert f"{shared.name} AS base" in text
+        assert "eligibility" not in text
+    # The block only the first query has stays a CTE of it.
+    assert "COUNT(*)" in _sql(plan.queries[0])
+    create = shared.create_statement("duckdb")
+    assert create.startswith(f"CREATE TEMPORARY TABLE {shared.name} AS SELECT")
+
+
+def test_blocks_of_the_same_name_but_other_content_are_not_merged() -> None:
+    first = _q("WITH mm AS (SELECT 1 AS x) SELECT x FROM mm")
+    second = _q("WITH mm AS (SELECT 2 AS x) SELECT x FROM mm")
+    assert batch.plan([first, second]).shared == ()
+
+
+def test_same_text_over_differently_defined_blocks_is_not_merged() -> None:
+    # "top" reads the same words in both queries, but its "base" differs.
+    first = _q("WITH base AS (SELECT 1 AS x), top AS (SELECT x FROM base) SELECT x FROM top")
+    second = _q("WITH base AS (SELECT 2 AS x), top AS (SELECT x FROM base) SELECT x FROM top")
+    assert batch.plan([first, second]).shared == ()
+
+
+def test_what_a_shared_block_reads_is_shared_and_created_before_it() -> None:
+    text = "WITH a AS (SELECT 1 AS x), b AS (SELECT x + 1 AS y FROM a) SELECT y FROM b"
+    plan = batch.plan([_q(text), _q(text + " WHERE y > 0")])
+    names = [t.name for t in plan.shared]
+    assert len(names) == 2
+    a, b = plan.shared
+    assert a.name in _sql(b.body)  # b reads a's table, made first
+
+
+def test_a_query_with_a_nested_with_runs_as_it_is() -> None:
+    nested = _q(
+        "WITH a AS (SELECT 1 AS x) SELECT * FROM (WITH a AS (SELECT 2 AS x) SELECT x FROM a)"
+    )
+    plain = _q("WITH a AS (SELECT 1 AS x) SELECT x FROM a")
+    plan = batch.plan([nested, plain])
+    assert plan.shared == ()
+    assert _sql(plan.queries[0]) == _sql(nested)
+
+
+def test_the_suite_shares_member_months_and_fills() -> None:
+    from carrier_node import metrics
+
+    exprs = [
+        metrics.build(metrics.BuildContext("c001", PERIOD, q)) for q in monthly_suite()
+    ]
+    plan = batch.plan(exprs)
+    uses = sorted(t.uses for t in plan.shared)
+    assert uses[-1] == len(exprs)  # the period's months, in every query
+    assert len(plan.shared) >= 5
+
+
+def _evaluate_each(engine: Engine) -> list[RawTable]:
+    return [engine.evaluate(PERIOD, q) for q in monthly_suite()]
+
+
+def test_a_batch_gives_the_cells_of_its_queries_one_by_one(
+    federation_data: dict[str, Path],
+) -> None:
+    source = FileSource(federation_data["c002"])
+    source.open()
+    try:
+        engine = Engine(source, "c002")
+        expected = _evaluate_each(engine)
+        got = engine.evaluate_many(PERIOD, monthly_suite())
+        assert engine.last_batch.shared_blocks >= 5
+        assert len(engine.last_batch.query_seconds) == len(got)
+    finally:
+        source.close()
+    assert sum(len(t.cells) for t in expected) > 50, "the carrier has cells to compare"
+    assert [t.query for t in got] == [t.query for t in expected]
+    for one, many in zip(expected, got, strict=True):
+        assert many.cells == one.cells, one.query.metric
+
+
+def test_batches_at_once_on_one_source_keep_their_tables_apart(
+    federation_data: dict[str, Path],
+) -> None:
+    # The daemon may evaluate two requests at the same time: each batch's temporary tables
+    # live on its own cursor, so equal names (content digests) never collide.
+    source = FileSource(federation_data["c004"])
+    source.open()
+    try:
+        engine = Engine(source, "c004")
+        expected = _evaluate_each(engine)
+        results: list[list[RawTable]] = []
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                results.append(engine.evaluate_many(PERIOD, monthly_suite()))
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        source.close()
+    assert not errors
+    assert len(results) == 3
+    for got in results:
+        assert [t.cells for t in got] == [t.cells for t in expected]
+
+
+def test_a_carrier_filtered_out_gets_no_cells_in_a_batch(
+    federation_data: dict[str, Path],
+) -> None:
+    import dataclasses
+
+    from fedoversight.dimensions import Dimension
+
+    queries = monthly_suite()[:3]
+    elsewhere = dataclasses.replace(
+        queries[1], filters=((Dimension.CARRIER, ("c999",)),)
+    )
+    here = dataclasses.replace(queries[2], filters=((Dimension.CARRIER, ("c002",)),))
+    source = FileSource(federation_data["c002"])
+    source.open()
+    try:
+        engine = Engine(source, "c002")
+        got = engine.evaluate_many(PERIOD, [queries[0], elsewhere, here])
+        alone = engine.evaluate(PERIOD, queries[2])
+    finally:
+        source.close()
+    assert got[1].cells == () and got[1].query == elsewhere
+    assert got[2].cells == alone.cells and got[2].cells
+    assert got[2].query == queries[2]  # as evaluated here: the carrier filter is answered

@@ -55,6 +55,9 @@ class CannedSource:
             table = self._cache[sql] = self._real.execute_arrow(sql)
         return table
 
+    def snapshot(self) -> str:
+        return self._real.snapshot()
+
     @contextmanager
     def session(self) -> Iterator[CannedSession]:
         with ExitStack() as stack:

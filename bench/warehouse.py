@@ -38,7 +38,9 @@ import node_suite  # the sibling script: suite, data cache, cell comparison
 from carrier_node.datasource import FileSource
 from carrier_node.engine import Engine
 from carrier_node.warehouse import PostgresSource, WarehouseConfig
+from fedoversight.domain import QuerySpec
 from fedoversight.errors import DataSourceError
+from fedoversight.periods import Period
 from oversight_sim.pgload import load_directory
 
 HOST, PORT, DBNAME, USER = "127.0.0.1", 5432, "test", "postgres"
@@ -61,8 +63,37 @@ def _server_version(con: psycopg.Connection[object]) -> str:
     return f"PostgreSQL {row[0] if row else '?'}, work_mem {work_mem[0] if work_mem else '?'}"
 
 
+def batch(engines: dict[str, Engine], period: Period, queries: Sequence[QuerySpec]) -> bool:
+    """The suite as one request on each path (blocks shared by the metrics computed once, as
+    the node does); prints the times and whether the cells agree."""
+    print()
+    print("the suite as one request (as the node evaluates it):")
+    cells: dict[str, list[node_suite.Cells]] = {}
+    seconds: dict[str, float] = {}
+    for name, engine in engines.items():
+        engine.render_batch(period, tuple(queries))  # rendering is not what is compared
+        started = time.perf_counter()
+        try:
+            raws = engine.evaluate_many(period, queries)
+        except DataSourceError as exc:
+            print(f"  {name}: failed ({exc})")
+            return False
+        seconds[name] = time.perf_counter() - started
+        cells[name] = [node_suite.cells_of_raw(r) for r in raws]
+        timing = engine.last_batch
+        slowest = max(zip(timing.query_seconds, queries, strict=True), key=lambda x: x[0])
+        print(f"  {name:9s} {seconds[name]:8.2f} s  ({timing.shared_blocks} shared blocks"
+              f" {timing.shared_seconds:.2f} s; slowest query {slowest[1].metric}"
+              f" {slowest[0]:.2f} s)", flush=True)
+    same = cells["postgres"] == cells["duckdb"]
+    print(f"  postgres / duckdb {seconds['postgres'] / seconds['duckdb']:.2f}x;"
+          f" cells {'identical for every metric' if same else 'DIFFER'}")
+    return same
+
+
 def run(
-    directory: Path, months: int, members: int, timeout: int, settings: Sequence[str] = ()
+    directory: Path, months: int, members: int, timeout: int, settings: Sequence[str] = (),
+    batch_only: bool = False,
 ) -> int:
     period = node_suite.period_of(months)
     queries = node_suite.suite_queries()
@@ -94,10 +125,12 @@ def run(
             failed: list[str] = []
             engines = {"postgres": Engine(warehouse, node_suite.CARRIER),
                        "duckdb": Engine(files, node_suite.CARRIER)}
+            batch_ok = batch(engines, period, queries)
             print()
+            print("metric by metric (each query alone, nothing shared):")
             print(f"{'metric':34s} {'postgres s':>11s} {'duckdb s':>9s} {'pg/duckdb':>10s}"
                   f" {'cells':>6s}")
-            for query in queries:
+            for query in (queries if not batch_only else ()):
                 cells = {}
                 for name, engine in engines.items():
                     engine.render(period, query)  # rendering is not what is compared
@@ -120,6 +153,8 @@ def run(
         finally:
             warehouse.close()
             files.close()
+        if batch_only:
+            return 0 if batch_ok else 1
         pg_total, dk_total = (
             sum(t for m, t in times[n].items() if m not in failed) for n in ("postgres", "duckdb")
         )
@@ -134,7 +169,7 @@ def run(
         print(f"members {members:,}, period {period}; linear to 5.7M members:"
               f" postgres {pg_total * node_suite.TARGET_MEMBERS / members:.0f} s,"
               f" duckdb {dk_total * node_suite.TARGET_MEMBERS / members:.0f} s")
-        return 0 if not differ and not failed else 1
+        return 0 if not differ and not failed and batch_ok else 1
     finally:
         with con.cursor() as cur:
             cur.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
@@ -151,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="seconds a warehouse query may run before it counts as timed out")
     parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
                         help="a session setting for the warehouse connection (diagnosis)")
+    parser.add_argument("--batch-only", action="store_true",
+                        help="only the suite as one request (skip the metric-by-metric runs)")
     args = parser.parse_args(argv)
     try:
         connect().close()
@@ -163,7 +200,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory, synthesis = node_suite.carrier_data(data_dir, args.members, args.months)
         if synthesis is not None:
             print(f"synthesised {args.members:,} members in {synthesis:.1f} s")
-        code = run(directory, args.months, args.members, args.statement_timeout, args.pg_set)
+        code = run(directory, args.months, args.members, args.statement_timeout, args.pg_set,
+                   args.batch_only)
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return code
 

@@ -103,7 +103,7 @@ def _arrow_value(value: object) -> object:
 def _fetch_arrow(con: psycopg.Connection[Any], sql: str) -> pa.Table:
     try:
         with con.cursor() as cur:
-            cur.execute(sql)  # type: ignore[arg-type]  # built from expressions
+            cur.execute(sql)  # built from expressions
             names = [d.name for d in cur.description or ()]
             rows = cur.fetchall()
     except psycopg.Error as exc:
@@ -132,7 +132,7 @@ class _Session:
             with self._con.transaction(), self._con.cursor() as cur:
                 cur.execute("SET TRANSACTION READ WRITE")
                 for statement in statements:
-                    cur.execute(statement)  # type: ignore[arg-type]  # built from expressions
+                    cur.execute(statement)  # built from expressions
         except psycopg.Error as exc:
             log.error("warehouse statement failed: %s", type(exc).__name__)
             raise DataSourceError(

@@ -127,6 +127,9 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             self.access.require(context, Role.VIEWER)
             round_id = _round_id(request)
             while True:
+                # Read before the snapshot: a change made while it is taken or sent wakes the
+                # wait below at once instead of being missed until the timeout.
+                seen = self._rounds.changes
                 record, statuses = await self._rounds.snapshot(round_id)
                 yield operator_pb2.RoundProgress(
                     summary=convert.summary_to_pb(record, statuses),
@@ -134,7 +137,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 )
                 if not record.state.is_open:
                     return
-                await self._rounds.wait_for_change(timeout=1.0)
+                await self._rounds.wait_for_change(timeout=1.0, since=seen)
         except (AuthenticationError, ForbiddenError) as exc:
             log.warning("operator call WatchRound refused: %s", exc.detail)
             await context.abort(grpc_status(exc), exc.detail)

@@ -130,6 +130,9 @@ class RoundManager:
         self._default_deadline = default_deadline
         self._grace = disconnect_grace
         self._open: dict[str, _OpenRound] = {}
+        # Bumped on every change of a round or of a carrier's part in one, so a watcher can
+        # tell whether something changed while it was not waiting (see wait_for_change).
+        self._changes = 0
         self._changed = asyncio.Condition()
         # The store gets a thread of its own: its short writes must never queue behind other
         # blocking work sharing the process (the simulated federation runs nodes beside it).
@@ -137,6 +140,10 @@ class RoundManager:
         self._later: set[asyncio.TimerHandle] = set()
         self._tasks: set[asyncio.Task[None]] = set()
         self._closed = False
+        # Results waiting to be stored: whatever arrives while one batch is being committed
+        # goes into the next, so a burst of answers costs a few syncs rather than one each.
+        self._unsaved: list[tuple[StoredResult, asyncio.Future[bool]]] = []
+        self._saver: asyncio.Task[None] | None = None
 
     async def db(self, call: Callable[..., T], *args: object) -> T:
         """Run a round-store call on the store's own thread."""
@@ -224,9 +231,13 @@ class RoundManager:
         )
         self._open[record.round_id] = live
         message = federation_pb2.CoordinatorMessage(request=signed)
-        for carrier_id, state in live.states.items():
-            if state not in _ANSWER_STATES and self._link.send(carrier_id, message):
-                await self._set_state(live, carrier_id, CarrierRoundState.SENT)
+        # Every connected carrier gets the request at once; their states are then recorded
+        # in one transaction (not one sync per carrier before the next one is sent).
+        sent = [
+            carrier_id for carrier_id, state in live.states.items()
+            if state not in _ANSWER_STATES and self._link.send(carrier_id, message)
+        ]
+        await self._set_states(live, [(c, CarrierRoundState.SENT) for c in sent])
         if record.state is RoundState.CREATED:
             await self._set_round_state(live, RoundState.DISPATCHED)
         live.timer = asyncio.create_task(self._deadline(live))
@@ -291,7 +302,7 @@ class RoundManager:
             received_at=_now(),
         )
         try:
-            fresh = await self.db(self._store.save_result, stored)
+            fresh = await self._save_result(stored)
         except OversightError as exc:
             log.warning("result from %s for an unknown round: %s", carrier_id, exc.detail)
             return
@@ -306,6 +317,40 @@ class RoundManager:
                 await self._set_round_state(live, RoundState.COLLECTING)
             await self._notify()
             await self._maybe_finish(live)
+
+    async def _save_result(self, stored: StoredResult) -> bool:
+        """Store a result (committed when this returns), in a batch with the results that
+        arrive meanwhile; True when it was new."""
+        saved: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._unsaved.append((stored, saved))
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.create_task(self._save_batches())
+            self._tasks.add(self._saver)
+            self._saver.add_done_callback(self._tasks.discard)
+        return await saved
+
+    async def _save_batches(self) -> None:
+        while self._unsaved:
+            batch, self._unsaved = self._unsaved, []
+            try:
+                outcomes = await self.db(self._store.save_results, [s for s, _ in batch])
+            except asyncio.CancelledError:  # closing: nobody waits for these any more
+                for _, saved in [*batch, *self._unsaved]:
+                    saved.cancel()
+                self._unsaved = []
+                raise
+            except Exception as exc:
+                for _, saved in batch:
+                    if not saved.done():
+                        saved.set_exception(exc)
+                continue
+            for (_, saved), outcome in zip(batch, outcomes, strict=True):
+                if saved.done():
+                    continue
+                if isinstance(outcome, BaseException):
+                    saved.set_exception(outcome)
+                else:
+                    saved.set_result(outcome)
 
     async def on_refusal(self, carrier_id: str, refusal: types_pb2.Refusal) -> None:
         live = self._open.get(refusal.round_id) or next(
@@ -351,14 +396,15 @@ class RoundManager:
         delay = (live.record.deadline_at - _now()).total_seconds()
         if delay > 0:
             await asyncio.sleep(delay)
-        for carrier_id, state in list(live.states.items()):
-            if state in _ANSWER_STATES:
-                continue
-            final = {
+        finals = [
+            (carrier_id, {
                 CarrierRoundState.PENDING: CarrierRoundState.NOT_CONNECTED,
                 CarrierRoundState.SENT: CarrierRoundState.TIMED_OUT,
-            }.get(state, state)
-            await self._set_state(live, carrier_id, final)
+            }.get(state, state))
+            for carrier_id, state in live.states.items()
+            if state not in _ANSWER_STATES
+        ]
+        await self._set_states(live, finals)
         await self._finish(live)
 
     def _settled(self, live: _OpenRound, carrier_id: str, now: float) -> bool:
@@ -412,24 +458,54 @@ class RoundManager:
             live.states[carrier_id] = state
             await self._notify()
 
+    async def _set_states(
+        self, live: _OpenRound, states: Sequence[tuple[str, CarrierRoundState]]
+    ) -> None:
+        """Several carriers' states in one store transaction (answers and refusals stay)."""
+        if not states:
+            return
+        wanted = dict(states)
+        changed = await self.db(self._store.set_carriers_state, live.record.round_id, states)
+        for carrier_id in changed:
+            if live.states.get(carrier_id) not in _ANSWER_STATES:
+                live.states[carrier_id] = wanted[carrier_id]
+        if changed:
+            await self._notify()
+
     async def _set_round_state(
         self, live: _OpenRound, state: RoundState, finished: bool = False
     ) -> None:
         finished_at = _now() if finished else None
-        await self.db(self._store.set_round_state, live.record.round_id, state, finished_at)
+        # In memory first: results arriving while this is written see the new state (and do
+        # not each write it again); the store thread writes in call order.
         live.record = RoundRecord(
             **{**live.record.__dict__, "state": state, "finished_at": finished_at}
         )
+        await self.db(self._store.set_round_state, live.record.round_id, state, finished_at)
         await self._notify()
 
     async def _notify(self) -> None:
+        self._changes += 1
         async with self._changed:
             self._changed.notify_all()
 
-    async def wait_for_change(self, timeout: float) -> None:
+    @property
+    def changes(self) -> int:
+        """A counter of changes; read it before looking at a round, then pass it to
+        :meth:`wait_for_change` so a change made meanwhile is not missed."""
+        return self._changes
+
+    async def wait_for_change(self, timeout: float, since: int | None = None) -> None:
+        """Return at the next change, or at once when there was a change after ``since`` (a
+        value of :attr:`changes`); at the latest after ``timeout`` seconds."""
         async with self._changed:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout)
+                if since is None:
+                    await asyncio.wait_for(self._changed.wait(), timeout)
+                else:
+                    await asyncio.wait_for(
+                        self._changed.wait_for(lambda: self._changes != since), timeout
+                    )
 
     def is_open(self, round_id: str) -> bool:
         return round_id in self._open

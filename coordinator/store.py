@@ -21,12 +21,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
+from typing import TypeVar
 
 from fedoversight.errors import ConfigError, InvalidRequestError, NotFoundError, OversightError
 
 logger = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+
+T = TypeVar("T")
 
 
 class RoundState(StrEnum):
@@ -161,6 +164,16 @@ def _from_text(text: str) -> dt.datetime:
 
 def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+#: Rows per statement when a statement names many carriers (stays under SQLite's limit of
+#: 999 bound values in older versions).
+_CHUNK = 100
+
+
+def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), _CHUNK):
+        yield items[start:start + _CHUNK]
 
 
 def _round_from_row(row: sqlite3.Row) -> RoundRecord:
@@ -383,6 +396,38 @@ class RoundStore:
             )
         return True
 
+    def set_carriers_state(
+        self, round_id: str, states: Sequence[tuple[str, CarrierRoundState]]
+    ) -> list[str]:
+        """:meth:`set_carrier_state` for several carriers of a round in one transaction (one
+        sync); returns the carriers whose state changed (those not yet terminal)."""
+        if not states:
+            return []
+        wanted = dict(states)  # the last state given for a carrier wins
+        with self._transaction() as conn:
+            current = {
+                r["carrier_id"]: CarrierRoundState(r["state"])
+                for r in conn.execute(
+                    "SELECT carrier_id, state FROM carrier_rounds WHERE round_id = ?",
+                    (round_id,),
+                )
+            }
+            if any(c not in current for c in wanted):
+                raise NotFoundError("the carrier is not part of this round")
+            changed = [c for c in wanted if not current[c].terminal]
+            # One statement per target state (not one per carrier): few round trips.
+            now = _to_text(_now())
+            for state in dict.fromkeys(wanted[c] for c in changed):
+                ids = [c for c in changed if wanted[c] is state]
+                for chunk in _chunks(ids):
+                    conn.execute(
+                        "UPDATE carrier_rounds SET state = ?, error_code = 0, message = '',"
+                        " updated_at = ? WHERE round_id = ? AND carrier_id IN"
+                        f" ({', '.join('?' * len(chunk))})",
+                        (str(state), now, round_id, *chunk),
+                    )
+        return changed
+
     # --- results -------------------------------------------------------------------------------
 
     def save_result(self, result: StoredResult) -> bool:
@@ -392,39 +437,82 @@ class RoundStore:
         kept and False returned. A result is final, so it marks the carrier answered whatever
         state it was in (a late answer after a time-out is still an answer).
         """
+        outcome = self.save_results([result])[0]
+        if isinstance(outcome, OversightError):
+            raise outcome
+        return outcome
+
+    def save_results(self, results: Sequence[StoredResult]) -> list[bool | OversightError]:
+        """:meth:`save_result` for several results in one transaction (one sync): per result,
+        True when stored, False for a duplicate, or the error it raises on its own (a result
+        for a carrier not in its round is not stored; the others are)."""
+        by_round: dict[str, list[StoredResult]] = {}
+        for result in results:
+            by_round.setdefault(result.round_id, []).append(result)
+        stored: set[int] = set()  # id() of each result stored now
+        members: set[tuple[str, str]] = set()
         with self._transaction() as conn:
-            known = conn.execute(
-                "SELECT 1 FROM carrier_rounds WHERE round_id = ? AND carrier_id = ?",
-                (result.round_id, result.carrier_id),
-            ).fetchone()
-            if known is None:
-                raise NotFoundError("the carrier is not part of this round")
-            cur = conn.execute(
-                "INSERT OR IGNORE INTO results"
-                " (round_id, carrier_id, result_bytes, signature, key_id, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    result.round_id,
-                    result.carrier_id,
-                    result.result_bytes,
-                    result.signature,
-                    result.key_id,
-                    _to_text(result.received_at),
-                ),
+            for round_id, some in by_round.items():
+                fresh, in_round = self._insert_results(conn, round_id, some)
+                stored.update(id(r) for r in fresh)
+                members.update((round_id, c) for c in in_round)
+        outcomes: list[bool | OversightError] = []
+        for result in results:
+            if id(result) in stored:
+                outcomes.append(True)
+            elif (result.round_id, result.carrier_id) in members:
+                outcomes.append(False)  # a duplicate delivery
+            else:
+                outcomes.append(NotFoundError("the carrier is not part of this round"))
+        return outcomes
+
+    @staticmethod
+    def _insert_results(
+        conn: sqlite3.Connection, round_id: str, results: Sequence[StoredResult]
+    ) -> tuple[list[StoredResult], set[str]]:
+        """Insert the new results of one round, with a few statements for the lot; return
+        them and which of the carriers named are part of the round."""
+        carriers = list(dict.fromkeys(r.carrier_id for r in results))
+        members: set[str] = set()
+        stored: set[str] = set()
+        for chunk in _chunks(carriers):
+            marks = ", ".join("?" * len(chunk))
+            members.update(row[0] for row in conn.execute(
+                "SELECT carrier_id FROM carrier_rounds"
+                f" WHERE round_id = ? AND carrier_id IN ({marks})",
+                (round_id, *chunk),
+            ))
+            stored.update(row[0] for row in conn.execute(
+                f"SELECT carrier_id FROM results WHERE round_id = ? AND carrier_id IN ({marks})",
+                (round_id, *chunk),
+            ))
+        new: dict[str, StoredResult] = {}
+        for r in results:  # the first delivery of each carrier's result; later ones duplicate
+            if r.carrier_id in members and r.carrier_id not in stored:
+                new.setdefault(r.carrier_id, r)
+        fresh = list(new.values())
+        for rows in _chunks(fresh):
+            conn.execute(
+                "INSERT INTO results"
+                " (round_id, carrier_id, result_bytes, signature, key_id, received_at) VALUES "
+                + ", ".join("(?, ?, ?, ?, ?, ?)" for _ in rows),
+                [
+                    value
+                    for r in rows
+                    for value in (
+                        r.round_id, r.carrier_id, r.result_bytes, r.signature, r.key_id,
+                        _to_text(r.received_at),
+                    )
+                ],
             )
-            if cur.rowcount == 0:
-                return False
+        now = _to_text(_now())
+        for ids in _chunks(list(new)):
             conn.execute(
                 "UPDATE carrier_rounds SET state = ?, error_code = 0, message = '', updated_at = ?"
-                " WHERE round_id = ? AND carrier_id = ?",
-                (
-                    str(CarrierRoundState.ANSWERED),
-                    _to_text(_now()),
-                    result.round_id,
-                    result.carrier_id,
-                ),
+                f" WHERE round_id = ? AND carrier_id IN ({', '.join('?' * len(ids))})",
+                (str(CarrierRoundState.ANSWERED), now, round_id, *ids),
             )
-        return True
+        return fresh, members
 
     def results(self, round_id: str) -> list[StoredResult]:
         with self._reading() as conn:

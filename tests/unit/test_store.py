@@ -271,3 +271,55 @@ def test_closed_store_refuses_use() -> None:
     store.close()  # closing twice is harmless
     with pytest.raises(Exception, match="closed"):
         store.list_rounds()
+
+
+def test_save_results_stores_a_batch_in_one_go(store: RoundStore) -> None:
+    store.create_round(_round("r1"), ["acme", "blue", "cove"])
+    store.create_round(_round("r2", minutes=1), ["acme"])
+    assert store.save_result(_result("r1", "cove", b"earlier"))
+    first_acme = _result("r1", "acme", b"first")
+    outcomes = store.save_results([
+        first_acme,
+        _result("r1", "acme", b"second"),  # a duplicate delivery in the same batch
+        _result("r1", "cove", b"later"),  # already stored before
+        _result("r1", "other"),  # not part of the round
+        _result("r2", "acme", b"other round"),
+        _result("r9", "acme"),  # no such round
+    ])
+    assert outcomes[:3] == [True, False, False]
+    assert isinstance(outcomes[3], NotFoundError)
+    assert outcomes[4] is True
+    assert isinstance(outcomes[5], NotFoundError)
+    kept = {(r.round_id, r.carrier_id): r.result_bytes for r in store.results("r1")}
+    assert kept == {("r1", "acme"): b"first", ("r1", "cove"): b"earlier"}
+    assert [r.result_bytes for r in store.results("r2")] == [b"other round"]
+    states = {c.carrier_id: c.state for c in store.carrier_rounds("r1")}
+    assert states == {
+        "acme": CarrierRoundState.ANSWERED,
+        "blue": CarrierRoundState.PENDING,
+        "cove": CarrierRoundState.ANSWERED,
+    }
+
+
+def test_set_carriers_state_changes_only_carriers_not_yet_final(store: RoundStore) -> None:
+    carriers = [f"c{i:03d}" for i in range(250)]  # more than one statement's worth
+    store.create_round(_round(), carriers)
+    assert store.save_result(_result("r1", "c001"))
+    assert store.set_carrier_state("r1", "c002", CarrierRoundState.REFUSED, 4, "policy")
+    changed = store.set_carriers_state(
+        "r1", [(c, CarrierRoundState.SENT) for c in carriers[:200]]
+        + [(c, CarrierRoundState.DISCONNECTED) for c in carriers[200:]]
+    )
+    assert changed == [c for c in carriers if c not in ("c001", "c002")]
+    states = {c.carrier_id: c for c in store.carrier_rounds("r1")}
+    assert states["c001"].state is CarrierRoundState.ANSWERED
+    assert (states["c002"].state, states["c002"].message) == (
+        CarrierRoundState.REFUSED, "policy"
+    )
+    assert states["c000"].state is CarrierRoundState.SENT
+    assert states["c249"].state is CarrierRoundState.DISCONNECTED
+    with pytest.raises(NotFoundError):
+        store.set_carriers_state("r1", [("c000", CarrierRoundState.SENT),
+                                        ("other", CarrierRoundState.SENT)])
+    assert store.carrier_rounds("r1")[0].state is CarrierRoundState.SENT  # nothing half-done
+    assert store.set_carriers_state("r1", []) == []

@@ -1,0 +1,190 @@
+"""The round manager's own costs: dispatch, storing results, waking watchers (no sockets)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from coordinator.rounds import RoundManager
+from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
+from fedoversight import wire
+from fedoversight.domain import (
+    CellResult,
+    DisclosureSummary,
+    QueryTable,
+    RequestSpec,
+    ResultSpec,
+    Status,
+    StatValue,
+)
+from fedoversight.errors import OversightError
+from fedoversight.periods import Period
+from fedoversight.signing import Signer
+from fedoversight.v1 import federation_pb2, types_pb2
+
+CARRIERS = [f"c{i:03d}" for i in range(1, 9)]
+
+
+class Link:
+    def __init__(self, store: CountingStore) -> None:
+        self.store = store
+        self.sent: list[tuple[str, federation_pb2.CoordinatorMessage]] = []
+        #: For each ack: was the acknowledged carrier's result in the store when it was sent?
+        self.acked_stored: list[bool] = []
+
+    def is_connected(self, carrier_id: str) -> bool:
+        return True
+
+    def send(self, carrier_id: str, message: federation_pb2.CoordinatorMessage) -> bool:
+        self.sent.append((carrier_id, message))
+        if message.HasField("ack"):
+            round_id = message.ack.request_id.removesuffix(".q")
+            self.acked_stored.append(
+                carrier_id in {r.carrier_id for r in self.store.results(round_id)}
+            )
+        return True
+
+
+class CountingStore(RoundStore):
+    """Counts the writes; can hold the first batch of results until released."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.calls: dict[str, int] = {}
+        self.batches: list[int] = []
+        self.hold = threading.Event()
+        self.hold.set()
+        self.holding = threading.Event()
+
+    def _count(self, name: str) -> None:
+        self.calls[name] = self.calls.get(name, 0) + 1
+
+    def set_carrier_state(self, *args: object, **kwargs: object) -> bool:
+        self._count("set_carrier_state")
+        return super().set_carrier_state(*args, **kwargs)  # type: ignore[arg-type]
+
+    def set_carriers_state(
+        self, round_id: str, states: Sequence[tuple[str, CarrierRoundState]]
+    ) -> list[str]:
+        self._count("set_carriers_state")
+        return super().set_carriers_state(round_id, states)
+
+    def set_round_state(self, *args: object, **kwargs: object) -> None:
+        self._count("set_round_state")
+        super().set_round_state(*args, **kwargs)  # type: ignore[arg-type]
+
+    def save_results(self, results: Sequence[StoredResult]) -> list[bool | OversightError]:
+        self.batches.append(len(results))
+        self.holding.set()
+        self.hold.wait(10)
+        return super().save_results(results)
+
+
+def result_for(request: RequestSpec, request_bytes: bytes, carrier_id: str) -> bytes:
+    query = request.queries[0]
+    table = QueryTable(
+        metric=query.metric, version=query.version, group_by=(),
+        cells=(CellResult(key=(), stats=(
+            StatValue("member_months", Status.RELEASED, 1200),
+            StatValue("members", Status.RELEASED, 100),
+        )),),
+        disclosure=DisclosureSummary(min_cell_size=11, cells_released=1),
+    )
+    spec = ResultSpec(
+        request_id=request.request_id, round_id=request.round_id, carrier_id=carrier_id,
+        catalogue_version=request.catalogue_version, tables=(table,),
+        request_digest=wire.digest(request_bytes), data_snapshot="snap-" + carrier_id,
+    )
+    return wire.result_to_pb(spec).SerializeToString()
+
+
+async def test_dispatch_sends_to_every_carrier_then_records_them_in_one_write(
+    tmp_path: Path,
+) -> None:
+    store = CountingStore(tmp_path / "rounds.sqlite3")
+    link = Link(store)
+    rounds = RoundManager(store, link, signer=Signer.generate())
+    try:
+        spec = rounds.build_request(
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")]
+        )
+        record = await rounds.create_round(rounds.sign(spec), CARRIERS, deadline_seconds=60)
+        assert sorted(c for c, m in link.sent if m.HasField("request")) == CARRIERS
+        assert store.calls.get("set_carrier_state", 0) == 0
+        assert store.calls["set_carriers_state"] == 1
+        states = {c.carrier_id: c.state for c in store.carrier_rounds(record.round_id)}
+        assert states == {c: CarrierRoundState.SENT for c in CARRIERS}
+    finally:
+        await rounds.close()
+        store.close()
+
+
+async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
+    tmp_path: Path,
+) -> None:
+    keys = {c: Signer.generate() for c in CARRIERS}
+    store = CountingStore(tmp_path / "rounds.sqlite3")
+    link = Link(store)
+    rounds = RoundManager(
+        store, link, signer=Signer.generate(),
+        node_verifiers={c: k.verifier for c, k in keys.items()},
+    )
+    try:
+        spec = rounds.build_request(
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")]
+        )
+        signed = rounds.sign(spec)
+        record = await rounds.create_round(signed, CARRIERS, deadline_seconds=60)
+        results = {}
+        for c, key in keys.items():
+            data = result_for(spec, bytes(signed.request), c)
+            results[c] = types_pb2.SignedResult(
+                result=data, signature=key.sign(data), key_id=key.key_id
+            )
+        store.hold.clear()  # the first commit waits: everything after it queues up
+        first = asyncio.create_task(rounds.on_result(CARRIERS[0], results[CARRIERS[0]]))
+        assert await asyncio.to_thread(store.holding.wait, 10)
+        rest = [asyncio.create_task(rounds.on_result(c, results[c])) for c in CARRIERS[1:]]
+        rest.append(asyncio.create_task(rounds.on_result(CARRIERS[1], results[CARRIERS[1]])))
+        await asyncio.sleep(0.05)
+        assert not any(m.HasField("ack") for _, m in link.sent)  # nothing acked unstored
+        store.hold.set()
+        await asyncio.gather(first, *rest)
+        assert store.batches == [1, len(CARRIERS)]  # a duplicate delivery rides along
+        acks = [c for c, m in link.sent if m.HasField("ack")]
+        assert sorted(acks) == sorted([*CARRIERS, CARRIERS[1]])
+        assert all(link.acked_stored)
+        assert store.get_round(record.round_id).state is RoundState.COMPLETE
+        # Collecting, then complete: the first answers do not each write the round's state.
+        assert store.calls["set_round_state"] == 3  # dispatched, collecting, complete
+    finally:
+        await rounds.close()
+        store.close()
+
+
+async def test_a_change_made_while_a_watcher_looks_away_wakes_it_at_once(
+    tmp_path: Path,
+) -> None:
+    store = RoundStore(tmp_path / "rounds.sqlite3")
+    rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
+    try:
+        seen = rounds.changes
+        await rounds._notify()  # a change while the watcher was busy sending what it saw
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await rounds.wait_for_change(timeout=5.0, since=seen)
+        assert loop.time() - started < 1.0
+        # Nothing new since: it waits for the next change (here: until the timeout).
+        started = loop.time()
+        await rounds.wait_for_change(timeout=0.2, since=rounds.changes)
+        assert loop.time() - started >= 0.15
+        waiter = asyncio.create_task(rounds.wait_for_change(timeout=5.0, since=rounds.changes))
+        await asyncio.sleep(0.05)
+        assert not waiter.done()
+        await rounds._notify()
+        await asyncio.wait_for(waiter, 1.0)
+    finally:
+        await rounds.close()
+        store.close()

@@ -5,7 +5,9 @@ is about, the hash of the entry before it (``prev``) and its own ``hash``: the S
 entry's canonical JSON (sorted keys, no spaces) without the ``hash`` field. So an edited entry
 no longer matches its hash, and a deleted, inserted or reordered entry breaks the sequence or
 the chain at that point. A head file beside the log (``LOG.head``) records the last sequence
-number and hash, so entries cut from the end are detected too.
+number and hash, so entries cut from the end are detected too. The head file holds one JSON
+object padded with spaces to a fixed width, rewritten in place after every append (heads written
+by earlier versions, unpadded, read the same).
 
 What is logged (never a data row, member id or SQL text; see :class:`AuditKind`): every request
 received (its digest and claimed ids), the decision on it (admitted, or refused with the stage
@@ -47,6 +49,49 @@ JsonValue: TypeAlias = (
 )
 
 _REQUIRED = ("seq", "time", "kind", "prev", "hash")
+
+#: Width of the head record: ``{"seq": N, "hash": "<64 hex>"}`` padded with spaces and ended
+#: by a newline, so each update overwrites the same bytes (one block, no new file).
+HEAD_WIDTH = 128
+
+
+#: Where the OS has it, files opened with O_DSYNC make each write durable before it returns
+#: (data and size, as ``fdatasync``), one system call instead of a write and a sync.
+_O_DSYNC: int = getattr(os, "O_DSYNC", 0)
+
+
+def _datasync(fd: int) -> None:
+    """Make a file's data (and its size) durable: ``fdatasync`` where there is one."""
+    sync = getattr(os, "fdatasync", os.fsync)
+    sync(fd)
+
+
+def _write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
+        view = view[written:]
+        if offset is not None:
+            offset += written
+
+
+def _sync_directory(path: Path) -> None:
+    """Make a new file's name durable (where directories can be opened and synced)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _head_record(head: Head) -> bytes:
+    text = json.dumps({"seq": head.seq, "hash": head.hash})
+    return (text.ljust(HEAD_WIDTH - 1) + "\n").encode("ascii")
 
 
 class AuditKind(StrEnum):
@@ -124,7 +169,8 @@ def _last_line(path: Path) -> str | None:
 
 
 class AuditLog:
-    """Appends entries to one log file (thread-safe; each append is flushed and synced)."""
+    """Appends entries to one log file (thread-safe; each append is written and synced
+    before it returns, with one write for all the entries of :meth:`append_many`)."""
 
     def __init__(self, path: Path, *, fsync: bool = True) -> None:
         self.path = path
@@ -147,7 +193,14 @@ class AuditLog:
                 "audit log %s does not end where its head says (entry %d vs %d): run"
                 " `carrier-node audit verify`", path.name, self._seq, head.seq,
             )
-        self._file = path.open("a", encoding="utf-8")
+        created = not path.exists()
+        self._sync_flag = _O_DSYNC if fsync else 0
+        self._fd: int | None = os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | self._sync_flag, 0o644
+        )
+        if created and fsync:
+            _sync_directory(path.parent)
+        self._head_fd: int | None = None
 
     @property
     def seq(self) -> int:
@@ -188,27 +241,43 @@ class AuditLog:
                 json.dumps(e, sort_keys=True, separators=(",", ":"), ensure_ascii=True) + "\n"
                 for e in entries
             )
-            self._file.write(text)
-            self._file.flush()
-            if self._fsync:
-                os.fsync(self._file.fileno())
+            if self._fd is None:
+                raise ValueError("the audit log is closed")
+            _write_all(self._fd, text.encode("ascii"))
+            if self._fsync and not self._sync_flag:
+                _datasync(self._fd)
+            # Only after the entries are durable: a head never names an entry the log lacks.
             self._write_head(Head(seq, prev))
             self._seq, self._prev = seq, prev
         return entries
 
     def _write_head(self, head: Head) -> None:
-        tmp = self._head_path.with_name(self._head_path.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            json.dump({"seq": head.seq, "hash": head.hash}, f)
-            f.flush()
+        """Overwrite the head record in place: one synced write of an existing block, rather
+        than a new file, its sync and a rename per append."""
+        first = self._head_fd is None
+        if self._head_fd is None:
+            created = not self._head_path.exists()
+            self._head_fd = os.open(
+                self._head_path, os.O_RDWR | os.O_CREAT | self._sync_flag, 0o644
+            )
+            if created and self._fsync:
+                _sync_directory(self._head_path.parent)
+        _write_all(self._head_fd, _head_record(head), 0)
+        if first:  # a head written by an earlier version may be longer than the record
+            os.ftruncate(self._head_fd, HEAD_WIDTH)
             if self._fsync:
-                os.fsync(f.fileno())
-        os.replace(tmp, self._head_path)
+                _datasync(self._head_fd)
+        elif self._fsync and not self._sync_flag:
+            _datasync(self._head_fd)
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+            if self._head_fd is not None:
+                os.close(self._head_fd)
+                self._head_fd = None
 
     def __enter__(self) -> AuditLog:
         return self

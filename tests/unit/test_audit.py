@@ -10,7 +10,15 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from carrier_node.audit import GENESIS, AuditKind, AuditLog, entry_hash, head_path, verify
+from carrier_node.audit import (
+    GENESIS,
+    HEAD_WIDTH,
+    AuditKind,
+    AuditLog,
+    entry_hash,
+    head_path,
+    verify,
+)
 from carrier_node.cli import app
 
 
@@ -139,3 +147,38 @@ def test_cli_verify_and_show(log_path: Path) -> None:
     broken = runner.invoke(app, ["audit", "verify", "--log", str(log_path)])
     assert broken.exit_code == 1
     assert "BROKEN" in broken.output and "line 1" in broken.output
+
+
+def test_the_head_is_rewritten_in_place_and_an_older_head_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "c001.audit.jsonl"
+    write_log(path, 2)
+    head = head_path(path)
+    # A head as earlier versions wrote it (compact JSON, no padding).
+    head.write_text(json.dumps({"seq": 2, "hash": json.loads(lines(path)[-1])["hash"]}))
+    inode = head.stat().st_ino
+    with AuditLog(path, fsync=True) as log:
+        log.append(AuditKind.STARTED, policy_digest="abc")
+        log.append_many([(AuditKind.RECEIVED, "r9.q", "r9", {}),
+                         (AuditKind.ADMITTED, "r9.q", "r9", {})])
+        assert log.seq == 5
+        # After each append the log on disk ends at the entry the head names.
+        last = json.loads(lines(path)[-1])
+        assert json.loads(head.read_text()) == {"seq": 5, "hash": last["hash"]}
+    assert head.stat().st_ino == inode  # the same file, no temporary file and rename
+    assert len(head.read_bytes()) == HEAD_WIDTH
+    assert not list(tmp_path.glob("*.tmp"))
+    assert verify(path).ok
+    with AuditLog(path, fsync=False) as log:  # reopened: the padded head matches
+        assert log.seq == 5
+        log.append(AuditKind.STARTED)
+    assert verify(path).ok and verify(path).entries == 6
+
+
+def test_cutting_entries_is_still_found_with_an_in_place_head(tmp_path: Path) -> None:
+    path = tmp_path / "c001.audit.jsonl"
+    with AuditLog(path, fsync=True) as log:
+        for i in range(4):
+            log.append(AuditKind.RECEIVED, request_id=f"r{i}.q", round_id=f"r{i}")
+    path.write_text("".join(lines(path)[:-1]))
+    outcome = verify(path)
+    assert not outcome.ok and "removed from the end" in outcome.problem

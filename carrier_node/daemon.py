@@ -406,45 +406,48 @@ class NodeDaemon:
     async def _answer(self, signed: types_pb2.SignedRequest) -> None:
         request_id, round_id = _peek_ids(bytes(signed.request))
         request_sha256 = hashlib.sha256(bytes(signed.request)).hexdigest()
+        # The look-ups, the checks and their audit entries in one trip to the I/O thread.
+        outcome = await self._io(self._receive, signed, request_id, round_id, request_sha256)
+        if outcome is None:  # its result awaits the carrier's reviewer
+            return
+        if isinstance(outcome, federation_pb2.NodeMessage):  # stored answer, or the refusal
+            self._send(outcome)
+            return
+        answer = await self._evaluate_and_release(outcome, signed, request_sha256)
+        if answer is not None:  # None: held for the reviewer, nothing is stored or sent
+            self._send(answer)
+
+    def _receive(
+        self, signed: types_pb2.SignedRequest, request_id: str, round_id: str,
+        request_sha256: str,
+    ) -> RequestSpec | federation_pb2.NodeMessage | None:
+        """On the I/O thread: the stored answer to a duplicate delivery (logged as resent);
+        None while the request's result awaits the reviewer; the refusal of a request that
+        fails a check (kept in the outbox); else the admitted request."""
         # A duplicate delivery of a request already answered (the very same bytes, not just
         # the same claimed id) gets the stored answer.
-        stored = (
-            await self._io(self._state.get_outbox, request_id, request_sha256)
-            if request_id else None
-        )
+        stored = self._state.get_outbox(request_id, request_sha256) if request_id else None
         if stored is not None:
-            await self._io(
-                self.audit.append, AuditKind.RESENT, request_id=request_id, round_id=round_id,
+            self.audit.append(
+                AuditKind.RESENT, request_id=request_id, round_id=round_id,
                 message_sha256=hashlib.sha256(stored).hexdigest(),
             )
-            self._send(federation_pb2.NodeMessage.FromString(stored))
-            return
-        awaiting: bool = False
-        if request_id:
-            awaiting = await self._io(self._state.awaiting_review, request_id, request_sha256)
-        if awaiting:
+            return federation_pb2.NodeMessage.FromString(stored)
+        if request_id and self._state.awaiting_review(request_id, request_sha256):
             # Delivered again (after a reconnect) while its result waits for the reviewer.
             log.info("request %s: its result awaits the carrier's reviewer", request_id)
-            return
+            return None
         try:
-            request = await self._io(self.admit, signed)
+            return self.admit(signed)
         except OversightError as exc:
             message = self._refusal(request_id, round_id, exc)
-            admitted = False
-        else:
-            answer = await self._evaluate_and_release(request, signed)
-            if answer is None:  # held for the reviewer: nothing is stored to send, or sent
-                return
-            message = answer
-            admitted = True
         if request_id:
             # The refusal of a request that never passed the checks must not displace an
-            # answer kept under the same (claimed) id; a verified request's answer does.
-            await self._io(
-                self._state.put_outbox, request_id, message.SerializeToString(), request_sha256,
-                replace=admitted,
+            # answer kept under the same (claimed) id.
+            self._state.put_outbox(
+                request_id, message.SerializeToString(), request_sha256, replace=False
             )
-        self._send(message)
+        return message
 
     def admit(
         self, signed: types_pb2.SignedRequest, now: dt.datetime | None = None
@@ -512,29 +515,41 @@ class NodeDaemon:
         ])
 
     async def _evaluate_and_release(
-        self, request: RequestSpec, signed: types_pb2.SignedRequest
+        self, request: RequestSpec, signed: types_pb2.SignedRequest, request_sha256: str
     ) -> federation_pb2.NodeMessage | None:
-        """The signed result, or a refusal; None when the result is held for the reviewer."""
+        """The signed result, or a refusal, each logged and kept in the outbox before it is
+        returned to be sent; None when the result is held for the reviewer."""
         try:
             async with self._semaphore:
                 tables = await asyncio.to_thread(self._evaluate, request)
             if self.policy.release_mode == "manual":
                 await self._io(self._hold, request, signed, tables)
                 return None
-            return await self._io(self._release, request, signed, tables)
+            return await self._io(self._release_and_keep, request, signed, tables, request_sha256)
+        except _OutboxError:
+            raise  # released and logged, but not kept: not sent (as if the node had stopped)
         except Exception as exc:
             if isinstance(exc, OversightError):
                 log.warning("request %s refused in evaluation: %s (%s)", request.request_id,
                             type(exc).__name__, exc.detail)
             else:
                 log.exception("request %s failed", request.request_id)
-            await self._io(
-                self.audit.append, AuditKind.REFUSED, request_id=request.request_id,
-                round_id=request.round_id, stage="evaluation",
-                code=types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
-                reason=exc.detail if isinstance(exc, OversightError) else type(exc).__name__,
-            )
-            return self._refusal(request.request_id, request.round_id, exc)
+            return await self._io(self._refuse_evaluation, request, exc, request_sha256)
+
+    def _refuse_evaluation(
+        self, request: RequestSpec, exc: BaseException, request_sha256: str
+    ) -> federation_pb2.NodeMessage:
+        """Log a refusal in evaluation and keep it in the outbox (on the I/O thread)."""
+        self.audit.append(
+            AuditKind.REFUSED, request_id=request.request_id,
+            round_id=request.round_id, stage="evaluation",
+            code=types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
+            reason=exc.detail if isinstance(exc, OversightError) else type(exc).__name__,
+        )
+        message = self._refusal(request.request_id, request.round_id, exc)
+        # A verified request's answer replaces whatever was kept under its id.
+        self._state.put_outbox(request.request_id, message.SerializeToString(), request_sha256)
+        return message
 
     def _evaluate(self, request: RequestSpec) -> list[QueryTable]:
         assert self._engine is not None
@@ -547,10 +562,15 @@ class NodeDaemon:
                          decision.metric, counts)
         return tables
 
-    def _result_message(
-        self, request: RequestSpec, signed: types_pb2.SignedRequest, tables: list[QueryTable]
-    ) -> federation_pb2.NodeMessage:
+    def _data_snapshot(self) -> str:
+        """The data source's description (stats its files: taken once per result)."""
         assert self._source is not None
+        return self._source.snapshot()
+
+    def _result_message(
+        self, request: RequestSpec, signed: types_pb2.SignedRequest, tables: list[QueryTable],
+        data_snapshot: str,
+    ) -> federation_pb2.NodeMessage:
         result = ResultSpec(
             request_id=request.request_id,
             round_id=request.round_id,
@@ -558,7 +578,7 @@ class NodeDaemon:
             catalogue_version=catalogue.CATALOGUE_VERSION,
             tables=tuple(tables),
             request_digest=wire.digest(bytes(signed.request)),
-            data_snapshot=self._source.snapshot(),
+            data_snapshot=data_snapshot,
         )
         data = wire.result_to_pb(result).SerializeToString()
         if len(data) > self.config.max_message_bytes - 1024:
@@ -574,7 +594,8 @@ class NodeDaemon:
         self, request: RequestSpec, signed: types_pb2.SignedRequest, tables: list[QueryTable]
     ) -> federation_pb2.NodeMessage:
         """Sign the result and record what is released before it is sent."""
-        message = self._result_message(request, signed, tables)
+        data_snapshot = self._data_snapshot()
+        message = self._result_message(request, signed, tables, data_snapshot)
         self.audit.append(
             AuditKind.RELEASED,
             request_id=request.request_id,
@@ -582,12 +603,27 @@ class NodeDaemon:
             **_released_entry(
                 message.result,
                 request_sha256=hashlib.sha256(bytes(signed.request)).hexdigest(),
-                data_snapshot=self._source.snapshot() if self._source is not None else "",
+                data_snapshot=data_snapshot,
                 tables=tables,
                 period=str(request.period),
                 queries=[query_record(q) for q in request.queries],
             ),
         )
+        return message
+
+    def _release_and_keep(
+        self, request: RequestSpec, signed: types_pb2.SignedRequest, tables: list[QueryTable],
+        request_sha256: str,
+    ) -> federation_pb2.NodeMessage:
+        """:meth:`_release`, then keep the result in the outbox until it is acknowledged (on
+        the I/O thread; both durable before the result is sent)."""
+        message = self._release(request, signed, tables)
+        try:
+            self._state.put_outbox(request.request_id, message.SerializeToString(), request_sha256)
+        except Exception as exc:
+            log.error("request %s: the result could not be kept in the outbox: %s",
+                      request.request_id, type(exc).__name__)
+            raise _OutboxError from exc
         return message
 
     # --- manual release -------------------------------------------------------------------
@@ -596,7 +632,7 @@ class NodeDaemon:
         self, request: RequestSpec, signed: types_pb2.SignedRequest, tables: list[QueryTable]
     ) -> None:
         """Sign the result and keep it back for the reviewer (logged as held, not sent)."""
-        message = self._result_message(request, signed, tables)
+        message = self._result_message(request, signed, tables, self._data_snapshot())
         result = message.result
         request_sha256 = hashlib.sha256(bytes(signed.request)).hexdigest()
         queries = [query_record(q) for q in request.queries]
@@ -714,6 +750,10 @@ class NodeDaemon:
 
 
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
+
+
+class _OutboxError(Exception):
+    """A released result could not be kept in the outbox (so it is not sent)."""
 
 
 def _peek_ids(data: bytes) -> tuple[str, str]:

@@ -150,6 +150,18 @@ class NodeState:
             self._db.execute(
                 "ALTER TABLE outbox ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT ''"
             )
+        # Writes that need not be durable on their own (acknowledgements) go through a
+        # connection that does not sync; the next synced commit covers them (one WAL).
+        self._lazy = self._db
+        if str(path) != ":memory:":
+            self._lazy = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=30.0
+            )
+            self._lazy.execute("PRAGMA synchronous=NORMAL")
+        # The earliest expiry among the stored nonces (None: none stored), so expired ones
+        # are purged when there are some rather than looked for on every request.
+        row = self._db.execute("SELECT MIN(expires_at) FROM nonces").fetchone()
+        self._next_expiry: str | None = row[0] if row is not None else None
 
     def put_outbox(
         self, request_id: str, message: bytes, request_sha256: str = "", *, replace: bool = True
@@ -184,8 +196,11 @@ class NodeState:
         return [(r[0], bytes(r[1])) for r in rows]
 
     def ack(self, request_id: str) -> None:
+        """Forget an acknowledged answer. Not synced on its own (the next synced write makes
+        it durable): lost in a crash, the answer is only sent again, and the coordinator
+        takes a duplicate as the delivery it already stored."""
         with self._lock:
-            self._db.execute("DELETE FROM outbox WHERE request_id = ?", (request_id,))
+            self._lazy.execute("DELETE FROM outbox WHERE request_id = ?", (request_id,))
 
     def remember_nonce(
         self, nonce: bytes, request_id: str, expires_at: dt.datetime, now: dt.datetime
@@ -195,16 +210,20 @@ class NodeState:
         Nonces of requests that expired before ``now`` are forgotten: such a request is
         refused for its expiry anyway.
         """
+        now_text, expires_text = now.isoformat(), expires_at.isoformat()
         with self._lock:
-            self._db.execute("DELETE FROM nonces WHERE expires_at < ?", (now.isoformat(),))
-            row = self._db.execute(
-                "SELECT request_id FROM nonces WHERE nonce = ?", (nonce,)
-            ).fetchone()
-            if row is not None:
-                return False
-            self._db.execute(
-                "INSERT INTO nonces VALUES (?, ?, ?)", (nonce, request_id, expires_at.isoformat())
+            if self._next_expiry is not None and self._next_expiry < now_text:
+                self._db.execute("DELETE FROM nonces WHERE expires_at < ?", (now_text,))
+                row = self._db.execute("SELECT MIN(expires_at) FROM nonces").fetchone()
+                self._next_expiry = row[0] if row is not None else None
+            # One statement: the nonce is new exactly when the insert adds a row.
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (nonce, request_id, expires_text)
             )
+            if cursor.rowcount != 1:
+                return False
+            if self._next_expiry is None or expires_text < self._next_expiry:
+                self._next_expiry = expires_text
             return True
 
     # --- results held for approval ---------------------------------------------------------
@@ -302,4 +321,6 @@ class NodeState:
 
     def close(self) -> None:
         with self._lock:
+            if self._lazy is not self._db:
+                self._lazy.close()
             self._db.close()

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import hashlib
+import json
 import os
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from carrier_node.audit import head_path, read_entries
+from carrier_node.config import audit_log_path
+from carrier_node.daemon import NodeDaemon
+from carrier_node.state import node_state_path
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
@@ -231,3 +239,49 @@ async def test_bad_data_and_unknown_metrics_end_in_clear_refusals(
     assert replies and replies[0].HasField("refusal")
     assert replies[0].refusal.code == types_pb2.ERROR_CODE_UNKNOWN_METRIC
     assert again.state is RoundState.COMPLETE
+
+
+async def test_a_result_is_in_the_audit_log_and_the_outbox_on_disk_before_it_is_sent(
+    federation_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The durability order the node promises: what it releases is logged (and kept to be
+    resent) before the result goes on the wire, read back from disk at the moment of sending."""
+    chosen = dict(sorted(federation_data.items())[:3])
+    checked: list[str] = []
+    problems: list[str] = []
+    nodes: dict[str, NodeDaemon] = {}
+
+    def on_wire(message: federation_pb2.NodeMessage) -> None:
+        if not message.HasField("result"):
+            return
+        result = wire.decode_result_bytes(bytes(message.result.result))
+        node = nodes[result.carrier_id]
+        digest = hashlib.sha256(message.result.result).hexdigest()
+        released = [
+            e for _, e in read_entries(audit_log_path(node.config))
+            if e is not None and e.get("kind") == "released" and e.get("result_sha256") == digest
+        ]
+        if len(released) != 1:
+            problems.append(f"{result.carrier_id}: not in the audit log when sent")
+        head = json.loads(head_path(audit_log_path(node.config)).read_text())
+        if released and head["seq"] < released[0]["seq"]:
+            problems.append(f"{result.carrier_id}: the head lags the released entry")
+        with closing(sqlite3.connect(node_state_path(node.config.state_dir,
+                                                     result.carrier_id))) as db:
+            kept = db.execute(
+                "SELECT message FROM outbox WHERE request_id = ?", (result.request_id,)
+            ).fetchone()
+        if kept is None or federation_pb2.NodeMessage.FromString(kept[0]) != message:
+            problems.append(f"{result.carrier_id}: not in the outbox when sent")
+        checked.append(result.carrier_id)
+
+    async with SimulatedFederation(chosen, tmp_path, wiretap=on_wire) as fed:
+        assert fed.client is not None
+        nodes.update(fed.nodes)
+        for _ in range(2):
+            outcome = await fed.client.run_round(
+                PERIOD, [wire.make_query("enrollment.member_months")], deadline_seconds=60
+            )
+            assert outcome.state is RoundState.COMPLETE
+    assert problems == []
+    assert sorted(checked) == sorted([*chosen, *chosen])

@@ -96,3 +96,32 @@ def test_unsigned_requests_only_in_insecure_mode(state: NodeState) -> None:
         RequestGate(state, None)
     gate = RequestGate(state, None, allow_unsigned=True)
     assert gate.admit(signed(None), now=NOW).request_id == "r1.q"
+
+
+def test_expired_nonces_are_forgotten_and_live_ones_kept(tmp_path: Path) -> None:
+    state = NodeState(tmp_path / "node.sqlite3")
+    later = NOW + dt.timedelta(hours=2)
+    assert state.remember_nonce(b"a" * 16, "ra.q", NOW + dt.timedelta(hours=1), NOW)
+    assert state.remember_nonce(b"b" * 16, "rb.q", NOW + dt.timedelta(hours=3), NOW)
+    assert not state.remember_nonce(b"a" * 16, "ra.q", NOW + dt.timedelta(hours=1), NOW)
+    state.close()
+    restarted = NodeState(tmp_path / "node.sqlite3")
+    # Two hours on, "a" has expired (and is forgotten); "b" is still live.
+    assert restarted.remember_nonce(b"a" * 16, "ra2.q", later + dt.timedelta(hours=1), later)
+    assert not restarted.remember_nonce(b"b" * 16, "rb.q", later + dt.timedelta(hours=1), later)
+    rows = restarted._db.execute("SELECT request_id FROM nonces ORDER BY request_id").fetchall()
+    assert [r[0] for r in rows] == ["ra2.q", "rb.q"]
+    restarted.close()
+
+
+def test_an_acknowledged_answer_is_forgotten(tmp_path: Path) -> None:
+    state = NodeState(tmp_path / "node.sqlite3")
+    state.put_outbox("r1.q", b"answer-1", "sha-1")
+    state.put_outbox("r2.q", b"answer-2", "sha-2")
+    state.ack("r1.q")
+    assert state.get_outbox("r1.q") is None
+    assert [r for r, _ in state.pending()] == ["r2.q"]
+    state.close()
+    reopened = NodeState(tmp_path / "node.sqlite3")
+    assert [r for r, _ in reopened.pending()] == ["r2.q"]
+    reopened.close()

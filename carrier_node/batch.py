@@ -109,14 +109,28 @@ def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query
         assert isinstance(renamed, exp.Query)
         name = _digest(renamed)
         names[cte.alias] = name
-        ctes.append((name, renamed))
+        if all(name != seen for seen, _ in ctes):  # the same block twice is one block
+            ctes.append((name, renamed))
     main = _rename_references(outer, names)
     assert isinstance(main, exp.Query)
     return ctes, main
 
 
+def _references(tree: exp.Expr, names: set[str]) -> set[str]:
+    return {
+        t.name for t in tree.find_all(exp.Table)
+        if not t.args.get("db") and t.name in names
+    }
+
+
 def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
-    """Share the blocks that ``min_uses`` or more of ``queries`` compute."""
+    """Share the blocks that ``min_uses`` or more of ``queries`` compute.
+
+    A shared block whose only reader is one other shared block is not made a table of its own:
+    it goes into that block's statement as a CTE, where the engine streams it and reads only
+    the columns used (a table of its own would hold every column of every row, e.g. all of a
+    period's claim lines, for one reader).
+    """
     canonical = [_canonical(q) for q in queries]
     uses: Counter[str] = Counter()
     last_use: dict[str, int] = {}
@@ -133,6 +147,25 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
             last_use[name] = index
         uses.update({name for name, _ in ctes})
     shared_names = {name for name in order if uses[name] >= min_uses}
+
+    # Who reads each shared block: other shared blocks (by name), or anything else.
+    shared_readers: dict[str, set[str]] = {name: set() for name in shared_names}
+    read_elsewhere: set[str] = set()
+    for entry in canonical:
+        if entry is None:
+            continue
+        ctes, main = entry
+        for reader, body in [*ctes, ("", main)]:
+            for name in _references(body, shared_names):
+                if reader in shared_names:
+                    shared_readers[name].add(reader)
+                else:
+                    read_elsewhere.add(name)
+    tables = {
+        name for name in shared_names
+        if name in read_elsewhere or len(shared_readers[name]) != 1
+    }
+
     rewritten: list[exp.Query] = []
     for original, entry in zip(queries, canonical, strict=True):
         if entry is None:
@@ -143,9 +176,24 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
             if name not in shared_names:
                 main = main.with_(name, as_=body, copy=False)
         rewritten.append(main)
+
+    def statement(name: str) -> exp.Query:
+        """The block's body, with the shared blocks it reads that are not tables as CTEs."""
+        inlined: list[str] = []
+        pending = [name]
+        while pending:
+            for dep in _references(bodies[pending.pop()], shared_names - tables):
+                if dep not in inlined:
+                    inlined.append(dep)
+                    pending.append(dep)
+        body = bodies[name].copy()
+        for dep in sorted(inlined, key=order.index):
+            body = body.with_(dep, as_=bodies[dep], copy=False)
+        return body
+
     shared = tuple(
-        SharedTable(name, bodies[name], uses[name], last_use[name])
+        SharedTable(name, statement(name), uses[name], last_use[name])
         for name in order
-        if name in shared_names
+        if name in tables
     )
     return BatchPlan(shared=shared, queries=tuple(rewritten))

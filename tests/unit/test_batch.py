@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+import duckdb
 import sqlglot
 from sqlglot import exp
 
@@ -62,13 +63,45 @@ def test_same_text_over_differently_defined_blocks_is_not_merged() -> None:
     assert batch.plan([first, second]).shared == ()
 
 
-def test_what_a_shared_block_reads_is_shared_and_created_before_it() -> None:
-    text = "WITH a AS (SELECT 1 AS x), b AS (SELECT x + 1 AS y FROM a) SELECT y FROM b"
-    plan = batch.plan([_q(text), _q(text + " WHERE y > 0")])
-    names = [t.name for t in plan.shared]
-    assert len(names) == 2
-    a, b = plan.shared
-    assert a.name in _sql(b.body)  # b reads a's table, made first
+def _run_plan(plan: batch.BatchPlan) -> list[list[tuple[object, ...]]]:
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE eligibility AS SELECT range AS x FROM range(10)")
+    for table in plan.shared:
+        con.execute(table.create_statement("duckdb"))
+    return [sorted(con.execute(_sql(q)).fetchall()) for q in plan.queries]
+
+
+def _run_each(queries: list[exp.Query]) -> list[list[tuple[object, ...]]]:
+    con = duckdb.connect(":memory:")
+    con.execute("CREATE TABLE eligibility AS SELECT range AS x FROM range(10)")
+    return [sorted(con.execute(_sql(q)).fetchall()) for q in queries]
+
+
+def test_a_block_only_another_shared_block_reads_goes_into_its_statement() -> None:
+    text = (
+        "WITH a AS (SELECT x FROM eligibility), b AS (SELECT x + 1 AS y FROM a)"
+        " SELECT y FROM b"
+    )
+    queries = [_q(text), _q(text + " WHERE y > 3")]
+    plan = batch.plan(queries)
+    (b,) = plan.shared  # a is not a table of its own: b's statement computes it
+    assert b.uses == 2
+    assert _sql(b.body).startswith("WITH shared_")
+    assert "eligibility" in _sql(b.body)
+    assert _run_plan(plan) == _run_each(queries)
+
+
+def test_what_a_table_reads_is_a_table_made_before_it() -> None:
+    text = (
+        "WITH a AS (SELECT x FROM eligibility), b AS (SELECT x + 1 AS y FROM a)"
+        " SELECT b.y, a.x FROM b JOIN a ON a.x = b.y"
+    )
+    queries = [_q(text), _q(text + " WHERE b.y > 3")]
+    plan = batch.plan(queries)
+    a, b = plan.shared  # the queries read a as well: a table, made first
+    assert a.name in _sql(b.body)
+    assert "WITH" not in _sql(b.body)
+    assert _run_plan(plan) == _run_each(queries)
 
 
 def test_a_query_with_a_nested_with_runs_as_it_is() -> None:

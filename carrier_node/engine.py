@@ -135,9 +135,11 @@ class RenderedBatch:
 @functools.lru_cache(maxsize=64)
 def _render_batch(
     dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
-    queries: tuple[QuerySpec, ...],
+    queries: tuple[QuerySpec, ...], min_uses: int = 2,
 ) -> RenderedBatch:
-    planned = batch.plan([_expression(tables, schema, period, q) for q in queries])
+    planned = batch.plan(
+        [_expression(tables, schema, period, q) for q in queries], min_uses=min_uses
+    )
     return RenderedBatch(
         shared=tuple(
             (t.name, t.create_statement(dialect), t.last_use) for t in planned.shared
@@ -176,9 +178,18 @@ class Engine:
         """
         return _render(self.source.dialect, self._tables(), self.schema, period, query)
 
+    def _min_uses(self) -> int:
+        """Readers a block needs to become a table: two for DuckDB (which streams a block
+        one query reads), one where the source plans better over tables it has statistics
+        of (PostgreSQL misjudges the size of a member-months block inlined in a query, and
+        picked nested loops that ran for hours)."""
+        return int(getattr(self.source, "block_min_uses", 2))
+
     def render_batch(self, period: Period, queries: tuple[QuerySpec, ...]) -> RenderedBatch:
         """The SQL of ``queries`` evaluated together (see :mod:`carrier_node.batch`)."""
-        return _render_batch(self.source.dialect, self._tables(), self.schema, period, queries)
+        return _render_batch(
+            self.source.dialect, self._tables(), self.schema, period, queries, self._min_uses()
+        )
 
     def evaluate(self, period: Period, query: QuerySpec) -> RawTable:
         return self.evaluate_many(period, [query])[0]
@@ -214,7 +225,7 @@ class Engine:
         self, period: Period, queries: tuple[QuerySpec, ...]
     ) -> list[tuple[pa.Table, float]]:
         """Each query's result table and the seconds its own SQL took."""
-        if len(queries) < 2:
+        if len(queries) < self._min_uses():
             out = [self._timed(self.source.execute_arrow, self.render(period, q)) for q in queries]
             self.last_batch = BatchTiming(query_seconds=tuple(t for _, t in out))
             return out

@@ -161,6 +161,9 @@ class PostgresSource:
     """The warehouse data source; thread-safe (one connection per calling thread)."""
 
     dialect = "postgres"
+    #: Every block a query's result reads is made an analysed temporary table, also for a
+    #: request of one query (see :meth:`carrier_node.engine.Engine._min_uses`).
+    block_min_uses = 1
 
     def __init__(self, config: WarehouseConfig) -> None:
         self.config = config

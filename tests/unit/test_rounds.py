@@ -10,19 +10,11 @@ from pathlib import Path
 from coordinator.rounds import RoundManager
 from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
 from fedoversight import wire
-from fedoversight.domain import (
-    CellResult,
-    DisclosureSummary,
-    QueryTable,
-    RequestSpec,
-    ResultSpec,
-    Status,
-    StatValue,
-)
 from fedoversight.errors import OversightError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
 from fedoversight.v1 import federation_pb2, types_pb2
+from tests.unit.trust_kit import result_for
 
 CARRIERS = [f"c{i:03d}" for i in range(1, 9)]
 
@@ -80,24 +72,6 @@ class CountingStore(RoundStore):
         self.holding.set()
         self.hold.wait(10)
         return super().save_results(results)
-
-
-def result_for(request: RequestSpec, request_bytes: bytes, carrier_id: str) -> bytes:
-    query = request.queries[0]
-    table = QueryTable(
-        metric=query.metric, version=query.version, group_by=(),
-        cells=(CellResult(key=(), stats=(
-            StatValue("member_months", Status.RELEASED, 1200),
-            StatValue("members", Status.RELEASED, 100),
-        )),),
-        disclosure=DisclosureSummary(min_cell_size=11, cells_released=1),
-    )
-    spec = ResultSpec(
-        request_id=request.request_id, round_id=request.round_id, carrier_id=carrier_id,
-        catalogue_version=request.catalogue_version, tables=(table,),
-        request_digest=wire.digest(request_bytes), data_snapshot="snap-" + carrier_id,
-    )
-    return wire.result_to_pb(spec).SerializeToString()
 
 
 async def test_dispatch_sends_to_every_carrier_then_records_them_in_one_write(

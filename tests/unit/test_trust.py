@@ -30,15 +30,6 @@ from coordinator.receipts import verify_round
 from coordinator.rounds import RoundManager
 from coordinator.store import CarrierRoundState, RoundStore
 from fedoversight import wire
-from fedoversight.domain import (
-    CellResult,
-    DisclosureSummary,
-    QueryTable,
-    RequestSpec,
-    ResultSpec,
-    Status,
-    StatValue,
-)
 from fedoversight.errors import AuthenticationError, ConfigError, InvalidRequestError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
@@ -48,6 +39,7 @@ from tests.unit.trust_kit import (
     CountingSource,
     FakeContext,
     answer,
+    result_for,
     secure_node,
     sign,
     signed_request,
@@ -325,24 +317,6 @@ class Link:
     def send(self, carrier_id: str, message: federation_pb2.CoordinatorMessage) -> bool:
         self.sent.append((carrier_id, message))
         return True
-
-
-def result_for(request: RequestSpec, request_bytes: bytes, carrier_id: str) -> bytes:
-    query = request.queries[0]
-    table = QueryTable(
-        metric=query.metric, version=query.version, group_by=(),
-        cells=(CellResult(key=(), stats=(
-            StatValue("member_months", Status.RELEASED, 1200),
-            StatValue("members", Status.RELEASED, 100),
-        )),),
-        disclosure=DisclosureSummary(min_cell_size=11, cells_released=1),
-    )
-    spec = ResultSpec(
-        request_id=request.request_id, round_id=request.round_id, carrier_id=carrier_id,
-        catalogue_version=request.catalogue_version, tables=(table,),
-        request_digest=wire.digest(request_bytes), data_snapshot="snap-" + carrier_id,
-    )
-    return wire.result_to_pb(spec).SerializeToString()
 
 
 def signed_result(data: bytes, signer: Signer) -> types_pb2.SignedResult:

@@ -12,7 +12,15 @@ import pyarrow as pa
 from carrier_node.config import NodeConfig, TlsFiles
 from carrier_node.daemon import NodeDaemon
 from fedoversight import wire
-from fedoversight.domain import RequestSpec
+from fedoversight.domain import (
+    CellResult,
+    DisclosureSummary,
+    QueryTable,
+    RequestSpec,
+    ResultSpec,
+    Status,
+    StatValue,
+)
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
 from fedoversight.v1 import federation_pb2, types_pb2
@@ -98,3 +106,22 @@ async def answer(node: NodeDaemon, signed: types_pb2.SignedRequest) -> federatio
     message = queue.get_nowait()
     assert message is not None
     return message
+
+
+def result_for(request: RequestSpec, request_bytes: bytes, carrier_id: str) -> bytes:
+    """A carrier's serialized result for ``request``: one released member-months cell."""
+    query = request.queries[0]
+    table = QueryTable(
+        metric=query.metric, version=query.version, group_by=(),
+        cells=(CellResult(key=(), stats=(
+            StatValue("member_months", Status.RELEASED, 1200),
+            StatValue("members", Status.RELEASED, 100),
+        )),),
+        disclosure=DisclosureSummary(min_cell_size=11, cells_released=1),
+    )
+    spec = ResultSpec(
+        request_id=request.request_id, round_id=request.round_id, carrier_id=carrier_id,
+        catalogue_version=request.catalogue_version, tables=(table,),
+        request_digest=wire.digest(request_bytes), data_snapshot="snap-" + carrier_id,
+    )
+    return wire.result_to_pb(spec).SerializeToString()

@@ -3,6 +3,7 @@ hand-written DuckDB SQL and plain pandas over the same files.
 
     python bench/node_suite.py [--members 2000000] [--months 1] [--year] [--data-dir DIR]
                                [--pandas shared|per-metric|both|none] [--repeat 1]
+                               [--memory-limit 1GB]
 
 One carrier is synthesised with :mod:`oversight_sim.synth` and written as Parquet (cached under
 ``--data-dir``, so a re-run skips synthesis; ``--year`` means 200,000 members over twelve
@@ -69,6 +70,9 @@ TARGET_SQL_RATIO = 1.5  # engine ÷ hand DuckDB SQL, at most
 TARGET_PANDAS_RATIO = 4.0  # pandas ÷ engine, at least
 TARGET_PEAK_BYTES = 4 * 1024**3
 TARGET_SUITE_SECONDS = 120.0
+
+#: Carries ``--memory-limit`` to the engine phase's process (the node's engine_memory_limit).
+MEMORY_LIMIT_ENV = "NODE_SUITE_MEMORY_LIMIT"
 
 #: A cell's statistics: an integer, or a histogram as (counts, cents) per bin.
 Value = int | tuple[tuple[int, ...], tuple[int, ...]]
@@ -860,7 +864,11 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
 
     queries = suite_queries()
     started = time.perf_counter()
-    source = FileSource(directory)
+    limit = os.environ.get(MEMORY_LIMIT_ENV) or None
+    source = FileSource(
+        directory, memory_limit=limit,
+        temp_directory=Path(tempfile.gettempdir()) / "node-suite-spill" if limit else None,
+    )
     source.open()
     opened = time.perf_counter() - started
     engine = Engine(source, CARRIER)
@@ -1115,6 +1123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=1,
                         help="rounds of the engine and SQL phases, alternating; per metric the"
                         " fastest round counts (a shared machine's load comes and goes)")
+    parser.add_argument("--memory-limit", default=None,
+                        help="DuckDB memory limit of the engine phase, as the node's"
+                        " engine_memory_limit (e.g. 1GB; it spills to a temp directory past it)")
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--phase-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--phase-period", help=argparse.SUPPRESS)
@@ -1132,6 +1143,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="node-suite-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
         print(f"machine: {machine()}")
+        if args.memory_limit:
+            os.environ[MEMORY_LIMIT_ENV] = args.memory_limit
+            print(f"engine memory limit: {args.memory_limit}")
         directory, synthesis = carrier_data(data_dir, members, months)
         counts = row_counts(directory)
         period = period_of(months)

@@ -226,18 +226,18 @@ class Protector:
             for name in dollar_stats:
                 hidden = set(decision.reasons) | {
                     i for i, d in decision.withheld.items() if name in d}
-                values = tuple(max(0, int(_values(c)[name])) for c in cells)  # type: ignore[call-overload]
-                required = {i: dominance.p_percent / 100 * values[i]
+                column = tuple(max(0, c.value(name)) for c in cells)
+                required = {i: dominance.p_percent / 100 * column[i]
                             for i, d in decision.withheld.items() if d.get(name) == DOMINANCE}
-                for i in complementary(Table(tuple(c.key for c in cells), values), hidden,
+                for i in complementary(Table(tuple(c.key for c in cells), column), hidden,
                                        1, required):
                     decision.withheld.setdefault(i, {})[name] = COMPLEMENTARY
         # A histogram of the same dollars (its bins' cents) goes with a withheld total.
         histograms = [s.name for s in spec.statistics if s.kind is StatKind.HISTOGRAM]
-        for stats in decision.withheld.values():
-            reason = DOMINANCE if DOMINANCE in stats.values() else COMPLEMENTARY
+        for withheld_stats in decision.withheld.values():
+            cause = DOMINANCE if DOMINANCE in withheld_stats.values() else COMPLEMENTARY
             for name in histograms:
-                stats[name] = reason
+                withheld_stats[name] = cause
         # 5. build released cells (with DP noise when asked) and their ledger entries
         out: list[CellResult] = []
         dp_policy = self.policy.differential_privacy
@@ -262,18 +262,17 @@ class Protector:
                     if kind in (StatKind.CENTS, StatKind.HISTOGRAM):
                         stats.append(StatValue(name, Status.SUPPRESSED_PRIMARY, None))
                     else:
-                        noisy = max(0, mechanisms[name].release(int(value)))  # type: ignore[arg-type]
+                        noisy = max(0, mechanisms[name].release(cell.value(name)))
                         stats.append(StatValue(name, Status.PERTURBED, noisy))
                 else:
-                    stats.append(StatValue(name, Status.RELEASED, value))  # type: ignore[arg-type]
+                    stats.append(StatValue(name, Status.RELEASED, value))
             out.append(CellResult(cell.key, tuple(stats)))
             if not dp_policy.enabled:
-                values = _values(cell)
                 for name in guarded:
                     family = family_of(spec.name, name)
                     box = cell_box(request.period, cell.key, filters,
                                    MEMBER_DIMENSIONS if family == "enrolled" else None)
-                    releases.append(Release(family, name, box, int(values[name])))  # type: ignore[call-overload]
+                    releases.append(Release(family, name, box, cell.value(name)))
         if not dp_policy.enabled:
             for group, rest in margins:
                 if not any(i in decision.reasons for i in group):

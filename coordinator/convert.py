@@ -11,7 +11,7 @@ from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from coordinator.store import CarrierRound, CarrierRoundState, RoundRecord, RoundState
 from fedoversight import catalogue, wire
 from fedoversight.domain import Status
-from fedoversight.v1 import operator_pb2
+from fedoversight.v1 import operator_pb2, types_pb2
 
 _ROUND_STATE = {s: getattr(operator_pb2, f"ROUND_STATE_{s.name}") for s in RoundState}
 _ROUND_STATE_BACK = {v: k for k, v in _ROUND_STATE.items()}
@@ -41,7 +41,7 @@ def summary_to_pb(record: RoundRecord, carriers: list[CarrierRound]) -> operator
     request = wire.decode_request_bytes(record.request_bytes)
     return operator_pb2.RoundSummary(
         round_id=record.round_id,
-        state=_ROUND_STATE[record.state],  # type: ignore[arg-type]
+        state=_ROUND_STATE[record.state],
         period=wire.period_to_pb(request.period),
         queries=[wire.query_to_pb(q) for q in request.queries],
         carriers_asked=len(carriers),
@@ -54,7 +54,7 @@ def summary_to_pb(record: RoundRecord, carriers: list[CarrierRound]) -> operator
 def carrier_status_to_pb(c: CarrierRound) -> operator_pb2.CarrierStatus:
     return operator_pb2.CarrierStatus(
         carrier_id=c.carrier_id,
-        state=_CARRIER_STATE[c.state],  # type: ignore[arg-type]
+        state=_CARRIER_STATE[c.state],
         error_code=c.error_code,  # type: ignore[arg-type]
         message=c.message,
     )
@@ -69,7 +69,7 @@ def table_to_pb(table: ScopedTable) -> operator_pb2.ScopedTable:
         cells=[
             operator_pb2.CombinedCell(
                 key=[
-                    wire.types_pb2.GroupKey(dimension=wire.dimension_to_pb(d), value=v)
+                    types_pb2.GroupKey(dimension=wire.dimension_to_pb(d), value=v)
                     for d, v in cell.key
                 ],
                 statistics=[wire.stat_to_pb(s) for s in cell.stats],
@@ -77,7 +77,7 @@ def table_to_pb(table: ScopedTable) -> operator_pb2.ScopedTable:
                     operator_pb2.Figure(name=f.name, value=f.value, complete=f.complete)
                     for f in cell.figures
                 ],
-                status=wire.status_to_pb(cell.status),  # type: ignore[arg-type]
+                status=wire.status_to_pb(cell.status),
                 incomplete=cell.incomplete,
             )
             for cell in table.cells

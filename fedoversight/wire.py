@@ -10,7 +10,7 @@ import datetime as dt
 import hashlib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from google.protobuf.message import DecodeError
 
@@ -39,9 +39,11 @@ MAX_FILTER_VALUES = 200
 MAX_PARAMETERS = 16
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
-_DIM_TO_PB = {d: getattr(types_pb2, f"DIMENSION_{d.name}") for d in Dimension}
+_DIM_TO_PB: dict[Dimension, types_pb2.Dimension.ValueType] = {
+    d: types_pb2.Dimension.Value(f"DIMENSION_{d.name}") for d in Dimension
+}
 _DIM_FROM_PB = {v: k for k, v in _DIM_TO_PB.items()}
-_STATUS_TO_PB = {
+_STATUS_TO_PB: dict[Status, types_pb2.CellStatus.ValueType] = {
     Status.RELEASED: types_pb2.CELL_STATUS_RELEASED,
     Status.SUPPRESSED_PRIMARY: types_pb2.CELL_STATUS_SUPPRESSED_PRIMARY,
     Status.SUPPRESSED_COMPLEMENTARY: types_pb2.CELL_STATUS_SUPPRESSED_COMPLEMENTARY,
@@ -50,24 +52,24 @@ _STATUS_TO_PB = {
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
 
 
-def dimension_to_pb(dim: Dimension) -> int:
+def dimension_to_pb(dim: Dimension) -> types_pb2.Dimension.ValueType:
     return _DIM_TO_PB[dim]
 
 
 def dimension_from_pb(value: int) -> Dimension:
     try:
-        return _DIM_FROM_PB[value]
+        return _DIM_FROM_PB[types_pb2.Dimension.ValueType(value)]
     except KeyError:
         raise InvalidRequestError("unknown dimension") from None
 
 
-def status_to_pb(status: Status) -> int:
+def status_to_pb(status: Status) -> types_pb2.CellStatus.ValueType:
     return _STATUS_TO_PB[status]
 
 
 def status_from_pb(value: int) -> Status:
     try:
-        return _STATUS_FROM_PB[value]
+        return _STATUS_FROM_PB[types_pb2.CellStatus.ValueType(value)]
     except KeyError:
         raise InvalidRequestError("unknown cell status") from None
 
@@ -117,8 +119,8 @@ def make_query(
     metric: str,
     version: int = 0,
     group_by: Iterable[Dimension] = (),
-    filters: dict[Dimension, Iterable[str]] | None = None,
-    parameters: dict[str, float] | None = None,
+    filters: Mapping[Dimension, Iterable[str]] | None = None,
+    parameters: Mapping[str, float] | None = None,
 ) -> QuerySpec:
     """Build a validated query (the catalogue's latest version when ``version`` is 0)."""
     spec = catalogue.get_metric(metric, version or None)

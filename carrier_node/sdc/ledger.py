@@ -148,7 +148,7 @@ class Ledger:
         self, release: Release, threshold: int, pending: Iterable[Release] = ()
     ) -> Release | None:
         """An earlier (or pending) release that, with ``release``, isolates a small group."""
-        candidates = [*self._index.get((release.family, release.statistic), ()), *(
+        candidates: list[Release] = [*self._index.get((release.family, release.statistic), ()), *(
             p for p in pending if (p.family, p.statistic) == (release.family, release.statistic)
         )]
         for old in candidates:

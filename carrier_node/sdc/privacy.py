@@ -47,7 +47,8 @@ class NoiseMechanism:
         measurement = dp.m.make_laplace(
             dp.atom_domain(T=int), dp.absolute_distance(T=int), scale=scale
         )
-        return cls(scale=scale, epsilon=float(measurement.map(d_in=sensitivity)))
+        epsilon_used = measurement.map(d_in=sensitivity)  # type: ignore[no-untyped-call]
+        return cls(scale=scale, epsilon=float(epsilon_used))
 
     def release(self, value: int) -> int:
         measurement = dp.m.make_laplace(

@@ -12,10 +12,12 @@ temporary table, computed once and read by every query that needs it:
    body with the CTEs it reads already renamed. Two CTEs have the same name exactly when they
    compute the same rows from the same tables (the carrier's data is fixed for the request).
    References keep their old name as an alias, so qualified columns still resolve.
-2. A CTE used by two or more queries becomes a temporary table (``CREATE TEMPORARY TABLE ...
-   AS``), created in dependency order (whatever a shared CTE reads is shared too, having the
-   same name in the same queries) and dropped when the batch is done; the queries lose that
-   CTE from their ``WITH`` and read the table of the same name.
+2. A CTE used by two or more queries (``min_uses``) is shared: the queries lose it from their
+   ``WITH``. Whatever a shared CTE reads is shared too (it has the same name in the same
+   queries). A shared CTE read by a query or by several shared CTEs becomes a temporary table
+   (``CREATE TEMPORARY TABLE ... AS``), created in dependency order and dropped after the last
+   query that reads it; one read only by a single other shared CTE goes into that one's
+   statement as a CTE instead.
 
 Everything stays expressions: the names are digests, the bodies the metrics' own trees.
 """

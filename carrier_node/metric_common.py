@@ -265,6 +265,50 @@ def attributed_months(ctx: BuildContext, *, last_month_only: bool) -> exp.Select
     return query
 
 
+#: Claim rows of the period summed per member and month: one row per member month with a
+#: medical row (``medical_rows`` > 0) and one per member month with a fill (``medical_rows`` = 0,
+#: the medical-only totals NULL). Every version counts. The cost metrics that sum dollars per
+#: member month (cost.pmpm, member cost share, out-of-network share, the persons' period allowed)
+#: read this instead of the rows: summed again per member and cell it gives exactly the sums
+#: over the rows (SUM skips NULL alike), and in a batch it is computed once for all of them.
+_SPEND = """
+SELECT c.member_id AS member_id,
+       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+       COUNT(*) AS medical_rows,
+       SUM(CAST(c.allowed_amount * 100 AS BIGINT)) AS allowed_cents,
+       SUM(CAST(c.paid_amount * 100 AS BIGINT)) AS paid_cents,
+       SUM(CAST(COALESCE(c.deductible_amount, 0) * 100 AS BIGINT)) AS deductible_cents,
+       SUM(CAST(COALESCE(c.coinsurance_amount, 0) * 100 AS BIGINT)) AS coinsurance_cents,
+       SUM(CAST(COALESCE(c.copay_amount, 0) * 100 AS BIGINT)) AS copay_cents,
+       CAST(0 AS BIGINT) AS pharmacy_member_paid_cents,
+       SUM(CASE WHEN NOT c.in_network THEN CAST(c.allowed_amount * 100 AS BIGINT) ELSE 0 END)
+         AS out_of_network_allowed_cents,
+       SUM(CASE WHEN c.in_network IS NOT NULL THEN CAST(c.allowed_amount * 100 AS BIGINT)
+                ELSE 0 END) AS known_network_allowed_cents
+FROM medical_claims AS c
+WHERE c.claim_start_date BETWEEN :start AND :end
+GROUP BY c.member_id, CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE)
+UNION ALL
+SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+       CAST(0 AS BIGINT) AS medical_rows,
+       SUM(CAST(p.allowed_amount * 100 AS BIGINT)) AS allowed_cents,
+       SUM(CAST(p.paid_amount * 100 AS BIGINT)) AS paid_cents,
+       CAST(0 AS BIGINT) AS deductible_cents, CAST(0 AS BIGINT) AS coinsurance_cents,
+       CAST(0 AS BIGINT) AS copay_cents,
+       SUM(CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT)) AS pharmacy_member_paid_cents,
+       CAST(NULL AS BIGINT) AS out_of_network_allowed_cents,
+       CAST(NULL AS BIGINT) AS known_network_allowed_cents
+FROM pharmacy_claims AS p
+WHERE p.fill_date BETWEEN :start AND :end
+GROUP BY p.member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE)
+"""
+
+
+def member_month_spend(ctx: BuildContext) -> exp.Query:
+    """The period's claim dollars per member and month (see :data:`_SPEND`)."""
+    return sql.fill_query(_SPEND, **ctx.period_values())
+
+
 _LATEST_MONTH = """
 SELECT mm.*, ROW_NUMBER() OVER (PARTITION BY mm.member_id ORDER BY mm.month_start DESC)
          AS month_rank

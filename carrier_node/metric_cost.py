@@ -18,6 +18,7 @@ from carrier_node.metric_common import (
     member_cells,
     member_month_cells,
     member_month_ctes,
+    member_month_spend,
     per_member,
     top_two,
     with_ctes,
@@ -25,24 +26,6 @@ from carrier_node.metric_common import (
 from fedoversight.catalogue import HCC_THRESHOLDS
 
 # --- member cost share ------------------------------------------------------------------------
-
-_COST_SHARE_ROWS = """
-SELECT c.member_id AS member_id,
-       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-       CAST(COALESCE(c.deductible_amount, 0) * 100 AS BIGINT) AS deductible_cents,
-       CAST(COALESCE(c.coinsurance_amount, 0) * 100 AS BIGINT) AS coinsurance_cents,
-       CAST(COALESCE(c.copay_amount, 0) * 100 AS BIGINT) AS copay_cents,
-       CAST(0 AS BIGINT) AS pharmacy_member_paid_cents
-FROM medical_claims AS c
-WHERE c.claim_start_date BETWEEN :start AND :end
-UNION ALL
-SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
-       CAST(0 AS BIGINT) AS deductible_cents, CAST(0 AS BIGINT) AS coinsurance_cents,
-       CAST(0 AS BIGINT) AS copay_cents,
-       CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT) AS pharmacy_member_paid_cents
-FROM pharmacy_claims AS p
-WHERE p.fill_date BETWEEN :start AND :end
-"""
 
 # Per cell and member (see member_cells).
 _COST_SHARE = """
@@ -52,7 +35,7 @@ SELECT SUM(r.deductible_cents + r.coinsurance_cents + r.copay_cents
        SUM(r.coinsurance_cents) AS coinsurance_cents,
        SUM(r.copay_cents) AS copay_cents,
        SUM(r.pharmacy_member_paid_cents) AS pharmacy_member_paid_cents
-FROM cost_share_rows AS r
+FROM spend AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
@@ -69,34 +52,20 @@ COST_SHARE_STATISTICS = ("claimants", *COST_SHARE_CENTS)
 def member_cost_share(ctx: BuildContext) -> exp.Select:
     """Medical deductible + coinsurance + copay and pharmacy member paid (missing: 0), all
     claim versions, in enrolled member months."""
-    rows = sql.fill_query(_COST_SHARE_ROWS, **ctx.period_values())
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_COST_SHARE), cell_keys, col("member_id", "r"))
     claimants = exp.Count(this=exp.Star()).as_("claimants")  # one row per member
     numerator = member_cells(members, [k.name for k in cell_keys], COST_SHARE_CENTS, [claimants])
     tops = (c for n in COST_SHARE_CENTS for c in contribution_columns(n))
     statistics = (*COST_SHARE_STATISTICS, *tops)
-    return member_month_cells(ctx, numerator, statistics, [("cost_share_rows", rows)])
+    return member_month_cells(ctx, numerator, statistics, [("spend", member_month_spend(ctx))])
 
 
 # --- per-member period allowed ----------------------------------------------------------------
 
-_ALLOWED_ROWS = """
-SELECT c.member_id AS member_id,
-       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-       CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents
-FROM medical_claims AS c
-WHERE c.claim_start_date BETWEEN :start AND :end
-UNION ALL
-SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
-       CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents
-FROM pharmacy_claims AS p
-WHERE p.fill_date BETWEEN :start AND :end
-"""
-
 _MEMBER_TOTALS = """
 SELECT a.member_id AS member_id, SUM(a.allowed_cents) AS allowed_cents
-FROM allowed_rows AS a
+FROM spend AS a
 JOIN mm ON a.member_id = mm.member_id AND a.month_start = mm.month_start
 GROUP BY a.member_id
 """
@@ -114,7 +83,7 @@ def _person_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
     cost.pmpm: every version, in any enrolled month of the period; 0 when none)."""
     return [
         *member_month_ctes(ctx, filtered=False),
-        ("allowed_rows", sql.fill_query(_ALLOWED_ROWS, **ctx.period_values())),
+        ("spend", member_month_spend(ctx)),
         ("member_totals", sql.fill(_MEMBER_TOTALS)),
         ("attributed", attributed_months(ctx, last_month_only=False)),
         ("persons", sql.fill(_PERSONS)),
@@ -220,22 +189,13 @@ def high_cost_claimants(ctx: BuildContext) -> exp.Select:
 
 # --- out-of-network share ---------------------------------------------------------------------
 
-_NETWORK_ROWS = """
-SELECT c.member_id AS member_id,
-       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-       CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents, c.in_network AS in_network
-FROM medical_claims AS c
-WHERE c.claim_start_date BETWEEN :start AND :end
-"""
-
 # Per cell and member (see member_cells).
 _NETWORK = """
-SELECT SUM(CASE WHEN NOT r.in_network THEN r.allowed_cents ELSE 0 END)
-         AS out_of_network_allowed_cents,
-       SUM(CASE WHEN r.in_network IS NOT NULL THEN r.allowed_cents ELSE 0 END)
-         AS known_network_allowed_cents
-FROM network_rows AS r
+SELECT SUM(r.out_of_network_allowed_cents) AS out_of_network_allowed_cents,
+       SUM(r.known_network_allowed_cents) AS known_network_allowed_cents
+FROM spend AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+WHERE r.medical_rows > 0
 """
 
 NETWORK_CENTS = ("out_of_network_allowed_cents", "known_network_allowed_cents")
@@ -252,5 +212,4 @@ def out_of_network_share(ctx: BuildContext) -> exp.Select:
     members = per_member(sql.fill(_NETWORK), cell_keys, col("member_id", "r"))
     claimants = exp.Count(this=exp.Star()).as_("claimants")  # one row per member
     query = member_cells(members, [k.name for k in cell_keys], NETWORK_CENTS, [claimants])
-    rows = sql.fill(_NETWORK_ROWS, **ctx.period_values())
-    return with_ctes(query, [*member_month_ctes(ctx), ("network_rows", rows)])
+    return with_ctes(query, [*member_month_ctes(ctx), ("spend", member_month_spend(ctx))])

@@ -37,6 +37,7 @@ from carrier_node.metric_common import (
     contribution_columns,
     histogram_columns,
     member_cells,
+    member_month_spend,
     needs_spans,
     per_member,
 )
@@ -162,10 +163,20 @@ def _cost(ctx: BuildContext) -> exp.Select:
     return (
         _with_months(query, ctx)
         .with_("mm", as_=_member_months(ctx), copy=False)
-        .with_("lines", as_=sql.claim_lines(ctx.period, _category_levels(ctx)), copy=False)
+        .with_("lines", as_=_lines(ctx), copy=False)
         .with_("den", as_=_member_month_totals(member_dims), copy=False)
         .with_("num", as_=_claims_by_cell(ctx, dims), copy=False)
     )
+
+
+def _lines(ctx: BuildContext) -> exp.Expr:
+    """What the cost query sums: the claim rows with their categories; without a category or
+    other line dimension to group or filter by, the member-month totals that other cost
+    metrics read too (the same sums, computed once in a batch)."""
+    used = (*ctx.group_by, *(d for d, _ in ctx.query.filters))
+    if all(d in sql.MEMBER_DIMENSIONS for d in used):
+        return member_month_spend(ctx)
+    return sql.claim_lines(ctx.period, _category_levels(ctx))
 
 
 def _category_levels(ctx: BuildContext) -> frozenset[int]:

@@ -15,12 +15,12 @@ from carrier_node.metric_common import (
     matches,
     member_cells,
     member_month_ctes,
+    member_month_spend,
     per_member,
     top_two,
     with_ctes,
 )
 from fedoversight.catalogue import LAG_MONTHS
-from fedoversight.codelists import drg_types, place_of_service_codes, revenue_codes
 
 # --- claims lag -------------------------------------------------------------------------------
 
@@ -139,37 +139,9 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
 
 # --- data quality -----------------------------------------------------------------------------
 
-# Every row dated in the period, in the month of its date; a row is outside enrollment when its
-# month is not an enrolled month of its member (the rule by which claims count elsewhere). An
-# empty code is a missing one.
-_QUALITY_ROWS = """
-SELECT c.member_id AS member_id,
-       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-       1 AS medical, 0 AS pharmacy,
-       CASE WHEN c.place_of_service IS NOT NULL AND NOT :pos_known THEN 1 ELSE 0 END
-         AS invalid_place_of_service,
-       CASE WHEN c.revenue_code IS NOT NULL AND NOT :revenue_known THEN 1 ELSE 0 END
-         AS invalid_revenue_code,
-       CASE WHEN c.drg IS NOT NULL AND NOT :drg_known THEN 1 ELSE 0 END AS invalid_drg,
-       CASE WHEN (c.claim_type = 'professional' AND c.place_of_service IS NULL)
-              OR (c.claim_type = 'institutional' AND c.bill_type IS NULL)
-            THEN 1 ELSE 0 END AS missing_fields
-FROM (
-  SELECT x.member_id, x.claim_start_date, x.claim_type,
-         NULLIF(x.place_of_service, '') AS place_of_service,
-         NULLIF(x.revenue_code, '') AS revenue_code, NULLIF(x.drg, '') AS drg,
-         NULLIF(x.bill_type, '') AS bill_type
-  FROM medical_claims AS x
-  WHERE x.claim_start_date BETWEEN :start AND :end
-) AS c
-UNION ALL
-SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
-       0 AS medical, 1 AS pharmacy, 0 AS invalid_place_of_service, 0 AS invalid_revenue_code,
-       0 AS invalid_drg, 0 AS missing_fields
-FROM pharmacy_claims AS p
-WHERE p.fill_date BETWEEN :start AND :end
-"""
-
+# Every row dated in the period (from the member-month totals), in the month of its date; a row
+# is outside enrollment when its month is not an enrolled month of its member (the rule by which
+# claims count elsewhere). An empty code is a missing one.
 _QUALITY_MONTHS = """
 SELECT m.month_start AS month_start, :carrier AS carrier, m.month AS month, m.quarter AS quarter,
        m.year AS year
@@ -178,17 +150,17 @@ FROM months AS m
 
 _QUALITY = """
 SELECT COUNT(DISTINCT r.member_id) AS claimants,
-       COALESCE(SUM(r.medical), 0) AS medical_rows,
-       COALESCE(SUM(r.pharmacy), 0) AS pharmacy_rows,
-       COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.medical ELSE 0 END), 0)
+       COALESCE(SUM(r.medical_rows), 0) AS medical_rows,
+       COALESCE(SUM(r.pharmacy_rows), 0) AS pharmacy_rows,
+       COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.medical_rows ELSE 0 END), 0)
          AS medical_outside_enrollment,
-       COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.pharmacy ELSE 0 END), 0)
+       COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.pharmacy_rows ELSE 0 END), 0)
          AS pharmacy_outside_enrollment,
        COALESCE(SUM(r.invalid_place_of_service), 0) AS invalid_place_of_service,
        COALESCE(SUM(r.invalid_revenue_code), 0) AS invalid_revenue_code,
        COALESCE(SUM(r.invalid_drg), 0) AS invalid_drg,
        COALESCE(SUM(r.missing_fields), 0) AS missing_fields
-FROM quality_rows AS r
+FROM spend AS r
 JOIN quality_months AS m ON m.month_start = r.month_start
 LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
 """
@@ -197,13 +169,6 @@ LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
 def data_quality(ctx: BuildContext) -> exp.Select:
     """Medical and pharmacy rows dated in the period by month: outside enrollment, unknown
     codes, missing place of service or bill type."""
-    rows = sql.fill_query(
-        _QUALITY_ROWS,
-        pos_known=sql.codes_in(col("place_of_service", "c"), sorted(place_of_service_codes())),
-        revenue_known=sql.codes_in(col("revenue_code", "c"), sorted(revenue_codes())),
-        drg_known=sql.codes_in(col("drg", "c"), sorted(drg_types())),
-        **ctx.period_values(),
-    )
     query = keyed(sql.fill(_QUALITY), [col(d.value, "m") for d in ctx.group_by])
     for dim, values in ctx.query.filters:
         query = query.where(matches(col(dim.value, "m"), values))
@@ -213,6 +178,6 @@ def data_quality(ctx: BuildContext) -> exp.Select:
         [
             *member_month_ctes(ctx, filtered=False),
             ("quality_months", quality_months),
-            ("quality_rows", rows),
+            ("spend", member_month_spend(ctx)),
         ],
     )

@@ -90,19 +90,24 @@ def claims_lag(ctx: BuildContext) -> exp.Select:
 
 # --- denial rate ------------------------------------------------------------------------------
 
+# Per member and month first: the join to the member months then reads one row per member
+# month rather than one per line (the sums are the same).
 _ADJUDICATED_ROWS = """
 SELECT a.member_id AS member_id,
        CAST(DATE_TRUNC('MONTH', a.claim_start_date) AS DATE) AS month_start,
-       CASE WHEN a.claim_status = 'denied' THEN 1 ELSE 0 END AS denied,
-       CAST(a.charge_amount * 100 AS BIGINT) AS charge_cents
+       COUNT(*) AS lines,
+       SUM(CASE WHEN a.claim_status = 'denied' THEN 1 ELSE 0 END) AS denied_lines,
+       SUM(CAST(a.charge_amount * 100 AS BIGINT)) AS charge_cents,
+       SUM(CASE WHEN a.claim_status = 'denied' THEN CAST(a.charge_amount * 100 AS BIGINT)
+                ELSE 0 END) AS denied_charge_cents
 FROM adjudicated AS a
+GROUP BY a.member_id, CAST(DATE_TRUNC('MONTH', a.claim_start_date) AS DATE)
 """
 
 # Per cell and member (see member_cells).
 _DENIALS = """
-SELECT COUNT(*) AS lines, SUM(r.denied) AS denied_lines,
-       SUM(r.charge_cents) AS charge_cents,
-       SUM(CASE WHEN r.denied = 1 THEN r.charge_cents ELSE 0 END) AS denied_charge_cents
+SELECT SUM(r.lines) AS lines, SUM(r.denied_lines) AS denied_lines,
+       SUM(r.charge_cents) AS charge_cents, SUM(r.denied_charge_cents) AS denied_charge_cents
 FROM adjudicated_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """

@@ -126,6 +126,33 @@ def test_the_suite_shares_member_months_and_fills() -> None:
     assert len(plan.shared) >= 5
 
 
+def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
+    """pmpm, member cost share, out-of-network share, the persons' totals and data quality all
+    read one shared per-member-month block: no other statement of the batch groups the claim
+    rows by member and month on its own."""
+    from carrier_node import metrics
+
+    queries = list(monthly_suite())
+    exprs = [metrics.build(metrics.BuildContext("c001", PERIOD, q)) for q in queries]
+    plan = batch.plan(exprs)
+    spend = [
+        t for t in plan.shared
+        if "AS pharmacy_member_paid_cents" in _sql(t.body) and "invalid_drg" in _sql(t.body)
+    ]
+    assert len(spend) == 1
+    readers = {
+        q.metric for q, tree in zip(queries, plan.queries, strict=True)
+        if spend[0].name in _sql(tree)
+    }
+    persons = [t for t in plan.shared if spend[0].name in _sql(t.body) and t is not spend[0]]
+    assert {"cost.pmpm", "cost.member_cost_share_pmpm", "cost.out_of_network_share",
+            "ops.data_quality"} <= readers
+    assert persons, "the persons' period totals read the block too"
+    # Nowhere else is the deductible (a medical-only column) summed from the rows.
+    others = [*plan.queries, *(t.body for t in plan.shared if t is not spend[0])]
+    assert not any("deductible_amount" in _sql(tree) for tree in others)
+
+
 def _evaluate_each(engine: Engine) -> list[RawTable]:
     return [engine.evaluate(PERIOD, q) for q in monthly_suite()]
 

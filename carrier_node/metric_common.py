@@ -272,8 +272,7 @@ def attributed_months(ctx: BuildContext, *, last_month_only: bool) -> exp.Select
 #: member month read this instead of the rows: cost.pmpm, member cost share, the out-of-network
 #: share, the persons' period allowed and data quality. Summed again per member and cell it
 #: gives exactly the sums over the rows (SUM skips NULL alike), and in a batch the rows are read
-#: and grouped once for all of them. (Claims lag's thirteen buckets were measured here too: they
-#: cost the block more than claims lag's own pass over the rows.)
+#: and grouped once for all of them.
 _SPEND = """
 SELECT c.member_id AS member_id,
        CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,

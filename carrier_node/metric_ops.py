@@ -143,15 +143,15 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
 
 # --- data quality -----------------------------------------------------------------------------
 
-# Every row dated in the period (from the member-month totals), in the month of its date; a row
-# is outside enrollment when its month is not an enrolled month of its member (the rule by which
-# claims count elsewhere). An empty code is a missing one.
 _QUALITY_MONTHS = """
 SELECT m.month_start AS month_start, :carrier AS carrier, m.month AS month, m.quarter AS quarter,
        m.year AS year
 FROM months AS m
 """
 
+# Every row dated in the period (from the member-month totals), in the month of its date; a row
+# is outside enrollment when its month is not an enrolled month of its member (the rule by which
+# claims count elsewhere). An empty code is a missing one.
 _QUALITY = """
 SELECT COUNT(DISTINCT r.member_id) AS claimants,
        COALESCE(SUM(r.medical_rows), 0) AS medical_rows,

@@ -3,10 +3,9 @@ by subtraction from its lines' margins, then prove it with the interval audit.""
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Collection, Mapping
 
-from carrier_node.sdc.audit import Interval, exposed, exposed_sided, intervals
+from carrier_node.sdc.audit import Bounds, exposed, exposed_sided
 from carrier_node.sdc.tables import Table
 
 #: Rounds of "audit, then hide one more cell" before giving up and hiding the table.
@@ -45,10 +44,8 @@ def complementary(
                     hidden.add(pick)
                     changed = True
     # 2. The audit: where a hidden cell is still pinned down, hide more of its lines.
-    @functools.cache
-    def baseline() -> dict[int, Interval]:
-        """What the margins alone reveal (the same every round; worked out when needed)."""
-        return intervals(table, range(len(table.keys)), protection if required is None else 1)
+    # What the margins alone reveal: the same every round, each cell's worked out when needed.
+    baseline = Bounds.of(table, range(len(table.keys)), protection if required is None else 1)
 
     for _ in range(MAX_AUDIT_ROUNDS):
         weak = (exposed(table, hidden, protection, baseline) if required is None

@@ -12,6 +12,7 @@ survives restarts.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import sqlite3
 import threading
@@ -69,6 +70,12 @@ class Box:
         )
 
 
+@functools.lru_cache(maxsize=1024)
+def _period_months(period: Period) -> frozenset[str]:
+    return frozenset(str(m) for m in period.months())
+
+
+@functools.lru_cache(maxsize=4096)
 def _months_of(dim: Dimension, value: str, period: Period) -> frozenset[str]:
     months = period.months()
     if dim is Dimension.MONTH:
@@ -85,7 +92,7 @@ def cell_box(
     dimensions: frozenset[Dimension] | None = None,
 ) -> Box:
     """The population of a cell; ``dimensions`` limits which restrictions count."""
-    months = frozenset(str(m) for m in period.months())
+    months = _period_months(period)
     allowed: dict[Dimension, frozenset[str]] = {d: frozenset(v) for d, v in filters.items()}
     for dim, value in key:
         allowed[dim] = allowed.get(dim, frozenset({value})) & {value}
@@ -133,31 +140,39 @@ class Ledger:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
-        self._index: dict[tuple[str, str], list[Release]] = defaultdict(list)
+        # Per family and statistic, each distinct population released and the values it was
+        # released with (usually one). A population released again with the same value adds
+        # nothing to check against, so repeated rounds do not slow the guard down; the table
+        # keeps every release for the audit.
+        self._index: dict[tuple[str, str], dict[Box, set[int]]] = defaultdict(dict)
+        self._rows = 0
         for family, statistic, box, value in self._db.execute(
             "SELECT family, statistic, box, value FROM ledger"
         ):
-            self._index[(family, statistic)].append(
-                Release(family, statistic, Box.from_json(box), int(value))
-            )
+            self._index[(family, statistic)].setdefault(Box.from_json(box), set()).add(int(value))
+            self._rows += 1
 
     def __len__(self) -> int:
-        return sum(len(v) for v in self._index.values())
+        """Releases recorded (every one, repeats included)."""
+        return self._rows
 
     def conflict(
         self, release: Release, threshold: int, pending: Iterable[Release] = ()
     ) -> Release | None:
         """An earlier (or pending) release that, with ``release``, isolates a small group."""
-        candidates: list[Release] = [*self._index.get((release.family, release.statistic), ()), *(
-            p for p in pending if (p.family, p.statistic) == (release.family, release.statistic)
-        )]
-        for old in candidates:
-            if old.box == release.box:
+        stream = (release.family, release.statistic)
+        earlier = (
+            (box, value)
+            for box, values in self._index.get(stream, {}).items() for value in sorted(values)
+        )
+        candidates = [*earlier, *((p.box, p.value) for p in pending
+                                  if (p.family, p.statistic) == stream)]
+        for box, value in candidates:
+            if box == release.box:
                 continue  # the same population again: nothing new is learnt
-            if release.box.within(old.box) or old.box.within(release.box):
-                diff = abs(old.value - release.value)
-                if 0 < diff < threshold:
-                    return old
+            nested = release.box.within(box) or box.within(release.box)
+            if nested and 0 < abs(value - release.value) < threshold:
+                return Release(release.family, release.statistic, box, value)
         return None
 
     def record(self, releases: Iterable[Release], request_id: str) -> None:
@@ -172,7 +187,8 @@ class Ledger:
             )
             self._db.execute("COMMIT")
         for r in rows:
-            self._index[(r.family, r.statistic)].append(r)
+            self._index[(r.family, r.statistic)].setdefault(r.box, set()).add(r.value)
+        self._rows += len(rows)
 
     def close(self) -> None:
         with self._lock:

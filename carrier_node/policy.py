@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import tomllib
@@ -139,8 +140,9 @@ class Policy(BaseModel):
         except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
             raise ConfigError(f"policy file {path.name}: {exc}") from exc
 
-    @property
+    @functools.cached_property
     def digest(self) -> str:
+        """A short hash of the whole policy (the model is frozen, so it is worked out once)."""
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 

@@ -92,8 +92,18 @@ def cell_box(
     dimensions: frozenset[Dimension] | None = None,
 ) -> Box:
     """The population of a cell; ``dimensions`` limits which restrictions count."""
+    return _cell_box(period, key, tuple(filters.items()), dimensions)
+
+
+@functools.lru_cache(maxsize=65536)
+def _cell_box(
+    period: Period,
+    key: CellKey,
+    filters: tuple[tuple[Dimension, tuple[str, ...]], ...],
+    dimensions: frozenset[Dimension] | None,
+) -> Box:
     months = _period_months(period)
-    allowed: dict[Dimension, frozenset[str]] = {d: frozenset(v) for d, v in filters.items()}
+    allowed: dict[Dimension, frozenset[str]] = {d: frozenset(v) for d, v in filters}
     for dim, value in key:
         allowed[dim] = allowed.get(dim, frozenset({value})) & {value}
     for dim in list(allowed):

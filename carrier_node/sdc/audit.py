@@ -49,7 +49,9 @@ class Bounds:
     solve starts from the previous optimal basis (a few pivots, ~10x faster than a
     ``scipy.optimize.linprog`` call per bound). The bare binding (``highspy._Highs``) is used
     because the ``Highs`` wrapper prints a banner on stdout when constructed, before output
-    can be switched off, and its callback machinery is not needed here."""
+    can be switched off, and its callback machinery is not needed here. Runs release the GIL;
+    HiGHS supports instances solving at once in several threads provided all use the same
+    ``threads`` option (its parallel docs), which holds here: none sets it."""
 
     def __init__(
         self, hidden: list[int], rows: list[list[float]], rhs: list[float],

@@ -151,9 +151,7 @@ class Ledger:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
         # Per family and statistic, each distinct population released and the values it was
-        # released with (usually one). A population released again with the same value adds
-        # nothing to check against, so repeated rounds do not slow the guard down; the table
-        # keeps every release for the audit.
+        # released with (usually one).
         self._index: dict[tuple[str, str], dict[Box, set[int]]] = defaultdict(dict)
         self._rows = 0
         for family, statistic, box, value in self._db.execute(
@@ -163,7 +161,7 @@ class Ledger:
             self._rows += 1
 
     def __len__(self) -> int:
-        """Releases recorded (every one, repeats included)."""
+        """Distinct releases kept."""
         return self._rows
 
     def conflict(
@@ -186,19 +184,28 @@ class Ledger:
         return None
 
     def record(self, releases: Iterable[Release], request_id: str) -> None:
+        """Keep the populations released. One already kept with the same value (the enrolled
+        population of a cell that several metrics report, a round run again) adds nothing the
+        guard could use and is not kept twice; the audit log has every release."""
         now = dt.datetime.now(dt.UTC).isoformat()
-        rows = list(releases)
         with self._lock:
+            fresh: dict[tuple[str, str, Box, int], Release] = {}
+            for r in releases:
+                if r.value not in self._index.get((r.family, r.statistic), {}).get(r.box, ()):
+                    fresh.setdefault((r.family, r.statistic, r.box, r.value), r)
+            if not fresh:
+                return
             self._db.execute("BEGIN")
             self._db.executemany(
                 "INSERT INTO ledger (family, statistic, box, value, request_id, released_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.family, r.statistic, r.box.to_json(), r.value, request_id, now) for r in rows],
+                [(r.family, r.statistic, r.box.to_json(), r.value, request_id, now)
+                 for r in fresh.values()],
             )
             self._db.execute("COMMIT")
-        for r in rows:
-            self._index[(r.family, r.statistic)].setdefault(r.box, set()).add(r.value)
-        self._rows += len(rows)
+            for r in fresh.values():
+                self._index[(r.family, r.statistic)].setdefault(r.box, set()).add(r.value)
+            self._rows += len(fresh)
 
     def close(self) -> None:
         with self._lock:

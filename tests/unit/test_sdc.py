@@ -106,6 +106,30 @@ def test_ledger_refuses_all_but_one_and_nested_windows(tmp_path: Path) -> None:
     assert again.conflict(release(999, {D.STATE: ("MD", "DC")}), THRESHOLD) is not None
 
 
+def test_ledger_keeps_each_population_and_value_once(tmp_path: Path) -> None:
+    """The same population released again with the same value (several metrics' enrolled
+    counts of one cell, a round run again) is kept once; another value of it is kept too, and
+    the guard checks against both after a restart."""
+    import sqlite3
+
+    path = tmp_path / "ledger.sqlite3"
+    ledger = Ledger(path)
+    ledger.record([release(1000), release(1000)], "r1")
+    ledger.record([release(1000), release(1000, {D.STATE: ("MD",)})], "r2")
+    ledger.record([release(1004)], "r3")  # the data changed: a second value of the population
+    assert len(ledger) == 3
+    ledger.close()
+    with sqlite3.connect(path) as db:
+        rows = db.execute("SELECT value, request_id FROM ledger ORDER BY id").fetchall()
+    assert rows == [(1000, "r1"), (1000, "r2"), (1004, "r3")]
+    again = Ledger(path)
+    assert len(again) == 3
+    assert again.conflict(release(999, {D.STATE: ("MD", "DC")}), THRESHOLD) is not None
+    assert again.conflict(release(1003, key=((D.SEX, "F"),)), THRESHOLD) is not None  # vs 1004
+    assert again.conflict(release(1000, key=((D.SEX, "F"),)), THRESHOLD) is not None  # vs 1004
+    again.close()
+
+
 def test_pending_releases_of_one_request_guard_each_other() -> None:
     ledger = Ledger(":memory:")
     first = release(500)

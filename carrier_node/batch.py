@@ -31,6 +31,8 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from carrier_node.sql import with_cte
+
 #: Prefix of a shared block's table name (the rest is a digest of its content).
 PREFIX = "shared_"
 
@@ -176,7 +178,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
         ctes, main = entry
         for name, body in ctes:
             if name not in shared_names:
-                main = main.with_(name, as_=body, copy=False)
+                main = with_cte(main, name, body)
         rewritten.append(main)
 
     def statement(name: str) -> exp.Query:
@@ -190,7 +192,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
                     pending.append(dep)
         body = bodies[name].copy()
         for dep in sorted(inlined, key=order.index):
-            body = body.with_(dep, as_=bodies[dep], copy=False)
+            body = with_cte(body, dep, bodies[dep])
         return body
 
     shared = tuple(

@@ -189,7 +189,7 @@ def matches(column: exp.Expr, values: Sequence[str]) -> exp.Expr:
 
 def with_ctes(query: exp.Select, ctes: Ctes) -> exp.Select:
     for name, body in ctes:
-        query = query.with_(name, as_=body, copy=False)
+        query = sql.with_cte(query, name, body)
     return query
 
 

@@ -135,6 +135,7 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
         member_cells(members, [k.name for k in cell_keys], _DENIAL_CENTS, counts),
         [
             *member_month_ctes(ctx),
+            sql.later_versions(),
             ("adjudicated", adjudicated),
             ("adjudicated_rows", sql.fill(_ADJUDICATED_ROWS)),
         ],

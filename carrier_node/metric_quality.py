@@ -93,7 +93,7 @@ def breast_cancer_screening(ctx: BuildContext) -> exp.Select:
     return _persons_query(
         ctx,
         _SCREENING,
-        [("mammograms", sql.final_action_lines(mammogram)), ("women", women)],
+        [sql.later_versions(), ("mammograms", sql.final_action_lines(mammogram)), ("women", women)],
     )
 
 
@@ -154,6 +154,7 @@ def diabetes_hba1c_testing(ctx: BuildContext) -> exp.Select:
         ctx,
         _TESTING,
         [
+            sql.later_versions(),
             ("diagnosis_lines", sql.final_action_lines(diagnosis)),
             ("diabetic", diabetic),
             ("hba1c_lines", sql.final_action_lines(test)),

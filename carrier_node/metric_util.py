@@ -107,7 +107,7 @@ def ed_visits(ctx: BuildContext) -> exp.Select:
         ctx,
         numerator,
         ("visit_members", "visits"),
-        [("ed_lines", lines), ("ed_days", sql.fill(_ED_DAYS))],
+        [sql.later_versions(), ("ed_lines", lines), ("ed_days", sql.fill(_ED_DAYS))],
     )
 
 
@@ -147,7 +147,7 @@ def office_visits(ctx: BuildContext) -> exp.Select:
         ctx,
         numerator,
         ("visit_members", "office_visits", "telehealth_visits"),
-        [("em_lines", lines), ("em_days", days)],
+        [sql.later_versions(), ("em_lines", lines), ("em_days", days)],
     )
 
 

@@ -30,6 +30,7 @@ from fedoversight.periods import Month, Period
 READ_DIALECT = "duckdb"
 
 QueryT = TypeVar("QueryT", bound=exp.Expr)
+SelectT = TypeVar("SelectT", bound=exp.Query)
 
 #: Dimensions that describe a member month (taken from the enrollment span in force).
 MEMBER_DIMENSIONS: tuple[Dimension, ...] = (
@@ -462,22 +463,52 @@ def histogram_bin(amount_cents: exp.Expr) -> exp.Expr:
 
 # Final-action medical lines: per line (claim_id, claim_line) its row with the greatest version.
 # Only lines with a later version (> 1) need a comparison, so their greatest version is looked up
-# from those few rows; rows sharing the greatest version (a repeated key, which `carrier-node
-# check` reports) all count, as they do in dollar totals.
+# from those few rows (the CTE of :func:`later_versions`, the same in every query that reads
+# final actions, so a batch computes it once); rows sharing the greatest version (a repeated
+# key, which `carrier-node check` reports) all count, as they do in dollar totals.
+_LATER_VERSIONS = """
+SELECT o.claim_id AS claim_id, o.claim_line AS claim_line, MAX(o.claim_version) AS last_version
+FROM medical_claims AS o
+WHERE o.claim_version > 1
+GROUP BY o.claim_id, o.claim_line
+"""
+
 _LATEST_MEDICAL = """
 SELECT c.*
 FROM medical_claims AS c
-LEFT JOIN (
-  SELECT o.claim_id AS claim_id, o.claim_line AS claim_line,
-         MAX(o.claim_version) AS last_version
-  FROM medical_claims AS o
-  WHERE o.claim_version > 1
-  GROUP BY o.claim_id, o.claim_line
-) AS later
+LEFT JOIN later_versions AS later
   ON later.claim_id = c.claim_id AND later.claim_line = c.claim_line
 WHERE (later.last_version IS NULL OR COALESCE(c.claim_version, 1) >= later.last_version)
   AND :candidate
 """
+
+
+#: Key of a CTE body's ``meta`` marking a block that, wherever it stays a CTE, is inlined at
+#: each reference (``AS NOT MATERIALIZED``) rather than materialised; see :func:`with_cte`.
+INLINE = "fedoversight_inline"
+
+
+def with_cte(query: SelectT, name: str, body: exp.Expr) -> SelectT:
+    """``query`` with the CTE ``name AS (body)`` added (in place), inlined when ``body`` is
+    marked :data:`INLINE`."""
+    inline = body.meta.get(INLINE, False)
+    return query.with_(name, as_=body, materialized=False if inline else None, copy=False)
+
+
+def later_versions() -> tuple[str, exp.Select]:
+    """The CTE ``later_versions`` (each medical line's greatest version, for lines with more
+    than one) that :func:`latest_medical_rows` reads: a query using those carries it once,
+    before them, and a batch computes it once as a table.
+
+    Where it stays a CTE (one query alone, or the only reader in a batch) it is inlined, not
+    materialised: read twice in one query (HbA1c testing's diagnosis and test lines) and empty
+    (no line with a later version), DuckDB 2.0.1 materialised it and the query returned wrong
+    rows (2 eligible members instead of 4 in tests/unit/test_metrics_engine.py); inlined it is
+    the subquery each reader had before."""
+    body = fill(_LATER_VERSIONS)
+    body.meta[INLINE] = True
+    return ("later_versions", body)
+
 
 LineCondition = Callable[[str], exp.Expr]
 
@@ -485,7 +516,8 @@ LineCondition = Callable[[str], exp.Expr]
 def latest_medical_rows(candidate: LineCondition, statuses: Sequence[str]) -> exp.Select:
     """Medical rows that are their line's greatest ``claim_version`` (missing counts as 1),
     whose status is one of ``statuses`` and on which ``candidate`` (a condition on a table
-    alias) holds. Every column of ``medical_claims`` is kept."""
+    alias) holds. Every column of ``medical_claims`` is kept. Reads the CTE of
+    :func:`later_versions`."""
     query = fill(_LATEST_MEDICAL, candidate=exp.paren(candidate("c")))
     return query.where(codes_in(exp.column("claim_status", "c"), statuses), copy=False)
 
@@ -537,9 +569,11 @@ GROUP BY member_id, facility_npi, stay_number
 
 
 def stay_ctes() -> list[tuple[str, exp.Select]]:
-    """CTEs ``acute_lines``, ``stay_lines`` and ``stays(member_id, facility_npi, stay_start,
-    stay_end)``: every acute stay in the data (stays merge across any period boundary)."""
+    """CTEs ``later_versions``, ``acute_lines``, ``stay_lines`` and ``stays(member_id,
+    facility_npi, stay_start, stay_end)``: every acute stay in the data (stays merge across
+    any period boundary)."""
     return [
+        later_versions(),
         ("acute_lines", final_action_lines(acute_line)),
         ("stay_lines", fill(_STAY_LINES)),
         ("stays", fill(_STAYS)),

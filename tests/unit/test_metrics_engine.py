@@ -3,9 +3,10 @@ hand from the catalogue's definitions."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import itertools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pytest
+import sqlglot
 
 from carrier_node import metrics
 from carrier_node.datasource import FileSource
@@ -73,6 +75,31 @@ class MemorySource:
 
     def snapshot(self) -> str:
         return "memory"
+
+    @contextlib.contextmanager
+    def session(self) -> Iterator[MemorySession]:
+        """A batch's session: its temporary tables live on one cursor."""
+        cursor = self.con.cursor()
+        try:
+            yield MemorySession(cursor)
+        finally:
+            cursor.close()
+
+
+class MemorySession:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+        self.cursor = cursor
+
+    def create_table(self, name: str, statement: str) -> None:
+        self.cursor.execute(statement)
+
+    def drop_table(self, name: str) -> None:
+        drop = sqlglot.exp.Drop(tables=[sqlglot.exp.to_table(name)], kind="TABLE")
+        self.cursor.execute(drop.sql(dialect="duckdb"))
+
+    def execute_arrow(self, sql: str) -> pa.Table:
+        table: pa.Table = self.cursor.sql(sql).to_arrow_table()
+        return table
 
 
 class Data:
@@ -708,6 +735,41 @@ def test_diabetes_two_outpatient_dates_or_one_inpatient_line() -> None:
     assert one(run(data, "quality.diabetes_hba1c_testing", YEAR)) == {
         "eligible": 4, "tested": 2,
     }
+
+
+def test_the_lines_latest_versions_are_inlined_wherever_they_stay_a_cte() -> None:
+    """The block of each line's later versions, read twice by HbA1c testing, must not be
+    materialised as a CTE (DuckDB 2.0.1 returned wrong rows when it was, and empty): alone,
+    and in a batch where no other query reads it, HbA1c testing gives the same cells; in a batch
+    where several queries read it, it is one table."""
+    data = Data()
+    adult = "1986-01-01"
+    (
+        data.member("d1", birth_date=adult)
+        .medical("d1", "2026-01-05", dx1="E119")
+        .medical("d1", "2026-03-03", dx2="E11")
+        .medical("d1", "2026-06-01", hcpcs="83036")
+        .member("d3", birth_date=adult)
+        .stay_line("d3", "2026-02-01", "2026-02-03", dx7="E1165")
+        .member("d7", birth_date="1951-06-01")
+        .stay_line("d7", "2026-04-01", "2026-04-02", dx1="E100")
+        .medical("d7", "2026-05-01", hcpcs="83037")
+    )  # no line has a later version: the block is empty
+    testing = QuerySpec("quality.diabetes_hba1c_testing", 1)
+    enrollment = QuerySpec("enrollment.member_months", 1)
+    screening = QuerySpec("quality.breast_cancer_screening", 1)
+    engine = Engine(MemorySource(data.rows), CARRIER)
+    assert "NOT MATERIALIZED" in engine.render(YEAR, testing)
+    alone = engine.evaluate(YEAR, testing)
+    [_, in_batch] = engine.evaluate_many(YEAR, [enrollment, testing])
+    expected = {"eligible": 3, "tested": 2}
+    for table in (alone, in_batch):
+        assert [dict(cell.values) for cell in table.cells] == [expected]
+    rendered = engine.render_batch(YEAR, (enrollment, testing))
+    assert "NOT MATERIALIZED" in rendered.queries[1]
+    rendered = engine.render_batch(YEAR, (testing, screening))
+    assert any("claim_version > 1" in statement for _, statement, _ in rendered.shared)
+    assert not any("claim_version > 1" in text for text in rendered.queries)
 
 
 def test_statin_use_among_members_with_antidiabetic_fills() -> None:

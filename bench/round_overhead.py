@@ -8,6 +8,13 @@ persistence at both ends, combination. In the same run, a bare grpc.aio exchange
 over the same connection pattern (one long-lived bidirectional stream per peer) and the same
 message sizes is timed, and the ratio of the two is printed.
 
+Two floors are timed in the same run, to show what of the gap the trust model itself costs on
+one machine: the same bare fan-out over mutual TLS (the federation's certificates), and the
+signatures every round needs (each node verifies the operator's request and signs its result,
+the coordinator verifies each result), done back to back for N carriers with the run's message
+sizes. On one machine the N nodes' share runs on the same cores as the coordinator; in a
+deployment each carrier's runs on its own.
+
     python bench/round_overhead.py [--carriers 65] [--rounds 100] [--suite]
 
 ``--suite`` answers the full catalogue in each round instead of one trivial metric (the full
@@ -18,6 +25,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import os
 import statistics
 import sys
 import tempfile
@@ -31,8 +40,10 @@ import grpc
 import pyarrow as pa
 
 from carrier_node.datasource import FileSource
+from coordinator.provision import Provisioned
 from fedoversight import wire
 from fedoversight.periods import Period
+from fedoversight.signing import Signer
 from oversight_sim.harness import SimulatedFederation
 from oversight_sim.suites import monthly_suite
 from oversight_sim.synth import SynthConfig, write_carriers
@@ -108,9 +119,31 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+@dataclasses.dataclass(frozen=True)
+class BareTls:
+    """Mutual TLS for the bare fan-out: the coordinator's identity, one identity per peer."""
+
+    ca_cert: bytes
+    server: tuple[bytes, bytes]  # key, certificate chain
+    peers: list[tuple[bytes, bytes]]
+
+    @classmethod
+    def of(cls, pki: Provisioned) -> BareTls:
+        peers = []
+        for carrier in sorted(pki.carriers):
+            kit = pki.carriers[carrier]
+            assert kit.key is not None and kit.cert is not None
+            peers.append((kit.key.read_bytes(), kit.cert.read_bytes()))
+        return cls(
+            ca_cert=pki.trust_bundle.read_bytes(),
+            server=(pki.coordinator_key.read_bytes(), pki.coordinator_cert.read_bytes()),
+            peers=peers,
+        )
+
+
 async def federation_rounds(
     dirs: dict[str, Path], work: Path, rounds: int, suite: bool
-) -> tuple[list[float], int, int]:
+) -> tuple[list[float], int, int, BareTls]:
     qs = queries(suite)
     sizes_request: list[int] = []
     sizes_result: list[int] = []
@@ -129,6 +162,7 @@ async def federation_rounds(
             assert node._engine is not None
             node._engine.source = canned
         assert fed.client is not None
+        tls = BareTls.of(fed.provision())
         await fed.client.run_round(PERIOD, qs)  # warm-up: fills the canned results
         signed = fed.coordinator.rounds.sign(  # type: ignore[union-attr]
             fed.coordinator.rounds.build_request(PERIOD, qs)  # type: ignore[union-attr,arg-type]
@@ -145,7 +179,7 @@ async def federation_rounds(
             assert last.answered == len(dirs), last
     finally:
         await fed.stop()
-    return latencies, sizes_request[0], int(statistics.median(sizes_result))
+    return latencies, sizes_request[0], int(statistics.median(sizes_result)), tls
 
 
 # --- the bare baseline ----------------------------------------------------------------------
@@ -178,7 +212,9 @@ class BareHub:
             reader.cancel()
 
 
-async def bare_rounds(peers: int, rounds: int, request_size: int, result_size: int) -> list[float]:
+async def bare_rounds(
+    peers: int, rounds: int, request_size: int, result_size: int, tls: BareTls | None = None
+) -> list[float]:
     hub = BareHub()
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
@@ -187,13 +223,24 @@ async def bare_rounds(peers: int, rounds: int, request_size: int, result_size: i
             hub.connect, request_deserializer=_identity, response_serializer=_identity)},
     )
     server.add_generic_rpc_handlers((handler,))
-    port = server.add_insecure_port("127.0.0.1:0")
+    if tls is None:
+        port = server.add_insecure_port("127.0.0.1:0")
+    else:
+        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
+            [tls.server], root_certificates=tls.ca_cert, require_client_auth=True))
     await server.start()
     result = b"r" * result_size
 
+    def channel(i: int) -> grpc.aio.Channel:
+        if tls is None:
+            return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        key, cert = tls.peers[i % len(tls.peers)]
+        return grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(
+            root_certificates=tls.ca_cert, private_key=key, certificate_chain=cert))
+
     async def peer(i: int, ready: asyncio.Event) -> None:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            call = channel.stream_stream(
+        async with channel(i) as channel_:
+            call = channel_.stream_stream(
                 "/bare.Hub/Connect", request_serializer=_identity, response_deserializer=_identity
             )()
             await call.write(str(i).encode())
@@ -226,30 +273,61 @@ async def bare_rounds(peers: int, rounds: int, request_size: int, result_size: i
     return latencies[1:]
 
 
-def main() -> int:
+def signature_floor(
+    carriers: int, rounds: int, request_size: int, result_size: int
+) -> list[float]:
+    """Per round: the operator's request signed once; per carrier, the request verified, a
+    result signed, the result verified (the signatures the trust model requires)."""
+    operator = Signer.generate()
+    nodes = [Signer.generate() for _ in range(carriers)]
+    verifiers = [n.verifier for n in nodes]
+    request = os.urandom(request_size)
+    result = os.urandom(result_size)
+    latencies = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        signature = operator.sign(request)
+        for node, verifier in zip(nodes, verifiers, strict=True):
+            operator.verifier.verify(request, signature, operator.key_id)
+            verifier.verify(result, node.sign(result), node.key_id)
+        latencies.append(time.perf_counter() - started)
+    return latencies
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--carriers", type=int, default=65)
     parser.add_argument("--rounds", type=int, default=100)
     parser.add_argument("--members", type=int, default=6_000)
     parser.add_argument("--suite", action="store_true", help="full catalogue per round")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dirs = write_carriers(
             root / "data",
             SynthConfig(carriers=args.carriers, members=args.members, seed=3, months=3),
         )
-        fed, request_size, result_size = asyncio.run(
+        fed, request_size, result_size, tls = asyncio.run(
             federation_rounds({d.name: d for d in dirs}, root / "run", args.rounds, args.suite)
         )
     bare = asyncio.run(bare_rounds(args.carriers, args.rounds, request_size, result_size))
+    bare_tls = asyncio.run(
+        bare_rounds(args.carriers, args.rounds, request_size, result_size, tls)
+    )
+    floor = signature_floor(args.carriers, args.rounds, request_size, result_size)
     f50, f99 = percentile(fed, 0.5), percentile(fed, 0.99)
     b50, b99 = percentile(bare, 0.5), percentile(bare, 0.99)
+    t50, s50 = percentile(bare_tls, 0.5), percentile(floor, 0.5)
     print(f"carriers={args.carriers} rounds={args.rounds} suite={args.suite}"
           f" request_bytes={request_size} result_bytes(median)={result_size}")
     print(f"federation round latency: p50 {f50 * 1000:.1f} ms  p99 {f99 * 1000:.1f} ms")
     print(f"bare grpc.aio fan-out:    p50 {b50 * 1000:.1f} ms  p99 {b99 * 1000:.1f} ms")
     print(f"ratio (federation / bare): p50 {f50 / b50:.2f}x  p99 {f99 / b99:.2f}x")
+    print(f"bare fan-out over mutual TLS: p50 {t50 * 1000:.1f} ms ({t50 / b50:.2f}x bare)")
+    print(f"signatures alone, {args.carriers} carriers back to back: p50 {s50 * 1000:.1f} ms"
+          f" ({s50 / b50:.2f}x bare)")
+    print(f"trust-model floor (mutual TLS fan-out + signatures): {(t50 + s50) * 1000:.1f} ms"
+          f" ({(t50 + s50) / b50:.2f}x bare); federation / floor: {f50 / (t50 + s50):.2f}x")
     return 0
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -59,6 +60,21 @@ def test_node_suite_comparison_sees_a_difference() -> None:
     assert node_suite.differences(engine, other_top, True) == ["cost.pmpm"]
     assert node_suite.differences(engine, other_top, False) == []  # pandas has no tops
     assert node_suite.differences(engine, {}, False) == ["cost.pmpm"]
+
+
+def test_round_overhead_times_the_federation_and_each_baseline(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    round_overhead = _script("round_overhead")
+    code = round_overhead.main(["--carriers", "3", "--rounds", "3", "--members", "300"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for line in ("federation round latency", "bare grpc.aio fan-out", "over mutual TLS",
+                 "signatures alone, 3 carriers", "trust-model floor"):
+        assert line in out, line
+    # Federation, bare, bare over TLS, signatures: each a measured, positive median.
+    medians = [float(m) for m in re.findall(r"p50 ([0-9.]+) ms", out)]
+    assert len(medians) == 4 and all(m > 0 for m in medians), out
 
 
 @pytest.mark.postgres

@@ -54,7 +54,7 @@ class SharedTable:
             this=exp.to_table(self.name), kind="TABLE", expression=self.body.copy(),
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
         )
-        return create.sql(dialect=dialect)
+        return create.sql(dialect=dialect, copy=False)  # ``create`` holds a copy of its own
 
 
 @dataclass(frozen=True)
@@ -70,9 +70,12 @@ def _digest(body: exp.Expr) -> str:
     return PREFIX + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _rename_references(tree: exp.Expr, names: dict[str, str]) -> exp.Expr:
-    """``tree`` with every unqualified table reference to a key of ``names`` pointing at its
-    new name; the old name stays as the alias where the reference had none."""
+def _rename_references(
+    tree: exp.Expr, names: dict[str, str], *, copy: bool = True
+) -> exp.Expr:
+    """``tree`` (a copy unless ``copy`` is false) with every unqualified table reference to a
+    key of ``names`` pointing at its new name; the old name stays as the alias where the
+    reference had none."""
 
     def rewrite(node: exp.Expr) -> exp.Expr:
         if (
@@ -89,7 +92,7 @@ def _rename_references(tree: exp.Expr, names: dict[str, str]) -> exp.Expr:
             return renamed
         return node
 
-    return tree.transform(rewrite)
+    return tree.transform(rewrite, copy=copy)
 
 
 def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query] | None:
@@ -98,8 +101,13 @@ def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query
     with_ = query.args.get("with_")
     if with_ is None or with_.args.get("recursive"):
         return None
-    outer = query.copy()
-    outer.set("with_", None)
+    # The query without its WITH, copied once (each CTE is copied once, renamed, below): the
+    # WITH is taken off the caller's tree for the copy and put back.
+    query.set("with_", None)
+    try:
+        outer = query.copy()
+    finally:
+        query.set("with_", with_)
     ctes: list[tuple[str, exp.Query]] = []
     # A WITH below the top level could shadow a name: such queries are left alone.
     if any(True for _ in outer.find_all(exp.With)):
@@ -115,7 +123,7 @@ def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query
         names[cte.alias] = name
         if all(name != seen for seen, _ in ctes):  # the same block twice is one block
             ctes.append((name, renamed))
-    main = _rename_references(outer, names)
+    main = _rename_references(outer, names, copy=False)
     assert isinstance(main, exp.Query)
     return ctes, main
 

@@ -120,7 +120,8 @@ def _render(
     dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
     query: QuerySpec,
 ) -> str:
-    return _expression(tables, schema, period, query).sql(dialect=dialect)
+    # The tree is built for this call alone: the generator may work on it without a copy.
+    return _expression(tables, schema, period, query).sql(dialect=dialect, copy=False)
 
 
 @dataclass(frozen=True)
@@ -144,7 +145,8 @@ def _render_batch(
         shared=tuple(
             (t.name, t.create_statement(dialect), t.last_use) for t in planned.shared
         ),
-        queries=tuple(q.sql(dialect=dialect) for q in planned.queries),
+        # The plan is this call's alone: the generator may work on it without a copy.
+        queries=tuple(q.sql(dialect=dialect, copy=False) for q in planned.queries),
     )
 
 

@@ -50,6 +50,25 @@ def test_a_block_two_queries_compute_becomes_one_table_they_both_read() -> None:
     assert create.startswith(f"CREATE TEMPORARY TABLE {shared.name} AS SELECT")
 
 
+def test_planning_leaves_the_given_queries_as_they_were() -> None:
+    base = "base AS (SELECT e.member_id FROM eligibility AS e WHERE e.sex = 'F')"
+    queries = [
+        _q(f"WITH {base}, own AS (SELECT COUNT(*) AS n FROM base) SELECT n FROM own"),
+        _q(f"WITH {base} SELECT base.member_id FROM base WHERE base.member_id > '1'"),
+    ]
+    before = [_sql(q) for q in queries]
+    withs = [q.args["with_"] for q in queries]
+    plan = batch.plan(queries)
+    assert [_sql(q) for q in queries] == before
+    for query, with_ in zip(queries, withs, strict=True):
+        assert query.args["with_"] is with_ and with_.parent is query
+    # The plan's trees are its own: changing them changes no given query.
+    for tree in (*plan.queries, *(t.body for t in plan.shared)):
+        for table in tree.find_all(exp.Table):
+            table.set("this", exp.to_identifier("elsewhere"))
+    assert [_sql(q) for q in queries] == before
+
+
 def test_blocks_of_the_same_name_but_other_content_are_not_merged() -> None:
     first = _q("WITH mm AS (SELECT 1 AS x) SELECT x FROM mm")
     second = _q("WITH mm AS (SELECT 2 AS x) SELECT x FROM mm")

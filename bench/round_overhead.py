@@ -279,6 +279,7 @@ def signature_floor(
     """Per round: the operator's request signed once; per carrier, the request verified, a
     result signed, the result verified (the signatures the trust model requires)."""
     operator = Signer.generate()
+    operator_verifier = operator.verifier
     nodes = [Signer.generate() for _ in range(carriers)]
     verifiers = [n.verifier for n in nodes]
     request = os.urandom(request_size)
@@ -288,7 +289,7 @@ def signature_floor(
         started = time.perf_counter()
         signature = operator.sign(request)
         for node, verifier in zip(nodes, verifiers, strict=True):
-            operator.verifier.verify(request, signature, operator.key_id)
+            operator_verifier.verify(request, signature, operator.key_id)
             verifier.verify(result, node.sign(result), node.key_id)
         latencies.append(time.perf_counter() - started)
     return latencies

@@ -2,7 +2,10 @@
 
 :meth:`FileSource.open` validates every table (see :mod:`carrier_node.validation`) and registers
 one view per usable table, named as the table, with the canonical column types and the bad rows
-left out. The views read the files on each query; nothing is materialised.
+left out. The views read the files on each query; nothing is materialised. A view is valid for
+its file as validated (it filters only by the checks some row failed): when a file changes, every
+table is validated again before the next batch reads them, and a batch during which a file
+changed fails rather than return what it read.
 """
 
 from __future__ import annotations
@@ -103,6 +106,10 @@ class FileSource:
         self._con: duckdb.DuckDBPyConnection | None = None
         self._checks: tuple[TableCheck, ...] = ()
         self._lock = threading.Lock()
+        #: The :meth:`snapshot` of the files the views were made for, and why they are unusable
+        #: when the last validation found them so (raised until the files change again).
+        self._validated: str | None = None
+        self._unusable: DataSourceError | None = None
         #: The tables available after :meth:`open`.
         self.tables: frozenset[str] = frozenset()
 
@@ -122,28 +129,58 @@ class FileSource:
                     f"cannot start DuckDB with the configured settings ({type(exc).__name__})"
                 ) from None
             try:
-                checks = check_tables(con, self.directory)
-                problems = [p for check in checks for p in check.problems]
-                for p in problems:
-                    log = logger.error if p.severity == "error" else logger.warning
-                    log("%s", p.describe())
-                unusable = [c for c in checks if c.table.required and not c.usable]
-                if unusable:
-                    reasons = [
-                        p.describe() for c in unusable for p in c.problems if p.severity == "error"
-                    ]
-                    raise DataSourceError("required data unusable: " + "; ".join(reasons))
-                for check in checks:
-                    if check.view is not None:
-                        self._create_view(con, check)
+                problems = self._validate_locked(con)
             except BaseException:
                 con.close()
+                self._validated = self._unusable = None
                 raise
             self._con = con
-            self._checks = checks
-            self.tables = frozenset(c.table.name for c in checks if c.usable)
             logger.info("data source open: %d tables", len(self.tables))
             return problems
+
+    def _validate_locked(self, con: duckdb.DuckDBPyConnection) -> list[Problem]:
+        """Check every table and make the views of the usable ones, valid for the files as they
+        are now (their snapshot is taken first: a change during the checks is seen later)."""
+        snapshot = self.snapshot()
+        checks = check_tables(con, self.directory)
+        problems = [p for check in checks for p in check.problems]
+        for p in problems:
+            log = logger.error if p.severity == "error" else logger.warning
+            log("%s", p.describe())
+        unusable = [c for c in checks if c.table.required and not c.usable]
+        if unusable:
+            reasons = [p.describe() for c in unusable for p in c.problems if p.severity == "error"]
+            raise DataSourceError("required data unusable: " + "; ".join(reasons))
+        for check in checks:
+            if check.view is not None:
+                self._create_view(con, check)
+            else:
+                self._drop_view(con, check.table.name)
+        self._checks = checks
+        self.tables = frozenset(c.table.name for c in checks if c.usable)
+        self._validated, self._unusable = snapshot, None
+        return problems
+
+    def _connection_locked(self) -> tuple[duckdb.DuckDBPyConnection, str]:
+        """The connection, its views valid for the files as they are now: when a file changed
+        since it was validated, every table is validated again first (a table now unusable
+        raises, and keeps raising until the files change again). Also the files' snapshot."""
+        con = self._con
+        if con is None:
+            raise DataSourceError("the file data source is not open")
+        if self.snapshot() != self._validated:
+            logger.info("data files changed since they were validated: validating them again")
+            try:
+                self._validate_locked(con)
+            except DataSourceError as exc:
+                for table in TABLES:  # nothing is read from files that failed their checks
+                    self._drop_view(con, table.name)
+                self._checks, self.tables = (), frozenset()
+                self._validated, self._unusable = self.snapshot(), exc
+        if self._unusable is not None:
+            raise self._unusable
+        assert self._validated is not None
+        return con, self._validated
 
     @staticmethod
     def _create_view(con: duckdb.DuckDBPyConnection, check: TableCheck) -> None:
@@ -162,6 +199,18 @@ class FileSource:
                 f"cannot register table {check.table.name} ({type(exc).__name__})"
             ) from None
 
+    @staticmethod
+    def _drop_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
+        drop = exp.Drop(
+            tables=[exp.Table(this=exp.to_identifier(name, quoted=True))], kind="VIEW", exists=True
+        )
+        try:
+            con.execute(drop.sql(dialect="duckdb"))
+        except duckdb.Error as exc:
+            raise DataSourceError(
+                f"cannot unregister table {name} ({type(exc).__name__})"
+            ) from None
+
     def execute_arrow(self, sql: str) -> pyarrow.Table:
         """Run one query on a fresh cursor (safe to call from several threads at once).
 
@@ -174,15 +223,25 @@ class FileSource:
     @contextmanager
     def session(self) -> Iterator[_Session]:
         """A cursor of its own for a batch of queries (see :class:`carrier_node.engine.Session`);
-        its temporary tables are seen by nothing else and go with it."""
-        con = self._con
-        if con is None:
-            raise DataSourceError("the file data source is not open")
+        its temporary tables are seen by nothing else and go with it.
+
+        The batch reads the files as validated: a file changed since is validated again before
+        it starts, and a file that changes while it runs fails it at the end (its results mix
+        two versions of the data, some read past the checks), with a :class:`DataSourceError`.
+        """
+        with self._lock:
+            con, validated = self._connection_locked()
         cursor = con.cursor()
         try:
             yield _Session(cursor)
         finally:
             cursor.close()
+        if self.snapshot() != validated:
+            logger.error("data files changed while a batch read them: its results are dropped")
+            raise DataSourceError(
+                "the data files changed during the evaluation; nothing of it is kept, and the "
+                "files are validated again before the next one"
+            )
 
     def snapshot(self) -> str:
         """A digest of which files are present, their sizes and modification times.
@@ -226,6 +285,7 @@ class FileSource:
             self._con = None
         self._checks = ()
         self.tables = frozenset()
+        self._validated = self._unusable = None
 
     def __enter__(self) -> FileSource:
         self.open()

@@ -6,7 +6,9 @@ required values, codes outside a closed set, end dates before start dates) is a
 ``count(*) FILTER (WHERE …)`` of the same query. The outcome is a list of located
 :class:`Problem` values and, for each usable table, the ``SELECT`` that reads the file into the
 canonical types with the bad rows left out; :mod:`carrier_node.datasource` turns those into
-views.
+views. The ``SELECT`` filters by the conditions some row of the checked file fails, only: a
+clean file's view is a plain projection, so a query reads just the columns it uses (the data
+source validates a file again when it changes, before reading it).
 
 Rules:
 
@@ -211,8 +213,9 @@ class TableCheck:
     #: The file read, or None when there is none.
     file: DataFile | None
     problems: tuple[Problem, ...]
-    #: The SELECT reading the file into canonical types without the excluded rows; None when
-    #: the table is absent or unusable.
+    #: The SELECT reading the file into canonical types without the excluded rows (filtered
+    #: by the conditions that exclude a row of the file as checked, only); None when the table
+    #: is absent or unusable.
     view: exp.Select | None
     #: Rows in the file, and rows left out of the view.
     rows: int = 0
@@ -448,6 +451,10 @@ def check_table(con: duckdb.DuckDBPyConnection, directory: Path, table: Table) -
     keep = _keep_conditions(plans, table)
     kept_slot = len(selects)
     selects.append(_count(exp.and_(*keep)) if keep else exp.Count(this=exp.Star()))
+    # The rows each condition keeps on its own: one that keeps every row leaves nothing out of
+    # this file, and the view goes without it (see the view below).
+    condition_slots = range(len(selects), len(selects) + len(keep))
+    selects.extend(_count(c.copy()) for c in keep)
 
     aggregate = exp.select(*selects).from_(data_file.source())
     try:
@@ -489,8 +496,12 @@ def check_table(con: duckdb.DuckDBPyConnection, directory: Path, table: Table) -
 
     view = exp.select(*(exp.alias_(p.typed.copy(), p.column.name, quoted=True) for p in plans))
     view = view.from_(data_file.source())
-    if keep:
-        view = view.where(exp.and_(*(c.copy() for c in keep)))
+    # Only the conditions that leave a row of this file out: a condition every row meets would
+    # make each query read (and parse) its column for nothing, whichever columns it uses. The
+    # view is valid for the file as checked; the data source checks again when a file changes.
+    needed = [c for c, slot in zip(keep, condition_slots, strict=True) if values[slot] < total]
+    if needed:
+        view = view.where(exp.and_(*(c.copy() for c in needed)))
     excluded = total - values[kept_slot]
 
     key = DUPLICATE_KEYS.get(table.name)

@@ -520,3 +520,104 @@ def test_no_data_value_in_any_message(tmp_path: Path, caplog: pytest.LogCaptureF
     texts += [str(raised.value), raised.value.detail]
     texts += [r.getMessage() for r in caplog.records]
     assert texts and not [t for t in texts if SECRET in t]
+
+
+def view_filter(source: FileSource, table: str) -> str | None:
+    """The WHERE of a table's view as DuckDB holds it (None without one)."""
+    (text,) = (
+        source.execute_arrow(f"SELECT sql FROM duckdb_views() WHERE view_name = '{table}'")
+        .column(0)
+        .to_pylist()
+    )
+    where = text.find(" WHERE ")
+    return None if where < 0 else text[where:]
+
+
+def test_views_filter_only_by_the_checks_a_row_fails(
+    tmp_path: Path, opened: Callable[[Path], FileSource]
+) -> None:
+    """A clean file's view is a plain projection (a query reads only its own columns); a file
+    with a bad value in one column is filtered by that column's check alone."""
+    tables = valid_tables()
+    tables["medical_claims"][0]["claim_status"] = "pending"
+    source = opened(write_directory(tmp_path, "parquet", tables))
+    assert view_filter(source, "eligibility") is None
+    assert view_filter(source, "pharmacy_claims") is None
+    medical = view_filter(source, "medical_claims")
+    assert medical is not None and "claim_status" in medical
+    for other in ("member_id", "claim_type", "claim_start_date", "allowed_amount"):
+        assert other not in medical
+    assert scalar(source, "SELECT count(*) FROM medical_claims") == 6
+    assert source.data_quality()["medical_claims.*.excluded"] == 1
+
+
+def replace_file(path: Path, write: Callable[[], object]) -> None:
+    """Rewrite a data file as a carrier would between rounds (its modification time moves on
+    even on a file system with a coarse clock)."""
+    before = path.stat().st_mtime_ns
+    write()
+    os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
+
+
+def test_a_changed_file_is_validated_again_before_it_is_read(
+    tmp_path: Path, opened: Callable[[Path], FileSource]
+) -> None:
+    tables = valid_tables()
+    source = opened(write_directory(tmp_path, "parquet", tables))
+    assert view_filter(source, "medical_claims") is None
+    assert scalar(source, "SELECT count(*) FROM medical_claims") == 7
+
+    # Next month's file, with rows the first one did not have: a bad status, no member.
+    claims = tables["medical_claims"]
+    claims.append({**claims[0], "claim_id": "C0100", "claim_status": "pending"})
+    claims.append({**claims[0], "claim_id": "C0101", "member_id": ""})
+    claims.append({**claims[0], "claim_id": "C0102"})
+    path = tmp_path / "medical_claims.parquet"
+    replace_file(path, lambda: write_table(tmp_path, "medical_claims", claims, "parquet"))
+    assert scalar(source, "SELECT count(*) FROM medical_claims") == 8
+    assert scalar(source, "SELECT count(*) FROM medical_claims WHERE member_id IS NULL") == 0
+    quality = source.data_quality()
+    assert quality["medical_claims.*.excluded"] == 2
+    assert quality["medical_claims.claim_status.invalid_value"] == 1
+
+
+def test_a_file_made_unusable_is_not_read_until_it_is_fixed(
+    tmp_path: Path, opened: Callable[[Path], FileSource]
+) -> None:
+    tables = valid_tables()
+    source = opened(write_directory(tmp_path, "csv", tables))
+    path = tmp_path / "eligibility.csv"
+    broken = [{k: v for k, v in row.items() if k != "birth_date"} for row in tables["eligibility"]]
+    replace_file(path, lambda: write_table(tmp_path, "eligibility", broken, "csv"))
+    for _ in range(2):  # refused again, without a view left over the unchecked file
+        with pytest.raises(DataSourceError, match=r"missing_column|birth_date"):
+            scalar(source, "SELECT count(*) FROM eligibility")
+    assert source.tables == frozenset()
+    replace_file(path, lambda: write_table(tmp_path, "eligibility", tables["eligibility"], "csv"))
+    assert scalar(source, "SELECT count(*) FROM eligibility") == 5
+    assert "eligibility" in source.tables
+
+
+def test_a_batch_during_which_a_file_changes_fails(
+    tmp_path: Path, opened: Callable[[Path], FileSource]
+) -> None:
+    tables = valid_tables()
+    source = opened(write_directory(tmp_path, "parquet", tables))
+    path = tmp_path / "pharmacy_claims.parquet"
+    read: list[int] = []
+    with (
+        pytest.raises(DataSourceError, match="changed during the evaluation"),
+        source.session() as session,
+    ):
+        read.append(
+            session.execute_arrow("SELECT count(*) AS n FROM pharmacy_claims")["n"][0].as_py()
+        )
+        replace_file(
+            path,
+            lambda: write_table(
+                tmp_path, "pharmacy_claims", tables["pharmacy_claims"][:2], "parquet"
+            ),
+        )
+    assert read == [4]
+    # The next batch reads the new file, validated.
+    assert scalar(source, "SELECT count(*) FROM pharmacy_claims") == 2

@@ -351,6 +351,24 @@ SELECT COUNT(*) AS member_months, COUNT(DISTINCT mm.member_id) AS members FROM m
 """
 
 
+def members_counted(query: exp.Select, group_by: Sequence[Dimension]) -> exp.Select:
+    """``query`` (over member months, one row per member and month) counting members without
+    ``DISTINCT`` where its cells are months: a cell then holds a member at most once, and each
+    ``COUNT(DISTINCT ...)`` would build a hash table of the period's members for nothing."""
+    if Dimension.MONTH not in group_by:
+        return query
+
+    def plain(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, exp.Count) and isinstance(node.this, exp.Distinct):
+            (counted,) = node.this.expressions
+            return exp.Count(this=counted)
+        return node
+
+    out = query.transform(plain, copy=False)
+    assert isinstance(out, exp.Select)
+    return out
+
+
 def member_month_cells(
     ctx: BuildContext, numerator: exp.Select, statistics: Sequence[str], ctes: Ctes
 ) -> exp.Select:
@@ -359,7 +377,7 @@ def member_month_cells(
     where it has no row). Aggregating events by cell directly, rather than per member month
     first, keeps the grouping small."""
     dims = ctx.member_dims
-    denominator = keyed(sql.fill(_DENOMINATOR), keys(ctx))
+    denominator = keyed(members_counted(sql.fill(_DENOMINATOR), ctx.group_by), keys(ctx))
     query = exp.select(
         *[col(d.value, "den") for d in dims],
         col("member_months", "den"),

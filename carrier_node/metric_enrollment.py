@@ -5,7 +5,14 @@ from __future__ import annotations
 from sqlglot import exp
 
 from carrier_node import sql
-from carrier_node.metric_common import BuildContext, keyed, keys, member_month_ctes, with_ctes
+from carrier_node.metric_common import (
+    BuildContext,
+    keyed,
+    keys,
+    member_month_ctes,
+    members_counted,
+    with_ctes,
+)
 
 # A member is enrolled in a month when any span overlaps it (filters do not apply here: a member
 # who switched plans was enrolled the month before, whatever that month's plan).
@@ -35,7 +42,8 @@ LEFT JOIN enrolled AS e_next
 def churn(ctx: BuildContext) -> exp.Select:
     """Per member month: an add when not enrolled the month before, a term when not enrolled
     the month after, a death when the in-force span's death_date is in the month."""
-    query = keyed(sql.fill(_CHURN), keys(ctx))
+    # One row per member month (the in-force span's; each neighbour month joins once).
+    query = keyed(members_counted(sql.fill(_CHURN), ctx.group_by), keys(ctx))
     return with_ctes(
         query,
         [

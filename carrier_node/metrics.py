@@ -38,6 +38,7 @@ from carrier_node.metric_common import (
     histogram_columns,
     member_cells,
     member_month_spend,
+    members_counted,
     needs_spans,
     per_member,
 )
@@ -71,6 +72,7 @@ def _member_month_totals(dims: tuple[Dimension, ...]) -> exp.Select:
         exp.Count(this=exp.Star()).as_("member_months"),
         exp.Count(this=exp.Distinct(expressions=[exp.column("member_id")])).as_("members"),
     ).from_("mm")
+    query = members_counted(query, dims)
     if not dims:  # no all-zero cell when nobody is enrolled
         return query.having(exp.Count(this=exp.Star()) > 0)
     return query.group_by(*_cols(dims))

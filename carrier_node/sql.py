@@ -225,9 +225,8 @@ def _code_condition(column: exp.Expr, cond: CodeCondition) -> exp.Expr:
 
 
 def _rule_condition(rule: ServiceCategoryRule, line: str) -> exp.Expr:
+    """The rule's condition on a line but its claim type (see :func:`_service_category_case`)."""
     conds: list[exp.Expr] = []
-    if rule.claim_type:
-        conds.append(exp.column("claim_type", line).eq(lit(rule.claim_type)))
     if rule.bill_type_prefix:
         bill = exp.column("bill_type", line)
         conds.append(
@@ -251,12 +250,27 @@ def _rule_condition(rule: ServiceCategoryRule, line: str) -> exp.Expr:
 
 @cache
 def _service_category_case(line: str, level: int) -> exp.Expr:
-    case = exp.Case()
-    for rule in service_category_rules():
-        c = rule.category
-        label = c.service_category_1 if level == 1 else c.service_category_2
-        case = case.when(_rule_condition(rule, line), lit(label), copy=False)
-    return case.else_(lit("other"), copy=False)
+    """The first rule that holds, by priority, as one CASE per claim type: a line is tested
+    against the rules of its own claim type and those of every type, in their order (the same
+    first match), not against all of them with its type compared in each."""
+
+    def first_match(claim_type: str | None) -> exp.Case:
+        case = exp.Case()
+        for rule in service_category_rules():
+            if rule.claim_type is not None and rule.claim_type != claim_type:
+                continue
+            c = rule.category
+            label = c.service_category_1 if level == 1 else c.service_category_2
+            case = case.when(_rule_condition(rule, line), lit(label), copy=False)
+        return case.else_(lit("other"), copy=False)
+
+    types = sorted({r.claim_type for r in service_category_rules() if r.claim_type is not None})
+    by_type = exp.Case()
+    for claim_type in types:
+        by_type = by_type.when(
+            exp.column("claim_type", line).eq(lit(claim_type)), first_match(claim_type), copy=False
+        )
+    return by_type.else_(first_match(None), copy=False)
 
 
 def service_category(line: str, level: int) -> exp.Expr:

@@ -71,6 +71,15 @@ class _Session:
             raise self._fail(exc) from None
 
 
+def _define(con: duckdb.DuckDBPyConnection, statement: exp.Expr, failure: str) -> None:
+    """Run a view definition; a failure names the error class only (DuckDB's text may quote
+    a file's value)."""
+    try:
+        con.execute(statement.sql(dialect="duckdb"))
+    except duckdb.Error as exc:
+        raise DataSourceError(f"{failure} ({type(exc).__name__})") from None
+
+
 class FileSource:
     """A carrier's data directory, queried through DuckDB views named as the schema's tables."""
 
@@ -192,24 +201,13 @@ class FileSource:
             expression=check.view,
             replace=True,
         )
-        try:
-            con.execute(create.sql(dialect="duckdb"))
-        except duckdb.Error as exc:
-            raise DataSourceError(
-                f"cannot register table {check.table.name} ({type(exc).__name__})"
-            ) from None
+        _define(con, create, f"cannot register table {check.table.name}")
 
     @staticmethod
     def _drop_view(con: duckdb.DuckDBPyConnection, name: str) -> None:
-        drop = exp.Drop(
-            tables=[exp.Table(this=exp.to_identifier(name, quoted=True))], kind="VIEW", exists=True
-        )
-        try:
-            con.execute(drop.sql(dialect="duckdb"))
-        except duckdb.Error as exc:
-            raise DataSourceError(
-                f"cannot unregister table {name} ({type(exc).__name__})"
-            ) from None
+        view = exp.Table(this=exp.to_identifier(name, quoted=True))
+        drop = exp.Drop(tables=[view], kind="VIEW", exists=True)
+        _define(con, drop, f"cannot unregister table {name}")
 
     def execute_arrow(self, sql: str) -> pyarrow.Table:
         """Run one query on a fresh cursor (safe to call from several threads at once).

@@ -149,6 +149,7 @@ class NodeDaemon:
         )
         self._engine: Engine | None = None
         self._source_error: DataSourceError | None = None
+        self._source_lock = asyncio.Lock()
         self._outgoing: asyncio.Queue[federation_pb2.NodeMessage | None] | None = None
         self._stopping = asyncio.Event()
         self._connected = asyncio.Event()
@@ -176,16 +177,23 @@ class NodeDaemon:
     async def open_source(self) -> None:
         """Open the data source (validating it) off the event loop.
 
-        Unusable data does not stop the daemon: it stays connected and refuses every request
-        with a data-source error (the located problems are in its own log and in ``check``).
+        Unusable data does not stop the daemon: it stays connected and refuses requests with a
+        data-source error (the located problems are in its own log and in ``check``), trying
+        the source again for each new request, so that fixed files (or a warehouse back up)
+        need no restart.
         """
-        if self._engine is not None:
-            return
-        try:
-            await self._open_source()
-        except DataSourceError as exc:
-            log.error("data source unusable: %s", exc.detail)
-            self._source_error = exc
+        async with self._source_lock:
+            if self._engine is not None:
+                return
+            try:
+                await self._open_source()
+            except DataSourceError as exc:
+                log.error("data source unusable: %s", exc.detail)
+                self._source_error = exc
+            else:
+                if self._source_error is not None:
+                    log.info("data source usable again")
+                self._source_error = None
 
     async def _open_source(self) -> None:
         if self._source is None and self.config.warehouse is not None:
@@ -404,6 +412,8 @@ class NodeDaemon:
     # --- answering ------------------------------------------------------------------------
 
     async def _answer(self, signed: types_pb2.SignedRequest) -> None:
+        if self._source_error is not None:
+            await self.open_source()  # unusable so far: perhaps fixed since
         request_id, round_id = _peek_ids(bytes(signed.request))
         request_sha256 = hashlib.sha256(bytes(signed.request)).hexdigest()
         # The look-ups, the checks and their audit entries in one trip to the I/O thread.

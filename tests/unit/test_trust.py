@@ -278,6 +278,35 @@ async def test_a_policy_refusal_is_logged_with_its_stage(tmp_path: Path) -> None
         await node.shutdown()
 
 
+async def test_a_node_with_unusable_data_answers_once_the_files_are_fixed(
+    tmp_path: Path,
+) -> None:
+    from tests.unit.test_datasource import valid_tables, write_directory, write_table
+
+    operator = Signer.generate()
+    node = secure_node(tmp_path, operator, CountingSource())
+    node._source = None  # the node's own file source over its data directory
+    data = tmp_path / "data"
+    tables = valid_tables()
+    write_directory(data, "csv", tables)
+    broken = [{k: v for k, v in row.items() if k != "member_id"} for row in tables["eligibility"]]
+    write_table(data, "eligibility", broken, "csv")
+    sent: asyncio.Queue[federation_pb2.NodeMessage | None] = asyncio.Queue()
+    node._outgoing = sent
+    try:
+        await node.open_source()  # as the daemon does once, at start
+        await node._answer(signed_request(operator, request_id="r1.a"))
+        reply = sent.get_nowait()
+        assert reply is not None and reply.refusal.code == types_pb2.ERROR_CODE_DATA_SOURCE
+        assert refusals(node)[-1]["stage"] == "data source"
+        write_table(data, "eligibility", tables["eligibility"], "csv")  # fixed, no restart
+        await node._answer(signed_request(operator, request_id="r1.b"))
+        reply = sent.get_nowait()
+        assert reply is not None and reply.HasField("result"), reply
+    finally:
+        await node.shutdown()
+
+
 def test_a_secure_node_needs_a_result_signing_key(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     config = NodeConfig(

@@ -138,7 +138,7 @@ class FileSource:
                     f"cannot start DuckDB with the configured settings ({type(exc).__name__})"
                 ) from None
             try:
-                problems = self._validate_locked(con)
+                problems = self._validate_locked(con, self.snapshot())
             except BaseException:
                 con.close()
                 self._validated = self._unusable = None
@@ -147,10 +147,9 @@ class FileSource:
             logger.info("data source open: %d tables", len(self.tables))
             return problems
 
-    def _validate_locked(self, con: duckdb.DuckDBPyConnection) -> list[Problem]:
-        """Check every table and make the views of the usable ones, valid for the files as they
-        are now (their snapshot is taken first: a change during the checks is seen later)."""
-        snapshot = self.snapshot()
+    def _validate_locked(self, con: duckdb.DuckDBPyConnection, snapshot: str) -> list[Problem]:
+        """Check every table and make the views of the usable ones, valid for the files of
+        ``snapshot`` (taken before the checks: a change during them is seen at the next use)."""
         checks = check_tables(con, self.directory)
         problems = [p for check in checks for p in check.problems]
         for p in problems:
@@ -177,15 +176,16 @@ class FileSource:
         con = self._con
         if con is None:
             raise DataSourceError("the file data source is not open")
-        if self.snapshot() != self._validated:
+        current = self.snapshot()
+        if current != self._validated:
             logger.info("data files changed since they were validated: validating them again")
             try:
-                self._validate_locked(con)
+                self._validate_locked(con, current)
             except DataSourceError as exc:
                 for table in TABLES:  # nothing is read from files that failed their checks
                     self._drop_view(con, table.name)
                 self._checks, self.tables = (), frozenset()
-                self._validated, self._unusable = self.snapshot(), exc
+                self._validated, self._unusable = current, exc
         if self._unusable is not None:
             raise self._unusable
         assert self._validated is not None

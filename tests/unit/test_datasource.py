@@ -551,11 +551,11 @@ def test_views_filter_only_by_the_checks_a_row_fails(
     assert source.data_quality()["medical_claims.*.excluded"] == 1
 
 
-def replace_file(path: Path, write: Callable[[], object]) -> None:
-    """Rewrite a data file as a carrier would between rounds (its modification time moves on
-    even on a file system with a coarse clock)."""
-    before = path.stat().st_mtime_ns
-    write()
+def replace_table(directory: Path, name: str, rows: Rows, fmt: Format) -> None:
+    """Rewrite a table's data file as a carrier would between rounds (its modification time
+    moves on even on a file system with a coarse clock)."""
+    before = (directory / f"{name}.{fmt}").stat().st_mtime_ns
+    path = write_table(directory, name, rows, fmt)
     os.utime(path, ns=(before + 2_000_000_000, before + 2_000_000_000))
 
 
@@ -572,8 +572,7 @@ def test_a_changed_file_is_validated_again_before_it_is_read(
     claims.append({**claims[0], "claim_id": "C0100", "claim_status": "pending"})
     claims.append({**claims[0], "claim_id": "C0101", "member_id": ""})
     claims.append({**claims[0], "claim_id": "C0102"})
-    path = tmp_path / "medical_claims.parquet"
-    replace_file(path, lambda: write_table(tmp_path, "medical_claims", claims, "parquet"))
+    replace_table(tmp_path, "medical_claims", claims, "parquet")
     assert scalar(source, "SELECT count(*) FROM medical_claims") == 8
     assert scalar(source, "SELECT count(*) FROM medical_claims WHERE member_id IS NULL") == 0
     quality = source.data_quality()
@@ -586,14 +585,13 @@ def test_a_file_made_unusable_is_not_read_until_it_is_fixed(
 ) -> None:
     tables = valid_tables()
     source = opened(write_directory(tmp_path, "csv", tables))
-    path = tmp_path / "eligibility.csv"
     broken = [{k: v for k, v in row.items() if k != "birth_date"} for row in tables["eligibility"]]
-    replace_file(path, lambda: write_table(tmp_path, "eligibility", broken, "csv"))
+    replace_table(tmp_path, "eligibility", broken, "csv")
     for _ in range(2):  # refused again, without a view left over the unchecked file
         with pytest.raises(DataSourceError, match=r"missing_column|birth_date"):
             scalar(source, "SELECT count(*) FROM eligibility")
     assert source.tables == frozenset()
-    replace_file(path, lambda: write_table(tmp_path, "eligibility", tables["eligibility"], "csv"))
+    replace_table(tmp_path, "eligibility", tables["eligibility"], "csv")
     assert scalar(source, "SELECT count(*) FROM eligibility") == 5
     assert "eligibility" in source.tables
 
@@ -603,7 +601,6 @@ def test_a_batch_during_which_a_file_changes_fails(
 ) -> None:
     tables = valid_tables()
     source = opened(write_directory(tmp_path, "parquet", tables))
-    path = tmp_path / "pharmacy_claims.parquet"
     read: list[int] = []
     with (
         pytest.raises(DataSourceError, match="changed during the evaluation"),
@@ -612,12 +609,7 @@ def test_a_batch_during_which_a_file_changes_fails(
         read.append(
             session.execute_arrow("SELECT count(*) AS n FROM pharmacy_claims")["n"][0].as_py()
         )
-        replace_file(
-            path,
-            lambda: write_table(
-                tmp_path, "pharmacy_claims", tables["pharmacy_claims"][:2], "parquet"
-            ),
-        )
+        replace_table(tmp_path, "pharmacy_claims", tables["pharmacy_claims"][:2], "parquet")
     assert read == [4]
     # The next batch reads the new file, validated.
     assert scalar(source, "SELECT count(*) FROM pharmacy_claims") == 2

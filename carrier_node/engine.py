@@ -10,8 +10,9 @@ import dataclasses
 import decimal
 import functools
 import logging
+import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,7 +21,7 @@ import pyarrow as pa
 from sqlglot import exp
 
 from carrier_node import batch, metrics, sql
-from fedoversight.catalogue import StatKind, get_metric
+from fedoversight.catalogue import StatisticSpec, StatKind, get_metric
 from fedoversight.dimensions import Dimension, accepts
 from fedoversight.domain import CellKey, QuerySpec
 from fedoversight.errors import DataSourceError
@@ -63,12 +64,38 @@ RawValue = int | Histogram
 
 
 @dataclass(frozen=True)
+class Support:
+    """What disclosure control needs of one statistic of one cell (or of one histogram bin),
+    computed in the same pass as the statistic (see :mod:`carrier_node.metric_common`). Never
+    leaves the node."""
+
+    #: Members with a non-zero contribution (for MEMBERS: the value itself).
+    members: int
+    #: The least and greatest record key of those members (None when there are none, and for a
+    #: total no member contributes to).
+    key_low: str | None = None
+    key_high: str | None = None
+    #: The largest absolute contribution of one member (of one row, for a total no member
+    #: contributes to); 0 where not computed (counts of people and events).
+    top: int = 0
+    #: For a part of another statistic: the members contributing to the rest (whole less part).
+    rest: int = 0
+
+
+@dataclass(frozen=True)
 class RawCell:
     key: CellKey
     values: tuple[tuple[str, RawValue], ...]
-    #: For dollar statistics whose metric reports them: (total, largest, second largest)
-    #: member contribution, for the dominance rule. Never leaves the node.
-    contributions: tuple[tuple[str, tuple[int, int, int]], ...] = ()
+    #: Per statistic (histograms excepted), what disclosure control needs of it.
+    supports: tuple[tuple[str, Support], ...] = ()
+    #: Per histogram statistic, the support of each bin (None for an empty bin).
+    bins: tuple[tuple[str, tuple[Support | None, ...]], ...] = ()
+
+    def support(self, name: str) -> Support:
+        return dict(self.supports)[name]
+
+    def bin_supports(self, name: str) -> tuple[Support | None, ...]:
+        return dict(self.bins)[name]
 
     def value(self, name: str) -> int:
         """An integer statistic (counts, members, cents)."""
@@ -108,20 +135,33 @@ def _as_int(value: object) -> int:
 _ANY_CARRIER = "carrier"
 
 
+@dataclass(frozen=True)
+class Keying:
+    """What a node's queries are built with besides the query: the secret of its record keys
+    and the service categories its answers always list (the policy's sensitive ones)."""
+
+    record_secret: str
+    complete_categories: tuple[str, ...] = ()
+
+
 def _expression(
-    tables: frozenset[str] | None, schema: str | None, period: Period, query: QuerySpec
+    tables: frozenset[str] | None, schema: str | None, period: Period, query: QuerySpec,
+    keying: Keying,
 ) -> exp.Query:
-    context = metrics.BuildContext(_ANY_CARRIER, period, query, tables=tables)
+    context = metrics.BuildContext(
+        _ANY_CARRIER, period, query, tables=tables, record_secret=keying.record_secret,
+        complete_categories=keying.complete_categories,
+    )
     return sql.qualify_tables(metrics.build(context), schema)
 
 
 @functools.lru_cache(maxsize=512)
 def _render(
     dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
-    query: QuerySpec,
+    query: QuerySpec, keying: Keying,
 ) -> str:
     # The tree is built for this call alone: the generator may work on it without a copy.
-    return _expression(tables, schema, period, query).sql(dialect=dialect, copy=False)
+    return _expression(tables, schema, period, query, keying).sql(dialect=dialect, copy=False)
 
 
 @dataclass(frozen=True)
@@ -136,10 +176,10 @@ class RenderedBatch:
 @functools.lru_cache(maxsize=64)
 def _render_batch(
     dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
-    queries: tuple[QuerySpec, ...], min_uses: int = 2,
+    queries: tuple[QuerySpec, ...], keying: Keying, min_uses: int = 2,
 ) -> RenderedBatch:
     planned = batch.plan(
-        [_expression(tables, schema, period, q) for q in queries], min_uses=min_uses
+        [_expression(tables, schema, period, q, keying) for q in queries], min_uses=min_uses
     )
     return RenderedBatch(
         shared=tuple(
@@ -162,10 +202,23 @@ class BatchTiming:
 
 
 class Engine:
-    def __init__(self, source: DataSource, carrier_id: str, schema: str | None = None) -> None:
+    def __init__(
+        self, source: DataSource, carrier_id: str, schema: str | None = None, *,
+        record_secret: str | None = None, complete_categories: Sequence[str] = (),
+    ) -> None:
+        """``record_secret``: the node's secret for record keys (a fresh random one, for this
+        engine only, when None: tools that need no consistency across processes);
+        ``complete_categories``: level-2 service categories always listed (see
+        :class:`Keying`)."""
         self.source = source
         self.carrier_id = carrier_id
         self.schema = schema
+        self.keying = Keying(
+            record_secret if record_secret is not None else secrets.token_hex(16),
+            tuple(sorted(complete_categories)),
+        )
+        if not self.keying.record_secret:
+            raise ValueError("record keys need a secret")
         self.last_batch = BatchTiming()
 
     def _tables(self) -> frozenset[str] | None:
@@ -178,7 +231,9 @@ class Engine:
         cached per (dialect, tables, schema, period, query). The carrier's own id is not part
         of it: the carrier key is a constant filled in after the query (see :meth:`evaluate`).
         """
-        return _render(self.source.dialect, self._tables(), self.schema, period, query)
+        return _render(
+            self.source.dialect, self._tables(), self.schema, period, query, self.keying
+        )
 
     def _min_uses(self) -> int:
         """Readers a block needs to become a table: two for DuckDB (which streams a block
@@ -190,7 +245,8 @@ class Engine:
     def render_batch(self, period: Period, queries: tuple[QuerySpec, ...]) -> RenderedBatch:
         """The SQL of ``queries`` evaluated together (see :mod:`carrier_node.batch`)."""
         return _render_batch(
-            self.source.dialect, self._tables(), self.schema, period, queries, self._min_uses()
+            self.source.dialect, self._tables(), self.schema, period, queries, self.keying,
+            self._min_uses(),
         )
 
     def evaluate(self, period: Period, query: QuerySpec) -> RawTable:
@@ -262,59 +318,109 @@ class Engine:
     def _cells(self, query: QuerySpec, result: tuple[pa.Table, float]) -> RawTable:
         table, seconds = result
         spec = get_metric(query.metric, query.version)
-        stat_names = [s.name for s in spec.statistics if s.kind is not StatKind.HISTOGRAM]
-        histograms = [s.name for s in spec.statistics if s.kind is StatKind.HISTOGRAM]
+        scalars = [s for s in spec.statistics if s.kind is not StatKind.HISTOGRAM]
+        histograms = [s for s in spec.statistics if s.kind is StatKind.HISTOGRAM]
         dims = [d.value for d in query.group_by]
-        hist_columns = [c for h in histograms for c in metrics.histogram_columns(h)]
-        contributed = metrics.contributed_statistics(spec)
-        top_columns = [c for s in contributed for c in metrics.contribution_columns(s)]
-        wanted = (*dims, *stat_names, *hist_columns, *top_columns)
+        integer_columns = [
+            c for s in scalars for c in metrics.result_columns(s) if not _is_key(c)
+        ]
+        key_columns = [c for s in scalars for c in metrics.result_columns(s) if _is_key(c)]
+        bin_columns = [
+            c for h in histograms
+            for c in (*metrics.histogram_columns(h.name), *metrics.disclosure_columns(h))
+        ]
+        wanted = (*dims, *integer_columns, *key_columns, *bin_columns)
         if any(c not in table.column_names for c in wanted):
             raise DataSourceError("engine result lacks declared columns")
         columns = {name: table.column(name).to_pylist() for name in wanted}
         # One row per cell, or (with a histogram) one per cell and bin: rows of a cell are
-        # merged, its integer statistics repeat on each of them.
-        by_key: dict[CellKey, dict[str, int]] = {}
-        bins: dict[CellKey, dict[str, tuple[list[int], list[int]]]] = {}
+        # merged, its other statistics repeat on each of them.
+        by_key: dict[CellKey, dict[str, object]] = {}
+        bins: dict[CellKey, dict[str, list[tuple[int, int, Support]]]] = {}
         for i in range(table.num_rows):
             key = tuple(
                 (Dimension(d), self.carrier_id if d == "carrier" else str(columns[d][i]))
                 for d in dims
             )
-            values = {n: _as_int(columns[n][i]) for n in (*stat_names, *top_columns)}
+            values: dict[str, object] = {n: _as_int(columns[n][i]) for n in integer_columns}
+            values.update({n: _as_key(columns[n][i]) for n in key_columns})
             if key in by_key and not histograms:
                 raise DataSourceError("engine returned a cell twice")
             if by_key.setdefault(key, values) != values:
                 raise DataSourceError("engine returned inconsistent rows of a cell")
             for h in histograms:
-                bin_col, count_col, cents_col = metrics.histogram_columns(h)
-                counts, sums = bins.setdefault(key, {}).setdefault(
-                    h, ([0] * N_BINS, [0] * N_BINS)
-                )
+                bin_col, count_col, cents_col = metrics.histogram_columns(h.name)
+                low, high, top = metrics.disclosure_columns(h)
                 index = _as_int(columns[bin_col][i])
                 if not 0 <= index < N_BINS:
                     raise DataSourceError("engine returned a histogram bin out of range")
-                counts[index] += _as_int(columns[count_col][i])
-                sums[index] += _as_int(columns[cents_col][i])
+                count = _as_int(columns[count_col][i])
+                support = Support(count, _as_key(columns[low][i]), _as_key(columns[high][i]),
+                                  top=_as_int(columns[top][i]))
+                bins.setdefault(key, {}).setdefault(h.name, []).append(
+                    (index, _as_int(columns[cents_col][i]), support)
+                )
         cells = []
         for key, values in by_key.items():
             for dim, value in key:
                 if not accepts(dim, value):
                     raise DataSourceError(f"engine produced a {dim} key not of its form")
             stats: list[tuple[str, RawValue]] = []
+            supports: list[tuple[str, Support]] = []
+            cell_bins: list[tuple[str, tuple[Support | None, ...]]] = []
             for s in spec.statistics:
                 if s.kind is StatKind.HISTOGRAM:
-                    counts, sums = bins[key][s.name]
-                    stats.append((s.name, Histogram(tuple(counts), tuple(sums))))
-                else:
-                    stats.append((s.name, values[s.name]))
-            contributions = []
-            for name in contributed:
-                top1, top2 = (values[c] for c in metrics.contribution_columns(name))
-                contributions.append((name, (values[name], top1, top2)))
-            cells.append(
-                RawCell(key=key, values=tuple(stats), contributions=tuple(contributions))
-            )
+                    histogram, per_bin = _histogram(bins.get(key, {}).get(s.name, []))
+                    stats.append((s.name, histogram))
+                    cell_bins.append((s.name, per_bin))
+                    continue
+                value = values[s.name]
+                assert isinstance(value, int)
+                stats.append((s.name, value))
+                supports.append((s.name, _support(s, values)))
+            cells.append(RawCell(key=key, values=tuple(stats), supports=tuple(supports),
+                                 bins=tuple(cell_bins)))
         cells.sort(key=lambda c: c.key)
         log.info("evaluated %s: %d cells in %.3fs", spec.key, len(cells), seconds)
         return RawTable(query=query, cells=tuple(cells))
+
+
+def _is_key(column: str) -> bool:
+    return column.endswith((metrics.KEY_LOW, metrics.KEY_HIGH))
+
+
+def _as_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise DataSourceError("engine returned a record key of an unexpected type")
+    return value
+
+
+def _support(stat: StatisticSpec, values: Mapping[str, object]) -> Support:
+    """The :class:`Support` of ``stat`` from a cell row's columns."""
+    name = stat.name
+
+    def number(suffix: str) -> int:
+        column = name + suffix
+        value = values.get(column, 0)
+        assert isinstance(value, int)
+        return value
+
+    low, high = values.get(name + metrics.KEY_LOW), values.get(name + metrics.KEY_HIGH)
+    assert low is None or isinstance(low, str)
+    assert high is None or isinstance(high, str)
+    members = number("") if stat.kind is StatKind.MEMBERS else number(metrics.SUPPORT)
+    return Support(members, low, high, top=number(metrics.TOP), rest=number(metrics.REST))
+
+
+def _histogram(
+    rows: Sequence[tuple[int, int, Support]],
+) -> tuple[Histogram, tuple[Support | None, ...]]:
+    counts, sums = [0] * N_BINS, [0] * N_BINS
+    supports: list[Support | None] = [None] * N_BINS
+    for index, cents, support in rows:
+        if supports[index] is not None:
+            raise DataSourceError("engine returned a histogram bin twice")
+        counts[index], sums[index], supports[index] = support.members, cents, support
+    return Histogram(tuple(counts), tuple(sums)), tuple(supports)

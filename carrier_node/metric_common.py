@@ -18,13 +18,13 @@ row its key, so a filtered query returns exactly the matching cells of the unfil
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from sqlglot import exp
 
 from carrier_node import sql
-from fedoversight.catalogue import get_metric
+from fedoversight.catalogue import MetricSpec, StatisticSpec, StatKind, get_metric
 from fedoversight.codelists import drg_types, place_of_service_codes, revenue_codes
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec
@@ -41,10 +41,30 @@ class BuildContext:
     query: QuerySpec
     #: Tables the data source can read; None when unknown (every table assumed present).
     tables: frozenset[str] | None = None
+    #: The node's secret for record keys (:func:`sql.member_key`); never leaves the engine.
+    record_secret: str = ""
+    #: Level-2 service categories every query grouping by them returns for each of its other
+    #: keys, present or not (the policy's sensitive ones: their presence must not disclose).
+    complete_categories: tuple[str, ...] = ()
 
     @property
     def group_by(self) -> tuple[Dimension, ...]:
         return self.query.group_by
+
+    @property
+    def spec(self) -> MetricSpec:
+        return get_metric(self.query.metric, self.query.version)
+
+    def statistics(self, *names: str) -> tuple[StatisticSpec, ...]:
+        """The metric's declarations of ``names`` (all of them when none is given), in the
+        order given."""
+        if not names:
+            return self.spec.statistics
+        return tuple(self.spec.statistic(n) for n in names)
+
+    def member_key(self, member_id: exp.Expr) -> exp.Expr:
+        """The record key of ``member_id`` (for rows that are not member months)."""
+        return sql.member_key(member_id, self.record_secret)
 
     @property
     def member_dims(self) -> tuple[Dimension, ...]:
@@ -87,49 +107,123 @@ Builder = Callable[[BuildContext], exp.Select]
 def histogram_columns(statistic: str) -> tuple[str, str, str]:
     """Columns carrying a histogram statistic: a query of a metric with one returns a row per
     cell and non-empty bin with the bin index, its count and its cents; the cell's other
-    statistics repeat on each of its rows."""
+    statistics repeat on each of its rows. The bin's :func:`disclosure_columns` come with it."""
     return (f"{statistic}__bin", f"{statistic}__count", f"{statistic}__cents")
 
 
-def contribution_columns(statistic: str) -> tuple[str, str]:
-    """Columns carrying, next to a dollar statistic, the largest and second largest
-    contribution of a single member to it in the cell (0 where there is none, and where it is
-    below zero: see :func:`top_two`), for the dominance rule. They are read into the engine's
-    raw cells and never leave the node."""
-    return (f"{statistic}__top1", f"{statistic}__top2")
+# --- the aggregation layer --------------------------------------------------------------------
+#
+# Next to each statistic a query returns what disclosure control needs of it (never sent: the
+# engine reads them into the raw cells, and :mod:`carrier_node.disclosure` uses them):
+#
+# - ``__support``: the members with a non-zero contribution (for MEMBERS: the value itself);
+# - ``__kmin`` and ``__kmax``: the least and greatest record key (:func:`sql.member_key`) of
+#   those members, from which the cell's noise is drawn, so the same people and value always
+#   get the same noise;
+# - ``__top``: the largest absolute contribution of one member (dollars and quantities), to
+#   which their noise is proportional;
+# - ``__rest``: for a part of another statistic (``part_of``), the members contributing to the
+#   rest, whole less part, which anyone can work out.
+#
+# Builders produce the rows; :func:`member_cells` (rows one per cell and member) and
+# :func:`distinct_members` (any rows) write the aggregates from the declared statistic kinds,
+# so a statistic cannot come without them (the engine refuses a result that lacks one).
+
+#: The record key column of the member months and of per-member rows.
+KEY = "member_key"
+SUPPORT, KEY_LOW, KEY_HIGH, TOP, REST = "__support", "__kmin", "__kmax", "__top", "__rest"
 
 
-def cell_max(value: exp.Expr, partition: Sequence[exp.Expr]) -> exp.Window:
-    """MAX of ``value`` over the rows of its ``partition``: a window without an order, so the
-    windows of a query over one partition share its partitioning and nothing is sorted (a
-    ROW_NUMBER per dollar total needs a sort each, and measured about three times the added
-    cost of this)."""
-    return exp.Window(
-        this=exp.Max(this=value.copy()), partition_by=[p.copy() for p in partition] or None
-    )
+def disclosure_columns(stat: StatisticSpec) -> tuple[str, ...]:
+    """The columns a query returns next to ``stat`` (on each bin row for a histogram)."""
+    name = stat.name
+    if stat.kind is StatKind.HISTOGRAM:
+        return (name + KEY_LOW, name + KEY_HIGH, name + TOP)
+    if stat.kind is StatKind.MEMBERS:
+        return (name + KEY_LOW, name + KEY_HIGH)
+    if not stat.by_members:
+        return (name + TOP,)
+    out = [name + SUPPORT, name + KEY_LOW, name + KEY_HIGH]
+    if stat.kind.magnitude:
+        out.append(name + TOP)
+    if stat.part_of is not None:
+        out.append(name + REST)
+    return tuple(out)
 
 
-def max_column(statistic: str) -> str:
-    return f"{statistic}__max"
+def result_columns(stat: StatisticSpec) -> tuple[str, ...]:
+    """Every column of ``stat`` in a cell row: its value and :func:`disclosure_columns`."""
+    if stat.kind is StatKind.HISTOGRAM:
+        return disclosure_columns(stat)
+    return (stat.name, *disclosure_columns(stat))
 
 
-def top_two(value: exp.Expr, largest: exp.Expr, statistic: str) -> list[exp.Expr]:
-    """The two :func:`contribution_columns` of ``statistic`` as aggregates over rows, one per
-    member, each carrying ``largest``, the greatest ``value`` of its cell (:func:`cell_max`):
-    the runner-up is the largest value below it, or it again when two members share it.
+def _when(condition: exp.Expr, value: exp.Expr) -> exp.Case:
+    return exp.Case().when(condition, value)
 
-    A contribution below zero (a member whose rows net negative) reads as 0, as does a missing
-    one: members without a row of the total and members netting below zero then read alike
-    whichever rows a query takes, and the rule only gets stricter (the rest of the total that
-    hides the largest contribution is taken as smaller, never larger)."""
-    top1_name, top2_name = contribution_columns(statistic)
-    positive = exp.Case().when(largest.copy() > 0, largest.copy())
-    top1 = exp.func("COALESCE", exp.Max(this=positive), sql.num(0))
-    tied = exp.Case().when(value.copy().eq(largest.copy()), sql.num(1)).else_(sql.num(0))
-    under = exp.and_(value.copy() < largest.copy(), value.copy() > 0)
-    below = exp.func("COALESCE", exp.Max(this=exp.Case().when(under, value.copy())), sql.num(0))
-    top2 = exp.Case().when(exp.Sum(this=tied) > 1, top1.copy()).else_(below)
-    return [top1.as_(top1_name), top2.as_(top2_name)]
+
+def _sum0(value: exp.Expr) -> exp.Expr:
+    return exp.func("COALESCE", exp.Sum(this=value), sql.num(0))
+
+
+def member_aggregates(
+    rows: str, statistics: Sequence[StatisticSpec], tops: Mapping[str, exp.Expr] | None = None
+) -> list[exp.Expr]:
+    """The aggregates of ``statistics`` over per-member rows (alias ``rows``: one row per cell
+    and member, with :data:`KEY` and a column per statistic named as it, holding the member's
+    contribution: 0 or 1 for MEMBERS). A total no member contributes to takes its largest
+    contribution from ``tops`` (by name: its largest row) when given."""
+    out: list[exp.Expr] = []
+    key = col(KEY, rows)
+    for stat in statistics:
+        value = col(stat.name, rows)
+        name = stat.name
+        if stat.kind is StatKind.MEMBERS:
+            present = value > 0
+            out += [
+                _sum0(exp.Case().when(present, sql.num(1)).else_(sql.num(0))).as_(name),
+                exp.Min(this=_when(present.copy(), key.copy())).as_(name + KEY_LOW),
+                exp.Max(this=_when(present.copy(), key.copy())).as_(name + KEY_HIGH),
+            ]
+            continue
+        assert stat.kind is not StatKind.HISTOGRAM, "histograms have their own rows"
+        out.append(_sum0(value.copy()).as_(name))
+        if not stat.by_members:
+            top = (tops or {}).get(name, exp.Max(this=exp.Abs(this=value.copy())))
+            out.append(exp.func("COALESCE", top.copy(), sql.num(0)).as_(name + TOP))
+            continue
+        nonzero = exp.NEQ(this=value.copy(), expression=sql.num(0))
+        out += [
+            exp.Count(this=_when(nonzero, sql.num(1))).as_(name + SUPPORT),
+            exp.Min(this=_when(nonzero.copy(), key.copy())).as_(name + KEY_LOW),
+            exp.Max(this=_when(nonzero.copy(), key.copy())).as_(name + KEY_HIGH),
+        ]
+        if stat.kind.magnitude:
+            top = exp.Max(this=exp.Abs(this=value.copy()))
+            out.append(exp.func("COALESCE", top, sql.num(0)).as_(name + TOP))
+        if stat.part_of is not None:
+            whole = col(stat.part_of, rows)
+            rest = exp.NEQ(this=exp.Sub(this=whole.copy(), expression=value.copy()),
+                           expression=sql.num(0))
+            out.append(exp.Count(this=_when(rest, sql.num(1))).as_(name + REST))
+    return out
+
+
+def distinct_members(
+    name: str, member: exp.Expr, key: exp.Expr, condition: exp.Expr | None = None
+) -> list[exp.Expr]:
+    """A MEMBERS statistic over rows in which a member may appear more than once (member
+    months, events): the distinct members meeting ``condition`` and their least and greatest
+    record keys (both indifferent to repeats)."""
+    if condition is None:
+        counted, keyed_ = member.copy(), key.copy()
+    else:
+        counted, keyed_ = _when(condition, member.copy()), _when(condition.copy(), key.copy())
+    return [
+        exp.Count(this=exp.Distinct(expressions=[counted])).as_(name),
+        exp.Min(this=keyed_).as_(name + KEY_LOW),
+        exp.Max(this=keyed_.copy()).as_(name + KEY_HIGH),
+    ]
 
 
 #: Alias of the member rows inside :func:`member_cells`.
@@ -139,41 +233,38 @@ MEMBER_ROWS = "c"
 def member_cells(
     member_rows: exp.Select,
     dims: Sequence[str],
-    cents: Sequence[str],
-    others: Sequence[exp.Expr] = (),
+    statistics: Sequence[StatisticSpec],
+    tops: Mapping[str, exp.Expr] | None = None,
 ) -> exp.Select:
-    """Cells from ``member_rows`` (one row per cell and member: the cell's ``dims`` and, per
-    name of ``cents``, the member's part of that dollar total): the ``dims``, ``others``
-    (aggregates over the member rows, alias :data:`MEMBER_ROWS`), each dollar total and its
-    :func:`contribution_columns`. Summing per member first is what makes a member's
-    contribution visible."""
+    """Cells from ``member_rows`` (one row per cell and member: the cell's ``dims``,
+    :data:`KEY` and the member's contribution to each statistic, see
+    :func:`member_aggregates`): the ``dims`` and every statistic with its disclosure columns.
+    Summing per member first is what makes a member's contribution visible."""
     rows = MEMBER_ROWS
-    partition = [col(d, "r") for d in dims]
-    marked = exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("r")))
-    for name in cents:
-        largest = cell_max(col(name, "r"), partition).as_(max_column(name))
-        marked = marked.select(largest, copy=False)
-    marked = marked.from_(member_rows.subquery("r"), copy=False)
-    query = exp.select(*others).from_(marked.subquery(rows), copy=False)
-    for name in cents:
-        value = col(name, rows)
-        query = query.select(
-            exp.func("COALESCE", exp.Sum(this=value.copy()), sql.num(0)).as_(name),
-            *top_two(value, col(max_column(name), rows), name),
-            copy=False,
-        )
+    query = exp.select(*member_aggregates(rows, statistics, tops)).from_(
+        member_rows.subquery(rows), copy=False
+    )
     return keyed(query, [col(d, rows) for d in dims])
 
 
 def per_member(
-    query: exp.Select, cell_keys: Sequence[exp.Column], member: exp.Column
+    query: exp.Select, cell_keys: Sequence[exp.Column], member: exp.Column,
+    key: exp.Expr | None = None,
 ) -> exp.Select:
     """``query`` (aggregates) grouped by cell and member: ``cell_keys`` (named as their
-    dimension) and ``member`` as ``member_id`` become columns and the GROUP BY."""
+    dimension), ``member`` as ``member_id`` and its record key ``key`` (by default the member
+    months' :data:`KEY`) as :data:`KEY` become columns; the first two the GROUP BY."""
+    record_key = col(KEY, MM) if key is None else key
     query = query.select(
-        *[k.copy() for k in cell_keys], member.copy().as_("member_id"), copy=False
+        *[k.copy() for k in cell_keys], member.copy().as_("member_id"),
+        exp.Min(this=record_key.copy()).as_(KEY), copy=False,
     )
     return query.group_by(*[k.copy() for k in cell_keys], member.copy(), copy=False)
+
+
+def numerator_columns(statistics: Sequence[StatisticSpec]) -> list[str]:
+    """The columns of ``statistics`` (values and disclosure columns), in order."""
+    return [c for s in statistics for c in result_columns(s)]
 
 
 Ctes = Sequence[tuple[str, exp.Expr]]
@@ -244,7 +335,8 @@ def member_month_ctes(
     filters = ctx.member_filters if filtered else {}
     return [
         ("months", exp.select("*").from_(sql.months_cte(ctx.period))),
-        (MM, sql.member_months(ctx.carrier_id, filters, spans=spans or needs_spans(ctx))),
+        (MM, sql.member_months(ctx.carrier_id, filters, spans=spans or needs_spans(ctx),
+                               secret=ctx.record_secret)),
     ]
 
 
@@ -346,9 +438,23 @@ FROM mm
 """
 
 
-_DENOMINATOR = """
-SELECT COUNT(*) AS member_months, COUNT(DISTINCT mm.member_id) AS members FROM mm
-"""
+def member_month_totals(
+    group_by: Sequence[Dimension], keys_: Sequence[exp.Column], rows: str = MM
+) -> exp.Select:
+    """``member_months`` and ``members`` of the member months ``rows`` (one per member and
+    month, with :data:`KEY`) by ``keys_`` (with their disclosure columns: every member of a
+    cell contributes to both). With no keys, the single cell exists only when somebody is
+    enrolled."""
+    member, key = col("member_id", rows), col(KEY, rows)
+    members = distinct_members("members", member, key)
+    query = exp.select(
+        exp.Count(this=exp.Star()).as_("member_months"),
+        exp.Count(this=exp.Distinct(expressions=[member.copy()])).as_("member_months" + SUPPORT),
+        exp.Min(this=key.copy()).as_("member_months" + KEY_LOW),
+        exp.Max(this=key.copy()).as_("member_months" + KEY_HIGH),
+        *members,
+    ).from_(rows)
+    return keyed(members_counted(query, group_by), keys_)
 
 
 def members_counted(query: exp.Select, group_by: Sequence[Dimension]) -> exp.Select:
@@ -369,20 +475,29 @@ def members_counted(query: exp.Select, group_by: Sequence[Dimension]) -> exp.Sel
     return out
 
 
+#: The statistics every member-month metric takes from its member months.
+DENOMINATOR = ("member_months", "members")
+
+
+def numerator_value(column: exp.Column) -> exp.Expr:
+    """A numerator column of a cell without a numerator row: 0, but record keys stay NULL."""
+    if column.name.endswith((KEY_LOW, KEY_HIGH)):
+        return column
+    return exp.func("COALESCE", column, sql.num(0))
+
+
 def member_month_cells(
-    ctx: BuildContext, numerator: exp.Select, statistics: Sequence[str], ctes: Ctes
+    ctx: BuildContext, numerator: exp.Select, statistics: Sequence[StatisticSpec], ctes: Ctes
 ) -> exp.Select:
     """Every cell of enrolled member months, with ``member_months`` and ``members``, and the
-    ``statistics`` of ``numerator`` (an event query keyed by the same member dimensions; 0
-    where it has no row). Aggregating events by cell directly, rather than per member month
-    first, keeps the grouping small."""
+    ``statistics`` of ``numerator`` (keyed by the same member dimensions, with their disclosure
+    columns; 0 where it has no row)."""
     dims = ctx.member_dims
-    denominator = keyed(members_counted(sql.fill(_DENOMINATOR), ctx.group_by), keys(ctx))
+    denominator = member_month_totals(ctx.group_by, keys(ctx))
     query = exp.select(
         *[col(d.value, "den") for d in dims],
-        col("member_months", "den"),
-        col("members", "den"),
-        *[exp.func("COALESCE", col(name, "num"), sql.num(0)).as_(name) for name in statistics],
+        *[col(c, "den") for c in numerator_columns(ctx.statistics(*DENOMINATOR))],
+        *[numerator_value(col(c, "num")).as_(c) for c in numerator_columns(statistics)],
     ).from_(exp.alias_(exp.to_table("den"), "den"))
     on = (
         exp.and_(*[col(d.value, "num").eq(col(d.value, "den")) for d in dims])
@@ -393,4 +508,3 @@ def member_month_cells(
     return with_ctes(
         query, [*member_month_ctes(ctx), *ctes, ("den", denominator), ("num", numerator)]
     )
-

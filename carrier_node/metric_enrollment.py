@@ -6,10 +6,13 @@ from sqlglot import exp
 
 from carrier_node import sql
 from carrier_node.metric_common import (
+    KEY,
     BuildContext,
-    keyed,
+    col,
+    distinct_members,
     keys,
     member_month_ctes,
+    member_month_totals,
     members_counted,
     with_ctes,
 )
@@ -25,12 +28,12 @@ JOIN around AS x
  AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= x.month_start)
 """
 
+# One row per member month (the in-force span's; each neighbour month joins once).
 _CHURN = """
-SELECT COUNT(*) AS member_months, COUNT(DISTINCT mm.member_id) AS members,
-       COUNT(DISTINCT CASE WHEN e_prev.member_id IS NULL THEN mm.member_id END) AS adds,
-       COUNT(DISTINCT CASE WHEN e_next.member_id IS NULL THEN mm.member_id END) AS terms,
-       COUNT(DISTINCT CASE WHEN mm.death_date BETWEEN mm.month_start AND mm.month_end
-                           THEN mm.member_id END) AS deaths
+SELECT mm.*,
+       CASE WHEN e_prev.member_id IS NULL THEN 1 ELSE 0 END AS added,
+       CASE WHEN e_next.member_id IS NULL THEN 1 ELSE 0 END AS termed,
+       CASE WHEN mm.death_date BETWEEN mm.month_start AND mm.month_end THEN 1 ELSE 0 END AS died
 FROM mm
 LEFT JOIN enrolled AS e_prev
   ON e_prev.member_id = mm.member_id AND e_prev.next_month_start = mm.month_start
@@ -42,13 +45,20 @@ LEFT JOIN enrolled AS e_next
 def churn(ctx: BuildContext) -> exp.Select:
     """Per member month: an add when not enrolled the month before, a term when not enrolled
     the month after, a death when the in-force span's death_date is in the month."""
-    # One row per member month (the in-force span's; each neighbour month joins once).
-    query = keyed(members_counted(sql.fill(_CHURN), ctx.group_by), keys(ctx))
+    rows = "churn_rows"
+    query = member_month_totals(ctx.group_by, keys(ctx, member_table=rows), rows)
+    member, key = col("member_id", rows), col(KEY, rows)
+    for name, flag in (("adds", "added"), ("terms", "termed"), ("deaths", "died")):
+        query = query.select(
+            *distinct_members(name, member, key, col(flag, rows).eq(1)), copy=False
+        )
+    query = members_counted(query, ctx.group_by)
     return with_ctes(
         query,
         [
             *member_month_ctes(ctx, spans=True),  # the span's death date
             ("around", exp.select("*").from_(sql.months_around_cte(ctx.period))),
             ("enrolled", sql.fill(_ENROLLED_AROUND)),
+            (rows, sql.fill(_CHURN)),
         ],
     )

@@ -6,18 +6,14 @@ from sqlglot import exp
 
 from carrier_node import sql
 from carrier_node.metric_common import (
-    MEMBER_ROWS,
     BuildContext,
-    cell_max,
     col,
-    keyed,
     keys,
     matches,
     member_cells,
     member_month_ctes,
     member_month_spend,
     per_member,
-    top_two,
     with_ctes,
 )
 from fedoversight.catalogue import LAG_MONTHS
@@ -42,49 +38,28 @@ FROM (
 WHERE lag_months >= 0
 """
 
-# Per cell, member and lag, with the largest paid of the cell and lag (the lag buckets partition
-# a member's rows, so one window serves every bucket's total).
+# Per cell and member (see member_cells): the member's paid in each lag bucket.
 _LAG_MEMBERS = """
-SELECT r.lag AS lag, SUM(r.paid_cents) AS paid_cents
+SELECT 1 AS claimants
 FROM lag_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
-"""
-
-_LAG = """
-SELECT COUNT(DISTINCT c.member_id) AS claimants FROM member_lags AS c
 """
 
 
 def claims_lag(ctx: BuildContext) -> exp.Select:
     """Paid cents of medical rows (all versions) with a paid date, in enrolled member months of
-    their incurred month, by months to payment; each bucket's total with its two largest
-    member contributions."""
+    their incurred month, by months to payment."""
     cell_keys = keys(ctx)
-    members = per_member(sql.fill(_LAG_MEMBERS), cell_keys, col("member_id", "r"))
-    members = members.group_by(col("lag", "r"), copy=False)
-    partition = [col(k.name, "m") for k in cell_keys] + [col("lag", "m")]
-    marked = (
-        exp.select(exp.Column(this=exp.Star(), table=exp.to_identifier("m")))
-        .select(cell_max(col("paid_cents", "m"), partition).as_("paid_max"))
-        .from_(members.subquery("m"))
-    )
-    query = sql.fill(_LAG)
+    query = sql.fill(_LAG_MEMBERS)
     for k in range(LAG_MONTHS + 1):
-        in_bucket = col("lag", "c").eq(k)
-        paid = exp.Case().when(in_bucket, col("paid_cents", "c")).else_(sql.num(0))
-        name = f"paid_lag_{k:02d}_cents"
-        query = query.select(
-            exp.func("COALESCE", exp.Sum(this=paid), sql.num(0)).as_(name),
-            *top_two(
-                exp.Case().when(in_bucket.copy(), col("paid_cents", "c")),
-                exp.Case().when(in_bucket.copy(), col("paid_max", "c")),
-                name,
-            ),
-        )
+        in_bucket = col("lag", "r").eq(k)
+        paid = exp.Case().when(in_bucket, col("paid_cents", "r")).else_(sql.num(0))
+        query = query.select(exp.Sum(this=paid).as_(f"paid_lag_{k:02d}_cents"), copy=False)
+    members = per_member(query, cell_keys, col("member_id", "r"))
     rows = sql.fill(_LAG_ROWS, last=sql.num(LAG_MONTHS), **ctx.period_values())
     return with_ctes(
-        keyed(query, [col(k.name, "c") for k in cell_keys]),
-        [*member_month_ctes(ctx), ("lag_rows", rows), ("member_lags", marked)],
+        member_cells(members, [k.name for k in cell_keys], ctx.statistics()),
+        [*member_month_ctes(ctx), ("lag_rows", rows)],
     )
 
 
@@ -106,13 +81,11 @@ GROUP BY a.member_id, CAST(DATE_TRUNC('MONTH', a.claim_start_date) AS DATE)
 
 # Per cell and member (see member_cells).
 _DENIALS = """
-SELECT SUM(r.lines) AS lines, SUM(r.denied_lines) AS denied_lines,
+SELECT 1 AS claimants, SUM(r.lines) AS lines, SUM(r.denied_lines) AS denied_lines,
        SUM(r.charge_cents) AS charge_cents, SUM(r.denied_charge_cents) AS denied_charge_cents
 FROM adjudicated_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
-
-_DENIAL_CENTS = ("charge_cents", "denied_charge_cents")
 
 
 def denial_rate(ctx: BuildContext) -> exp.Select:
@@ -124,15 +97,8 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
     )
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r"))
-    counts = [
-        exp.Count(this=exp.Star()).as_("claimants"),  # one row per member
-        exp.Sum(this=col("lines", MEMBER_ROWS)).as_("lines"),
-        exp.func("COALESCE", exp.Sum(this=col("denied_lines", MEMBER_ROWS)), sql.num(0)).as_(
-            "denied_lines"
-        ),
-    ]
     return with_ctes(
-        member_cells(members, [k.name for k in cell_keys], _DENIAL_CENTS, counts),
+        member_cells(members, [k.name for k in cell_keys], ctx.statistics()),
         [
             *member_month_ctes(ctx),
             sql.later_versions(),
@@ -154,7 +120,7 @@ FROM months AS m
 # is outside enrollment when its month is not an enrolled month of its member (the rule by which
 # claims count elsewhere). An empty code is a missing one.
 _QUALITY = """
-SELECT COUNT(DISTINCT r.member_id) AS claimants,
+SELECT 1 AS claimants,
        COALESCE(SUM(r.medical_rows), 0) AS medical_rows,
        COALESCE(SUM(r.pharmacy_rows), 0) AS pharmacy_rows,
        COALESCE(SUM(CASE WHEN e.member_id IS NULL THEN r.medical_rows ELSE 0 END), 0)
@@ -174,9 +140,14 @@ LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
 def data_quality(ctx: BuildContext) -> exp.Select:
     """Medical and pharmacy rows dated in the period by month: outside enrollment, unknown
     codes, missing place of service or bill type."""
-    query = keyed(sql.fill(_QUALITY), [col(d.value, "m") for d in ctx.group_by])
+    cell_keys = [col(d.value, "m") for d in ctx.group_by]
+    rows = per_member(
+        sql.fill(_QUALITY), cell_keys, col("member_id", "r"),
+        key=ctx.member_key(col("member_id", "r")),  # rows outside enrollment have no mm row
+    )
     for dim, values in ctx.query.filters:
-        query = query.where(matches(col(dim.value, "m"), values))
+        rows = rows.where(matches(col(dim.value, "m"), values))
+    query = member_cells(rows, [k.name for k in cell_keys], ctx.statistics())
     quality_months = sql.fill(_QUALITY_MONTHS, carrier=sql.lit(ctx.carrier_id))
     return with_ctes(
         query,

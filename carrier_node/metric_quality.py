@@ -11,8 +11,7 @@ from carrier_node.metric_common import (
     BuildContext,
     attributed_months,
     col,
-    keyed,
-    keys,
+    member_cells,
     member_month_ctes,
     with_ctes,
 )
@@ -41,7 +40,10 @@ def _aged(ctx: BuildContext, ages: tuple[int, int]) -> exp.Expr:
 
 
 def _persons_query(ctx: BuildContext, measure: str, ctes: list[tuple[str, exp.Expr]]) -> exp.Select:
-    query = keyed(sql.fill(measure), keys(ctx, member_table="mm"))
+    """The measure's cells from ``measure``, one row per eligible person (see member_cells)
+    with ``eligible`` 1 and the numerator's flag."""
+    rows = sql.fill(measure)
+    query = member_cells(rows, [d.value for d in ctx.group_by], ctx.statistics())
     return with_ctes(
         query,
         [
@@ -66,8 +68,7 @@ WHERE a.sex = 'F' AND :aged
 """
 
 _SCREENING = """
-SELECT COUNT(*) AS eligible, COALESCE(SUM(mm.screened), 0) AS screened
-FROM women AS mm
+SELECT w.*, 1 AS eligible FROM women AS w
 """
 
 
@@ -116,8 +117,7 @@ WHERE :aged AND a.member_id IN (SELECT d.member_id FROM diabetic AS d)
 """
 
 _TESTING = """
-SELECT COUNT(*) AS eligible, COALESCE(SUM(mm.tested), 0) AS tested
-FROM diabetes_eligible AS mm
+SELECT d.*, 1 AS eligible FROM diabetes_eligible AS d
 """
 
 
@@ -180,8 +180,7 @@ WHERE :aged AND s.antidiabetic_fills >= 2
 """
 
 _STATIN = """
-SELECT COUNT(*) AS eligible, COALESCE(SUM(mm.on_statin), 0) AS on_statin
-FROM statin_eligible AS mm
+SELECT s.*, 1 AS eligible FROM statin_eligible AS s
 """
 
 

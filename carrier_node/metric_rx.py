@@ -8,11 +8,11 @@ from sqlglot import exp
 
 from carrier_node import sql
 from carrier_node.metric_common import (
+    KEY,
     MEMBER_ROWS,
     BuildContext,
     col,
     filter_lines,
-    keyed,
     keys,
     matches,
     member_cells,
@@ -35,9 +35,9 @@ SELECT x.claim_id AS claim_id, x.member_id AS member_id,
 FROM final_fills AS x
 """
 
+# Per cell and member (see member_cells).
 _GENERIC = """
-SELECT COUNT(DISTINCT r.member_id) AS fill_members, COUNT(*) AS fills,
-       COALESCE(SUM(r.generic), 0) AS generic_fills
+SELECT 1 AS fill_members, COUNT(*) AS fills, COALESCE(SUM(r.generic), 0) AS generic_fills
 FROM classed_fills AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
@@ -52,7 +52,9 @@ def _fill_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
 
 def generic_dispensing_rate(ctx: BuildContext) -> exp.Select:
     """Final-action fills of the period in enrolled member months, and the generic ones."""
-    query = filter_lines(keyed(sql.fill(_GENERIC), keys(ctx, "r")), ctx, "r")
+    cell_keys = keys(ctx, "r")
+    rows = filter_lines(per_member(sql.fill(_GENERIC), cell_keys, col("member_id", "r")), ctx, "r")
+    query = member_cells(rows, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx)])
 
 
@@ -81,14 +83,12 @@ WHERE p.fill_date BETWEEN :start AND :end
 
 # Per cell and member (see member_cells).
 _SPECIALTY = """
-SELECT MAX(r.specialty) AS specialty_member,
+SELECT 1 AS fill_members, MAX(r.specialty) AS specialty_members,
        SUM(r.allowed_cents) AS pharmacy_allowed_cents,
        SUM(CASE WHEN r.specialty = 1 THEN r.allowed_cents ELSE 0 END) AS specialty_allowed_cents
 FROM specialty_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
-
-_SPECIALTY_CENTS = ("pharmacy_allowed_cents", "specialty_allowed_cents")
 
 # net allowed × 30 ÷ days supply ≥ dollars, as exact arithmetic in cents (days supply > 0).
 _COSTLY = """
@@ -109,11 +109,7 @@ def specialty_share(ctx: BuildContext) -> exp.Select:
     rows = sql.fill(_SPECIALTY_ROWS, specialty=specialty, **ctx.period_values())
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_SPECIALTY), cell_keys, col("member_id", "r"))
-    counts = [
-        exp.Count(this=exp.Star()).as_("fill_members"),  # one row per member
-        exp.Sum(this=col("specialty_member", MEMBER_ROWS)).as_("specialty_members"),
-    ]
-    query = member_cells(members, [k.name for k in cell_keys], _SPECIALTY_CENTS, counts)
+    query = member_cells(members, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(
         query,
         [
@@ -143,7 +139,7 @@ FROM classed_fills AS x
 # Per cell and member (see member_cells). A final-action fill is one row of classed_fills (the
 # only rows with a claim_id) and one member month holds it, so counting claim_ids counts fills.
 _SPEND = """
-SELECT MAX(CASE WHEN r.row_member_id IS NULL THEN 0 ELSE 1 END) AS has_row,
+SELECT MAX(CASE WHEN r.row_member_id IS NULL THEN 0 ELSE 1 END) AS fill_members,
        SUM(r.allowed_cents) AS allowed_cents,
        SUM(r.paid_cents) AS paid_cents,
        COUNT(r.claim_id) AS fills
@@ -151,19 +147,13 @@ FROM class_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
-_SPEND_CENTS = ("allowed_cents", "paid_cents")
-
 
 def spend_by_class(ctx: BuildContext) -> exp.Select:
     """Pharmacy rows (all versions) by drug class, and final-action fills by drug class."""
     rows = sql.fill_query(_CLASS_ROWS, drug_class=_drug_class("p"), **ctx.period_values())
     cell_keys = keys(ctx, "r")
     members = filter_lines(per_member(sql.fill(_SPEND), cell_keys, col("member_id", "r")), ctx, "r")
-    counts = [
-        exp.Sum(this=col("has_row", MEMBER_ROWS)).as_("fill_members"),
-        exp.Sum(this=col("fills", MEMBER_ROWS)).as_("fills"),
-    ]
-    query = member_cells(members, [k.name for k in cell_keys], _SPEND_CENTS, counts)
+    query = member_cells(members, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx), ("class_rows", rows)])
 
 
@@ -171,7 +161,7 @@ def spend_by_class(ctx: BuildContext) -> exp.Select:
 
 _REBATE_CELLS = """
 SELECT mm.quarter AS quarter, mm.year AS year, :carrier AS carrier, :drug_class AS drug_class,
-       p.member_id AS member_id,
+       p.member_id AS member_id, mm.member_key AS member_key,
        CAST(p.allowed_amount * 100 AS BIGINT) AS pharmacy_allowed_cents,
        CAST(0 AS BIGINT) AS rebate_cents
 FROM pharmacy_claims AS p
@@ -181,7 +171,8 @@ JOIN mm
 WHERE p.fill_date BETWEEN :start AND :end
 UNION ALL
 SELECT b.quarter AS quarter, b.year AS year, :carrier AS carrier, b.drug_class AS drug_class,
-       CAST(NULL AS VARCHAR) AS member_id, CAST(0 AS BIGINT) AS pharmacy_allowed_cents,
+       CAST(NULL AS VARCHAR) AS member_id, CAST(NULL AS VARCHAR) AS member_key,
+       CAST(0 AS BIGINT) AS pharmacy_allowed_cents,
        b.rebate_cents AS rebate_cents
 FROM quarter_rebates AS b
 """
@@ -202,11 +193,13 @@ WHERE 1 = 0
 """
 
 # Per cell and member (see member_cells); the rebates of a cell make one row without a member,
-# which takes no part in the pharmacy allowed's contributions (its NULL is none).
+# which takes no part in the pharmacy allowed's contributions (its NULL is none) and carries
+# the cell's largest rebate row.
 _REBATE_SHARE = """
-SELECT CASE WHEN r.member_id IS NULL THEN NULL ELSE SUM(r.pharmacy_allowed_cents) END
+SELECT CASE WHEN r.member_id IS NULL THEN 0 ELSE 1 END AS fill_members,
+       CASE WHEN r.member_id IS NULL THEN NULL ELSE SUM(r.pharmacy_allowed_cents) END
          AS pharmacy_allowed_cents,
-       SUM(r.rebate_cents) AS rebate_cents
+       SUM(r.rebate_cents) AS rebate_cents, MAX(ABS(r.rebate_cents)) AS rebate_row_top
 FROM rebate_cells AS r
 """
 
@@ -220,8 +213,8 @@ def rebate_share(ctx: BuildContext) -> exp.Select:
     """By quarter: rebates of the quarters the period touches, and pharmacy allowed (all rows,
     in enrolled member months) of the period's months; no rebates table means no rebates.
 
-    Pharmacy allowed comes with its two largest member contributions; rebates do not: no
-    member contributes to them (see ``metrics.NO_MEMBER_CONTRIBUTIONS``)."""
+    No member contributes to the rebates (``by_members`` is false): their largest
+    contribution is their largest row."""
     if ctx.has_table("rebates"):
         rebates = sql.fill(_QUARTER_REBATES, drug_class=_drug_class("b"))
     else:
@@ -233,18 +226,14 @@ def rebate_share(ctx: BuildContext) -> exp.Select:
         **ctx.period_values(),
     )
     cell_keys = [col(d.value, "r") for d in ctx.group_by]
-    members = per_member(sql.fill(_REBATE_SHARE), cell_keys, col("member_id", "r"))
+    members = per_member(
+        sql.fill(_REBATE_SHARE), cell_keys, col("member_id", "r"), key=col(KEY, "r")
+    )
     for dim, values in ctx.query.filters:
         members = members.where(matches(col(dim.value, "r"), values))
-    fill_members = exp.Count(this=col("member_id", MEMBER_ROWS)).as_("fill_members")
     query = member_cells(
-        members, [k.name for k in cell_keys], ("pharmacy_allowed_cents",), [fill_members]
-    )
-    query = query.select(
-        exp.func("COALESCE", exp.Sum(this=col("rebate_cents", MEMBER_ROWS)), sql.num(0)).as_(
-            "rebate_cents"
-        ),
-        copy=False,
+        members, [k.name for k in cell_keys], ctx.statistics(),
+        tops={"rebate_cents": exp.Max(this=col("rebate_row_top", MEMBER_ROWS))},
     )
     query = query.having(sql.fill(_HAS_MEMBERS).expressions[0].copy(), copy=False)
     return with_ctes(

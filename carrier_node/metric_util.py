@@ -9,10 +9,11 @@ from carrier_node import sql
 from carrier_node.metric_common import (
     BuildContext,
     col,
-    keyed,
     keys,
+    member_cells,
     member_month_cells,
     member_month_ctes,
+    per_member,
     with_ctes,
 )
 
@@ -26,9 +27,9 @@ READMISSION_DAYS = 30
 
 # --- acute stays ------------------------------------------------------------------------------
 
+# Per cell and member (see metric_common.member_cells), as every event query below.
 _STAYS_STARTING = """
-SELECT COUNT(DISTINCT s.member_id) AS stay_members, COUNT(*) AS stays,
-       SUM(GREATEST(s.stay_end - s.stay_start, 1)) AS days
+SELECT 1 AS stay_members, COUNT(*) AS stays, SUM(GREATEST(s.stay_end - s.stay_start, 1)) AS days
 FROM stays AS s
 JOIN mm
   ON s.member_id = mm.member_id
@@ -37,10 +38,19 @@ WHERE s.stay_start BETWEEN :start AND :end
 """
 
 
+def _events(ctx: BuildContext, per_member_rows: exp.Select, member: str, *names: str) -> exp.Select:
+    """Cells of the statistics ``names`` from ``per_member_rows`` (aggregates over event rows
+    joined to ``mm``, whose member column is ``member``), grouped by cell and member first."""
+    cell_keys = keys(ctx)
+    rows = per_member(per_member_rows, cell_keys, col("member_id", member))
+    return member_cells(rows, [k.name for k in cell_keys], ctx.statistics(*names))
+
+
 def inpatient(ctx: BuildContext) -> exp.Select:
     """Acute stays starting in the period, each in the member month of its start."""
-    numerator = keyed(sql.fill(_STAYS_STARTING, **ctx.period_values()), keys(ctx))
-    return member_month_cells(ctx, numerator, ("stay_members", "stays", "days"), sql.stay_ctes())
+    stats = ("stay_members", "stays", "days")
+    numerator = _events(ctx, sql.fill(_STAYS_STARTING, **ctx.period_values()), "s", *stats)
+    return member_month_cells(ctx, numerator, ctx.statistics(*stats), sql.stay_ctes())
 
 
 _INDEX_STAYS = """
@@ -55,8 +65,7 @@ WHERE i.stay_end BETWEEN :start AND :end
 """
 
 _READMISSION = """
-SELECT COUNT(DISTINCT r.member_id) AS stay_members, COUNT(*) AS index_stays,
-       COALESCE(SUM(r.readmitted), 0) AS readmissions
+SELECT 1 AS stay_members, COUNT(*) AS index_stays, COALESCE(SUM(r.readmitted), 0) AS readmissions
 FROM index_stays AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
@@ -65,7 +74,7 @@ JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 def readmission_30d(ctx: BuildContext) -> exp.Select:
     """Index stays ending in the period (in the member month of their end), and those followed
     by any acute stay starting 1 to 30 days after their end."""
-    query = keyed(sql.fill(_READMISSION), keys(ctx))
+    query = _events(ctx, sql.fill(_READMISSION), "r", *(s.name for s in ctx.statistics()))
     index = sql.fill(_INDEX_STAYS, days=sql.num(READMISSION_DAYS), **ctx.period_values())
     return with_ctes(query, [*member_month_ctes(ctx), *sql.stay_ctes(), ("index_stays", index)])
 
@@ -91,7 +100,7 @@ FROM ed_lines AS v
 """
 
 _ED = """
-SELECT COUNT(DISTINCT r.member_id) AS visit_members, COUNT(*) AS visits
+SELECT 1 AS visit_members, COUNT(*) AS visits
 FROM ed_days AS r
 JOIN mm
   ON r.member_id = mm.member_id
@@ -102,11 +111,12 @@ JOIN mm
 def ed_visits(ctx: BuildContext) -> exp.Select:
     """Final-action ED lines of the period, one visit per member and claim_start_date."""
     lines = sql.final_action_lines(lambda a: exp.and_(_dated(a, ctx), _ed_line(a)))
-    numerator = keyed(sql.fill(_ED), keys(ctx))
+    stats = ("visit_members", "visits")
+    numerator = _events(ctx, sql.fill(_ED), "r", *stats)
     return member_month_cells(
         ctx,
         numerator,
-        ("visit_members", "visits"),
+        ctx.statistics(*stats),
         [sql.later_versions(), ("ed_lines", lines), ("ed_days", sql.fill(_ED_DAYS))],
     )
 
@@ -128,8 +138,7 @@ GROUP BY v.member_id, v.claim_start_date
 """
 
 _OFFICE = """
-SELECT COUNT(DISTINCT r.member_id) AS visit_members, SUM(r.office) AS office_visits,
-       SUM(r.telehealth) AS telehealth_visits
+SELECT 1 AS visit_members, SUM(r.office) AS office_visits, SUM(r.telehealth) AS telehealth_visits
 FROM em_days AS r
 JOIN mm
   ON r.member_id = mm.member_id
@@ -142,11 +151,12 @@ def office_visits(ctx: BuildContext) -> exp.Select:
     kind counted once per member and claim_start_date."""
     lines = sql.final_action_lines(lambda a: exp.and_(_dated(a, ctx), _em_line(a)))
     days = sql.fill(_EM_DAYS, office=sql.lit(OFFICE_PLACE_OF_SERVICE))
-    numerator = keyed(sql.fill(_OFFICE), keys(ctx))
+    stats = ("visit_members", "office_visits", "telehealth_visits")
+    numerator = _events(ctx, sql.fill(_OFFICE), "r", *stats)
     return member_month_cells(
         ctx,
         numerator,
-        ("visit_members", "office_visits", "telehealth_visits"),
+        ctx.statistics(*stats),
         [sql.later_versions(), ("em_lines", lines), ("em_days", days)],
     )
 
@@ -154,8 +164,7 @@ def office_visits(ctx: BuildContext) -> exp.Select:
 # --- prescriptions ----------------------------------------------------------------------------
 
 _SCRIPTS = """
-SELECT COUNT(DISTINCT r.member_id) AS fill_members, COUNT(*) AS fills,
-       SUM(COALESCE(r.days_supply, 0)) AS days_supply
+SELECT 1 AS fill_members, COUNT(*) AS fills, SUM(COALESCE(r.days_supply, 0)) AS days_supply
 FROM final_fills AS r
 JOIN mm
   ON r.member_id = mm.member_id
@@ -165,10 +174,11 @@ JOIN mm
 
 def scripts(ctx: BuildContext) -> exp.Select:
     """Final-action fills of the period and their days supply, in enrolled member months."""
-    numerator = keyed(sql.fill(_SCRIPTS), keys(ctx))
+    stats = ("fill_members", "fills", "days_supply")
+    numerator = _events(ctx, sql.fill(_SCRIPTS), "r", *stats)
     return member_month_cells(
         ctx,
         numerator,
-        ("fill_members", "fills", "days_supply"),
+        ctx.statistics(*stats),
         [("final_fills", sql.final_fills(ctx.period))],
     )

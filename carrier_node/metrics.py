@@ -1,21 +1,18 @@
 """How this node evaluates each catalogue metric: one query per metric, built as expressions.
 
 Every builder returns a SELECT whose columns are the query's group-by dimensions (named by the
-dimension) and the metric's declared statistics (named by the statistic), one row per cell. A
-metric with a histogram statistic returns one row per cell and non-empty bin instead (see
-:func:`histogram_columns`). Next to each dollar statistic (:func:`contributed_statistics`) come
-the largest and second largest contribution of one member to it in the cell
-(:func:`contribution_columns`), which the dominance rule reads; they stay in the node. The
-engine runs the query where the data lives and never looks at a row. The builders live in the
-``metric_*`` modules; shared query pieces in :mod:`carrier_node.sql`.
+dimension) and the metric's declared statistics (named by the statistic), one row per cell,
+each statistic followed by what disclosure control needs of it (:func:`disclosure_columns`:
+the members it rests on, their record keys, the largest contribution of one member; see
+:mod:`carrier_node.metric_common`). A metric with a histogram statistic returns one row per
+cell and non-empty bin instead (see :func:`histogram_columns`). The engine runs the query where
+the data lives and never looks at a row; none of the disclosure columns leaves the node. The
+builders live in the ``metric_*`` modules; shared query pieces in :mod:`carrier_node.sql`.
 
-Dominance, metric by metric: a member's contribution is their part of the cell's total (claim
-rows summed per member and cell first; per-member metrics — cost.distribution,
-cost.high_cost_claimants — their period total). Ratio metrics (out-of-network, specialty and
-rebate shares, denial rate, claims lag) release their dollar totals, so each total has its own
-contribution columns. cost.distribution's histogram bins are not subject to the rule (see
-:func:`carrier_node.metric_cost.distribution`); rebates have no member contributions
-(:data:`NO_MEMBER_CONTRIBUTIONS`).
+A member's contribution is their part of the cell's statistic: claim rows and events are
+summed per member and cell first (per-member metrics — cost.distribution,
+cost.high_cost_claimants and the quality measures — have one row per person). Rebates have no
+member contributions: their largest contribution is their largest row.
 """
 
 from __future__ import annotations
@@ -32,29 +29,41 @@ from carrier_node import (
     sql,
 )
 from carrier_node.metric_common import (
+    DENOMINATOR,
+    KEY_HIGH,
+    KEY_LOW,
+    REST,
+    SUPPORT,
+    TOP,
     BuildContext,
     Builder,
-    contribution_columns,
+    disclosure_columns,
     histogram_columns,
     member_cells,
     member_month_spend,
-    members_counted,
+    member_month_totals,
     needs_spans,
+    numerator_columns,
+    numerator_value,
     per_member,
+    result_columns,
 )
-from fedoversight.catalogue import MetricSpec, StatKind
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import UnknownMetricError
 
 __all__ = [
     "BUILDERS",
-    "NO_MEMBER_CONTRIBUTIONS",
+    "KEY_HIGH",
+    "KEY_LOW",
+    "REST",
+    "SUPPORT",
+    "TOP",
     "BuildContext",
     "Builder",
     "build",
-    "contributed_statistics",
-    "contribution_columns",
+    "disclosure_columns",
     "histogram_columns",
+    "result_columns",
 ]
 
 
@@ -66,40 +75,30 @@ def _with_months(query: exp.Select, ctx: BuildContext) -> exp.Select:
     return query.with_("months", as_=exp.select("*").from_(sql.months_cte(ctx.period)))
 
 
-def _member_month_totals(dims: tuple[Dimension, ...]) -> exp.Select:
-    query = exp.select(
-        *_cols(dims),
-        exp.Count(this=exp.Star()).as_("member_months"),
-        exp.Count(this=exp.Distinct(expressions=[exp.column("member_id")])).as_("members"),
-    ).from_("mm")
-    query = members_counted(query, dims)
-    if not dims:  # no all-zero cell when nobody is enrolled
-        return query.having(exp.Count(this=exp.Star()) > 0)
-    return query.group_by(*_cols(dims))
-
-
 def _member_months(ctx: BuildContext) -> exp.Select:
-    return sql.member_months(ctx.carrier_id, ctx.member_filters, spans=needs_spans(ctx))
+    return sql.member_months(
+        ctx.carrier_id, ctx.member_filters, spans=needs_spans(ctx), secret=ctx.record_secret
+    )
 
 
 def enrollment_member_months(ctx: BuildContext) -> exp.Select:
-    query = _with_months(_member_month_totals(ctx.group_by), ctx)
+    query = _with_months(member_month_totals(ctx.group_by, _cols(ctx.group_by)), ctx)
     return query.with_("mm", as_=_member_months(ctx))
 
 
-#: The dollar totals of cost.pmpm and cost.pmpm_by_service_category.
-_COST_CENTS = ("allowed_cents", "paid_cents")
+#: The statistics cost.pmpm and cost.pmpm_by_service_category take from the claims.
+_CLAIM_STATISTICS = ("claimants", "allowed_cents", "paid_cents")
 
 
 def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Select:
     """Claim lines of enrolled member months, summed by ``dims`` and member, then by ``dims``
-    (claimants are the members with a line; each dollar total comes with its two largest
-    member contributions)."""
+    (claimants are the members with a line)."""
     member_dims = tuple(d for d in dims if d in sql.MEMBER_DIMENSIONS)
     line_dims = tuple(d for d in dims if d not in sql.MEMBER_DIMENSIONS)
     query = (
         exp.select(
-            *[exp.Sum(this=exp.column(name, "l")).as_(name) for name in _COST_CENTS]
+            exp.Literal.number(1).as_("claimants"),
+            *[exp.Sum(this=exp.column(name, "l")).as_(name) for name in _CLAIM_STATISTICS[1:]],
         )
         .from_(exp.alias_(exp.to_table("lines"), "l"))
         .join(
@@ -118,8 +117,7 @@ def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Selec
         *[exp.column(d.value, "l") for d in line_dims],
     ]
     members = per_member(query, cell_keys, exp.column("member_id", "l"))
-    claimants = exp.Count(this=exp.Star()).as_("claimants")  # one row per member
-    return member_cells(members, [k.name for k in cell_keys], _COST_CENTS, [claimants])
+    return member_cells(members, [k.name for k in cell_keys], ctx.statistics(*_CLAIM_STATISTICS))
 
 
 def _cost(ctx: BuildContext) -> exp.Select:
@@ -127,24 +125,11 @@ def _cost(ctx: BuildContext) -> exp.Select:
     dims = ctx.group_by
     member_dims = tuple(d for d in dims if d in sql.MEMBER_DIMENSIONS)
     num, den = exp.to_table("num"), exp.to_table("den")
+    claims = numerator_columns(ctx.statistics(*_CLAIM_STATISTICS))
     select = exp.select(
         *[exp.column(d.value, "num" if d not in member_dims else "den") for d in dims],
-        exp.column("member_months", "den"),
-        exp.column("members", "den"),
-        exp.func("COALESCE", exp.column("claimants", "num"), exp.Literal.number(0)).as_(
-            "claimants"
-        ),
-        exp.func("COALESCE", exp.column("allowed_cents", "num"), exp.Literal.number(0)).as_(
-            "allowed_cents"
-        ),
-        exp.func("COALESCE", exp.column("paid_cents", "num"), exp.Literal.number(0)).as_(
-            "paid_cents"
-        ),
-        *[
-            exp.func("COALESCE", exp.column(c, "num"), exp.Literal.number(0)).as_(c)
-            for name in _COST_CENTS
-            for c in contribution_columns(name)
-        ],
+        *[exp.column(c, "den") for c in numerator_columns(ctx.statistics(*DENOMINATOR))],
+        *[numerator_value(exp.column(c, "num")).as_(c) for c in claims],
     )
     on = [exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims]
     if len(member_dims) != len(dims):
@@ -166,7 +151,7 @@ def _cost(ctx: BuildContext) -> exp.Select:
         _with_months(query, ctx)
         .with_("mm", as_=_member_months(ctx), copy=False)
         .with_("lines", as_=_lines(ctx), copy=False)
-        .with_("den", as_=_member_month_totals(member_dims), copy=False)
+        .with_("den", as_=member_month_totals(member_dims, _cols(member_dims)), copy=False)
         .with_("num", as_=_claims_by_cell(ctx, dims), copy=False)
     )
 
@@ -215,22 +200,6 @@ BUILDERS: dict[str, Builder] = {
     "ops.denial_rate@1": metric_ops.denial_rate,
     "ops.data_quality@1": metric_ops.data_quality,
 }
-
-
-#: Dollar statistics that no member contributes to, so there is nothing for the p% rule (which
-#: keeps one member's contribution from being estimated) to measure: rebates are paid by
-#: manufacturers per quarter and drug class, whatever the members filled.
-NO_MEMBER_CONTRIBUTIONS: dict[str, frozenset[str]] = {
-    "rx.rebate_share@1": frozenset({"rebate_cents"}),
-}
-
-
-def contributed_statistics(spec: MetricSpec) -> tuple[str, ...]:
-    """The dollar statistics of ``spec`` whose query returns :func:`contribution_columns`."""
-    exempt = NO_MEMBER_CONTRIBUTIONS.get(spec.key, frozenset())
-    return tuple(
-        s.name for s in spec.statistics if s.kind is StatKind.CENTS and s.name not in exempt
-    )
 
 
 def build(ctx: BuildContext) -> exp.Select:

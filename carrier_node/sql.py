@@ -118,15 +118,16 @@ SELECT sm.member_id AS member_id, sm.month_start AS month_start, sm.month_end AS
        :state AS state,
        CASE WHEN sm.medicare_primary THEN 'Y' ELSE 'N' END AS medicare_primary,
        COALESCE(sm.enrollee_type, 'unknown') AS enrollee_type,
-       sm.birth_date AS birth_date, sm.death_date AS death_date
+       sm.birth_date AS birth_date, sm.death_date AS death_date, sm.member_key AS member_key
 FROM (
   SELECT u.*, :age AS age
   FROM (
     SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
            e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
-           m.month, m.quarter, m.year, 1 AS span_rank
+           m.month, m.quarter, m.year, e.member_key, 1 AS span_rank
     FROM (
-      SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count FROM eligibility AS s
+      SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count, :key AS member_key
+      FROM eligibility AS s
     ) AS e
     JOIN months AS m
       ON e.enrollment_start_date <= m.month_end
@@ -136,14 +137,15 @@ FROM (
     SELECT * FROM (
       SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
              e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
-             m.month, m.quarter, m.year,
+             m.month, m.quarter, m.year, e.member_key,
              ROW_NUMBER() OVER (
                PARTITION BY e.member_id, m.month_start
                ORDER BY e.enrollment_start_date DESC, e.plan_code DESC,
                         e.enrollment_end_date DESC NULLS FIRST
              ) AS span_rank
       FROM (
-        SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count FROM eligibility AS s
+        SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count, :key AS member_key
+        FROM eligibility AS s
       ) AS e
       JOIN months AS m
         ON e.enrollment_start_date <= m.month_end
@@ -167,7 +169,7 @@ SPAN_FREE_DIMENSIONS = frozenset(
 _ENROLLED_MONTHS = """
 SELECT DISTINCT e.member_id AS member_id, m.month_start AS month_start,
        m.month_end AS month_end, :carrier AS carrier, m.month AS month, m.quarter AS quarter,
-       m.year AS year
+       m.year AS year, :key AS member_key
 FROM eligibility AS e
 JOIN months AS m
   ON e.enrollment_start_date <= m.month_end
@@ -175,23 +177,39 @@ JOIN months AS m
 """
 
 
+def member_key(member_id: exp.Expr, secret: str) -> exp.Expr:
+    """A member's record key: the first 48 bits (12 hex digits) of MD5 of the node's secret
+    followed by the member id. The same text in every dialect the node runs (DuckDB and
+    PostgreSQL compute the same keys), and short enough for DuckDB to keep inline. A cell's
+    key is the least and greatest record key of the members it rests on (see
+    :mod:`carrier_node.disclosure`); the keys, like the rows, never leave the engine."""
+    hashed = exp.MD5(this=exp.DPipe(this=lit(secret), expression=member_id.copy()))
+    return exp.Substring(this=hashed, start=num(1), length=num(12))
+
+
 def member_months(
-    carrier_id: str, filters: Mapping[Dimension, Sequence[str]], *, spans: bool = True
+    carrier_id: str, filters: Mapping[Dimension, Sequence[str]], *, spans: bool = True,
+    secret: str = "",
 ) -> exp.Select:
     """Member months (one row per member × month) with every member dimension, the month's
-    ``month_start`` and ``month_end``, and the in-force span's ``birth_date`` and
-    ``death_date`` (which never leave the engine). Only member-dimension filters apply.
+    ``month_start`` and ``month_end``, the member's record key ``member_key`` (keyed by
+    ``secret``), and the in-force span's ``birth_date`` and ``death_date`` (which never leave
+    the engine). Only member-dimension filters apply.
 
     With ``spans`` false, when the filters are on :data:`SPAN_FREE_DIMENSIONS` only, the same
     rows come with the calendar and carrier columns alone (no span is chosen): for callers that
     read nothing else of a member month."""
     member_filters = [(d, v) for d, v in filters.items() if d in MEMBER_DIMENSIONS]
     if not spans and all(d in SPAN_FREE_DIMENSIONS for d, _ in member_filters):
-        query = fill(_ENROLLED_MONTHS, carrier=lit(carrier_id))
+        query = fill(
+            _ENROLLED_MONTHS, carrier=lit(carrier_id),
+            key=member_key(exp.column("member_id", "e"), secret),
+        )
     else:
         query = fill(
             _MEMBER_MONTHS,
             carrier=lit(carrier_id),
+            key=member_key(exp.column("member_id", "s"), secret),
             plan_code=checked_code(exp.column("plan_code", "sm"), "plan_code"),
             state=checked_code(exp.column("state", "sm"), "state"),
             age=fill(_AGE).expressions[0],

@@ -137,26 +137,48 @@ def top_share_figure(stat: str, pct: int) -> FigureSpec:
 
 # --- statistics used by several metrics -------------------------------------------------------
 
+#: Differential privacy's per-member bounds (see StatisticSpec.bound): dollars of one member
+#: month, and of one member's period for the metrics whose cells are people.
+MONTH_CENTS_BOUND = 5_000_000
+PERIOD_CENTS_BOUND = 100_000_000
+
 MEMBER_MONTHS = StatisticSpec(
     "member_months", StatKind.COUNT, "member months: members enrolled at least one day of a month",
-    rests_on="members",
+    rests_on="members", bound=1,
 )
 MEMBERS = StatisticSpec("members", StatKind.MEMBERS, "distinct members enrolled in the cell")
 CLAIMANTS = StatisticSpec(
     "claimants", StatKind.MEMBERS, "distinct members with a claim row counted in the cell"
 )
+#: Claimants where the cell's enrolled members are a statistic too (the rest: members without
+#: a claim, an excluded count).
+ENROLLED_CLAIMANTS = StatisticSpec(
+    "claimants", StatKind.MEMBERS, "distinct members with a claim row counted in the cell",
+    part_of="members",
+)
 
 
-def cents(name: str, description: str, rests_on: str = "claimants") -> StatisticSpec:
-    return StatisticSpec(name, StatKind.CENTS, description, rests_on=rests_on)
+def cents(
+    name: str, description: str, rests_on: str = "claimants", *, part_of: str | None = None,
+    bound: int = MONTH_CENTS_BOUND,
+) -> StatisticSpec:
+    return StatisticSpec(name, StatKind.CENTS, description, rests_on=rests_on, part_of=part_of,
+                         bound=bound)
 
 
-def count(name: str, description: str, rests_on: str) -> StatisticSpec:
-    return StatisticSpec(name, StatKind.COUNT, description, rests_on=rests_on)
+def count(
+    name: str, description: str, rests_on: str, *, bound: int, part_of: str | None = None
+) -> StatisticSpec:
+    return StatisticSpec(name, StatKind.COUNT, description, rests_on=rests_on, part_of=part_of,
+                         bound=bound)
 
 
-def members(name: str, description: str) -> StatisticSpec:
-    return StatisticSpec(name, StatKind.MEMBERS, description)
+def amount(name: str, description: str, rests_on: str, *, bound: int) -> StatisticSpec:
+    return StatisticSpec(name, StatKind.AMOUNT, description, rests_on=rests_on, bound=bound)
+
+
+def members(name: str, description: str, part_of: str | None = None) -> StatisticSpec:
+    return StatisticSpec(name, StatKind.MEMBERS, description, part_of=part_of)
 
 
 MEMBER_DIMS = frozenset(
@@ -173,20 +195,28 @@ HCC_THRESHOLDS = (50_000, 100_000, 250_000, 1_000_000)
 LAG_MONTHS = 12
 
 
+def hcc_label(threshold: int) -> str:
+    """The label of a high-cost threshold in statistic names (``50k``, ``1m``)."""
+    return f"{threshold // 1000}k" if threshold < 1_000_000 else f"{threshold // 1_000_000}m"
+
+
 def _hcc_statistics() -> tuple[StatisticSpec, ...]:
     out: list[StatisticSpec] = []
+    below = "members"
     for t in HCC_THRESHOLDS:
-        label = f"{t // 1000}k" if t < 1_000_000 else f"{t // 1_000_000}m"
-        out.append(members(f"hcc_{label}", f"members with period allowed ≥ ${t:,}"))
+        label = hcc_label(t)
+        out.append(members(f"hcc_{label}", f"members with period allowed ≥ ${t:,}",
+                           part_of=below))
         out.append(cents(f"hcc_{label}_allowed_cents", f"allowed of members ≥ ${t:,}",
-                         rests_on=f"hcc_{label}"))
+                         rests_on=f"hcc_{label}", bound=PERIOD_CENTS_BOUND))
+        below = f"hcc_{label}"
     return tuple(out)
 
 
 def _hcc_figures() -> tuple[FigureSpec, ...]:
     out: list[FigureSpec] = []
     for t in HCC_THRESHOLDS:
-        label = f"{t // 1000}k" if t < 1_000_000 else f"{t // 1_000_000}m"
+        label = hcc_label(t)
         out.append(ratio(f"hcc_{label}_per_1000", f"members ≥ ${t:,} per 1,000 members",
                          f"hcc_{label}", "members", 1000.0))
         out.append(ratio(f"hcc_{label}_share", f"share of allowed of members ≥ ${t:,}",
@@ -248,9 +278,9 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             MEMBER_MONTHS, MEMBERS,
-            members("adds", "members added in the month"),
-            members("terms", "members whose enrollment ends in the month"),
-            members("deaths", "members who died in the month"),
+            members("adds", "members added in the month", part_of="members"),
+            members("terms", "members whose enrollment ends in the month", part_of="members"),
+            members("deaths", "members who died in the month", part_of="members"),
         ),
         figures=(per_1000("adds"), per_1000("terms"), per_1000("deaths")),
     ),
@@ -264,7 +294,7 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS, CLAIMANTS,
+            MEMBER_MONTHS, MEMBERS, ENROLLED_CLAIMANTS,
             cents("allowed_cents", "allowed amount, all claim versions"),
             cents("paid_cents", "paid amount, all claim versions"),
         ),
@@ -283,7 +313,7 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS | CATEGORY_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS, CLAIMANTS,
+            MEMBER_MONTHS, MEMBERS, ENROLLED_CLAIMANTS,
             cents("allowed_cents", "allowed amount, all claim versions"),
             cents("paid_cents", "paid amount, all claim versions"),
         ),
@@ -300,12 +330,13 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS, CLAIMANTS,
-            cents("cost_share_cents", "all member cost share"),
-            cents("deductible_cents", "medical deductible"),
-            cents("coinsurance_cents", "medical coinsurance"),
-            cents("copay_cents", "medical copay"),
-            cents("pharmacy_member_paid_cents", "pharmacy member paid"),
+            MEMBER_MONTHS, MEMBERS, ENROLLED_CLAIMANTS,
+            cents("cost_share_cents", "all member cost share", bound=MONTH_CENTS_BOUND // 5),
+            cents("deductible_cents", "medical deductible", bound=MONTH_CENTS_BOUND // 5),
+            cents("coinsurance_cents", "medical coinsurance", bound=MONTH_CENTS_BOUND // 5),
+            cents("copay_cents", "medical copay", bound=MONTH_CENTS_BOUND // 5),
+            cents("pharmacy_member_paid_cents", "pharmacy member paid",
+                  bound=MONTH_CENTS_BOUND // 5),
         ),
         figures=(pmpm("cost_share_cents"),),
     ),
@@ -325,7 +356,8 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=PERSON_DIMS,
         statistics=(
             MEMBERS,
-            cents("allowed_cents", "allowed of the members", rests_on="members"),
+            cents("allowed_cents", "allowed of the members", rests_on="members",
+                  bound=PERIOD_CENTS_BOUND),
             StatisticSpec("allowed_histogram", StatKind.HISTOGRAM,
                           "members and cents by bin of per-member period allowed",
                           rests_on="members"),
@@ -347,7 +379,9 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=PERSON_DIMS,
         statistics=(
-            MEMBERS, cents("allowed_cents", "allowed of all members", rests_on="members"),
+            MEMBERS,
+            cents("allowed_cents", "allowed of all members", rests_on="members",
+                  bound=PERIOD_CENTS_BOUND),
             *_hcc_statistics(),
         ),
         figures=_hcc_figures(),
@@ -363,7 +397,8 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             CLAIMANTS,
-            cents("out_of_network_allowed_cents", "allowed out of network"),
+            cents("out_of_network_allowed_cents", "allowed out of network",
+                  part_of="known_network_allowed_cents"),
             cents("known_network_allowed_cents", "allowed with a known network flag"),
         ),
         figures=(ratio("out_of_network_share", "out-of-network share of allowed",
@@ -381,9 +416,9 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             MEMBER_MONTHS, MEMBERS,
-            members("stay_members", "distinct members with a stay"),
-            count("stays", "acute stays", "stay_members"),
-            count("days", "days of the stays", "stay_members"),
+            members("stay_members", "distinct members with a stay", part_of="members"),
+            count("stays", "acute stays", "stay_members", bound=2),
+            amount("days", "days of the stays", "stay_members", bound=31),
         ),
         figures=(per_1000("stays"), per_1000("days"),
                  ratio("average_length_of_stay", "days ÷ stays", "days", "stays")),
@@ -400,8 +435,8 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             MEMBER_MONTHS, MEMBERS,
-            members("visit_members", "distinct members with a visit"),
-            count("visits", "ED visits (member-days)", "visit_members"),
+            members("visit_members", "distinct members with a visit", part_of="members"),
+            count("visits", "ED visits (member-days)", "visit_members", bound=31),
         ),
         figures=(per_1000("visits"),),
     ),
@@ -418,9 +453,11 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             MEMBER_MONTHS, MEMBERS,
-            members("visit_members", "distinct members with an office or telehealth visit"),
-            count("office_visits", "office visits (member-days)", "visit_members"),
-            count("telehealth_visits", "telehealth visits (member-days)", "visit_members"),
+            members("visit_members", "distinct members with an office or telehealth visit",
+                    part_of="members"),
+            count("office_visits", "office visits (member-days)", "visit_members", bound=31),
+            count("telehealth_visits", "telehealth visits (member-days)", "visit_members",
+                  bound=31),
         ),
         figures=(per_1000("office_visits"), per_1000("telehealth_visits")),
     ),
@@ -435,9 +472,9 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             MEMBER_MONTHS, MEMBERS,
-            members("fill_members", "distinct members with a fill"),
-            count("fills", "final-action fills", "fill_members"),
-            count("days_supply", "Σ days supply of the fills", "fill_members"),
+            members("fill_members", "distinct members with a fill", part_of="members"),
+            count("fills", "final-action fills", "fill_members", bound=31),
+            amount("days_supply", "Σ days supply of the fills", "fill_members", bound=1_000),
         ),
         figures=(
             per_1000("fills"),
@@ -458,8 +495,9 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             members("stay_members", "distinct members with an index stay"),
-            count("index_stays", "index stays", "stay_members"),
-            count("readmissions", "index stays followed by a readmission", "stay_members"),
+            count("index_stays", "index stays", "stay_members", bound=2),
+            count("readmissions", "index stays followed by a readmission", "stay_members",
+                  bound=2, part_of="index_stays"),
         ),
         figures=(ratio("readmission_rate", "readmissions ÷ index stays", "readmissions",
                        "index_stays"),),
@@ -475,8 +513,9 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS | {D.DRUG_CLASS},
         statistics=(
             members("fill_members", "distinct members with a fill"),
-            count("fills", "final-action fills", "fill_members"),
-            count("generic_fills", "final-action generic fills", "fill_members"),
+            count("fills", "final-action fills", "fill_members", bound=31),
+            count("generic_fills", "final-action generic fills", "fill_members", bound=31,
+                  part_of="fills"),
         ),
         figures=(ratio("generic_dispensing_rate", "generic ÷ all fills", "generic_fills",
                        "fills"),),
@@ -494,9 +533,11 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             members("fill_members", "distinct members with a pharmacy row"),
-            members("specialty_members", "distinct members with a specialty row"),
+            members("specialty_members", "distinct members with a specialty row",
+                    part_of="fill_members"),
             cents("pharmacy_allowed_cents", "pharmacy allowed", rests_on="fill_members"),
-            cents("specialty_allowed_cents", "specialty allowed", rests_on="specialty_members"),
+            cents("specialty_allowed_cents", "specialty allowed", rests_on="specialty_members",
+                  part_of="pharmacy_allowed_cents"),
         ),
         figures=(ratio("specialty_share", "specialty ÷ pharmacy allowed",
                        "specialty_allowed_cents", "pharmacy_allowed_cents"),),
@@ -518,7 +559,7 @@ METRICS: tuple[MetricSpec, ...] = (
             members("fill_members", "distinct members with a row"),
             cents("allowed_cents", "pharmacy allowed", rests_on="fill_members"),
             cents("paid_cents", "pharmacy paid", rests_on="fill_members"),
-            count("fills", "final-action fills", "fill_members"),
+            count("fills", "final-action fills", "fill_members", bound=31),
         ),
         figures=(ratio("allowed_per_fill", "allowed dollars per fill", "allowed_cents", "fills",
                        0.01),),
@@ -536,7 +577,9 @@ METRICS: tuple[MetricSpec, ...] = (
         statistics=(
             members("fill_members", "distinct members with a pharmacy row"),
             cents("pharmacy_allowed_cents", "gross pharmacy allowed", rests_on="fill_members"),
-            cents("rebate_cents", "rebates", rests_on="fill_members"),
+            StatisticSpec("rebate_cents", StatKind.CENTS,
+                          "rebates (paid by manufacturers: no member contributes)",
+                          by_members=False),
         ),
         figures=(ratio("rebate_share", "rebates ÷ gross pharmacy allowed", "rebate_cents",
                        "pharmacy_allowed_cents"),),
@@ -555,7 +598,7 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=PERSON_DIMS,
         statistics=(
             members("eligible", "women in the measure's denominator"),
-            members("screened", "eligible women screened"),
+            members("screened", "eligible women screened", part_of="eligible"),
         ),
         figures=(ratio("screening_rate", "screened ÷ eligible", "screened", "eligible"),),
     ),
@@ -574,7 +617,7 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=PERSON_DIMS,
         statistics=(
             members("eligible", "members with diabetes"),
-            members("tested", "eligible members with an HbA1c test"),
+            members("tested", "eligible members with an HbA1c test", part_of="eligible"),
         ),
         figures=(ratio("testing_rate", "tested ÷ eligible", "tested", "eligible"),),
     ),
@@ -590,7 +633,7 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=PERSON_DIMS,
         statistics=(
             members("eligible", "members with 2+ antidiabetic fills"),
-            members("on_statin", "eligible members with a statin fill"),
+            members("on_statin", "eligible members with a statin fill", part_of="eligible"),
         ),
         figures=(ratio("statin_rate", "on statin ÷ eligible", "on_statin", "eligible"),),
     ),
@@ -619,10 +662,11 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             CLAIMANTS,
-            count("lines", "adjudicated lines", "claimants"),
-            count("denied_lines", "denied lines", "claimants"),
-            cents("charge_cents", "charges of adjudicated lines"),
-            cents("denied_charge_cents", "charges of denied lines"),
+            count("lines", "adjudicated lines", "claimants", bound=300),
+            count("denied_lines", "denied lines", "claimants", bound=300, part_of="lines"),
+            cents("charge_cents", "charges of adjudicated lines", bound=2 * MONTH_CENTS_BOUND),
+            cents("denied_charge_cents", "charges of denied lines", bound=2 * MONTH_CENTS_BOUND,
+                  part_of="charge_cents"),
         ),
         figures=(
             ratio("denial_rate", "denied ÷ adjudicated lines", "denied_lines", "lines"),
@@ -644,15 +688,19 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=frozenset({D.CARRIER, D.MONTH, D.QUARTER, D.YEAR}),
         statistics=(
             CLAIMANTS,
-            count("medical_rows", "medical rows", "claimants"),
-            count("pharmacy_rows", "pharmacy rows", "claimants"),
-            count("medical_outside_enrollment", "medical rows outside enrollment", "claimants"),
+            count("medical_rows", "medical rows", "claimants", bound=300),
+            count("pharmacy_rows", "pharmacy rows", "claimants", bound=60),
+            count("medical_outside_enrollment", "medical rows outside enrollment", "claimants",
+                  bound=300, part_of="medical_rows"),
             count("pharmacy_outside_enrollment", "pharmacy rows outside enrollment",
-                  "claimants"),
-            count("invalid_place_of_service", "unknown place_of_service", "claimants"),
-            count("invalid_revenue_code", "unknown revenue_code", "claimants"),
-            count("invalid_drg", "unknown drg", "claimants"),
-            count("missing_fields", "lines missing place_of_service or bill_type", "claimants"),
+                  "claimants", bound=60, part_of="pharmacy_rows"),
+            count("invalid_place_of_service", "unknown place_of_service", "claimants",
+                  bound=300, part_of="medical_rows"),
+            count("invalid_revenue_code", "unknown revenue_code", "claimants", bound=300,
+                  part_of="medical_rows"),
+            count("invalid_drg", "unknown drg", "claimants", bound=300, part_of="medical_rows"),
+            count("missing_fields", "lines missing place_of_service or bill_type", "claimants",
+                  bound=300, part_of="medical_rows"),
         ),
         figures=(
             ratio("outside_enrollment_share", "medical rows outside enrollment ÷ medical rows",

@@ -13,10 +13,21 @@ from fedoversight.errors import InvalidRequestError
 
 
 class StatKind(StrEnum):
-    COUNT = "count"  # an additive integer count (events, member months, fills)
-    MEMBERS = "members"  # distinct people in the cell: the disclosure floor applies
-    CENTS = "cents"  # an additive dollar total in integer cents: the dominance rule applies
+    """What a statistic is, which decides how a node protects it (see ``docs/disclosure.md``).
+
+    Every kind but ``MEMBERS`` is a sum of per-member contributions; the members with a
+    non-zero contribution are the statistic's *support*, the people it rests on."""
+
+    MEMBERS = "members"  # distinct people in the cell (each contributes one)
+    COUNT = "count"  # an additive count of events or member months (a few per member)
+    AMOUNT = "amount"  # an additive quantity one member can contribute much of (days, supply)
+    CENTS = "cents"  # an additive dollar total in integer cents
     HISTOGRAM = "histogram"  # fixed log-spaced bins of per-member dollar totals
+
+    @property
+    def magnitude(self) -> bool:
+        """Perturbed in proportion to the largest contribution (dollars and quantities)."""
+        return self in (StatKind.AMOUNT, StatKind.CENTS)
 
 
 @dataclass(frozen=True)
@@ -24,8 +35,20 @@ class StatisticSpec:
     name: str
     kind: StatKind
     description: str
-    #: For a COUNT or CENTS statistic: the MEMBERS statistic of the same cell it rests on.
+    #: The MEMBERS statistic of the same cell whose people are the only ones who may
+    #: contribute to this one (a bound on its support, reported when it is withheld).
     rests_on: str | None = None
+    #: A statistic of the same cell this one is a part of (screened of eligible, generic of
+    #: all fills): the rest, whole less part, is an *excluded count* that anyone can work out,
+    #: so it must not rest on too few members either.
+    part_of: str | None = None
+    #: The most one member can contribute to the statistic in one member month (in the
+    #: period, for metrics whose cells are people); differential privacy clamps each member's
+    #: contribution to it. None for MEMBERS (one each) and HISTOGRAM.
+    bound: int | None = None
+    #: False for a total no member contributes to (rebates, paid by manufacturers): its
+    #: largest contributions are its own rows, and there are no people for a floor to count.
+    by_members: bool = True
 
 
 #: Inputs of a figure formula: combined statistic values by name (histograms as
@@ -62,6 +85,21 @@ class MetricSpec:
     parameters: tuple[ParameterSpec, ...] = ()
     #: Dimensions of which a query must group by exactly one (e.g. a service category level).
     one_of: frozenset[Dimension] = field(default_factory=frozenset)
+
+    def __post_init__(self) -> None:
+        """The declarations disclosure control relies on hold together (a new metric cannot
+        forget them): every statistic's support and parts name statistics of the same cell."""
+        kinds = {s.name: s.kind for s in self.statistics}
+        if len(kinds) != len(self.statistics):
+            raise ValueError(f"{self.name}: a statistic is declared twice")
+        for s in self.statistics:
+            if s.rests_on is not None and kinds.get(s.rests_on) is not StatKind.MEMBERS:
+                raise ValueError(f"{self.name}.{s.name} rests on no members statistic")
+            if s.part_of is not None and kinds.get(s.part_of) is not s.kind:
+                raise ValueError(f"{self.name}.{s.name} is part of no statistic of its kind")
+            summed = s.kind not in (StatKind.MEMBERS, StatKind.HISTOGRAM)
+            if summed and s.by_members and s.bound is None:
+                raise ValueError(f"{self.name}.{s.name} declares no per-member bound")
 
     @property
     def key(self) -> str:

@@ -6,7 +6,9 @@ catalogue v1", the ``definition`` texts of the catalogue with its shared ``ATTRI
 pandas and matched by this module's own code). It shares no code with the node or the
 coordinator and uses no SQL, so an agreement between the federated answer and this one is
 evidence, not an echo. From the shared package it takes only the dimension names and age bands,
-periods, the histogram's bin layout and (in its tests) the catalogue's statistic names.
+periods, the histogram's bin layout, (in its tests) the catalogue's statistic names, and for
+:func:`compute`'s disclosure columns the catalogue's declared kinds and parts of statistics
+(what disclosure control is declared to need, not how the node works it out).
 
 :func:`compute` returns one row per (scope, cell): ``scope`` is each carrier id plus
 ``program`` (the same computation over the concatenation of all carriers: a member is a
@@ -111,6 +113,7 @@ Other metrics
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -128,6 +131,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 import fedoversight
+from fedoversight.catalogue import StatKind, get_metric
 from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
 from fedoversight.histogram import EDGES_CENTS, N_BINS, Histogram
 from fedoversight.periods import Month, Period
@@ -814,6 +818,16 @@ class _Union:
             codes = codes.astype(np.int64) + (number << 32)
             ends = np.cumsum([len(i) for i in ids])[:-1]
             out[carrier] = dict(zip(names, np.split(codes, ends), strict=True))
+        return out
+
+    @cached_property
+    def member_ids(self) -> dict[int, str]:
+        """The member id (as the data spells it) of every member code."""
+        out: dict[int, str] = {}
+        for carrier, tables in self.tables.items():
+            for name, codes in self.member_codes[carrier].items():
+                ids = _codes(tables[name][_MEMBER_ID]).reset_index(drop=True)
+                out.update(zip(codes.tolist(), ids.astype(str).tolist(), strict=True))
         return out
 
     def each(self, build: Callable[[pd.DataFrame], pd.DataFrame], table: str) -> pd.DataFrame:
@@ -1617,6 +1631,90 @@ def _statistic(stat: _Stat, frame: pd.DataFrame, keys: list[str]) -> pd.Series:
     return _histograms(frame, keys, stat.column)
 
 
+def _per_member(stat: _Stat, frame: pd.DataFrame, keys: list[str]) -> pd.Series:
+    """Each member's contribution to ``stat`` in each cell (index: keys and member)."""
+    mask = (
+        np.ones(len(frame), dtype=bool) if stat.where is None
+        else frame[stat.where].to_numpy(dtype=bool, na_value=False)
+    )
+    people = [*keys, _MEMBER]
+    if stat.how == "rows":
+        values = mask.astype(np.int64)
+    elif stat.how == "members":
+        hits = frame.assign(_hit=mask).groupby(people, sort=False, observed=True)["_hit"].any()
+        return hits.astype(np.int64)
+    else:
+        assert stat.column is not None
+        values = np.where(mask, frame[stat.column].to_numpy(dtype=np.int64), 0)
+    return frame.assign(_v=values).groupby(people, sort=False, observed=True)["_v"].sum()
+
+
+def _record_key(secret: str, member_id: str) -> str:
+    """The catalogue-independent reading of the node's record key: the first 12 hex digits
+    of MD5 over the secret followed by the member id."""
+    return hashlib.md5((secret + member_id).encode()).hexdigest()[:12]
+
+
+def _disclosure(
+    spec: _Metric, metric: str, facts: _Facts, keys: list[str],
+    key_of: Callable[[pd.Index], pd.Series] | None,
+) -> list[tuple[list[str], pd.DataFrame]]:
+    """Per cell of ``keys``, what disclosure control needs of each statistic, from its
+    per-member contributions: ``__support`` (members contributing non-zero), ``__top`` (the
+    largest absolute contribution, of one row for a total no member contributes to),
+    ``__rest`` (members contributing to whole less part, for a declared part), and with
+    ``key_of`` (member codes -> record keys) ``__kmin`` and ``__kmax`` of the support. As
+    for the statistics, a fact table without some of the keys gives its columns to every cell
+    of its other keys: the result is a frame per set of keys present."""
+    declared = {s.name: s for s in get_metric(metric).statistics}
+    frames: dict[tuple[str, ...], list[pd.DataFrame]] = {}
+    per_member: dict[str, pd.Series] = {}
+    for stat in spec.statistics:
+        frame = facts[stat.facts]
+        present = [k for k in keys if k in frame.columns]
+        if frame.empty:
+            continue  # nothing counts: the columns stay empty
+        keys_of_stat = tuple(present)
+        mine = declared[stat.name]
+        if stat.how == "histogram":
+            continue  # see _histogram_disclosure
+        if not mine.by_members:
+            assert stat.column is not None
+            top = frame.assign(_v=frame[stat.column].abs()).groupby(
+                present, sort=False, observed=True)["_v"].max()
+            frames.setdefault(keys_of_stat, []).append(pd.DataFrame({f"{stat.name}__top": top}))
+            continue
+        contributions = _per_member(stat, frame, present)
+        per_member[stat.name] = contributions
+        nonzero = contributions[contributions != 0]
+        columns: dict[str, pd.Series] = {
+            f"{stat.name}__support": nonzero.groupby(level=present, sort=False,
+                                                     observed=True).size(),
+        }
+        if mine.kind.magnitude:
+            columns[f"{stat.name}__top"] = contributions.abs().groupby(
+                level=present, sort=False, observed=True).max()
+        if key_of is not None:
+            record_keys = key_of(nonzero.index.get_level_values(_MEMBER))
+            record_keys.index = nonzero.index
+            grouped = record_keys.groupby(level=present, sort=False, observed=True)
+            columns[f"{stat.name}__kmin"] = grouped.min()
+            columns[f"{stat.name}__kmax"] = grouped.max()
+        frames.setdefault(keys_of_stat, []).append(pd.DataFrame(columns))
+    for stat in spec.statistics:
+        part = declared[stat.name]
+        if part.part_of is None or part.kind is StatKind.MEMBERS or stat.name not in per_member:
+            continue  # the rest of a MEMBERS part is whole less part
+        whole = per_member[part.part_of]
+        rest = whole.sub(per_member[stat.name], fill_value=0)
+        rest = rest[rest != 0]
+        present = [k for k in keys if k in rest.index.names]
+        frames.setdefault(tuple(present), []).append(pd.DataFrame({
+            f"{stat.name}__rest": rest.groupby(level=present, sort=False, observed=True).size()
+        }))
+    return [(list(k), pd.concat(f, axis=1).reset_index()) for k, f in frames.items()]
+
+
 def _cells(spec: _Metric, facts: _Facts, keys: list[str]) -> pd.DataFrame:
     """Statistics per cell of ``keys``. A fact table without some of the keys (member months
     have no service category) gives its statistics to every cell of its other keys."""
@@ -1654,11 +1752,18 @@ def compute(
     group_by: Sequence[Dimension],
     filters: Mapping[Dimension, Sequence[str]] | None = None,
     parameters: Mapping[str, float] | None = None,
+    *,
+    disclosure: bool = False,
+    record_secrets: Mapping[str, str] | None = None,
 ) -> pd.DataFrame:
     """The metric's statistics per (scope, cell); see the module docstring for the shape.
 
     ``parameters`` are the metric's declared parameters (``cost_per_30_days`` of
     rx.specialty_share, 0 when not given); an unknown name or a negative value is refused.
+    With ``disclosure``, carrier rows also carry what disclosure control needs of each
+    statistic (see :func:`_disclosure`: support, largest contribution, rest; with
+    ``record_secrets``, carrier id -> the node's record secret, the support's least and
+    greatest record keys); those columns are NaN (None for keys) where nothing counts.
     """
     spec = METRICS.get(metric)
     if spec is None:
@@ -1691,6 +1796,25 @@ def compute(
     program = {n: f.assign(**{_SCOPE: PROGRAM_SCOPE}) for n, f in facts.items()}
     out = pd.concat([_cells(spec, by_carrier, keys), _cells(spec, program, keys)],
                     ignore_index=True)
+    extra: list[str] = []
+    if disclosure:
+        key_of = None
+        if record_secrets is not None:
+            ids, carriers = union.member_ids, list(union.tables)
+
+            def key_of(codes: pd.Index) -> pd.Series:
+                return pd.Series([
+                    _record_key(record_secrets[carriers[int(c) >> 32]], ids[int(c)])
+                    for c in codes
+                ], dtype=object)
+
+        for column in keys:
+            out[column] = out[column].astype("str")
+        for present, found in _disclosure(spec, metric, by_carrier, keys, key_of):
+            for column in present:
+                found[column] = found[column].astype("str")
+            extra += [c for c in found.columns if c not in present]
+            out = out.merge(found, on=present, how="left")
     for statistic in spec.statistics:
         if statistic.how == "histogram":
             out[statistic.name] = [
@@ -1700,7 +1824,7 @@ def compute(
         else:
             out[statistic.name] = out[statistic.name].fillna(0).astype("int64")
     people = [s.name for s in spec.statistics if s.how == "members"]
-    out = out[(out[people] > 0).any(axis=1).to_numpy(dtype=bool)][columns]
+    out = out[(out[people] > 0).any(axis=1).to_numpy(dtype=bool)][[*columns, *extra]]
     if out.empty:
         return _empty(columns, spec)
     for column in keys:

@@ -291,10 +291,9 @@ def _show_review(view: Review) -> None:
         prev = t.previous
         console.print()
         console.print(
-            f"[bold]{describe_query(t.query)}[/bold]: {len(t.cells)} cells; {d.cells_released}"
-            f" released, {d.cells_suppressed_primary} suppressed (primary),"
-            f" {d.cells_suppressed_complementary} suppressed (complementary),"
-            f" {d.cells_perturbed} perturbed"
+            f"[bold]{describe_query(t.query)}[/bold]: {len(t.cells)} cells ({d.method});"
+            f" {d.cells_released} released whole, {d.cells_partly_withheld} partly and"
+            f" {d.cells_withheld} wholly withheld, {d.cells_perturbed} perturbed"
         )
         if prev is None:
             console.print("previous release: none of this query")

@@ -99,5 +99,10 @@ def audit_log_path(config: NodeConfig) -> Path:
     return config.audit_log or config.state_dir / f"{config.carrier_id}.audit.jsonl"
 
 
+def disclosure_secret_path(state_dir: Path, carrier_id: str) -> Path:
+    """Where the node keeps its disclosure secret (see carrier_node.disclosure.secret)."""
+    return state_dir / f"{carrier_id}.disclosure-secret.json"
+
+
 def load_node_config(path: Path | None, **overrides: object) -> NodeConfig:
     return load_config(NodeConfig, path, env_prefix="CARRIER_NODE_", overrides=overrides)

@@ -3,7 +3,7 @@
 One long-lived bidirectional stream per node (mutual TLS; reconnected with jittered backoff).
 Requests are admitted by :class:`~carrier_node.gate.RequestGate` (operator signature, validity
 window, replay, strict decoding), checked against the policy, evaluated off the event loop
-where the data lives, protected by :mod:`carrier_node.protect`, signed with the node's
+where the data lives, protected by :mod:`carrier_node.disclosure`, signed with the node's
 result key, kept in the outbox until the coordinator acknowledges them, and resent after a
 reconnect. Every request received, the decision on it and everything released is written to
 the node's hash-chained audit log (:mod:`carrier_node.audit`) before anything is sent.
@@ -12,10 +12,9 @@ In manual release mode (the policy's ``release_mode = "manual"``) a signed resul
 it is held in the node's state and the coordinator is told nothing (its round waits for this
 carrier, or closes without it at its deadline). ``carrier-node approve`` records the reviewer's
 decision; the daemon picks decisions up every few seconds and on each connection, logs them,
-and sends the result, or a refusal saying the carrier's reviewer rejected it. The ledger keeps
-the cells of a held result from the moment it was protected, even when the result is later
-rejected: a rejected release still constrains later ones (the conservative choice, as the
-figures were computed and seen by the reviewer).
+and sends the result, or a refusal saying the carrier's reviewer rejected it. A held result is
+perturbed like any other: its noise is a function of its contents, so the reviewer sees
+exactly what would go out, and a later release of the same contents goes out the same.
 """
 
 from __future__ import annotations
@@ -38,14 +37,12 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from carrier_node.audit import AuditKind, AuditLog, JsonValue, encode_bytes
-from carrier_node.config import NodeConfig, audit_log_path
+from carrier_node.config import NodeConfig, audit_log_path, disclosure_secret_path
+from carrier_node.disclosure import Discloser, NodeSecret, PrivacyBudget
 from carrier_node.engine import DataSource, Engine
 from carrier_node.gate import RequestGate
 from carrier_node.metrics import BUILDERS
 from carrier_node.policy import Policy
-from carrier_node.protect import Protector
-from carrier_node.sdc.ledger import Ledger
-from carrier_node.sdc.privacy import PrivacyBudget
 from carrier_node.state import (
     HeldRelease,
     NodeState,
@@ -123,14 +120,17 @@ class NodeDaemon:
             )
         self._state = NodeState(node_state_path(config.state_dir, config.carrier_id))
         self._review_poll_seconds = review_poll_seconds
-        self._ledger = Ledger(config.state_dir / f"{config.carrier_id}.ledger.sqlite3")
+        self._secret = NodeSecret.load_or_create(
+            disclosure_secret_path(config.state_dir, config.carrier_id),
+            self.policy.perturbation.key_version,
+        )
         dp_policy = self.policy.differential_privacy
         self._budget = (
             PrivacyBudget(config.state_dir / f"{config.carrier_id}.privacy.sqlite3",
                           dp_policy.budget_per_month)
             if dp_policy.enabled else None
         )
-        self._protector = Protector(self.policy, self._ledger, self._budget)
+        self._discloser = Discloser(self.policy, self._secret, self._budget)
         self.audit = AuditLog(audit_log_path(config), fsync=config.audit_fsync)
         # Checks, the outbox and the audit log get a thread of their own, so they never wait
         # behind an evaluation (which runs on the default executor).
@@ -214,7 +214,12 @@ class NodeDaemon:
             )
             await asyncio.to_thread(source.open)  # logs every located problem itself
             self._source = source
-        self._engine = Engine(self._source, self.config.carrier_id)
+        self._engine = Engine(
+            self._source, self.config.carrier_id,
+            record_secret=self._secret.record_secret,
+            complete_categories=self.policy.sensitive_categories,
+            clamped=self.policy.differential_privacy.enabled,
+        )
 
     async def run(self) -> None:
         """Connect, answer, reconnect until :meth:`shutdown`."""
@@ -290,7 +295,6 @@ class NodeDaemon:
         self._io_thread_closed = True
         self._io_thread.shutdown(wait=True)
         self._state.close()
-        self._ledger.close()
         if self._budget is not None:
             self._budget.close()
         self.audit.close()
@@ -563,12 +567,13 @@ class NodeDaemon:
 
     def _evaluate(self, request: RequestSpec) -> list[QueryTable]:
         assert self._engine is not None
+        self._discloser.check(request)
         raws = self._engine.evaluate_many(request.period, request.queries)
-        tables, decisions = self._protector.protect(request, raws)
+        tables, decisions = self._discloser.protect(request, raws)
         for decision in decisions:
             counts = decision.counts()
             if counts:
-                log.info("request %s %s: withheld cells %s", request.request_id,
+                log.info("request %s %s: withheld statistics %s", request.request_id,
                          decision.metric, counts)
         return tables
 
@@ -818,8 +823,10 @@ def _table_summary(table: QueryTable) -> dict[str, JsonValue]:
         "version": table.version,
         "cells": len(table.cells),
         "released": d.cells_released,
-        "suppressed_primary": d.cells_suppressed_primary,
-        "suppressed_complementary": d.cells_suppressed_complementary,
+        "withheld": d.cells_withheld,
+        "partly_withheld": d.cells_partly_withheld,
         "perturbed": d.cells_perturbed,
+        "method": str(d.method),
+        "withheld_statistics": {str(reason): n for reason, n in d.withheld},
         "policy_digest": d.policy_digest,
     }

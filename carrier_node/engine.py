@@ -80,6 +80,9 @@ class Support:
     top: int = 0
     #: For a part of another statistic: the members contributing to the rest (whole less part).
     rest: int = 0
+    #: Under differential privacy: the statistic with each member's contribution clamped to
+    #: its bound (None when not computed).
+    clamped: int | None = None
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,8 @@ class Keying:
 
     record_secret: str
     complete_categories: tuple[str, ...] = ()
+    #: Whether statistics also come with clamped sums (differential privacy).
+    clamped: bool = False
 
 
 def _expression(
@@ -150,7 +155,7 @@ def _expression(
 ) -> exp.Query:
     context = metrics.BuildContext(
         _ANY_CARRIER, period, query, tables=tables, record_secret=keying.record_secret,
-        complete_categories=keying.complete_categories,
+        complete_categories=keying.complete_categories, clamped=keying.clamped,
     )
     return sql.qualify_tables(metrics.build(context), schema)
 
@@ -205,17 +210,19 @@ class Engine:
     def __init__(
         self, source: DataSource, carrier_id: str, schema: str | None = None, *,
         record_secret: str | None = None, complete_categories: Sequence[str] = (),
+        clamped: bool = False,
     ) -> None:
         """``record_secret``: the node's secret for record keys (a fresh random one, for this
         engine only, when None: tools that need no consistency across processes);
-        ``complete_categories``: level-2 service categories always listed (see
-        :class:`Keying`)."""
+        ``complete_categories``: level-2 service categories always listed; ``clamped``:
+        statistics come with clamped sums too (see :class:`Keying`)."""
         self.source = source
         self.carrier_id = carrier_id
         self.schema = schema
         self.keying = Keying(
             record_secret if record_secret is not None else secrets.token_hex(16),
             tuple(sorted(complete_categories)),
+            clamped,
         )
         if not self.keying.record_secret:
             raise ValueError("record keys need a secret")
@@ -321,10 +328,13 @@ class Engine:
         scalars = [s for s in spec.statistics if s.kind is not StatKind.HISTOGRAM]
         histograms = [s for s in spec.statistics if s.kind is StatKind.HISTOGRAM]
         dims = [d.value for d in query.group_by]
+        clamped = self.keying.clamped
         integer_columns = [
-            c for s in scalars for c in metrics.result_columns(s) if not _is_key(c)
+            c for s in scalars for c in metrics.result_columns(s, clamped) if not _is_key(c)
         ]
-        key_columns = [c for s in scalars for c in metrics.result_columns(s) if _is_key(c)]
+        key_columns = [
+            c for s in scalars for c in metrics.result_columns(s, clamped) if _is_key(c)
+        ]
         bin_columns = [
             c for h in histograms
             for c in (*metrics.histogram_columns(h.name), *metrics.disclosure_columns(h))
@@ -374,9 +384,9 @@ class Engine:
                     stats.append((s.name, histogram))
                     cell_bins.append((s.name, per_bin))
                     continue
-                value = values[s.name]
-                assert isinstance(value, int)
-                stats.append((s.name, value))
+                number = values[s.name]
+                assert isinstance(number, int)
+                stats.append((s.name, number))
                 supports.append((s.name, _support(s, values)))
             cells.append(RawCell(key=key, values=tuple(stats), supports=tuple(supports),
                                  bins=tuple(cell_bins)))
@@ -411,7 +421,10 @@ def _support(stat: StatisticSpec, values: Mapping[str, object]) -> Support:
     assert low is None or isinstance(low, str)
     assert high is None or isinstance(high, str)
     members = number("") if stat.kind is StatKind.MEMBERS else number(metrics.SUPPORT)
-    return Support(members, low, high, top=number(metrics.TOP), rest=number(metrics.REST))
+    clamped = values.get(name + metrics.CLAMPED)
+    assert clamped is None or isinstance(clamped, int)
+    return Support(members, low, high, top=number(metrics.TOP), rest=number(metrics.REST),
+                   clamped=clamped)
 
 
 def _histogram(

@@ -46,6 +46,22 @@ class BuildContext:
     #: Level-2 service categories every query grouping by them returns for each of its other
     #: keys, present or not (the policy's sensitive ones: their presence must not disclose).
     complete_categories: tuple[str, ...] = ()
+    #: Whether statistics also come with clamped sums (differential privacy).
+    clamped: bool = False
+
+    @property
+    def clamps(self) -> dict[str, int]:
+        """Under differential privacy, each statistic's clamp (see
+        :meth:`MetricSpec.contribution_clamp`); else none."""
+        if not self.clamped:
+            return {}
+        spec, months = self.spec, len(self.period.months())
+        out = {}
+        for stat in spec.statistics:
+            clamp = spec.contribution_clamp(stat, self.group_by, months)
+            if clamp is not None:
+                out[stat.name] = clamp
+        return out
 
     @property
     def group_by(self) -> tuple[Dimension, ...]:
@@ -132,10 +148,13 @@ def histogram_columns(statistic: str) -> tuple[str, str, str]:
 #: The record key column of the member months and of per-member rows.
 KEY = "member_key"
 SUPPORT, KEY_LOW, KEY_HIGH, TOP, REST = "__support", "__kmin", "__kmax", "__top", "__rest"
+#: Under differential privacy: the statistic with each member's contribution clamped.
+CLAMPED = "__clamped"
 
 
-def disclosure_columns(stat: StatisticSpec) -> tuple[str, ...]:
-    """The columns a query returns next to ``stat`` (on each bin row for a histogram)."""
+def disclosure_columns(stat: StatisticSpec, clamped: bool = False) -> tuple[str, ...]:
+    """The columns a query returns next to ``stat`` (on each bin row for a histogram), with
+    its clamped sum when ``clamped`` (differential privacy) and it has a bound."""
     name = stat.name
     if stat.kind is StatKind.HISTOGRAM:
         return (name + KEY_LOW, name + KEY_HIGH, name + TOP)
@@ -146,16 +165,18 @@ def disclosure_columns(stat: StatisticSpec) -> tuple[str, ...]:
     out = [name + SUPPORT, name + KEY_LOW, name + KEY_HIGH]
     if stat.kind.magnitude:
         out.append(name + TOP)
+    if clamped and stat.bound is not None:
+        out.append(name + CLAMPED)
     if stat.part_of is not None:
         out.append(name + REST)
     return tuple(out)
 
 
-def result_columns(stat: StatisticSpec) -> tuple[str, ...]:
+def result_columns(stat: StatisticSpec, clamped: bool = False) -> tuple[str, ...]:
     """Every column of ``stat`` in a cell row: its value and :func:`disclosure_columns`."""
     if stat.kind is StatKind.HISTOGRAM:
-        return disclosure_columns(stat)
-    return (stat.name, *disclosure_columns(stat))
+        return disclosure_columns(stat, clamped)
+    return (stat.name, *disclosure_columns(stat, clamped))
 
 
 def _when(condition: exp.Expr, value: exp.Expr) -> exp.Case:
@@ -167,12 +188,15 @@ def _sum0(value: exp.Expr) -> exp.Expr:
 
 
 def member_aggregates(
-    rows: str, statistics: Sequence[StatisticSpec], tops: Mapping[str, exp.Expr] | None = None
+    rows: str, statistics: Sequence[StatisticSpec], tops: Mapping[str, exp.Expr] | None = None,
+    clamps: Mapping[str, int] | None = None,
 ) -> list[exp.Expr]:
     """The aggregates of ``statistics`` over per-member rows (alias ``rows``: one row per cell
     and member, with :data:`KEY` and a column per statistic named as it, holding the member's
     contribution: 0 or 1 for MEMBERS). A total no member contributes to takes its largest
-    contribution from ``tops`` (by name: its largest row) when given."""
+    contribution from ``tops`` (by name: its largest row) when given. Under differential
+    privacy, each statistic of ``clamps`` also comes summed with every member's contribution
+    clamped to its bound (``__clamped``)."""
     out: list[exp.Expr] = []
     key = col(KEY, rows)
     for stat in statistics:
@@ -201,6 +225,11 @@ def member_aggregates(
         if stat.kind.magnitude:
             top = exp.Max(this=exp.Abs(this=value.copy()))
             out.append(exp.func("COALESCE", top, sql.num(0)).as_(name + TOP))
+        clamp = (clamps or {}).get(name)
+        if clamp is not None:
+            clamped = exp.func("GREATEST", exp.func("LEAST", value.copy(), sql.num(clamp)),
+                               sql.num(-clamp))
+            out.append(_sum0(clamped).as_(name + CLAMPED))
         if stat.part_of is not None:
             whole = col(stat.part_of, rows)
             rest = exp.NEQ(this=exp.Sub(this=whole.copy(), expression=value.copy()),
@@ -231,6 +260,7 @@ MEMBER_ROWS = "c"
 
 
 def member_cells(
+    ctx: BuildContext,
     member_rows: exp.Select,
     dims: Sequence[str],
     statistics: Sequence[StatisticSpec],
@@ -238,10 +268,11 @@ def member_cells(
 ) -> exp.Select:
     """Cells from ``member_rows`` (one row per cell and member: the cell's ``dims``,
     :data:`KEY` and the member's contribution to each statistic, see
-    :func:`member_aggregates`): the ``dims`` and every statistic with its disclosure columns.
-    Summing per member first is what makes a member's contribution visible."""
+    :func:`member_aggregates`): the ``dims`` and every statistic with its disclosure columns
+    (and clamped sums when ``ctx`` asks for them). Summing per member first is what makes a
+    member's contribution visible."""
     rows = MEMBER_ROWS
-    query = exp.select(*member_aggregates(rows, statistics, tops)).from_(
+    query = exp.select(*member_aggregates(rows, statistics, tops, ctx.clamps)).from_(
         member_rows.subquery(rows), copy=False
     )
     return keyed(query, [col(d, rows) for d in dims])
@@ -262,9 +293,9 @@ def per_member(
     return query.group_by(*[k.copy() for k in cell_keys], member.copy(), copy=False)
 
 
-def numerator_columns(statistics: Sequence[StatisticSpec]) -> list[str]:
+def numerator_columns(statistics: Sequence[StatisticSpec], clamped: bool = False) -> list[str]:
     """The columns of ``statistics`` (values and disclosure columns), in order."""
-    return [c for s in statistics for c in result_columns(s)]
+    return [c for s in statistics for c in result_columns(s, clamped)]
 
 
 Ctes = Sequence[tuple[str, exp.Expr]]
@@ -439,12 +470,14 @@ FROM mm
 
 
 def member_month_totals(
-    group_by: Sequence[Dimension], keys_: Sequence[exp.Column], rows: str = MM
+    group_by: Sequence[Dimension], keys_: Sequence[exp.Column], rows: str = MM,
+    clamped: bool = False,
 ) -> exp.Select:
     """``member_months`` and ``members`` of the member months ``rows`` (one per member and
     month, with :data:`KEY`) by ``keys_`` (with their disclosure columns: every member of a
     cell contributes to both). With no keys, the single cell exists only when somebody is
-    enrolled."""
+    enrolled. ``clamped``: with the clamped sum of member months (themselves: a member month
+    is one, so a member never holds more than the cell's months)."""
     member, key = col("member_id", rows), col(KEY, rows)
     members = distinct_members("members", member, key)
     query = exp.select(
@@ -454,6 +487,8 @@ def member_month_totals(
         exp.Max(this=key.copy()).as_("member_months" + KEY_HIGH),
         *members,
     ).from_(rows)
+    if clamped:
+        query = query.select(exp.Count(this=exp.Star()).as_("member_months" + CLAMPED))
     return keyed(members_counted(query, group_by), keys_)
 
 
@@ -493,11 +528,12 @@ def member_month_cells(
     ``statistics`` of ``numerator`` (keyed by the same member dimensions, with their disclosure
     columns; 0 where it has no row)."""
     dims = ctx.member_dims
-    denominator = member_month_totals(ctx.group_by, keys(ctx))
+    denominator = member_month_totals(ctx.group_by, keys(ctx), clamped=ctx.clamped)
     query = exp.select(
         *[col(d.value, "den") for d in dims],
-        *[col(c, "den") for c in numerator_columns(ctx.statistics(*DENOMINATOR))],
-        *[numerator_value(col(c, "num")).as_(c) for c in numerator_columns(statistics)],
+        *[col(c, "den") for c in numerator_columns(ctx.statistics(*DENOMINATOR), ctx.clamped)],
+        *[numerator_value(col(c, "num")).as_(c)
+          for c in numerator_columns(statistics, ctx.clamped)],
     ).from_(exp.alias_(exp.to_table("den"), "den"))
     on = (
         exp.and_(*[col(d.value, "num").eq(col(d.value, "den")) for d in dims])

@@ -55,7 +55,7 @@ def member_cost_share(ctx: BuildContext) -> exp.Select:
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_COST_SHARE), cell_keys, col("member_id", "r"))
     statistics = ctx.statistics(*COST_SHARE_STATISTICS)
-    numerator = member_cells(members, [k.name for k in cell_keys], statistics)
+    numerator = member_cells(ctx, members, [k.name for k in cell_keys], statistics)
     return member_month_cells(ctx, numerator, statistics, [("spend", member_month_spend(ctx))])
 
 
@@ -117,7 +117,8 @@ def distribution(ctx: BuildContext) -> exp.Select:
     on = [col(d.value, "b").eq(col(d.value, "t")) for d in ctx.group_by]
     query = exp.select(
         exp.Column(this=exp.Star(), table=exp.to_identifier("b")),
-        *[col(c, "t") for c in numerator_columns(ctx.statistics("members", "allowed_cents"))],
+        *[col(c, "t") for c in numerator_columns(ctx.statistics("members", "allowed_cents"),
+                                                  ctx.clamped)],
     ).from_(exp.alias_(exp.to_table("bins"), "b"))
     query = (
         query.join(exp.alias_(exp.to_table("totals"), "t"), on=exp.and_(*on))
@@ -150,7 +151,7 @@ def _person_totals(ctx: BuildContext, names: Sequence[str]) -> exp.Select:
             ),
             copy=False,
         )
-    return member_cells(rows, [d.value for d in ctx.group_by], ctx.statistics(*names))
+    return member_cells(ctx, rows, [d.value for d in ctx.group_by], ctx.statistics(*names))
 
 
 def high_cost_claimants(ctx: BuildContext) -> exp.Select:
@@ -183,5 +184,5 @@ def out_of_network_share(ctx: BuildContext) -> exp.Select:
     any other."""
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_NETWORK), cell_keys, col("member_id", "r"))
-    query = member_cells(members, [k.name for k in cell_keys], ctx.statistics())
+    query = member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(query, [*member_month_ctes(ctx), ("spend", member_month_spend(ctx))])

@@ -46,7 +46,7 @@ def churn(ctx: BuildContext) -> exp.Select:
     """Per member month: an add when not enrolled the month before, a term when not enrolled
     the month after, a death when the in-force span's death_date is in the month."""
     rows = "churn_rows"
-    query = member_month_totals(ctx.group_by, keys(ctx, member_table=rows), rows)
+    query = member_month_totals(ctx.group_by, keys(ctx, member_table=rows), rows, ctx.clamped)
     member, key = col("member_id", rows), col(KEY, rows)
     for name, flag in (("adds", "added"), ("terms", "termed"), ("deaths", "died")):
         query = query.select(

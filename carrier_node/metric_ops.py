@@ -58,7 +58,7 @@ def claims_lag(ctx: BuildContext) -> exp.Select:
     members = per_member(query, cell_keys, col("member_id", "r"))
     rows = sql.fill(_LAG_ROWS, last=sql.num(LAG_MONTHS), **ctx.period_values())
     return with_ctes(
-        member_cells(members, [k.name for k in cell_keys], ctx.statistics()),
+        member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics()),
         [*member_month_ctes(ctx), ("lag_rows", rows)],
     )
 
@@ -98,7 +98,7 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r"))
     return with_ctes(
-        member_cells(members, [k.name for k in cell_keys], ctx.statistics()),
+        member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics()),
         [
             *member_month_ctes(ctx),
             sql.later_versions(),
@@ -147,7 +147,7 @@ def data_quality(ctx: BuildContext) -> exp.Select:
     )
     for dim, values in ctx.query.filters:
         rows = rows.where(matches(col(dim.value, "m"), values))
-    query = member_cells(rows, [k.name for k in cell_keys], ctx.statistics())
+    query = member_cells(ctx, rows, [k.name for k in cell_keys], ctx.statistics())
     quality_months = sql.fill(_QUALITY_MONTHS, carrier=sql.lit(ctx.carrier_id))
     return with_ctes(
         query,

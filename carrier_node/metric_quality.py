@@ -43,7 +43,7 @@ def _persons_query(ctx: BuildContext, measure: str, ctes: list[tuple[str, exp.Ex
     """The measure's cells from ``measure``, one row per eligible person (see member_cells)
     with ``eligible`` 1 and the numerator's flag."""
     rows = sql.fill(measure)
-    query = member_cells(rows, [d.value for d in ctx.group_by], ctx.statistics())
+    query = member_cells(ctx, rows, [d.value for d in ctx.group_by], ctx.statistics())
     return with_ctes(
         query,
         [

@@ -54,7 +54,7 @@ def generic_dispensing_rate(ctx: BuildContext) -> exp.Select:
     """Final-action fills of the period in enrolled member months, and the generic ones."""
     cell_keys = keys(ctx, "r")
     rows = filter_lines(per_member(sql.fill(_GENERIC), cell_keys, col("member_id", "r")), ctx, "r")
-    query = member_cells(rows, [k.name for k in cell_keys], ctx.statistics())
+    query = member_cells(ctx, rows, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx)])
 
 
@@ -109,7 +109,7 @@ def specialty_share(ctx: BuildContext) -> exp.Select:
     rows = sql.fill(_SPECIALTY_ROWS, specialty=specialty, **ctx.period_values())
     cell_keys = keys(ctx)
     members = per_member(sql.fill(_SPECIALTY), cell_keys, col("member_id", "r"))
-    query = member_cells(members, [k.name for k in cell_keys], ctx.statistics())
+    query = member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(
         query,
         [
@@ -153,7 +153,7 @@ def spend_by_class(ctx: BuildContext) -> exp.Select:
     rows = sql.fill_query(_CLASS_ROWS, drug_class=_drug_class("p"), **ctx.period_values())
     cell_keys = keys(ctx, "r")
     members = filter_lines(per_member(sql.fill(_SPEND), cell_keys, col("member_id", "r")), ctx, "r")
-    query = member_cells(members, [k.name for k in cell_keys], ctx.statistics())
+    query = member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(query, [*member_month_ctes(ctx), *_fill_ctes(ctx), ("class_rows", rows)])
 
 
@@ -232,7 +232,7 @@ def rebate_share(ctx: BuildContext) -> exp.Select:
     for dim, values in ctx.query.filters:
         members = members.where(matches(col(dim.value, "r"), values))
     query = member_cells(
-        members, [k.name for k in cell_keys], ctx.statistics(),
+        ctx, members, [k.name for k in cell_keys], ctx.statistics(),
         tops={"rebate_cents": exp.Max(this=col("rebate_row_top", MEMBER_ROWS))},
     )
     query = query.having(sql.fill(_HAS_MEMBERS).expressions[0].copy(), copy=False)

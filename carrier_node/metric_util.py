@@ -43,7 +43,7 @@ def _events(ctx: BuildContext, per_member_rows: exp.Select, member: str, *names:
     joined to ``mm``, whose member column is ``member``), grouped by cell and member first."""
     cell_keys = keys(ctx)
     rows = per_member(per_member_rows, cell_keys, col("member_id", member))
-    return member_cells(rows, [k.name for k in cell_keys], ctx.statistics(*names))
+    return member_cells(ctx, rows, [k.name for k in cell_keys], ctx.statistics(*names))
 
 
 def inpatient(ctx: BuildContext) -> exp.Select:

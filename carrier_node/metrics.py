@@ -29,6 +29,7 @@ from carrier_node import (
     sql,
 )
 from carrier_node.metric_common import (
+    CLAMPED,
     DENOMINATOR,
     KEY_HIGH,
     KEY_LOW,
@@ -53,6 +54,7 @@ from fedoversight.errors import UnknownMetricError
 
 __all__ = [
     "BUILDERS",
+    "CLAMPED",
     "KEY_HIGH",
     "KEY_LOW",
     "REST",
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 
-def _cols(dims: tuple[Dimension, ...], table: str | None = None) -> list[exp.Expr]:
+def _cols(dims: tuple[Dimension, ...], table: str | None = None) -> list[exp.Column]:
     return [exp.column(d.value, table) for d in dims]
 
 
@@ -82,7 +84,9 @@ def _member_months(ctx: BuildContext) -> exp.Select:
 
 
 def enrollment_member_months(ctx: BuildContext) -> exp.Select:
-    query = _with_months(member_month_totals(ctx.group_by, _cols(ctx.group_by)), ctx)
+    query = _with_months(
+        member_month_totals(ctx.group_by, _cols(ctx.group_by), clamped=ctx.clamped), ctx
+    )
     return query.with_("mm", as_=_member_months(ctx))
 
 
@@ -117,7 +121,9 @@ def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Selec
         *[exp.column(d.value, "l") for d in line_dims],
     ]
     members = per_member(query, cell_keys, exp.column("member_id", "l"))
-    return member_cells(members, [k.name for k in cell_keys], ctx.statistics(*_CLAIM_STATISTICS))
+    return member_cells(
+        ctx, members, [k.name for k in cell_keys], ctx.statistics(*_CLAIM_STATISTICS)
+    )
 
 
 def _cost(ctx: BuildContext) -> exp.Select:
@@ -125,35 +131,83 @@ def _cost(ctx: BuildContext) -> exp.Select:
     dims = ctx.group_by
     member_dims = tuple(d for d in dims if d in sql.MEMBER_DIMENSIONS)
     num, den = exp.to_table("num"), exp.to_table("den")
-    claims = numerator_columns(ctx.statistics(*_CLAIM_STATISTICS))
-    select = exp.select(
-        *[exp.column(d.value, "num" if d not in member_dims else "den") for d in dims],
-        *[exp.column(c, "den") for c in numerator_columns(ctx.statistics(*DENOMINATOR))],
-        *[numerator_value(exp.column(c, "num")).as_(c) for c in claims],
-    )
-    on = [exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims]
+    claims = numerator_columns(ctx.statistics(*_CLAIM_STATISTICS), ctx.clamped)
+    denominators = numerator_columns(ctx.statistics(*DENOMINATOR), ctx.clamped)
+
+    def select(category_from: str = "num") -> exp.Select:
+        return exp.select(
+            *[exp.column(d.value, category_from if d not in member_dims else "den")
+              for d in dims],
+            *[exp.column(c, "den") for c in denominators],
+            *[numerator_value(exp.column(c, "num")).as_(c) for c in claims],
+        )
+
+    on: list[exp.Expr] = [
+        exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims
+    ]
+    query: exp.Select | exp.Union
     if len(member_dims) != len(dims):
         # One cell per category with claims; each divides its other keys' member months.
-        query = select.from_(exp.alias_(num, "num"))
+        query = select().from_(exp.alias_(num, "num"))
         query = (
             query.join(exp.alias_(den, "den"), on=exp.and_(*on))
             if on
             else query.join(exp.alias_(den, "den"), join_type="cross")
         )
+        complete = _complete_categories(ctx)
+        if complete:
+            query = _with_every_category(ctx, query, select("cats"), on, complete)
     else:
-        query = select.from_(exp.alias_(den, "den"))
+        query = select().from_(exp.alias_(den, "den"))
         query = (
             query.join(exp.alias_(num, "num"), on=exp.and_(*on), join_type="left")
             if on
             else query.join(exp.alias_(num, "num"), join_type="cross")
         )
-    return (
-        _with_months(query, ctx)
-        .with_("mm", as_=_member_months(ctx), copy=False)
-        .with_("lines", as_=_lines(ctx), copy=False)
-        .with_("den", as_=member_month_totals(member_dims, _cols(member_dims)), copy=False)
-        .with_("num", as_=_claims_by_cell(ctx, dims), copy=False)
+    ctes: list[tuple[str, exp.Expr]] = [
+        ("months", exp.select("*").from_(sql.months_cte(ctx.period))),
+        ("mm", _member_months(ctx)),
+        ("lines", _lines(ctx)),
+        ("den", member_month_totals(member_dims, _cols(member_dims), clamped=ctx.clamped)),
+        ("num", _claims_by_cell(ctx, dims)),
+    ]
+    cells = query if isinstance(query, exp.Select) else (
+        exp.select("*").from_(query.subquery("cells"))
     )
+    for name, body in ctes:
+        cells = cells.with_(name, as_=body, copy=False)
+    return cells
+
+
+def _complete_categories(ctx: BuildContext) -> tuple[str, ...]:
+    """The level-2 categories a query grouped by them lists for every other key whether or
+    not anybody had a claim there (the policy's sensitive ones, within the query's filter)."""
+    if Dimension.SERVICE_CATEGORY_2 not in ctx.group_by:
+        return ()
+    wanted = dict(ctx.query.filters).get(Dimension.SERVICE_CATEGORY_2)
+    return tuple(c for c in ctx.complete_categories if wanted is None or c in wanted)
+
+
+def _with_every_category(
+    ctx: BuildContext, query: exp.Select, complete_select: exp.Select, on: list[exp.Expr],
+    categories: tuple[str, ...],
+) -> exp.Union:
+    """``query``'s cells of other categories, and a cell of each of ``categories`` for every
+    member-dimension cell (zero where nobody had a claim): a category's presence then says
+    nothing, and disclosure control withholds it below its floor, zero included."""
+    category = Dimension.SERVICE_CATEGORY_2.value
+    listed = exp.values([(c,) for c in categories], alias="cats", columns=[category])
+    others = query.where(
+        exp.not_(exp.column(category, "num").isin(*[sql.lit(c) for c in categories]))
+    )
+    matched = [*(o.copy() for o in on),
+               exp.column(category, "num").eq(exp.column(category, "cats"))]
+    every = (
+        complete_select.from_(exp.alias_(exp.to_table("den"), "den"))
+        .join(listed, join_type="cross")
+        .join(exp.alias_(exp.to_table("num"), "num"), on=exp.and_(*matched), join_type="left")
+    )
+    return exp.union(others, every, distinct=False)
 
 
 def _lines(ctx: BuildContext) -> exp.Expr:

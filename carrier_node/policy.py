@@ -9,7 +9,14 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fedoversight.catalogue import METRICS
 from fedoversight.dimensions import Dimension
@@ -57,32 +64,62 @@ DEFAULT_SENSITIVE_GROUPS = (
 )
 
 
-class Dominance(BaseModel):
-    """The p% rule for dollar cells."""
+class Perturbation(BaseModel):
+    """Consistent (cell-key) perturbation of every released value: the default protection.
+    See ``docs/disclosure.md``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(default=True, description="apply the p% rule to dollar totals")
+    enabled: bool = Field(
+        default=True,
+        description="perturb released values (off releases exact values that many"
+        " overlapping queries can difference: for validation against known data only)",
+    )
+    count_max_noise: int = Field(
+        default=5, ge=1, le=10, description="counts move by at most this much either way"
+    )
+    count_variance: float = Field(
+        default=3.0, gt=0, description="variance of the noise added to counts"
+    )
     p_percent: float = Field(
         default=10.0, gt=0, le=100,
-        description="a dollar cell is suppressed when the total less its two largest member"
-        " contributions is under p% of the largest (the runner-up could estimate the largest"
-        " within p%)",
+        description="dollar totals and quantities move by at least this percent of their"
+        " largest member contribution, so no contributor's value can be estimated closer",
     )
+    spread: float = Field(
+        default=0.5, ge=0, le=2,
+        description="...and by at most p_percent × (1 + spread) percent of it",
+    )
+    key_version: int = Field(
+        default=1, ge=1,
+        description="version of the node's disclosure secret: raising it draws new noise for"
+        " every value (do it only with a new policy version; never lower it)",
+    )
+
+    @model_validator(mode="after")
+    def _table(self) -> Perturbation:
+        widest = self.count_max_noise * (self.count_max_noise + 1) / 3
+        if self.count_variance >= widest:
+            raise ValueError(
+                f"count_variance must be below {widest:.3g} for count_max_noise"
+                f" {self.count_max_noise}"
+            )
+        return self
 
 
 class DifferentialPrivacy(BaseModel):
-    """Optional OpenDP noise on released counts, under a persistent per-month budget."""
+    """Formal differential privacy (zCDP) instead of cell-key perturbation: OpenDP's Gaussian
+    mechanism on every statistic with a per-member bound, under a persistent per-month budget.
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    enabled: bool = Field(default=False, description="perturb released counts")
-    epsilon_per_query: float = Field(default=0.5, gt=0, description="ε spent by one query")
-    budget_per_month: float = Field(
-        default=4.0, gt=0, description="total ε each calendar month may spend"
+    enabled: bool = Field(default=False, description="release under differential privacy")
+    rho_per_query: float = Field(
+        default=0.05, gt=0, description="ρ (zCDP) one query spends, shared by its statistics"
     )
-    count_bound: int = Field(
-        default=10, ge=1, description="most events one member may add to an event count"
+    budget_per_month: float = Field(
+        default=1.0, gt=0, description="total ρ each calendar month may spend"
     )
 
 
@@ -108,13 +145,12 @@ class Policy(BaseModel):
         default=DEFAULT_SENSITIVE_GROUPS,
         description="diagnosis and service-category groups released at stricter cell sizes",
     )
-    dominance: Dominance = Field(default_factory=Dominance, description="p% rule")
-    differencing_guard: bool = Field(
-        default=True,
-        description="refuse cells that differ from an earlier release by 1 to min-1 members",
+    perturbation: Perturbation = Field(
+        default_factory=Perturbation, description="consistent perturbation (the default)"
     )
     differential_privacy: DifferentialPrivacy = Field(
-        default_factory=DifferentialPrivacy, description="optional noise and budget"
+        default_factory=DifferentialPrivacy,
+        description="formal differential privacy instead (the strict option)",
     )
 
     @field_validator("min_cell_size")
@@ -123,6 +159,25 @@ class Policy(BaseModel):
         if value < PROGRAM_FLOOR:
             raise ValueError(f"min_cell_size may not be below the program floor {PROGRAM_FLOOR}")
         return value
+
+    @model_validator(mode="after")
+    def _noise_below_floor(self) -> Policy:
+        # A perturbed count then never reads 0 (which means none) nor below zero.
+        if self.perturbation.count_max_noise >= self.min_cell_size:
+            raise ValueError("perturbation.count_max_noise must be below min_cell_size")
+        return self
+
+    @property
+    def sensitive_categories(self) -> tuple[str, ...]:
+        """Level-2 service categories of the sensitive groups (always listed in full)."""
+        return tuple(sorted({c for g in self.sensitive_groups for c in g.service_categories}))
+
+    def is_sensitive(self, key_values: dict[str, str], categories: tuple[str, ...] = ()) -> bool:
+        """Whether a cell is of a sensitive group (see :meth:`threshold_for`)."""
+        sensitive = self.sensitive_categories
+        return key_values.get("service_category_2") in sensitive or any(
+            c in sensitive for c in categories
+        )
 
     @field_validator("metrics")
     @classmethod
@@ -146,13 +201,17 @@ class Policy(BaseModel):
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def threshold_for(self, key_values: dict[str, str]) -> int:
-        """The cell-size floor of a cell: stricter when it is keyed by a sensitive group."""
+    def threshold_for(
+        self, key_values: dict[str, str], categories: tuple[str, ...] = ()
+    ) -> int:
+        """The floor of a cell: stricter when it is keyed by a sensitive group's category, or
+        when its query keeps only rows of ``categories`` (a level-2 filter) and one of them is
+        a sensitive group's."""
         floor = self.min_cell_size
-        category = key_values.get("service_category_2")
-        for group in self.sensitive_groups:
-            if category is not None and category in group.service_categories:
-                floor = max(floor, group.min_cell_size)
+        for category in (key_values.get("service_category_2"), *categories):
+            for group in self.sensitive_groups:
+                if category is not None and category in group.service_categories:
+                    floor = max(floor, group.min_cell_size)
         return floor
 
     def answered_metrics(self) -> list[str]:

@@ -26,8 +26,7 @@ from fedoversight.v1 import federation_pb2
 
 STATUS_LABELS = {
     Status.RELEASED: "released",
-    Status.SUPPRESSED_PRIMARY: "suppressed (primary)",
-    Status.SUPPRESSED_COMPLEMENTARY: "suppressed (complementary)",
+    Status.WITHHELD: "withheld",
     Status.PERTURBED: "perturbed",
 }
 
@@ -210,10 +209,10 @@ def format_change(stat: StatReview) -> str:
         return "new"
     change = stat.change
     if change is None:
-        if stat.status.suppressed and not stat.previous_status.suppressed:
-            return "now suppressed"
-        if stat.previous_status.suppressed and not stat.status.suppressed:
-            return "was suppressed"
+        if stat.status.withheld and not stat.previous_status.withheld:
+            return "now withheld"
+        if stat.previous_status.withheld and not stat.status.withheld:
+            return "was withheld"
         return "—"
     if stat.kind is StatKind.CENTS:
         text = f"{'+' if change >= 0 else '-'}${abs(change) / 100:,.2f}"
@@ -279,10 +278,12 @@ def review_json(view: Review) -> dict[str, JsonValue]:
             "version": t.table.version,
             "group_by": [str(g) for g in t.table.group_by],
             "disclosure": {
+                "method": str(d.method),
                 "released": d.cells_released,
-                "suppressed_primary": d.cells_suppressed_primary,
-                "suppressed_complementary": d.cells_suppressed_complementary,
+                "withheld": d.cells_withheld,
+                "partly_withheld": d.cells_partly_withheld,
                 "perturbed": d.cells_perturbed,
+                "withheld_statistics": {str(r): n for r, n in d.withheld},
                 "min_cell_size": d.min_cell_size,
             },
             "previous": None if prev is None else {

@@ -20,7 +20,7 @@ from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import RoundStore
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import QuerySpec
+from fedoversight.domain import QuerySpec, StatValue
 from fedoversight.errors import OversightError
 from fedoversight.logs import configure_logging
 from fedoversight.periods import Period
@@ -146,10 +146,10 @@ def show_outcome(outcome: RoundOutcome, *, per_carrier: bool = False) -> None:
             t.add_column(f.name.replace("_", " "), justify="right")
         t.add_column("status")
         for cell in table.cells:
-            stats = {s.name: s.value for s in cell.stats}
+            stats = {s.name: s for s in cell.stats}
             figures = {f.name: f for f in cell.figures}
             row = [v for _, v in cell.key]
-            row += [f"{stats[n]:,}" if isinstance(stats.get(n), int) else "" for n in stat_names]
+            row += [_stat_text(stats.get(n)) for n in stat_names]
             for f in spec.figures:
                 fig = figures.get(f.name)
                 row.append(
@@ -159,6 +159,19 @@ def show_outcome(outcome: RoundOutcome, *, per_carrier: bool = False) -> None:
             row.append(str(cell.status) + (" (incomplete)" if cell.incomplete else ""))
             t.add_row(*row)
         console.print(t)
+
+
+def _stat_text(stat: StatValue | None) -> str:
+    """A statistic as a table shows it: its value, and what a sum leaves out ("≤30 missing":
+    at most 30 of its unit; "+?": some carrier's withheld value, amount unknown)."""
+    if stat is None:
+        return ""
+    text = f"{stat.value:,}" if isinstance(stat.value, int) else (
+        "withheld" if stat.status.withheld else "")
+    missing = stat.missing
+    if missing is not None and stat.value is not None:
+        text += f" (≤{missing.at_most:,} missing)" if missing.at_most is not None else " (+?)"
+    return text
 
 
 @round_app.command("run")

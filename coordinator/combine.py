@@ -1,11 +1,15 @@
 """Combination of carriers' statistics into program-wide figures.
 
-Carriers return additive sufficient statistics per cell, so the program figure is exact: each
-statistic is summed over the carriers that have the cell (integers exactly, histograms bin by
-bin) and the catalogue's figure formulas are applied to the sums. A statistic some carrier
-suppressed cannot be summed: it is left out, and the combined statistic and cell are marked
-incomplete, as is every figure resting on it. A carrier without a cell of some key simply has
-nothing there (zero), which leaves the sum complete.
+Carriers return additive sufficient statistics per cell, so the program figure is exact over
+what they released: each statistic is summed over the carriers that have the cell (integers
+exactly, histograms bin by bin) and the catalogue's figure formulas are applied to the sums. A
+perturbed carrier value makes its sum perturbed (the noises add: see ``docs/disclosure.md``). A
+statistic some carrier withheld cannot be summed: it is left out, and the sum says what it
+misses (:class:`~fedoversight.domain.Missing`): how many carriers, and, where their nodes could
+say it, at most how much and on how many members — a withheld member count is below the
+carrier's floor, a withheld part is at most its released whole. Every figure resting on an
+incomplete statistic is incomplete. A carrier without a cell of some key simply has nothing
+there (zero), which leaves the sum complete.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from fedoversight.dimensions import Dimension
 from fedoversight.domain import (
     CellKey,
     DisclosureSummary,
+    Missing,
     QueryTable,
     Status,
     StatValue,
     StatValueType,
+    worst_status,
 )
 from fedoversight.errors import InvalidRequestError
 from fedoversight.histogram import Histogram
@@ -54,10 +60,16 @@ class CombinedCell:
     figures: tuple[FigureValue, ...]
     #: The worst status of the statistics (a partial sum of released values is released).
     status: Status
-    #: True when a carrier's statistic of this cell was suppressed, so a sum leaves it out.
-    incomplete: bool
-    #: Names of the statistics whose sums leave out a suppressed carrier value.
-    incomplete_stats: tuple[str, ...] = ()
+
+    @property
+    def incomplete_stats(self) -> tuple[str, ...]:
+        """Names of the statistics whose sums leave out a withheld carrier value."""
+        return tuple(s.name for s in self.stats if s.missing is not None)
+
+    @property
+    def incomplete(self) -> bool:
+        """True when some statistic's sum leaves out a carrier's withheld value."""
+        return any(s.missing is not None for s in self.stats)
 
     def stat(self, name: str) -> StatValue:
         for s in self.stats:
@@ -106,37 +118,46 @@ class _Accumulator:
     value: StatValueType | None = None
     released: bool = False
     perturbed: bool = False
-    #: The worst suppression seen, if any carrier's value was left out.
-    suppressed: Status | None = None
+    #: Carriers whose value is left out, and what is known of how much they leave out.
+    missing_carriers: int = 0
+    at_most: int | None = 0
+    members_at_most: int | None = 0
 
-    def add(self, stat: StatValue, kind: StatKind | None) -> None:
+    def add(self, stat: StatValue, kind: StatKind | None, bound: int | None) -> None:
+        """``bound``: at most how much a withheld value is (None: unknown)."""
         value = stat.value
-        if stat.status.suppressed or value is None:
-            self._left_out(stat.status)
+        if stat.status.withheld or value is None:
+            self.leave_out(stat.missing, bound)
             return
         _check_type(stat.name, value, kind)
         self.released = True
         self.perturbed = self.perturbed or stat.status is Status.PERTURBED
         self.value = value if self.value is None else _add(self.value, value, stat.name)
+        if stat.missing is not None:  # released, but leaving something out (histogram bins)
+            self.leave_out(stat.missing, stat.missing.at_most)
 
-    def leave_out_missing(self) -> None:
-        """A carrier has the cell but not this statistic: its part is unknown."""
-        self._left_out(Status.SUPPRESSED_PRIMARY)
-
-    def _left_out(self, status: Status) -> None:
-        if not status.suppressed:  # released but without a value: nothing to add
-            status = Status.SUPPRESSED_PRIMARY
-        if self.suppressed is None or status is Status.SUPPRESSED_PRIMARY:
-            self.suppressed = status
+    def leave_out(self, missing: Missing | None, bound: int | None) -> None:
+        """A carrier's part is unknown: withheld (with what it said of it) or absent."""
+        self.missing_carriers += missing.carriers if missing is not None else 1
+        self.at_most = None if self.at_most is None or bound is None else self.at_most + bound
+        members = missing.members_at_most if missing is not None else None
+        self.members_at_most = (
+            None if self.members_at_most is None or members is None
+            else self.members_at_most + members
+        )
 
     @property
     def incomplete(self) -> bool:
-        return self.suppressed is not None
+        return self.missing_carriers > 0
 
     def result(self, name: str) -> StatValue:
+        missing = None
+        if self.incomplete:
+            missing = Missing(self.missing_carriers, self.at_most, self.members_at_most)
         if not self.released:
-            return StatValue(name, self.suppressed or Status.SUPPRESSED_PRIMARY, None)
-        return StatValue(name, Status.PERTURBED if self.perturbed else Status.RELEASED, self.value)
+            return StatValue(name, Status.WITHHELD, None, missing)
+        status = Status.PERTURBED if self.perturbed else Status.RELEASED
+        return StatValue(name, status, self.value, missing)
 
 
 def _check_type(name: str, value: StatValueType, kind: StatKind | None) -> None:
@@ -219,23 +240,16 @@ def _figures(
     return tuple(out)
 
 
-def _worst(statuses: Iterable[Status]) -> Status:
-    seen = set(statuses)
-    for worst in (Status.SUPPRESSED_PRIMARY, Status.SUPPRESSED_COMPLEMENTARY, Status.PERTURBED):
-        if worst in seen:
-            return worst
-    return Status.RELEASED
-
-
 def _combine(scope: str, tables: Mapping[str, QueryTable], period: Period) -> ScopedTable:
     metric, version, group_by = _check_tables(tables)
     spec = catalogue.get_metric(metric, version)
     kinds = {s.name: s.kind for s in spec.statistics}
 
-    by_key: dict[CellKey, list[dict[str, StatValue]]] = {}
+    by_key: dict[CellKey, list[tuple[dict[str, StatValue], int]]] = {}
     undeclared = 0
     for carrier_id in sorted(tables):
         seen_keys: set[CellKey] = set()
+        noise = _count_noise(tables[carrier_id].disclosure)
         for cell in tables[carrier_id].cells:
             key = _normal_key(cell.key, group_by, carrier_id)
             if key in seen_keys:
@@ -249,7 +263,7 @@ def _combine(scope: str, tables: Mapping[str, QueryTable], period: Period) -> Sc
                     raise InvalidRequestError("a cell carries one statistic twice")
                 else:
                     stats[stat.name] = stat
-            by_key.setdefault(key, []).append(stats)
+            by_key.setdefault(key, []).append((stats, noise))
     if undeclared:
         logger.warning(
             "%d statistics not declared by %s@%d were left out", undeclared, metric, version
@@ -258,28 +272,48 @@ def _combine(scope: str, tables: Mapping[str, QueryTable], period: Period) -> Sc
     return ScopedTable(scope, metric, version, group_by, cells)
 
 
+def _count_noise(summary: DisclosureSummary) -> int:
+    """How far a carrier's released counts may be from the truth (its table's noise bound)."""
+    return summary.perturbation.count_max_noise if summary.perturbation is not None else 0
+
+
+def _withheld_bound(
+    spec: MetricSpec, name: str, stats: Mapping[str, StatValue], noise: int
+) -> int | None:
+    """At most how much a carrier's withheld value is: what its node said, or for a part
+    withheld because its rest is small, its whole as released (plus the count noise)."""
+    stat = stats.get(name)
+    if stat is not None and stat.missing is not None and stat.missing.at_most is not None:
+        return stat.missing.at_most
+    whole_name = spec.statistic(name).part_of
+    whole = stats.get(whole_name) if whole_name is not None else None
+    if (
+        whole is not None and isinstance(whole.value, int) and whole.missing is None
+        and spec.statistic(name).kind is StatKind.MEMBERS
+    ):
+        return max(0, whole.value + noise)
+    return None
+
+
 def _combine_cell(
-    spec: MetricSpec, key: CellKey, carrier_cells: list[dict[str, StatValue]], period: Period
+    spec: MetricSpec, key: CellKey, carrier_cells: list[tuple[dict[str, StatValue], int]],
+    period: Period,
 ) -> CombinedCell:
     kinds = {s.name: s.kind for s in spec.statistics}
-    names = _ordered_names(spec, (n for c in carrier_cells for n in c))
+    names = _ordered_names(spec, (n for c, _ in carrier_cells for n in c))
     stats: dict[str, StatValue] = {}
-    incomplete: list[str] = []
     for name in names:
         acc = _Accumulator()
-        for cell in carrier_cells:
+        for cell, noise in carrier_cells:
             if name in cell:
-                acc.add(cell[name], kinds[name])
+                acc.add(cell[name], kinds[name], _withheld_bound(spec, name, cell, noise))
             else:  # this carrier has the cell but not the statistic: its part is unknown
-                acc.leave_out_missing()
+                acc.leave_out(None, None)
         stats[name] = acc.result(name)
-        if acc.incomplete:
-            incomplete.append(name)
+    incomplete = {n for n, s in stats.items() if s.missing is not None}
     return CombinedCell(
         key=key,
         stats=tuple(stats.values()),
-        figures=_figures(spec, stats, set(incomplete), months_in_cell(key, period)),
-        status=_worst(s.status for s in stats.values()),
-        incomplete=bool(incomplete),
-        incomplete_stats=tuple(incomplete),
+        figures=_figures(spec, stats, incomplete, months_in_cell(key, period)),
+        status=worst_status(s.status for s in stats.values()),
     )

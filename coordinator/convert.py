@@ -100,7 +100,6 @@ def table_from_pb(msg: operator_pb2.ScopedTable) -> ScopedTable:
                     for f in c.figures
                 ),
                 status=wire.status_from_pb(c.status) if c.status else Status.RELEASED,
-                incomplete=c.incomplete,
             )
         )
     return ScopedTable(

@@ -1,9 +1,11 @@
 """Tidy exports of combined tables: a long CSV for analysis, a JSON document with everything.
 
-The CSV has one row per scope, cell and statistic, and one per figure. A suppressed statistic
-has an empty value and its status; a sum that leaves out a suppressed carrier value has status
-``incomplete``, as has a figure resting on one. Histograms do not fit a row: they are left out
-of the CSV and given in full in the JSON.
+The CSV has one row per scope, cell and statistic, and one per figure. A withheld statistic
+has an empty value and its status; a sum that leaves out a withheld carrier value has status
+``incomplete``, as has a figure resting on one, and says what it leaves out: from how many
+carriers (``missing_carriers``), at most how much in its own unit (``missing_at_most``, empty
+when unknown, as for dollars) and on how many members at most (``missing_members_at_most``).
+Histograms do not fit a row: they are left out of the CSV and given in full in the JSON.
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from fedoversight import catalogue
 from fedoversight.catalogue import StatKind
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import StatValue, StatValueType
+from fedoversight.domain import Missing, StatValue, StatValueType
 from fedoversight.errors import UnknownMetricError
 from fedoversight.histogram import Histogram
 
 TIDY_COLUMNS_FIXED = ("metric", "scope")
-TIDY_COLUMNS_TAIL = ("statistic", "value", "status")
+TIDY_COLUMNS_TAIL = (
+    "statistic", "value", "status", "missing_carriers", "missing_at_most",
+    "missing_members_at_most",
+)
 #: Status of a sum leaving out a suppressed value, and of a figure resting on one.
 INCOMPLETE = "incomplete"
 RELEASED = "released"
@@ -57,6 +62,7 @@ def tidy_rows(tables: Sequence[ScopedTable]) -> pd.DataFrame:
                         "statistic": stat.name,
                         "value": _scalar(stat.value),
                         "status": _stat_status(cell, stat),
+                        **_missing_columns(stat.missing),
                     }
                 )
             for fig in cell.figures:
@@ -96,9 +102,30 @@ def _histogram_statistics(table: ScopedTable) -> frozenset[str]:
 
 
 def _stat_status(cell: CombinedCell, stat: StatValue) -> str:
-    if stat.value is not None and stat.name in cell.incomplete_stats:
+    if stat.value is not None and stat.missing is not None:
         return INCOMPLETE
     return str(stat.status)
+
+
+def _missing_columns(missing: Missing | None) -> dict[str, object]:
+    if missing is None:
+        return {}
+    return {
+        "missing_carriers": missing.carriers,
+        "missing_at_most": missing.at_most,
+        "missing_members_at_most": missing.members_at_most,
+    }
+
+
+def _missing_json(missing: Missing | None) -> dict[str, object] | None:
+    if missing is None:
+        return None
+    return {
+        "carriers": missing.carriers,
+        "at_most": missing.at_most,
+        "members_at_most": missing.members_at_most,
+        **({"reason": str(missing.reason)} if missing.reason is not None else {}),
+    }
 
 
 def _finite(value: float) -> float | None:
@@ -115,7 +142,8 @@ def _scalar(value: StatValueType | None) -> _Scalar:
 
 def _value_json(value: StatValueType | None) -> object:
     if isinstance(value, Histogram):
-        return {"counts": list(value.counts), "sums_cents": list(value.sums_cents)}
+        return {"counts": list(value.counts), "sums_cents": list(value.sums_cents),
+                "withheld_bins": list(value.withheld_bins)}
     return _scalar(value)
 
 
@@ -132,7 +160,8 @@ def _cell_json(cell: CombinedCell) -> dict[str, object]:
             {
                 "name": s.name,
                 "status": str(s.status),
-                "incomplete": s.name in cell.incomplete_stats,
+                "incomplete": s.missing is not None,
+                "missing": _missing_json(s.missing),
                 "value": _value_json(s.value),
             }
             for s in cell.stats

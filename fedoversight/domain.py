@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -12,14 +13,47 @@ from fedoversight.periods import Period
 
 
 class Status(StrEnum):
+    """How a value was released: exactly (``released``: where the carrier's policy turns
+    perturbation off, and true zeros), with noise (``perturbed``), or not at all."""
+
     RELEASED = "released"
-    SUPPRESSED_PRIMARY = "suppressed-primary"
-    SUPPRESSED_COMPLEMENTARY = "suppressed-complementary"
     PERTURBED = "perturbed"
+    WITHHELD = "withheld"
 
     @property
-    def suppressed(self) -> bool:
-        return self in (Status.SUPPRESSED_PRIMARY, Status.SUPPRESSED_COMPLEMENTARY)
+    def withheld(self) -> bool:
+        return self is Status.WITHHELD
+
+
+class Withheld(StrEnum):
+    """Why a carrier withheld a value."""
+
+    #: It rests on fewer members than the floor (1 to 10 at the program floor).
+    SMALL = "small"
+    #: It is part of another statistic, and the rest (whole less part) rests on too few.
+    REST = "rest"
+    #: A cell of a sensitive category below its stricter floor (zero included, so that its
+    #: presence says nothing).
+    SENSITIVE = "sensitive"
+    #: Not released under the carrier's differential privacy (no per-member bound).
+    PRIVACY = "privacy"
+
+
+@dataclass(frozen=True)
+class Missing:
+    """What a value leaves out: for a carrier's withheld value, the value itself; for a
+    program-wide sum, the withheld values of the carriers it could not add."""
+
+    #: Carriers whose value is missing.
+    carriers: int
+    #: At most this much is missing, in the statistic's own unit (None: no bound is known,
+    #: e.g. dollars).
+    at_most: int | None = None
+    #: The missing values rest on at most this many members in all (None for totals no
+    #: member contributes to).
+    members_at_most: int | None = None
+    #: Why, for a carrier's own withheld value (None in a program sum).
+    reason: Withheld | None = None
 
 
 StatValueType = int | float | Histogram
@@ -61,6 +95,13 @@ class StatValue:
     name: str
     status: Status
     value: StatValueType | None
+    #: What the value leaves out: set for a withheld value, and for a program-wide sum that
+    #: could not add some carrier's (see :class:`Missing`).
+    missing: Missing | None = None
+
+    @property
+    def complete(self) -> bool:
+        return self.missing is None
 
 
 CellKey = tuple[tuple[Dimension, str], ...]
@@ -73,11 +114,7 @@ class CellResult:
 
     @property
     def status(self) -> Status:
-        statuses = {s.status for s in self.stats}
-        for worst in (Status.SUPPRESSED_PRIMARY, Status.SUPPRESSED_COMPLEMENTARY, Status.PERTURBED):
-            if worst in statuses:
-                return worst
-        return Status.RELEASED
+        return worst_status(s.status for s in self.stats)
 
     def stat(self, name: str) -> StatValue:
         for s in self.stats:
@@ -86,28 +123,72 @@ class CellResult:
         raise KeyError(name)
 
 
+def worst_status(statuses: Iterable[Status]) -> Status:
+    """A cell's status from its statistics': withheld, else perturbed, else released."""
+    seen = set(statuses)
+    for worst in (Status.WITHHELD, Status.PERTURBED):
+        if worst in seen:
+            return worst
+    return Status.RELEASED
+
+
+class Method(StrEnum):
+    """How a carrier's node protects what it releases."""
+
+    #: Consistent perturbation (the default): counts from a perturbation table, magnitudes in
+    #: proportion to their largest contribution, noise drawn from each value's contents.
+    CELL_KEY = "cell-key perturbation"
+    #: Formal differential privacy (zCDP, OpenDP's Gaussian mechanism) under a budget.
+    DIFFERENTIAL_PRIVACY = "differential privacy (zCDP)"
+    #: Exact values (minimum sizes only): for validation against known data, not for claims.
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class NoiseScale:
+    """Differential privacy: one statistic's noise (standard deviation) and privacy loss."""
+
     statistic: str
     scale: float
-    epsilon: float
+    rho: float
+
+
+@dataclass(frozen=True)
+class Perturbation:
+    """The published parameters of cell-key perturbation (never the node's secret)."""
+
+    #: Counts: noise between −count_max_noise and +count_max_noise, mean 0, this variance.
+    count_max_noise: int
+    count_variance: float
+    #: Magnitudes: noise between p% and p%·(1 + spread) of the largest contribution.
+    p_percent: float
+    spread: float
+    #: Which of the node's secrets drew the noise (a new one means new noise for every value).
+    key_version: int
 
 
 @dataclass(frozen=True)
 class DisclosureSummary:
     min_cell_size: int
+    #: Cells by what was done to their statistics: all released (exact or perturbed), all
+    #: withheld, or some withheld; and cells with a perturbed statistic.
     cells_released: int = 0
-    cells_suppressed_primary: int = 0
-    cells_suppressed_complementary: int = 0
+    cells_withheld: int = 0
+    cells_partly_withheld: int = 0
     cells_perturbed: int = 0
     policy_digest: str = ""
+    method: Method = Method.CELL_KEY
+    #: Cell-key perturbation's parameters (None under another method).
+    perturbation: Perturbation | None = None
+    #: Statistics withheld, by reason.
+    withheld: tuple[tuple[Withheld, int], ...] = ()
     #: Differential privacy, when applied: the mechanism, each perturbed statistic's noise
-    #: scale and privacy loss, the ε charged to every month of the period, and the least
+    #: and privacy loss, the ρ (zCDP) charged to every month of the period, and the least
     #: budget any of those months has left afterwards.
     noise_mechanism: str = ""
     noise_scales: tuple[NoiseScale, ...] = ()
-    epsilon_spent: float = 0.0
-    epsilon_remaining: float = 0.0
+    rho_spent: float = 0.0
+    rho_remaining: float = 0.0
 
 
 @dataclass(frozen=True)

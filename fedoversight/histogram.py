@@ -48,6 +48,9 @@ def bin_bounds_cents(index: int) -> tuple[float, float]:
 class Histogram:
     counts: tuple[int, ...]
     sums_cents: tuple[int, ...]
+    #: Bins a carrier withheld (their count and cents read 0 here); in a sum over carriers,
+    #: the bins some carrier withheld.
+    withheld_bins: tuple[int, ...] = ()
 
     @classmethod
     def empty(cls) -> Histogram:
@@ -57,6 +60,7 @@ class Histogram:
         return Histogram(
             tuple(a + b for a, b in zip(self.counts, other.counts, strict=True)),
             tuple(a + b for a, b in zip(self.sums_cents, other.sums_cents, strict=True)),
+            tuple(sorted(set(self.withheld_bins) | set(other.withheld_bins))),
         )
 
     @property

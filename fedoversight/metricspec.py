@@ -98,12 +98,34 @@ class MetricSpec:
             if s.part_of is not None and kinds.get(s.part_of) is not s.kind:
                 raise ValueError(f"{self.name}.{s.name} is part of no statistic of its kind")
             summed = s.kind not in (StatKind.MEMBERS, StatKind.HISTOGRAM)
-            if summed and s.by_members and s.bound is None:
-                raise ValueError(f"{self.name}.{s.name} declares no per-member bound")
+            if summed and s.by_members and (s.bound is None or s.rests_on is None):
+                raise ValueError(f"{self.name}.{s.name} declares no per-member bound or people")
 
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
+
+    @property
+    def per_person(self) -> bool:
+        """Whether a cell's rows are people (one each, attributed once for the period) rather
+        than member months (cost.distribution, high-cost claimants, quality measures)."""
+        return not self.dimensions & {Dimension.MONTH, Dimension.QUARTER}
+
+    def months_per_cell(self, group_by: tuple[Dimension, ...], months: int) -> int:
+        """The most member months of one member a cell can hold (1 for people)."""
+        if self.per_person or Dimension.MONTH in group_by:
+            return 1
+        return min(3, months) if Dimension.QUARTER in group_by else months
+
+    def contribution_clamp(
+        self, stat: StatisticSpec, group_by: tuple[Dimension, ...], months: int
+    ) -> int | None:
+        """The most one member may contribute to ``stat`` in one cell under differential
+        privacy (its declared bound per member month, times the member months a cell can
+        hold); None where nothing is clamped (members, histograms, totals of no member)."""
+        if stat.bound is None or not stat.by_members:
+            return None
+        return stat.bound * self.months_per_cell(group_by, months)
 
     def statistic(self, name: str) -> StatisticSpec:
         for s in self.statistics:

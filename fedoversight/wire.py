@@ -19,7 +19,10 @@ from fedoversight.dimensions import Dimension, check_value
 from fedoversight.domain import (
     CellResult,
     DisclosureSummary,
+    Method,
+    Missing,
     NoiseScale,
+    Perturbation,
     QuerySpec,
     QueryTable,
     RequestSpec,
@@ -27,6 +30,7 @@ from fedoversight.domain import (
     Status,
     StatValue,
     StatValueType,
+    Withheld,
 )
 from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.histogram import LAYOUT_VERSION, N_BINS, Histogram
@@ -45,11 +49,20 @@ _DIM_TO_PB: dict[Dimension, types_pb2.Dimension.ValueType] = {
 _DIM_FROM_PB = {v: k for k, v in _DIM_TO_PB.items()}
 _STATUS_TO_PB: dict[Status, types_pb2.CellStatus.ValueType] = {
     Status.RELEASED: types_pb2.CELL_STATUS_RELEASED,
-    Status.SUPPRESSED_PRIMARY: types_pb2.CELL_STATUS_SUPPRESSED_PRIMARY,
-    Status.SUPPRESSED_COMPLEMENTARY: types_pb2.CELL_STATUS_SUPPRESSED_COMPLEMENTARY,
+    Status.WITHHELD: types_pb2.CELL_STATUS_WITHHELD,
     Status.PERTURBED: types_pb2.CELL_STATUS_PERTURBED,
 }
 _STATUS_FROM_PB = {v: k for k, v in _STATUS_TO_PB.items()}
+_REASON_TO_PB: dict[Withheld, types_pb2.WithheldReason.ValueType] = {
+    r: types_pb2.WithheldReason.Value(f"WITHHELD_REASON_{r.name}") for r in Withheld
+}
+_REASON_FROM_PB = {v: k for k, v in _REASON_TO_PB.items()}
+_METHOD_TO_PB: dict[Method, types_pb2.DisclosureMethod.ValueType] = {
+    Method.CELL_KEY: types_pb2.DISCLOSURE_METHOD_CELL_KEY,
+    Method.DIFFERENTIAL_PRIVACY: types_pb2.DISCLOSURE_METHOD_DIFFERENTIAL_PRIVACY,
+    Method.NONE: types_pb2.DISCLOSURE_METHOD_NONE,
+}
+_METHOD_FROM_PB = {v: k for k, v in _METHOD_TO_PB.items()}
 
 
 def dimension_to_pb(dim: Dimension) -> types_pb2.Dimension.ValueType:
@@ -220,15 +233,43 @@ def digest(data: bytes) -> bytes:
 # --- results ----------------------------------------------------------------------------------
 
 
+def missing_to_pb(missing: Missing) -> types_pb2.Missing:
+    msg = types_pb2.Missing(carriers=missing.carriers)
+    if missing.at_most is not None:
+        msg.at_most = missing.at_most
+    if missing.members_at_most is not None:
+        msg.members_at_most = missing.members_at_most
+    if missing.reason is not None:
+        msg.reason = _REASON_TO_PB[missing.reason]
+    return msg
+
+
+def missing_from_pb(msg: types_pb2.Missing) -> Missing:
+    reason = None
+    if msg.reason:
+        try:
+            reason = _REASON_FROM_PB[msg.reason]
+        except KeyError:
+            raise InvalidRequestError("unknown withheld reason") from None
+    at_most = msg.at_most if msg.HasField("at_most") else None
+    members = msg.members_at_most if msg.HasField("members_at_most") else None
+    if (at_most is not None and at_most < 0) or (members is not None and members < 0):
+        raise InvalidRequestError("a missing bound below zero")
+    return Missing(msg.carriers, at_most, members, reason)
+
+
 def stat_to_pb(stat: StatValue) -> types_pb2.Statistic:
     msg = types_pb2.Statistic(name=stat.name, status=status_to_pb(stat.status))
+    if stat.missing is not None:
+        msg.missing.CopyFrom(missing_to_pb(stat.missing))
     value = stat.value
-    if value is None or stat.status.suppressed:
+    if value is None or stat.status.withheld:
         return msg
     if isinstance(value, Histogram):
         msg.histogram.layout_version = LAYOUT_VERSION
         msg.histogram.counts.extend(value.counts)
         msg.histogram.sums_cents.extend(value.sums_cents)
+        msg.histogram.withheld_bins.extend(value.withheld_bins)
     elif isinstance(value, bool):
         raise TypeError("a statistic is never a bool")
     elif isinstance(value, int):
@@ -247,12 +288,20 @@ def stat_from_pb(msg: types_pb2.Statistic) -> StatValue:
         value = msg.real
     elif which == "histogram":
         h = msg.histogram
-        if h.layout_version != LAYOUT_VERSION or len(h.counts) != N_BINS:
+        if (h.layout_version != LAYOUT_VERSION or len(h.counts) != N_BINS
+                or len(h.sums_cents) != N_BINS):
             raise InvalidRequestError("histogram layout mismatch")
-        value = Histogram(tuple(h.counts), tuple(h.sums_cents))
+        withheld = tuple(h.withheld_bins)
+        if any(b >= N_BINS for b in withheld) or list(withheld) != sorted(set(withheld)):
+            raise InvalidRequestError("histogram withheld bins out of range")
+        value = Histogram(tuple(h.counts), tuple(h.sums_cents), withheld)
     else:
         value = None
-    return StatValue(name=msg.name, status=status_from_pb(msg.status), value=value)
+    missing = missing_from_pb(msg.missing) if msg.HasField("missing") else None
+    status = status_from_pb(msg.status)
+    if status.withheld and value is not None:
+        raise InvalidRequestError("a withheld statistic carries a value")
+    return StatValue(name=msg.name, status=status, value=value, missing=missing)
 
 
 def cell_to_pb(cell: CellResult) -> types_pb2.Cell:
@@ -293,21 +342,36 @@ def result_to_pb(res: ResultSpec) -> types_pb2.MetricResult:
 
 
 def disclosure_to_pb(d: DisclosureSummary) -> types_pb2.DisclosureSummary:
-    return types_pb2.DisclosureSummary(
+    msg = types_pb2.DisclosureSummary(
         min_cell_size=d.min_cell_size,
         cells_released=d.cells_released,
-        cells_suppressed_primary=d.cells_suppressed_primary,
-        cells_suppressed_complementary=d.cells_suppressed_complementary,
+        cells_withheld=d.cells_withheld,
+        cells_partly_withheld=d.cells_partly_withheld,
         cells_perturbed=d.cells_perturbed,
         policy_digest=d.policy_digest,
+        method=_METHOD_TO_PB[d.method],
+        withheld=[
+            types_pb2.WithheldCount(reason=_REASON_TO_PB[r], statistics=n) for r, n in d.withheld
+        ],
         noise_mechanism=d.noise_mechanism,
         noise_scales=[
-            types_pb2.NoiseScale(statistic=n.statistic, scale=n.scale, epsilon=n.epsilon)
+            types_pb2.NoiseScale(statistic=n.statistic, scale=n.scale, rho=n.rho)
             for n in d.noise_scales
         ],
-        epsilon_spent=d.epsilon_spent,
-        epsilon_remaining=d.epsilon_remaining,
+        rho_spent=d.rho_spent,
+        rho_remaining=d.rho_remaining,
     )
+    if d.perturbation is not None:
+        p = d.perturbation
+        msg.perturbation.CopyFrom(types_pb2.Perturbation(
+            count_max_noise=p.count_max_noise, count_variance=p.count_variance,
+            p_percent=p.p_percent, spread=p.spread, key_version=p.key_version,
+        ))
+    return msg
+
+
+def _finite(*values: float) -> bool:
+    return all(math.isfinite(v) and v >= 0 for v in values)
 
 
 def disclosure_from_pb(
@@ -318,22 +382,38 @@ def disclosure_from_pb(
     for n in d.noise_scales:
         if n.statistic not in known:
             raise InvalidRequestError("noise scale of an unknown statistic")
-        if not (math.isfinite(n.scale) and n.scale >= 0 and math.isfinite(n.epsilon)):
+        if not _finite(n.scale, n.rho):
             raise InvalidRequestError("malformed noise scale")
-        scales.append(NoiseScale(n.statistic, n.scale, n.epsilon))
-    if not (math.isfinite(d.epsilon_spent) and math.isfinite(d.epsilon_remaining)):
+        scales.append(NoiseScale(n.statistic, n.scale, n.rho))
+    if not _finite(d.rho_spent, d.rho_remaining):
         raise InvalidRequestError("malformed privacy budget")
+    try:
+        method = _METHOD_FROM_PB[d.method]
+        withheld = tuple((_REASON_FROM_PB[w.reason], w.statistics) for w in d.withheld)
+    except KeyError:
+        raise InvalidRequestError("unknown disclosure method or withheld reason") from None
+    perturbation = None
+    if d.HasField("perturbation"):
+        p = d.perturbation
+        if not _finite(p.count_variance, p.p_percent, p.spread):
+            raise InvalidRequestError("malformed perturbation parameters")
+        perturbation = Perturbation(
+            p.count_max_noise, p.count_variance, p.p_percent, p.spread, p.key_version
+        )
     return DisclosureSummary(
         min_cell_size=d.min_cell_size,
         cells_released=d.cells_released,
-        cells_suppressed_primary=d.cells_suppressed_primary,
-        cells_suppressed_complementary=d.cells_suppressed_complementary,
+        cells_withheld=d.cells_withheld,
+        cells_partly_withheld=d.cells_partly_withheld,
         cells_perturbed=d.cells_perturbed,
         policy_digest=d.policy_digest,
+        method=method,
+        perturbation=perturbation,
+        withheld=withheld,
         noise_mechanism=d.noise_mechanism,
         noise_scales=tuple(scales),
-        epsilon_spent=d.epsilon_spent,
-        epsilon_remaining=d.epsilon_remaining,
+        rho_spent=d.rho_spent,
+        rho_remaining=d.rho_remaining,
     )
 
 

@@ -107,16 +107,15 @@ def print_tables(tables: Sequence[ScopedTable], console: Console, period: Period
 def disclosure_line(tables: Sequence[ScopedTable]) -> str:
     """How much the carriers' disclosure control withheld, from their nodes' summaries."""
     summaries = [t.disclosure for t in tables if t.disclosure is not None]
-    cells = sum(d.cells_released + d.cells_suppressed_primary
-                + d.cells_suppressed_complementary for d in summaries)
-    primary = sum(d.cells_suppressed_primary for d in summaries)
-    complementary = sum(d.cells_suppressed_complementary for d in summaries)
+    cells = sum(d.cells_released + d.cells_withheld + d.cells_partly_withheld for d in summaries)
+    whole = sum(d.cells_withheld for d in summaries)
+    partly = sum(d.cells_partly_withheld for d in summaries)
     program = [c for t in tables if t.scope == "program" for c in t.cells]
     incomplete = sum(1 for c in program if c.incomplete)
     return (
-        f"carrier cells withheld by disclosure control: {primary + complementary:,} of"
-        f" {cells:,} ({primary:,} primary, {complementary:,} complementary); program cells"
-        f" marked incomplete: {incomplete:,} of {len(program):,}"
+        f"carrier cells with a value withheld by disclosure control: {whole + partly:,} of"
+        f" {cells:,} ({whole:,} wholly, {partly:,} partly); program cells leaving a carrier's"
+        f" value out: {incomplete:,} of {len(program):,}"
     )
 
 

@@ -251,7 +251,9 @@ class Figure(_message.Message):
     name: _builtins.str
     value: _builtins.float
     complete: _builtins.bool
-    """False when any statistic it rests on was suppressed at some carrier in scope."""
+    """False when any statistic it rests on leaves out a carrier's withheld value (see
+    Statistic.missing for how much at most).
+    """
     def __init__(
         self,
         *,
@@ -269,7 +271,10 @@ Global___Figure: _TypeAlias = Figure  # noqa: Y015
 
 @_typing.final
 class CombinedCell(_message.Message):
-    """One cell of a combined table: summed statistics plus derived figures."""
+    """One cell of a combined table: summed statistics plus derived figures. A statistic that
+    leaves out a carrier's withheld value carries Statistic.missing: how many carriers, and at
+    most how much (in its unit, where known) and on how many members.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -280,7 +285,7 @@ class CombinedCell(_message.Message):
     INCOMPLETE_FIELD_NUMBER: _builtins.int
     status: _types_pb2.CellStatus.ValueType
     incomplete: _builtins.bool
-    """True when a carrier's cell with this key was suppressed, so the sums leave something out."""
+    """True when some statistic leaves out a carrier's withheld value."""
     @_builtins.property
     def key(self) -> _containers.RepeatedCompositeFieldContainer[_types_pb2.GroupKey]: ...
     @_builtins.property

@@ -76,18 +76,83 @@ class _CellStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CellStatus
     DESCRIPTOR: _descriptor.EnumDescriptor
     CELL_STATUS_UNSPECIFIED: _CellStatus.ValueType  # 0
     CELL_STATUS_RELEASED: _CellStatus.ValueType  # 1
-    CELL_STATUS_SUPPRESSED_PRIMARY: _CellStatus.ValueType  # 2
-    CELL_STATUS_SUPPRESSED_COMPLEMENTARY: _CellStatus.ValueType  # 3
+    """Exactly: where the carrier's policy turns perturbation off, and true zeros."""
+    CELL_STATUS_WITHHELD: _CellStatus.ValueType  # 2
+    """Not at all (see Missing.reason)."""
     CELL_STATUS_PERTURBED: _CellStatus.ValueType  # 4
+    """With noise, within the bounds its table's DisclosureSummary states."""
 
-class CellStatus(_CellStatus, metaclass=_CellStatusEnumTypeWrapper): ...
+class CellStatus(_CellStatus, metaclass=_CellStatusEnumTypeWrapper):
+    """How a value was released."""
 
 CELL_STATUS_UNSPECIFIED: CellStatus.ValueType  # 0
 CELL_STATUS_RELEASED: CellStatus.ValueType  # 1
-CELL_STATUS_SUPPRESSED_PRIMARY: CellStatus.ValueType  # 2
-CELL_STATUS_SUPPRESSED_COMPLEMENTARY: CellStatus.ValueType  # 3
+"""Exactly: where the carrier's policy turns perturbation off, and true zeros."""
+CELL_STATUS_WITHHELD: CellStatus.ValueType  # 2
+"""Not at all (see Missing.reason)."""
 CELL_STATUS_PERTURBED: CellStatus.ValueType  # 4
+"""With noise, within the bounds its table's DisclosureSummary states."""
 Global___CellStatus: _TypeAlias = CellStatus  # noqa: Y015
+
+class _WithheldReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _WithheldReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_WithheldReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    WITHHELD_REASON_UNSPECIFIED: _WithheldReason.ValueType  # 0
+    WITHHELD_REASON_SMALL: _WithheldReason.ValueType  # 1
+    """It rests on fewer members than the carrier's floor (1 to 10 at the program floor)."""
+    WITHHELD_REASON_REST: _WithheldReason.ValueType  # 2
+    """It is part of another statistic (screened of eligible) and the rest rests on too few."""
+    WITHHELD_REASON_SENSITIVE: _WithheldReason.ValueType  # 3
+    """A sensitive category's cell below its stricter floor, zero included (so its presence
+    says nothing).
+    """
+    WITHHELD_REASON_PRIVACY: _WithheldReason.ValueType  # 4
+    """Not released under the carrier's differential privacy."""
+
+class WithheldReason(_WithheldReason, metaclass=_WithheldReasonEnumTypeWrapper):
+    """Why a carrier withheld a value."""
+
+WITHHELD_REASON_UNSPECIFIED: WithheldReason.ValueType  # 0
+WITHHELD_REASON_SMALL: WithheldReason.ValueType  # 1
+"""It rests on fewer members than the carrier's floor (1 to 10 at the program floor)."""
+WITHHELD_REASON_REST: WithheldReason.ValueType  # 2
+"""It is part of another statistic (screened of eligible) and the rest rests on too few."""
+WITHHELD_REASON_SENSITIVE: WithheldReason.ValueType  # 3
+"""A sensitive category's cell below its stricter floor, zero included (so its presence
+says nothing).
+"""
+WITHHELD_REASON_PRIVACY: WithheldReason.ValueType  # 4
+"""Not released under the carrier's differential privacy."""
+Global___WithheldReason: _TypeAlias = WithheldReason  # noqa: Y015
+
+class _DisclosureMethod:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DisclosureMethodEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DisclosureMethod.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DISCLOSURE_METHOD_UNSPECIFIED: _DisclosureMethod.ValueType  # 0
+    DISCLOSURE_METHOD_CELL_KEY: _DisclosureMethod.ValueType  # 1
+    """Consistent (cell-key) perturbation, the default: see Perturbation."""
+    DISCLOSURE_METHOD_DIFFERENTIAL_PRIVACY: _DisclosureMethod.ValueType  # 2
+    """Formal differential privacy (zCDP, OpenDP's Gaussian mechanism) under a budget."""
+    DISCLOSURE_METHOD_NONE: _DisclosureMethod.ValueType  # 3
+    """Exact values with minimum sizes only (validation against known data, not claims)."""
+
+class DisclosureMethod(_DisclosureMethod, metaclass=_DisclosureMethodEnumTypeWrapper):
+    """How a carrier's node protects what it releases."""
+
+DISCLOSURE_METHOD_UNSPECIFIED: DisclosureMethod.ValueType  # 0
+DISCLOSURE_METHOD_CELL_KEY: DisclosureMethod.ValueType  # 1
+"""Consistent (cell-key) perturbation, the default: see Perturbation."""
+DISCLOSURE_METHOD_DIFFERENTIAL_PRIVACY: DisclosureMethod.ValueType  # 2
+"""Formal differential privacy (zCDP, OpenDP's Gaussian mechanism) under a budget."""
+DISCLOSURE_METHOD_NONE: DisclosureMethod.ValueType  # 3
+"""Exact values with minimum sizes only (validation against known data, not claims)."""
+Global___DisclosureMethod: _TypeAlias = DisclosureMethod  # noqa: Y015
 
 class _ErrorCode:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -323,29 +388,84 @@ class Histogram(_message.Message):
     LAYOUT_VERSION_FIELD_NUMBER: _builtins.int
     COUNTS_FIELD_NUMBER: _builtins.int
     SUMS_CENTS_FIELD_NUMBER: _builtins.int
+    WITHHELD_BINS_FIELD_NUMBER: _builtins.int
     layout_version: _builtins.int
     @_builtins.property
     def counts(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     @_builtins.property
     def sums_cents(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
+    @_builtins.property
+    def withheld_bins(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]:
+        """Bins withheld (their count and cents read 0); in a program-wide sum, the bins some
+        carrier withheld.
+        """
+
     def __init__(
         self,
         *,
         layout_version: _builtins.int = ...,
         counts: _abc.Iterable[_builtins.int] | None = ...,
         sums_cents: _abc.Iterable[_builtins.int] | None = ...,
+        withheld_bins: _abc.Iterable[_builtins.int] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "layout_version", b"layout_version", "sums_cents", b"sums_cents"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["counts", b"counts", "layout_version", b"layout_version", "sums_cents", b"sums_cents", "withheld_bins", b"withheld_bins"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Histogram: _TypeAlias = Histogram  # noqa: Y015
 
 @_typing.final
+class Missing(_message.Message):
+    """What a value leaves out: for a carrier's withheld value, the value itself; for a
+    program-wide sum, the withheld values of the carriers it could not add.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARRIERS_FIELD_NUMBER: _builtins.int
+    AT_MOST_FIELD_NUMBER: _builtins.int
+    MEMBERS_AT_MOST_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    carriers: _builtins.int
+    """Carriers whose value is missing."""
+    at_most: _builtins.int
+    """At most this much is missing, in the statistic's own unit (absent: no bound is known,
+    as for dollars).
+    """
+    members_at_most: _builtins.int
+    """The missing values rest on at most this many members in all (absent for totals no member
+    contributes to, such as rebates).
+    """
+    reason: Global___WithheldReason.ValueType
+    """Why a carrier withheld its own value (unspecified in a program-wide sum)."""
+    def __init__(
+        self,
+        *,
+        carriers: _builtins.int = ...,
+        at_most: _builtins.int | None = ...,
+        members_at_most: _builtins.int | None = ...,
+        reason: Global___WithheldReason.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_at_most", b"_at_most", "_members_at_most", b"_members_at_most", "at_most", b"at_most", "members_at_most", b"members_at_most"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_at_most", b"_at_most", "_members_at_most", b"_members_at_most", "at_most", b"at_most", "carriers", b"carriers", "members_at_most", b"members_at_most", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__at_most: _TypeAlias = _typing.Literal["at_most"]  # noqa: Y015
+    _WhichOneofArgType__at_most: _TypeAlias = _typing.Literal["_at_most", b"_at_most"]  # noqa: Y015
+    _WhichOneofReturnType__members_at_most: _TypeAlias = _typing.Literal["members_at_most"]  # noqa: Y015
+    _WhichOneofArgType__members_at_most: _TypeAlias = _typing.Literal["_members_at_most", b"_members_at_most"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__at_most) -> _WhichOneofReturnType__at_most | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__members_at_most) -> _WhichOneofReturnType__members_at_most | None: ...
+
+Global___Missing: _TypeAlias = Missing  # noqa: Y015
+
+@_typing.final
 class Statistic(_message.Message):
-    """One additive statistic of a cell. A suppressed statistic carries no value."""
+    """One additive statistic of a cell. A withheld statistic carries no value."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -354,12 +474,17 @@ class Statistic(_message.Message):
     INTEGER_FIELD_NUMBER: _builtins.int
     REAL_FIELD_NUMBER: _builtins.int
     HISTOGRAM_FIELD_NUMBER: _builtins.int
+    MISSING_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     status: Global___CellStatus.ValueType
     integer: _builtins.int
     real: _builtins.float
     @_builtins.property
     def histogram(self) -> Global___Histogram: ...
+    @_builtins.property
+    def missing(self) -> Global___Missing:
+        """Set when the value is withheld, or is a sum that leaves some carrier's value out."""
+
     def __init__(
         self,
         *,
@@ -368,10 +493,11 @@ class Statistic(_message.Message):
         integer: _builtins.int = ...,
         real: _builtins.float = ...,
         histogram: Global___Histogram | None = ...,
+        missing: Global___Missing | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "integer", b"integer", "real", b"real", "value", b"value"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "integer", b"integer", "missing", b"missing", "real", b"real", "value", b"value"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "integer", b"integer", "name", b"name", "real", b"real", "status", b"status", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["histogram", b"histogram", "integer", b"integer", "missing", b"missing", "name", b"name", "real", b"real", "status", b"status", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_value: _TypeAlias = _typing.Literal["integer", "real", "histogram"]  # noqa: Y015
     _WhichOneofArgType_value: _TypeAlias = _typing.Literal["value", b"value"]  # noqa: Y015
@@ -466,33 +592,109 @@ class QueryResult(_message.Message):
 Global___QueryResult: _TypeAlias = QueryResult  # noqa: Y015
 
 @_typing.final
+class Perturbation(_message.Message):
+    """The published parameters of cell-key perturbation (never the node's secret)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    COUNT_MAX_NOISE_FIELD_NUMBER: _builtins.int
+    COUNT_VARIANCE_FIELD_NUMBER: _builtins.int
+    P_PERCENT_FIELD_NUMBER: _builtins.int
+    SPREAD_FIELD_NUMBER: _builtins.int
+    KEY_VERSION_FIELD_NUMBER: _builtins.int
+    count_max_noise: _builtins.int
+    """Counts move by at most count_max_noise either way; the noise has mean 0 and this variance."""
+    count_variance: _builtins.float
+    p_percent: _builtins.float
+    """Dollar totals and quantities move by between p_percent and p_percent × (1 + spread)
+    percent of their largest contribution of one member, either way.
+    """
+    spread: _builtins.float
+    key_version: _builtins.int
+    """Which of the node's secrets drew the noise: a new one means new noise for every value."""
+    def __init__(
+        self,
+        *,
+        count_max_noise: _builtins.int = ...,
+        count_variance: _builtins.float = ...,
+        p_percent: _builtins.float = ...,
+        spread: _builtins.float = ...,
+        key_version: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count_max_noise", b"count_max_noise", "count_variance", b"count_variance", "key_version", b"key_version", "p_percent", b"p_percent", "spread", b"spread"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Perturbation: _TypeAlias = Perturbation  # noqa: Y015
+
+@_typing.final
+class WithheldCount(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REASON_FIELD_NUMBER: _builtins.int
+    STATISTICS_FIELD_NUMBER: _builtins.int
+    reason: Global___WithheldReason.ValueType
+    statistics: _builtins.int
+    def __init__(
+        self,
+        *,
+        reason: Global___WithheldReason.ValueType = ...,
+        statistics: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["reason", b"reason", "statistics", b"statistics"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WithheldCount: _TypeAlias = WithheldCount  # noqa: Y015
+
+@_typing.final
 class DisclosureSummary(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     MIN_CELL_SIZE_FIELD_NUMBER: _builtins.int
     CELLS_RELEASED_FIELD_NUMBER: _builtins.int
-    CELLS_SUPPRESSED_PRIMARY_FIELD_NUMBER: _builtins.int
-    CELLS_SUPPRESSED_COMPLEMENTARY_FIELD_NUMBER: _builtins.int
+    CELLS_WITHHELD_FIELD_NUMBER: _builtins.int
+    CELLS_PARTLY_WITHHELD_FIELD_NUMBER: _builtins.int
     CELLS_PERTURBED_FIELD_NUMBER: _builtins.int
     POLICY_DIGEST_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    PERTURBATION_FIELD_NUMBER: _builtins.int
+    WITHHELD_FIELD_NUMBER: _builtins.int
     NOISE_MECHANISM_FIELD_NUMBER: _builtins.int
     NOISE_SCALES_FIELD_NUMBER: _builtins.int
-    EPSILON_SPENT_FIELD_NUMBER: _builtins.int
-    EPSILON_REMAINING_FIELD_NUMBER: _builtins.int
+    RHO_SPENT_FIELD_NUMBER: _builtins.int
+    RHO_REMAINING_FIELD_NUMBER: _builtins.int
     min_cell_size: _builtins.int
+    """The carrier's floor: nothing released rests on fewer members."""
     cells_released: _builtins.int
-    cells_suppressed_primary: _builtins.int
-    cells_suppressed_complementary: _builtins.int
+    """Cells whose every statistic was released (exactly or perturbed), every one withheld, or
+    some withheld; and cells with a perturbed statistic.
+    """
+    cells_withheld: _builtins.int
+    cells_partly_withheld: _builtins.int
     cells_perturbed: _builtins.int
     policy_digest: _builtins.str
     """Identifier (digest) of the carrier policy in force."""
+    method: Global___DisclosureMethod.ValueType
     noise_mechanism: _builtins.str
-    """Differential privacy, when the carrier's policy applies it: the mechanism ("" when none),
-    the noise scale of each perturbed statistic, the privacy loss the request charged to each
-    calendar month of its period, and the least budget left in any of those months after it.
+    """Differential privacy, when the carrier's policy applies it: the mechanism, the noise of
+    each perturbed statistic, the ρ (zCDP) the request charged to each calendar month of its
+    period, and the least budget left in any of those months after it.
     """
-    epsilon_spent: _builtins.float
-    epsilon_remaining: _builtins.float
+    rho_spent: _builtins.float
+    rho_remaining: _builtins.float
+    @_builtins.property
+    def perturbation(self) -> Global___Perturbation:
+        """Cell-key perturbation's parameters (absent under another method)."""
+
+    @_builtins.property
+    def withheld(self) -> _containers.RepeatedCompositeFieldContainer[Global___WithheldCount]:
+        """Statistics withheld, by reason."""
+
     @_builtins.property
     def noise_scales(self) -> _containers.RepeatedCompositeFieldContainer[Global___NoiseScale]: ...
     def __init__(
@@ -500,18 +702,21 @@ class DisclosureSummary(_message.Message):
         *,
         min_cell_size: _builtins.int = ...,
         cells_released: _builtins.int = ...,
-        cells_suppressed_primary: _builtins.int = ...,
-        cells_suppressed_complementary: _builtins.int = ...,
+        cells_withheld: _builtins.int = ...,
+        cells_partly_withheld: _builtins.int = ...,
         cells_perturbed: _builtins.int = ...,
         policy_digest: _builtins.str = ...,
+        method: Global___DisclosureMethod.ValueType = ...,
+        perturbation: Global___Perturbation | None = ...,
+        withheld: _abc.Iterable[Global___WithheldCount] | None = ...,
         noise_mechanism: _builtins.str = ...,
         noise_scales: _abc.Iterable[Global___NoiseScale] | None = ...,
-        epsilon_spent: _builtins.float = ...,
-        epsilon_remaining: _builtins.float = ...,
+        rho_spent: _builtins.float = ...,
+        rho_remaining: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["perturbation", b"perturbation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells_perturbed", b"cells_perturbed", "cells_released", b"cells_released", "cells_suppressed_complementary", b"cells_suppressed_complementary", "cells_suppressed_primary", b"cells_suppressed_primary", "epsilon_remaining", b"epsilon_remaining", "epsilon_spent", b"epsilon_spent", "min_cell_size", b"min_cell_size", "noise_mechanism", b"noise_mechanism", "noise_scales", b"noise_scales", "policy_digest", b"policy_digest"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cells_partly_withheld", b"cells_partly_withheld", "cells_perturbed", b"cells_perturbed", "cells_released", b"cells_released", "cells_withheld", b"cells_withheld", "method", b"method", "min_cell_size", b"min_cell_size", "noise_mechanism", b"noise_mechanism", "noise_scales", b"noise_scales", "perturbation", b"perturbation", "policy_digest", b"policy_digest", "rho_remaining", b"rho_remaining", "rho_spent", b"rho_spent", "withheld", b"withheld"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -523,22 +728,22 @@ class NoiseScale(_message.Message):
 
     STATISTIC_FIELD_NUMBER: _builtins.int
     SCALE_FIELD_NUMBER: _builtins.int
-    EPSILON_FIELD_NUMBER: _builtins.int
+    RHO_FIELD_NUMBER: _builtins.int
     statistic: _builtins.str
     scale: _builtins.float
-    """Scale of the (discrete Laplace) noise added to the statistic."""
-    epsilon: _builtins.float
-    """Privacy loss of this statistic's release."""
+    """Standard deviation of the (discrete Gaussian) noise added to the statistic."""
+    rho: _builtins.float
+    """Privacy loss (ρ, zCDP) of this statistic's release."""
     def __init__(
         self,
         *,
         statistic: _builtins.str = ...,
         scale: _builtins.float = ...,
-        epsilon: _builtins.float = ...,
+        rho: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epsilon", b"epsilon", "scale", b"scale", "statistic", b"statistic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["rho", b"rho", "scale", b"scale", "statistic", b"statistic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

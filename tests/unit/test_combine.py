@@ -14,14 +14,22 @@ from coordinator.export import TIDY_COLUMNS_FIXED, tidy_rows, write_csv, write_j
 from fedoversight import catalogue
 from fedoversight.catalogue import FigureInputs, FigureSpec, MetricSpec, StatisticSpec, StatKind
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import CellResult, DisclosureSummary, QueryTable, Status, StatValue
+from fedoversight.domain import (
+    CellResult,
+    DisclosureSummary,
+    Missing,
+    Perturbation,
+    QueryTable,
+    Status,
+    StatValue,
+    Withheld,
+)
 from fedoversight.errors import InvalidRequestError
 from fedoversight.histogram import N_BINS, Histogram, bin_index
 from fedoversight.periods import Period
 
 R = Status.RELEASED
-SP = Status.SUPPRESSED_PRIMARY
-SC = Status.SUPPRESSED_COMPLEMENTARY
+W = Status.WITHHELD
 M = Dimension.MONTH
 Q1 = Period.parse("2026Q1")
 
@@ -158,7 +166,7 @@ def test_allowed_pmpm_from_combined_sums() -> None:
 def test_suppressed_statistic_makes_cell_incomplete_and_figure_not_complete() -> None:
     tables = {
         "acme": _table("cost.pmpm", (M,), _pmpm("2026-01", 1_000, 400_000, 300_000)),
-        "blue": _table("cost.pmpm", (M,), _pmpm("2026-01", 600, SP, 200_000)),
+        "blue": _table("cost.pmpm", (M,), _pmpm("2026-01", 600, W, 200_000)),
         "cove": _table("cost.pmpm", (M,), _pmpm("2026-01", 400, 100_000, 50_000)),
     }
     jan = _only(combine(tables, Q1), month="2026-01")
@@ -176,16 +184,44 @@ def test_suppressed_statistic_makes_cell_incomplete_and_figure_not_complete() ->
 
 def test_statistic_suppressed_everywhere_has_no_value_and_nan_figure() -> None:
     tables = {
-        "acme": _table("cost.pmpm", (M,), _pmpm("2026-03", 20, SC)),
-        "blue": _table("cost.pmpm", (M,), _pmpm("2026-03", 30, SP)),
+        "acme": _table("cost.pmpm", (M,), _pmpm("2026-03", 20, W)),
+        "blue": _table("cost.pmpm", (M,), _pmpm("2026-03", 30, W)),
     }
     cell = _only(combine(tables, Q1), month="2026-03")
     allowed = cell.stat("allowed_cents")
-    assert allowed.value is None and allowed.status is SP
-    assert cell.status is SP and cell.incomplete
+    assert allowed.value is None and allowed.status is W
+    assert allowed.missing == Missing(2)  # two carriers, nothing said of how much
+    assert cell.status is W and cell.incomplete
     fig = cell.figure("allowed_pmpm")
     assert math.isnan(fig.value) and not fig.complete
     assert cell.figure("paid_pmpm").complete
+
+
+def test_a_sum_says_at_most_how_much_the_withheld_values_leave_out() -> None:
+    """Member counts withheld below the floor bound what is missing (the nodes say so); a part
+    withheld for its small rest is at most its whole as released (plus the count noise)."""
+    small = StatValue("members", W, None, Missing(1, 10, 10, Withheld.SMALL))
+    months = StatValue("member_months", W, None, Missing(1, 30, 10, Withheld.SMALL))
+    rest = StatValue("claimants", W, None, Missing(1, reason=Withheld.REST))
+    noisy = DisclosureSummary(min_cell_size=11, perturbation=Perturbation(5, 3.0, 10, 0.5, 1))
+    tables = {
+        "acme": QueryTable("cost.pmpm", 1, (), (CellResult((), (
+            months, small, StatValue("claimants", R, 0), StatValue("allowed_cents", R, 0),
+            StatValue("paid_cents", R, 0))),), noisy),
+        "blue": QueryTable("cost.pmpm", 1, (), (CellResult((), (
+            StatValue("member_months", Status.PERTURBED, 7_853),
+            StatValue("members", Status.PERTURBED, 2_620), rest,
+            StatValue("allowed_cents", Status.PERTURBED, 9_000_000),
+            StatValue("paid_cents", Status.PERTURBED, 8_000_000))),), noisy),
+    }
+    (cell,) = combine(tables, Q1).cells
+    assert cell.stat("member_months").value == 7_853
+    assert cell.stat("member_months").missing == Missing(1, 30, 10)
+    assert cell.stat("members").missing == Missing(1, 10, 10)
+    assert cell.stat("claimants").missing == Missing(1, 2_625)  # blue's members + 5
+    assert cell.stat("claimants").status is R  # acme's exact zero
+    assert cell.stat("allowed_cents").missing is None
+    assert cell.stat("allowed_cents").status is Status.PERTURBED
 
 
 def test_statistic_absent_from_a_carriers_cell_is_incomplete() -> None:
@@ -254,14 +290,14 @@ def test_tables_of_different_queries_are_refused() -> None:
 
 def test_carrier_table_keeps_carrier_scope_and_statuses() -> None:
     table = _table(
-        "cost.pmpm", (M,), _pmpm("2026-02", 300, SP, 9_000), _pmpm("2026-01", 300, 6_000)
+        "cost.pmpm", (M,), _pmpm("2026-02", 300, W, 9_000), _pmpm("2026-01", 300, 6_000)
     )
     scoped = carrier_table("acme", table, Q1)
     assert scoped.scope == "acme"
     assert [c.key for c in scoped.cells] == [((M, "2026-01"),), ((M, "2026-02"),)]
     jan, feb = scoped.cells
     assert jan.figure("allowed_pmpm").value == pytest.approx(0.2) and not jan.incomplete
-    assert feb.stat("allowed_cents").status is SP and feb.status is SP
+    assert feb.stat("allowed_cents").status is W and feb.status is W
     assert math.isnan(feb.figure("allowed_pmpm").value)
     assert feb.figure("paid_pmpm").value == pytest.approx(0.3)
 
@@ -392,7 +428,7 @@ def _export_tables() -> list[ScopedTable]:
             "cost.pmpm",
             (M,),
             _pmpm("2026-01", 1_000, 400_000, 300_000),
-            _pmpm("2026-02", 1_000, SP, 1),
+            _pmpm("2026-02", 1_000, W, 1),
         ),
         "blue": _table(
             "cost.pmpm",
@@ -424,6 +460,9 @@ def test_tidy_rows_shape_columns_and_values() -> None:
         "statistic",
         "value",
         "status",
+        "missing_carriers",
+        "missing_at_most",
+        "missing_members_at_most",
     )
     # cost.pmpm: 2 scopes × 2 cells × (5 stats + 2 figures); member months: 1 cell × (2 + 1)
     assert len(frame) == 2 * 2 * 7 + 3
@@ -439,12 +478,13 @@ def test_tidy_rows_shape_columns_and_values() -> None:
     assert jan_allowed["value"] == 600_000 and type(jan_allowed["value"]) is int
     assert jan_allowed["status"] == "released"
     assert row("program", "2026-02", "allowed_cents")["status"] == "incomplete"
+    assert row("program", "2026-02", "allowed_cents")["missing_carriers"] == 1
     assert row("program", "2026-02", "allowed_pmpm")["status"] == "incomplete"
     pmpm = row("program", "2026-01", "allowed_pmpm")
     assert pmpm["value"] == pytest.approx(3.0) and type(pmpm["value"]) is float
     assert pmpm["status"] == "released"
     suppressed = row("acme", "2026-02", "allowed_cents")
-    assert suppressed["value"] is None and suppressed["status"] == "suppressed-primary"
+    assert suppressed["value"] is None and suppressed["status"] == "withheld"
     f_row = [
         x
         for x in rows
@@ -460,12 +500,13 @@ def test_write_csv(tmp_path: Path) -> None:
         reader = csv.reader(fh)
         header = next(reader)
         body = list(reader)
-    assert header == ["metric", "scope", "month", "sex", "statistic", "value", "status"]
+    assert header == ["metric", "scope", "month", "sex", "statistic", "value", "status",
+                      "missing_carriers", "missing_at_most", "missing_members_at_most"]
     assert len(body) == 31
-    assert all(len(r) == 7 for r in body)
+    assert all(len(r) == 10 for r in body)
     by = {(r[1], r[2], r[4]): r for r in body}
     assert by[("program", "2026-01", "allowed_cents")][5] == "600000"  # an int, not 600000.0
-    assert by[("acme", "2026-02", "allowed_cents")][5:] == ["", "suppressed-primary"]
+    assert by[("acme", "2026-02", "allowed_cents")][5:] == ["", "withheld", "1", "", ""]
     assert float(by[("program", "2026-01", "paid_pmpm")][5]) == pytest.approx(2.0)
 
 
@@ -482,7 +523,8 @@ def test_histograms_left_out_of_tidy_rows_and_listed_in_json(tmp_path: Path) -> 
     doc = json.loads(path.read_text())
     stat = doc[0]["cells"][0]["statistics"][1]
     assert stat["name"] == "annual_allowed"
-    assert stat["value"] == {"counts": list(h.counts), "sums_cents": list(h.sums_cents)}
+    assert stat["value"] == {"counts": list(h.counts), "sums_cents": list(h.sums_cents),
+                             "withheld_bins": []}
 
 
 def test_write_json_round_trips(tmp_path: Path) -> None:
@@ -510,8 +552,9 @@ def test_write_json_round_trips(tmp_path: Path) -> None:
     allowed = {s["name"]: s for s in acme_feb["statistics"]}["allowed_cents"]
     assert allowed == {
         "name": "allowed_cents",
-        "status": "suppressed-primary",
+        "status": "withheld",
         "incomplete": True,
+        "missing": {"carriers": 1, "at_most": None, "members_at_most": None},
         "value": None,
     }
     assert {f["name"]: f["value"] for f in acme_feb["figures"]}["allowed_pmpm"] is None

@@ -18,7 +18,7 @@ import sqlglot
 
 from carrier_node import metrics
 from carrier_node.datasource import FileSource
-from carrier_node.disclosure import protect
+from carrier_node.disclosure import protect_table
 from carrier_node.engine import Engine, RawCell
 from carrier_node.metric_common import BuildContext
 from carrier_node.policy import Policy
@@ -339,12 +339,17 @@ def test_histogram_cells_pass_disclosure_whole_or_not_at_all() -> None:
     assert cell.histogram("allowed_histogram").total_count == 12
     with pytest.raises(TypeError):
         cell.value("allowed_histogram")
-    released = protect(raw, Policy())
+    exact = Policy(perturbation={"enabled": False})
+    released = protect_table(raw, exact, Q1)
     assert released.cells[0].status is Status.RELEASED
-    assert released.cells[0].stat("allowed_histogram").value == cell.histogram(
-        "allowed_histogram"
-    )
-    suppressed = protect(raw, Policy(min_cell_size=20))
+    histogram = cell.histogram("allowed_histogram")
+    released_histogram = released.cells[0].stat("allowed_histogram").value
+    # Every member in a bin of their own: every bin is below the floor and withheld.
+    assert isinstance(released_histogram, Histogram)
+    assert released_histogram.withheld_bins == tuple(
+        i for i, c in enumerate(histogram.counts) if c)
+    assert sum(released_histogram.counts) == 0
+    suppressed = protect_table(raw, Policy(min_cell_size=20), Q1)
     assert all(s.value is None for s in suppressed.cells[0].stats)
 
 

@@ -11,7 +11,17 @@ from hypothesis import strategies as st
 
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
-from fedoversight.domain import CellResult, RequestSpec, Status, StatValue
+from fedoversight.domain import (
+    CellResult,
+    DisclosureSummary,
+    Method,
+    Missing,
+    Perturbation,
+    RequestSpec,
+    Status,
+    StatValue,
+    Withheld,
+)
 from fedoversight.errors import InvalidRequestError, UnknownMetricError
 from fedoversight.histogram import N_BINS, Histogram
 from fedoversight.periods import Period
@@ -82,24 +92,47 @@ def test_hostile_filter_values_never_pass() -> None:
             wire.make_query("cost.pmpm", filters={D.PROGRAM: [value]})
 
 
-def test_result_cells_round_trip_with_histograms_and_suppression() -> None:
-    hist = Histogram(tuple(range(N_BINS)), tuple(10 * i for i in range(N_BINS)))
+def test_result_cells_round_trip_with_histograms_and_withheld_values() -> None:
+    hist = Histogram(tuple(range(N_BINS)), tuple(10 * i for i in range(N_BINS)), (3, 70))
     cell = CellResult(
         key=((D.MONTH, "2026-01"),),
         stats=(
-            StatValue("member_months", Status.RELEASED, 1234),
-            StatValue("members", Status.SUPPRESSED_PRIMARY, None),
-            StatValue("spend", Status.RELEASED, hist),
+            StatValue("member_months", Status.PERTURBED, 1234),
+            StatValue("members", Status.WITHHELD, None, Missing(1, 10, 10, Withheld.SMALL)),
+            StatValue("claimants", Status.WITHHELD, None, Missing(1, reason=Withheld.REST)),
+            StatValue("spend", Status.PERTURBED, hist, Missing(1, None, 20, Withheld.SMALL)),
+            StatValue("allowed_cents", Status.RELEASED, 2**60 + 7, Missing(3, None, None)),
         ),
     )
     back = wire.cell_from_pb(wire.cell_to_pb(cell))
     assert back == cell
-    assert back.status is Status.SUPPRESSED_PRIMARY
+    assert back.status is Status.WITHHELD
 
 
-def test_a_suppressed_statistic_never_carries_its_value() -> None:
-    msg = wire.stat_to_pb(StatValue("members", Status.SUPPRESSED_PRIMARY, 7))
+def test_a_withheld_statistic_never_carries_its_value() -> None:
+    msg = wire.stat_to_pb(StatValue("members", Status.WITHHELD, 7))
     assert msg.WhichOneof("value") is None
+    msg.integer = 7  # a hostile node sends one anyway
+    with pytest.raises(InvalidRequestError):
+        wire.stat_from_pb(msg)
+
+
+def test_disclosure_summaries_round_trip_and_malformed_ones_are_refused() -> None:
+    summary = DisclosureSummary(
+        min_cell_size=11, cells_released=4, cells_withheld=1, cells_partly_withheld=2,
+        cells_perturbed=6, policy_digest="abc", method=Method.CELL_KEY,
+        perturbation=Perturbation(5, 3.0, 10.0, 0.5, 2),
+        withheld=((Withheld.SMALL, 3), (Withheld.REST, 1)),
+    )
+    assert wire.disclosure_from_pb(wire.disclosure_to_pb(summary), ["members"]) == summary
+    bad = wire.disclosure_to_pb(summary)
+    bad.perturbation.p_percent = float("nan")
+    with pytest.raises(InvalidRequestError):
+        wire.disclosure_from_pb(bad, ["members"])
+    bad = wire.disclosure_to_pb(summary)
+    bad.withheld[0].reason = 99  # type: ignore[assignment]
+    with pytest.raises(InvalidRequestError):
+        wire.disclosure_from_pb(bad, ["members"])
 
 
 def test_cell_keys_from_the_wire_are_checked() -> None:

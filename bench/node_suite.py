@@ -14,10 +14,12 @@ process of its own (a ``--phase`` sub-invocation), so its peak resident memory, 
 
 - ``engine``: :class:`carrier_node.engine.Engine` over :class:`carrier_node.datasource.
   FileSource` (opening the source validates every file once; timed apart), then the disclosure
-  pipeline (:class:`carrier_node.protect.Protector`, default policy, no ledger) over the raw
-  tables, timed apart;
+  pipeline (:class:`carrier_node.disclosure.Discloser`, default policy) over the raw tables,
+  timed apart. Next to every statistic the engine computes what disclosure control needs of it
+  (support, record keys, largest contribution);
 - ``sql``: the same aggregates as hand-written DuckDB SQL over the Parquet files (the baseline:
-  plain SQL text here, written for this grouping only);
+  plain SQL text here, written for this grouping only), with the two largest member
+  contributions of each dollar total but not the rest of the engine's disclosure columns;
 - ``pandas``: the independent pandas oracle of ``tests/oracle.py`` (carrier scope only; tables
   loaded once and prepared frames shared across metrics, as a pandas analyst would).
 
@@ -123,15 +125,12 @@ def _hist(value: Histogram) -> Value:
 
 
 def cells_of_raw(raw: Any) -> Cells:
-    """Cells of an engine :class:`~carrier_node.engine.RawTable`, with the member
-    contributions of dollar totals (the dominance rule's inputs) as ``NAME__top1/__top2``."""
+    """Cells of an engine :class:`~carrier_node.engine.RawTable` (its statistics)."""
     out: Cells = {}
     for cell in raw.cells:
         values: dict[str, Value] = {
             name: _hist(v) if isinstance(v, Histogram) else int(v) for name, v in cell.values
         }
-        for name, (_total, top1, top2) in cell.contributions:
-            values[f"{name}__top1"], values[f"{name}__top2"] = top1, top2
         out[tuple(v for _, v in cell.key)] = values
     return out
 
@@ -857,9 +856,9 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
     import datetime as dt
 
     from carrier_node.datasource import FileSource
+    from carrier_node.disclosure import Discloser, NodeSecret
     from carrier_node.engine import Engine, RawTable
     from carrier_node.policy import Policy
-    from carrier_node.protect import Protector
     from fedoversight.domain import RequestSpec
 
     queries = suite_queries()
@@ -871,7 +870,8 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
     )
     source.open()
     opened = time.perf_counter() - started
-    engine = Engine(source, CARRIER)
+    policy, secret = Policy(), NodeSecret.generate()
+    engine = Engine(source, CARRIER, record_secret=secret.record_secret)
     started = time.perf_counter()
     engine.render_batch(period, tuple(queries))  # cold rendering of the SQL text, timed apart
     rendered = time.perf_counter() - started
@@ -888,10 +888,10 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
         nonce=b"\0" * 16,
     )
     started = time.perf_counter()
-    tables, _ = Protector(Policy()).protect(request, raws)
+    tables, _ = Discloser(policy, secret).protect(request, raws)
     protected = time.perf_counter() - started
     released = sum(1 for t in tables for c in t.cells if not any(
-        s.status.suppressed for s in c.stats))
+        s.status.withheld for s in c.stats))
     source.close()
     return PhaseResult(seconds, cells, {
         "open": opened, "render": rendered, "protect": protected,
@@ -1025,10 +1025,9 @@ def _statistics_only(cells: Cells) -> Cells:
     }
 
 
-def differences(a: dict[str, Cells], b: dict[str, Cells], contributions: bool) -> list[str]:
-    """Metrics whose cells differ (the member contributions too when ``contributions``)."""
-    if contributions:
-        return [m for m in a if a[m] != b.get(m)]
+def differences(a: dict[str, Cells], b: dict[str, Cells]) -> list[str]:
+    """Metrics whose statistics differ (the hand SQL's top-two columns are not compared: the
+    engine's disclosure columns are others, checked against the oracle in the tests)."""
     return [m for m in a if _statistics_only(a[m]) != _statistics_only(b.get(m, {}))]
 
 
@@ -1073,11 +1072,9 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
     print()
     ok = True
     for name in baselines:
-        contributions = name == "sql"
-        diff = differences(engine.cells, runs[name].result.cells, contributions)
+        diff = differences(engine.cells, runs[name].result.cells)
         ok &= not diff
-        what = "statistics and member contributions" if contributions else "statistics"
-        print(f"cells engine vs {name} ({what}): "
+        print(f"cells engine vs {name} (statistics): "
               + ("identical for all metrics" if not diff else f"DIFFER in {diff}"))
 
     def verdict(met: bool) -> str:

@@ -217,7 +217,6 @@ class NodeDaemon:
         self._engine = Engine(
             self._source, self.config.carrier_id,
             record_secret=self._secret.record_secret,
-            complete_categories=self.policy.sensitive_categories,
             clamped=self.policy.differential_privacy.enabled,
         )
 

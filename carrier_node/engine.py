@@ -140,11 +140,10 @@ _ANY_CARRIER = "carrier"
 
 @dataclass(frozen=True)
 class Keying:
-    """What a node's queries are built with besides the query: the secret of its record keys
-    and the service categories its answers always list (the policy's sensitive ones)."""
+    """What a node's queries are built with besides the query: the secret of its record keys,
+    and whether statistics come with clamped sums."""
 
     record_secret: str
-    complete_categories: tuple[str, ...] = ()
     #: Whether statistics also come with clamped sums (differential privacy).
     clamped: bool = False
 
@@ -155,7 +154,7 @@ def _expression(
 ) -> exp.Query:
     context = metrics.BuildContext(
         _ANY_CARRIER, period, query, tables=tables, record_secret=keying.record_secret,
-        complete_categories=keying.complete_categories, clamped=keying.clamped,
+        clamped=keying.clamped,
     )
     return sql.qualify_tables(metrics.build(context), schema)
 
@@ -209,20 +208,17 @@ class BatchTiming:
 class Engine:
     def __init__(
         self, source: DataSource, carrier_id: str, schema: str | None = None, *,
-        record_secret: str | None = None, complete_categories: Sequence[str] = (),
-        clamped: bool = False,
+        record_secret: str | None = None, clamped: bool = False,
     ) -> None:
         """``record_secret``: the node's secret for record keys (a fresh random one, for this
-        engine only, when None: tools that need no consistency across processes);
-        ``complete_categories``: level-2 service categories always listed; ``clamped``:
-        statistics come with clamped sums too (see :class:`Keying`)."""
+        engine only, when None: tools that need no consistency across processes); ``clamped``:
+        statistics come with clamped sums too (differential privacy)."""
         self.source = source
         self.carrier_id = carrier_id
         self.schema = schema
         self.keying = Keying(
             record_secret if record_secret is not None else secrets.token_hex(16),
-            tuple(sorted(complete_categories)),
-            clamped,
+            clamped=clamped,
         )
         if not self.keying.record_secret:
             raise ValueError("record keys need a secret")

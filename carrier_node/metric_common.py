@@ -43,9 +43,6 @@ class BuildContext:
     tables: frozenset[str] | None = None
     #: The node's secret for record keys (:func:`sql.member_key`); never leaves the engine.
     record_secret: str = ""
-    #: Level-2 service categories every query grouping by them returns for each of its other
-    #: keys, present or not (the policy's sensitive ones: their presence must not disclose).
-    complete_categories: tuple[str, ...] = ()
     #: Whether statistics also come with clamped sums (differential privacy).
     clamped: bool = False
 

@@ -49,6 +49,7 @@ from carrier_node.metric_common import (
     per_member,
     result_columns,
 )
+from fedoversight.codelists import category_names
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import UnknownMetricError
 
@@ -145,18 +146,9 @@ def _cost(ctx: BuildContext) -> exp.Select:
     on: list[exp.Expr] = [
         exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims
     ]
-    query: exp.Select | exp.Union
     if len(member_dims) != len(dims):
-        # One cell per category with claims; each divides its other keys' member months.
-        query = select().from_(exp.alias_(num, "num"))
-        query = (
-            query.join(exp.alias_(den, "den"), on=exp.and_(*on))
-            if on
-            else query.join(exp.alias_(den, "den"), join_type="cross")
-        )
-        complete = _complete_categories(ctx)
-        if complete:
-            query = _with_every_category(ctx, query, select("cats"), on, complete)
+        # Every category for every other key; each divides its other keys' member months.
+        query = _with_every_category(select("cats"), on, _categories(ctx))
     else:
         query = select().from_(exp.alias_(den, "den"))
         query = (
@@ -171,43 +163,39 @@ def _cost(ctx: BuildContext) -> exp.Select:
         ("den", member_month_totals(member_dims, _cols(member_dims), clamped=ctx.clamped)),
         ("num", _claims_by_cell(ctx, dims)),
     ]
-    cells = query if isinstance(query, exp.Select) else (
-        exp.select("*").from_(query.subquery("cells"))
-    )
     for name, body in ctes:
-        cells = cells.with_(name, as_=body, copy=False)
-    return cells
+        query = query.with_(name, as_=body, copy=False)
+    return query
 
 
-def _complete_categories(ctx: BuildContext) -> tuple[str, ...]:
-    """The level-2 categories a query grouped by them lists for every other key whether or
-    not anybody had a claim there (the policy's sensitive ones, within the query's filter)."""
-    if Dimension.SERVICE_CATEGORY_2 not in ctx.group_by:
-        return ()
-    wanted = dict(ctx.query.filters).get(Dimension.SERVICE_CATEGORY_2)
-    return tuple(c for c in ctx.complete_categories if wanted is None or c in wanted)
+def _categories(ctx: BuildContext) -> tuple[Dimension, tuple[str, ...]]:
+    """The category dimension a query groups by and its every category (within its filter)."""
+    (dimension,) = (d for d in ctx.group_by if d in _CATEGORY_LEVELS)
+    wanted = dict(ctx.query.filters).get(dimension)
+    names = category_names(_CATEGORY_LEVELS[dimension])
+    return dimension, tuple(c for c in names if wanted is None or c in wanted)
+
+
+_CATEGORY_LEVELS = {Dimension.SERVICE_CATEGORY: 1, Dimension.SERVICE_CATEGORY_2: 2}
 
 
 def _with_every_category(
-    ctx: BuildContext, query: exp.Select, complete_select: exp.Select, on: list[exp.Expr],
-    categories: tuple[str, ...],
-) -> exp.Union:
-    """``query``'s cells of other categories, and a cell of each of ``categories`` for every
-    member-dimension cell (zero where nobody had a claim): a category's presence then says
-    nothing, and disclosure control withholds it below its floor, zero included."""
-    category = Dimension.SERVICE_CATEGORY_2.value
+    complete_select: exp.Select, on: list[exp.Expr], levels: tuple[Dimension, tuple[str, ...]]
+) -> exp.Select:
+    """A cell of every category for every member-dimension cell (zero where nobody had a
+    claim): every category divides its other keys' member months, so categories add up to the
+    total in every carrier and across carriers, and a category's presence says nothing
+    (disclosure control withholds a sensitive one below its floor, zero included)."""
+    dimension, categories = levels
+    category = dimension.value
     listed = exp.values([(c,) for c in categories], alias="cats", columns=[category])
-    others = query.where(
-        exp.not_(exp.column(category, "num").isin(*[sql.lit(c) for c in categories]))
-    )
     matched = [*(o.copy() for o in on),
                exp.column(category, "num").eq(exp.column(category, "cats"))]
-    every = (
+    return (
         complete_select.from_(exp.alias_(exp.to_table("den"), "den"))
         .join(listed, join_type="cross")
         .join(exp.alias_(exp.to_table("num"), "num"), on=exp.and_(*matched), join_type="left")
     )
-    return exp.union(others, every, distinct=False)
 
 
 def _lines(ctx: BuildContext) -> exp.Expr:

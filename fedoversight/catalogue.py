@@ -308,8 +308,10 @@ METRICS: tuple[MetricSpec, ...] = (
             "Σ allowed and Σ paid by service category (level 1 `service_category` or level 2"
             " `service_category_2`) ÷ member months. Each claim line is in exactly one category,"
             " chosen by the priority order of the shipped service-category code list; pharmacy"
-            " claims are `pharmacy`. Every category divides the member months of its other"
-            " keys, so categories add up to the total." + ATTRIBUTION
+            " claims are `pharmacy`. Every category of the level (the code list's, `other` and"
+            " `pharmacy`) is a cell of every other key with member months, zero where no claim"
+            " falls in it, and divides those member months, so categories add up to the"
+            " total." + ATTRIBUTION
         ),
         dimensions=MEMBER_DIMS | CATEGORY_DIMS,
         statistics=(

@@ -42,6 +42,8 @@ class SimulatedFederation:
     carrier_dirs: Mapping[str, Path]
     work_dir: Path
     policy: Policy | None = None
+    #: A carrier's own policy where it differs from ``policy`` (carriers are sovereign).
+    policies: Mapping[str, Policy] = field(default_factory=dict)
     wiretap: WireTap | None = None
     engine_threads: int = 1
     heartbeat_seconds: int = 10
@@ -166,7 +168,8 @@ class SimulatedFederation:
 
     def make_node(self, carrier_id: str, **changes: object) -> NodeDaemon:
         return NodeDaemon(
-            self.node_config(carrier_id, **changes), policy=self.policy, wiretap=self.wiretap
+            self.node_config(carrier_id, **changes),
+            policy=self.policies.get(carrier_id, self.policy), wiretap=self.wiretap,
         )
 
     async def stop_node(self, carrier_id: str) -> None:

@@ -1657,7 +1657,7 @@ def _record_key(secret: str, member_id: str) -> str:
 
 def _disclosure(
     spec: _Metric, metric: str, facts: _Facts, keys: list[str],
-    key_of: Callable[[pd.Index], pd.Series] | None,
+    key_of: Callable[[pd.Index], pd.Series] | None, clamps: Mapping[str, int],
 ) -> list[tuple[list[str], pd.DataFrame]]:
     """Per cell of ``keys``, what disclosure control needs of each statistic, from its
     per-member contributions: ``__support`` (members contributing non-zero), ``__top`` (the
@@ -1694,6 +1694,10 @@ def _disclosure(
         if mine.kind.magnitude:
             columns[f"{stat.name}__top"] = contributions.abs().groupby(
                 level=present, sort=False, observed=True).max()
+        if stat.name in clamps:
+            bound = clamps[stat.name]
+            columns[f"{stat.name}__clamped"] = contributions.clip(-bound, bound).groupby(
+                level=present, sort=False, observed=True).sum()
         if key_of is not None:
             record_keys = key_of(nonzero.index.get_level_values(_MEMBER))
             record_keys.index = nonzero.index
@@ -1745,6 +1749,38 @@ def _cells(spec: _Metric, facts: _Facts, keys: list[str]) -> pd.DataFrame:
     return cells
 
 
+def _category_universe(dimension: Dimension) -> list[str]:
+    """Every category of a level: those of the shipped list, other and pharmacy."""
+    column = ("service_category_1" if dimension is Dimension.SERVICE_CATEGORY
+              else "service_category_2")
+    names = set(_read_codelist("service_categories.csv")[column]) | {OTHER, PHARMACY}
+    return sorted(names)
+
+
+def _every_category(
+    spec: _Metric, out: pd.DataFrame, keys: list[str], facts: list[_Facts],
+    filters: Mapping[Dimension, Sequence[str]],
+) -> pd.DataFrame:
+    """Cells of every category (within the filter) for every cell of the other keys with
+    member months: "every category divides the member months of its other keys" — a category
+    nobody had a claim in is a cell of zeros over those member months."""
+    (dimension,) = [d for d in spec.one_of if d.value in keys]
+    wanted = filters.get(dimension)
+    universe = [c for c in _category_universe(dimension) if wanted is None or c in wanted]
+    others = [k for k in keys if k != dimension.value]
+    enrolled = _Metric(
+        tuple(s for s in spec.statistics if s.facts == ENROLLED), spec.dimensions, spec.facts
+    )
+    dens = pd.concat([_cells(enrolled, f, others) for f in facts], ignore_index=True)
+    grid = dens.merge(pd.DataFrame({dimension.value: universe}), how="cross")
+    claims = [s.name for s in spec.statistics if s.facts != ENROLLED]
+    found = out[[*keys, *claims]]
+    for column in keys:
+        grid[column] = grid[column].astype("str")
+        found = found.assign(**{column: found[column].astype("str")})
+    return grid.merge(found, on=keys, how="left")
+
+
 def compute(
     metric: str,
     tables_by_carrier: Mapping[str, Mapping[str, pd.DataFrame]],
@@ -1755,6 +1791,7 @@ def compute(
     *,
     disclosure: bool = False,
     record_secrets: Mapping[str, str] | None = None,
+    clamps: Mapping[str, int] | None = None,
 ) -> pd.DataFrame:
     """The metric's statistics per (scope, cell); see the module docstring for the shape.
 
@@ -1763,7 +1800,9 @@ def compute(
     With ``disclosure``, carrier rows also carry what disclosure control needs of each
     statistic (see :func:`_disclosure`: support, largest contribution, rest; with
     ``record_secrets``, carrier id -> the node's record secret, the support's least and
-    greatest record keys); those columns are NaN (None for keys) where nothing counts.
+    greatest record keys; with ``clamps``, statistic -> bound, ``__clamped``: the sum of
+    the per-member contributions clipped to the bound); those columns are NaN (None for keys)
+    where nothing counts.
     """
     spec = METRICS.get(metric)
     if spec is None:
@@ -1796,6 +1835,8 @@ def compute(
     program = {n: f.assign(**{_SCOPE: PROGRAM_SCOPE}) for n, f in facts.items()}
     out = pd.concat([_cells(spec, by_carrier, keys), _cells(spec, program, keys)],
                     ignore_index=True)
+    if spec.one_of:
+        out = _every_category(spec, out, keys, [by_carrier, program], filters)
     extra: list[str] = []
     if disclosure:
         key_of = None
@@ -1810,7 +1851,7 @@ def compute(
 
         for column in keys:
             out[column] = out[column].astype("str")
-        for present, found in _disclosure(spec, metric, by_carrier, keys, key_of):
+        for present, found in _disclosure(spec, metric, by_carrier, keys, key_of, clamps or {}):
             for column in present:
                 found[column] = found[column].astype("str")
             extra += [c for c in found.columns if c not in present]

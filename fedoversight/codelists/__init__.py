@@ -74,6 +74,18 @@ def service_categories() -> tuple[ServiceCategory, ...]:
     )
 
 
+PHARMACY = "pharmacy"
+
+
+@cache
+def category_names(level: int) -> tuple[str, ...]:
+    """Every category of ``level`` (1 or 2) a claim can fall in: those of the shipped list,
+    ``other`` and ``pharmacy``, sorted."""
+    names = {c.service_category_1 if level == 1 else c.service_category_2
+             for c in service_categories()}
+    return tuple(sorted(names | {OTHER[0], PHARMACY}))
+
+
 @cache
 def service_category_rules() -> tuple[ServiceCategoryRule, ...]:
     """Rules in priority order (lowest priority number first)."""

@@ -16,8 +16,10 @@ import pandas as pd
 import pytest
 
 from carrier_node.audit import head_path, read_entries
-from carrier_node.config import audit_log_path
+from carrier_node.config import audit_log_path, disclosure_secret_path
 from carrier_node.daemon import NodeDaemon
+from carrier_node.disclosure import NodeSecret
+from carrier_node.policy import Policy
 from carrier_node.state import node_state_path
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
@@ -30,6 +32,8 @@ from oversight_sim.harness import SimulatedFederation
 from tests.integration.helpers import compare, query_tables
 
 PERIOD = Period.parse("2026-01:2026-03")
+#: Perturbation off: exact values where the rules release them.
+EXACT = Policy(perturbation={"enabled": False})
 
 QUERIES = [
     wire.make_query("enrollment.member_months"),
@@ -57,28 +61,35 @@ async def test_65_carriers_match_the_oracle_to_the_cent(
     tmp_path: Path,
 ) -> None:
     assert len(federation_data) == 65
+    """With perturbation off (the policy's validation mode), every released value is the
+    oracle's to the cent; the rules withhold what rests on too few members all the same."""
     sent: list[bytes] = []
     async with SimulatedFederation(
-        federation_data, tmp_path, wiretap=lambda m: sent.append(m.SerializeToString())
+        federation_data, tmp_path, wiretap=lambda m: sent.append(m.SerializeToString()),
+        policy=EXACT,
     ) as fed:
         assert fed.client is not None
         outcome = await fed.client.run_round(PERIOD, QUERIES, deadline_seconds=300)
     assert outcome.state is RoundState.COMPLETE
     assert all(state is CarrierRoundState.ANSWERED for _, state, _ in outcome.carriers)
-    totals = {"released": 0, "small": 0, "other_withheld": 0, "program_incomplete": 0}
+    totals = {"released": 0, "withheld": 0, "perturbed": 0, "program_incomplete": 0}
     for index, query in enumerate(QUERIES):
-        counts = compare(query, PERIOD, query_tables(outcome.tables, index), oracle_tables)
+        counts = compare(query, PERIOD, query_tables(outcome.tables, index), oracle_tables,
+                         EXACT)
         for k, v in counts.items():
             totals[k] += v
-    # The check had real work to do: many released cells, and small carriers' cells suppressed.
-    assert totals["released"] > 500
-    assert totals["small"] > 0
+    # The check had real work to do: many released values, and small carriers' withheld.
+    assert totals["released"] > 2_000
+    assert totals["withheld"] > 0 and totals["perturbed"] == 0
     # Program-wide totals of the whole period are complete and equal the oracle.
     program_total = next(
         t for t in outcome.tables
         if t.scope == "program" and t.metric == "cost.pmpm" and not t.group_by
     )
-    assert not program_total.cells[0].incomplete
+    (total,) = program_total.cells
+    for name in ("member_months", "members", "allowed_cents", "paid_cents"):
+        assert total.stat(name).missing is None, name
+    assert all(f.complete for f in total.figures)
     # Every node sent hello, result and perhaps heartbeats; at least one result per carrier.
     results = [m for m in sent if federation_pb2.NodeMessage.FromString(m).HasField("result")]
     assert len(results) == 65
@@ -117,6 +128,15 @@ async def test_no_carrier_data_leaves_a_node(
     blob = b"\n".join(sent)
     assert len(sent) > 2 * len(chosen)
     secrets: set[str] = set()
+    for carrier_id in chosen:  # the node's disclosure secret and what derives from it
+        node_secret = NodeSecret.load_or_create(
+            disclosure_secret_path(tmp_path / "nodes", carrier_id), 1)
+        secrets.update({node_secret.secret.hex(), node_secret.record_secret,
+                        node_secret.noise_key.hex()})
+        secrets.update(  # the members' record keys
+            hashlib.md5((node_secret.record_secret + m).encode()).hexdigest()[:12]
+            for m in oracle_tables[carrier_id]["eligibility"]["member_id"].astype(str)
+        )
     for tables in (oracle_tables[c] for c in chosen):
         secrets.update(tables["eligibility"]["member_id"].astype(str))
         secrets.update(tables["medical_claims"]["claim_id"].astype(str))

@@ -55,11 +55,10 @@ def test_node_suite_comparison_sees_a_difference() -> None:
     same = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 3}}}
     other_total = {"cost.pmpm": {("2026-01",): {"allowed_cents": 6, "allowed_cents__top1": 3}}}
     other_top = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 4}}}
-    assert node_suite.differences(engine, same, True) == []
-    assert node_suite.differences(engine, other_total, False) == ["cost.pmpm"]
-    assert node_suite.differences(engine, other_top, True) == ["cost.pmpm"]
-    assert node_suite.differences(engine, other_top, False) == []  # pandas has no tops
-    assert node_suite.differences(engine, {}, False) == ["cost.pmpm"]
+    assert node_suite.differences(engine, same) == []
+    assert node_suite.differences(engine, other_total) == ["cost.pmpm"]
+    assert node_suite.differences(engine, other_top) == []  # the hand SQL's tops are its own
+    assert node_suite.differences(engine, {}) == ["cost.pmpm"]
 
 
 def test_round_overhead_times_the_federation_and_each_baseline(

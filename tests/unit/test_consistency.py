@@ -51,8 +51,7 @@ class Node:
         self.secret = NodeSecret.load_or_create(state / "secret.json", 1)
         self.source = FileSource(directory, threads=2)
         self.source.open()
-        self.engine = Engine(self.source, directory.name, record_secret=self.secret.record_secret,
-                             complete_categories=POLICY.sensitive_categories)
+        self.engine = Engine(self.source, directory.name, record_secret=self.secret.record_secret)
         self.discloser = Discloser(POLICY, self.secret)
 
     def answer(self, queries: list[QuerySpec]) -> list[QueryTable]:

@@ -4,6 +4,7 @@ says it leaves out, the node's secret, differential privacy and its budget, the 
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import math
@@ -406,7 +407,12 @@ def test_differential_privacy_charges_the_budget_and_uses_clamped_sums(tmp_path:
         "member_months", "members", "claimants", "allowed_cents", "paid_cents"}
     assert sum(n.rho for n in out.disclosure.noise_scales) == pytest.approx(0.5, rel=0.01)
     allowed = out.cells[0].stat("allowed_cents").value
-    assert isinstance(allowed, int) and abs(allowed) < 10_000_000  # from the clamped 3
+    scale = {n.statistic: n.scale for n in out.disclosure.noise_scales}["allowed_cents"]
+    # One member's month moves a cent total by at most $50,000: over 3 months in 3 cells,
+    # an L2 sensitivity of 5,000,000 × √3; the noise is around the clamped sum (3), not the
+    # 40,000,000 of the cell.
+    assert scale == pytest.approx(5_000_000 * math.sqrt(3) / math.sqrt(2 * 0.1), rel=1e-6)
+    assert isinstance(allowed, int)
     discloser.protect(_request(), [raw])
     with pytest.raises(BudgetExhaustedError):
         discloser.protect(_request(), [raw])
@@ -414,6 +420,21 @@ def test_differential_privacy_charges_the_budget_and_uses_clamped_sums(tmp_path:
     again = PrivacyBudget(tmp_path / "dp.sqlite3", 1.0)
     assert again.spent("2026-02") == pytest.approx(1.0)
     again.close()
+
+
+def test_differential_privacy_releases_the_clamped_sums() -> None:
+    generous = Policy(differential_privacy={"enabled": True, "rho_per_query": 500.0,
+                                            "budget_per_month": 10_000.0})
+    discloser = Discloser(generous, SECRET, PrivacyBudget(":memory:", 10_000.0))
+    cell = pmpm_cell(members=5000, claimants=4000)
+    clamped = {"allowed_cents": 3, "paid_cents": 2}
+    supports = tuple((n, dataclasses.replace(s, clamped=clamped.get(n))) for n, s in cell.supports)
+    raw = table(RawCell(cell.key, cell.values, supports))
+    (out,) = discloser.protect(_request(), [raw])[0]
+    scale = {n.statistic: n.scale for n in out.disclosure.noise_scales}["allowed_cents"]
+    allowed = out.cells[0].stat("allowed_cents").value
+    assert scale < 1_000_000 and isinstance(allowed, int)
+    assert abs(allowed - 3) < 6 * scale  # around the clamped 3, far from the cell's 40,000,000
 
 
 def test_differential_privacy_refuses_groupings_of_unbounded_reach(tmp_path: Path) -> None:

@@ -267,9 +267,12 @@ def test_service_categories_add_up_to_the_total() -> None:
 
 
 def test_category_cells_take_the_member_months_of_their_other_keys() -> None:
+    """Every category is a cell of every month with member months (zero where nobody had a
+    claim in it), dividing the month's member months."""
     out = compute("cost.pmpm_by_service_category", {"alpha": _alpha()}, Q1,
                   [D.MONTH, D.SERVICE_CATEGORY])
-    assert _rows(out[out["scope"] == "alpha"]) == {
+    mine = out[out["scope"] == "alpha"]
+    assert _rows(mine[mine["claimants"] > 0]) == {
         ("alpha", "2024-01", "office-based", 3, 3, 1, 12050, 10000),
         ("alpha", "2024-01", "inpatient", 3, 3, 1, 2500000, 2200000),
         ("alpha", "2024-01", "other", 3, 3, 1, 1000, 800),
@@ -278,6 +281,14 @@ def test_category_cells_take_the_member_months_of_their_other_keys() -> None:
         ("alpha", "2024-03", "ancillary", 3, 3, 1, 0, 0),
         ("alpha", "2024-03", "pharmacy", 3, 3, 1, 4567, 4000),
     }
+    categories = ("ancillary", "inpatient", "office-based", "other", "outpatient", "pharmacy")
+    assert {(r[1], r[2]) for r in _rows(mine)} == {
+        (m, c) for m in ("2024-01", "2024-02", "2024-03") for c in categories
+    }
+    zeros = mine[mine["claimants"] == 0]
+    assert (zeros["allowed_cents"] == 0).all() and len(zeros) == 18 - 7
+    months = {"2024-01": 3, "2024-02": 2, "2024-03": 3}
+    assert all(months[r.month] == r.member_months for r in zeros.itertuples())
 
 
 def test_service_category_priority() -> None:
@@ -457,7 +468,8 @@ def _records(frame: pd.DataFrame) -> list[dict[str, object]]:
 
 def test_every_catalogue_metric_is_in_the_oracle_with_its_statistics_and_dimensions() -> None:
     kinds = {"rows": {StatKind.COUNT}, "members": {StatKind.MEMBERS},
-             "sum": {StatKind.CENTS, StatKind.COUNT}, "histogram": {StatKind.HISTOGRAM}}
+             "sum": {StatKind.CENTS, StatKind.COUNT, StatKind.AMOUNT},
+             "histogram": {StatKind.HISTOGRAM}}
     assert set(METRICS) == set(metric_names())
     for name, spec in METRICS.items():
         declared = get_metric(name)

@@ -131,3 +131,40 @@ def test_histogram_bins_carry_their_members_and_largest_total(
         assert support.members == histogram.counts[index] == len(mine)
         assert support.top == int(mine.abs().max())
         assert support.key_low is not None and support.key_low <= (support.key_high or "")
+
+
+def test_clamped_sums_for_differential_privacy_equal_the_oracles(
+    carrier: tuple[Path, dict[str, pd.DataFrame]],
+) -> None:
+    """Under differential privacy each member's contribution to a cell is clipped to its
+    bound before the sum (the bound times the member months the cell can hold)."""
+    directory, tables = carrier
+    queries = [wire.make_query("cost.pmpm", group_by=[D.MONTH]),
+               wire.make_query("util.scripts", group_by=[D.AGE_BAND]),
+               wire.make_query("cost.high_cost_claimants")]
+    source = FileSource(directory, threads=2)
+    source.open()
+    try:
+        engine = Engine(source, directory.name, record_secret=SECRET, clamped=True)
+        raws = engine.evaluate_many(PERIOD, queries)
+    finally:
+        source.close()
+    clamped = 0
+    for query, raw in zip(queries, raws, strict=True):
+        spec = get_metric(query.metric)
+        clamps = {s.name: c for s in spec.statistics
+                  if (c := spec.contribution_clamp(s, query.group_by, 3)) is not None}
+        frame = oracle.compute(query.metric, {directory.name: tables}, PERIOD, query.group_by,
+                               disclosure=True, clamps=clamps)
+        rows = {tuple(str(r[d.value]) for d in query.group_by): r
+                for r in frame.to_dict("records") if r["scope"] == directory.name}
+        for cell in raw.cells:
+            row = rows[tuple(v for _, v in cell.key)]
+            for name in clamps:
+                if name == "member_months":  # a member month is one: never above the bound
+                    assert cell.support(name).clamped == cell.value(name)
+                    continue
+                assert cell.support(name).clamped == _number(row.get(f"{name}__clamped")), (
+                    query.metric, name)
+                clamped += cell.support(name).clamped != cell.value(name)
+    assert clamped > 0  # some members were above a bound: the clamp did something

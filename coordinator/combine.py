@@ -97,15 +97,16 @@ class ScopedTable:
 
 
 def carrier_table(carrier_id: str, table: QueryTable, period: Period) -> ScopedTable:
-    """One carrier's cells as they came (a withheld value with what its node said of it),
-    with the figures computed from them."""
+    """One carrier's cells as they came (a withheld value with what its node said of it, or
+    that one carrier's value is missing), with the figures computed from them."""
     scoped = _combine(carrier_id, {carrier_id: table}, period)
     own = {_normal_key(c.key, table.group_by, carrier_id): c for c in table.cells}
     cells = []
     for cell in scoped.cells:
         came = {s.name: s for s in own[cell.key].stats}
         stats = tuple(dataclasses.replace(s, missing=came[s.name].missing)
-                      if s.name in came else s for s in cell.stats)
+                      if s.name in came and came[s.name].missing is not None else s
+                      for s in cell.stats)
         cells.append(dataclasses.replace(cell, stats=stats))
     return dataclasses.replace(scoped, cells=tuple(cells), disclosure=table.disclosure)
 

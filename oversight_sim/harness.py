@@ -182,7 +182,7 @@ class SimulatedFederation:
 
     async def start_node(self, carrier_id: str, connect_timeout: float = 60.0) -> NodeDaemon:
         """Start a carrier's node on its state directory (again, after :meth:`stop_node`: as
-        after a reboot, with the ledger, budget and outbox it left) and wait until it is
+        after a reboot, with the secret, budget and outbox it left) and wait until it is
         connected."""
         if carrier_id in self.nodes:
             raise RuntimeError(f"node {carrier_id} is running")

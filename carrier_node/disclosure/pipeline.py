@@ -351,7 +351,10 @@ class Discloser:
                 stats.append(self._histogram(stat, cell, decision))
                 continue
             if stat.name not in noisy:  # no member contributes: not personal data
-                stats.append(self._magnitude_only(stat, cell, decision))
+                value, support = cell.value(stat.name), cell.raw.support(stat.name)
+                decision.perturbed += 1
+                stats.append(StatValue(stat.name, Status.PERTURBED,
+                                       value + self._noise(stat, value, support)))
                 continue
             rests_on = stat.name if stat.kind is StatKind.MEMBERS else stat.rests_on
             assert rests_on is not None
@@ -370,20 +373,6 @@ class Discloser:
             decision.perturbed += 1
             stats.append(StatValue(stat.name, Status.PERTURBED, noisy[stat.name]))
         return CellResult(cell.raw.key, tuple(stats))
-
-    def _magnitude_only(
-        self, stat: StatisticSpec, cell: _Cell, decision: TableDecision
-    ) -> StatValue:
-        """A total no member contributes to, under differential privacy: perturbed in
-        proportion to its largest row as under cell-key perturbation."""
-        value = cell.value(stat.name)
-        support = cell.raw.support(stat.name)
-        decision.perturbed += 1
-        noise = self._magnitudes.noise(
-            draw(self._noise_key, MAGNITUDE_DRAW, None, None, 0, value, support.top), support.top
-        )
-        return StatValue(stat.name, Status.PERTURBED, value + noise)
-
 
 def protect_table(
     raw: RawTable, policy: Policy, period: Period, secret: NodeSecret | None = None

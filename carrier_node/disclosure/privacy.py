@@ -74,8 +74,6 @@ def sensitivity(
     reach = math.sqrt(cells_per_member(spec, months))
     if stat.kind is StatKind.MEMBERS:
         return reach
-    if stat.kind is StatKind.HISTOGRAM:
-        return 1.0  # bin counts: a person is in one bin of one cell
     clamp = spec.contribution_clamp(stat, group_by, months)
     return None if clamp is None else clamp * reach
 

@@ -12,7 +12,7 @@
 #   /etc/fedoversight/tls/           start-up kit: CA, node certificate and key, operator
 #                                    public key (read-only)
 #   /data/                           the carrier's tables, NAME.parquet or NAME.csv (read-only)
-#   /var/lib/carrier-node/           outbox, nonce log, release ledger (writable, persistent;
+#   /var/lib/carrier-node/           outbox, nonce log, disclosure secret (writable, persistent;
 #                                    also the working directory, where DuckDB spills)
 # Validate a data directory before the first start:
 #   docker run --rm -v /srv/claims:/data:ro fedoversight-carrier-node:0.1.0 check --data /data

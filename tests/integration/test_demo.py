@@ -17,7 +17,7 @@ def test_the_demo_runs_end_to_end_and_reports_what_was_withheld(tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "5/5 carriers answered" in done.stdout
-    assert "carrier cells withheld by disclosure control" in done.stdout
+    assert "carrier cells with a value withheld by disclosure control" in done.stdout
     with (out / "results.csv").open(newline="") as f:
         rows = list(csv.DictReader(f))
     scopes = {r["scope"] for r in rows}

@@ -170,14 +170,16 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
                 statuses.add(cell["status"])
                 for stat, old_stat in zip(cell["stats"], old.stats, strict=True):
                     assert stat["status"] == str(old_stat.status)
-                    if old_stat.status.suppressed:
+                    if old_stat.status.withheld:
                         assert stat["value"] is None and stat["change"] is None
                     elif isinstance(old_stat.value, int):
                         assert stat["value"] == old_stat.value and stat["change"] == 0
-        assert "released" in statuses and "suppressed-primary" in statuses
+        # The held values are those the automatic release sent: the same contents, the same
+        # noise.
+        assert "perturbed" in statuses and "withheld" in statuses
         code, out = cli(capsys, "approve", request_id, "--config", str(toml))
         assert code == 0  # not a terminal: shown, nothing decided
-        assert "suppressed (primary)" in out and "released" in out and auto.round_id in out
+        assert "withheld" in out and "perturbed" in out and auto.round_id in out
         assert node._state.held_release(request_id).status is ReviewStatus.HELD  # type: ignore[union-attr]
 
         # Approval: the running node sends it, the round completes with auto's figures.

@@ -165,7 +165,8 @@ async def federation_rounds(
         tls = BareTls.of(fed.provision())
         await fed.client.run_round(PERIOD, qs)  # warm-up: fills the canned results
         signed = fed.coordinator.rounds.sign(  # type: ignore[union-attr]
-            fed.coordinator.rounds.build_request(PERIOD, qs)  # type: ignore[union-attr,arg-type]
+            fed.coordinator.rounds.build_request(  # type: ignore[union-attr]
+                PERIOD, qs, sorted(dirs))  # type: ignore[arg-type]
         )
         sizes_request.append(signed.ByteSize())
         sizes_result.clear()

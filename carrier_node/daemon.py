@@ -144,6 +144,7 @@ class NodeDaemon:
         self._gate = RequestGate(
             self._state,
             verifier,
+            carrier_id=config.carrier_id,
             allow_unsigned=config.insecure,
             max_age=dt.timedelta(seconds=config.max_request_age_seconds),
         )

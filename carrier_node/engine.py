@@ -95,10 +95,14 @@ class RawCell:
     bins: tuple[tuple[str, tuple[Support | None, ...]], ...] = ()
 
     def support(self, name: str) -> Support:
-        return dict(self.supports)[name]
+        return self._supports[name]
 
     def bin_supports(self, name: str) -> tuple[Support | None, ...]:
         return dict(self.bins)[name]
+
+    @functools.cached_property
+    def _supports(self) -> dict[str, Support]:
+        return dict(self.supports)
 
     def value(self, name: str) -> int:
         """An integer statistic (counts, members, cents)."""

@@ -35,17 +35,25 @@ class ReplayedRequestError(AuthenticationError):
     code = types_pb2.ERROR_CODE_REPLAYED
 
 
+class NotAddressedError(AuthenticationError):
+    public = "the request is not addressed to this carrier"
+    code = types_pb2.ERROR_CODE_NOT_ADDRESSED
+
+
 class RequestGate:
     def __init__(
         self,
         state: NodeState,
         verifier: Verifier | None,
         *,
+        carrier_id: str,
         allow_unsigned: bool = False,
         max_age: dt.timedelta = dt.timedelta(hours=1),
     ) -> None:
+        """``carrier_id``: this node's carrier; a request that does not name it is refused."""
         if verifier is None and not allow_unsigned:
             raise AuthenticationError("no operator key configured")
+        self._carrier_id = carrier_id
         self._state = state
         self._verifier = verifier
         self._allow_unsigned = allow_unsigned
@@ -74,6 +82,8 @@ class RequestGate:
             raise ExpiredRequestError("outside its validity window")
         if now - request.issued_at > self._max_age:
             raise ExpiredRequestError("issued too long ago")
+        if self._carrier_id not in request.carriers:
+            raise NotAddressedError("the request does not name this carrier")
         if not self._state.remember_nonce(
             request.nonce, request.request_id, request.expires_at, now
         ):

@@ -203,9 +203,10 @@ SELECT CASE WHEN r.member_id IS NULL THEN 0 ELSE 1 END AS fill_members,
 FROM rebate_cells AS r
 """
 
-# A cell exists when people count in it (rebates alone make none).
-_HAS_MEMBERS = """
-SELECT COUNT(c.member_id) > 0
+# A cell exists when people count in it or rebates do (a drug class rebated in the quarter
+# that nobody filled in the period is a cell of its own: its rebates are in the program sum).
+_HAS_ROWS = """
+SELECT COUNT(*) > 0
 """
 
 
@@ -235,7 +236,7 @@ def rebate_share(ctx: BuildContext) -> exp.Select:
         ctx, members, [k.name for k in cell_keys], ctx.statistics(),
         tops={"rebate_cents": exp.Max(this=col("rebate_row_top", MEMBER_ROWS))},
     )
-    query = query.having(sql.fill(_HAS_MEMBERS).expressions[0].copy(), copy=False)
+    query = query.having(sql.fill(_HAS_ROWS).expressions[0].copy(), copy=False)
     return with_ctes(
         query,
         [

@@ -3,28 +3,33 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import signal
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from coordinator import convert
 from coordinator.client import OperatorClient, Progress, RoundOutcome
 from coordinator.config import load_coordinator_config
-from coordinator.export import write_csv, write_json
-from coordinator.receipts import verify_round
+from coordinator.export import FORMATS, write_export
+from coordinator.receipts import verify_receipts, verify_round
 from coordinator.server import Coordinator, load_result_keys
-from coordinator.store import RoundStore
+from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec, StatValue
-from fedoversight.errors import OversightError
+from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.logs import configure_logging
 from fedoversight.periods import Period
 from fedoversight.signing import Signer, Verifier
+from fedoversight.v1 import operator_pb2
 
 console = Console()
 app = typer.Typer(no_args_is_help=True, help="Federated oversight: the agency side.")
@@ -67,20 +72,67 @@ def operator_client(
     )
 
 
-def fail(error: OversightError) -> typer.Exit:
+#: Exit codes of the commands that run, read or check rounds (the README lists them).
+EXIT_COMPLETE = 0  # the round completed: every carrier asked answered (verify: all valid)
+EXIT_ERROR = 1  # the call failed or was refused (connection, access, the coordinator said no)
+EXIT_USAGE = 2  # the command's own input is wrong (a period, a metric, a dimension)
+EXIT_PARTIAL = 3  # the round met its quorum, but some carriers did not answer
+EXIT_FAILED = 4  # the round missed its quorum
+EXIT_INVALID = 5  # round verify: a signature or receipt does not hold
+
+_ROUND_EXIT = {
+    RoundState.COMPLETE: EXIT_COMPLETE, RoundState.PARTIAL: EXIT_PARTIAL,
+    RoundState.FAILED: EXIT_FAILED,
+}
+
+
+def fail(error: OversightError, code: int = EXIT_ERROR) -> typer.Exit:
     console.print(f"[red]error:[/red] {error.detail}")
-    return typer.Exit(code=2)
+    return typer.Exit(code=code)
 
 
-def parse_queries(metrics: str, by: str, version: int = 0) -> list[QuerySpec]:
+def parse_queries(
+    metrics: str, by: str, version: int = 0, filters: Sequence[str] = (),
+    params: Sequence[str] = (),
+) -> list[QuerySpec]:
+    """Queries from the command line: every metric grouped by ``by`` (refused where a metric
+    does not accept a dimension: nothing is dropped silently), with the metric's one-of
+    dimension when none is given, filters ``DIM=V1,V2`` and parameters ``NAME=VALUE``."""
     dims = Dimension.parse_list(by) if by else ()
+    wanted: dict[Dimension, list[str]] = {}
+    for text in filters:
+        name, sep, values = text.partition("=")
+        if not sep or not values:
+            raise InvalidRequestError(f"a filter is DIMENSION=VALUE[,VALUE...], not {text!r}")
+        wanted.setdefault(Dimension.parse_list(name)[0], []).extend(
+            v.strip() for v in values.split(",") if v.strip())
+    parameters: dict[str, float] = {}
+    for text in params:
+        name, sep, value = text.partition("=")
+        try:
+            parameters[name.strip()] = float(value)
+        except ValueError:
+            raise InvalidRequestError(f"a parameter is NAME=NUMBER, not {text!r}") from None
+        if not sep:
+            raise InvalidRequestError(f"a parameter is NAME=NUMBER, not {text!r}")
     queries = []
     for name in [m.strip() for m in metrics.split(",") if m.strip()]:
         spec = catalogue.get_metric(name, version or None)
-        group = tuple(d for d in dims if d in spec.dimensions)
+        refused = [str(d) for d in (*dims, *wanted) if d not in spec.dimensions]
+        if refused:
+            raise InvalidRequestError(
+                f"{name} does not accept {', '.join(refused)} (it accepts:"
+                f" {', '.join(sorted(spec.dimensions))})")
+        group = tuple(dims)
         if spec.one_of and not spec.one_of.intersection(group):
             group = (*group, min(spec.one_of))
-        queries.append(wire.make_query(name, spec.version, group))
+        own = {p.name for p in spec.parameters}
+        queries.append(wire.make_query(
+            name, spec.version, group, wanted or None,
+            {k: v for k, v in parameters.items() if k in own} or None))
+        parameters = {k: v for k, v in parameters.items() if k not in own}
+    if parameters:
+        raise InvalidRequestError(f"no metric asked takes {', '.join(sorted(parameters))}")
     return queries
 
 
@@ -118,12 +170,73 @@ def serve(
     asyncio.run(main())
 
 
-def print_progress_line(progress: Progress) -> None:
-    console.print(
-        f"\r{progress.round_id}: {progress.answered}/{progress.asked} carriers answered"
-        f" ({progress.state})",
-        end="",
-    )
+class ProgressDisplay:
+    """A round's progress: a live bar on a terminal, a plain line per change otherwise."""
+
+    def __init__(self) -> None:
+        self._bar: RichProgress | None = None
+        self._task: TaskID | None = None
+        self._last: tuple[int, int, str] | None = None
+
+    def __enter__(self) -> ProgressDisplay:
+        if console.is_terminal:
+            self._bar = RichProgress(
+                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                TextColumn("{task.fields[state]}"), console=console, transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def __call__(self, progress: Progress) -> None:
+        now = (progress.answered, progress.asked, str(progress.state))
+        if now == self._last:
+            return
+        self._last = now
+        if self._bar is None:
+            console.print(f"{progress.round_id}: {progress.answered}/{progress.asked} carriers"
+                          f" answered ({progress.state})", soft_wrap=True)
+            return
+        if self._task is None:
+            self._task = self._bar.add_task(progress.round_id, total=progress.asked,
+                                            state=str(progress.state))
+        self._bar.update(self._task, completed=progress.answered, total=progress.asked,
+                         state=str(progress.state))
+
+
+def figure_text(name: str, value: float) -> str:
+    """A figure with the precision it supports: percentiles read from the fixed histogram are
+    within about 12%, so two significant digits; shares as percentages; others two places."""
+    if name.startswith("p") and name[1:].isdigit():
+        return f"{float(f'{value:.2g}'):,.0f}" if abs(value) >= 10 else f"{value:.2g}"
+    if name.startswith("top") or name.endswith(("_share", "_rate")):
+        return f"{value:.1%}"
+    return f"{value:,.2f}"
+
+
+def show_carriers(outcome: RoundOutcome) -> None:
+    """Say which carriers did not answer, and why; and which answered too late."""
+    for carrier_id, state, message in outcome.carriers:
+        if state is not CarrierRoundState.ANSWERED:
+            why = f" — {message}" if message else ""
+            console.print(f"{carrier_id}: {str(state).replace('_', ' ')}{why}")
+    for carrier_id in outcome.late:
+        console.print(f"{carrier_id}: answered after the round finished (kept apart, not in"
+                      " these tables)")
+
+
+def show_verdict(outcome: RoundOutcome) -> None:
+    asked = len(outcome.carriers)
+    text = f"round {outcome.round_id}: {outcome.state}, {outcome.answered} of {asked} carriers"
+    if outcome.state is RoundState.COMPLETE:
+        console.print(text + " answered")
+    elif outcome.state is RoundState.PARTIAL:
+        console.print(f"[yellow]{text} answered: program figures leave the others out[/yellow]")
+    else:
+        console.print(f"[bold red]{text} answered: the round FAILED (quorum not met)[/bold red]")
 
 
 def show_outcome(outcome: RoundOutcome, *, per_carrier: bool = False) -> None:
@@ -154,7 +267,7 @@ def show_outcome(outcome: RoundOutcome, *, per_carrier: bool = False) -> None:
                 fig = figures.get(f.name)
                 row.append(
                     "" if fig is None or fig.value != fig.value
-                    else f"{fig.value:,.2f}" + ("" if fig.complete else "*")
+                    else figure_text(f.name, fig.value) + ("" if fig.complete else "*")
                 )
             row.append(str(cell.status) + (" (incomplete)" if cell.incomplete else ""))
             t.add_row(*row)
@@ -180,10 +293,15 @@ def round_run(
     period: Annotated[str, typer.Option("--period", help="2026-01, 2026-01:2026-03, 2026Q1")],
     coordinator: AddressOpt = "127.0.0.1:50051",
     by: Annotated[str, typer.Option("--by", help="group-by dimensions, comma-separated")] = "",
+    filter_: Annotated[list[str] | None, typer.Option(
+        "--filter", help="keep rows of DIMENSION=VALUE[,VALUE...] (repeatable)")] = None,
+    param: Annotated[list[str] | None, typer.Option(
+        "--param", help="a metric parameter NAME=NUMBER (repeatable)")] = None,
     carriers: Annotated[str, typer.Option(help="carrier ids (default: all)")] = "",
     quorum: Annotated[int, typer.Option(help="carriers needed for a complete round")] = 0,
     deadline: Annotated[int, typer.Option(help="round deadline in seconds")] = 300,
-    output: Annotated[Path | None, typer.Option("--output", help="tidy CSV (.csv) or JSON")] = None,
+    output: Annotated[Path | None, typer.Option(
+        "--output", help="export: .csv or .parquet (tidy) or .json")] = None,
     per_carrier: Annotated[bool, typer.Option(help="print each carrier's table too")] = False,
     ca_cert: CaOpt = None,
     cert: CertOpt = None,
@@ -195,40 +313,50 @@ def round_run(
         help="operator signing key: sign the round here rather than at the coordinator",
     )] = None,
 ) -> None:
-    """Run a round against a running coordinator and print (and export) its results."""
+    """Run a round against a running coordinator and print (and export) its results.
+
+    Exits 0 when every carrier answered, 3 when the round met its quorum without some, 4 when
+    it missed it, 1 when the coordinator refused or could not be reached, 2 on bad input."""
     try:
-        queries = parse_queries(metric, by)
+        queries = parse_queries(metric, by, filters=filter_ or (), params=param or ())
         span = Period.parse(period)
+        if output is not None:
+            check_format(output)
     except OversightError as exc:
-        raise fail(exc) from exc
+        raise fail(exc, EXIT_USAGE) from exc
 
     async def main() -> RoundOutcome:
         async with operator_client(
             coordinator, ca_cert, cert, key, token_file, server_name, signing_key
         ) as client:
-            return await client.run_round(
-                span, queries,
-                carriers=[c for c in carriers.split(",") if c],
-                quorum=quorum, deadline_seconds=deadline, on_progress=print_progress_line,
-            )
+            with ProgressDisplay() as display:
+                return await client.run_round(
+                    span, queries,
+                    carriers=[c for c in carriers.split(",") if c],
+                    quorum=quorum, deadline_seconds=deadline, on_progress=display,
+                )
 
     try:
         outcome = asyncio.run(main())
     except OversightError as exc:
         raise fail(exc) from exc
-    console.print()
     show_outcome(outcome, per_carrier=per_carrier)
+    show_carriers(outcome)
     if output is not None:
         export(outcome, output)
-    console.print(f"round {outcome.round_id}: {outcome.state}")
+    show_verdict(outcome)
+    raise typer.Exit(_ROUND_EXIT.get(outcome.state, EXIT_FAILED))
+
+
+def check_format(output: Path) -> None:
+    if output.suffix.lower() not in FORMATS:
+        what = output.suffix or "a file without an extension"
+        raise InvalidRequestError(f"cannot export to {what}: use {', '.join(FORMATS)}")
 
 
 def export(outcome: RoundOutcome, output: Path) -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
-    if output.suffix == ".json":
-        write_json(outcome.tables, output)
-    else:
-        write_csv(outcome.tables, output)
+    write_export(outcome.tables, output, outcome.info())
     console.print(f"wrote {output}")
 
 
@@ -276,16 +404,20 @@ def round_show(round_id: str, coordinator: AddressOpt = "127.0.0.1:50051",
     except OversightError as exc:
         raise fail(exc) from exc
     show_outcome(outcome, per_carrier=per_carrier)
-    for carrier_id, state, message in outcome.carriers:
-        if message:
-            console.print(f"{carrier_id}: {state} — {message}")
+    show_carriers(outcome)
+    show_verdict(outcome)
+    raise typer.Exit(_ROUND_EXIT.get(outcome.state, EXIT_ERROR))
 
 
 @round_app.command("export")
 def round_export(round_id: str, output: Path, coordinator: AddressOpt = "127.0.0.1:50051",
                  ca_cert: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
                  token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
-    """Export a round's tables as tidy CSV (or JSON when OUTPUT ends in .json)."""
+    """Export a round's tables: tidy CSV (.csv) or Parquet (.parquet), or JSON (.json)."""
+    try:
+        check_format(output)
+    except OversightError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
 
     async def main() -> RoundOutcome:
         async with operator_client(
@@ -302,31 +434,70 @@ def round_export(round_id: str, output: Path, coordinator: AddressOpt = "127.0.0
 @round_app.command("verify")
 def round_verify(
     round_id: str,
-    config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
+    config: Annotated[Path | None, typer.Option(
+        "--config", help="coordinator TOML config: check the round store it names")] = None,
     store: Annotated[Path | None, typer.Option(
         "--store", help="round store (default: the config's store_path)")] = None,
+    coordinator: Annotated[str | None, typer.Option(
+        "--coordinator", envvar="OVERSIGHT_ADDRESS",
+        help="check through the operator API instead (needs --operator-key, --result-keys)")]
+    = None,
+    operator_key: Annotated[Path | None, typer.Option(
+        "--operator-key", help="the operator signing key's public half")] = None,
+    result_keys: Annotated[Path | None, typer.Option(
+        "--result-keys", help="directory of the carriers' result keys (CARRIER.pub)")] = None,
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
 ) -> None:
-    """Re-check a round's signed request and every carrier's stored signed result (receipt).
+    """Re-check a round's signed request and every carrier's signed result (receipt).
 
-    Reads the round store and the keys named in the coordinator's config; exits 1 when any
-    signature or link between a result and its request does not hold.
+    From the round store (``--config``), or through the operator API (``--coordinator``) with
+    the auditor's own copies of the operator's public key and the carriers' result keys.
+    Exits 0 when everything holds, 5 when any signature or link between a result and its
+    request does not, 1 when the round cannot be read.
     """
     try:
-        cfg = load_coordinator_config(config)
-        path = store or cfg.store_path
-        if not path.exists():
-            raise OversightError(f"no round store at {path}")
-        node_verifiers = load_result_keys(cfg) or {}
-        operator = (
-            Verifier.load(cfg.operator_public_key) if cfg.operator_public_key is not None
-            else Signer.load(cfg.operator_signing_key).verifier
-            if cfg.operator_signing_key is not None else None
-        )
-        with RoundStore(path) as round_store:
-            outcome = verify_round(
-                round_store, round_id, operator_verifier=operator,
-                node_verifiers=node_verifiers, require_signatures=not cfg.insecure,
+        if coordinator is not None:
+            if operator_key is None or result_keys is None:
+                raise InvalidRequestError("--coordinator needs --operator-key and --result-keys")
+
+            async def fetch() -> operator_pb2.RoundReceipts:
+                async with operator_client(
+                    coordinator, ca_cert, cert, key, token_file, server_name
+                ) as client:
+                    return await client.get_receipts(round_id)
+
+            receipts = asyncio.run(fetch())
+            outcome = verify_receipts(
+                round_id, receipts.request,
+                [StoredResult(round_id, r.carrier_id, bytes(r.result.result),
+                              bytes(r.result.signature), r.result.key_id,
+                              r.received_at.ToDatetime(tzinfo=dt.UTC))
+                 for r in receipts.receipts],
+                list(receipts.answered), operator_verifier=Verifier.load(operator_key),
+                node_verifiers={p.stem: Verifier.load(p) for p in result_keys.glob("*.pub")},
             )
+        else:
+            if config is None:
+                raise InvalidRequestError("give --config (a round store) or --coordinator")
+            cfg = load_coordinator_config(config)
+            path = store or cfg.store_path
+            if not path.exists():
+                raise OversightError(f"no round store at {path}")
+            node_verifiers = load_result_keys(cfg) or {}
+            operator = (
+                Verifier.load(cfg.operator_public_key) if cfg.operator_public_key is not None
+                else Signer.load(cfg.operator_signing_key).verifier
+                if cfg.operator_signing_key is not None else None
+            )
+            with RoundStore(path) as round_store:
+                outcome = verify_round(
+                    round_store, round_id, operator_verifier=operator,
+                    node_verifiers=node_verifiers, require_signatures=not cfg.insecure,
+                )
     except OversightError as exc:
         raise fail(exc) from exc
     t = Table("carrier", "receipt", "key id", "data snapshot", "received", "problem")
@@ -350,7 +521,7 @@ def round_verify(
         f"[bold red]round {round_id}: {len(outcome.receipts) - good} of"
         f" {len(outcome.receipts)} receipts do not verify[/bold red]"
     )
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_INVALID)
 
 
 @app.command()

@@ -13,6 +13,7 @@ import grpc
 
 from coordinator import convert
 from coordinator.combine import ScopedTable
+from coordinator.export import RoundInfo
 from coordinator.rounds import new_request, sign_request
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
@@ -40,8 +41,23 @@ class RoundOutcome:
     round_id: str
     state: RoundState
     period: Period
+    #: Each carrier asked: its state and why it did not answer (a fixed public message).
     carriers: tuple[tuple[str, CarrierRoundState, str], ...]
     tables: tuple[ScopedTable, ...]
+    #: Carriers whose answer arrived after the round finished (kept apart, not in the tables).
+    late: tuple[str, ...] = ()
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for _, state, _ in self.carriers if state is CarrierRoundState.ANSWERED)
+
+    def info(self) -> RoundInfo:
+        """What exports say of this round."""
+        return RoundInfo(
+            round_id=self.round_id, period=str(self.period), state=str(self.state),
+            carriers_asked=len(self.carriers), carriers_answered=self.answered,
+            carriers=tuple((c, str(s), m) for c, s, m in self.carriers),
+        )
 
 
 class OperatorClient:
@@ -128,8 +144,11 @@ class OperatorClient:
             idempotency_key=idempotency_key or uuid.uuid4().hex,
         )
         if self._signer is not None:
-            spec = new_request(period, queries, self._ttl)
+            # The request names its carriers: all registered ones unless some are given.
+            named = list(carriers) or [c.carrier_id for c in await self.list_carriers()]
+            spec = new_request(period, queries, self._ttl, carriers=named)
             request.signed_request.CopyFrom(sign_request(spec, self._signer))
+            del request.carriers[:]
         else:
             request.period.CopyFrom(wire.period_to_pb(period))
             request.queries.extend(wire.query_to_pb(q) for q in queries)
@@ -177,6 +196,7 @@ class OperatorClient:
                 for c in msg.carriers
             ),
             tables=tuple(convert.table_from_pb(t) for t in msg.tables),
+            late=tuple(c.carrier_id for c in msg.carriers if c.HasField("late_answer_at")),
         )
 
     async def run_round(
@@ -197,6 +217,16 @@ class OperatorClient:
             if on_progress is not None:
                 on_progress(progress)
         return await self.get_round(round_id)
+
+    async def get_receipts(self, round_id: str) -> operator_pb2.RoundReceipts:
+        try:
+            msg: operator_pb2.RoundReceipts = await self._stub.GetReceipts(
+                operator_pb2.RoundRef(round_id=round_id), timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
 
     async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
         try:

@@ -116,6 +116,22 @@ def combine(tables: Mapping[str, QueryTable], period: Period) -> ScopedTable:
     return _combine(PROGRAM_SCOPE, tables, period)
 
 
+def leave_out(table: ScopedTable, carriers: int) -> ScopedTable:
+    """``table`` as a program table that also misses ``carriers`` carriers' answers (asked,
+    but they did not answer): every statistic and figure is incomplete, by an unknown amount."""
+    if carriers <= 0:
+        return table
+    cells = []
+    for cell in table.cells:
+        stats = []
+        for stat in cell.stats:
+            before = stat.missing or Missing(0, 0, 0)
+            stats.append(dataclasses.replace(stat, missing=Missing(before.carriers + carriers)))
+        figures = tuple(dataclasses.replace(f, complete=False) for f in cell.figures)
+        cells.append(dataclasses.replace(cell, stats=tuple(stats), figures=figures))
+    return dataclasses.replace(table, cells=tuple(cells))
+
+
 # --- internals --------------------------------------------------------------------------------
 
 

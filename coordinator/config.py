@@ -100,7 +100,18 @@ class CoordinatorConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     coordinator_id: str = Field(default="coordinator", description="name shown to nodes")
-    listen: str = Field(default="127.0.0.1:50051", description="address for nodes and operators")
+    listen: str = Field(
+        default="127.0.0.1:50051",
+        description="address for nodes and operators: with TLS every caller presents a client"
+        " certificate (mutual TLS)",
+    )
+    operator_listen: str | None = Field(
+        default=None,
+        description="optional second address serving only the operator API (with health and"
+        " reflection) to operators holding a bearer token: TLS there authenticates the"
+        " coordinator only (no client certificate is asked for), so operators with a"
+        " certificate use the main address",
+    )
     store_path: Path = Field(default=Path("oversight.sqlite3"), description="round store (SQLite)")
     carriers: tuple[CarrierEntry, ...] = Field(default=(), description="the carrier registry")
     auto_register: bool = Field(

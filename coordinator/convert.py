@@ -57,6 +57,7 @@ def carrier_status_to_pb(c: CarrierRound) -> operator_pb2.CarrierStatus:
         state=_CARRIER_STATE[c.state],
         error_code=c.error_code,  # type: ignore[arg-type]
         message=c.message,
+        late_answer_at=ts(c.late_answer_at),
     )
 
 

@@ -1,11 +1,17 @@
-"""Tidy exports of combined tables: a long CSV for analysis, a JSON document with everything.
+"""Exports of a round's tables: tidy CSV and Parquet for analysis, a JSON document with
+everything. :func:`write_export` picks the format by the file's extension (``.csv``,
+``.parquet``, ``.json``) and refuses any other.
 
-The CSV has one row per scope, cell and statistic, and one per figure. A withheld statistic
-has an empty value and its status; a sum that leaves out a withheld carrier value has status
-``incomplete``, as has a figure resting on one, and says what it leaves out: from how many
-carriers (``missing_carriers``), at most how much in its own unit (``missing_at_most``, empty
-when unknown, as for dollars) and on how many members at most (``missing_members_at_most``).
-Histograms do not fit a row: they are left out of the CSV and given in full in the JSON.
+The tidy rows (CSV and Parquet) are one per scope, cell and statistic, and one per figure,
+each with the round's id and period, the metric and its version, and the carriers the round
+asked and that answered. A withheld statistic has an empty value and its status; a sum that
+leaves out a withheld (or unanswered) carrier value has status ``incomplete``, as has a figure
+resting on one, and says what it leaves out: from how many carriers (``missing_carriers``), at
+most how much in its own unit (``missing_at_most``, empty when unknown, as for dollars) and on
+how many members at most (``missing_members_at_most``). Parquet types its columns (integer
+statistics exact in ``value_int``, figures in ``value``) and keeps the round's description in
+the file's key-value metadata (``fedoversight.round``, JSON). Histograms do not fit a row: they
+are left out of the tidy rows and given in full in the JSON.
 """
 
 from __future__ import annotations
@@ -13,23 +19,49 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from fedoversight import catalogue
 from fedoversight.catalogue import StatKind
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import Missing, StatValue, StatValueType
-from fedoversight.errors import UnknownMetricError
+from fedoversight.errors import InvalidRequestError, UnknownMetricError
 from fedoversight.histogram import Histogram
 
-TIDY_COLUMNS_FIXED = ("metric", "scope")
+TIDY_COLUMNS_FIXED = ("round_id", "period", "metric", "metric_version", "scope")
 TIDY_COLUMNS_TAIL = (
     "statistic", "value", "status", "missing_carriers", "missing_at_most",
-    "missing_members_at_most",
+    "missing_members_at_most", "carriers_asked", "carriers_answered",
 )
+#: The formats :func:`write_export` writes, by file extension.
+FORMATS = (".csv", ".json", ".parquet")
+
+
+@dataclass(frozen=True)
+class RoundInfo:
+    """What every export says of the round its tables come from."""
+
+    round_id: str = ""
+    period: str = ""
+    state: str = ""
+    carriers_asked: int = 0
+    carriers_answered: int = 0
+    #: Each carrier asked: its state in the round, and why when it did not answer.
+    carriers: tuple[tuple[str, str, str], ...] = ()
+
+    def json(self) -> dict[str, object]:
+        return {
+            "round_id": self.round_id, "period": self.period, "state": self.state,
+            "carriers_asked": self.carriers_asked, "carriers_answered": self.carriers_answered,
+            "carriers": [{"carrier_id": c, "state": s, "message": m}
+                         for c, s, m in self.carriers],
+        }
 #: Status of a sum leaving out a suppressed value, and of a figure resting on one.
 INCOMPLETE = "incomplete"
 RELEASED = "released"
@@ -44,14 +76,21 @@ def tidy_columns(tables: Sequence[ScopedTable]) -> tuple[str, ...]:
     return (*TIDY_COLUMNS_FIXED, *dims, *TIDY_COLUMNS_TAIL)
 
 
-def tidy_rows(tables: Sequence[ScopedTable]) -> pd.DataFrame:
+def tidy_rows(tables: Sequence[ScopedTable], info: RoundInfo | None = None) -> pd.DataFrame:
     """One row per scope, cell and (non-histogram) statistic, and one per figure."""
+    info = info or RoundInfo()
     columns = tidy_columns(tables)
     rows: list[dict[str, object]] = []
     for table in tables:
         histograms = _histogram_statistics(table)
+        inputs = _figure_inputs(table)
         for cell in table.cells:
-            base: dict[str, object] = {"metric": table.metric, "scope": table.scope}
+            base: dict[str, object] = {
+                "round_id": info.round_id, "period": info.period, "metric": table.metric,
+                "metric_version": table.version, "scope": table.scope,
+                "carriers_asked": info.carriers_asked,
+                "carriers_answered": info.carriers_answered,
+            }
             base.update({str(d): v for d, v in cell.key})
             for stat in cell.stats:
                 if stat.name in histograms or isinstance(stat.value, Histogram):
@@ -72,6 +111,7 @@ def tidy_rows(tables: Sequence[ScopedTable]) -> pd.DataFrame:
                         "statistic": fig.name,
                         "value": _finite(fig.value),
                         "status": RELEASED if fig.complete else INCOMPLETE,
+                        **_figure_missing(cell, inputs.get(fig.name)),
                     }
                 )
     data = {c: [r.get(c) for r in rows] for c in columns}
@@ -80,13 +120,53 @@ def tidy_rows(tables: Sequence[ScopedTable]) -> pd.DataFrame:
     return frame[list(columns)]
 
 
-def write_csv(tables: Sequence[ScopedTable], path: Path) -> None:
-    tidy_rows(tables).to_csv(path, index=False, lineterminator="\n")
+def write_export(tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None = None) -> None:
+    """Write ``tables`` in the format of ``path``'s extension (see :data:`FORMATS`)."""
+    writers = {".csv": write_csv, ".json": write_json, ".parquet": write_parquet}
+    writer = writers.get(path.suffix.lower())
+    if writer is None:
+        raise InvalidRequestError(
+            f"cannot export to {path.suffix or 'a file without an extension'}: use"
+            f" {', '.join(FORMATS)}"
+        )
+    writer(tables, path, info)
 
 
-def write_json(tables: Sequence[ScopedTable], path: Path) -> None:
-    """A list of tables with their cells: keys, statistics (histograms as lists), figures."""
-    document = [_table_json(t) for t in tables]
+def write_csv(tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None = None) -> None:
+    tidy_rows(tables, info).to_csv(path, index=False, lineterminator="\n")
+
+
+def write_parquet(
+    tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None = None
+) -> None:
+    """The tidy rows as typed Parquet columns; the round's description in the metadata."""
+    frame = tidy_rows(tables, info)
+    integers = [v if isinstance(v, int) else None for v in frame["value"]]
+    reals = [float(v) if isinstance(v, int | float) else None for v in frame["value"]]
+    columns: dict[str, pa.Array] = {}
+    for name in frame.columns:
+        if name == "value":
+            columns["value"] = pa.array(reals, type=pa.float64())
+            columns["value_int"] = pa.array(integers, type=pa.int64())
+        elif name in ("metric_version", "missing_carriers", "missing_at_most",
+                      "missing_members_at_most", "carriers_asked", "carriers_answered"):
+            columns[name] = pa.array([None if v is None or v == "" else int(v)
+                                      for v in frame[name]], type=pa.int64())
+        else:
+            columns[name] = pa.array([None if v is None else str(v) for v in frame[name]],
+                                     type=pa.string())
+    table = pa.table(columns)
+    metadata = {b"fedoversight.round": json.dumps((info or RoundInfo()).json()).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def write_json(tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None = None) -> None:
+    """The round and its tables with their cells: keys, statistics (histograms as lists),
+    figures, and what each value leaves out."""
+    document = {
+        "round": (info or RoundInfo()).json(),
+        "tables": [_table_json(t) for t in tables],
+    }
     path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
 
 
@@ -99,6 +179,21 @@ def _histogram_statistics(table: ScopedTable) -> frozenset[str]:
     except UnknownMetricError:
         return frozenset()
     return frozenset(s.name for s in spec.statistics if s.kind is StatKind.HISTOGRAM)
+
+
+def _figure_inputs(table: ScopedTable) -> dict[str, frozenset[str]]:
+    try:
+        spec = catalogue.get_metric(table.metric, table.version)
+    except UnknownMetricError:
+        return {}
+    return {f.name: frozenset(f.inputs) for f in spec.figures}
+
+
+def _figure_missing(cell: CombinedCell, inputs: frozenset[str] | None) -> dict[str, object]:
+    """A figure leaves out what its inputs leave out: the most carriers any of them misses."""
+    carriers = [s.missing.carriers for s in cell.stats
+                if s.missing is not None and (inputs is None or s.name in inputs)]
+    return {"missing_carriers": max(carriers)} if carriers else {}
 
 
 def _stat_status(cell: CombinedCell, stat: StatValue) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Any, TypeVar
 
 import grpc
@@ -16,8 +16,9 @@ from coordinator.config import Role
 from coordinator.hub import NodeHub
 from coordinator.results import round_tables
 from coordinator.rounds import RoundManager
-from coordinator.store import RoundStore
+from coordinator.store import CarrierRoundState, RoundStore
 from fedoversight import catalogue, wire
+from fedoversight.dimensions import Dimension
 from fedoversight.errors import (
     AuthenticationError,
     InvalidRequestError,
@@ -86,12 +87,19 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         context: grpc.aio.ServicerContext,
         caller: Caller,
     ) -> operator_pb2.RoundSummary:
+        registered = [c for c, _ in await self._rounds.db(self._store.carriers)]
         if request.HasField("signed_request"):
             if request.HasField("period") or request.queries:
                 raise InvalidRequestError("a signed request carries its own period and queries")
             spec = self._rounds.check_signed_request(request.signed_request)
             signed = types_pb2.SignedRequest()
             signed.CopyFrom(request.signed_request)
+            if request.carriers and sorted(set(request.carriers)) != list(spec.carriers):
+                raise InvalidRequestError(
+                    "the carriers asked are not those the signed request names")
+            carriers = list(spec.carriers)
+            if not carriers:
+                raise InvalidRequestError("a signed request names the carriers it asks")
         else:
             if not request.HasField("period") or not request.queries:
                 raise InvalidRequestError("a round needs a period and at least one query")
@@ -99,14 +107,14 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 raise InvalidRequestError("too many queries in one round")
             period = wire.period_from_pb(request.period)
             queries = [wire.query_from_pb(q) for q in request.queries]
-            spec = self._rounds.build_request(period, queries)
-            signed = self._rounds.sign(spec)
-        registered = [c for c, _ in await self._rounds.db(self._store.carriers)]
-        carriers = list(request.carriers) or registered
+            carriers = list(request.carriers) or registered
+            spec = None
         unknown = sorted(set(carriers) - set(registered))
         if unknown:
             shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
             raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
+        if spec is None:
+            signed = self._rounds.sign(self._rounds.build_request(period, queries, carriers))
         record = await self._rounds.create_round(
             signed,
             carriers,
@@ -160,6 +168,29 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         )
 
     @guarded(Role.VIEWER)
+    async def GetReceipts(
+        self, request: operator_pb2.RoundRef, context: grpc.aio.ServicerContext, caller: Caller
+    ) -> operator_pb2.RoundReceipts:
+        round_id = _round_id(request)
+        record, statuses = await self._rounds.snapshot(round_id)
+        results = await self._rounds.db(self._store.results, round_id)
+        return operator_pb2.RoundReceipts(
+            round_id=round_id,
+            request=types_pb2.SignedRequest(
+                request=record.request_bytes, signature=record.signature, key_id=record.key_id),
+            receipts=[
+                operator_pb2.Receipt(
+                    carrier_id=r.carrier_id,
+                    result=types_pb2.SignedResult(
+                        result=r.result_bytes, signature=r.signature, key_id=r.key_id),
+                    received_at=convert.ts(r.received_at),
+                )
+                for r in results
+            ],
+            answered=[s.carrier_id for s in statuses if s.state is CarrierRoundState.ANSWERED],
+        )
+
+    @guarded(Role.VIEWER)
     async def ListRounds(
         self,
         request: operator_pb2.ListRoundsRequest,
@@ -205,6 +236,9 @@ class OversightService(operator_pb2_grpc.OversightServicer):
 
 
 def metrics_response() -> operator_pb2.ListMetricsResponse:
+    def dims(values: Iterable[Dimension]) -> list[types_pb2.Dimension.ValueType]:
+        return [types_pb2.Dimension.ValueType(wire.dimension_to_pb(d)) for d in sorted(values)]
+
     return operator_pb2.ListMetricsResponse(
         catalogue_version=catalogue.CATALOGUE_VERSION,
         metrics=[
@@ -213,17 +247,27 @@ def metrics_response() -> operator_pb2.ListMetricsResponse:
                 version=m.version,
                 title=m.title,
                 definition=m.definition,
-                dimensions=[
-                    types_pb2.Dimension.ValueType(wire.dimension_to_pb(d))
-                    for d in sorted(m.dimensions)
-                ],
+                dimensions=dims(m.dimensions),
                 statistics=[
                     operator_pb2.MetricStatisticInfo(
-                        name=s.name, kind=str(s.kind), description=s.description
+                        name=s.name, kind=str(s.kind), description=s.description,
+                        rests_on=s.rests_on or "", part_of=s.part_of or "", bound=s.bound or 0,
                     )
                     for s in m.statistics
                 ],
                 figures=[f.name for f in m.figures],
+                figure_details=[
+                    operator_pb2.MetricFigureInfo(
+                        name=f.name, description=f.description, inputs=list(f.inputs))
+                    for f in m.figures
+                ],
+                parameters=[
+                    operator_pb2.MetricParameterInfo(
+                        name=p.name, description=p.description, default=p.default,
+                        minimum=p.minimum, maximum=p.maximum)
+                    for p in m.parameters
+                ],
+                group_by_one_of=dims(m.one_of),
             )
             for m in catalogue.METRICS
         ],

@@ -11,15 +11,16 @@ what it was asked. :func:`verify_round` re-checks every stored receipt of a roun
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.store import CarrierRoundState, RoundStore
+from coordinator.store import CarrierRoundState, RoundStore, StoredResult
 from fedoversight import wire
 from fedoversight.catalogue import get_metric
 from fedoversight.domain import RequestSpec, ResultSpec
 from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
 from fedoversight.signing import Verifier
+from fedoversight.v1 import types_pb2
 
 
 def check_result_shape(request: RequestSpec, result: ResultSpec) -> None:
@@ -114,23 +115,46 @@ def verify_round(
     node_verifiers: Mapping[str, Verifier],
     require_signatures: bool = True,
 ) -> RoundVerification:
-    """Re-check the round's signed request and every stored receipt.
-
-    A carrier marked answered without a stored receipt is reported as a failure too.
-    """
+    """Re-check the round's signed request and every stored receipt (from the round store)."""
     record = store.get_round(round_id)
+    answered = [s.carrier_id for s in store.carrier_rounds(round_id)
+                if s.state is CarrierRoundState.ANSWERED]
+    return verify_receipts(
+        round_id, types_pb2.SignedRequest(
+            request=record.request_bytes, signature=record.signature, key_id=record.key_id),
+        store.results(round_id), answered, operator_verifier=operator_verifier,
+        node_verifiers=node_verifiers, require_signatures=require_signatures,
+    )
+
+
+def verify_receipts(
+    round_id: str,
+    signed: types_pb2.SignedRequest,
+    results: Sequence[StoredResult],
+    answered: Sequence[str],
+    *,
+    operator_verifier: Verifier | None,
+    node_verifiers: Mapping[str, Verifier],
+    require_signatures: bool = True,
+) -> RoundVerification:
+    """Check a round's signed request and every receipt, with the auditor's own keys: the
+    request signed by the operator key, each result signed by its carrier's key and answering
+    exactly that request. A carrier recorded as answered without a receipt fails too."""
+    request_bytes = bytes(signed.request)
     request_ok, request_reason = True, ""
     request: RequestSpec | None = None
     try:
         if operator_verifier is not None:
-            operator_verifier.verify(record.request_bytes, record.signature, record.key_id)
+            operator_verifier.verify(request_bytes, bytes(signed.signature), signed.key_id)
         elif require_signatures:
             raise AuthenticationError("no operator key to check the request with")
-        request = wire.decode_request_bytes(record.request_bytes)
+        request = wire.decode_request_bytes(request_bytes)
+        if request.round_id != round_id:
+            raise InvalidRequestError("the request is another round's")
     except OversightError as exc:
         request_ok, request_reason = False, f"request: {exc.detail}"
     checks: list[ReceiptCheck] = []
-    stored = {r.carrier_id: r for r in store.results(round_id)}
+    stored = {r.carrier_id: r for r in results}
     for carrier_id, result in sorted(stored.items()):
         try:
             spec = verify_result(
@@ -140,7 +164,7 @@ def verify_round(
                 result.key_id,
                 verifier=node_verifiers.get(carrier_id),
                 require_signature=require_signatures,
-                request_bytes=record.request_bytes if request is not None else None,
+                request_bytes=request_bytes if request is not None else None,
                 request=request,
             )
         except OversightError as exc:
@@ -152,10 +176,9 @@ def verify_round(
             ReceiptCheck(carrier_id, True, "", result.key_id, spec.data_snapshot,
                          result.received_at)
         )
-    for status in store.carrier_rounds(round_id):
-        if status.state is CarrierRoundState.ANSWERED and status.carrier_id not in stored:
+    for carrier_id in answered:
+        if carrier_id not in stored:
             checks.append(
-                ReceiptCheck(status.carrier_id, False, "answered but no receipt stored", "", "",
-                             None)
+                ReceiptCheck(carrier_id, False, "answered but no receipt stored", "", "", None)
             )
     return RoundVerification(round_id, request_ok, request_reason, tuple(checks))

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coordinator.combine import ScopedTable, carrier_table, combine
+from coordinator.combine import ScopedTable, carrier_table, combine, leave_out
 from coordinator.store import StoredResult
 from fedoversight import wire
 from fedoversight.domain import QueryTable, RequestSpec
 
 
 def round_tables(request: RequestSpec, results: Sequence[StoredResult]) -> list[ScopedTable]:
-    """Program table first, then one per carrier, for every query of the round."""
+    """Program table first, then one per carrier, for every query of the round. Carriers the
+    request names that did not answer leave every program sum incomplete (their values are
+    unknown, in any amount)."""
+    unanswered = len(set(request.carriers) - {r.carrier_id for r in results})
     decoded = sorted(
         ((r.carrier_id, wire.decode_result_bytes(r.result_bytes)) for r in results),
         key=lambda pair: pair[0],
@@ -22,7 +25,7 @@ def round_tables(request: RequestSpec, results: Sequence[StoredResult]) -> list[
             carrier_id: result.tables[index] for carrier_id, result in decoded
         }
         if by_carrier:
-            out.append(combine(by_carrier, request.period))
+            out.append(leave_out(combine(by_carrier, request.period), unanswered))
         out.extend(
             carrier_table(carrier_id, table, request.period)
             for carrier_id, table in by_carrier.items()

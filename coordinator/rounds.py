@@ -77,8 +77,10 @@ def new_request(
     queries: Sequence[QuerySpec],
     ttl: dt.timedelta,
     now: dt.datetime | None = None,
+    carriers: Sequence[str] = (),
 ) -> RequestSpec:
-    """A fresh request (new round id, nonce and validity window), ready to be signed."""
+    """A fresh request (new round id, nonce and validity window) addressed to ``carriers``,
+    ready to be signed."""
     issued = now or _now()
     round_id = f"r-{issued:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
     return RequestSpec(
@@ -90,6 +92,7 @@ def new_request(
         issued_at=issued,
         expires_at=issued + ttl,
         nonce=os.urandom(16),
+        carriers=tuple(sorted(set(carriers))),
     )
 
 
@@ -152,8 +155,10 @@ class RoundManager:
 
     # --- creating and dispatching ---------------------------------------------------------
 
-    def build_request(self, period: Period, queries: Sequence[QuerySpec]) -> RequestSpec:
-        return new_request(period, queries, self._request_ttl)
+    def build_request(
+        self, period: Period, queries: Sequence[QuerySpec], carriers: Sequence[str]
+    ) -> RequestSpec:
+        return new_request(period, queries, self._request_ttl, carriers=carriers)
 
     def sign(self, request: RequestSpec) -> types_pb2.SignedRequest:
         """Sign a request the coordinator built with the operator key it holds."""
@@ -192,6 +197,8 @@ class RoundManager:
         request = wire.decode_request_bytes(bytes(signed.request))
         if not carriers:
             raise InvalidRequestError("a round needs at least one carrier")
+        if sorted(set(carriers)) != list(request.carriers):
+            raise InvalidRequestError("the round's carriers are not those its request names")
         quorum = quorum or 1
         if quorum > len(carriers):
             raise InvalidRequestError("quorum larger than the carriers asked")
@@ -212,6 +219,14 @@ class RoundManager:
         )
         stored = await self.db(self._store.create_round, record, list(carriers))
         if stored.round_id != record.round_id:
+            before = wire.decode_request_bytes(stored.request_bytes)
+            if (before.period, before.queries, before.carriers) != (
+                request.period, request.queries, request.carriers
+            ):
+                raise InvalidRequestError(
+                    "this idempotency key was used for another round: a different period,"
+                    " queries or carriers"
+                )
             log.info("idempotent create: round %s exists", stored.round_id)
             return stored
         await self._open_round(stored)
@@ -289,6 +304,8 @@ class RoundManager:
     async def on_result(self, carrier_id: str, signed: types_pb2.SignedResult) -> None:
         try:
             result = self._verify_result(carrier_id, signed)
+            if result.round_id not in self._open:
+                await self._check_late(result)
         except OversightError as exc:
             log.warning("rejected a result from %s: %s", carrier_id, exc.detail)
             return
@@ -306,6 +323,9 @@ class RoundManager:
         except OversightError as exc:
             log.warning("result from %s for an unknown round: %s", carrier_id, exc.detail)
             return
+        if live is None:
+            log.info("a late result from %s for round %s, which has finished: kept apart",
+                     carrier_id, result.round_id)
         # Persisted: the node may forget it now.
         self._link.send(
             carrier_id, federation_pb2.CoordinatorMessage(ack=federation_pb2.Ack(
@@ -389,6 +409,16 @@ class RoundManager:
         if live is not None:
             check_answers(result, live.record.request_bytes, live.request)
         return result
+
+    async def _check_late(self, result: ResultSpec) -> None:
+        """A result for a round that is not open must answer that round's request all the
+        same (a carrier-signed answer to another request is never stored)."""
+        try:
+            record = await self.db(self._store.get_round, result.round_id)
+        except OversightError:
+            raise InvalidRequestError("a result for no known round") from None
+        check_answers(result, record.request_bytes,
+                      wire.decode_request_bytes(record.request_bytes))
 
     # --- finishing ------------------------------------------------------------------------
 

@@ -9,6 +9,8 @@ from pathlib import Path
 from types import TracebackType
 
 import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
 
 from coordinator.access import CarrierAccess, OperatorAccess, Revocations
 from coordinator.config import CoordinatorConfig
@@ -19,7 +21,15 @@ from coordinator.store import RoundStore
 from fedoversight.errors import ConfigError
 from fedoversight.signing import Signer, Verifier
 from fedoversight.tls import check_identity_files, load_certificate
-from fedoversight.v1 import federation_pb2_grpc, operator_pb2_grpc
+from fedoversight.v1 import federation_pb2, federation_pb2_grpc, operator_pb2, operator_pb2_grpc
+
+#: Services the coordinator names to reflection (and to health: all but reflection itself).
+REFLECTED = (
+    operator_pb2.DESCRIPTOR.services_by_name["Oversight"].full_name,
+    federation_pb2.DESCRIPTOR.services_by_name["NodeFederation"].full_name,
+    health.SERVICE_NAME,
+    reflection.SERVICE_NAME,
+)
 
 log = logging.getLogger(__name__)
 
@@ -135,14 +145,23 @@ class Coordinator:
         )
         self.server: grpc.aio.Server | None = None
         self.port: int = 0
+        self.operator_server: grpc.aio.Server | None = None
+        self.operator_port: int = 0
+        self.health = health.aio.HealthServicer()
+
+    def _serve_operators(self, server: grpc.aio.Server) -> None:
+        """The operator API, gRPC health and server reflection on ``server``."""
+        operator_pb2_grpc.add_OversightServicer_to_server(
+            OversightService(self.store, self.rounds, self.hub, self.access), server
+        )
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        reflection.enable_server_reflection(REFLECTED, server)
 
     async def start(self) -> int:
         """Bind and start serving; returns the bound port (``listen`` may use port 0)."""
         server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
         federation_pb2_grpc.add_NodeFederationServicer_to_server(self.hub, server)
-        operator_pb2_grpc.add_OversightServicer_to_server(
-            OversightService(self.store, self.rounds, self.hub, self.access), server
-        )
+        self._serve_operators(server)
         tls = self.config.tls
         if tls is None:
             log.warning(
@@ -159,27 +178,50 @@ class Coordinator:
                 log.warning("the coordinator's certificate expires in %d days", days_left)
             if not self.config.operators:
                 log.warning("no operators configured: the operator API refuses every call")
-            credentials = grpc.ssl_server_credentials(
-                [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
-                root_certificates=Path(tls.ca_cert).read_bytes(),
-                require_client_auth=True,
-            )
-            port = server.add_secure_port(self.config.listen, credentials)
+            port = server.add_secure_port(self.config.listen, self._credentials(True))
         await server.start()
         self.server, self.port = server, int(port)
+        if self.config.operator_listen is not None:
+            await self._start_operator_port(self.config.operator_listen)
+        for service in ("", *REFLECTED[:-1]):
+            await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
         log.info("coordinator listening on port %d", self.port)
         return self.port
+
+    def _credentials(self, require_client_auth: bool) -> grpc.ServerCredentials:
+        tls = self.config.tls
+        assert tls is not None
+        return grpc.ssl_server_credentials(
+            [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
+            root_certificates=Path(tls.ca_cert).read_bytes(),
+            require_client_auth=require_client_auth,
+        )
+
+    async def _start_operator_port(self, listen: str) -> None:
+        """The operator API alone on its own port for token operators: the TLS there asks for
+        no client certificate (gRPC cannot ask for one without requiring it)."""
+        server = grpc.aio.server(options=server_options(self.config.max_message_bytes))
+        self._serve_operators(server)
+        if self.config.tls is None:
+            port = server.add_insecure_port(listen)
+        else:
+            port = server.add_secure_port(listen, self._credentials(False))
+        await server.start()
+        self.operator_server, self.operator_port = server, int(port)
+        log.info("operator API also on port %d (bearer tokens, no client certificates)", port)
 
     async def wait(self) -> None:
         assert self.server is not None
         await self.server.wait_for_termination()
 
     async def shutdown(self, grace: float = 2.0) -> None:
+        await self.health.enter_graceful_shutdown()
         self.hub.close_all()
-        if self.server is not None:
-            await self.server.stop(grace)
-            self.server = None
+        for server in (self.operator_server, self.server):
+            if server is not None:
+                await server.stop(grace)
+        self.server = self.operator_server = None
         await self.rounds.close()
         await asyncio.to_thread(self.store.close)
 

@@ -90,6 +90,8 @@ class CarrierRound:
     #: A fixed public message, never text a carrier holds.
     message: str
     updated_at: dt.datetime
+    #: When a result arrived after the round finished (kept apart, not in its tables).
+    late_answer_at: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +133,15 @@ CREATE TABLE IF NOT EXISTS carrier_rounds (
     PRIMARY KEY (round_id, carrier_id)
 );
 CREATE TABLE IF NOT EXISTS results (
+    round_id TEXT NOT NULL REFERENCES rounds (round_id),
+    carrier_id TEXT NOT NULL,
+    result_bytes BLOB NOT NULL,
+    signature BLOB NOT NULL,
+    key_id TEXT NOT NULL,
+    received_at TEXT NOT NULL,
+    PRIMARY KEY (round_id, carrier_id)
+);
+CREATE TABLE IF NOT EXISTS late_results (
     round_id TEXT NOT NULL REFERENCES rounds (round_id),
     carrier_id TEXT NOT NULL,
     result_bytes BLOB NOT NULL,
@@ -355,8 +366,11 @@ class RoundStore:
     def carrier_rounds(self, round_id: str) -> list[CarrierRound]:
         with self._reading() as conn:
             rows = conn.execute(
-                "SELECT round_id, carrier_id, state, error_code, message, updated_at"
-                " FROM carrier_rounds WHERE round_id = ? ORDER BY carrier_id",
+                "SELECT c.round_id, c.carrier_id, c.state, c.error_code, c.message,"
+                " c.updated_at, l.received_at AS late_at"
+                " FROM carrier_rounds AS c LEFT JOIN late_results AS l"
+                " ON l.round_id = c.round_id AND l.carrier_id = c.carrier_id"
+                " WHERE c.round_id = ? ORDER BY c.carrier_id",
                 (round_id,),
             ).fetchall()
         return [
@@ -367,6 +381,7 @@ class RoundStore:
                 error_code=int(r["error_code"]),
                 message=r["message"],
                 updated_at=_from_text(r["updated_at"]),
+                late_answer_at=_from_text(r["late_at"]) if r["late_at"] else None,
             )
             for r in rows
         ]
@@ -434,8 +449,11 @@ class RoundStore:
         """Store a carrier's signed result and mark it answered, in one transaction.
 
         A second result for the same round and carrier is a duplicate delivery: the first is
-        kept and False returned. A result is final, so it marks the carrier answered whatever
-        state it was in (a late answer after a time-out is still an answer).
+        kept and False returned. While the round is open a result is final, so it marks the
+        carrier answered whatever state it was in (an answer after a disconnection is still an
+        answer). Once the round has finished its tables are frozen: a result arriving then is
+        kept apart as late (see :meth:`late_results`), changes nothing of the round, and False
+        is returned.
         """
         outcome = self.save_results([result])[0]
         if isinstance(outcome, OversightError):
@@ -471,7 +489,11 @@ class RoundStore:
         conn: sqlite3.Connection, round_id: str, results: Sequence[StoredResult]
     ) -> tuple[list[StoredResult], set[str]]:
         """Insert the new results of one round, with a few statements for the lot; return
-        them and which of the carriers named are part of the round."""
+        them and which of the carriers named are part of the round (a finished round's go to
+        the late results, and none is new)."""
+        finished = conn.execute(
+            "SELECT finished_at FROM rounds WHERE round_id = ?", (round_id,)
+        ).fetchone()
         carriers = list(dict.fromkeys(r.carrier_id for r in results))
         members: set[str] = set()
         stored: set[str] = set()
@@ -490,6 +512,15 @@ class RoundStore:
         for r in results:  # the first delivery of each carrier's result; later ones duplicate
             if r.carrier_id in members and r.carrier_id not in stored:
                 new.setdefault(r.carrier_id, r)
+        if finished is not None and finished[0] is not None:
+            conn.executemany(
+                "INSERT OR IGNORE INTO late_results"
+                " (round_id, carrier_id, result_bytes, signature, key_id, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.round_id, r.carrier_id, r.result_bytes, r.signature, r.key_id,
+                  _to_text(r.received_at)) for r in new.values()],
+            )
+            return [], members
         fresh = list(new.values())
         for rows in _chunks(fresh):
             conn.execute(
@@ -514,11 +545,14 @@ class RoundStore:
             )
         return fresh, members
 
-    def results(self, round_id: str) -> list[StoredResult]:
+    def results(self, round_id: str, *, late: bool = False) -> list[StoredResult]:
+        """A round's results, by carrier (with ``late``: those that arrived after it
+        finished, kept apart)."""
+        table = "late_results" if late else "results"
         with self._reading() as conn:
             rows = conn.execute(
                 "SELECT round_id, carrier_id, result_bytes, signature, key_id, received_at"
-                " FROM results WHERE round_id = ? ORDER BY carrier_id",
+                f" FROM {table} WHERE round_id = ? ORDER BY carrier_id",
                 (round_id,),
             ).fetchall()
         return [

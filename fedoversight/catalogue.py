@@ -573,7 +573,9 @@ METRICS: tuple[MetricSpec, ...] = (
         definition=(
             "By quarter: Σ rebate_amount of the rebates rows of the quarters the period touches"
             " ÷ Σ pharmacy allowed (all rows counted as for cost.pmpm) in those quarters' months"
-            " within the period. By drug_class, rebate rows without a class are unknown."
+            " within the period. By drug_class, rebate rows without a class are unknown; a"
+            " class rebated in a quarter that nobody filled in the period is a cell of its"
+            " own (its rebates and no pharmacy allowed)."
         ),
         dimensions=frozenset({D.CARRIER, D.QUARTER, D.YEAR, D.DRUG_CLASS}),
         statistics=(

@@ -88,6 +88,8 @@ class RequestSpec:
     issued_at: dt.datetime
     expires_at: dt.datetime
     nonce: bytes
+    #: The carriers it is addressed to (sorted): a node refuses a request not naming it.
+    carriers: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from fedoversight.v1 import types_pb2
 MAX_QUERIES = 32
 MAX_FILTER_VALUES = 200
 MAX_PARAMETERS = 16
+MAX_CARRIERS = 10_000
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 _DIM_TO_PB: dict[Dimension, types_pb2.Dimension.ValueType] = {
@@ -185,6 +186,7 @@ def request_to_pb(req: RequestSpec) -> types_pb2.MetricRequest:
         issued_at=_ts(req.issued_at),
         expires_at=_ts(req.expires_at),
         nonce=req.nonce,
+        carriers=list(req.carriers),
     )
 
 
@@ -200,6 +202,8 @@ def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
         raise InvalidRequestError("request lacks a period or validity window")
     if not 16 <= len(msg.nonce) <= 64:
         raise InvalidRequestError("request nonce must be 16 to 64 bytes")
+    if len(msg.carriers) > MAX_CARRIERS or list(msg.carriers) != sorted(set(msg.carriers)):
+        raise InvalidRequestError("a request names its carriers once each, sorted")
     try:
         return RequestSpec(
             request_id=_check_id(msg.request_id, "request id"),
@@ -210,6 +214,7 @@ def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
             issued_at=_from_ts(msg.issued_at),
             expires_at=_from_ts(msg.expires_at),
             nonce=bytes(msg.nonce),
+            carriers=tuple(_check_id(c, "carrier id") for c in msg.carriers),
         )
     except OversightError:
         raise

@@ -153,8 +153,9 @@ def run_demo(
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path = output or out_dir / "results.csv"
     csv_path.parent.mkdir(parents=True, exist_ok=True)
-    write_csv(tables, csv_path)
-    write_json(tables, csv_path.with_suffix(".json"))
+    info = outcomes[0].info() if len(outcomes) == 1 else None
+    write_csv(tables, csv_path, info)
+    write_json(tables, csv_path.with_suffix(".json"), info)
     console.print(f"results written to {csv_path} and {csv_path.with_suffix('.json')}")
     seconds = time.perf_counter() - started
     console.print(f"demo finished in {seconds:.1f}s")

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -24,6 +25,8 @@ log = logging.getLogger(__name__)
 
 HARNESS_OPERATOR = "harness-operator"
 HARNESS_VIEWER = "harness-viewer"
+#: An operator known by a bearer token (its kit has a certificate too).
+HARNESS_TOKEN_OPERATOR = "harness-token-operator"
 
 
 @dataclass
@@ -52,6 +55,8 @@ class SimulatedFederation:
     max_message_bytes: int = 16 * 1024 * 1024
     #: Revoked certificate serials, one per line (re-read by the coordinator when it changes).
     revocation_file: Path | None = None
+    #: Also serve the operator API on a port of its own, client certificates optional there.
+    operator_port: bool = False
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -80,6 +85,8 @@ class SimulatedFederation:
                     operators=(
                         OperatorPlan(name=HARNESS_OPERATOR, role=Role.OPERATOR),
                         OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER),
+                        OperatorPlan(name=HARNESS_TOKEN_OPERATOR, role=Role.OPERATOR,
+                                     token=True),
                     ),
                 ),
                 self.work_dir / "pki",
@@ -96,6 +103,7 @@ class SimulatedFederation:
             "max_message_bytes": self.max_message_bytes,
             "insecure": self.insecure,
             "revocation_file": self.revocation_file,
+            "operator_listen": "127.0.0.1:0" if self.operator_port else None,
         }
         if not self.insecure:
             pki = self.provision()
@@ -107,7 +115,12 @@ class SimulatedFederation:
                 operator_public_key=pki.operator_public_key,
                 result_keys_dir=pki.result_keys_dir,
                 operators=tuple(
-                    OperatorEntry(name=o.name, role=o.role) for o in pki.operators.values()
+                    OperatorEntry(
+                        name=o.name, role=o.role,
+                        token_sha256=hashlib.sha256(o.token.read_bytes().strip()).hexdigest()
+                        if o.token else None,
+                    )
+                    for o in pki.operators.values()
                 ),
             )
         return CoordinatorConfig.model_validate(settings)
@@ -142,6 +155,12 @@ class SimulatedFederation:
             return OperatorClient(self.address)
         kit = self.pki.operators[name]
         return OperatorClient(self.address, ca_cert=kit.ca_cert, cert=kit.cert, key=kit.key)
+
+    @property
+    def operator_address(self) -> str:
+        """The operator port's address (with ``operator_port``)."""
+        assert self.coordinator is not None and self.coordinator.operator_port
+        return f"127.0.0.1:{self.coordinator.operator_port}"
 
     def node_config(self, carrier_id: str, **changes: object) -> NodeConfig:
         settings: dict[str, object] = {

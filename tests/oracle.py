@@ -16,9 +16,10 @@ periods, the histogram's bin layout, (in its tests) the catalogue's statistic na
 spells it; then one column per statistic of the metric — int64, except the histogram statistic
 ``allowed_histogram`` of ``cost.distribution``, which holds :class:`Histogram` objects. A cell is
 returned only when at least one of its members-kind statistics (distinct people: ``members``,
-``claimants``, ``stay_members``, ``eligible``, ``adds``, ...) is above zero; for the three
-metrics of the first release this is the same rule as before (member months or claimants above
-zero). So, for example, a rebate of a drug class nobody filled in the period is in no cell.
+``claimants``, ``stay_members``, ``eligible``, ``adds``, ...) is above zero, or (rebates,
+which no member makes) it has rebates: a drug class rebated that nobody filled in the period is
+a cell of its own. Service categories are a cell for every other key with member months (zero
+where nobody had a claim in them), as the catalogue defines.
 
 Readings of the definitions where the text leaves a choice (each is one place below):
 
@@ -1865,7 +1866,10 @@ def compute(
         else:
             out[statistic.name] = out[statistic.name].fillna(0).astype("int64")
     people = [s.name for s in spec.statistics if s.how == "members"]
-    out = out[(out[people] > 0).any(axis=1).to_numpy(dtype=bool)][[*columns, *extra]]
+    # A cell is people (or rebates, which no member makes: a class rebated that nobody filled).
+    rebated = [s.name for s in spec.statistics if s.facts == REBATES]
+    kept = (out[people] > 0).any(axis=1) | (out[rebated] != 0).any(axis=1)
+    out = out[kept.to_numpy(dtype=bool)][[*columns, *extra]]
     if out.empty:
         return _empty(columns, spec)
     for column in keys:

@@ -33,7 +33,7 @@ def draw(key: bytes, kind: str, *parts: object) -> float:
     """A number in [0, 1) that only ``key``'s holder can compute, the same for the same
     ``kind`` and ``parts`` and independent across different ones."""
     text = "\x1f".join([kind, *("" if p is None else str(p) for p in parts)])
-    digest = hmac.new(key, text.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(key, text.encode(), hashlib.sha256)
     return int.from_bytes(digest[:8], "big") / 2.0**64
 
 

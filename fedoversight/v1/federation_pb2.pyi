@@ -31,6 +31,7 @@ class Hello(_message.Message):
     NODE_VERSION_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     carrier_id: _builtins.str
+    """Must be the carrier id its certificate names."""
     catalogue_version: _builtins.str
     node_version: _builtins.str
     @_builtins.property
@@ -61,6 +62,7 @@ class Welcome(_message.Message):
     HEARTBEAT_SECONDS_FIELD_NUMBER: _builtins.int
     coordinator_id: _builtins.str
     heartbeat_seconds: _builtins.int
+    """How often the node should send a heartbeat."""
     def __init__(
         self,
         *,

@@ -45,7 +45,9 @@ class NodeFederationServicer:
     """Missing associated documentation comment in .proto file."""
 
     def Connect(self, request_iterator, context):
-        """Missing associated documentation comment in .proto file."""
+        """The node's stream: Hello first, then results, refusals and heartbeats up; Welcome, then
+        requests, acknowledgements and heartbeats down. The node's identity is its certificate.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')

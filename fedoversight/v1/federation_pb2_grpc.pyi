@@ -34,11 +34,17 @@ class NodeFederationStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NodeFederationAsyncStub: ...
     Connect: _grpc.StreamStreamMultiCallable[_federation_pb2.NodeMessage, _federation_pb2.CoordinatorMessage]
+    """The node's stream: Hello first, then results, refusals and heartbeats up; Welcome, then
+    requests, acknowledgements and heartbeats down. The node's identity is its certificate.
+    """
 
 @_typing.type_check_only
 class NodeFederationAsyncStub(NodeFederationStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     Connect: _aio.StreamStreamMultiCallable[_federation_pb2.NodeMessage, _federation_pb2.CoordinatorMessage]  # type: ignore[assignment]
+    """The node's stream: Hello first, then results, refusals and heartbeats up; Welcome, then
+    requests, acknowledgements and heartbeats down. The node's identity is its certificate.
+    """
 
 class NodeFederationServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -46,6 +52,9 @@ class NodeFederationServicer(metaclass=_abc_1.ABCMeta):
         self,
         request_iterator: _MaybeAsyncIterator[_federation_pb2.NodeMessage],
         context: _ServicerContext,
-    ) -> _typing.Union[_abc.Iterator[_federation_pb2.CoordinatorMessage], _abc.AsyncIterator[_federation_pb2.CoordinatorMessage]]: ...
+    ) -> _typing.Union[_abc.Iterator[_federation_pb2.CoordinatorMessage], _abc.AsyncIterator[_federation_pb2.CoordinatorMessage]]:
+        """The node's stream: Hello first, then results, refusals and heartbeats up; Welcome, then
+        requests, acknowledgements and heartbeats down. The node's identity is its certificate.
+        """
 
 def add_NodeFederationServicer_to_server(servicer: NodeFederationServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

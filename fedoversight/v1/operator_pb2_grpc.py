@@ -64,45 +64,62 @@ class OversightStub:
                 request_serializer=fedoversight_dot_v1_dot_operator__pb2.ListMetricsRequest.SerializeToString,
                 response_deserializer=fedoversight_dot_v1_dot_operator__pb2.ListMetricsResponse.FromString,
                 _registered_method=True)
+        self.GetReceipts = channel.unary_unary(
+                '/fedoversight.v1.Oversight/GetReceipts',
+                request_serializer=fedoversight_dot_v1_dot_operator__pb2.RoundRef.SerializeToString,
+                response_deserializer=fedoversight_dot_v1_dot_operator__pb2.RoundReceipts.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
     """Missing associated documentation comment in .proto file."""
 
     def CreateRound(self, request, context):
-        """Creates a round and dispatches it; returns at once with the round id.
+        """Creates a round and dispatches it; returns at once with the round's summary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def WatchRound(self, request, context):
-        """Streams progress until the round ends, then its summary.
+        """Streams progress until the round ends; the last message is its final state.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetRound(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """A round: its summary, every carrier's part, and its tables (program and per carrier).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListRounds(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The most recent rounds, newest first.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListCarriers(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The registered carriers and whether their nodes are connected.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def ListMetrics(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The metric catalogue: what can be asked and what each answer contains.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetReceipts(self, request, context):
+        """The round's signed request and every carrier's signed result (its receipt) as stored, for
+        an auditor to verify with keys of their own (`oversight round verify --coordinator`).
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -139,6 +156,11 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.ListMetrics,
                     request_deserializer=fedoversight_dot_v1_dot_operator__pb2.ListMetricsRequest.FromString,
                     response_serializer=fedoversight_dot_v1_dot_operator__pb2.ListMetricsResponse.SerializeToString,
+            ),
+            'GetReceipts': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetReceipts,
+                    request_deserializer=fedoversight_dot_v1_dot_operator__pb2.RoundRef.FromString,
+                    response_serializer=fedoversight_dot_v1_dot_operator__pb2.RoundReceipts.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -303,6 +325,33 @@ class Oversight:
             '/fedoversight.v1.Oversight/ListMetrics',
             fedoversight_dot_v1_dot_operator__pb2.ListMetricsRequest.SerializeToString,
             fedoversight_dot_v1_dot_operator__pb2.ListMetricsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetReceipts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedoversight.v1.Oversight/GetReceipts',
+            fedoversight_dot_v1_dot_operator__pb2.RoundRef.SerializeToString,
+            fedoversight_dot_v1_dot_operator__pb2.RoundReceipts.FromString,
             options,
             channel_credentials,
             insecure,

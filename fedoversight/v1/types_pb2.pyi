@@ -162,17 +162,29 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     DESCRIPTOR: _descriptor.EnumDescriptor
     ERROR_CODE_UNSPECIFIED: _ErrorCode.ValueType  # 0
     ERROR_CODE_INVALID_REQUEST: _ErrorCode.ValueType  # 1
+    """The request does not decode or is not valid (a dimension a metric does not accept, ...)."""
     ERROR_CODE_UNKNOWN_METRIC: _ErrorCode.ValueType  # 2
+    """A metric, or a metric version, the catalogue does not have."""
     ERROR_CODE_UNSUPPORTED_VERSION: _ErrorCode.ValueType  # 3
     ERROR_CODE_POLICY_REFUSED: _ErrorCode.ValueType  # 4
+    """Valid, but the carrier's policy does not answer it (a metric, a dimension, a grouping
+    differential privacy cannot bound).
+    """
     ERROR_CODE_DISCLOSURE_REFUSED: _ErrorCode.ValueType  # 5
     ERROR_CODE_DATA_SOURCE: _ErrorCode.ValueType  # 6
+    """The carrier's data cannot be read or failed validation."""
     ERROR_CODE_UNAUTHENTICATED: _ErrorCode.ValueType  # 7
+    """Unsigned, badly signed or by an unknown key."""
     ERROR_CODE_EXPIRED: _ErrorCode.ValueType  # 8
+    """Outside its validity window."""
     ERROR_CODE_REPLAYED: _ErrorCode.ValueType  # 9
+    """A nonce the node has seen before."""
     ERROR_CODE_INTERNAL: _ErrorCode.ValueType  # 10
     ERROR_CODE_PENDING_APPROVAL: _ErrorCode.ValueType  # 11
     ERROR_CODE_BUDGET_EXHAUSTED: _ErrorCode.ValueType  # 12
+    """The carrier's differential-privacy budget for a month of the period is spent."""
+    ERROR_CODE_NOT_ADDRESSED: _ErrorCode.ValueType  # 13
+    """The request does not name this carrier among its addressees."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Why something was refused. Codes are a closed set; the message is fixed per code and never
@@ -181,22 +193,34 @@ class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
 
 ERROR_CODE_UNSPECIFIED: ErrorCode.ValueType  # 0
 ERROR_CODE_INVALID_REQUEST: ErrorCode.ValueType  # 1
+"""The request does not decode or is not valid (a dimension a metric does not accept, ...)."""
 ERROR_CODE_UNKNOWN_METRIC: ErrorCode.ValueType  # 2
+"""A metric, or a metric version, the catalogue does not have."""
 ERROR_CODE_UNSUPPORTED_VERSION: ErrorCode.ValueType  # 3
 ERROR_CODE_POLICY_REFUSED: ErrorCode.ValueType  # 4
+"""Valid, but the carrier's policy does not answer it (a metric, a dimension, a grouping
+differential privacy cannot bound).
+"""
 ERROR_CODE_DISCLOSURE_REFUSED: ErrorCode.ValueType  # 5
 ERROR_CODE_DATA_SOURCE: ErrorCode.ValueType  # 6
+"""The carrier's data cannot be read or failed validation."""
 ERROR_CODE_UNAUTHENTICATED: ErrorCode.ValueType  # 7
+"""Unsigned, badly signed or by an unknown key."""
 ERROR_CODE_EXPIRED: ErrorCode.ValueType  # 8
+"""Outside its validity window."""
 ERROR_CODE_REPLAYED: ErrorCode.ValueType  # 9
+"""A nonce the node has seen before."""
 ERROR_CODE_INTERNAL: ErrorCode.ValueType  # 10
 ERROR_CODE_PENDING_APPROVAL: ErrorCode.ValueType  # 11
 ERROR_CODE_BUDGET_EXHAUSTED: ErrorCode.ValueType  # 12
+"""The carrier's differential-privacy budget for a month of the period is spent."""
+ERROR_CODE_NOT_ADDRESSED: ErrorCode.ValueType  # 13
+"""The request does not name this carrier among its addressees."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
 class Period(_message.Message):
-    """An inclusive range of calendar months, each "YYYY-MM"."""
+    """An inclusive range of calendar months, each "YYYY-MM" (first not after last)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -220,8 +244,8 @@ Global___Period: _TypeAlias = Period  # noqa: Y015
 
 @_typing.final
 class Filter(_message.Message):
-    """Keep only rows whose dimension value is one of `values`. Values are checked against the
-    dimension's pattern before anything runs.
+    """Keep only rows whose dimension value is one of `values` (1 to 200). Values are checked
+    against the dimension's pattern before anything runs.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -277,14 +301,24 @@ class Query(_message.Message):
     FILTERS_FIELD_NUMBER: _builtins.int
     PARAMETERS_FIELD_NUMBER: _builtins.int
     metric: _builtins.str
+    """A metric name of the catalogue (ListMetrics)."""
     metric_version: _builtins.int
+    """Its version; 0 means the catalogue's latest."""
     @_builtins.property
-    def group_by(self) -> _containers.RepeatedScalarFieldContainer[Global___Dimension.ValueType]: ...
+    def group_by(self) -> _containers.RepeatedScalarFieldContainer[Global___Dimension.ValueType]:
+        """Dimensions to group by (each once; only those the metric accepts; where the metric says
+        so, exactly one of its group_by_one_of).
+        """
+
     @_builtins.property
-    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filter]: ...
+    def filters(self) -> _containers.RepeatedCompositeFieldContainer[Global___Filter]:
+        """At most one filter per dimension."""
+
     @_builtins.property
     def parameters(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]:
-        """Numeric parameters declared by the metric (for example a cost threshold in dollars)."""
+        """Numeric parameters declared by the metric (for example a cost threshold in dollars);
+        a parameter not given takes its declared default.
+        """
 
     def __init__(
         self,
@@ -319,19 +353,34 @@ class MetricRequest(_message.Message):
     ISSUED_AT_FIELD_NUMBER: _builtins.int
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
+    CARRIERS_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
+    """Ids of the request and of its round: [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}."""
     round_id: _builtins.str
     catalogue_version: _builtins.str
+    """The catalogue version the queries refer to; a node refuses another."""
     nonce: _builtins.bytes
     """Random bytes; the node refuses a nonce it has seen before."""
     @_builtins.property
     def period(self) -> Global___Period: ...
     @_builtins.property
-    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Query]: ...
+    def queries(self) -> _containers.RepeatedCompositeFieldContainer[Global___Query]:
+        """1 to 32 queries; a node answers them all in one result, in this order."""
+
     @_builtins.property
-    def issued_at(self) -> _timestamp_pb2.Timestamp: ...
+    def issued_at(self) -> _timestamp_pb2.Timestamp:
+        """The validity window: a node refuses a request before issued_at (give or take a few
+        minutes of clock skew), after expires_at, or issued too long ago.
+        """
+
     @_builtins.property
     def expires_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def carriers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The carriers this request is addressed to (their ids, sorted): a node refuses a request
+        that does not name it, so a signed request cannot be replayed to other carriers.
+        """
+
     def __init__(
         self,
         *,
@@ -343,10 +392,11 @@ class MetricRequest(_message.Message):
         issued_at: _timestamp_pb2.Timestamp | None = ...,
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         nonce: _builtins.bytes = ...,
+        carriers: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["catalogue_version", b"catalogue_version", "expires_at", b"expires_at", "issued_at", b"issued_at", "nonce", b"nonce", "period", b"period", "queries", b"queries", "request_id", b"request_id", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers", b"carriers", "catalogue_version", b"catalogue_version", "expires_at", b"expires_at", "issued_at", b"issued_at", "nonce", b"nonce", "period", b"period", "queries", b"queries", "request_id", b"request_id", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -362,8 +412,11 @@ class SignedRequest(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     request: _builtins.bytes
+    """A serialized MetricRequest, exactly as signed."""
     signature: _builtins.bytes
+    """Ed25519 signature of `request` by the operator key."""
     key_id: _builtins.str
+    """Which key signed it (16 hex digits of the key's fingerprint)."""
     def __init__(
         self,
         *,
@@ -513,6 +566,7 @@ class GroupKey(_message.Message):
     VALUE_FIELD_NUMBER: _builtins.int
     dimension: Global___Dimension.ValueType
     value: _builtins.str
+    """The cell's value of the dimension, checked against the dimension's pattern."""
     def __init__(
         self,
         *,
@@ -535,11 +589,15 @@ class Cell(_message.Message):
     STATISTICS_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     status: Global___CellStatus.ValueType
-    """Summary of the statistics' statuses: released only when all of them are."""
+    """The worst status of its statistics: withheld, perturbed, released."""
     @_builtins.property
-    def key(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupKey]: ...
+    def key(self) -> _containers.RepeatedCompositeFieldContainer[Global___GroupKey]:
+        """One key per grouping dimension, in the query's group_by order."""
+
     @_builtins.property
-    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Statistic]: ...
+    def statistics(self) -> _containers.RepeatedCompositeFieldContainer[Global___Statistic]:
+        """The metric's declared statistics (ListMetrics), each with its status."""
+
     def __init__(
         self,
         *,
@@ -573,7 +631,9 @@ class QueryResult(_message.Message):
     @_builtins.property
     def cells(self) -> _containers.RepeatedCompositeFieldContainer[Global___Cell]: ...
     @_builtins.property
-    def disclosure(self) -> Global___DisclosureSummary: ...
+    def disclosure(self) -> Global___DisclosureSummary:
+        """What the carrier's disclosure control did to this table, and its parameters."""
+
     def __init__(
         self,
         *,
@@ -807,7 +867,9 @@ class SignedResult(_message.Message):
     SIGNATURE_FIELD_NUMBER: _builtins.int
     KEY_ID_FIELD_NUMBER: _builtins.int
     result: _builtins.bytes
+    """A serialized MetricResult, exactly as signed."""
     signature: _builtins.bytes
+    """Ed25519 signature of `result` by the carrier's result key."""
     key_id: _builtins.str
     def __init__(
         self,
@@ -836,6 +898,7 @@ class Refusal(_message.Message):
     round_id: _builtins.str
     code: Global___ErrorCode.ValueType
     public_message: _builtins.str
+    """A fixed message per code: never anything the carrier holds."""
     def __init__(
         self,
         *,

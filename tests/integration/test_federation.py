@@ -113,6 +113,7 @@ async def test_no_carrier_data_leaves_a_node(
             request_id="bad-1", round_id="bad", catalogue_version="1", period=PERIOD,
             queries=(QUERIES[0],), issued_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=3),
             expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2), nonce=os.urandom(16),
+            carriers=tuple(sorted(chosen)),
         )
         for carrier_id in chosen:
             fed.coordinator.hub.send(  # type: ignore[union-attr]
@@ -228,7 +229,7 @@ async def test_bad_data_and_unknown_metrics_end_in_clear_refusals(
                 request_id="probe-1", round_id="probe", catalogue_version="1", period=PERIOD,
                 queries=(query,), issued_at=dt.datetime.now(dt.UTC),
                 expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
-                nonce=os.urandom(16),
+                nonce=os.urandom(16), carriers=(good[0],),
             )
         )
         raw.queries[0].metric = "cost.nope"

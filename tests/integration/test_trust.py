@@ -250,7 +250,7 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
                 "request_id": request_id, "round_id": request_id.split(".")[0],
                 "catalogue_version": "1", "period": PERIOD, "queries": (QUERY,),
                 "issued_at": now, "expires_at": now + dt.timedelta(minutes=5),
-                "nonce": os.urandom(16),
+                "nonce": os.urandom(16), "carriers": (carrier,),
             }
             fields.update(changes)
             return wire.request_to_pb(RequestSpec(**fields)).SerializeToString()  # type: ignore[arg-type]
@@ -269,16 +269,19 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
                 request=genuine.request_bytes, signature=genuine.signature,
                 key_id=genuine.key_id,
             ),
+            # Genuinely signed, but for another carrier's round: replayed to this one.
+            "elsewhere": sign_bytes(spec("o-1.q", carriers=("c999",)), signer),
         }
         for message in sent.values():
             fed.coordinator.hub.send(carrier, federation_pb2.CoordinatorMessage(request=message))
-        assert await wait_for(lambda: len(replies) >= 4)
+        assert await wait_for(lambda: len(replies) >= 5)
     codes = {r.refusal.request_id: r.refusal.code for r in replies if r.HasField("refusal")}
     assert codes == {
         "u-1.q": types_pb2.ERROR_CODE_UNAUTHENTICATED,
         "t-2.q": types_pb2.ERROR_CODE_UNAUTHENTICATED,
         "e-1.q": types_pb2.ERROR_CODE_EXPIRED,
         genuine.round_id + ".q": types_pb2.ERROR_CODE_REPLAYED,
+        "o-1.q": types_pb2.ERROR_CODE_NOT_ADDRESSED,
     }
     refused = {
         e["request_id"]: e["reason"] for _, e in read_entries(node.audit.path)
@@ -289,6 +292,7 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
         "t-2.q": "bad signature",
         "e-1.q": "outside its validity window",
         genuine.round_id + ".q": "nonce seen before",
+        "o-1.q": "the request does not name this carrier",
     }
     assert verify(node.audit.path).ok
 

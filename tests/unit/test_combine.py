@@ -7,10 +7,19 @@ import json
 import math
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from coordinator.combine import CombinedCell, ScopedTable, carrier_table, combine, months_in_cell
-from coordinator.export import TIDY_COLUMNS_FIXED, tidy_rows, write_csv, write_json
+from coordinator.export import (
+    TIDY_COLUMNS_FIXED,
+    RoundInfo,
+    tidy_rows,
+    write_csv,
+    write_export,
+    write_json,
+)
 from fedoversight import catalogue
 from fedoversight.catalogue import FigureInputs, FigureSpec, MetricSpec, StatisticSpec, StatKind
 from fedoversight.dimensions import Dimension
@@ -463,6 +472,8 @@ def test_tidy_rows_shape_columns_and_values() -> None:
         "missing_carriers",
         "missing_at_most",
         "missing_members_at_most",
+        "carriers_asked",
+        "carriers_answered",
     )
     # cost.pmpm: 2 scopes × 2 cells × (5 stats + 2 figures); member months: 1 cell × (2 + 1)
     assert len(frame) == 2 * 2 * 7 + 3
@@ -493,21 +504,59 @@ def test_tidy_rows_shape_columns_and_values() -> None:
     assert f_row[0]["sex"] == "F" and f_row[0]["value"] == pytest.approx(200.0)
 
 
+INFO = RoundInfo(round_id="r-1", period="2026-01:2026-03", state="partial",
+                 carriers_asked=3, carriers_answered=2,
+                 carriers=(("acme", "answered", ""), ("blue", "answered", ""),
+                           ("cove", "refused", "the carrier's policy does not answer this")))
+
+
 def test_write_csv(tmp_path: Path) -> None:
     path = tmp_path / "out.csv"
-    write_csv(_export_tables(), path)
+    write_csv(_export_tables(), path, INFO)
     with path.open(newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader)
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames
         body = list(reader)
-    assert header == ["metric", "scope", "month", "sex", "statistic", "value", "status",
-                      "missing_carriers", "missing_at_most", "missing_members_at_most"]
+    assert header == ["round_id", "period", "metric", "metric_version", "scope", "month", "sex",
+                      "statistic", "value", "status", "missing_carriers", "missing_at_most",
+                      "missing_members_at_most", "carriers_asked", "carriers_answered"]
     assert len(body) == 31
-    assert all(len(r) == 10 for r in body)
-    by = {(r[1], r[2], r[4]): r for r in body}
-    assert by[("program", "2026-01", "allowed_cents")][5] == "600000"  # an int, not 600000.0
-    assert by[("acme", "2026-02", "allowed_cents")][5:] == ["", "withheld", "1", "", ""]
-    assert float(by[("program", "2026-01", "paid_pmpm")][5]) == pytest.approx(2.0)
+    assert {(r["round_id"], r["period"], r["metric_version"], r["carriers_asked"],
+             r["carriers_answered"]) for r in body} == {("r-1", "2026-01:2026-03", "1", "3", "2")}
+    by = {(r["scope"], r["month"], r["statistic"]): r for r in body}
+    jan = by[("program", "2026-01", "allowed_cents")]
+    assert jan["value"] == "600000"  # an int, not 600000.0
+    withheld = by[("acme", "2026-02", "allowed_cents")]
+    assert (withheld["value"], withheld["status"], withheld["missing_carriers"]) == (
+        "", "withheld", "1")
+    assert float(by[("program", "2026-01", "paid_pmpm")]["value"]) == pytest.approx(2.0)
+
+
+def test_write_parquet_types_its_columns_and_keeps_the_round(tmp_path: Path) -> None:
+    path = tmp_path / "out.parquet"
+    write_export(_export_tables(), path, INFO)
+    table = pq.read_table(path)
+    assert table.schema.field("value_int").type == pa.int64()
+    assert table.schema.field("value").type == pa.float64()
+    assert table.schema.field("missing_carriers").type == pa.int64()
+    assert json.loads(table.schema.metadata[b"fedoversight.round"]) == INFO.json()
+    rows = table.to_pylist()
+    jan = next(r for r in rows if (r["scope"], r["month"], r["statistic"]) == (
+        "program", "2026-01", "allowed_cents"))
+    assert jan["value_int"] == 600_000 and jan["status"] == "released"
+    feb = next(r for r in rows if (r["scope"], r["month"], r["statistic"]) == (
+        "program", "2026-02", "allowed_cents"))
+    assert feb["status"] == "incomplete" and feb["missing_carriers"] == 1
+    pmpm = next(r for r in rows if r["statistic"] == "paid_pmpm" and r["scope"] == "program"
+                and r["month"] == "2026-01")
+    assert pmpm["value_int"] is None and pmpm["value"] == pytest.approx(2.0)
+
+
+def test_only_the_written_formats_are_accepted(tmp_path: Path) -> None:
+    for name in ("out.xlsx", "out.txt", "out"):
+        with pytest.raises(InvalidRequestError, match="cannot export"):
+            write_export(_export_tables(), tmp_path / name, INFO)
+        assert not (tmp_path / name).exists()
 
 
 @pytest.mark.usefixtures("histogram_metric")
@@ -520,7 +569,7 @@ def test_histograms_left_out_of_tidy_rows_and_listed_in_json(tmp_path: Path) -> 
     assert list(frame["statistic"]) == ["members", "p50_allowed"]
     path = tmp_path / "out.json"
     write_json([scoped], path)
-    doc = json.loads(path.read_text())
+    doc = json.loads(path.read_text())["tables"]
     stat = doc[0]["cells"][0]["statistics"][1]
     assert stat["name"] == "annual_allowed"
     assert stat["value"] == {"counts": list(h.counts), "sums_cents": list(h.sums_cents),
@@ -530,8 +579,10 @@ def test_histograms_left_out_of_tidy_rows_and_listed_in_json(tmp_path: Path) -> 
 def test_write_json_round_trips(tmp_path: Path) -> None:
     tables = _export_tables()
     path = tmp_path / "out.json"
-    write_json(tables, path)
-    doc = json.loads(path.read_text())  # strict JSON: a NaN figure is written as null
+    write_json(tables, path, INFO)
+    document = json.loads(path.read_text())  # strict JSON: a NaN figure is written as null
+    assert document["round"] == INFO.json()
+    doc = document["tables"]
     assert [(t["scope"], t["metric"], t["version"]) for t in doc] == [
         ("program", "cost.pmpm", 1),
         ("acme", "cost.pmpm", 1),

@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from carrier_node.gate import ExpiredRequestError, ReplayedRequestError, RequestGate
+from carrier_node.gate import (
+    ExpiredRequestError,
+    NotAddressedError,
+    ReplayedRequestError,
+    RequestGate,
+)
 from carrier_node.state import NodeState
 from fedoversight import wire
 from fedoversight.domain import RequestSpec
@@ -25,7 +30,7 @@ def signed(signer: Signer | None, **changes: object) -> types_pb2.SignedRequest:
         "request_id": "r1.q", "round_id": "r1", "catalogue_version": "1",
         "period": Period.parse("2026-01"), "queries": (wire.make_query("cost.pmpm"),),
         "issued_at": NOW - dt.timedelta(minutes=1), "expires_at": NOW + dt.timedelta(hours=1),
-        "nonce": os.urandom(16),
+        "nonce": os.urandom(16), "carriers": ("c001", "c002"),
     }
     spec.update(changes)
     data = wire.request_to_pb(RequestSpec(**spec)).SerializeToString()  # type: ignore[arg-type]
@@ -41,13 +46,13 @@ def state(tmp_path: Path) -> NodeState:
 
 def test_a_signed_fresh_request_is_admitted(state: NodeState) -> None:
     operator = Signer.generate()
-    gate = RequestGate(state, operator.verifier)
+    gate = RequestGate(state, operator.verifier, carrier_id="c001")
     assert gate.admit(signed(operator), now=NOW).round_id == "r1"
 
 
 def test_unsigned_tampered_or_foreign_requests_are_refused(state: NodeState) -> None:
     operator, rogue = Signer.generate(), Signer.generate()
-    gate = RequestGate(state, operator.verifier)
+    gate = RequestGate(state, operator.verifier, carrier_id="c001")
     with pytest.raises(AuthenticationError):
         gate.admit(signed(None), now=NOW)
     with pytest.raises(AuthenticationError):
@@ -68,7 +73,7 @@ def test_unsigned_tampered_or_foreign_requests_are_refused(state: NodeState) -> 
 
 def test_expired_and_future_requests_are_refused(state: NodeState) -> None:
     operator = Signer.generate()
-    gate = RequestGate(state, operator.verifier)
+    gate = RequestGate(state, operator.verifier, carrier_id="c001")
     with pytest.raises(ExpiredRequestError):
         gate.admit(signed(operator, expires_at=NOW - dt.timedelta(seconds=1)), now=NOW)
     with pytest.raises(ExpiredRequestError):
@@ -82,19 +87,19 @@ def test_a_replayed_request_is_refused_even_after_a_restart(tmp_path: Path) -> N
     operator = Signer.generate()
     request = signed(operator)
     first = NodeState(tmp_path / "node.sqlite3")
-    RequestGate(first, operator.verifier).admit(request, now=NOW)
+    RequestGate(first, operator.verifier, carrier_id="c001").admit(request, now=NOW)
     with pytest.raises(ReplayedRequestError):
-        RequestGate(first, operator.verifier).admit(request, now=NOW)
+        RequestGate(first, operator.verifier, carrier_id="c001").admit(request, now=NOW)
     first.close()
     restarted = NodeState(tmp_path / "node.sqlite3")
     with pytest.raises(ReplayedRequestError):
-        RequestGate(restarted, operator.verifier).admit(request, now=NOW)
+        RequestGate(restarted, operator.verifier, carrier_id="c001").admit(request, now=NOW)
 
 
 def test_unsigned_requests_only_in_insecure_mode(state: NodeState) -> None:
     with pytest.raises(AuthenticationError):
-        RequestGate(state, None)
-    gate = RequestGate(state, None, allow_unsigned=True)
+        RequestGate(state, None, carrier_id="c001")
+    gate = RequestGate(state, None, carrier_id="c001", allow_unsigned=True)
     assert gate.admit(signed(None), now=NOW).request_id == "r1.q"
 
 
@@ -125,3 +130,17 @@ def test_an_acknowledged_answer_is_forgotten(tmp_path: Path) -> None:
     reopened = NodeState(tmp_path / "node.sqlite3")
     assert [r for r, _ in reopened.pending()] == ["r2.q"]
     reopened.close()
+
+
+def test_a_request_not_naming_this_carrier_is_refused(state: NodeState) -> None:
+    """A genuinely signed request for other carriers' round is not this node's to answer
+    (so it cannot be replayed to carriers outside its round); its nonce is not spent."""
+    operator = Signer.generate()
+    gate = RequestGate(state, operator.verifier, carrier_id="c003")
+    elsewhere = signed(operator)
+    with pytest.raises(NotAddressedError):
+        gate.admit(elsewhere, now=NOW)
+    with pytest.raises(NotAddressedError):
+        gate.admit(signed(operator, carriers=()), now=NOW)
+    mine = RequestGate(state, operator.verifier, carrier_id="c002")
+    assert mine.admit(elsewhere, now=NOW).request_id == "r1.q"

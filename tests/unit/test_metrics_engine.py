@@ -655,7 +655,9 @@ def test_rebate_share_by_quarter_and_class() -> None:
                                 "rebate_cents": 0},
         ("2026Q2", "statin"): {"fill_members": 1, "pharmacy_allowed_cents": 2000,
                                "rebate_cents": 5000},
-        # (2026Q2, unknown) has rebates but nobody counts in it: no cell, as everywhere.
+        # Rebates of a class nobody filled are a cell of their own: in the program sum.
+        ("2026Q2", "unknown"): {"fill_members": 0, "pharmacy_allowed_cents": 0,
+                                "rebate_cents": 3000},
     }
     assert run(data, "rx.rebate_share", period, group_by=[D.CARRIER, D.YEAR]) == {
         (CARRIER, "2026"): {"fill_members": 1, "pharmacy_allowed_cents": 3500,

@@ -939,6 +939,8 @@ def test_rebate_share_by_quarter() -> None:
     ]
     by_class = _one("rx.rebate_share", tables, period, [D.QUARTER, D.DRUG_CLASS])
     assert _records(by_class) == [
+        {"quarter": "2024Q1", "drug_class": "antidepressant", "fill_members": 0,
+         "pharmacy_allowed_cents": 0, "rebate_cents": 7700},  # rebated, nobody filled
         {"quarter": "2024Q1", "drug_class": "antidiabetic", "fill_members": 1,
          "pharmacy_allowed_cents": 4000, "rebate_cents": 5000},
         {"quarter": "2024Q1", "drug_class": "statin", "fill_members": 1,

@@ -82,7 +82,7 @@ async def test_dispatch_sends_to_every_carrier_then_records_them_in_one_write(
     rounds = RoundManager(store, link, signer=Signer.generate())
     try:
         spec = rounds.build_request(
-            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")]
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")], CARRIERS
         )
         record = await rounds.create_round(rounds.sign(spec), CARRIERS, deadline_seconds=60)
         assert sorted(c for c, m in link.sent if m.HasField("request")) == CARRIERS
@@ -107,7 +107,7 @@ async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
     )
     try:
         spec = rounds.build_request(
-            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")]
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")], CARRIERS
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, CARRIERS, deadline_seconds=60)

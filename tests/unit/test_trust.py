@@ -367,7 +367,7 @@ async def test_tampered_or_forged_results_are_rejected_and_receipts_reverify(
     )
     try:
         spec = rounds.build_request(
-            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")]
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")], list(keys)
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, list(keys), deadline_seconds=60)
@@ -444,7 +444,7 @@ async def cli_verify(
     result = await asyncio.to_thread(
         CliRunner().invoke, oversight_app, ["round", "verify", round_id, "--config", str(config)]
     )
-    assert result.exit_code == 1, result.output
+    assert result.exit_code == 5, result.output  # EXIT_INVALID: a receipt does not hold
     assert "INVALID" in result.output and "bad signature" in result.output
     assert json.dumps(round_id)[1:-1] in result.output
 

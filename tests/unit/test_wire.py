@@ -35,6 +35,7 @@ def request(**changes: object) -> RequestSpec:
         "period": Period.parse("2026-01:2026-03"),
         "queries": (wire.make_query("cost.pmpm", group_by=[D.MONTH]),),
         "issued_at": now, "expires_at": now + dt.timedelta(hours=1), "nonce": b"n" * 16,
+        "carriers": ("c001", "c002"),
     }
     base.update(changes)
     return RequestSpec(**base)  # type: ignore[arg-type]
@@ -44,6 +45,13 @@ def test_request_round_trip() -> None:
     spec = request()
     data = wire.request_to_pb(spec).SerializeToString()
     assert wire.decode_request_bytes(data) == spec
+
+
+def test_a_request_names_its_carriers_once_each_in_order() -> None:
+    for carriers in (("c002", "c001"), ("c001", "c001"), ("c001", "member 17")):
+        data = wire.request_to_pb(request(carriers=carriers)).SerializeToString()
+        with pytest.raises(InvalidRequestError):
+            wire.decode_request_bytes(data)
 
 
 @pytest.mark.parametrize(

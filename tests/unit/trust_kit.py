@@ -62,7 +62,7 @@ def request_spec(**changes: object) -> RequestSpec:
         "request_id": "r1.q", "round_id": "r1", "catalogue_version": "1",
         "period": Period.parse("2026-01"), "queries": (wire.make_query("cost.pmpm"),),
         "issued_at": now - dt.timedelta(minutes=1), "expires_at": now + dt.timedelta(hours=1),
-        "nonce": os.urandom(16),
+        "nonce": os.urandom(16), "carriers": ("c001",),
     }
     spec.update(changes)
     return RequestSpec(**spec)  # type: ignore[arg-type]

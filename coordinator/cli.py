@@ -315,8 +315,9 @@ def round_run(
 ) -> None:
     """Run a round against a running coordinator and print (and export) its results.
 
-    Exits 0 when every carrier answered, 3 when the round met its quorum without some, 4 when
-    it missed it, 1 when the coordinator refused or could not be reached, 2 on bad input."""
+    Exit codes: 0 every carrier answered; 3 the round met its quorum without some (partial);
+    4 it missed its quorum (failed); 1 the coordinator refused or could not be reached;
+    2 bad input."""
     try:
         queries = parse_queries(metric, by, filters=filter_ or (), params=param or ())
         span = Period.parse(period)

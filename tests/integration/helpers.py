@@ -107,6 +107,7 @@ def compare(
     scoped: Sequence[ScopedTable],
     tables: Mapping[str, Mapping[str, pd.DataFrame]],
     policy: Policy | None = None,
+    unanswered: int = 0,
 ) -> dict[str, int]:
     """Assert every carrier value is what the policy makes of the oracle's; return counts.
 
@@ -115,7 +116,8 @@ def compare(
     the oracle's (perturbation off) or lies within the documented noise of it (on: counts
     within ±D, magnitudes between p% and p%·(1 + spread) of their largest contribution; true
     zeros exact). Program scope: each statistic is the sum of the values the carriers
-    released, says how many carriers it leaves out and bounds what they left out; a complete
+    released, says how many carriers it leaves out (those withholding it and the
+    ``unanswered`` ones, whose values are unknown) and bounds what they left out; a complete
     statistic is the oracle's over the union exactly (off) or within the sum of the carriers'
     noise bounds (on).
     """
@@ -204,10 +206,13 @@ def compare(
                 continue
             assert stat.value == (sum(int(v.value) for v in released)  # type: ignore[arg-type]
                                   if released else None), (query.metric, key, name)
-            if withheld:
+            if withheld or unanswered:
                 counts["program_incomplete"] += 1
-                assert stat.missing is not None and stat.missing.carriers == len(withheld), (
+                assert stat.missing is not None, (query.metric, key, name)
+                assert stat.missing.carriers == len(withheld) + unanswered, (
                     query.metric, key, name)
+                if unanswered:
+                    assert stat.missing.at_most is None, (query.metric, key, name)
                 if stat.missing.at_most is not None and truth is not None:
                     left_out = int(truth[name]) - sum(
                         int(want[(scope, key)][name]) for scope, c in parts

@@ -53,10 +53,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from carrier_node.datasource import FileSource  # noqa: E402
+from carrier_node.cells import RawTable  # noqa: E402
+from carrier_node.data.files import FileSource  # noqa: E402
 from carrier_node.disclosure import Discloser, NodeSecret  # noqa: E402
-from carrier_node.engine import Engine, RawTable  # noqa: E402
 from carrier_node.policy import Policy  # noqa: E402
+from carrier_node.query.engine import Engine  # noqa: E402
 from fedoversight import catalogue, wire  # noqa: E402
 from fedoversight.catalogue import StatKind  # noqa: E402
 from fedoversight.dimensions import Dimension  # noqa: E402

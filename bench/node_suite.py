@@ -12,7 +12,7 @@ the metric has that dimension, plus the first of its one-of dimensions. Each pha
 process of its own (a ``--phase`` sub-invocation), so its peak resident memory, read with
 ``os.wait4``, is its own:
 
-- ``engine``: :class:`carrier_node.engine.Engine` over :class:`carrier_node.datasource.
+- ``engine``: :class:`carrier_node.query.engine.Engine` over :class:`carrier_node.data.files.
   FileSource` (opening the source validates every file once; timed apart), then the disclosure
   pipeline (:class:`carrier_node.disclosure.Discloser`, default policy) over the raw tables,
   timed apart. Next to every statistic the engine computes what disclosure control needs of it
@@ -125,7 +125,7 @@ def _hist(value: Histogram) -> Value:
 
 
 def cells_of_raw(raw: Any) -> Cells:
-    """Cells of an engine :class:`~carrier_node.engine.RawTable` (its statistics)."""
+    """Cells of an engine :class:`~carrier_node.query.engine.RawTable` (its statistics)."""
     out: Cells = {}
     for cell in raw.cells:
         values: dict[str, Value] = {
@@ -855,10 +855,11 @@ def _timed(
 def phase_engine(directory: Path, period: Period) -> PhaseResult:
     import datetime as dt
 
-    from carrier_node.datasource import FileSource
+    from carrier_node.cells import RawTable
+    from carrier_node.data.files import FileSource
     from carrier_node.disclosure import Discloser, NodeSecret
-    from carrier_node.engine import Engine, RawTable
     from carrier_node.policy import Policy
+    from carrier_node.query.engine import Engine
     from fedoversight.domain import RequestSpec
 
     queries = suite_queries()

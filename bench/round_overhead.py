@@ -39,7 +39,7 @@ from typing import Any
 import grpc
 import pyarrow as pa
 
-from carrier_node.datasource import FileSource
+from carrier_node.data.files import FileSource
 from coordinator.provision import Provisioned
 from fedoversight import wire
 from fedoversight.periods import Period
@@ -156,11 +156,11 @@ async def federation_rounds(
     await fed.start()
     try:
         for node in fed.nodes.values():
-            assert node._source is not None
-            canned = CannedSource(node._source)  # type: ignore[arg-type]
-            node._source = canned
-            assert node._engine is not None
-            node._engine.source = canned
+            assert node.data.source is not None
+            canned = CannedSource(node.data.source)  # type: ignore[arg-type]
+            node.data.source = canned
+            assert node.data.engine is not None
+            node.data.engine.source = canned
         assert fed.client is not None
         tls = BareTls.of(fed.provision())
         await fed.client.run_round(PERIOD, qs)  # warm-up: fills the canned results

@@ -6,9 +6,9 @@
 One carrier is synthesised (cached under ``--data-dir`` as by ``bench/node_suite.py``), loaded
 with :func:`oversight_sim.pgload.load_directory` into a schema of its own in the database
 ``test`` on 127.0.0.1:5432 (dropped at the end), and every metric of the catalogue at its
-representative grouping is evaluated through :class:`carrier_node.engine.Engine` over
-:class:`carrier_node.warehouse.PostgresSource` and over
-:class:`carrier_node.datasource.FileSource`. Wall times per metric and in all, their ratio and
+representative grouping is evaluated through :class:`carrier_node.query.engine.Engine` over
+:class:`carrier_node.data.warehouse.PostgresSource` and over
+:class:`carrier_node.data.files.FileSource`. Wall times per metric and in all, their ratio and
 whether both paths give identical cells (statistics and the member contributions of dollar
 totals) are printed. The tables are as the loader makes them (no indexes; ANALYZE run) and the
 server keeps its own settings; a metric whose query runs past ``--statement-timeout`` on the
@@ -35,9 +35,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import node_suite  # the sibling script: suite, data cache, cell comparison
 
-from carrier_node.datasource import FileSource
-from carrier_node.engine import Engine
-from carrier_node.warehouse import PostgresSource, WarehouseConfig
+from carrier_node.data.files import FileSource
+from carrier_node.data.warehouse import PostgresSource, WarehouseConfig
+from carrier_node.query.engine import Engine
 from fedoversight.domain import QuerySpec
 from fedoversight.errors import DataSourceError
 from fedoversight.periods import Period

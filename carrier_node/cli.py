@@ -16,12 +16,13 @@ from rich.console import Console
 from rich.prompt import Prompt
 from rich.table import Table
 
-from carrier_node.audit import JsonValue, read_entries
-from carrier_node.audit import verify as verify_audit
 from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
+from carrier_node.data.validation import check_directory
 from carrier_node.policy import Policy
-from carrier_node.review import (
+from carrier_node.records.audit import JsonValue, read_entries
+from carrier_node.records.audit import verify as verify_audit
+from carrier_node.records.review import (
     STATUS_LABELS,
     Review,
     describe_query,
@@ -31,8 +32,7 @@ from carrier_node.review import (
     review,
     review_json,
 )
-from carrier_node.state import HeldRelease, NodeState, ReviewStatus, node_state_path
-from carrier_node.validation import check_directory
+from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, node_state_path
 from fedoversight.errors import OversightError
 from fedoversight.logs import configure_logging
 

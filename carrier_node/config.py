@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from carrier_node.warehouse import WarehouseConfig
+from carrier_node.data.warehouse import WarehouseConfig
 from fedoversight.config import load_config
 from fedoversight.dimensions import Dimension, accepts
 
@@ -33,7 +33,8 @@ class NodeConfig(BaseModel):
         default=None, description="the carrier's PostgreSQL warehouse, instead of data_dir"
     )
     data_dir: Path | None = Field(
-        default=None, description="directory of the DESIGN tables as NAME.parquet or NAME.csv"
+        default=None,
+        description="directory of the data schema's tables as NAME.parquet or NAME.csv",
     )
     policy_file: Path | None = Field(
         default=None, description="the carrier's disclosure policy (TOML); defaults when absent"

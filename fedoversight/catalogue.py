@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from fedoversight.dimensions import Dimension
+from fedoversight.dimensions import MEMBER_DIMENSIONS, Dimension
 from fedoversight.errors import UnknownMetricError
 from fedoversight.histogram import RELATIVE_ERROR_BOUND, Histogram
 from fedoversight.metricspec import (
@@ -181,12 +181,7 @@ def members(name: str, description: str, part_of: str | None = None) -> Statisti
     return StatisticSpec(name, StatKind.MEMBERS, description, part_of=part_of)
 
 
-MEMBER_DIMS = frozenset(
-    {
-        D.CARRIER, D.PROGRAM, D.PLAN_CODE, D.MONTH, D.QUARTER, D.YEAR, D.AGE_BAND, D.SEX,
-        D.STATE, D.MEDICARE_PRIMARY, D.ENROLLEE_TYPE,
-    }
-)
+MEMBER_DIMS = MEMBER_DIMENSIONS
 #: Member attributes without calendar dimensions (annual, per-member and measure metrics).
 PERSON_DIMS = MEMBER_DIMS - {D.MONTH, D.QUARTER}
 CATEGORY_DIMS = frozenset({D.SERVICE_CATEGORY, D.SERVICE_CATEGORY_2})

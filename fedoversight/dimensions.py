@@ -98,6 +98,26 @@ _RULES: dict[Dimension, ValueRule] = {
 }
 
 
+#: Dimensions that describe a member month (taken from the enrollment span in force): those of
+#: every member-month metric, and the member part of any other key.
+MEMBER_DIMENSIONS: frozenset[Dimension] = frozenset(
+    {
+        Dimension.CARRIER, Dimension.PROGRAM, Dimension.PLAN_CODE, Dimension.MONTH,
+        Dimension.QUARTER, Dimension.YEAR, Dimension.AGE_BAND, Dimension.SEX, Dimension.STATE,
+        Dimension.MEDICARE_PRIMARY, Dimension.ENROLLEE_TYPE,
+    }
+)
+
+
+def pattern(dimension: Dimension) -> str:
+    """The regular expression a value of a pattern-checked dimension matches in full (for
+    engines that check values where the data lives)."""
+    rule = _RULES[dimension].pattern
+    if rule is None:
+        raise ValueError(f"{dimension} is a closed set, not a pattern")
+    return rule.pattern
+
+
 def accepts(dimension: Dimension, value: str) -> bool:
     """Whether ``value`` may appear as a key or filter value of ``dimension``."""
     if dimension is Dimension.SERVICE_CATEGORY_2:

@@ -1,7 +1,7 @@
-"""Load a carrier directory (DESIGN tables as Parquet/CSV) into a PostgreSQL schema.
+"""Load a carrier directory (the data schema's tables as Parquet/CSV) into a PostgreSQL schema.
 
 For simulations, tests and benchmarks of the warehouse path: real carriers already have their
-warehouse. Tables are created with the DESIGN column types and filled with COPY.
+warehouse. Tables are created with the data schema's column types and filled with COPY.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from carrier_node.cells import RawCell, RawTable, Support
 from carrier_node.disclosure.noise import (
     COUNT_DRAW,
     MAGNITUDE_DRAW,
@@ -44,7 +45,6 @@ from carrier_node.disclosure.privacy import (
     sensitivity,
 )
 from carrier_node.disclosure.secret import NodeSecret
-from carrier_node.engine import RawCell, RawTable, Support
 from carrier_node.policy import Policy
 from fedoversight.catalogue import (
     CATALOGUE_VERSION,

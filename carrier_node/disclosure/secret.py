@@ -2,7 +2,7 @@
 
 One random 256-bit secret per node, kept in its state directory (readable by the node's user
 only), never sent and never logged. From it come the record secret the engine hashes member
-ids with (:func:`carrier_node.sql.member_key`) and the key of every noise draw
+ids with (:func:`carrier_node.query.sql.member_key`) and the key of every noise draw
 (:func:`carrier_node.disclosure.noise.draw`).
 
 It carries the policy's ``key_version``: a policy with a higher version makes a new secret,

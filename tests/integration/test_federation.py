@@ -15,12 +15,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from carrier_node.audit import head_path, read_entries
 from carrier_node.config import audit_log_path, disclosure_secret_path
 from carrier_node.daemon import NodeDaemon
 from carrier_node.disclosure import NodeSecret
 from carrier_node.policy import Policy
-from carrier_node.state import node_state_path
+from carrier_node.records.audit import head_path, read_entries
+from carrier_node.records.state import node_state_path
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
@@ -162,7 +162,7 @@ async def test_a_carrier_that_vanishes_mid_round_leaves_a_partial_round(
         assert fed.client is not None
         gate = asyncio.Event()
         node = fed.nodes[vanishing]
-        real_evaluate = node._evaluate
+        real_evaluate = node.answering.evaluate
 
         def stalled(request: RequestSpec) -> object:
             asyncio.run_coroutine_threadsafe(_set(gate), loop)
@@ -172,7 +172,7 @@ async def test_a_carrier_that_vanishes_mid_round_leaves_a_partial_round(
             return real_evaluate(request)
 
         loop = asyncio.get_running_loop()
-        node._evaluate = stalled  # type: ignore[method-assign]
+        node.answering.evaluate = stalled  # type: ignore[method-assign]
         query = wire.make_query("enrollment.member_months", group_by=[D.MONTH])
         round_id = await fed.client.create_round(PERIOD, [query], deadline_seconds=120)
         await asyncio.wait_for(gate.wait(), 30)

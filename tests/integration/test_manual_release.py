@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import tomli_w
 
-from carrier_node.audit import read_entries, verify
 from carrier_node.cli import main
 from carrier_node.config import NodeConfig
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
 from carrier_node.policy import Policy
-from carrier_node.state import ReviewStatus
+from carrier_node.records.audit import read_entries, verify
+from carrier_node.records.state import ReviewStatus
 from coordinator.combine import ScopedTable
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire

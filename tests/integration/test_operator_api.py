@@ -161,13 +161,13 @@ async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
     async with SimulatedFederation(dirs, tmp_path / "run") as fed:
         assert fed.client is not None and fed.coordinator is not None and fed.pki is not None
         node = fed.nodes[slow]
-        real = node._evaluate
+        real = node.answering.evaluate
 
         def late(request: object) -> object:
             time.sleep(4)  # past the round's deadline
             return real(request)  # type: ignore[arg-type]
 
-        node._evaluate = late  # type: ignore[method-assign,assignment]
+        node.answering.evaluate = late  # type: ignore[method-assign,assignment]
         query = wire.make_query("enrollment.member_months")
         outcome = await fed.client.run_round(PERIOD, [query], deadline_seconds=2)
         assert outcome.state is RoundState.PARTIAL

@@ -14,9 +14,9 @@ from pathlib import Path
 import grpc
 import pytest
 
-from carrier_node.audit import read_entries, verify
 from carrier_node.config import TlsFiles
 from carrier_node.daemon import NodeDaemon
+from carrier_node.records.audit import read_entries, verify
 from coordinator.client import OperatorClient
 from coordinator.provision import Authority, cert_pem, key_pem
 from coordinator.receipts import verify_round
@@ -239,7 +239,7 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
         assert outcome.state is RoundState.COMPLETE
         node = fed.nodes[carrier]
         assert await wait_for(lambda: node._state.pending() == [])  # the answer was acked
-        node._wiretap = replies.append
+        node.connection.wiretap = replies.append
         signer = fed.operator_signer
         assert signer is not None
         genuine = fed.coordinator.store.get_round(outcome.round_id)
@@ -309,7 +309,7 @@ async def test_a_tampered_result_is_rejected_by_the_coordinator(
     async with SimulatedFederation(dirs, tmp_path) as fed:
         assert fed.client is not None and fed.coordinator is not None
         node = fed.nodes[victim]
-        real = node._result_message
+        real = node.results.result_message
 
         def tampered(*args: object) -> federation_pb2.NodeMessage:
             message = real(*args)  # type: ignore[arg-type]
@@ -318,7 +318,7 @@ async def test_a_tampered_result_is_rejected_by_the_coordinator(
             message.result.result = result.SerializeToString()  # after it was signed
             return message
 
-        node._result_message = tampered  # type: ignore[method-assign,assignment]
+        node.results.result_message = tampered  # type: ignore[method-assign,assignment]
         outcome = await fed.client.run_round(PERIOD, [QUERY], quorum=1, deadline_seconds=4)
         stored = {r.carrier_id for r in fed.coordinator.store.results(outcome.round_id)}
     states = {c: s for c, s, _ in outcome.carriers}

@@ -15,9 +15,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from carrier_node.datasource import FileSource
-from carrier_node.engine import Engine
-from carrier_node.warehouse import PostgresSource, WarehouseConfig
+from carrier_node.data.files import FileSource
+from carrier_node.data.warehouse import PostgresSource, WarehouseConfig
+from carrier_node.query.engine import Engine
 from fedoversight import wire
 from fedoversight.catalogue import METRICS
 from fedoversight.dimensions import Dimension as D

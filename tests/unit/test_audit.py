@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from carrier_node.audit import (
+from carrier_node.cli import app
+from carrier_node.records.audit import (
     GENESIS,
     HEAD_WIDTH,
     AuditKind,
@@ -19,7 +20,6 @@ from carrier_node.audit import (
     head_path,
     verify,
 )
-from carrier_node.cli import app
 
 
 def write_log(path: Path, n: int = 6) -> None:

@@ -9,9 +9,11 @@ import duckdb
 import sqlglot
 from sqlglot import exp
 
-from carrier_node import batch
-from carrier_node.datasource import FileSource
-from carrier_node.engine import Engine, RawTable
+from carrier_node.cells import RawTable
+from carrier_node.data.files import FileSource
+from carrier_node.query import batch
+from carrier_node.query.aggregate import BuildContext
+from carrier_node.query.engine import Engine
 from fedoversight.periods import Period
 from oversight_sim.suites import monthly_suite
 
@@ -134,10 +136,10 @@ def test_a_query_with_a_nested_with_runs_as_it_is() -> None:
 
 
 def test_the_suite_shares_member_months_and_fills() -> None:
-    from carrier_node import metrics
+    from carrier_node.query import metrics
 
     exprs = [
-        metrics.build(metrics.BuildContext("c001", PERIOD, q)) for q in monthly_suite()
+        metrics.build(BuildContext("c001", PERIOD, q)) for q in monthly_suite()
     ]
     plan = batch.plan(exprs)
     uses = sorted(t.uses for t in plan.shared)
@@ -149,10 +151,10 @@ def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
     """pmpm, member cost share, out-of-network share, the persons' totals and data quality all
     read one shared per-member-month block: no other statement of the batch groups the claim
     rows by member and month on its own."""
-    from carrier_node import metrics
+    from carrier_node.query import metrics
 
     queries = list(monthly_suite())
-    exprs = [metrics.build(metrics.BuildContext("c001", PERIOD, q)) for q in queries]
+    exprs = [metrics.build(BuildContext("c001", PERIOD, q)) for q in queries]
     plan = batch.plan(exprs)
     spend = [
         t for t in plan.shared

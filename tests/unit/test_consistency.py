@@ -23,10 +23,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carrier_node.datasource import FileSource
+from carrier_node.data.files import FileSource
 from carrier_node.disclosure import Discloser, NodeSecret
-from carrier_node.engine import Engine
 from carrier_node.policy import Policy
+from carrier_node.query.engine import Engine
 from fedoversight import catalogue, wire
 from fedoversight.catalogue import StatKind, get_metric
 from fedoversight.dimensions import Dimension as D

@@ -16,8 +16,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from carrier_node.datasource import FileSource
-from carrier_node.validation import Problem, check_directory
+from carrier_node.data.files import FileSource
+from carrier_node.data.validation import Problem, check_directory
 from fedoversight.errors import DataSourceError
 from fedoversight.schema import TABLES_BY_NAME, ColumnType
 

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from carrier_node.cells import RawCell, RawTable, Support
 from carrier_node.disclosure import (
     BudgetExhaustedError,
     Discloser,
@@ -26,7 +27,6 @@ from carrier_node.disclosure import (
 )
 from carrier_node.disclosure.noise import CountNoise, MagnitudeNoise, draw
 from carrier_node.disclosure.privacy import GaussianNoise
-from carrier_node.engine import RawCell, RawTable, Support
 from carrier_node.policy import Policy
 from fedoversight import catalogue, wire
 from fedoversight.catalogue import StatKind, get_metric

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from carrier_node.gate import (
+from carrier_node.daemon.gate import (
     ExpiredRequestError,
     NotAddressedError,
     ReplayedRequestError,
     RequestGate,
 )
-from carrier_node.state import NodeState
+from carrier_node.records.state import NodeState
 from fedoversight import wire
 from fedoversight.domain import RequestSpec
 from fedoversight.errors import AuthenticationError

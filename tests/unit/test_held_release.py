@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from carrier_node.state import HeldRelease, NodeState, ReviewStatus, query_record
+from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, query_record
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 

@@ -12,8 +12,8 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from carrier_node.audit import read_entries, verify
 from carrier_node.policy import Policy
+from carrier_node.records.audit import read_entries, verify
 from fedoversight import catalogue, errors, wire
 from fedoversight.errors import OversightError
 from fedoversight.signing import Signer
@@ -110,9 +110,9 @@ def test_the_decoder_only_ever_raises_the_projects_errors(data: bytes) -> None:
 def test_random_and_forged_requests_are_refused_never_evaluated(tmp_path: Path) -> None:
     operator, rogue = Signer.generate(), Signer.generate()
     source = CountingSource()
-    node = secure_node(tmp_path, operator, source)
     # Only one metric is answered: any well-formed request for another is a policy refusal.
-    node.policy = Policy(metrics=("enrollment.member_months",))
+    node = secure_node(tmp_path, operator, source,
+                       policy=Policy(metrics=("enrollment.member_months",)))
     loop = asyncio.new_event_loop()
     seen = {"n": 0}
 

@@ -7,7 +7,7 @@ import duckdb
 import pandas as pd
 from sqlglot import exp
 
-from carrier_node import sql
+from carrier_node.query import sql
 from fedoversight.codelists import (
     CodeCondition,
     ServiceCategoryRule,

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from carrier_node.datasource import FileSource
-from carrier_node.engine import Engine, RawTable
+from carrier_node.cells import RawTable
+from carrier_node.data.files import FileSource
+from carrier_node.query.engine import Engine
 from fedoversight import wire
 from fedoversight.catalogue import METRICS, StatKind, get_metric
 from fedoversight.dimensions import Dimension as D

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from carrier_node.audit import JsonValue, read_entries, verify
 from carrier_node.config import NodeConfig, TlsFiles
 from carrier_node.daemon import NodeDaemon
-from carrier_node.gate import ReplayedRequestError
+from carrier_node.daemon.gate import ReplayedRequestError
+from carrier_node.records.audit import JsonValue, read_entries, verify
 from coordinator.access import (
     CarrierAccess,
     ForbiddenError,
@@ -267,8 +267,8 @@ async def test_a_policy_refusal_is_logged_with_its_stage(tmp_path: Path) -> None
 
     operator = Signer.generate()
     source = CountingSource()
-    node = secure_node(tmp_path, operator, source)
-    node.policy = Policy(metrics=("enrollment.member_months",))
+    node = secure_node(tmp_path, operator, source,
+                       policy=Policy(metrics=("enrollment.member_months",)))
     try:
         reply = await answer(node, signed_request(operator))
         assert reply.refusal.code == types_pb2.ERROR_CODE_POLICY_REFUSED
@@ -285,22 +285,22 @@ async def test_a_node_with_unusable_data_answers_once_the_files_are_fixed(
 
     operator = Signer.generate()
     node = secure_node(tmp_path, operator, CountingSource())
-    node._source = None  # the node's own file source over its data directory
+    node.data.source = None  # the node's own file source over its data directory
     data = tmp_path / "data"
     tables = valid_tables()
     write_directory(data, "csv", tables)
     broken = [{k: v for k, v in row.items() if k != "member_id"} for row in tables["eligibility"]]
     write_table(data, "eligibility", broken, "csv")
     sent: asyncio.Queue[federation_pb2.NodeMessage | None] = asyncio.Queue()
-    node._outgoing = sent
+    node.connection.outgoing = sent
     try:
         await node.open_source()  # as the daemon does once, at start
-        await node._answer(signed_request(operator, request_id="r1.a"))
+        await node.answering.answer(signed_request(operator, request_id="r1.a"))
         reply = sent.get_nowait()
         assert reply is not None and reply.refusal.code == types_pb2.ERROR_CODE_DATA_SOURCE
         assert refusals(node)[-1]["stage"] == "data source"
         write_table(data, "eligibility", tables["eligibility"], "csv")  # fixed, no restart
-        await node._answer(signed_request(operator, request_id="r1.b"))
+        await node.answering.answer(signed_request(operator, request_id="r1.b"))
         reply = sent.get_nowait()
         assert reply is not None and reply.HasField("result"), reply
     finally:

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from carrier_node.config import NodeConfig, TlsFiles
 from carrier_node.daemon import NodeDaemon
+from carrier_node.policy import Policy
 from fedoversight import wire
 from fedoversight.domain import (
     CellResult,
@@ -79,7 +80,8 @@ def signed_request(signer: Signer | None, **changes: object) -> types_pb2.Signed
 
 
 def secure_node(
-    tmp_path: Path, operator: Signer, source: CountingSource, carrier_id: str = "c001"
+    tmp_path: Path, operator: Signer, source: CountingSource, carrier_id: str = "c001",
+    policy: Policy | None = None,
 ) -> NodeDaemon:
     """A node in secure mode (no network is ever opened: the stream is not started)."""
     public = tmp_path / "operator.pub"
@@ -94,15 +96,15 @@ def secure_node(
         operator_public_key=public,
         audit_fsync=False,
     )
-    return NodeDaemon(config, source=source, signer=Signer.generate())
+    return NodeDaemon(config, source=source, signer=Signer.generate(), policy=policy)
 
 
 async def answer(node: NodeDaemon, signed: types_pb2.SignedRequest) -> federation_pb2.NodeMessage:
     """Run the node's whole answering path on one request; return what it would send."""
     await node.open_source()
     queue: asyncio.Queue[federation_pb2.NodeMessage | None] = asyncio.Queue()
-    node._outgoing = queue
-    await node._answer(signed)
+    node.connection.outgoing = queue
+    await node.answering.answer(signed)
     message = queue.get_nowait()
     assert message is not None
     return message

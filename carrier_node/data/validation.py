@@ -1,11 +1,11 @@
-"""Validation of the carrier's data files against the schema of DESIGN.
+"""Validation of the carrier's data files against the data schema (:mod:`fedoversight.schema`).
 
 A data directory holds one file per table, ``NAME.parquet`` or ``NAME.csv``. Each table is
 checked in one aggregate pass over its file: every count (values that do not parse, empty
 required values, codes outside a closed set, end dates before start dates) is a
 ``count(*) FILTER (WHERE …)`` of the same query. The outcome is a list of located
 :class:`Problem` values and, for each usable table, the ``SELECT`` that reads the file into the
-canonical types with the bad rows left out; :mod:`carrier_node.datasource` turns those into
+canonical types with the bad rows left out; :mod:`carrier_node.data.files` turns those into
 views. The ``SELECT`` filters by the conditions some row of the checked file fails, only: a
 clean file's view is a plain projection, so a query reads just the columns it uses (the data
 source validates a file again when it changes, before reading it).

@@ -23,10 +23,10 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from carrier_node import sql
+from carrier_node.query import sql
 from fedoversight.catalogue import MetricSpec, StatisticSpec, StatKind, get_metric
 from fedoversight.codelists import drg_types, place_of_service_codes, revenue_codes
-from fedoversight.dimensions import Dimension
+from fedoversight.dimensions import MEMBER_DIMENSIONS, Dimension
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
 
@@ -81,16 +81,16 @@ class BuildContext:
 
     @property
     def member_dims(self) -> tuple[Dimension, ...]:
-        return tuple(d for d in self.group_by if d in sql.MEMBER_DIMENSIONS)
+        return tuple(d for d in self.group_by if d in MEMBER_DIMENSIONS)
 
     @property
     def member_filters(self) -> dict[Dimension, tuple[str, ...]]:
-        return {d: v for d, v in self.query.filters if d in sql.MEMBER_DIMENSIONS}
+        return {d: v for d, v in self.query.filters if d in MEMBER_DIMENSIONS}
 
     @property
     def line_filters(self) -> dict[Dimension, tuple[str, ...]]:
         """Filters on dimensions of claim rows (service categories, drug class)."""
-        return {d: v for d, v in self.query.filters if d not in sql.MEMBER_DIMENSIONS}
+        return {d: v for d, v in self.query.filters if d not in MEMBER_DIMENSIONS}
 
     def has_table(self, name: str) -> bool:
         return self.tables is None or name in self.tables
@@ -290,6 +290,16 @@ def per_member(
     return query.group_by(*[k.copy() for k in cell_keys], member.copy(), copy=False)
 
 
+def event_cells(
+    ctx: BuildContext, per_member_rows: exp.Select, member: str, *names: str
+) -> exp.Select:
+    """Cells of the statistics ``names`` from ``per_member_rows`` (aggregates over event rows
+    joined to ``mm``, whose member column is ``member``), grouped by cell and member first."""
+    cell_keys = keys(ctx)
+    rows = per_member(per_member_rows, cell_keys, col("member_id", member))
+    return member_cells(ctx, rows, [k.name for k in cell_keys], ctx.statistics(*names))
+
+
 def numerator_columns(statistics: Sequence[StatisticSpec], clamped: bool = False) -> list[str]:
     """The columns of ``statistics`` (values and disclosure columns), in order."""
     return [c for s in statistics for c in result_columns(s, clamped)]
@@ -328,7 +338,7 @@ def keys(
     categories, drug class) from ``line_table``."""
     out = []
     for d in ctx.group_by:
-        if d in sql.MEMBER_DIMENSIONS:
+        if d in MEMBER_DIMENSIONS:
             out.append(col(d.value, member_table))
         else:
             assert line_table is not None, f"{d} has no source in this query"
@@ -348,7 +358,7 @@ def needs_spans(ctx: BuildContext) -> bool:
     age band, sex, ...), not only by calendar and carrier."""
     used = {*ctx.group_by, *(d for d, _ in ctx.query.filters)}
     return any(
-        d in sql.MEMBER_DIMENSIONS and d not in sql.SPAN_FREE_DIMENSIONS for d in used
+        d in MEMBER_DIMENSIONS and d not in sql.SPAN_FREE_DIMENSIONS for d in used
     )
 
 

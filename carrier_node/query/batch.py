@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from carrier_node.sql import with_cte
+from carrier_node.query.sql import with_cte
 
 #: Prefix of a shared block's table name (the rest is a digest of its content).
 PREFIX = "shared_"

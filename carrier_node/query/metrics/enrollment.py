@@ -1,11 +1,11 @@
-"""Enrollment metrics beyond member months: adds, terms and deaths (``enrollment.churn``)."""
+"""Enrollment metrics: member months, and adds, terms and deaths (``enrollment.churn``)."""
 
 from __future__ import annotations
 
 from sqlglot import exp
 
-from carrier_node import sql
-from carrier_node.metric_common import (
+from carrier_node.query import sql
+from carrier_node.query.aggregate import (
     KEY,
     BuildContext,
     col,
@@ -16,6 +16,17 @@ from carrier_node.metric_common import (
     members_counted,
     with_ctes,
 )
+from carrier_node.query.registry import implements
+
+
+@implements("enrollment.member_months")
+def member_months(ctx: BuildContext) -> exp.Select:
+    """Every group of the period's enrolled member months is a cell."""
+    query = member_month_totals(
+        ctx.group_by, [col(d.value) for d in ctx.group_by], clamped=ctx.clamped
+    )
+    return with_ctes(query, member_month_ctes(ctx))
+
 
 # A member is enrolled in a month when any span overlaps it (filters do not apply here: a member
 # who switched plans was enrolled the month before, whatever that month's plan).
@@ -42,6 +53,7 @@ LEFT JOIN enrolled AS e_next
 """
 
 
+@implements("enrollment.churn")
 def churn(ctx: BuildContext) -> exp.Select:
     """Per member month: an add when not enrolled the month before, a term when not enrolled
     the month after, a death when the in-force span's death_date is in the month."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from carrier_node import sql
-from carrier_node.metric_common import (
+from carrier_node.query import sql
+from carrier_node.query.aggregate import (
     BuildContext,
     col,
     keys,
@@ -16,6 +16,7 @@ from carrier_node.metric_common import (
     per_member,
     with_ctes,
 )
+from carrier_node.query.registry import implements
 from fedoversight.catalogue import LAG_MONTHS
 
 # --- claims lag -------------------------------------------------------------------------------
@@ -46,6 +47,7 @@ JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
 
+@implements("ops.claims_lag")
 def claims_lag(ctx: BuildContext) -> exp.Select:
     """Paid cents of medical rows (all versions) with a paid date, in enrolled member months of
     their incurred month, by months to payment."""
@@ -88,6 +90,7 @@ JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
 
+@implements("ops.denial_rate")
 def denial_rate(ctx: BuildContext) -> exp.Select:
     """Per medical line, its latest row when paid, adjusted or denied, dated in the period in
     an enrolled member month; the denied ones apart, by count and charge."""
@@ -137,6 +140,7 @@ LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
 """
 
 
+@implements("ops.data_quality")
 def data_quality(ctx: BuildContext) -> exp.Select:
     """Medical and pharmacy rows dated in the period by month: outside enrollment, unknown
     codes, missing place of service or bill type."""

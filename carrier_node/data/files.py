@@ -1,11 +1,11 @@
 """The default data source: a directory of Parquet or CSV files read with embedded DuckDB.
 
-:meth:`FileSource.open` validates every table (see :mod:`carrier_node.validation`) and registers
-one view per usable table, named as the table, with the canonical column types and the bad rows
-left out. The views read the files on each query; nothing is materialised. A view is valid for
-its file as validated (it filters only by the checks some row failed): when a file changes, every
-table is validated again before the next batch reads them, and a batch during which a file
-changed fails rather than return what it read.
+:meth:`FileSource.open` validates every table (see :mod:`carrier_node.data.validation`) and
+registers one view per usable table, named as the table, with the canonical column types and
+the bad rows left out. The views read the files on each query; nothing is materialised. A view
+is valid for its file as validated (it filters only by the checks some row failed): when a file
+changes, every table is validated again before the next batch reads them, and a batch during
+which a file changed fails rather than return what it read.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import duckdb
 import pyarrow
 from sqlglot import exp
 
-from carrier_node.validation import (
+from carrier_node.data.validation import (
     Problem,
     TableCheck,
     candidate_files,
@@ -220,8 +220,9 @@ class FileSource:
 
     @contextmanager
     def session(self) -> Iterator[_Session]:
-        """A cursor of its own for a batch of queries (see :class:`carrier_node.engine.Session`);
-        its temporary tables are seen by nothing else and go with it.
+        """A cursor of its own for a batch of queries (see
+        :class:`carrier_node.data.source.Session`); its temporary tables are seen by nothing
+        else and go with it.
 
         The batch reads the files as validated: a file changed since is validated again before
         it starts, and a file that changes while it runs fails it at the end (its results mix

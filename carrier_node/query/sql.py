@@ -17,6 +17,7 @@ from typing import TypeVar
 import sqlglot
 from sqlglot import exp
 
+from fedoversight import dimensions
 from fedoversight.codelists import (
     CodeCondition,
     ServiceCategoryRule,
@@ -32,28 +33,9 @@ READ_DIALECT = "duckdb"
 QueryT = TypeVar("QueryT", bound=exp.Expr)
 SelectT = TypeVar("SelectT", bound=exp.Query)
 
-#: Dimensions that describe a member month (taken from the enrollment span in force).
-MEMBER_DIMENSIONS: tuple[Dimension, ...] = (
-    Dimension.CARRIER,
-    Dimension.PROGRAM,
-    Dimension.PLAN_CODE,
-    Dimension.MONTH,
-    Dimension.QUARTER,
-    Dimension.YEAR,
-    Dimension.AGE_BAND,
-    Dimension.SEX,
-    Dimension.STATE,
-    Dimension.MEDICARE_PRIMARY,
-    Dimension.ENROLLEE_TYPE,
-)
-
-#: Pattern-checked dimensions: a value not of the form becomes ``unknown`` inside the engine,
-#: so nothing free-form from the data can ride out in a group key.
-_PATTERNS = {
-    "plan_code": "^[A-Z0-9]{1,8}$",
-    "state": "^[A-Z]{2}$",
-    "drug_class": "^[a-z0-9][a-z0-9 _/-]{0,39}$",
-}
+#: Dimensions whose values come from the data as text: a value not of its dimension's form
+#: becomes ``unknown`` inside the engine, so nothing free-form can ride out in a group key.
+_CHECKED = (Dimension.PLAN_CODE, Dimension.STATE, Dimension.DRUG_CLASS)
 
 
 def parse(sql: str) -> exp.Expr:
@@ -64,9 +46,11 @@ def lit(value: str) -> exp.Literal:
     return exp.Literal.string(value)
 
 
-def checked_code(column: exp.Expr, dimension: str) -> exp.Expr:
+def checked_code(column: exp.Expr, dimension: Dimension) -> exp.Expr:
     """``column`` when it is of the dimension's form, else ``unknown``."""
-    pattern = exp.RegexpLike(this=column.copy(), expression=lit(_PATTERNS[dimension]))
+    assert dimension in _CHECKED
+    regex = f"^{dimensions.pattern(dimension)}$"
+    pattern = exp.RegexpLike(this=column.copy(), expression=lit(regex))
     present = column.copy().is_(exp.null()).not_()
     case = exp.Case().when(exp.and_(present, pattern), column.copy(), copy=False)
     return case.else_(lit(UNKNOWN), copy=False)
@@ -199,7 +183,7 @@ def member_months(
     With ``spans`` false, when the filters are on :data:`SPAN_FREE_DIMENSIONS` only, the same
     rows come with the calendar and carrier columns alone (no span is chosen): for callers that
     read nothing else of a member month."""
-    member_filters = [(d, v) for d, v in filters.items() if d in MEMBER_DIMENSIONS]
+    member_filters = [(d, v) for d, v in filters.items() if d in dimensions.MEMBER_DIMENSIONS]
     if not spans and all(d in SPAN_FREE_DIMENSIONS for d, _ in member_filters):
         query = fill(
             _ENROLLED_MONTHS, carrier=lit(carrier_id),
@@ -210,8 +194,8 @@ def member_months(
             _MEMBER_MONTHS,
             carrier=lit(carrier_id),
             key=member_key(exp.column("member_id", "s"), secret),
-            plan_code=checked_code(exp.column("plan_code", "sm"), "plan_code"),
-            state=checked_code(exp.column("state", "sm"), "state"),
+            plan_code=checked_code(exp.column("plan_code", "sm"), Dimension.PLAN_CODE),
+            state=checked_code(exp.column("state", "sm"), Dimension.STATE),
             age=fill(_AGE).expressions[0],
             age_band=_age_band(exp.column("age", "sm")),
         )
@@ -339,7 +323,7 @@ def claim_lines(period: Period, levels: frozenset[int] = frozenset({1, 2})) -> e
 
 
 def qualify_tables(expression: QueryT, schema: str | None) -> QueryT:
-    """Point the DESIGN table names at a warehouse schema (identifiers, never text)."""
+    """Point the data schema's table names at a warehouse schema (identifiers, never text)."""
     if not schema:
         return expression
     names = ("eligibility", "medical_claims", "pharmacy_claims", "providers", "rebates")

@@ -1,5 +1,5 @@
-"""Cost metrics beyond PMPM: member cost share, the per-member distribution, high-cost
-claimants and the out-of-network share."""
+"""Cost metrics: PMPM (overall and by service category), member cost share, the per-member
+distribution, high-cost claimants and the out-of-network share."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from collections.abc import Sequence
 
 from sqlglot import exp
 
-from carrier_node import sql
-from carrier_node.metric_common import (
+from carrier_node.query import sql
+from carrier_node.query.aggregate import (
+    DENOMINATOR,
     MM,
     BuildContext,
     attributed_months,
@@ -18,11 +19,146 @@ from carrier_node.metric_common import (
     member_month_cells,
     member_month_ctes,
     member_month_spend,
+    member_month_totals,
     numerator_columns,
+    numerator_value,
     per_member,
     with_ctes,
 )
+from carrier_node.query.registry import implements
 from fedoversight.catalogue import HCC_THRESHOLDS, hcc_label
+from fedoversight.codelists import category_names
+from fedoversight.dimensions import MEMBER_DIMENSIONS, Dimension
+
+# --- PMPM -------------------------------------------------------------------------------------
+
+#: The statistics cost.pmpm and cost.pmpm_by_service_category take from the claims.
+_CLAIM_STATISTICS = ("claimants", "allowed_cents", "paid_cents")
+
+
+def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Select:
+    """Claim lines of enrolled member months, summed by ``dims`` and member, then by ``dims``
+    (claimants are the members with a line)."""
+    member_dims = tuple(d for d in dims if d in MEMBER_DIMENSIONS)
+    line_dims = tuple(d for d in dims if d not in MEMBER_DIMENSIONS)
+    query = (
+        exp.select(
+            exp.Literal.number(1).as_("claimants"),
+            *[exp.Sum(this=exp.column(name, "l")).as_(name) for name in _CLAIM_STATISTICS[1:]],
+        )
+        .from_(exp.alias_(exp.to_table("lines"), "l"))
+        .join(
+            exp.alias_(exp.to_table("mm"), "mm"),
+            on=exp.and_(
+                exp.column("member_id", "l").eq(exp.column("member_id", "mm")),
+                exp.column("month_start", "l").eq(exp.column("month_start", "mm")),
+            ),
+        )
+    )
+    for dim, values in ctx.query.filters:
+        if dim in line_dims or (dim not in MEMBER_DIMENSIONS):
+            query = query.where(exp.column(dim.value, "l").isin(*[sql.lit(v) for v in values]))
+    cell_keys = [
+        *[exp.column(d.value, "mm") for d in member_dims],
+        *[exp.column(d.value, "l") for d in line_dims],
+    ]
+    members = per_member(query, cell_keys, exp.column("member_id", "l"))
+    return member_cells(
+        ctx, members, [k.name for k in cell_keys], ctx.statistics(*_CLAIM_STATISTICS)
+    )
+
+
+@implements("cost.pmpm", "cost.pmpm_by_service_category")
+def pmpm(ctx: BuildContext) -> exp.Select:
+    """Claims by the full key joined to member months of the member-dimension part of it."""
+    dims = ctx.group_by
+    member_dims = tuple(d for d in dims if d in MEMBER_DIMENSIONS)
+    num, den = exp.to_table("num"), exp.to_table("den")
+    claims = numerator_columns(ctx.statistics(*_CLAIM_STATISTICS), ctx.clamped)
+    denominators = numerator_columns(ctx.statistics(*DENOMINATOR), ctx.clamped)
+
+    def select(category_from: str = "num") -> exp.Select:
+        return exp.select(
+            *[exp.column(d.value, category_from if d not in member_dims else "den")
+              for d in dims],
+            *[exp.column(c, "den") for c in denominators],
+            *[numerator_value(exp.column(c, "num")).as_(c) for c in claims],
+        )
+
+    on: list[exp.Expr] = [
+        exp.column(d.value, "num").eq(exp.column(d.value, "den")) for d in member_dims
+    ]
+    if len(member_dims) != len(dims):
+        # Every category for every other key; each divides its other keys' member months.
+        query = _with_every_category(select("cats"), on, _categories(ctx))
+    else:
+        query = select().from_(exp.alias_(den, "den"))
+        query = (
+            query.join(exp.alias_(num, "num"), on=exp.and_(*on), join_type="left")
+            if on
+            else query.join(exp.alias_(num, "num"), join_type="cross")
+        )
+    ctes: list[tuple[str, exp.Expr]] = [
+        *member_month_ctes(ctx),
+        ("lines", _lines(ctx)),
+        ("den", member_month_totals(
+            member_dims, [col(d.value) for d in member_dims], clamped=ctx.clamped
+        )),
+        ("num", _claims_by_cell(ctx, dims)),
+    ]
+    for name, body in ctes:
+        query = query.with_(name, as_=body, copy=False)
+    return query
+
+
+def _categories(ctx: BuildContext) -> tuple[Dimension, tuple[str, ...]]:
+    """The category dimension a query groups by and its every category (within its filter)."""
+    (dimension,) = (d for d in ctx.group_by if d in _CATEGORY_LEVELS)
+    wanted = dict(ctx.query.filters).get(dimension)
+    names = category_names(_CATEGORY_LEVELS[dimension])
+    return dimension, tuple(c for c in names if wanted is None or c in wanted)
+
+
+_CATEGORY_LEVELS = {Dimension.SERVICE_CATEGORY: 1, Dimension.SERVICE_CATEGORY_2: 2}
+
+
+def _with_every_category(
+    complete_select: exp.Select, on: list[exp.Expr], levels: tuple[Dimension, tuple[str, ...]]
+) -> exp.Select:
+    """A cell of every category for every member-dimension cell (zero where nobody had a
+    claim): every category divides its other keys' member months, so categories add up to the
+    total in every carrier and across carriers, and a category's presence says nothing
+    (disclosure control withholds a sensitive one below its floor, zero included)."""
+    dimension, categories = levels
+    category = dimension.value
+    listed = exp.values([(c,) for c in categories], alias="cats", columns=[category])
+    matched = [*(o.copy() for o in on),
+               exp.column(category, "num").eq(exp.column(category, "cats"))]
+    return (
+        complete_select.from_(exp.alias_(exp.to_table("den"), "den"))
+        .join(listed, join_type="cross")
+        .join(exp.alias_(exp.to_table("num"), "num"), on=exp.and_(*matched), join_type="left")
+    )
+
+
+def _lines(ctx: BuildContext) -> exp.Expr:
+    """What the cost query sums: the claim rows with their categories; without a category or
+    other line dimension to group or filter by, the member-month totals that other cost
+    metrics read too (the same sums, computed once in a batch)."""
+    used = (*ctx.group_by, *(d for d, _ in ctx.query.filters))
+    if all(d in MEMBER_DIMENSIONS for d in used):
+        return member_month_spend(ctx)
+    return sql.claim_lines(ctx.period, _category_levels(ctx))
+
+
+def _category_levels(ctx: BuildContext) -> frozenset[int]:
+    """Service-category levels a cost query groups or filters by (classifying lines costs)."""
+    used = set(ctx.query.group_by) | {d for d, _ in ctx.query.filters}
+    return frozenset(
+        level for level, dim in ((1, Dimension.SERVICE_CATEGORY),
+                                 (2, Dimension.SERVICE_CATEGORY_2)) if dim in used
+    )
+
 
 # --- member cost share ------------------------------------------------------------------------
 
@@ -49,6 +185,7 @@ COST_SHARE_CENTS = (
 COST_SHARE_STATISTICS = ("claimants", *COST_SHARE_CENTS)
 
 
+@implements("cost.member_cost_share_pmpm")
 def member_cost_share(ctx: BuildContext) -> exp.Select:
     """Medical deductible + coinsurance + copay and pharmacy member paid (missing: 0), all
     claim versions, in enrolled member months."""
@@ -104,6 +241,7 @@ SELECT p.*, :bin AS allowed_bin FROM persons AS p
 """
 
 
+@implements("cost.distribution")
 def distribution(ctx: BuildContext) -> exp.Select:
     """Per cell and histogram bin of per-member period allowed: members and cents; the cell's
     ``members`` and ``allowed_cents`` (with their disclosure columns) repeat on each of its bin
@@ -154,6 +292,7 @@ def _person_totals(ctx: BuildContext, names: Sequence[str]) -> exp.Select:
     return member_cells(ctx, rows, [d.value for d in ctx.group_by], ctx.statistics(*names))
 
 
+@implements("cost.high_cost_claimants")
 def high_cost_claimants(ctx: BuildContext) -> exp.Select:
     """Members and allowed per cell, and those of members at or above each threshold; a
     member's contribution to each dollar total is their period allowed."""
@@ -175,6 +314,7 @@ WHERE r.medical_rows > 0
 NETWORK_CENTS = ("out_of_network_allowed_cents", "known_network_allowed_cents")
 
 
+@implements("cost.out_of_network_share")
 def out_of_network_share(ctx: BuildContext) -> exp.Select:
     """Medical rows (all versions) in enrolled member months: allowed out of network and
     allowed with a known network flag. Claimants are members with a medical row counted in the

@@ -1,7 +1,7 @@
 """A carrier's SQL warehouse as a data source (PostgreSQL first): metrics run there by pushdown.
 
 The node connects with read-only transactions and a statement timeout. On each connection it
-creates temporary views named like the DESIGN tables over the carrier's schema, with the
+creates temporary views named like the data schema's tables over the carrier's schema, with the
 canonical column types (a column the warehouse lacks appears as a typed NULL), so the same
 metric expressions run unchanged; only the dialect differs. View SQL is built as expressions:
 the schema and table names are quoted identifiers, never pasted text. Another warehouse engine
@@ -53,7 +53,7 @@ class WarehouseConfig(BaseModel):
     password_file: Path | None = Field(
         default=None, description="file holding the password (else $PGPASSWORD, else none)"
     )
-    schema_name: str = Field(default="public", description="schema holding the DESIGN tables")
+    schema_name: str = Field(default="public", description="schema holding the carrier's tables")
     sslmode: str = Field(default="prefer", description="libpq sslmode")
     statement_timeout_seconds: int = Field(default=1800, gt=0, description="per query")
 
@@ -162,7 +162,7 @@ class PostgresSource:
 
     dialect = "postgres"
     #: Every block a query's result reads is made an analysed temporary table, also for a
-    #: request of one query (see :meth:`carrier_node.engine.Engine._min_uses`).
+    #: request of one query (see :meth:`carrier_node.query.engine.Engine._min_uses`).
     block_min_uses = 1
 
     def __init__(self, config: WarehouseConfig) -> None:
@@ -230,7 +230,7 @@ class PostgresSource:
     @contextmanager
     def session(self) -> Iterator[_Session]:
         """The calling thread's connection for a batch of queries (see
-        :class:`carrier_node.engine.Session`); its temporary tables are dropped at the end."""
+        :class:`carrier_node.query.engine.Session`); its temporary tables are dropped at the end."""
         session = _Session(self._connection())
         try:
             yield session

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from carrier_node.audit import JsonValue, read_entries
-from carrier_node.state import HeldRelease
+from carrier_node.records.audit import JsonValue, read_entries
+from carrier_node.records.state import HeldRelease
 from fedoversight import wire
 from fedoversight.catalogue import StatKind, get_metric
 from fedoversight.domain import CellKey, CellResult, QueryTable, ResultSpec, Status, StatValueType

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from carrier_node import sql
-from carrier_node.metric_common import (
+from carrier_node.query import sql
+from carrier_node.query.aggregate import (
     BuildContext,
     attributed_months,
     col,
@@ -15,6 +15,7 @@ from carrier_node.metric_common import (
     member_month_ctes,
     with_ctes,
 )
+from carrier_node.query.registry import implements
 from fedoversight.periods import Month
 
 MAMMOGRAPHY_RANGES = (("77061", "77063"), ("77065", "77067"))
@@ -72,6 +73,7 @@ SELECT w.*, 1 AS eligible FROM women AS w
 """
 
 
+@implements("quality.breast_cancer_screening")
 def breast_cancer_screening(ctx: BuildContext) -> exp.Select:
     """Women 50–74 enrolled every month of the period; those with a final-action mammogram
     line dated in the 27 months ending on the period's last day."""
@@ -131,6 +133,7 @@ def _diabetes_diagnosis(alias: str) -> exp.Expr:
     )
 
 
+@implements("quality.diabetes_hba1c_testing")
 def diabetes_hba1c_testing(ctx: BuildContext) -> exp.Select:
     """Members 18–75 with E10/E11 on two outpatient dates or one inpatient line in the period;
     those with a final-action HbA1c test line in the period."""
@@ -184,6 +187,7 @@ SELECT s.*, 1 AS eligible FROM statin_eligible AS s
 """
 
 
+@implements("quality.statin_use_diabetes")
 def statin_use_diabetes(ctx: BuildContext) -> exp.Select:
     """Members 40–75 with two or more final-action antidiabetic fills in the period; those
     with a final-action statin fill in the period."""

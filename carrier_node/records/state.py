@@ -20,7 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from carrier_node.audit import JsonValue
+from carrier_node.records.audit import JsonValue
 from fedoversight.domain import QuerySpec
 
 _SCHEMA = """

@@ -6,8 +6,8 @@ from decimal import Decimal
 
 from sqlglot import exp
 
-from carrier_node import sql
-from carrier_node.metric_common import (
+from carrier_node.query import sql
+from carrier_node.query.aggregate import (
     KEY,
     MEMBER_ROWS,
     BuildContext,
@@ -20,10 +20,12 @@ from carrier_node.metric_common import (
     per_member,
     with_ctes,
 )
+from carrier_node.query.registry import implements
+from fedoversight.dimensions import Dimension
 
 
 def _drug_class(alias: str) -> exp.Expr:
-    return sql.checked_code(col("drug_class", alias), "drug_class")
+    return sql.checked_code(col("drug_class", alias), Dimension.DRUG_CLASS)
 
 
 # --- generic dispensing -----------------------------------------------------------------------
@@ -50,6 +52,7 @@ def _fill_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
     ]
 
 
+@implements("rx.generic_dispensing_rate")
 def generic_dispensing_rate(ctx: BuildContext) -> exp.Select:
     """Final-action fills of the period in enrolled member months, and the generic ones."""
     cell_keys = keys(ctx, "r")
@@ -96,6 +99,7 @@ SELECT f.days_supply > 0 AND f.net_allowed_cents * 30 >= :threshold_cents * f.da
 """
 
 
+@implements("rx.specialty_share")
 def specialty_share(ctx: BuildContext) -> exp.Select:
     """Pharmacy rows (all versions) of the period in enrolled member months; those of
     specialty fills apart."""
@@ -148,6 +152,7 @@ JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
 
 
+@implements("rx.spend_by_class")
 def spend_by_class(ctx: BuildContext) -> exp.Select:
     """Pharmacy rows (all versions) by drug class, and final-action fills by drug class."""
     rows = sql.fill_query(_CLASS_ROWS, drug_class=_drug_class("p"), **ctx.period_values())
@@ -210,6 +215,7 @@ SELECT COUNT(*) > 0
 """
 
 
+@implements("rx.rebate_share")
 def rebate_share(ctx: BuildContext) -> exp.Select:
     """By quarter: rebates of the quarters the period touches, and pharmacy allowed (all rows,
     in enrolled member months) of the period's months; no rebates table means no rebates.

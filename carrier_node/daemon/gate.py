@@ -6,9 +6,11 @@ Nothing is evaluated before a request has passed every check here.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
+from dataclasses import dataclass
 
-from carrier_node.state import NodeState
+from carrier_node.records.state import NodeState
 from fedoversight import wire
 from fedoversight.domain import RequestSpec
 from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
@@ -40,6 +42,37 @@ class NotAddressedError(AuthenticationError):
     code = types_pb2.ERROR_CODE_NOT_ADDRESSED
 
 
+@dataclass(frozen=True)
+class Arrival:
+    """A signed request as it arrived, read once: its bytes, their digest, the message they
+    parse to (None when they do not, or are too large to try) and the ids it claims ("" when
+    absent or not of the expected form). Nothing here is verified yet."""
+
+    signed: types_pb2.SignedRequest
+    data: bytes
+    sha256: str
+    message: types_pb2.MetricRequest | None
+    request_id: str
+    round_id: str
+
+    @classmethod
+    def of(cls, signed: types_pb2.SignedRequest) -> Arrival:
+        data = bytes(signed.request)
+        message: types_pb2.MetricRequest | None = None
+        request_id = round_id = ""
+        if len(data) <= MAX_REQUEST_BYTES:
+            message = types_pb2.MetricRequest()
+            try:
+                message.ParseFromString(data)
+            except Exception:  # any garbage: no message, no ids
+                message = None
+        if message is not None:
+            request_id = message.request_id if wire.ID_RE.fullmatch(message.request_id) else ""
+            round_id = message.round_id if wire.ID_RE.fullmatch(message.round_id) else ""
+        return cls(signed, data, hashlib.sha256(data).hexdigest(), message, request_id,
+                   round_id)
+
+
 class RequestGate:
     def __init__(
         self,
@@ -59,10 +92,14 @@ class RequestGate:
         self._allow_unsigned = allow_unsigned
         self._max_age = max_age
 
-    def admit(self, signed: types_pb2.SignedRequest, now: dt.datetime | None = None) -> RequestSpec:
+    def admit(
+        self, arrival: Arrival | types_pb2.SignedRequest, now: dt.datetime | None = None
+    ) -> RequestSpec:
         """Verify and decode; raises an :class:`OversightError` subclass on any failure."""
+        if isinstance(arrival, types_pb2.SignedRequest):
+            arrival = Arrival.of(arrival)
         now = now or dt.datetime.now(dt.UTC)
-        data = bytes(signed.request)
+        signed, data = arrival.signed, arrival.data
         if len(data) > MAX_REQUEST_BYTES:
             raise InvalidRequestError("request larger than any valid request")
         if signed.signature or not self._allow_unsigned:
@@ -71,8 +108,10 @@ class RequestGate:
             if self._verifier is None:
                 raise AuthenticationError("signed request but no operator key configured")
             self._verifier.verify(data, bytes(signed.signature), signed.key_id)
+        if arrival.message is None:
+            raise InvalidRequestError("request bytes do not decode")
         try:
-            request = wire.decode_request_bytes(data)
+            request = wire.request_from_pb(arrival.message)
         except OversightError:
             raise
         except Exception:  # strict decoding should never get here; refuse, never crash

@@ -1,0 +1,284 @@
+"""Answering one request: admit it, evaluate it where the data lives, protect, sign, keep, send.
+
+Every request is read once on arrival (:class:`~carrier_node.daemon.gate.Arrival`). A duplicate
+delivery of a request already answered gets the stored answer; anything else passes every
+check before anything runs (:meth:`Answering.admit`: the gate's signature, validity, address
+and replay checks, the data source, the policy), is evaluated off the event loop, protected by
+:mod:`carrier_node.disclosure`, signed, written to the audit log and kept in the outbox until
+the coordinator acknowledges it — each durable before it is sent. A failure anywhere becomes a
+refusal with a fixed public message, logged and kept the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import hashlib
+import logging
+import re
+from collections.abc import Callable
+
+from carrier_node.daemon.gate import Arrival, RequestGate
+from carrier_node.daemon.io import IoThread
+from carrier_node.daemon.manual import ManualRelease
+from carrier_node.daemon.results import ResultMaker, refusal, released_entry
+from carrier_node.daemon.sources import DataAccess
+from carrier_node.disclosure import Discloser
+from carrier_node.policy import Policy
+from carrier_node.records.audit import AuditKind, AuditLog, JsonValue
+from carrier_node.records.state import NodeState, query_record
+from fedoversight.domain import QuerySpec, QueryTable, RequestSpec
+from fedoversight.errors import InvalidRequestError, OversightError, error_code
+from fedoversight.v1 import federation_pb2, types_pb2
+
+log = logging.getLogger(__name__)
+
+_KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
+
+
+class OutboxError(Exception):
+    """A released result could not be kept in the outbox (so it is not sent)."""
+
+
+class Answering:
+    def __init__(
+        self,
+        *,
+        policy: Policy,
+        state: NodeState,
+        audit: AuditLog,
+        io: IoThread,
+        gate: RequestGate,
+        data: DataAccess,
+        discloser: Discloser,
+        results: ResultMaker,
+        manual: ManualRelease,
+        send: Callable[[federation_pb2.NodeMessage], None],
+        max_concurrent: int,
+    ) -> None:
+        """``send`` puts an answer on the stream; at most ``max_concurrent`` evaluations run
+        at once."""
+        self.policy = policy
+        self._state = state
+        self._audit = audit
+        self._io = io
+        self._gate = gate
+        self._data = data
+        self._discloser = discloser
+        self._results = results
+        self._manual = manual
+        self._send = send
+        self._semaphore = asyncio.Semaphore(max_concurrent)
+
+    async def answer(self, signed: types_pb2.SignedRequest) -> None:
+        """Answer one delivery of a signed request (the answer goes to ``send``)."""
+        if self._data.error is not None:
+            await self._data.open()  # unusable so far: perhaps fixed since
+        arrival = Arrival.of(signed)
+        # The look-ups, the checks and their audit entries in one trip to the I/O thread.
+        outcome = await self._io.run(self._receive, arrival)
+        if outcome is None:  # its result awaits the carrier's reviewer
+            return
+        if isinstance(outcome, federation_pb2.NodeMessage):  # stored answer, or the refusal
+            self._send(outcome)
+            return
+        answer = await self._evaluate_and_release(outcome, arrival)
+        if answer is not None:  # None: held for the reviewer, nothing is stored or sent
+            self._send(answer)
+
+    def _receive(
+        self, arrival: Arrival
+    ) -> RequestSpec | federation_pb2.NodeMessage | None:
+        """On the I/O thread: the stored answer to a duplicate delivery (logged as resent);
+        None while the request's result awaits the reviewer; the refusal of a request that
+        fails a check (kept in the outbox); else the admitted request."""
+        request_id, round_id = arrival.request_id, arrival.round_id
+        # A duplicate delivery of a request already answered (the very same bytes, not just
+        # the same claimed id) gets the stored answer.
+        stored = self._state.get_outbox(request_id, arrival.sha256) if request_id else None
+        if stored is not None:
+            self._audit.append(
+                AuditKind.RESENT, request_id=request_id, round_id=round_id,
+                message_sha256=hashlib.sha256(stored).hexdigest(),
+            )
+            return federation_pb2.NodeMessage.FromString(stored)
+        if request_id and self._state.awaiting_review(request_id, arrival.sha256):
+            # Delivered again (after a reconnect) while its result waits for the reviewer.
+            log.info("request %s: its result awaits the carrier's reviewer", request_id)
+            return None
+        try:
+            return self.admit(arrival)
+        except OversightError as exc:
+            message = refusal(request_id, round_id, exc)
+        if request_id:
+            # The refusal of a request that never passed the checks must not displace an
+            # answer kept under the same (claimed) id.
+            self._state.put_outbox(
+                request_id, message.SerializeToString(), arrival.sha256, replace=False
+            )
+        return message
+
+    def admit(
+        self, arrival: Arrival | types_pb2.SignedRequest, now: dt.datetime | None = None
+    ) -> RequestSpec:
+        """Every check before anything runs: signature, expiry, address, replay, strict
+        decoding, the data source, the policy. Each request is in the audit log with the
+        decision on it.
+
+        Raises :class:`~fedoversight.errors.OversightError` (the refusal) and nothing else.
+        """
+        if isinstance(arrival, types_pb2.SignedRequest):
+            arrival = Arrival.of(arrival)
+        signed = arrival.signed
+        request_id, round_id = arrival.request_id, arrival.round_id
+        received: tuple[AuditKind, str, str, dict[str, JsonValue]] = (
+            AuditKind.RECEIVED, request_id, round_id,
+            {
+                "request_sha256": arrival.sha256,
+                "key_id": signed.key_id if _KEY_ID_RE.fullmatch(signed.key_id) else "?",
+                "signed": bool(signed.signature),
+                "bytes": len(arrival.data),
+            },
+        )
+        stage = "gate"
+        try:
+            request = self._gate.admit(arrival, now=now)
+            stage = "data source"
+            if self._data.error is not None:
+                raise self._data.error
+            stage = "policy"
+            for query in request.queries:
+                self.policy.check(query)
+        except OversightError as exc:
+            self._audit_refusal(received, stage, exc)
+            log.warning("request %s refused at the %s: %s", request_id or "?", stage,
+                        type(exc).__name__)
+            raise
+        except Exception as exc:  # nothing above should raise anything else; refuse anyway
+            self._audit_refusal(received, stage, exc)
+            log.error("request %s: unexpected %s at the %s", request_id or "?",
+                      type(exc).__name__, stage)
+            raise InvalidRequestError("request could not be checked") from None
+        self._audit.append_many([
+            received,
+            (AuditKind.ADMITTED, request.request_id, request.round_id, {
+                "period": f"{request.period.first}:{request.period.last}",
+                "queries": [describe(q) for q in request.queries],
+                "expires_at": request.expires_at.isoformat(),
+            }),
+        ])
+        return request
+
+    def _audit_refusal(
+        self,
+        received: tuple[AuditKind, str, str, dict[str, JsonValue]],
+        stage: str,
+        exc: BaseException,
+    ) -> None:
+        _, request_id, round_id, _ = received
+        reason = exc.detail if isinstance(exc, OversightError) else type(exc).__name__
+        self._audit.append_many([
+            received,
+            (AuditKind.REFUSED, request_id, round_id, {
+                "stage": stage,
+                "code": types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
+                "reason": reason,
+            }),
+        ])
+
+    async def _evaluate_and_release(
+        self, request: RequestSpec, arrival: Arrival
+    ) -> federation_pb2.NodeMessage | None:
+        """The signed result, or a refusal, each logged and kept in the outbox before it is
+        returned to be sent; None when the result is held for the reviewer."""
+        try:
+            async with self._semaphore:
+                tables = await asyncio.to_thread(self.evaluate, request)
+            if self.policy.release_mode == "manual":
+                await self._io.run(self._manual.hold, request, arrival, tables)
+                return None
+            return await self._io.run(self._release_and_keep, request, arrival, tables)
+        except OutboxError:
+            raise  # released and logged, but not kept: not sent (as if the node had stopped)
+        except Exception as exc:
+            if isinstance(exc, OversightError):
+                log.warning("request %s refused in evaluation: %s (%s)", request.request_id,
+                            type(exc).__name__, exc.detail)
+            else:
+                log.exception("request %s failed", request.request_id)
+            return await self._io.run(self._refuse_evaluation, request, exc, arrival.sha256)
+
+    def _refuse_evaluation(
+        self, request: RequestSpec, exc: BaseException, request_sha256: str
+    ) -> federation_pb2.NodeMessage:
+        """Log a refusal in evaluation and keep it in the outbox (on the I/O thread)."""
+        self._audit.append(
+            AuditKind.REFUSED, request_id=request.request_id,
+            round_id=request.round_id, stage="evaluation",
+            code=types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
+            reason=exc.detail if isinstance(exc, OversightError) else type(exc).__name__,
+        )
+        message = refusal(request.request_id, request.round_id, exc)
+        # A verified request's answer replaces whatever was kept under its id.
+        self._state.put_outbox(request.request_id, message.SerializeToString(), request_sha256)
+        return message
+
+    def evaluate(self, request: RequestSpec) -> list[QueryTable]:
+        """The protected tables of an admitted request (off the event loop)."""
+        engine = self._data.engine
+        assert engine is not None
+        self._discloser.check(request)
+        raws = engine.evaluate_many(request.period, request.queries)
+        tables, decisions = self._discloser.protect(request, raws)
+        for decision in decisions:
+            counts = decision.counts()
+            if counts:
+                log.info("request %s %s: withheld statistics %s", request.request_id,
+                         decision.metric, counts)
+        return tables
+
+    def _release(
+        self, request: RequestSpec, arrival: Arrival, tables: list[QueryTable]
+    ) -> federation_pb2.NodeMessage:
+        """Sign the result and record what is released before it is sent."""
+        data_snapshot = self._data.snapshot()
+        message = self._results.result_message(request, arrival.data, tables, data_snapshot)
+        self._audit.append(
+            AuditKind.RELEASED,
+            request_id=request.request_id,
+            round_id=request.round_id,
+            **released_entry(
+                message.result,
+                request_sha256=arrival.sha256,
+                data_snapshot=data_snapshot,
+                tables=tables,
+                period=str(request.period),
+                queries=[query_record(q) for q in request.queries],
+            ),
+        )
+        return message
+
+    def _release_and_keep(
+        self, request: RequestSpec, arrival: Arrival, tables: list[QueryTable]
+    ) -> federation_pb2.NodeMessage:
+        """:meth:`_release`, then keep the result in the outbox until it is acknowledged (on
+        the I/O thread; both durable before the result is sent)."""
+        message = self._release(request, arrival, tables)
+        try:
+            self._state.put_outbox(request.request_id, message.SerializeToString(),
+                                   arrival.sha256)
+        except Exception as exc:
+            log.error("request %s: the result could not be kept in the outbox: %s",
+                      request.request_id, type(exc).__name__)
+            raise OutboxError from exc
+        return message
+
+
+def describe(query: QuerySpec) -> str:
+    """A query as the audit log names it (no filter values)."""
+    text = f"{query.metric}@{query.version}"
+    if query.group_by:
+        text += " by " + ",".join(str(d) for d in query.group_by)
+    if query.filters:
+        text += " where " + ";".join(f"{d}:{len(v)} values" for d, v in query.filters)
+    return text

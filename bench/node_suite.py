@@ -85,8 +85,15 @@ Cells = dict[tuple[str, ...], dict[str, Value]]
 
 
 def suite_queries() -> list[QuerySpec]:
-    """Every catalogue metric at its representative grouping."""
-    return monthly_suite()
+    """Every catalogue metric that has a hand-written baseline, at its representative grouping
+    (a metric joins the benchmark when its hand SQL is written; a run names those without)."""
+    covered = set(hand_sql(period_of(1)))
+    return [q for q in monthly_suite() if q.metric in covered]
+
+
+def without_baseline() -> list[str]:
+    """Catalogue metrics the benchmark leaves out (no hand SQL yet)."""
+    return sorted({q.metric for q in monthly_suite()} - set(hand_sql(period_of(1))))
 
 
 def period_of(months: int) -> Period:
@@ -807,8 +814,6 @@ JOIN months AS m ON m.month_start = r.month_start
 LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
 GROUP BY m.month"""
 
-    missing = {s.name for s in catalogue.METRICS} - set(q)
-    assert not missing, f"hand SQL lacks {sorted(missing)}"
     return q
 
 
@@ -1154,6 +1159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                  else f" cached in {directory.parent}"))
         print(f"suite: {len(suite_queries())} metrics (by month where the metric has it, plus"
               " the first one-of dimension)")
+        if without_baseline():
+            print(f"  without a hand-written baseline, left out: {', '.join(without_baseline())}")
         print()
         phases = ["engine", "sql"]
         if args.pandas in ("shared", "both"):

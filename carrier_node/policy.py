@@ -18,7 +18,7 @@ from pydantic import (
     model_validator,
 )
 
-from fedoversight.catalogue import METRICS
+from fedoversight.catalogue import metrics
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec
 from fedoversight.errors import ConfigError, PolicyRefusedError
@@ -182,7 +182,7 @@ class Policy(BaseModel):
     @field_validator("metrics")
     @classmethod
     def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
-        known = {m.name for m in METRICS}
+        known = {m.name for m in metrics()}
         for name in value or ():
             if name not in known:
                 raise ValueError(f"unknown metric {name!r} in policy")
@@ -215,8 +215,9 @@ class Policy(BaseModel):
         return floor
 
     def answered_metrics(self) -> list[str]:
-        names = self.metrics if self.metrics is not None else tuple(m.name for m in METRICS)
-        return sorted(f"{m.name}@{m.version}" for m in METRICS if m.name in names)
+        declared = metrics()
+        names = self.metrics if self.metrics is not None else tuple(m.name for m in declared)
+        return sorted(f"{m.name}@{m.version}" for m in declared if m.name in names)
 
     def check(self, query: QuerySpec) -> None:
         """Refuse a query this policy does not answer."""

@@ -596,7 +596,7 @@ def carriers(coordinator: AddressOpt = "127.0.0.1:50051", ca_cert: CaOpt = None,
 def metrics_list() -> None:
     """List the catalogue's metrics."""
     t = Table("metric", "version", "title")
-    for m in catalogue.METRICS:
+    for m in catalogue.metrics():
         t.add_row(m.name, str(m.version), m.title)
     console.print(t)
     console.print(f"catalogue version {catalogue.CATALOGUE_VERSION}")

@@ -269,6 +269,6 @@ def metrics_response() -> operator_pb2.ListMetricsResponse:
                 ],
                 group_by_one_of=dims(m.one_of),
             )
-            for m in catalogue.METRICS
+            for m in catalogue.metrics()
         ],
     )

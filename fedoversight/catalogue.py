@@ -10,7 +10,8 @@ code; the coordinator only adds statistics and applies the figure formulas decla
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from fedoversight.dimensions import MEMBER_DIMENSIONS, Dimension
 from fedoversight.errors import UnknownMetricError
@@ -32,8 +33,10 @@ __all__ = [
     "ParameterSpec",
     "StatKind",
     "StatisticSpec",
+    "extended",
     "get_metric",
     "metric_names",
+    "metrics",
 ]
 
 CATALOGUE_VERSION = "1"
@@ -711,6 +714,37 @@ METRICS: tuple[MetricSpec, ...] = (
 _BY_NAME: dict[str, dict[int, MetricSpec]] = {}
 for _m in METRICS:
     _BY_NAME.setdefault(_m.name, {})[_m.version] = _m
+
+#: Declarations added by an open :func:`extended`.
+_EXTRA: list[MetricSpec] = []
+
+
+def metrics() -> tuple[MetricSpec, ...]:
+    """Every declared metric: :data:`METRICS`, and those of an open :func:`extended`."""
+    return (*METRICS, *_EXTRA)
+
+
+@contextmanager
+def extended(*specs: MetricSpec) -> Iterator[None]:
+    """Declare ``specs`` as well while the context lasts, in this process: a metric under
+    development, tried with its builder and oracle before its declaration joins
+    :data:`METRICS` (docs/adding-a-metric.md). A released metric is declared in
+    :data:`METRICS`, the catalogue both sides are built with."""
+    for spec in specs:
+        if spec.version in _BY_NAME.get(spec.name, {}):
+            raise ValueError(f"{spec.key} is declared already")
+    for spec in specs:
+        _BY_NAME.setdefault(spec.name, {})[spec.version] = spec
+        _EXTRA.append(spec)
+    try:
+        yield
+    finally:
+        for spec in specs:
+            _EXTRA.remove(spec)
+            versions = _BY_NAME[spec.name]
+            del versions[spec.version]
+            if not versions:
+                del _BY_NAME[spec.name]
 
 
 def get_metric(name: str, version: int | None = None) -> MetricSpec:

@@ -21,7 +21,9 @@ def test_generated_wire_code_matches_protos() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def test_coordinator_and_node_never_import_each_other() -> None:
+def test_import_contracts_hold() -> None:
+    """The contracts of pyproject.toml: the two sides never import each other, the shared
+    package neither side, the carrier node's parts only those below them."""
     tool = shutil.which("lint-imports")
     if tool is None:
         pytest.fail("lint-imports missing: install the project with its dev extra")
@@ -36,6 +38,13 @@ def test_lint_is_clean() -> None:
         pytest.fail("ruff missing: install the project with its dev extra")
     done = run(tool, "check", ".")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_types_check_strictly() -> None:
+    """mypy in strict mode over every package (configured in pyproject.toml)."""
+    done = run(sys.executable, "-m", "mypy")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Success" in done.stdout
 
 
 def test_readme_metric_table_is_generated_from_the_catalogue() -> None:

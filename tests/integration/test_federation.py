@@ -223,7 +223,7 @@ async def test_bad_data_and_unknown_metrics_end_in_clear_refusals(
         # A request for a metric no catalogue has, straight down the stream to a node.
         replies: list[federation_pb2.NodeMessage] = []
         probe = fed.nodes[good[0]]
-        probe._wiretap = replies.append
+        probe.connection.wiretap = replies.append
         raw = wire.request_to_pb(
             RequestSpec(
                 request_id="probe-1", round_id="probe", catalogue_version="1", period=PERIOD,

@@ -52,7 +52,9 @@ async def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 
 def logged(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> bool:
-    return any(r.name == logger and text in r.getMessage() for r in caplog.records)
+    """Whether ``logger`` (or a module under it) logged a message containing ``text``."""
+    return any((r.name == logger or r.name.startswith(logger + "."))
+               and text in r.getMessage() for r in caplog.records)
 
 
 async def test_mutual_tls_roles_signed_rounds_and_receipts(

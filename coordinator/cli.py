@@ -32,11 +32,40 @@ from fedoversight.signing import Signer, Verifier
 from fedoversight.v1 import operator_pb2
 
 console = Console()
-app = typer.Typer(no_args_is_help=True, help="Federated oversight: the agency side.")
+
+
+def _oversight_typer() -> typer.Typer:
+    return typer.Typer(no_args_is_help=True, help="Federated oversight: the agency side.")
+
+
+#: The agency side's commands; the commands below register themselves on it (and on its
+#: ``round`` and ``metrics`` groups). :func:`build_app` copies them into a new app.
+app = _oversight_typer()
 round_app = typer.Typer(no_args_is_help=True, help="Run and read rounds.")
 metrics_app = typer.Typer(no_args_is_help=True, help="The metric catalogue.")
 app.add_typer(round_app, name="round")
 app.add_typer(metrics_app, name="metrics")
+
+
+def build_app() -> typer.Typer:
+    """A new ``oversight`` app holding the agency side's commands, for a caller to add its own
+    commands to before running it (:data:`app` itself stays as it is).
+
+    The coordinator never imports the simulator, so its ``synth`` and ``demo`` are not added
+    here: the ``oversight`` entry point, :func:`oversight_sim.cli.main`, builds this app, adds
+    them and runs it.
+    """
+    oversight = _oversight_typer()
+    oversight.registered_commands.extend(app.registered_commands)
+    oversight.registered_groups.extend(app.registered_groups)
+    return oversight
+
+
+def main() -> None:
+    """Run the agency side's commands alone (the installed ``oversight`` command also has the
+    simulator's, see :func:`oversight_sim.cli.main`)."""
+    build_app()()
+
 
 AddressOpt = Annotated[str, typer.Option("--coordinator", envvar="OVERSIGHT_ADDRESS",
                                          help="coordinator address host:port")]

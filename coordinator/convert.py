@@ -10,7 +10,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from coordinator.store import CarrierRound, CarrierRoundState, RoundRecord, RoundState
 from fedoversight import catalogue, wire
-from fedoversight.domain import Status
+from fedoversight.domain import RequestSpec, Status
 from fedoversight.v1 import operator_pb2, types_pb2
 
 _ROUND_STATE = {s: getattr(operator_pb2, f"ROUND_STATE_{s.name}") for s in RoundState}
@@ -37,8 +37,10 @@ def carrier_state_from_pb(value: int) -> CarrierRoundState:
     return _CARRIER_STATE_BACK[value]
 
 
-def summary_to_pb(record: RoundRecord, carriers: list[CarrierRound]) -> operator_pb2.RoundSummary:
-    request = wire.decode_request_bytes(record.request_bytes)
+def summary_to_pb(
+    record: RoundRecord, request: RequestSpec, carriers: list[CarrierRound]
+) -> operator_pb2.RoundSummary:
+    """The round's summary; ``request`` is its request (``record.request_bytes`` decoded)."""
     return operator_pb2.RoundSummary(
         round_id=record.round_id,
         state=_ROUND_STATE[record.state],

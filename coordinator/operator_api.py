@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import grpc
 
 from coordinator import convert
 from coordinator.access import Caller, ForbiddenError, OperatorAccess
+from coordinator.combine import ScopedTable
 from coordinator.config import Role
 from coordinator.hub import NodeHub
-from coordinator.results import round_tables
+from coordinator.results import TABLES_KEPT
 from coordinator.rounds import RoundManager
 from coordinator.store import CarrierRoundState, RoundStore
 from fedoversight import catalogue, wire
@@ -79,6 +80,24 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         self._rounds = rounds
         self._hub = hub
         self.access = access
+        # GetRound's tables in protobuf form, by round, with the tables they were converted
+        # from: the round manager hands out the same tables object until the round's results
+        # change, so they are converted once per change.
+        self._converted: OrderedDict[
+            str, tuple[Sequence[ScopedTable], list[operator_pb2.ScopedTable]]
+        ] = OrderedDict()
+
+    def _tables_pb(
+        self, round_id: str, tables: Sequence[ScopedTable]
+    ) -> list[operator_pb2.ScopedTable]:
+        entry = self._converted.get(round_id)
+        if entry is None or entry[0] is not tables:
+            entry = (tables, [convert.table_to_pb(t) for t in tables])
+            self._converted[round_id] = entry
+        self._converted.move_to_end(round_id)
+        while len(self._converted) > TABLES_KEPT:
+            self._converted.popitem(last=False)
+        return entry[1]
 
     @guarded(Role.OPERATOR)
     async def CreateRound(
@@ -114,19 +133,21 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
             raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
         if spec is None:
-            signed = self._rounds.sign(self._rounds.build_request(period, queries, carriers))
+            spec = self._rounds.build_request(period, queries, carriers)
+            signed = self._rounds.sign(spec)
         record = await self._rounds.create_round(
             signed,
             carriers,
             quorum=request.quorum,
             deadline_seconds=request.deadline_seconds,
             idempotency_key=request.idempotency_key or None,
+            request=spec,
         )
         log.info("round %s created by %s (%s, %s)", record.round_id, caller.name, caller.via,
                  "signed by the operator" if request.HasField("signed_request")
                  else "signed by the coordinator" if signed.signature else "unsigned")
         record, statuses = await self._rounds.snapshot(record.round_id)
-        return convert.summary_to_pb(record, statuses)
+        return convert.summary_to_pb(record, self._rounds.request_of(record), statuses)
 
     async def WatchRound(
         self, request: operator_pb2.RoundRef, context: grpc.aio.ServicerContext
@@ -140,7 +161,8 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 seen = self._rounds.changes
                 record, statuses = await self._rounds.snapshot(round_id)
                 yield operator_pb2.RoundProgress(
-                    summary=convert.summary_to_pb(record, statuses),
+                    summary=convert.summary_to_pb(
+                        record, self._rounds.request_of(record), statuses),
                     carriers=[convert.carrier_status_to_pb(c) for c in statuses],
                 )
                 if not record.state.is_open:
@@ -158,13 +180,11 @@ class OversightService(operator_pb2_grpc.OversightServicer):
     ) -> operator_pb2.Round:
         round_id = _round_id(request)
         record, statuses = await self._rounds.snapshot(round_id)
-        results = await self._rounds.db(self._store.results, round_id)
-        spec = wire.decode_request_bytes(record.request_bytes)
-        tables = await asyncio.to_thread(round_tables, spec, results)
+        tables = await self._rounds.tables(record)
         return operator_pb2.Round(
-            summary=convert.summary_to_pb(record, statuses),
+            summary=convert.summary_to_pb(record, self._rounds.request_of(record), statuses),
             carriers=[convert.carrier_status_to_pb(c) for c in statuses],
-            tables=[convert.table_to_pb(t) for t in tables],
+            tables=self._tables_pb(round_id, tables),  # copied into the reply
         )
 
     @guarded(Role.VIEWER)
@@ -202,7 +222,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         out = []
         for record in records:
             statuses = await self._rounds.db(self._store.carrier_rounds, record.round_id)
-            out.append(convert.summary_to_pb(record, statuses))
+            out.append(convert.summary_to_pb(record, self._rounds.request_of(record), statuses))
         return operator_pb2.ListRoundsResponse(rounds=out)
 
     @guarded(Role.VIEWER)

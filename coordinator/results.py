@@ -2,23 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import datetime as dt
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
 
 from coordinator.combine import ScopedTable, carrier_table, combine, leave_out
-from coordinator.store import StoredResult
-from fedoversight import wire
-from fedoversight.domain import QueryTable, RequestSpec
+from fedoversight.domain import QueryTable, RequestSpec, ResultSpec
+
+#: What identifies the results stored for a round: (carrier id, received at) of each, by
+#: carrier. A stored result is never changed or removed, so a round's tables change exactly
+#: when this does.
+ResultsKey = tuple[tuple[str, dt.datetime], ...]
+
+#: Rounds whose tables are kept (the most recently read).
+TABLES_KEPT = 32
 
 
-def round_tables(request: RequestSpec, results: Sequence[StoredResult]) -> list[ScopedTable]:
-    """Program table first, then one per carrier, for every query of the round. Carriers the
-    request names that did not answer leave every program sum incomplete (their values are
-    unknown, in any amount)."""
-    unanswered = len(set(request.carriers) - {r.carrier_id for r in results})
-    decoded = sorted(
-        ((r.carrier_id, wire.decode_result_bytes(r.result_bytes)) for r in results),
-        key=lambda pair: pair[0],
-    )
+def round_tables(request: RequestSpec, results: Mapping[str, ResultSpec]) -> list[ScopedTable]:
+    """Program table first, then one per carrier, for every query of the round, from each
+    carrier's decoded result (by carrier id). Carriers the request names that did not answer
+    leave every program sum incomplete (their values are unknown, in any amount)."""
+    unanswered = len(set(request.carriers) - set(results))
+    decoded = sorted(results.items(), key=lambda pair: pair[0])
     out: list[ScopedTable] = []
     for index, _query in enumerate(request.queries):
         by_carrier: dict[str, QueryTable] = {
@@ -31,3 +36,31 @@ def round_tables(request: RequestSpec, results: Sequence[StoredResult]) -> list[
             for carrier_id, table in by_carrier.items()
         )
     return out
+
+
+class TableCache:
+    """Each round's computed tables with the results they were computed from; a bounded
+    number of rounds, the least recently read dropped first."""
+
+    def __init__(self, size: int = TABLES_KEPT) -> None:
+        self._size = size
+        self._kept: OrderedDict[str, tuple[ResultsKey, Sequence[ScopedTable]]] = OrderedDict()
+
+    def get(self, round_id: str, key: ResultsKey) -> Sequence[ScopedTable] | None:
+        """The round's tables when they were computed from exactly these results."""
+        entry = self._kept.get(round_id)
+        if entry is None or entry[0] != key:
+            return None
+        self._kept.move_to_end(round_id)
+        return entry[1]
+
+    def put(
+        self, round_id: str, key: ResultsKey, tables: Sequence[ScopedTable]
+    ) -> Sequence[ScopedTable]:
+        """Keep the round's tables computed from these results; return them as kept."""
+        kept = tuple(tables)
+        self._kept[round_id] = (key, kept)
+        self._kept.move_to_end(round_id)
+        while len(self._kept) > self._size:
+            self._kept.popitem(last=False)
+        return kept

@@ -17,12 +17,15 @@ import functools
 import logging
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from coordinator.combine import ScopedTable
 from coordinator.receipts import check_answers, check_result_shape, verify_result
+from coordinator.results import TABLES_KEPT, ResultsKey, TableCache, round_tables
 from coordinator.store import (
     CarrierRound,
     CarrierRoundState,
@@ -47,6 +50,10 @@ _ANSWER_STATES = (CarrierRoundState.ANSWERED, CarrierRoundState.REFUSED)
 #: Clock skew tolerated for requests operators signed on their own machines.
 CLOCK_SKEW = dt.timedelta(minutes=5)
 
+#: Decoded requests of rounds kept (beside the open rounds' own), the least recently used
+#: dropped first: above the most rounds one ListRounds call returns.
+REQUESTS_KEPT = 2048
+
 __all__ = ["RoundManager", "check_result_shape", "new_request"]
 
 
@@ -61,11 +68,15 @@ class NodeLink(Protocol):
 @dataclass
 class _OpenRound:
     record: RoundRecord
+    #: ``record.request_bytes`` decoded (or the request as built, before it was signed).
     request: RequestSpec
     signed: types_pb2.SignedRequest
     states: dict[str, CarrierRoundState]
     disconnected_at: dict[str, float] = field(default_factory=dict)
     timer: asyncio.Task[None] | None = None
+    #: Each stored result decoded, by carrier: as verified on arrival (or, for results stored
+    #: before a restart, as first decoded for the round's tables).
+    results: dict[str, ResultSpec] = field(default_factory=dict)
 
 
 def _now() -> dt.datetime:
@@ -147,6 +158,13 @@ class RoundManager:
         # goes into the next, so a burst of answers costs a few syncs rather than one each.
         self._unsaved: list[tuple[StoredResult, asyncio.Future[bool]]] = []
         self._saver: asyncio.Task[None] | None = None
+        # Each round's request decoded once (or kept as built): the signed bytes stay what is
+        # stored and verified; this is what the coordinator itself reads of them.
+        self._requests: OrderedDict[str, RequestSpec] = OrderedDict()
+        self._tables = TableCache()
+        # A finished round's results as decoded on arrival, until its tables are computed
+        # from them (the most recently finished rounds).
+        self._finished: OrderedDict[str, dict[str, ResultSpec]] = OrderedDict()
 
     async def db(self, call: Callable[..., T], *args: object) -> T:
         """Run a round-store call on the store's own thread."""
@@ -193,8 +211,15 @@ class RoundManager:
         quorum: int = 0,
         deadline_seconds: int = 0,
         idempotency_key: str | None = None,
+        request: RequestSpec | None = None,
     ) -> RoundRecord:
-        request = wire.decode_request_bytes(bytes(signed.request))
+        """Store a round for ``signed`` and dispatch it. ``request`` is ``signed.request`` as
+        :meth:`build_request` built it or :meth:`check_signed_request` decoded it (the bytes
+        are then not decoded again); without it the bytes are decoded here."""
+        if request is None:
+            request = wire.decode_request_bytes(bytes(signed.request))
+        else:
+            _check_addressed(request)
         if not carriers:
             raise InvalidRequestError("a round needs at least one carrier")
         if sorted(set(carriers)) != list(request.carriers):
@@ -219,7 +244,7 @@ class RoundManager:
         )
         stored = await self.db(self._store.create_round, record, list(carriers))
         if stored.round_id != record.round_id:
-            before = wire.decode_request_bytes(stored.request_bytes)
+            before = self.request_of(stored)
             if (before.period, before.queries, before.carriers) != (
                 request.period, request.queries, request.carriers
             ):
@@ -229,11 +254,31 @@ class RoundManager:
                 )
             log.info("idempotent create: round %s exists", stored.round_id)
             return stored
-        await self._open_round(stored)
+        self._keep_request(request)
+        await self._open_round(stored, request)
         return stored
 
-    async def _open_round(self, record: RoundRecord) -> None:
-        request = wire.decode_request_bytes(record.request_bytes)
+    def request_of(self, record: RoundRecord) -> RequestSpec:
+        """The round's request, decoded from its stored bytes once (a round this coordinator
+        created keeps the request it built or checked)."""
+        live = self._open.get(record.round_id)
+        if live is not None:
+            return live.request
+        request = self._requests.get(record.round_id)
+        if request is None:
+            request = wire.decode_request_bytes(record.request_bytes)
+            self._keep_request(request)
+        else:
+            self._requests.move_to_end(record.round_id)
+        return request
+
+    def _keep_request(self, request: RequestSpec) -> None:
+        self._requests[request.round_id] = request
+        self._requests.move_to_end(request.round_id)
+        while len(self._requests) > REQUESTS_KEPT:
+            self._requests.popitem(last=False)
+
+    async def _open_round(self, record: RoundRecord, request: RequestSpec) -> None:
         signed = types_pb2.SignedRequest(
             request=record.request_bytes, signature=record.signature, key_id=record.key_id
         )
@@ -262,7 +307,7 @@ class RoundManager:
         """Reopen rounds left open by a previous run (after a restart)."""
         for record in await self.db(self._store.open_rounds):
             log.info("resuming round %s", record.round_id)
-            await self._open_round(record)
+            await self._open_round(record, self.request_of(record))
 
     async def close(self) -> None:
         self._closed = True
@@ -332,6 +377,7 @@ class RoundManager:
                 request_id=result.request_id))
         )
         if live is not None and fresh:
+            live.results[carrier_id] = result  # what is stored, decoded and verified
             live.states[carrier_id] = CarrierRoundState.ANSWERED
             if live.record.state is RoundState.DISPATCHED:
                 await self._set_round_state(live, RoundState.COLLECTING)
@@ -417,8 +463,7 @@ class RoundManager:
             record = await self.db(self._store.get_round, result.round_id)
         except OversightError:
             raise InvalidRequestError("a result for no known round") from None
-        check_answers(result, record.request_bytes,
-                      wire.decode_request_bytes(record.request_bytes))
+        check_answers(result, record.request_bytes, self.request_of(record))
 
     # --- finishing ------------------------------------------------------------------------
 
@@ -455,6 +500,10 @@ class RoundManager:
     async def _finish(self, live: _OpenRound) -> None:
         if self._open.pop(live.record.round_id, None) is None:
             return
+        if live.results:
+            self._finished[live.record.round_id] = live.results
+            while len(self._finished) > TABLES_KEPT:
+                self._finished.popitem(last=False)
         if live.timer is not None and live.timer is not asyncio.current_task():
             live.timer.cancel()
         answered = sum(1 for s in live.states.values() if s is CarrierRoundState.ANSWERED)
@@ -545,3 +594,49 @@ class RoundManager:
         carriers = await self.db(self._store.carrier_rounds, round_id)
         return record, carriers
 
+    async def tables(self, record: RoundRecord) -> Sequence[ScopedTable]:
+        """The round's tables (program first, then each carrier's, per query), computed once
+        per set of stored results: until another result is stored for the round the same
+        tables are returned (a result kept apart as late changes nothing of them). Results are
+        the ones decoded on arrival; only those not in memory (after a restart) are decoded."""
+        round_id = record.round_id
+        key: ResultsKey = tuple(await self.db(self._store.result_keys, round_id))
+        cached = self._tables.get(round_id, key)
+        if cached is not None:
+            return cached
+        request = self.request_of(record)
+        wanted = {carrier_id for carrier_id, _ in key}
+        live = self._open.get(round_id)
+        known = live.results if live is not None else self._finished.get(round_id, {})
+        decoded = {c: r for c, r in known.items() if c in wanted}
+        undecoded: list[StoredResult] = []
+        if len(decoded) < len(wanted):
+            undecoded = [
+                r for r in await self.db(self._store.results, round_id)
+                if r.carrier_id in wanted and r.carrier_id not in decoded
+            ]
+        tables, fresh = await asyncio.to_thread(_compute_tables, request, decoded, undecoded)
+        live = self._open.get(round_id)
+        if live is not None:
+            for carrier_id, result in fresh.items():
+                live.results.setdefault(carrier_id, result)
+        elif self._finished.get(round_id, {}).keys() <= wanted:
+            self._finished.pop(round_id, None)  # all in the tables now cached
+        return self._tables.put(round_id, key, tables)
+
+
+def _compute_tables(
+    request: RequestSpec, decoded: Mapping[str, ResultSpec], undecoded: Sequence[StoredResult]
+) -> tuple[list[ScopedTable], dict[str, ResultSpec]]:
+    """The round's tables from its results, decoding those not decoded yet (returned too)."""
+    fresh = {r.carrier_id: wire.decode_result_bytes(r.result_bytes) for r in undecoded}
+    return round_tables(request, {**decoded, **fresh}), fresh
+
+
+def _check_addressed(request: RequestSpec) -> None:
+    """What decoding a built request's bytes would check and building does not: the carriers
+    it is addressed to are of the wire's form."""
+    if len(request.carriers) > wire.MAX_CARRIERS:
+        raise InvalidRequestError("a request names its carriers once each, sorted")
+    if not all(wire.ID_RE.fullmatch(c) for c in request.carriers):
+        raise InvalidRequestError("carrier id is not of the expected form")

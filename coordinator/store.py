@@ -567,6 +567,17 @@ class RoundStore:
             for r in rows
         ]
 
+    def result_keys(self, round_id: str) -> list[tuple[str, dt.datetime]]:
+        """(carrier id, received at) of each of a round's results, by carrier: which results
+        :meth:`results` would return, without reading them (late results are not among them)."""
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT carrier_id, received_at FROM results WHERE round_id = ?"
+                " ORDER BY carrier_id",
+                (round_id,),
+            ).fetchall()
+        return [(r["carrier_id"], _from_text(r["received_at"])) for r in rows]
+
     # --- the carrier registry ------------------------------------------------------------------
 
     def upsert_carrier(self, carrier_id: str, display_name: str = "") -> None:

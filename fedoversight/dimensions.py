@@ -47,7 +47,7 @@ class Dimension(StrEnum):
         return dims
 
 
-#: Age bands of DESIGN, as (label, lowest age, highest age or None).
+#: Age bands (age in whole years), as (label, lowest age, highest age or None).
 AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
     ("0-17", 0, 17),
     ("18-25", 18, 25),

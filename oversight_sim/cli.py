@@ -1,4 +1,12 @@
-"""The ``oversight`` command: the agency side's commands plus ``synth`` and ``demo``."""
+"""The ``oversight`` command: the agency side's commands plus the simulator's ``synth`` and
+``demo``.
+
+The agency side owns the command line: :func:`coordinator.cli.build_app` makes an app with its
+commands (serve, provision, carriers, round, metrics). The coordinator never imports the
+simulator (an import-linter contract in pyproject.toml), so the entry point that combines the
+two lives here: :func:`main`, the ``oversight`` console script, builds that app, adds this
+module's commands with :func:`register` and runs it. Importing this module registers nothing.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from typing import Annotated
 
 import typer
 
-from coordinator.cli import app, console, fail, parse_queries
+from coordinator.cli import build_app, console, fail, parse_queries
 from fedoversight.errors import OversightError
 from fedoversight.logs import configure_logging
 from fedoversight.periods import Period
@@ -15,7 +23,6 @@ from fedoversight.periods import Period
 DEFAULT_SUITE = "enrollment.member_months,cost.pmpm,cost.pmpm_by_service_category"
 
 
-@app.command()
 def synth(
     out: Annotated[Path, typer.Option("--out", help="directory to write carriers into")],
     carriers: Annotated[int, typer.Option(help="number of carriers")] = 65,
@@ -25,7 +32,7 @@ def synth(
     months: Annotated[int, typer.Option(help="months of the year with data")] = 12,
     csv: Annotated[bool, typer.Option("--csv", help="write CSV instead of Parquet")] = False,
 ) -> None:
-    """Write synthetic carriers in the DESIGN schema, one sub-directory per carrier."""
+    """Write synthetic carriers in the data schema, one sub-directory per carrier."""
     from oversight_sim.synth import SynthConfig, write_carriers
 
     config = SynthConfig(
@@ -36,7 +43,6 @@ def synth(
     console.print(f"wrote {len(dirs)} carriers to {out}")
 
 
-@app.command()
 def demo(
     data: Annotated[Path | None, typer.Option(
         "--data", help="existing carrier directories instead of synthetic ones")] = None,
@@ -66,5 +72,14 @@ def demo(
     )
 
 
+def register(app: typer.Typer) -> None:
+    """Add the simulator's commands, ``synth`` and ``demo``, to an ``oversight`` app."""
+    app.command()(synth)
+    app.command()(demo)
+
+
 def main() -> None:
+    """The ``oversight`` entry point: the agency side's commands and the simulator's."""
+    app = build_app()
+    register(app)
     app()

@@ -1,11 +1,11 @@
 """The independent oracle: plain pandas over the union of the carriers' data.
 
-Written from the written definitions only — DESIGN "Conventions of the metrics" and "Metric
-catalogue v1", the ``definition`` texts of the catalogue with its shared ``ATTRIBUTION``,
-``FINAL_ACTION``, ``STAYS`` and ``END_AGE`` wording, and the shipped code lists (read here with
-pandas and matched by this module's own code). It shares no code with the node or the
-coordinator and uses no SQL, so an agreement between the federated answer and this one is
-evidence, not an echo. From the shared package it takes only the dimension names and age bands,
+Written from the written definitions only — the conventions of the metrics (README.md, under
+"Metric catalogue"), the ``definition`` texts of ``fedoversight/catalogue.py`` with its shared
+``ATTRIBUTION``, ``FINAL_ACTION``, ``STAYS`` and ``END_AGE`` wording, and the shipped code lists
+(read here with pandas and matched by this module's own code). It shares no code with the node
+or the coordinator and uses no SQL, so an agreement between the federated answer and this one
+is evidence, not an echo. From the shared package it takes only the dimension names and age bands,
 periods, the histogram's bin layout, (in its tests) the catalogue's statistic names, and for
 :func:`compute`'s disclosure columns the catalogue's declared kinds and parts of statistics
 (what disclosure control is declared to need, not how the node works it out).

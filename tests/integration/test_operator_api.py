@@ -29,10 +29,11 @@ from typer.testing import CliRunner
 
 from coordinator.cli import app as oversight_app
 from coordinator.client import OperatorClient
+from coordinator.results import round_tables
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
-from fedoversight.domain import Status
+from fedoversight.domain import RequestSpec, Status
 from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
@@ -154,7 +155,7 @@ async def test_a_round_missing_its_quorum_exits_non_zero_and_names_the_carriers(
 
 
 async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
-    federation_data: dict[str, Path], tmp_path: Path
+    federation_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     dirs = small(federation_data, 2)
     slow, other = sorted(dirs)
@@ -176,7 +177,24 @@ async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
         store = fed.coordinator.store
         assert await wait_for(lambda: bool(store.results(outcome.round_id, late=True)),
                               timeout=20)
+        # Its tables were computed once, when first read: reading the round again neither
+        # decodes its results nor combines them again.
+        computed: list[str] = []
+        decoded: list[bytes] = []
+
+        def tables(request: RequestSpec, results: object) -> object:
+            computed.append(request.round_id)
+            return round_tables(request, results)  # type: ignore[arg-type]
+
+        def decode(data: bytes) -> object:
+            decoded.append(data)
+            return decode_result(data)
+
+        decode_result = wire.decode_result_bytes
+        monkeypatch.setattr("coordinator.rounds.round_tables", tables)
+        monkeypatch.setattr(wire, "decode_result_bytes", decode)
         after = await fed.client.get_round(outcome.round_id)
+        assert (computed, decoded) == ([], [])
         assert after.tables == before
         assert after.late == (slow,)
         assert dict((c, s) for c, s, _ in after.carriers)[slow] is CarrierRoundState.TIMED_OUT
@@ -189,8 +207,10 @@ async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
         key = Signer.load(fed.pki.carriers[other].result_signing_key)
         await fed.coordinator.rounds.on_result(other, types_pb2.SignedResult(
             result=forged, signature=key.sign(forged), key_id=key.key_id))
+        decoded.clear()
         again = await fed.client.get_round(outcome.round_id)
         assert again.tables == before and again.carriers == after.carriers
+        assert outcome.round_id not in computed and decoded == []
 
 
 async def test_a_class_rebated_that_nobody_filled_is_in_the_program_sum(

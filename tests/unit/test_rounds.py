@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import pytest
+
+from coordinator import rounds as rounds_module
 from coordinator.rounds import RoundManager
 from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
 from fedoversight import wire
-from fedoversight.errors import OversightError
+from fedoversight.dimensions import Dimension as D
+from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
 from fedoversight.v1 import federation_pb2, types_pb2
@@ -162,3 +166,138 @@ async def test_a_change_made_while_a_watcher_looks_away_wakes_it_at_once(
     finally:
         await rounds.close()
         store.close()
+
+
+class Counted:
+    """Counts calls of a module function (replaced with ``monkeypatch``)."""
+
+    def __init__(self, real: Callable[..., object]) -> None:
+        self.real = real
+        self.calls = 0
+
+    def __call__(self, *args: object) -> object:
+        self.calls += 1
+        return self.real(*args)
+
+
+def _counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, Counted]:
+    counted = {
+        "requests": Counted(wire.decode_request_bytes),
+        "results": Counted(wire.decode_result_bytes),
+        "tables": Counted(rounds_module.round_tables),
+    }
+    monkeypatch.setattr(wire, "decode_request_bytes", counted["requests"])
+    monkeypatch.setattr(wire, "decode_result_bytes", counted["results"])
+    monkeypatch.setattr(rounds_module, "round_tables", counted["tables"])
+    return counted
+
+
+async def test_a_built_request_is_kept_typed_and_equals_its_signed_bytes_decoded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = RoundStore(tmp_path / "rounds.sqlite3")
+    rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
+    try:
+        queries = [
+            wire.make_query("enrollment.member_months", group_by=[D.STATE],
+                            filters={D.STATE: ["VA", "MD"]}),
+            wire.make_query("rx.specialty_share", parameters={"cost_per_30_days": 600}),
+        ]
+        spec = rounds.build_request(Period.parse("2026-01:2026-03"), queries, CARRIERS)
+        signed = rounds.sign(spec)
+        # Keeping the built request is the same as decoding what was signed.
+        assert wire.decode_request_bytes(bytes(signed.request)) == spec
+        counted = _counting(monkeypatch)
+        record = await rounds.create_round(signed, CARRIERS, deadline_seconds=60, request=spec)
+        assert record.request_bytes == bytes(signed.request)  # what is signed is stored
+        assert rounds.request_of(record) is spec
+        assert rounds.request_of(store.get_round(record.round_id)) is spec
+        assert counted["requests"].calls == 0
+        # A built request addressed to a carrier id not of the wire's form is refused, as
+        # decoding its bytes would.
+        odd = rounds.build_request(Period.parse("2026-01"), queries, ["c 1"])
+        with pytest.raises(InvalidRequestError, match="carrier id"):
+            await rounds.create_round(rounds.sign(odd), ["c 1"], request=odd)
+    finally:
+        await rounds.close()
+        store.close()
+    # After a restart, a round is decoded once when loaded.
+    store = RoundStore(tmp_path / "rounds.sqlite3")
+    rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
+    try:
+        await rounds.resume()
+        assert counted["requests"].calls == 1
+        loaded = rounds.request_of(store.get_round(record.round_id))
+        assert loaded == spec
+        assert rounds.request_of(store.get_round(record.round_id)) is loaded
+        assert counted["requests"].calls == 1
+    finally:
+        await rounds.close()
+        store.close()
+
+
+async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    carriers = CARRIERS[:3]
+    keys = {c: Signer.generate() for c in carriers}
+    store = RoundStore(tmp_path / "rounds.sqlite3")
+    rounds = RoundManager(
+        store, Link(store), signer=Signer.generate(),  # type: ignore[arg-type]
+        node_verifiers={c: k.verifier for c, k in keys.items()},
+    )
+    try:
+        spec = rounds.build_request(
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")], carriers
+        )
+        signed = rounds.sign(spec)
+        record = await rounds.create_round(signed, carriers, deadline_seconds=1, request=spec)
+        results = {}
+        for c, key in keys.items():
+            data = result_for(spec, bytes(signed.request), c)
+            results[c] = types_pb2.SignedResult(
+                result=data, signature=key.sign(data), key_id=key.key_id)
+        counted = _counting(monkeypatch)
+        first, second, late = carriers
+        await rounds.on_result(first, results[first])
+        assert counted["results"].calls == 1  # decoded on arrival, verified, kept
+        one = await rounds.tables(record)
+        assert [t.scope for t in one] == ["program", first]
+        assert await rounds.tables(record) is one  # unchanged: not computed again
+        await rounds.on_result(second, results[second])
+        two = await rounds.tables(record)
+        assert [t.scope for t in two] == ["program", first, second]
+        assert (counted["results"].calls, counted["tables"].calls) == (2, 2)
+        # The deadline passes: partial, and the same tables, from the results decoded on
+        # arrival.
+        await wait_until(lambda: not rounds.is_open(record.round_id))
+        record = store.get_round(record.round_id)
+        assert record.state is RoundState.PARTIAL
+        assert await rounds.tables(record) is two
+        # A late result is kept apart: it changes nothing of the round's tables.
+        await rounds.on_result(late, results[late])
+        assert [r.carrier_id for r in store.results(record.round_id, late=True)] == [late]
+        assert await rounds.tables(record) is two
+        assert (counted["results"].calls, counted["tables"].calls) == (3, 2)
+    finally:
+        await rounds.close()
+        store.close()
+    # After a restart the stored results are decoded once, when the tables are first asked.
+    store = RoundStore(tmp_path / "rounds.sqlite3")
+    rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
+    try:
+        again = await rounds.tables(record)
+        assert again == two
+        assert await rounds.tables(record) is again
+        assert (counted["results"].calls, counted["tables"].calls) == (5, 3)
+    finally:
+        await rounds.close()
+        store.close()
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while not condition():
+        assert loop.time() < end, "timed out"
+        await asyncio.sleep(0.02)

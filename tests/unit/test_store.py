@@ -323,3 +323,16 @@ def test_set_carriers_state_changes_only_carriers_not_yet_final(store: RoundStor
                                         ("other", CarrierRoundState.SENT)])
     assert store.carrier_rounds("r1")[0].state is CarrierRoundState.SENT  # nothing half-done
     assert store.set_carriers_state("r1", []) == []
+
+
+def test_result_keys_name_the_stored_results_and_not_the_late_ones(store: RoundStore) -> None:
+    store.create_round(_round(), ["acme", "blue"])
+    assert store.result_keys("r1") == []
+    store.save_result(_result("r1", "blue"))
+    keys = store.result_keys("r1")
+    assert keys == [(r.carrier_id, r.received_at) for r in store.results("r1")]
+    assert keys == [("blue", T0 + dt.timedelta(seconds=30))]
+    store.set_round_state("r1", RoundState.PARTIAL, T0 + dt.timedelta(minutes=5))
+    store.save_result(_result("r1", "acme"))  # late: kept apart
+    assert [r.carrier_id for r in store.results("r1", late=True)] == ["acme"]
+    assert store.result_keys("r1") == keys

@@ -23,7 +23,6 @@ from fedoversight.codelists import (
 )
 from fedoversight.errors import ConfigError
 from fedoversight.schema import TABLES, ColumnType
-from oversight_sim import synth
 from oversight_sim.synth import (
     SynthConfig,
     arrow_schema,
@@ -31,6 +30,7 @@ from oversight_sim.synth import (
     carrier_ids,
     carrier_rng,
     carrier_sizes,
+    generate,
     generate_carrier,
     read_carrier,
     write_carriers,
@@ -132,7 +132,7 @@ def test_written_carrier_equals_generated_frames(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Small blocks, so the carrier is made (and written) in three parts.
-    monkeypatch.setattr(synth, "BLOCK_MEMBERS", 400)
+    monkeypatch.setattr(generate, "BLOCK_MEMBERS", 400)
     config = SynthConfig(carriers=1, members=1_000, seed=5)
     written = read_carrier(write_carriers(tmp_path, config)[0])
     frames = generate_carrier("c001", 1_000, config, carrier_rng(config, 1))

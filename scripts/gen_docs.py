@@ -2,10 +2,11 @@
 (``--check`` fails on drift).
 
 The tables, columns, types, presence, allowed values, descriptions and code lists come from
-``fedoversight/schema.py`` and ``fedoversight/codelists/``; what validation accepts and does with
-a bad value comes from ``carrier_node/validation.py`` (its constants, its rules and the messages
-of :meth:`Problem.describe`); the grouping forms from ``carrier_node/sql.py``; the warehouse
-types from ``carrier_node/warehouse.py``. A change there changes the document: run this script
+``fedoversight/schema.py`` and ``fedoversight/codelists/``; what validation accepts and does
+with a bad value comes from ``carrier_node/data/validation.py`` (its constants, its rules and
+the messages of :meth:`Problem.describe`); the grouping forms from ``fedoversight/dimensions.py``
+(for the dimensions ``carrier_node/query/sql.py`` checks in the engine); the warehouse types
+from ``carrier_node/data/warehouse.py``. A change there changes the document: run this script
 and commit both.
 """
 
@@ -18,9 +19,8 @@ import sys
 import typing
 from pathlib import Path
 
-from carrier_node import validation
-from carrier_node.sql import _PATTERNS as GROUPING_FORMS
-from carrier_node.validation import (
+from carrier_node.data import validation
+from carrier_node.data.validation import (
     _FALSE_WORDS,
     _ISO_DATE,
     _TRUE_WORDS,
@@ -32,16 +32,25 @@ from carrier_node.validation import (
     Problem,
     _compatible,
 )
-from carrier_node.warehouse import _PG_TYPES
-from fedoversight import codelists
+from carrier_node.data.warehouse import _PG_TYPES
+from carrier_node.query.sql import CHECKED_DIMENSIONS
+from fedoversight import codelists, dimensions
 from fedoversight.catalogue import get_metric
 from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
 from fedoversight.schema import MEDICAL_CLAIMS, TABLES, Column, ColumnType, Table
 
 ROOT = Path(__file__).resolve().parent.parent
+
+#: Dimensions taken from the data as text: a value not of its form groups as ``unknown``.
+GROUPING_FORMS = {
+    d: f"^{dimensions.pattern(d)}$"
+    for d in CHECKED_DIMENSIONS
+}
 OUT = ROOT / "docs" / "data-dictionary.md"
 CODELISTS = ROOT / "fedoversight" / "codelists"
-SOURCES = "fedoversight/schema.py, fedoversight/codelists/ and carrier_node/validation.py"
+SOURCES = (
+    "fedoversight/schema.py, fedoversight/codelists/ and carrier_node/data/validation.py"
+)
 
 #: Parquet storage types tried against each schema type, as (label, DuckDB type name).
 STORAGE_KINDS: tuple[tuple[str, str], ...] = (

@@ -35,7 +35,7 @@ SelectT = TypeVar("SelectT", bound=exp.Query)
 
 #: Dimensions whose values come from the data as text: a value not of its dimension's form
 #: becomes ``unknown`` inside the engine, so nothing free-form can ride out in a group key.
-_CHECKED = (Dimension.PLAN_CODE, Dimension.STATE, Dimension.DRUG_CLASS)
+CHECKED_DIMENSIONS = (Dimension.PLAN_CODE, Dimension.STATE, Dimension.DRUG_CLASS)
 
 
 def parse(sql: str) -> exp.Expr:
@@ -48,7 +48,7 @@ def lit(value: str) -> exp.Literal:
 
 def checked_code(column: exp.Expr, dimension: Dimension) -> exp.Expr:
     """``column`` when it is of the dimension's form, else ``unknown``."""
-    assert dimension in _CHECKED
+    assert dimension in CHECKED_DIMENSIONS
     regex = f"^{dimensions.pattern(dimension)}$"
     pattern = exp.RegexpLike(this=column.copy(), expression=lit(regex))
     present = column.copy().is_(exp.null()).not_()

@@ -80,8 +80,9 @@ def fine_round() -> list[QuerySpec]:
     """Every metric by month × age band × sex where it accepts them (and its category)."""
     out = []
     for spec in catalogue.METRICS:
-        dims = [d for d in (Dimension.MONTH, Dimension.AGE_BAND, Dimension.SEX)
-                if d in spec.dimensions]
+        dims = [
+            d for d in (Dimension.MONTH, Dimension.AGE_BAND, Dimension.SEX) if d in spec.dimensions
+        ]
         if spec.one_of:
             dims.append(min(spec.one_of))
         out.append(wire.make_query(spec.name, spec.version, dims))
@@ -93,8 +94,16 @@ ROUNDS = {"suite": lambda: monthly_suite(totals=True), "fine": fine_round}
 
 def _request(period: Period, queries: Sequence[QuerySpec]) -> RequestSpec:
     now = dt.datetime.now(dt.UTC)
-    return RequestSpec("bench.q", "bench", catalogue.CATALOGUE_VERSION, period,
-                       tuple(queries), now, now + dt.timedelta(hours=1), os.urandom(16))
+    return RequestSpec(
+        "bench.q",
+        "bench",
+        catalogue.CATALOGUE_VERSION,
+        period,
+        tuple(queries),
+        now,
+        now + dt.timedelta(hours=1),
+        os.urandom(16),
+    )
 
 
 # --- the old rules, from git ------------------------------------------------------------------
@@ -137,16 +146,28 @@ with open(out, "wb") as f:
 """
 
 
-def run_old(commit: str, dirs: Sequence[Path], period: Period, queries: Sequence[QuerySpec],
-            timeout: float) -> dict[str, Any] | str:
+def run_old(
+    commit: str, dirs: Sequence[Path], period: Period, queries: Sequence[QuerySpec], timeout: float
+) -> dict[str, Any] | str:
     """The old rules over the same carriers: per carrier, per query, key -> statistic ->
     released value (None withheld); or why they could not run."""
     with tempfile.TemporaryDirectory(prefix="old-rules-") as tmp:
         tree = Path(tmp) / "tree"
         tree.mkdir()
         archive = subprocess.run(
-            ["git", "-C", str(ROOT), "archive", commit, "carrier_node", "fedoversight",
-             "oversight_sim"], capture_output=True, check=False)
+            [
+                "git",
+                "-C",
+                str(ROOT),
+                "archive",
+                commit,
+                "carrier_node",
+                "fedoversight",
+                "oversight_sim",
+            ],
+            capture_output=True,
+            check=False,
+        )
         if archive.returncode != 0:
             return f"commit {commit[:12]} is not in this clone"
         subprocess.run(["tar", "-x", "-C", str(tree)], input=archive.stdout, check=True)
@@ -154,10 +175,22 @@ def run_old(commit: str, dirs: Sequence[Path], period: Period, queries: Sequence
         specs = repr([(q.metric, [str(d) for d in q.group_by]) for q in queries])
         try:
             done = subprocess.run(
-                [sys.executable, "-c", _OLD_DRIVER, ",".join(str(d) for d in dirs),
-                 str(period), specs, str(out)],
-                env={**os.environ, "PYTHONPATH": str(tree)}, cwd=tmp, capture_output=True,
-                text=True, timeout=timeout, check=False)
+                [
+                    sys.executable,
+                    "-c",
+                    _OLD_DRIVER,
+                    ",".join(str(d) for d in dirs),
+                    str(period),
+                    specs,
+                    str(out),
+                ],
+                env={**os.environ, "PYTHONPATH": str(tree)},
+                cwd=tmp,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             return f"did not finish within {timeout:.0f} s"
         if done.returncode != 0:
@@ -198,8 +231,9 @@ def _requires(raw_cell: Any, spec: Any, policy: Policy, categories: tuple[str, .
         return True
     for stat in spec.statistics:
         if stat.kind is StatKind.HISTOGRAM:
-            if any(b is not None and 0 < b.members < floor
-                   for b in raw_cell.bin_supports(stat.name)):
+            if any(
+                b is not None and 0 < b.members < floor for b in raw_cell.bin_supports(stat.name)
+            ):
                 return True
             continue
         if not stat.by_members:
@@ -208,8 +242,11 @@ def _requires(raw_cell: Any, spec: Any, policy: Policy, categories: tuple[str, .
         if 0 < support.members < floor:
             return True
         if stat.part_of is not None:
-            rest = (raw_cell.value(stat.part_of) - raw_cell.value(stat.name)
-                    if stat.kind is StatKind.MEMBERS else support.rest)
+            rest = (
+                raw_cell.value(stat.part_of) - raw_cell.value(stat.name)
+                if stat.kind is StatKind.MEMBERS
+                else support.rest
+            )
             if 0 < rest < floor:
                 return True
     return False
@@ -229,8 +266,7 @@ def measure(
     m = Measures(seconds=seconds)
     program_truth: dict[tuple[int, Key], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     program_got: dict[tuple[int, Key], dict[str, int]] = defaultdict(lambda: defaultdict(int))
-    program_missing: dict[tuple[int, Key], dict[str, int]] = defaultdict(
-        lambda: defaultdict(int))
+    program_missing: dict[tuple[int, Key], dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for carrier, tables in raws.items():
         for index, raw in enumerate(tables):
             spec = catalogue.get_metric(raw.query.metric, raw.query.version)
@@ -274,16 +310,24 @@ def measure(
                 complete = False
                 m.incomplete_by[name] += 1
             got = program_got[program_key].get(name)
-            if (got is not None and not missing and true
-                    and truths.get("member_months", 0) > LARGE_PROGRAM):
+            if (
+                got is not None
+                and not missing
+                and true
+                and truths.get("member_months", 0) > LARGE_PROGRAM
+            ):
                 group = "program " + _GROUPS[_kind_any(name)]
                 m.errors[group].append(abs(got - true) / abs(true))
         m.program_complete += complete
     return m
 
 
-_GROUPS = {StatKind.MEMBERS: "counts", StatKind.COUNT: "counts", StatKind.AMOUNT: "quantities",
-           StatKind.CENTS: "dollars"}
+_GROUPS = {
+    StatKind.MEMBERS: "counts",
+    StatKind.COUNT: "counts",
+    StatKind.AMOUNT: "quantities",
+    StatKind.CENTS: "dollars",
+}
 
 
 def _kind_any(name: str) -> StatKind:
@@ -296,8 +340,12 @@ def _kind_any(name: str) -> StatKind:
 
 def _released_new(tables: Iterable[QueryTable]) -> list[dict[Key, dict[str, object]]]:
     return [
-        {tuple(v for _, v in c.key): {s.name: (None if s.status.withheld else s.value)
-                                      for s in c.stats} for c in t.cells}
+        {
+            tuple(v for _, v in c.key): {
+                s.name: (None if s.status.withheld else s.value) for s in c.stats
+            }
+            for c in t.cells
+        }
         for t in tables
     ]
 
@@ -309,21 +357,29 @@ def report(name: str, method: str, m: Measures) -> None:
 
     beyond = m.withheld - m.withheld_small
     print(f"  {method}:")
-    print(f"    carrier cells with a value withheld: {m.withheld:,} of {m.cells:,}"
-          f" ({m.withheld / max(1, m.cells):.1%}); resting on 1-10 members:"
-          f" {m.withheld_small:,}; beyond what the floor requires: {beyond:,}"
-          f" ({beyond / max(1, m.cells):.1%} of cells); values withheld:"
-          f" {m.values_withheld / max(1, m.values):.1%}")
+    print(
+        f"    carrier cells with a value withheld: {m.withheld:,} of {m.cells:,}"
+        f" ({m.withheld / max(1, m.cells):.1%}); resting on 1-10 members:"
+        f" {m.withheld_small:,}; beyond what the floor requires: {beyond:,}"
+        f" ({beyond / max(1, m.cells):.1%} of cells); values withheld:"
+        f" {m.values_withheld / max(1, m.values):.1%}"
+    )
     worst = sorted(m.incomplete_by.items(), key=lambda kv: -kv[1])[:6]
-    print(f"    program cells complete or missing at most 0.5%: {m.program_complete:,} of"
-          f" {m.program_cells:,} ({m.program_complete / max(1, m.program_cells):.1%});"
-          " left out most: " + ", ".join(f"{n} {c}" for n, c in worst))
-    print(f"    median relative error, carrier cells over {LARGE_CELL:,} member months:"
-          f" counts {median('counts')}, dollars {median('dollars')}, quantities"
-          f" {median('quantities')}")
-    print(f"    median relative error, program totals over {LARGE_PROGRAM:,} member months:"
-          f" counts {median('program counts')}, dollars {median('program dollars')},"
-          f" quantities {median('program quantities')}")
+    print(
+        f"    program cells complete or missing at most 0.5%: {m.program_complete:,} of"
+        f" {m.program_cells:,} ({m.program_complete / max(1, m.program_cells):.1%});"
+        " left out most: " + ", ".join(f"{n} {c}" for n, c in worst)
+    )
+    print(
+        f"    median relative error, carrier cells over {LARGE_CELL:,} member months:"
+        f" counts {median('counts')}, dollars {median('dollars')}, quantities"
+        f" {median('quantities')}"
+    )
+    print(
+        f"    median relative error, program totals over {LARGE_PROGRAM:,} member months:"
+        f" counts {median('program counts')}, dollars {median('program dollars')},"
+        f" quantities {median('program quantities')}"
+    )
     print(f"    protection took {m.seconds:.2f} s for all carriers")
 
 
@@ -334,8 +390,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--months", type=int, default=12)
     parser.add_argument("--rounds", default="suite,fine")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where the synthetic carriers are (written there when absent)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where the synthetic carriers are (written there when absent)",
+    )
     parser.add_argument("--baseline-commit", default=BASELINE_COMMIT)
     parser.add_argument("--no-baseline", action="store_true")
     parser.add_argument("--baseline-timeout", type=float, default=1800.0)
@@ -345,8 +405,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="disclosure-share-") as tmp:
         root = args.data_dir or Path(tmp)
         if not any(root.glob("c*/eligibility.*")):
-            write_carriers(root, SynthConfig(carriers=args.carriers, members=args.members,
-                                             seed=args.seed, months=args.months))
+            write_carriers(
+                root,
+                SynthConfig(
+                    carriers=args.carriers, members=args.members, seed=args.seed, months=args.months
+                ),
+            )
         dirs = sorted(p for p in root.iterdir() if (p / "eligibility.parquet").exists())
         print(f"{len(dirs)} carriers, {args.members:,} members in all, period {period}")
         for name in args.rounds.split(","):
@@ -370,15 +434,20 @@ def main(argv: list[str] | None = None) -> int:
                 released[directory.name] = _released_new(tables)
             print(f"round {name} ({len(queries)} queries at each carrier):")
             if not args.no_baseline:
-                old = run_old(args.baseline_commit, dirs, period, queries,
-                              args.baseline_timeout)
+                old = run_old(args.baseline_commit, dirs, period, queries, args.baseline_timeout)
                 if isinstance(old, str):
                     print(f"  old rules: not measured ({old})")
                 else:
-                    report(name, "old rules (suppression, ledger, complementary)",
-                           measure(raws, old["tables"], old["seconds"], policy))
-            report(name, "new default (cell-key perturbation)",
-                   measure(raws, released, seconds, policy))
+                    report(
+                        name,
+                        "old rules (suppression, ledger, complementary)",
+                        measure(raws, old["tables"], old["seconds"], policy),
+                    )
+            report(
+                name,
+                "new default (cell-key perturbation)",
+                measure(raws, released, seconds, policy),
+            )
     return 0
 
 

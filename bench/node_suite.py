@@ -213,7 +213,8 @@ def _rule_condition(rule: ServiceCategoryRule) -> str:
         conds.append(f"c.claim_type = '{rule.claim_type}'")
     if rule.bill_type_prefix:
         conds.append(
-            "(" + " OR ".join(f"starts_with(c.bill_type, '{p}')" for p in rule.bill_type_prefix)
+            "("
+            + " OR ".join(f"starts_with(c.bill_type, '{p}')" for p in rule.bill_type_prefix)
             + ")"
         )
     for field in ("revenue_code", "place_of_service", "hcpcs", "drg"):
@@ -239,9 +240,7 @@ def _bin_case(cents: str) -> str:
 
 
 def _months(period: Period) -> str:
-    rows = ", ".join(
-        f"({_date(m.first_day)}, {_date(m.last_day)}, '{m}')" for m in period.months()
-    )
+    rows = ", ".join(f"({_date(m.first_day)}, {_date(m.last_day)}, '{m}')" for m in period.months())
     return f"""months AS (
   SELECT month_start, month_end, month,
          CAST(month_start - INTERVAL 1 MONTH AS DATE) AS prev_start,
@@ -281,8 +280,9 @@ _LATER = """later AS (
 )"""
 
 
-def _final_action(name: str, columns: str, where: str,
-                  statuses: Sequence[str] = ("paid", "adjusted")) -> str:
+def _final_action(
+    name: str, columns: str, where: str, statuses: Sequence[str] = ("paid", "adjusted")
+) -> str:
     wanted = ", ".join(f"'{s}'" for s in statuses)
     return f"""{name} AS (
   SELECT {columns}
@@ -341,7 +341,8 @@ def _with_den(ctes: list[str], num: str, stats: Sequence[str], dollars: Sequence
         [f"COALESCE(num.{s}, 0) AS {s}" for s in stats] + [_top_columns(d) for d in dollars]
     )
     return (
-        "WITH " + ",\n".join([*ctes, _DEN, f"num AS ({num})"])
+        "WITH "
+        + ",\n".join([*ctes, _DEN, f"num AS ({num})"])
         + f"\nSELECT den.month, den.member_months, den.members, {columns}"
         + "\nFROM den LEFT JOIN num ON num.month = den.month"
     )
@@ -386,10 +387,10 @@ def hand_sql(period: Period) -> dict[str, str]:
     fills = _FILLS.format(start=start, end=end)
     on_mm = "r.member_id = mm.member_id AND r.month_start = mm.month_start"
     claim_rows = f"""rows AS (
-  SELECT member_id, {_month_of('claim_start_date')} AS month_start, allowed_amount, paid_amount
+  SELECT member_id, {_month_of("claim_start_date")} AS month_start, allowed_amount, paid_amount
   FROM medical_claims WHERE claim_start_date BETWEEN {start} AND {end}
   UNION ALL
-  SELECT member_id, {_month_of('fill_date')}, allowed_amount, paid_amount
+  SELECT member_id, {_month_of("fill_date")}, allowed_amount, paid_amount
   FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}
 )"""
     persons = f"""totals AS (
@@ -397,25 +398,24 @@ def hand_sql(period: Period) -> dict[str, str]:
   GROUP BY r.member_id
 ),
 persons AS (
-  SELECT p.member_id, {_cents('t.allowed')} AS cents
+  SELECT p.member_id, {_cents("t.allowed")} AS cents
   FROM (SELECT DISTINCT member_id FROM mm) AS p LEFT JOIN totals AS t USING (member_id)
 )"""
     last = period.last
     attributed = f"""attributed AS (
   SELECT * FROM mm AS a WHERE a.month_start = {_date(last.first_day)}
 )"""
-    lookback = Month((last.year * 12 + last.month - 1 - 26) // 12,
-                     (last.year * 12 + last.month - 1 - 26) % 12 + 1)
+    lookback = Month(
+        (last.year * 12 + last.month - 1 - 26) // 12,
+        (last.year * 12 + last.month - 1 - 26) % 12 + 1,
+    )
     quarters = sorted({m.quarter() for m in period.months()})
     quarter_words = ", ".join(f"'{q}', '{q.replace('Q', '-Q')}'" for q in quarters)
-    dx = " OR ".join(
-        f"starts_with(c.dx{i}, '{p}')" for i in range(1, 11) for p in ("E10", "E11")
-    )
+    dx = " OR ".join(f"starts_with(c.dx{i}, '{p}')" for i in range(1, 11) for p in ("E10", "E11"))
     thresholds = ((50_000, "50k"), (100_000, "100k"), (250_000, "250k"), (1_000_000, "1m"))
     hcc = ", ".join(
         f"COUNT(*) FILTER (WHERE cents >= {t * 100}) AS hcc_{label}, "
-        + _two(f"CASE WHEN cents >= {t * 100} THEN cents ELSE 0 END",
-               f"hcc_{label}_allowed_cents")
+        + _two(f"CASE WHEN cents >= {t * 100} THEN cents ELSE 0 END", f"hcc_{label}_allowed_cents")
         for t, label in thresholds
     )
     hcc_dollars = ["allowed_cents", *(f"hcc_{label}_allowed_cents" for _, label in thresholds)]
@@ -451,72 +451,93 @@ FROM mm JOIN around AS a ON a.member_id = mm.member_id AND a.month_start = mm.mo
 GROUP BY mm.month"""
 
     q["cost.pmpm"] = _with_den(
-        [months, _MM_KEYS, claim_rows, f"""per_member AS (
-  SELECT mm.month, r.member_id, {_cents('SUM(r.allowed_amount)')} AS allowed,
-         {_cents('SUM(r.paid_amount)')} AS paid
+        [
+            months,
+            _MM_KEYS,
+            claim_rows,
+            f"""per_member AS (
+  SELECT mm.month, r.member_id, {_cents("SUM(r.allowed_amount)")} AS allowed,
+         {_cents("SUM(r.paid_amount)")} AS paid
   FROM rows AS r JOIN mm ON {on_mm} GROUP BY mm.month, r.member_id
-)"""],
-        f"""SELECT month, COUNT(*) AS claimants, {_two('allowed', 'allowed_cents')},
-       {_two('paid', 'paid_cents')}
+)""",
+        ],
+        f"""SELECT month, COUNT(*) AS claimants, {_two("allowed", "allowed_cents")},
+       {_two("paid", "paid_cents")}
 FROM per_member GROUP BY month""",
-        ("claimants", "allowed_cents", "paid_cents"), ("allowed_cents", "paid_cents"),
+        ("claimants", "allowed_cents", "paid_cents"),
+        ("allowed_cents", "paid_cents"),
     )
 
     q["cost.pmpm_by_service_category"] = f"""WITH {months}, {_MM_KEYS}, {_DEN},
 rows AS (
-  SELECT c.member_id, {_month_of('c.claim_start_date')} AS month_start,
+  SELECT c.member_id, {_month_of("c.claim_start_date")} AS month_start,
          {_service_category_case()} AS service_category, c.allowed_amount, c.paid_amount
   FROM medical_claims AS c WHERE {dated_medical}
   UNION ALL
-  SELECT member_id, {_month_of('fill_date')}, 'pharmacy', allowed_amount, paid_amount
+  SELECT member_id, {_month_of("fill_date")}, 'pharmacy', allowed_amount, paid_amount
   FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}
 ),
 per_member AS (
   SELECT mm.month, r.service_category, r.member_id,
-         {_cents('SUM(r.allowed_amount)')} AS allowed, {_cents('SUM(r.paid_amount)')} AS paid
+         {_cents("SUM(r.allowed_amount)")} AS allowed, {_cents("SUM(r.paid_amount)")} AS paid
   FROM rows AS r JOIN mm ON {on_mm} GROUP BY mm.month, r.service_category, r.member_id
 ),
 num AS (
-  SELECT month, service_category, COUNT(*) AS claimants, {_two('allowed', 'allowed_cents')},
-         {_two('paid', 'paid_cents')}
+  SELECT month, service_category, COUNT(*) AS claimants, {_two("allowed", "allowed_cents")},
+         {_two("paid", "paid_cents")}
   FROM per_member GROUP BY month, service_category
 )
 SELECT num.month, num.service_category, den.member_months, den.members, num.claimants,
-       num.allowed_cents, num.paid_cents, {_top_columns('allowed_cents')},
-       {_top_columns('paid_cents')}
+       num.allowed_cents, num.paid_cents, {_top_columns("allowed_cents")},
+       {_top_columns("paid_cents")}
 FROM num JOIN den ON den.month = num.month"""
 
-    share = ("cost_share_cents", "deductible_cents", "coinsurance_cents", "copay_cents",
-             "pharmacy_member_paid_cents")
+    share = (
+        "cost_share_cents",
+        "deductible_cents",
+        "coinsurance_cents",
+        "copay_cents",
+        "pharmacy_member_paid_cents",
+    )
     q["cost.member_cost_share_pmpm"] = _with_den(
-        [months, _MM_KEYS, f"""rows AS (
-  SELECT member_id, {_month_of('claim_start_date')} AS month_start,
+        [
+            months,
+            _MM_KEYS,
+            f"""rows AS (
+  SELECT member_id, {_month_of("claim_start_date")} AS month_start,
          COALESCE(deductible_amount, 0) AS deductible, COALESCE(coinsurance_amount, 0) AS coins,
          COALESCE(copay_amount, 0) AS copay, 0 AS rx_paid
   FROM medical_claims WHERE claim_start_date BETWEEN {start} AND {end}
   UNION ALL
-  SELECT member_id, {_month_of('fill_date')}, 0, 0, 0, COALESCE(member_paid_amount, 0)
+  SELECT member_id, {_month_of("fill_date")}, 0, 0, 0, COALESCE(member_paid_amount, 0)
   FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}
-)""", f"""per_member AS (
+)""",
+            f"""per_member AS (
   SELECT mm.month, r.member_id,
-         {_cents('SUM(r.deductible + r.coins + r.copay + r.rx_paid)')} AS share,
-         {_cents('SUM(r.deductible)')} AS deductible, {_cents('SUM(r.coins)')} AS coins,
-         {_cents('SUM(r.copay)')} AS copay, {_cents('SUM(r.rx_paid)')} AS rx_paid
+         {_cents("SUM(r.deductible + r.coins + r.copay + r.rx_paid)")} AS share,
+         {_cents("SUM(r.deductible)")} AS deductible, {_cents("SUM(r.coins)")} AS coins,
+         {_cents("SUM(r.copay)")} AS copay, {_cents("SUM(r.rx_paid)")} AS rx_paid
   FROM rows AS r JOIN mm ON {on_mm} GROUP BY mm.month, r.member_id
-)"""],
+)""",
+        ],
         "SELECT month, COUNT(*) AS claimants, "
-        + ", ".join(_two(v, n) for v, n in zip(
-            ("share", "deductible", "coins", "copay", "rx_paid"), share, strict=True))
+        + ", ".join(
+            _two(v, n)
+            for v, n in zip(
+                ("share", "deductible", "coins", "copay", "rx_paid"), share, strict=True
+            )
+        )
         + " FROM per_member GROUP BY month",
-        ("claimants", *share), share,
+        ("claimants", *share),
+        share,
     )
 
     q["cost.distribution"] = f"""WITH {months}, {_MM_KEYS}, {claim_rows}, {persons},
 tops AS (
-  SELECT {_top_columns('allowed_cents', 't')}
+  SELECT {_top_columns("allowed_cents", "t")}
   FROM (SELECT max(cents, 2) AS allowed_cents__two FROM persons) AS t
 )
-SELECT {_bin_case('cents')} AS allowed_histogram__bin, COUNT(*) AS allowed_histogram__count,
+SELECT {_bin_case("cents")} AS allowed_histogram__bin, COUNT(*) AS allowed_histogram__count,
        SUM(cents) AS allowed_histogram__cents, SUM(COUNT(*)) OVER () AS members,
        SUM(SUM(cents)) OVER () AS allowed_cents,
        (SELECT allowed_cents__top1 FROM tops) AS allowed_cents__top1,
@@ -525,29 +546,29 @@ FROM persons GROUP BY allowed_histogram__bin"""
 
     q["cost.high_cost_claimants"] = f"""WITH {months}, {_MM_KEYS}, {claim_rows}, {persons},
 num AS (
-  SELECT COUNT(*) AS members, {_two('cents', 'allowed_cents')}, {hcc}
+  SELECT COUNT(*) AS members, {_two("cents", "allowed_cents")}, {hcc}
   FROM persons HAVING COUNT(*) > 0
 )
-SELECT members, {', '.join([*hcc_counts, *hcc_dollars])},
-       {', '.join(_top_columns(d) for d in hcc_dollars)}
+SELECT members, {", ".join([*hcc_counts, *hcc_dollars])},
+       {", ".join(_top_columns(d) for d in hcc_dollars)}
 FROM num"""
 
     network = ("out_of_network_allowed_cents", "known_network_allowed_cents")
     q["cost.out_of_network_share"] = f"""WITH {months}, {_MM_KEYS},
 per_member AS (
   SELECT mm.month, r.member_id,
-         {_cents('SUM(r.allowed_amount) FILTER (WHERE NOT r.in_network)')} AS outside,
-         {_cents('SUM(r.allowed_amount) FILTER (WHERE r.in_network IS NOT NULL)')} AS known
-  FROM (SELECT member_id, {_month_of('claim_start_date')} AS month_start, allowed_amount,
+         {_cents("SUM(r.allowed_amount) FILTER (WHERE NOT r.in_network)")} AS outside,
+         {_cents("SUM(r.allowed_amount) FILTER (WHERE r.in_network IS NOT NULL)")} AS known
+  FROM (SELECT member_id, {_month_of("claim_start_date")} AS month_start, allowed_amount,
                in_network
         FROM medical_claims WHERE claim_start_date BETWEEN {start} AND {end}) AS r
   JOIN mm ON {on_mm} GROUP BY mm.month, r.member_id
 ),
 num AS (
-  SELECT month, COUNT(*) AS claimants, {_two('outside', network[0])}, {_two('known', network[1])}
+  SELECT month, COUNT(*) AS claimants, {_two("outside", network[0])}, {_two("known", network[1])}
   FROM per_member GROUP BY month
 )
-SELECT month, claimants, {', '.join(network)}, {', '.join(_top_columns(d) for d in network)}
+SELECT month, claimants, {", ".join(network)}, {", ".join(_top_columns(d) for d in network)}
 FROM num"""
 
     acute = _final_action(
@@ -561,7 +582,7 @@ FROM num"""
         f"""SELECT mm.month, COUNT(DISTINCT s.member_id) AS stay_members, COUNT(*) AS stays,
        SUM(GREATEST(s.stay_end - s.stay_start, 1)) AS days
 FROM stays AS s
-JOIN mm ON s.member_id = mm.member_id AND {_month_of('s.stay_start')} = mm.month_start
+JOIN mm ON s.member_id = mm.member_id AND {_month_of("s.stay_start")} = mm.month_start
 WHERE s.stay_start BETWEEN {start} AND {end}
 GROUP BY mm.month""",
         ("stay_members", "stays", "days"),
@@ -569,7 +590,7 @@ GROUP BY mm.month""",
 
     q["outcome.readmission_30d"] = f"""WITH {months}, {_MM_KEYS}, {_LATER}, {acute}, {_STAYS},
 index_stays AS (
-  SELECT i.member_id, {_month_of('i.stay_end')} AS month_start,
+  SELECT i.member_id, {_month_of("i.stay_end")} AS month_start,
          EXISTS (SELECT 1 FROM stays AS n WHERE n.member_id = i.member_id
                  AND n.stay_start - i.stay_end BETWEEN 1 AND 30) AS readmitted
   FROM stays AS i WHERE i.stay_end BETWEEN {start} AND {end}
@@ -584,11 +605,15 @@ FROM index_stays AS r JOIN mm ON {on_mm} GROUP BY mm.month"""
         " OR c.place_of_service = '23')"
     )
     q["util.ed_visits"] = _with_den(
-        [months, _MM_KEYS, _LATER,
-         _final_action("ed", "DISTINCT c.member_id, c.claim_start_date", ed_where)],
+        [
+            months,
+            _MM_KEYS,
+            _LATER,
+            _final_action("ed", "DISTINCT c.member_id, c.claim_start_date", ed_where),
+        ],
         f"""SELECT mm.month, COUNT(DISTINCT r.member_id) AS visit_members, COUNT(*) AS visits
 FROM ed AS r
-JOIN mm ON r.member_id = mm.member_id AND {_month_of('r.claim_start_date')} = mm.month_start
+JOIN mm ON r.member_id = mm.member_id AND {_month_of("r.claim_start_date")} = mm.month_start
 GROUP BY mm.month""",
         ("visit_members", "visits"),
     )
@@ -598,18 +623,22 @@ GROUP BY mm.month""",
         " AND c.place_of_service IN ('11', '02', '10')"
     )
     q["util.office_visits"] = _with_den(
-        [months, _MM_KEYS, _LATER,
-         _final_action("em", "c.member_id, c.claim_start_date, c.place_of_service", em_where),
-         """days AS (
+        [
+            months,
+            _MM_KEYS,
+            _LATER,
+            _final_action("em", "c.member_id, c.claim_start_date, c.place_of_service", em_where),
+            """days AS (
   SELECT member_id, claim_start_date, bool_or(place_of_service = '11') AS office,
          bool_or(place_of_service <> '11') AS telehealth
   FROM em GROUP BY member_id, claim_start_date
-)"""],
+)""",
+        ],
         f"""SELECT mm.month, COUNT(DISTINCT r.member_id) AS visit_members,
        COUNT(*) FILTER (WHERE r.office) AS office_visits,
        COUNT(*) FILTER (WHERE r.telehealth) AS telehealth_visits
 FROM days AS r
-JOIN mm ON r.member_id = mm.member_id AND {_month_of('r.claim_start_date')} = mm.month_start
+JOIN mm ON r.member_id = mm.member_id AND {_month_of("r.claim_start_date")} = mm.month_start
 GROUP BY mm.month""",
         ("visit_members", "office_visits", "telehealth_visits"),
     )
@@ -639,9 +668,9 @@ flagged AS (
 ),
 per_member AS (
   SELECT mm.month, r.member_id, bool_or(f.specialty) AS specialist,
-         {_cents('SUM(r.allowed_amount)')} AS allowed,
-         {_cents('SUM(r.allowed_amount) FILTER (WHERE f.specialty)')} AS specialty_allowed
-  FROM (SELECT claim_id, member_id, {_month_of('fill_date')} AS month_start, allowed_amount
+         {_cents("SUM(r.allowed_amount)")} AS allowed,
+         {_cents("SUM(r.allowed_amount) FILTER (WHERE f.specialty)")} AS specialty_allowed
+  FROM (SELECT claim_id, member_id, {_month_of("fill_date")} AS month_start, allowed_amount
         FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}) AS r
   JOIN flagged AS f ON f.claim_id = r.claim_id
   JOIN mm ON {on_mm} GROUP BY mm.month, r.member_id
@@ -649,30 +678,30 @@ per_member AS (
 num AS (
   SELECT month, COUNT(*) AS fill_members,
          COUNT(*) FILTER (WHERE specialist) AS specialty_members,
-         {_two('allowed', specialty[0])}, {_two('specialty_allowed', specialty[1])}
+         {_two("allowed", specialty[0])}, {_two("specialty_allowed", specialty[1])}
   FROM per_member GROUP BY month
 )
-SELECT month, fill_members, specialty_members, {', '.join(specialty)},
-       {', '.join(_top_columns(d) for d in specialty)}
+SELECT month, fill_members, specialty_members, {", ".join(specialty)},
+       {", ".join(_top_columns(d) for d in specialty)}
 FROM num"""
 
     q["rx.spend_by_class"] = f"""WITH {months}, {_MM_KEYS}, {fills},
 per_member AS (
-  SELECT mm.month, r.member_id, {_cents('SUM(r.allowed_amount)')} AS allowed,
-         {_cents('SUM(r.paid_amount)')} AS paid
-  FROM (SELECT member_id, {_month_of('fill_date')} AS month_start, allowed_amount, paid_amount
+  SELECT mm.month, r.member_id, {_cents("SUM(r.allowed_amount)")} AS allowed,
+         {_cents("SUM(r.paid_amount)")} AS paid
+  FROM (SELECT member_id, {_month_of("fill_date")} AS month_start, allowed_amount, paid_amount
         FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}) AS r
   JOIN mm ON {on_mm} GROUP BY mm.month, r.member_id
 ),
 num AS (
-  SELECT month, COUNT(*) AS fill_members, {_two('allowed', 'allowed_cents')},
-         {_two('paid', 'paid_cents')}
+  SELECT month, COUNT(*) AS fill_members, {_two("allowed", "allowed_cents")},
+         {_two("paid", "paid_cents")}
   FROM per_member GROUP BY month
 ),
 filled AS (SELECT mm.month, COUNT(*) AS fills {fills_in_mm} GROUP BY mm.month)
 SELECT num.month, num.fill_members, num.allowed_cents, num.paid_cents,
-       COALESCE(f.fills, 0) AS fills, {_top_columns('allowed_cents')},
-       {_top_columns('paid_cents')}
+       COALESCE(f.fills, 0) AS fills, {_top_columns("allowed_cents")},
+       {_top_columns("paid_cents")}
 FROM num LEFT JOIN filled AS f ON f.month = num.month"""
 
     q["rx.rebate_share"] = f"""WITH {months}, {_MM_KEYS},
@@ -681,18 +710,18 @@ rebated AS (
   WHERE upper(trim(quarter)) IN ({quarter_words})
 ),
 per_member AS (
-  SELECT r.member_id, {_cents('SUM(r.allowed_amount)')} AS allowed
-  FROM (SELECT member_id, {_month_of('fill_date')} AS month_start, allowed_amount
+  SELECT r.member_id, {_cents("SUM(r.allowed_amount)")} AS allowed
+  FROM (SELECT member_id, {_month_of("fill_date")} AS month_start, allowed_amount
         FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}) AS r
   JOIN mm ON {on_mm} GROUP BY r.member_id
 ),
 num AS (
-  SELECT COUNT(*) AS fill_members, {_two('allowed', 'pharmacy_allowed_cents')}
+  SELECT COUNT(*) AS fill_members, {_two("allowed", "pharmacy_allowed_cents")}
   FROM per_member HAVING COUNT(*) > 0
 )
 SELECT fill_members, pharmacy_allowed_cents,
-       {_cents('(SELECT amount FROM rebated)')} AS rebate_cents,
-       {_top_columns('pharmacy_allowed_cents')}
+       {_cents("(SELECT amount FROM rebated)")} AS rebate_cents,
+       {_top_columns("pharmacy_allowed_cents")}
 FROM num"""
 
     mammogram_where = (
@@ -701,7 +730,7 @@ FROM num"""
         " OR c.hcpcs BETWEEN '77065' AND '77067')"
     )
     q["quality.breast_cancer_screening"] = f"""WITH {months}, {_MM_ATTRIBUTES}, {attributed},
-{_LATER}, {_final_action('mammograms', 'DISTINCT c.member_id', mammogram_where)},
+{_LATER}, {_final_action("mammograms", "DISTINCT c.member_id", mammogram_where)},
 every_month AS (SELECT member_id FROM mm GROUP BY member_id HAVING COUNT(*) = {n_months})
 SELECT COUNT(*) AS eligible, COUNT(s.member_id) AS screened
 FROM attributed AS a
@@ -712,16 +741,24 @@ HAVING COUNT(*) > 0"""
 
     q["quality.diabetes_hba1c_testing"] = f"""WITH {months}, {_MM_ATTRIBUTES}, {attributed},
 {_LATER},
-{_final_action('diagnosed', 'c.member_id, c.claim_start_date, c.bill_type',
-               f'{dated_medical} AND ({dx})')},
+{
+        _final_action(
+            "diagnosed",
+            "c.member_id, c.claim_start_date, c.bill_type",
+            f"{dated_medical} AND ({dx})",
+        )
+    },
 diabetic AS (
   SELECT member_id FROM diagnosed GROUP BY member_id
   HAVING COUNT(DISTINCT claim_start_date) FILTER (
            WHERE bill_type IS NULL OR NOT starts_with(bill_type, '11')) >= 2
       OR COUNT(*) FILTER (WHERE starts_with(bill_type, '11')) >= 1
 ),
-{_final_action('tests', 'DISTINCT c.member_id',
-               f"{dated_medical} AND c.hcpcs IN ('83036', '83037')")}
+{
+        _final_action(
+            "tests", "DISTINCT c.member_id", f"{dated_medical} AND c.hcpcs IN ('83036', '83037')"
+        )
+    }
 SELECT COUNT(*) AS eligible, COUNT(t.member_id) AS tested
 FROM attributed AS a
 JOIN diabetic AS d ON d.member_id = a.member_id
@@ -742,7 +779,7 @@ HAVING COUNT(*) > 0"""
 
     q["ops.claims_lag"] = f"""WITH {months}, {_MM_KEYS},
 lagged AS (
-  SELECT member_id, {_month_of('claim_start_date')} AS month_start,
+  SELECT member_id, {_month_of("claim_start_date")} AS month_start,
          CAST(paid_amount * 100 AS BIGINT) AS paid_cents,
          LEAST((year(paid_date) - year(claim_start_date)) * 12
                + month(paid_date) - month(claim_start_date), 12) AS lag
@@ -756,29 +793,34 @@ per_member AS (
   GROUP BY mm.month, r.member_id
 ),
 num AS (SELECT month, COUNT(*) AS claimants, {lag_tops} FROM per_member GROUP BY month)
-SELECT month, claimants, {', '.join(lag_names)}, {', '.join(_top_columns(d) for d in lag_names)}
+SELECT month, claimants, {", ".join(lag_names)}, {", ".join(_top_columns(d) for d in lag_names)}
 FROM num"""
 
     charges = ("charge_cents", "denied_charge_cents")
     q["ops.denial_rate"] = f"""WITH {months}, {_MM_KEYS}, {_LATER},
-{_final_action('adjudicated',
-               f"c.member_id, {_month_of('c.claim_start_date')} AS month_start,"
-               " c.claim_status, c.charge_amount",
-               dated_medical, ("paid", "adjusted", "denied"))},
+{
+        _final_action(
+            "adjudicated",
+            f"c.member_id, {_month_of('c.claim_start_date')} AS month_start,"
+            " c.claim_status, c.charge_amount",
+            dated_medical,
+            ("paid", "adjusted", "denied"),
+        )
+    },
 per_member AS (
   SELECT mm.month, r.member_id, COUNT(*) AS lines,
          COUNT(*) FILTER (WHERE r.claim_status = 'denied') AS denied_lines,
-         {_cents('SUM(r.charge_amount)')} AS charge,
+         {_cents("SUM(r.charge_amount)")} AS charge,
          {_cents("SUM(r.charge_amount) FILTER (WHERE r.claim_status = 'denied')")} AS denied
   FROM adjudicated AS r JOIN mm ON {on_mm} GROUP BY mm.month, r.member_id
 ),
 num AS (
   SELECT month, COUNT(*) AS claimants, SUM(lines) AS lines, SUM(denied_lines) AS denied_lines,
-         {_two('charge', charges[0])}, {_two('denied', charges[1])}
+         {_two("charge", charges[0])}, {_two("denied", charges[1])}
   FROM per_member GROUP BY month
 )
-SELECT month, claimants, lines, denied_lines, {', '.join(charges)},
-       {', '.join(_top_columns(d) for d in charges)}
+SELECT month, claimants, lines, denied_lines, {", ".join(charges)},
+       {", ".join(_top_columns(d) for d in charges)}
 FROM num"""
 
     q["ops.data_quality"] = f"""WITH {months}, {_MM_KEYS},
@@ -789,7 +831,7 @@ medical AS (
   FROM medical_claims WHERE claim_start_date BETWEEN {start} AND {end}
 ),
 checked AS (
-  SELECT member_id, {_month_of('claim_start_date')} AS month_start, 1 AS medical, 0 AS pharmacy,
+  SELECT member_id, {_month_of("claim_start_date")} AS month_start, 1 AS medical, 0 AS pharmacy,
          CAST(pos IS NOT NULL AND pos NOT IN (SELECT code FROM pos_codes) AS INT) AS bad_pos,
          CAST(revenue IS NOT NULL AND revenue NOT IN (SELECT code FROM revenue_codes) AS INT)
            AS bad_revenue,
@@ -798,7 +840,7 @@ checked AS (
               OR (claim_type = 'institutional' AND bill_type IS NULL) AS INT) AS missing
   FROM medical
   UNION ALL
-  SELECT member_id, {_month_of('fill_date')}, 0, 1, 0, 0, 0, 0
+  SELECT member_id, {_month_of("fill_date")}, 0, 1, 0, 0, 0, 0
   FROM pharmacy_claims WHERE fill_date BETWEEN {start} AND {end}
 )
 SELECT m.month, COUNT(DISTINCT r.member_id) AS claimants, SUM(r.medical) AS medical_rows,
@@ -824,8 +866,11 @@ def hand_connection(directory: Path) -> duckdb.DuckDBPyConnection:
     for name in ("eligibility", "medical_claims", "pharmacy_claims", "providers", "rebates"):
         path = str(directory / f"{name}.parquet").replace("'", "''")
         con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}')")
-    lists = {"pos_codes": place_of_service_codes(), "revenue_codes": revenue_codes(),
-             "drg_codes": drg_types()}
+    lists = {
+        "pos_codes": place_of_service_codes(),
+        "revenue_codes": revenue_codes(),
+        "drg_codes": drg_types(),
+    }
     for kind in sorted(set(drg_types().values())):
         lists[f"drg_{kind.lower()}_codes"] = {c for c, k in drg_types().items() if k == kind}
     for name, codes in lists.items():
@@ -871,7 +916,8 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
     started = time.perf_counter()
     limit = os.environ.get(MEMORY_LIMIT_ENV) or None
     source = FileSource(
-        directory, memory_limit=limit,
+        directory,
+        memory_limit=limit,
         temp_directory=Path(tempfile.gettempdir()) / "node-suite-spill" if limit else None,
     )
     source.open()
@@ -889,21 +935,35 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
     cells = {raw.query.metric: cells_of_raw(raw) for raw in raws}
     now = dt.datetime.now(dt.UTC)
     request = RequestSpec(
-        request_id="bench", round_id="bench", catalogue_version=catalogue.CATALOGUE_VERSION,
-        period=period, queries=tuple(queries), issued_at=now, expires_at=now,
+        request_id="bench",
+        round_id="bench",
+        catalogue_version=catalogue.CATALOGUE_VERSION,
+        period=period,
+        queries=tuple(queries),
+        issued_at=now,
+        expires_at=now,
         nonce=b"\0" * 16,
     )
     started = time.perf_counter()
     tables, _ = Discloser(policy, secret).protect(request, raws)
     protected = time.perf_counter() - started
-    released = sum(1 for t in tables for c in t.cells if not any(
-        s.status.withheld for s in c.stats))
+    released = sum(
+        1 for t in tables for c in t.cells if not any(s.status.withheld for s in c.stats)
+    )
     source.close()
-    return PhaseResult(seconds, cells, {
-        "open": opened, "render": rendered, "protect": protected,
-        "shared": timing.shared_seconds, "shared_blocks": timing.shared_blocks,
-        "cells_released": released, "cells": sum(len(t.cells) for t in tables),
-    })
+    return PhaseResult(
+        seconds,
+        cells,
+        {
+            "open": opened,
+            "render": rendered,
+            "protect": protected,
+            "shared": timing.shared_seconds,
+            "shared_blocks": timing.shared_blocks,
+            "cells_released": released,
+            "cells": sum(len(t.cells) for t in tables),
+        },
+    )
 
 
 def phase_sql(directory: Path, period: Period) -> PhaseResult:
@@ -964,7 +1024,9 @@ def phase_pandas_per_metric(directory: Path, period: Period) -> PhaseResult:
 
 
 PHASES: dict[str, Callable[[Path, Period], PhaseResult]] = {
-    "engine": phase_engine, "sql": phase_sql, "pandas": phase_pandas,
+    "engine": phase_engine,
+    "sql": phase_sql,
+    "pandas": phase_pandas,
     "pandas-per-metric": phase_pandas_per_metric,
 }
 
@@ -992,9 +1054,18 @@ def fastest(runs: Sequence[PhaseRun]) -> PhaseRun:
 def run_phase(name: str, directory: Path, period: Period, work: Path) -> PhaseRun:
     """Run one phase in a fresh interpreter; its own peak RSS comes from ``os.wait4``."""
     out = work / f"{name}.pickle"
-    command = [sys.executable, str(Path(__file__).resolve()), "--phase", name,
-               "--phase-dir", str(directory), "--phase-period", str(period),
-               "--phase-out", str(out)]
+    command = [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "--phase",
+        name,
+        "--phase-dir",
+        str(directory),
+        "--phase-period",
+        str(period),
+        "--phase-out",
+        str(out),
+    ]
     started = time.perf_counter()
     process = subprocess.Popen(command, cwd=ROOT)
     _, status, usage = os.wait4(process.pid, 0)
@@ -1045,27 +1116,37 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
     engine = runs["engine"].result
     baselines = [name for name in ("sql", "pandas", "pandas-per-metric") if name in runs]
     nan = float("nan")
-    print(f"{'metric':34s} {'engine':>8s}" + "".join(f" {n:>17s}" for n in baselines)
-          + f" {'engine/sql':>10s}")
+    print(
+        f"{'metric':34s} {'engine':>8s}"
+        + "".join(f" {n:>17s}" for n in baselines)
+        + f" {'engine/sql':>10s}"
+    )
     for m in engine.seconds:
         others = [runs[n].result.seconds[m] for n in baselines]
         sql_s = runs["sql"].result.seconds[m] if "sql" in runs else nan
-        print(f"{m:34s} {engine.seconds[m]:8.2f}" + "".join(f" {x:17.2f}" for x in others)
-              + f" {engine.seconds[m] / sql_s:9.2f}x")
+        print(
+            f"{m:34s} {engine.seconds[m]:8.2f}"
+            + "".join(f" {x:17.2f}" for x in others)
+            + f" {engine.seconds[m] / sql_s:9.2f}x"
+        )
     shared = engine.extra.get("shared", 0.0)
     print(f"{'(blocks shared by the suite)':34s} {shared:8.2f}")
     evaluate = sum(engine.seconds.values()) + shared
     totals = {name: sum(runs[name].result.seconds.values()) for name in baselines}
-    print(f"{'total (seconds)':34s} {evaluate:8.2f}"
-          + "".join(f" {totals[n]:17.2f}" for n in baselines))
+    print(
+        f"{'total (seconds)':34s} {evaluate:8.2f}"
+        + "".join(f" {totals[n]:17.2f}" for n in baselines)
+    )
     print()
     render, protect = engine.extra["render"], engine.extra["protect"]
     engine_total = render + evaluate
-    print(f"engine: open (validates every file once, at node start) {engine.extra['open']:.2f} s;"
-          f" render SQL (cold) {render:.2f} s; evaluate {evaluate:.2f} s (of which"
-          f" {int(engine.extra.get('shared_blocks', 0))} shared blocks {shared:.2f} s);"
-          f" protect {protect:.3f} s ({int(engine.extra['cells_released'])} of"
-          f" {int(engine.extra['cells'])} cells released)")
+    print(
+        f"engine: open (validates every file once, at node start) {engine.extra['open']:.2f} s;"
+        f" render SQL (cold) {render:.2f} s; evaluate {evaluate:.2f} s (of which"
+        f" {int(engine.extra.get('shared_blocks', 0))} shared blocks {shared:.2f} s);"
+        f" protect {protect:.3f} s ({int(engine.extra['cells_released'])} of"
+        f" {int(engine.extra['cells'])} cells released)"
+    )
     for name in baselines:
         if name.startswith("pandas"):
             load = runs[name].result.extra["load"]
@@ -1080,8 +1161,10 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
     for name in baselines:
         diff = differences(engine.cells, runs[name].result.cells)
         ok &= not diff
-        print(f"cells engine vs {name} (statistics): "
-              + ("identical for all metrics" if not diff else f"DIFFER in {diff}"))
+        print(
+            f"cells engine vs {name} (statistics): "
+            + ("identical for all metrics" if not diff else f"DIFFER in {diff}")
+        )
 
     def verdict(met: bool) -> str:
         return "met" if met else "MISSED"
@@ -1090,45 +1173,81 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
     print(f"targets (engine = render + evaluate = {engine_total:.2f} s; pandas with its load):")
     if "sql" in runs:
         ratio = engine_total / totals["sql"]
-        print(f"  engine / hand DuckDB SQL           {ratio:7.2f}x  (<= {TARGET_SQL_RATIO}x)"
-              f"  {verdict(ratio <= TARGET_SQL_RATIO)}")
+        print(
+            f"  engine / hand DuckDB SQL           {ratio:7.2f}x  (<= {TARGET_SQL_RATIO}x)"
+            f"  {verdict(ratio <= TARGET_SQL_RATIO)}"
+        )
     for name in baselines:
         if name.startswith("pandas"):
             ratio = totals[name] / engine_total
-            print(f"  {name + ' / engine':34s} {ratio:7.2f}x  (>= {TARGET_PANDAS_RATIO}x)"
-                  f"  {verdict(ratio >= TARGET_PANDAS_RATIO)}")
+            print(
+                f"  {name + ' / engine':34s} {ratio:7.2f}x  (>= {TARGET_PANDAS_RATIO}x)"
+                f"  {verdict(ratio >= TARGET_PANDAS_RATIO)}"
+            )
     peak = runs["engine"].peak_bytes
-    print(f"  engine phase peak RSS              {_gb(peak):>8s}  (< 4 GB)"
-          f"  {verdict(peak < TARGET_PEAK_BYTES)}")
+    print(
+        f"  engine phase peak RSS              {_gb(peak):>8s}  (< 4 GB)"
+        f"  {verdict(peak < TARGET_PEAK_BYTES)}"
+    )
     scale = TARGET_MEMBERS / members
     label = "monthly" if months == 1 else f"{months}-month"
-    verdict_time = verdict(engine_total * scale < TARGET_SUITE_SECONDS) if months == 1 else (
-        "(the target is for the monthly suite)")
-    print(f"  {label} suite at 5.7M members, linear {engine_total * scale:7.1f} s"
-          f"  (< {TARGET_SUITE_SECONDS:.0f} s on 2 cores)  {verdict_time}")
-    print(f"    with protect {(engine_total + protect) * scale:.1f} s;"
-          f" node start (open) scaled {engine.extra['open'] * scale:.1f} s")
+    verdict_time = (
+        verdict(engine_total * scale < TARGET_SUITE_SECONDS)
+        if months == 1
+        else ("(the target is for the monthly suite)")
+    )
+    print(
+        f"  {label} suite at 5.7M members, linear {engine_total * scale:7.1f} s"
+        f"  (< {TARGET_SUITE_SECONDS:.0f} s on 2 cores)  {verdict_time}"
+    )
+    print(
+        f"    with protect {(engine_total + protect) * scale:.1f} s;"
+        f" node start (open) scaled {engine.extra['open'] * scale:.1f} s"
+    )
     return 0 if ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--members", type=int, default=None,
-                        help="members of the carrier (2,000,000; 200,000 with --year)")
-    parser.add_argument("--months", type=int, default=None, help="months of data (1; 12 with"
-                        " --year), the period being all of them")
+    parser.add_argument(
+        "--members",
+        type=int,
+        default=None,
+        help="members of the carrier (2,000,000; 200,000 with --year)",
+    )
+    parser.add_argument(
+        "--months",
+        type=int,
+        default=None,
+        help="months of data (1; 12 with --year), the period being all of them",
+    )
     parser.add_argument("--year", action="store_true", help="a full year at 200,000 members")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where synthesised carriers are cached (default: a temp dir)")
-    parser.add_argument("--pandas", choices=("shared", "per-metric", "both", "none"),
-                        default="both", help="pandas baselines to run: the oracle with frames"
-                        " shared across the suite, metric by metric afresh, both, or none")
-    parser.add_argument("--repeat", type=int, default=1,
-                        help="rounds of the engine and SQL phases, alternating; per metric the"
-                        " fastest round counts (a shared machine's load comes and goes)")
-    parser.add_argument("--memory-limit", default=None,
-                        help="DuckDB memory limit of the engine phase, as the node's"
-                        " engine_memory_limit (e.g. 1GB; it spills to a temp directory past it)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where synthesised carriers are cached (default: a temp dir)",
+    )
+    parser.add_argument(
+        "--pandas",
+        choices=("shared", "per-metric", "both", "none"),
+        default="both",
+        help="pandas baselines to run: the oracle with frames"
+        " shared across the suite, metric by metric afresh, both, or none",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="rounds of the engine and SQL phases, alternating; per metric the"
+        " fastest round counts (a shared machine's load comes and goes)",
+    )
+    parser.add_argument(
+        "--memory-limit",
+        default=None,
+        help="DuckDB memory limit of the engine phase, as the node's"
+        " engine_memory_limit (e.g. 1GB; it spills to a temp directory past it)",
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--phase-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--phase-period", help=argparse.SUPPRESS)
@@ -1152,13 +1271,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory, synthesis = carrier_data(data_dir, members, months)
         counts = row_counts(directory)
         period = period_of(months)
-        print(f"carrier: {members:,} members, period {period} ({months} month(s));"
-              f" {counts['medical_claims']:,} medical lines, {counts['pharmacy_claims']:,}"
-              f" pharmacy rows, {counts['eligibility']:,} enrollment spans;"
-              + (f" synthesised in {synthesis:.1f} s" if synthesis is not None
-                 else f" cached in {directory.parent}"))
-        print(f"suite: {len(suite_queries())} metrics (by month where the metric has it, plus"
-              " the first one-of dimension)")
+        print(
+            f"carrier: {members:,} members, period {period} ({months} month(s));"
+            f" {counts['medical_claims']:,} medical lines, {counts['pharmacy_claims']:,}"
+            f" pharmacy rows, {counts['eligibility']:,} enrollment spans;"
+            + (
+                f" synthesised in {synthesis:.1f} s"
+                if synthesis is not None
+                else f" cached in {directory.parent}"
+            )
+        )
+        print(
+            f"suite: {len(suite_queries())} metrics (by month where the metric has it, plus"
+            " the first one-of dimension)"
+        )
         if without_baseline():
             print(f"  without a hand-written baseline, left out: {', '.join(without_baseline())}")
         print()
@@ -1172,7 +1298,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for name in phases:
                 if index == 0 or name in ("engine", "sql"):
                     rounds.setdefault(name, []).append(
-                        run_phase(name, directory, period, Path(tmp)))
+                        run_phase(name, directory, period, Path(tmp))
+                    )
         runs = {name: fastest(done) for name, done in rounds.items()}
         if args.repeat > 1:
             print(f"engine and sql phases: fastest of {args.repeat} rounds per metric")

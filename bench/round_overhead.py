@@ -166,7 +166,8 @@ async def federation_rounds(
         await fed.client.run_round(PERIOD, qs)  # warm-up: fills the canned results
         signed = fed.coordinator.rounds.sign(  # type: ignore[union-attr]
             fed.coordinator.rounds.build_request(  # type: ignore[union-attr]
-                PERIOD, qs, sorted(dirs))  # type: ignore[arg-type]
+                PERIOD, qs, sorted(dirs)
+            )  # type: ignore[arg-type]
         )
         sizes_request.append(signed.ByteSize())
         sizes_result.clear()
@@ -184,6 +185,7 @@ async def federation_rounds(
 
 
 # --- the bare baseline ----------------------------------------------------------------------
+
 
 def _identity(x: bytes) -> bytes:
     return x
@@ -220,15 +222,22 @@ async def bare_rounds(
     server = grpc.aio.server()
     handler = grpc.method_handlers_generic_handler(
         "bare.Hub",
-        {"Connect": grpc.stream_stream_rpc_method_handler(
-            hub.connect, request_deserializer=_identity, response_serializer=_identity)},
+        {
+            "Connect": grpc.stream_stream_rpc_method_handler(
+                hub.connect, request_deserializer=_identity, response_serializer=_identity
+            )
+        },
     )
     server.add_generic_rpc_handlers((handler,))
     if tls is None:
         port = server.add_insecure_port("127.0.0.1:0")
     else:
-        port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
-            [tls.server], root_certificates=tls.ca_cert, require_client_auth=True))
+        port = server.add_secure_port(
+            "127.0.0.1:0",
+            grpc.ssl_server_credentials(
+                [tls.server], root_certificates=tls.ca_cert, require_client_auth=True
+            ),
+        )
     await server.start()
     result = b"r" * result_size
 
@@ -236,8 +245,12 @@ async def bare_rounds(
         if tls is None:
             return grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         key, cert = tls.peers[i % len(tls.peers)]
-        return grpc.aio.secure_channel(f"127.0.0.1:{port}", grpc.ssl_channel_credentials(
-            root_certificates=tls.ca_cert, private_key=key, certificate_chain=cert))
+        return grpc.aio.secure_channel(
+            f"127.0.0.1:{port}",
+            grpc.ssl_channel_credentials(
+                root_certificates=tls.ca_cert, private_key=key, certificate_chain=cert
+            ),
+        )
 
     async def peer(i: int, ready: asyncio.Event) -> None:
         async with channel(i) as channel_:
@@ -274,9 +287,7 @@ async def bare_rounds(
     return latencies[1:]
 
 
-def signature_floor(
-    carriers: int, rounds: int, request_size: int, result_size: int
-) -> list[float]:
+def signature_floor(carriers: int, rounds: int, request_size: int, result_size: int) -> list[float]:
     """Per round: the operator's request signed once; per carrier, the request verified, a
     result signed, the result verified (the signatures the trust model requires)."""
     operator = Signer.generate()
@@ -313,23 +324,27 @@ def main(argv: list[str] | None = None) -> int:
             federation_rounds({d.name: d for d in dirs}, root / "run", args.rounds, args.suite)
         )
     bare = asyncio.run(bare_rounds(args.carriers, args.rounds, request_size, result_size))
-    bare_tls = asyncio.run(
-        bare_rounds(args.carriers, args.rounds, request_size, result_size, tls)
-    )
+    bare_tls = asyncio.run(bare_rounds(args.carriers, args.rounds, request_size, result_size, tls))
     floor = signature_floor(args.carriers, args.rounds, request_size, result_size)
     f50, f99 = percentile(fed, 0.5), percentile(fed, 0.99)
     b50, b99 = percentile(bare, 0.5), percentile(bare, 0.99)
     t50, s50 = percentile(bare_tls, 0.5), percentile(floor, 0.5)
-    print(f"carriers={args.carriers} rounds={args.rounds} suite={args.suite}"
-          f" request_bytes={request_size} result_bytes(median)={result_size}")
+    print(
+        f"carriers={args.carriers} rounds={args.rounds} suite={args.suite}"
+        f" request_bytes={request_size} result_bytes(median)={result_size}"
+    )
     print(f"federation round latency: p50 {f50 * 1000:.1f} ms  p99 {f99 * 1000:.1f} ms")
     print(f"bare grpc.aio fan-out:    p50 {b50 * 1000:.1f} ms  p99 {b99 * 1000:.1f} ms")
     print(f"ratio (federation / bare): p50 {f50 / b50:.2f}x  p99 {f99 / b99:.2f}x")
     print(f"bare fan-out over mutual TLS: p50 {t50 * 1000:.1f} ms ({t50 / b50:.2f}x bare)")
-    print(f"signatures alone, {args.carriers} carriers back to back: p50 {s50 * 1000:.1f} ms"
-          f" ({s50 / b50:.2f}x bare)")
-    print(f"trust-model floor (mutual TLS fan-out + signatures): {(t50 + s50) * 1000:.1f} ms"
-          f" ({(t50 + s50) / b50:.2f}x bare); federation / floor: {f50 / (t50 + s50):.2f}x")
+    print(
+        f"signatures alone, {args.carriers} carriers back to back: p50 {s50 * 1000:.1f} ms"
+        f" ({s50 / b50:.2f}x bare)"
+    )
+    print(
+        f"trust-model floor (mutual TLS fan-out + signatures): {(t50 + s50) * 1000:.1f} ms"
+        f" ({(t50 + s50) / b50:.2f}x bare); federation / floor: {f50 / (t50 + s50):.2f}x"
+    )
     return 0
 
 

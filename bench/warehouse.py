@@ -82,17 +82,26 @@ def batch(engines: dict[str, Engine], period: Period, queries: Sequence[QuerySpe
         cells[name] = [node_suite.cells_of_raw(r) for r in raws]
         timing = engine.last_batch
         slowest = max(zip(timing.query_seconds, queries, strict=True), key=lambda x: x[0])
-        print(f"  {name:9s} {seconds[name]:8.2f} s  ({timing.shared_blocks} shared blocks"
-              f" {timing.shared_seconds:.2f} s; slowest query {slowest[1].metric}"
-              f" {slowest[0]:.2f} s)", flush=True)
+        print(
+            f"  {name:9s} {seconds[name]:8.2f} s  ({timing.shared_blocks} shared blocks"
+            f" {timing.shared_seconds:.2f} s; slowest query {slowest[1].metric}"
+            f" {slowest[0]:.2f} s)",
+            flush=True,
+        )
     same = cells["postgres"] == cells["duckdb"]
-    print(f"  postgres / duckdb {seconds['postgres'] / seconds['duckdb']:.2f}x;"
-          f" cells {'identical for every metric' if same else 'DIFFER'}")
+    print(
+        f"  postgres / duckdb {seconds['postgres'] / seconds['duckdb']:.2f}x;"
+        f" cells {'identical for every metric' if same else 'DIFFER'}"
+    )
     return same
 
 
 def run(
-    directory: Path, months: int, members: int, timeout: int, settings: Sequence[str] = (),
+    directory: Path,
+    months: int,
+    members: int,
+    timeout: int,
+    settings: Sequence[str] = (),
     batch_only: bool = False,
 ) -> int:
     period = node_suite.period_of(months)
@@ -104,33 +113,48 @@ def run(
         started = time.perf_counter()
         counts = load_directory(con, schema, directory)
         loaded = time.perf_counter() - started
-        print(f"loaded {sum(counts.values()):,} rows into schema {schema} in {loaded:.1f} s"
-              " (COPY + ANALYZE, not timed below)")
+        print(
+            f"loaded {sum(counts.values()):,} rows into schema {schema} in {loaded:.1f} s"
+            " (COPY + ANALYZE, not timed below)"
+        )
         files = FileSource(directory)
         files.open()
-        warehouse = PostgresSource(WarehouseConfig(
-            dbname=DBNAME, host=HOST, port=PORT, user=USER, schema_name=schema,
-            statement_timeout_seconds=timeout,
-        ))
+        warehouse = PostgresSource(
+            WarehouseConfig(
+                dbname=DBNAME,
+                host=HOST,
+                port=PORT,
+                user=USER,
+                schema_name=schema,
+                statement_timeout_seconds=timeout,
+            )
+        )
         warehouse.open()
         for setting in settings:
             name, _, value = setting.partition("=")
             with warehouse._connection().cursor() as cur:
-                cur.execute(sql.SQL("SET {} = {}").format(
-                    sql.Identifier(name.strip()), sql.Literal(value.strip())))
+                cur.execute(
+                    sql.SQL("SET {} = {}").format(
+                        sql.Identifier(name.strip()), sql.Literal(value.strip())
+                    )
+                )
             print(f"session setting: {name.strip()} = {value.strip()}")
         try:
             times: dict[str, dict[str, float]] = {"postgres": {}, "duckdb": {}}
             same: dict[str, bool] = {}
             failed: list[str] = []
-            engines = {"postgres": Engine(warehouse, node_suite.CARRIER),
-                       "duckdb": Engine(files, node_suite.CARRIER)}
+            engines = {
+                "postgres": Engine(warehouse, node_suite.CARRIER),
+                "duckdb": Engine(files, node_suite.CARRIER),
+            }
             batch_ok = batch(engines, period, queries)
             print()
             print("metric by metric (each query alone, nothing shared):")
-            print(f"{'metric':34s} {'postgres s':>11s} {'duckdb s':>9s} {'pg/duckdb':>10s}"
-                  f" {'cells':>6s}")
-            for query in (queries if not batch_only else ()):
+            print(
+                f"{'metric':34s} {'postgres s':>11s} {'duckdb s':>9s} {'pg/duckdb':>10s}"
+                f" {'cells':>6s}"
+            )
+            for query in queries if not batch_only else ():
                 cells = {}
                 for name, engine in engines.items():
                     engine.render(period, query)  # rendering is not what is compared
@@ -144,12 +168,18 @@ def run(
                     times[name][query.metric] = time.perf_counter() - started
                 pg, dk = times["postgres"][query.metric], times["duckdb"][query.metric]
                 if query.metric in failed:
-                    print(f"{query.metric:34s} {'> ' + str(timeout):>11s} {dk:9.2f}"
-                          f" {'':>10s} {'TIMEOUT':>6s}", flush=True)
+                    print(
+                        f"{query.metric:34s} {'> ' + str(timeout):>11s} {dk:9.2f}"
+                        f" {'':>10s} {'TIMEOUT':>6s}",
+                        flush=True,
+                    )
                     continue
                 same[query.metric] = cells["postgres"] == cells["duckdb"]
-                print(f"{query.metric:34s} {pg:11.2f} {dk:9.2f} {pg / dk:9.2f}x"
-                      f" {'same' if same[query.metric] else 'DIFFER':>6s}", flush=True)
+                print(
+                    f"{query.metric:34s} {pg:11.2f} {dk:9.2f} {pg / dk:9.2f}x"
+                    f" {'same' if same[query.metric] else 'DIFFER':>6s}",
+                    flush=True,
+                )
         finally:
             warehouse.close()
             files.close()
@@ -162,13 +192,17 @@ def run(
         print(f"{label:34s} {pg_total:11.2f} {dk_total:9.2f} {pg_total / dk_total:9.2f}x")
         differ = [m for m, ok in same.items() if not ok]
         print()
-        print("cells postgres vs duckdb (statistics and member contributions): "
-              + ("identical for all metrics answered" if not differ else f"DIFFER in {differ}"))
+        print(
+            "cells postgres vs duckdb (statistics and member contributions): "
+            + ("identical for all metrics answered" if not differ else f"DIFFER in {differ}")
+        )
         if failed:
             print(f"timed out on PostgreSQL after {timeout} s: {', '.join(failed)}")
-        print(f"members {members:,}, period {period}; linear to 5.7M members:"
-              f" postgres {pg_total * node_suite.TARGET_MEMBERS / members:.0f} s,"
-              f" duckdb {dk_total * node_suite.TARGET_MEMBERS / members:.0f} s")
+        print(
+            f"members {members:,}, period {period}; linear to 5.7M members:"
+            f" postgres {pg_total * node_suite.TARGET_MEMBERS / members:.0f} s,"
+            f" duckdb {dk_total * node_suite.TARGET_MEMBERS / members:.0f} s"
+        )
         return 0 if not differ and not failed and batch_ok else 1
     finally:
         with con.cursor() as cur:
@@ -180,14 +214,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--members", type=int, default=200_000)
     parser.add_argument("--months", type=int, default=1)
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where synthesised carriers are cached (default: a temp dir)")
-    parser.add_argument("--statement-timeout", type=int, default=120,
-                        help="seconds a warehouse query may run before it counts as timed out")
-    parser.add_argument("--pg-set", action="append", default=[], metavar="NAME=VALUE",
-                        help="a session setting for the warehouse connection (diagnosis)")
-    parser.add_argument("--batch-only", action="store_true",
-                        help="only the suite as one request (skip the metric-by-metric runs)")
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where synthesised carriers are cached (default: a temp dir)",
+    )
+    parser.add_argument(
+        "--statement-timeout",
+        type=int,
+        default=120,
+        help="seconds a warehouse query may run before it counts as timed out",
+    )
+    parser.add_argument(
+        "--pg-set",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a session setting for the warehouse connection (diagnosis)",
+    )
+    parser.add_argument(
+        "--batch-only",
+        action="store_true",
+        help="only the suite as one request (skip the metric-by-metric runs)",
+    )
     args = parser.parse_args(argv)
     try:
         connect().close()
@@ -200,8 +250,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         directory, synthesis = node_suite.carrier_data(data_dir, args.members, args.months)
         if synthesis is not None:
             print(f"synthesised {args.members:,} members in {synthesis:.1f} s")
-        code = run(directory, args.months, args.members, args.statement_timeout, args.pg_set,
-                   args.batch_only)
+        code = run(
+            directory,
+            args.months,
+            args.members,
+            args.statement_timeout,
+            args.pg_set,
+            args.batch_only,
+        )
         print(f"load average at end: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         return code
 

@@ -194,8 +194,12 @@ def audit_show(
     t = Table("seq", "time", "kind", "request", "round", "what")
     for e in entries:
         t.add_row(
-            str(e.get("seq")), str(e.get("time", ""))[:19], str(e.get("kind")),
-            str(e.get("request_id") or ""), str(e.get("round_id") or ""), _summary(e),
+            str(e.get("seq")),
+            str(e.get("time", ""))[:19],
+            str(e.get("kind")),
+            str(e.get("request_id") or ""),
+            str(e.get("round_id") or ""),
+            _summary(e),
         )
     console.print(t)
 
@@ -248,28 +252,60 @@ def _held_summary(held: HeldRelease) -> tuple[str, str]:
 def _list_held(state: NodeState, show_all: bool, as_json: bool) -> None:
     rows = state.held_releases(None if show_all else (ReviewStatus.HELD,))
     if as_json:
-        print(json.dumps([
-            {
-                "request_id": h.request_id, "round_id": h.round_id, "status": str(h.status),
-                "held_at": h.created_at, "expires_at": h.expires_at, "period": h.period,
-                "queries": list(h.queries), "reviewer": h.reviewer, "decided_at": h.decided_at,
-            }
-            for h in rows
-        ], sort_keys=True))
+        print(
+            json.dumps(
+                [
+                    {
+                        "request_id": h.request_id,
+                        "round_id": h.round_id,
+                        "status": str(h.status),
+                        "held_at": h.created_at,
+                        "expires_at": h.expires_at,
+                        "period": h.period,
+                        "queries": list(h.queries),
+                        "reviewer": h.reviewer,
+                        "decided_at": h.decided_at,
+                    }
+                    for h in rows
+                ],
+                sort_keys=True,
+            )
+        )
         return
     if not rows:
-        console.print("no results are held for approval" if not show_all
-                      else "no result was ever held for approval")
+        console.print(
+            "no results are held for approval"
+            if not show_all
+            else "no result was ever held for approval"
+        )
         return
-    t = Table("request", "round", "status", "held at", "expires", "period", "answers", "cells",
-              title="results held for approval" if not show_all else "held results")
+    t = Table(
+        "request",
+        "round",
+        "status",
+        "held at",
+        "expires",
+        "period",
+        "answers",
+        "cells",
+        title="results held for approval" if not show_all else "held results",
+    )
     for h in rows:
         answers, cells = _held_summary(h)
-        t.add_row(h.request_id, h.round_id, str(h.status), h.created_at[:19],
-                  h.expires_at[:19], h.period, answers, cells)
+        t.add_row(
+            h.request_id,
+            h.round_id,
+            str(h.status),
+            h.created_at[:19],
+            h.expires_at[:19],
+            h.period,
+            answers,
+            cells,
+        )
     console.print(t)
-    console.print("show one: carrier-node approve REQUEST_ID --config …; then --release or"
-                  " --reject")
+    console.print(
+        "show one: carrier-node approve REQUEST_ID --config …; then --release or --reject"
+    )
 
 
 def _show_review(view: Review) -> None:
@@ -279,8 +315,10 @@ def _show_review(view: Review) -> None:
         f" {held.period}: {held.status}; held since {held.created_at[:19]}"
     )
     if held.decided_at:
-        console.print(f"decided by {held.reviewer} at {held.decided_at[:19]}"
-                      + (f": {held.reason}" if held.reason else ""))
+        console.print(
+            f"decided by {held.reviewer} at {held.decided_at[:19]}"
+            + (f": {held.reason}" if held.reason else "")
+        )
     if view.expired:
         console.print(
             f"[yellow]the request expired at {held.expires_at[:19]}[/yellow]: the coordinator"
@@ -313,7 +351,8 @@ def _show_review(view: Review) -> None:
                     stat.name,
                     format_value(stat.kind, stat.value),
                     format_value(stat.kind, stat.previous_value)
-                    if stat.previous_status is not None else "",
+                    if stat.previous_status is not None
+                    else "",
                     format_change(stat),
                 )
         console.print(grid)
@@ -334,8 +373,11 @@ def approve(
     ] = None,
     release: Annotated[bool, typer.Option("--release", help="send the held result")] = False,
     reject: Annotated[
-        bool, typer.Option("--reject", help="refuse instead; the coordinator is told the"
-                           " carrier's reviewer rejected it")
+        bool,
+        typer.Option(
+            "--reject",
+            help="refuse instead; the coordinator is told the carrier's reviewer rejected it",
+        ),
     ] = False,
     reason: Annotated[
         str, typer.Option(help="why (kept in the node's audit log, never sent)")
@@ -343,9 +385,7 @@ def approve(
     reviewer: Annotated[
         str | None, typer.Option(help="who decides (default: the login name)")
     ] = None,
-    show_all: Annotated[
-        bool, typer.Option("--all", help="list decided results too")
-    ] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="list decided results too")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="JSON instead of tables")] = False,
 ) -> None:
     """Manual release: list held results, show one cell by cell beside the previous release
@@ -376,16 +416,18 @@ def approve(
                 return
             choice = Prompt.ask(
                 "release it, reject it, or keep it held?",
-                choices=["release", "reject", "hold"], default="hold", console=console,
+                choices=["release", "reject", "hold"],
+                default="hold",
+                console=console,
             )
             if choice == "hold":
                 return
             release, reject = choice == "release", choice == "reject"
             if reject and not reason:
-                reason = Prompt.ask("reason (kept in the audit log)", default="",
-                                    console=console)
-        _decide(state, held, approve=release, reviewer=reviewer or _default_reviewer(),
-                reason=reason)
+                reason = Prompt.ask("reason (kept in the audit log)", default="", console=console)
+        _decide(
+            state, held, approve=release, reviewer=reviewer or _default_reviewer(), reason=reason
+        )
     finally:
         state.close()
 
@@ -396,9 +438,7 @@ def _decide(
     if not state.decide(held.request_id, approve=approve, reviewer=reviewer, reason=reason):
         now = state.held_release(held.request_id)
         status = now.status if now is not None else "gone"
-        console.print(
-            f"[red]error:[/red] request {held.request_id} is no longer held ({status})"
-        )
+        console.print(f"[red]error:[/red] request {held.request_id} is no longer held ({status})")
         raise typer.Exit(1)
     if approve:
         console.print(
@@ -407,7 +447,7 @@ def _decide(
         )
     else:
         console.print(
-            f"[yellow]rejected[/yellow]: the coordinator is told \"{REVIEWER_REJECTED}\";"
+            f'[yellow]rejected[/yellow]: the coordinator is told "{REVIEWER_REJECTED}";'
             " the reason stays in the node's audit log"
         )
 

@@ -58,11 +58,10 @@ class NodeConfig(BaseModel):
         default=None,
         description="the hash-chained audit log (default: state_dir/CARRIER_ID.audit.jsonl)",
     )
-    audit_fsync: bool = Field(
-        default=True, description="sync the audit log to disk on every entry"
-    )
+    audit_fsync: bool = Field(default=True, description="sync the audit log to disk on every entry")
     stream_max_seconds: float = Field(
-        default=86_400.0, gt=0,
+        default=86_400.0,
+        gt=0,
         description="deadline of one stream to the coordinator; the node then reconnects",
     )
     heartbeat_seconds: float = Field(default=10.0, gt=0, description="heartbeat interval")

@@ -82,16 +82,21 @@ class Perturbation(BaseModel):
         default=3.0, gt=0, description="variance of the noise added to counts"
     )
     p_percent: float = Field(
-        default=10.0, gt=0, le=100,
+        default=10.0,
+        gt=0,
+        le=100,
         description="dollar totals and quantities move by at least this percent of their"
         " largest member contribution, so no contributor's value can be estimated closer",
     )
     spread: float = Field(
-        default=0.5, ge=0, le=2,
+        default=0.5,
+        ge=0,
+        le=2,
         description="...and by at most p_percent × (1 + spread) percent of it",
     )
     key_version: int = Field(
-        default=1, ge=1,
+        default=1,
+        ge=1,
         description="version of the node's disclosure secret: raising it draws new noise for"
         " every value (do it only with a new policy version; never lower it)",
     )
@@ -201,9 +206,7 @@ class Policy(BaseModel):
         text = json.dumps(self.model_dump(mode="json"), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def threshold_for(
-        self, key_values: dict[str, str], categories: tuple[str, ...] = ()
-    ) -> int:
+    def threshold_for(self, key_values: dict[str, str], categories: tuple[str, ...] = ()) -> int:
         """The floor of a cell: stricter when it is keyed by a sensitive group's category, or
         when its query keeps only rows of ``categories`` (a level-2 filter) and one of them is
         a sensitive group's."""

@@ -206,9 +206,7 @@ class OperatorAccess:
                 " configured)"
             )
 
-    def identify(
-        self, context: grpc.aio.ServicerContext, now: dt.datetime | None = None
-    ) -> Caller:
+    def identify(self, context: grpc.aio.ServicerContext, now: dt.datetime | None = None) -> Caller:
         now = now or dt.datetime.now(dt.UTC)
         peer = peer_of(context) if self._tls else Peer(None, None)
         if peer.info is not None:

@@ -67,19 +67,33 @@ def main() -> None:
     build_app()()
 
 
-AddressOpt = Annotated[str, typer.Option("--coordinator", envvar="OVERSIGHT_ADDRESS",
-                                         help="coordinator address host:port")]
-CaOpt = Annotated[Path | None, typer.Option(
-    "--ca-cert", envvar="OVERSIGHT_CA_CERT", help="CA certificate (TLS)")]
-CertOpt = Annotated[Path | None, typer.Option(
-    "--cert", envvar="OVERSIGHT_CERT", help="operator certificate (mutual TLS)")]
-KeyOpt = Annotated[Path | None, typer.Option(
-    "--key", envvar="OVERSIGHT_KEY", help="operator certificate's key (mutual TLS)")]
-TokenOpt = Annotated[Path | None, typer.Option(
-    "--token-file", envvar="OVERSIGHT_TOKEN_FILE", help="file holding a bearer token")]
-ServerNameOpt = Annotated[str | None, typer.Option(
-    "--server-name", envvar="OVERSIGHT_SERVER_NAME",
-    help="name expected in the coordinator's certificate, when not the address's host")]
+AddressOpt = Annotated[
+    str,
+    typer.Option("--coordinator", envvar="OVERSIGHT_ADDRESS", help="coordinator address host:port"),
+]
+CaOpt = Annotated[
+    Path | None, typer.Option("--ca-cert", envvar="OVERSIGHT_CA_CERT", help="CA certificate (TLS)")
+]
+CertOpt = Annotated[
+    Path | None,
+    typer.Option("--cert", envvar="OVERSIGHT_CERT", help="operator certificate (mutual TLS)"),
+]
+KeyOpt = Annotated[
+    Path | None,
+    typer.Option("--key", envvar="OVERSIGHT_KEY", help="operator certificate's key (mutual TLS)"),
+]
+TokenOpt = Annotated[
+    Path | None,
+    typer.Option("--token-file", envvar="OVERSIGHT_TOKEN_FILE", help="file holding a bearer token"),
+]
+ServerNameOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--server-name",
+        envvar="OVERSIGHT_SERVER_NAME",
+        help="name expected in the coordinator's certificate, when not the address's host",
+    ),
+]
 
 
 def operator_client(
@@ -92,10 +106,15 @@ def operator_client(
     signing_key: Path | None = None,
 ) -> OperatorClient:
     if ca_cert is None:
-        console.print("[yellow]warning: no --ca-cert: plaintext connection (insecure demos"
-                      " only)[/yellow]")
+        console.print(
+            "[yellow]warning: no --ca-cert: plaintext connection (insecure demos only)[/yellow]"
+        )
     return OperatorClient(
-        coordinator, ca_cert=ca_cert, cert=cert, key=key, token_file=token_file,
+        coordinator,
+        ca_cert=ca_cert,
+        cert=cert,
+        key=key,
+        token_file=token_file,
         server_name=server_name,
         signer=Signer.load(signing_key) if signing_key is not None else None,
     )
@@ -110,7 +129,8 @@ EXIT_FAILED = 4  # the round missed its quorum
 EXIT_INVALID = 5  # round verify: a signature or receipt does not hold
 
 _ROUND_EXIT = {
-    RoundState.COMPLETE: EXIT_COMPLETE, RoundState.PARTIAL: EXIT_PARTIAL,
+    RoundState.COMPLETE: EXIT_COMPLETE,
+    RoundState.PARTIAL: EXIT_PARTIAL,
     RoundState.FAILED: EXIT_FAILED,
 }
 
@@ -121,7 +141,10 @@ def fail(error: OversightError, code: int = EXIT_ERROR) -> typer.Exit:
 
 
 def parse_queries(
-    metrics: str, by: str, version: int = 0, filters: Sequence[str] = (),
+    metrics: str,
+    by: str,
+    version: int = 0,
+    filters: Sequence[str] = (),
     params: Sequence[str] = (),
 ) -> list[QuerySpec]:
     """Queries from the command line: every metric grouped by ``by`` (refused where a metric
@@ -134,7 +157,8 @@ def parse_queries(
         if not sep or not values:
             raise InvalidRequestError(f"a filter is DIMENSION=VALUE[,VALUE...], not {text!r}")
         wanted.setdefault(Dimension.parse_list(name)[0], []).extend(
-            v.strip() for v in values.split(",") if v.strip())
+            v.strip() for v in values.split(",") if v.strip()
+        )
     parameters: dict[str, float] = {}
     for text in params:
         name, sep, value = text.partition("=")
@@ -151,14 +175,21 @@ def parse_queries(
         if refused:
             raise InvalidRequestError(
                 f"{name} does not accept {', '.join(refused)} (it accepts:"
-                f" {', '.join(sorted(spec.dimensions))})")
+                f" {', '.join(sorted(spec.dimensions))})"
+            )
         group = tuple(dims)
         if spec.one_of and not spec.one_of.intersection(group):
             group = (*group, min(spec.one_of))
         own = {p.name for p in spec.parameters}
-        queries.append(wire.make_query(
-            name, spec.version, group, wanted or None,
-            {k: v for k, v in parameters.items() if k in own} or None))
+        queries.append(
+            wire.make_query(
+                name,
+                spec.version,
+                group,
+                wanted or None,
+                {k: v for k, v in parameters.items() if k in own} or None,
+            )
+        )
         parameters = {k: v for k, v in parameters.items() if k not in own}
     if parameters:
         raise InvalidRequestError(f"no metric asked takes {', '.join(sorted(parameters))}")
@@ -210,8 +241,12 @@ class ProgressDisplay:
     def __enter__(self) -> ProgressDisplay:
         if console.is_terminal:
             self._bar = RichProgress(
-                TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                TextColumn("{task.fields[state]}"), console=console, transient=True,
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[state]}"),
+                console=console,
+                transient=True,
             )
             self._bar.start()
         return self
@@ -226,14 +261,19 @@ class ProgressDisplay:
             return
         self._last = now
         if self._bar is None:
-            console.print(f"{progress.round_id}: {progress.answered}/{progress.asked} carriers"
-                          f" answered ({progress.state})", soft_wrap=True)
+            console.print(
+                f"{progress.round_id}: {progress.answered}/{progress.asked} carriers"
+                f" answered ({progress.state})",
+                soft_wrap=True,
+            )
             return
         if self._task is None:
-            self._task = self._bar.add_task(progress.round_id, total=progress.asked,
-                                            state=str(progress.state))
-        self._bar.update(self._task, completed=progress.answered, total=progress.asked,
-                         state=str(progress.state))
+            self._task = self._bar.add_task(
+                progress.round_id, total=progress.asked, state=str(progress.state)
+            )
+        self._bar.update(
+            self._task, completed=progress.answered, total=progress.asked, state=str(progress.state)
+        )
 
 
 def figure_text(name: str, value: float) -> str:
@@ -253,8 +293,9 @@ def show_carriers(outcome: RoundOutcome) -> None:
             why = f" — {message}" if message else ""
             console.print(f"{carrier_id}: {str(state).replace('_', ' ')}{why}")
     for carrier_id in outcome.late:
-        console.print(f"{carrier_id}: answered after the round finished (kept apart, not in"
-                      " these tables)")
+        console.print(
+            f"{carrier_id}: answered after the round finished (kept apart, not in these tables)"
+        )
 
 
 def show_verdict(outcome: RoundOutcome) -> None:
@@ -295,7 +336,8 @@ def show_outcome(outcome: RoundOutcome, *, per_carrier: bool = False) -> None:
             for f in spec.figures:
                 fig = figures.get(f.name)
                 row.append(
-                    "" if fig is None or fig.value != fig.value
+                    ""
+                    if fig is None or fig.value != fig.value
                     else figure_text(f.name, fig.value) + ("" if fig.complete else "*")
                 )
             row.append(str(cell.status) + (" (incomplete)" if cell.incomplete else ""))
@@ -308,8 +350,11 @@ def _stat_text(stat: StatValue | None) -> str:
     at most 30 of its unit; "+?": some carrier's withheld value, amount unknown)."""
     if stat is None:
         return ""
-    text = f"{stat.value:,}" if isinstance(stat.value, int) else (
-        "withheld" if stat.status.withheld else "")
+    text = (
+        f"{stat.value:,}"
+        if isinstance(stat.value, int)
+        else ("withheld" if stat.status.withheld else "")
+    )
     missing = stat.missing
     if missing is not None and stat.value is not None:
         text += f" (≤{missing.at_most:,} missing)" if missing.at_most is not None else " (+?)"
@@ -322,25 +367,34 @@ def round_run(
     period: Annotated[str, typer.Option("--period", help="2026-01, 2026-01:2026-03, 2026Q1")],
     coordinator: AddressOpt = "127.0.0.1:50051",
     by: Annotated[str, typer.Option("--by", help="group-by dimensions, comma-separated")] = "",
-    filter_: Annotated[list[str] | None, typer.Option(
-        "--filter", help="keep rows of DIMENSION=VALUE[,VALUE...] (repeatable)")] = None,
-    param: Annotated[list[str] | None, typer.Option(
-        "--param", help="a metric parameter NAME=NUMBER (repeatable)")] = None,
+    filter_: Annotated[
+        list[str] | None,
+        typer.Option("--filter", help="keep rows of DIMENSION=VALUE[,VALUE...] (repeatable)"),
+    ] = None,
+    param: Annotated[
+        list[str] | None,
+        typer.Option("--param", help="a metric parameter NAME=NUMBER (repeatable)"),
+    ] = None,
     carriers: Annotated[str, typer.Option(help="carrier ids (default: all)")] = "",
     quorum: Annotated[int, typer.Option(help="carriers needed for a complete round")] = 0,
     deadline: Annotated[int, typer.Option(help="round deadline in seconds")] = 300,
-    output: Annotated[Path | None, typer.Option(
-        "--output", help="export: .csv or .parquet (tidy) or .json")] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="export: .csv or .parquet (tidy) or .json")
+    ] = None,
     per_carrier: Annotated[bool, typer.Option(help="print each carrier's table too")] = False,
     ca_cert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
     token_file: TokenOpt = None,
     server_name: ServerNameOpt = None,
-    signing_key: Annotated[Path | None, typer.Option(
-        "--signing-key", envvar="OVERSIGHT_SIGNING_KEY",
-        help="operator signing key: sign the round here rather than at the coordinator",
-    )] = None,
+    signing_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--signing-key",
+            envvar="OVERSIGHT_SIGNING_KEY",
+            help="operator signing key: sign the round here rather than at the coordinator",
+        ),
+    ] = None,
 ) -> None:
     """Run a round against a running coordinator and print (and export) its results.
 
@@ -361,9 +415,12 @@ def round_run(
         ) as client:
             with ProgressDisplay() as display:
                 return await client.run_round(
-                    span, queries,
+                    span,
+                    queries,
                     carriers=[c for c in carriers.split(",") if c],
-                    quorum=quorum, deadline_seconds=deadline, on_progress=display,
+                    quorum=quorum,
+                    deadline_seconds=deadline,
+                    on_progress=display,
                 )
 
     try:
@@ -391,9 +448,15 @@ def export(outcome: RoundOutcome, output: Path) -> None:
 
 
 @round_app.command("list")
-def round_list(coordinator: AddressOpt = "127.0.0.1:50051", limit: int = 20,
-               ca_cert: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
-               token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
+def round_list(
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    limit: int = 20,
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
     """List recent rounds."""
 
     async def main() -> None:
@@ -403,7 +466,8 @@ def round_list(coordinator: AddressOpt = "127.0.0.1:50051", limit: int = 20,
             t = Table("round", "state", "period", "metrics", "answered")
             for r in await client.list_rounds(limit):
                 t.add_row(
-                    r.round_id, str(convert.round_state_from_pb(r.state)),
+                    r.round_id,
+                    str(convert.round_state_from_pb(r.state)),
                     f"{r.period.first_month}:{r.period.last_month}",
                     ",".join(q.metric for q in r.queries),
                     f"{r.carriers_answered}/{r.carriers_asked}",
@@ -417,10 +481,16 @@ def round_list(coordinator: AddressOpt = "127.0.0.1:50051", limit: int = 20,
 
 
 @round_app.command("show")
-def round_show(round_id: str, coordinator: AddressOpt = "127.0.0.1:50051",
-               per_carrier: bool = False, ca_cert: CaOpt = None, cert: CertOpt = None,
-               key: KeyOpt = None, token_file: TokenOpt = None,
-               server_name: ServerNameOpt = None) -> None:
+def round_show(
+    round_id: str,
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    per_carrier: bool = False,
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
     """Show a round's program-wide (and per-carrier) tables."""
 
     async def main() -> RoundOutcome:
@@ -440,9 +510,16 @@ def round_show(round_id: str, coordinator: AddressOpt = "127.0.0.1:50051",
 
 
 @round_app.command("export")
-def round_export(round_id: str, output: Path, coordinator: AddressOpt = "127.0.0.1:50051",
-                 ca_cert: CaOpt = None, cert: CertOpt = None, key: KeyOpt = None,
-                 token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
+def round_export(
+    round_id: str,
+    output: Path,
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
     """Export a round's tables: tidy CSV (.csv) or Parquet (.parquet), or JSON (.json)."""
     try:
         check_format(output)
@@ -464,18 +541,28 @@ def round_export(round_id: str, output: Path, coordinator: AddressOpt = "127.0.0
 @round_app.command("verify")
 def round_verify(
     round_id: str,
-    config: Annotated[Path | None, typer.Option(
-        "--config", help="coordinator TOML config: check the round store it names")] = None,
-    store: Annotated[Path | None, typer.Option(
-        "--store", help="round store (default: the config's store_path)")] = None,
-    coordinator: Annotated[str | None, typer.Option(
-        "--coordinator", envvar="OVERSIGHT_ADDRESS",
-        help="check through the operator API instead (needs --operator-key, --result-keys)")]
-    = None,
-    operator_key: Annotated[Path | None, typer.Option(
-        "--operator-key", help="the operator signing key's public half")] = None,
-    result_keys: Annotated[Path | None, typer.Option(
-        "--result-keys", help="directory of the carriers' result keys (CARRIER.pub)")] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="coordinator TOML config: check the round store it names"),
+    ] = None,
+    store: Annotated[
+        Path | None, typer.Option("--store", help="round store (default: the config's store_path)")
+    ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator",
+            envvar="OVERSIGHT_ADDRESS",
+            help="check through the operator API instead (needs --operator-key, --result-keys)",
+        ),
+    ] = None,
+    operator_key: Annotated[
+        Path | None, typer.Option("--operator-key", help="the operator signing key's public half")
+    ] = None,
+    result_keys: Annotated[
+        Path | None,
+        typer.Option("--result-keys", help="directory of the carriers' result keys (CARRIER.pub)"),
+    ] = None,
     ca_cert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
@@ -502,12 +589,21 @@ def round_verify(
 
             receipts = asyncio.run(fetch())
             outcome = verify_receipts(
-                round_id, receipts.request,
-                [StoredResult(round_id, r.carrier_id, bytes(r.result.result),
-                              bytes(r.result.signature), r.result.key_id,
-                              r.received_at.ToDatetime(tzinfo=dt.UTC))
-                 for r in receipts.receipts],
-                list(receipts.answered), operator_verifier=Verifier.load(operator_key),
+                round_id,
+                receipts.request,
+                [
+                    StoredResult(
+                        round_id,
+                        r.carrier_id,
+                        bytes(r.result.result),
+                        bytes(r.result.signature),
+                        r.result.key_id,
+                        r.received_at.ToDatetime(tzinfo=dt.UTC),
+                    )
+                    for r in receipts.receipts
+                ],
+                list(receipts.answered),
+                operator_verifier=Verifier.load(operator_key),
                 node_verifiers={p.stem: Verifier.load(p) for p in result_keys.glob("*.pub")},
             )
         else:
@@ -519,22 +615,30 @@ def round_verify(
                 raise OversightError(f"no round store at {path}")
             node_verifiers = load_result_keys(cfg) or {}
             operator = (
-                Verifier.load(cfg.operator_public_key) if cfg.operator_public_key is not None
+                Verifier.load(cfg.operator_public_key)
+                if cfg.operator_public_key is not None
                 else Signer.load(cfg.operator_signing_key).verifier
-                if cfg.operator_signing_key is not None else None
+                if cfg.operator_signing_key is not None
+                else None
             )
             with RoundStore(path) as round_store:
                 outcome = verify_round(
-                    round_store, round_id, operator_verifier=operator,
-                    node_verifiers=node_verifiers, require_signatures=not cfg.insecure,
+                    round_store,
+                    round_id,
+                    operator_verifier=operator,
+                    node_verifiers=node_verifiers,
+                    require_signatures=not cfg.insecure,
                 )
     except OversightError as exc:
         raise fail(exc) from exc
     t = Table("carrier", "receipt", "key id", "data snapshot", "received", "problem")
     for r in outcome.receipts:
         t.add_row(
-            r.carrier_id, "[green]valid[/green]" if r.ok else "[red]INVALID[/red]", r.key_id,
-            r.data_snapshot[:16], f"{r.received_at:%Y-%m-%d %H:%M:%S}" if r.received_at else "",
+            r.carrier_id,
+            "[green]valid[/green]" if r.ok else "[red]INVALID[/red]",
+            r.key_id,
+            r.data_snapshot[:16],
+            f"{r.received_at:%Y-%m-%d %H:%M:%S}" if r.received_at else "",
             r.reason,
         )
     console.print(t)
@@ -556,14 +660,24 @@ def round_verify(
 
 @app.command()
 def provision(
-    carriers_file: Annotated[Path, typer.Option(
-        "--carriers", help="plan: TOML (carriers, operators, coordinator address) or lines"
-        " 'id[,name]'")],
+    carriers_file: Annotated[
+        Path,
+        typer.Option(
+            "--carriers",
+            help="plan: TOML (carriers, operators, coordinator address) or lines 'id[,name]'",
+        ),
+    ],
     out: Annotated[Path, typer.Option("--out", help="empty directory to write into")],
-    coordinator_address: Annotated[str | None, typer.Option(
-        "--coordinator-address", help="host:port the nodes dial (overrides the plan)")] = None,
-    coordinator_name: Annotated[list[str] | None, typer.Option(
-        "--coordinator-name", help="extra DNS name / IP in the coordinator certificate")] = None,
+    coordinator_address: Annotated[
+        str | None,
+        typer.Option("--coordinator-address", help="host:port the nodes dial (overrides the plan)"),
+    ] = None,
+    coordinator_name: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--coordinator-name", help="extra DNS name / IP in the coordinator certificate"
+        ),
+    ] = None,
     days: Annotated[int | None, typer.Option(help="certificate validity in days")] = None,
 ) -> None:
     """Create a CA, the coordinator's identity and config, operator identities and one
@@ -600,9 +714,14 @@ def provision(
 
 
 @app.command()
-def carriers(coordinator: AddressOpt = "127.0.0.1:50051", ca_cert: CaOpt = None,
-             cert: CertOpt = None, key: KeyOpt = None,
-             token_file: TokenOpt = None, server_name: ServerNameOpt = None) -> None:
+def carriers(
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
     """List registered carriers and whether their nodes are connected."""
 
     async def main() -> None:
@@ -611,8 +730,9 @@ def carriers(coordinator: AddressOpt = "127.0.0.1:50051", ca_cert: CaOpt = None,
         ) as client:
             t = Table("carrier", "name", "connected", "node version")
             for c in await client.list_carriers():
-                t.add_row(c.carrier_id, c.display_name, "yes" if c.connected else "no",
-                          c.node_version)
+                t.add_row(
+                    c.carrier_id, c.display_name, "yes" if c.connected else "no", c.node_version
+                )
             console.print(t)
 
     try:
@@ -651,4 +771,3 @@ def metrics_describe(name: str, version: int = 0) -> None:
         console.print(f"figure {f.name}: {f.description}")
     for p in m.parameters:
         console.print(f"parameter {p.name} (default {p.default}): {p.description}")
-

@@ -54,8 +54,11 @@ class RoundOutcome:
     def info(self) -> RoundInfo:
         """What exports say of this round."""
         return RoundInfo(
-            round_id=self.round_id, period=str(self.period), state=str(self.state),
-            carriers_asked=len(self.carriers), carriers_answered=self.answered,
+            round_id=self.round_id,
+            period=str(self.period),
+            state=str(self.state),
+            carriers_asked=len(self.carriers),
+            carriers_answered=self.answered,
             carriers=tuple((c, str(s), m) for c, s, m in self.carriers),
         )
 
@@ -119,7 +122,9 @@ class OperatorClient:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -163,7 +168,8 @@ class OperatorClient:
     async def watch(self, round_id: str, timeout: float) -> AsyncIterator[Progress]:
         try:
             async for progress in self._stub.WatchRound(
-                operator_pb2.RoundRef(round_id=round_id), timeout=timeout,
+                operator_pb2.RoundRef(round_id=round_id),
+                timeout=timeout,
                 metadata=self._metadata,
             ):
                 yield Progress(
@@ -182,7 +188,8 @@ class OperatorClient:
     async def get_round(self, round_id: str) -> RoundOutcome:
         try:
             msg = await self._stub.GetRound(
-                operator_pb2.RoundRef(round_id=round_id), timeout=CALL_TIMEOUT,
+                operator_pb2.RoundRef(round_id=round_id),
+                timeout=CALL_TIMEOUT,
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
@@ -221,7 +228,8 @@ class OperatorClient:
     async def get_receipts(self, round_id: str) -> operator_pb2.RoundReceipts:
         try:
             msg: operator_pb2.RoundReceipts = await self._stub.GetReceipts(
-                operator_pb2.RoundRef(round_id=round_id), timeout=CALL_TIMEOUT,
+                operator_pb2.RoundRef(round_id=round_id),
+                timeout=CALL_TIMEOUT,
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
@@ -231,7 +239,8 @@ class OperatorClient:
     async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
         try:
             msg = await self._stub.ListRounds(
-                operator_pb2.ListRoundsRequest(limit=limit), timeout=CALL_TIMEOUT,
+                operator_pb2.ListRoundsRequest(limit=limit),
+                timeout=CALL_TIMEOUT,
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
@@ -241,7 +250,8 @@ class OperatorClient:
     async def list_carriers(self) -> list[operator_pb2.CarrierInfo]:
         try:
             msg = await self._stub.ListCarriers(
-                operator_pb2.ListCarriersRequest(), timeout=CALL_TIMEOUT,
+                operator_pb2.ListCarriersRequest(),
+                timeout=CALL_TIMEOUT,
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:

@@ -104,9 +104,12 @@ def carrier_table(carrier_id: str, table: QueryTable, period: Period) -> ScopedT
     cells = []
     for cell in scoped.cells:
         came = {s.name: s for s in own[cell.key].stats}
-        stats = tuple(dataclasses.replace(s, missing=came[s.name].missing)
-                      if s.name in came and came[s.name].missing is not None else s
-                      for s in cell.stats)
+        stats = tuple(
+            dataclasses.replace(s, missing=came[s.name].missing)
+            if s.name in came and came[s.name].missing is not None
+            else s
+            for s in cell.stats
+        )
         cells.append(dataclasses.replace(cell, stats=stats))
     return dataclasses.replace(scoped, cells=tuple(cells), disclosure=table.disclosure)
 
@@ -166,7 +169,8 @@ class _Accumulator:
         self.at_most = None if self.at_most is None or bound is None else self.at_most + bound
         members = missing.members_at_most if missing is not None else None
         self.members_at_most = (
-            None if self.members_at_most is None or members is None
+            None
+            if self.members_at_most is None or members is None
             else self.members_at_most + members
         )
 
@@ -312,7 +316,9 @@ def _withheld_bound(
     whole_name = spec.statistic(name).part_of
     whole = stats.get(whole_name) if whole_name is not None else None
     if (
-        whole is not None and isinstance(whole.value, int) and whole.missing is None
+        whole is not None
+        and isinstance(whole.value, int)
+        and whole.missing is None
         and spec.statistic(name).kind is StatKind.MEMBERS
     ):
         return max(0, whole.value + noise)
@@ -320,7 +326,9 @@ def _withheld_bound(
 
 
 def _combine_cell(
-    spec: MetricSpec, key: CellKey, carrier_cells: list[tuple[dict[str, StatValue], int]],
+    spec: MetricSpec,
+    key: CellKey,
+    carrier_cells: list[tuple[dict[str, StatValue], int]],
     period: Period,
 ) -> CombinedCell:
     kinds = {s.name: s.kind for s in spec.statistics}

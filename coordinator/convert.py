@@ -98,8 +98,9 @@ def table_from_pb(msg: operator_pb2.ScopedTable) -> ScopedTable:
                 key=tuple((wire.dimension_from_pb(k.dimension), k.value) for k in c.key),
                 stats=stats,
                 figures=tuple(
-                    FigureValue(f.name, f.value if not math.isnan(f.value) else math.nan,
-                                f.complete)
+                    FigureValue(
+                        f.name, f.value if not math.isnan(f.value) else math.nan, f.complete
+                    )
                     for f in c.figures
                 ),
                 status=wire.status_from_pb(c.status) if c.status else Status.RELEASED,
@@ -114,5 +115,7 @@ def table_from_pb(msg: operator_pb2.ScopedTable) -> ScopedTable:
         disclosure=wire.disclosure_from_pb(
             msg.disclosure,
             (s.name for s in catalogue.get_metric(msg.metric, msg.metric_version).statistics),
-        ) if msg.HasField("disclosure") else None,
+        )
+        if msg.HasField("disclosure")
+        else None,
     )

@@ -36,8 +36,14 @@ from fedoversight.histogram import Histogram
 
 TIDY_COLUMNS_FIXED = ("round_id", "period", "metric", "metric_version", "scope")
 TIDY_COLUMNS_TAIL = (
-    "statistic", "value", "status", "missing_carriers", "missing_at_most",
-    "missing_members_at_most", "carriers_asked", "carriers_answered",
+    "statistic",
+    "value",
+    "status",
+    "missing_carriers",
+    "missing_at_most",
+    "missing_members_at_most",
+    "carriers_asked",
+    "carriers_answered",
 )
 #: The formats :func:`write_export` writes, by file extension.
 FORMATS = (".csv", ".json", ".parquet")
@@ -57,11 +63,15 @@ class RoundInfo:
 
     def json(self) -> dict[str, object]:
         return {
-            "round_id": self.round_id, "period": self.period, "state": self.state,
-            "carriers_asked": self.carriers_asked, "carriers_answered": self.carriers_answered,
-            "carriers": [{"carrier_id": c, "state": s, "message": m}
-                         for c, s, m in self.carriers],
+            "round_id": self.round_id,
+            "period": self.period,
+            "state": self.state,
+            "carriers_asked": self.carriers_asked,
+            "carriers_answered": self.carriers_answered,
+            "carriers": [{"carrier_id": c, "state": s, "message": m} for c, s, m in self.carriers],
         }
+
+
 #: Status of a sum leaving out a suppressed value, and of a figure resting on one.
 INCOMPLETE = "incomplete"
 RELEASED = "released"
@@ -86,8 +96,11 @@ def tidy_rows(tables: Sequence[ScopedTable], info: RoundInfo | None = None) -> p
         inputs = _figure_inputs(table)
         for cell in table.cells:
             base: dict[str, object] = {
-                "round_id": info.round_id, "period": info.period, "metric": table.metric,
-                "metric_version": table.version, "scope": table.scope,
+                "round_id": info.round_id,
+                "period": info.period,
+                "metric": table.metric,
+                "metric_version": table.version,
+                "scope": table.scope,
                 "carriers_asked": info.carriers_asked,
                 "carriers_answered": info.carriers_answered,
             }
@@ -136,9 +149,7 @@ def write_csv(tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None 
     tidy_rows(tables, info).to_csv(path, index=False, lineterminator="\n")
 
 
-def write_parquet(
-    tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None = None
-) -> None:
+def write_parquet(tables: Sequence[ScopedTable], path: Path, info: RoundInfo | None = None) -> None:
     """The tidy rows as typed Parquet columns; the round's description in the metadata."""
     frame = tidy_rows(tables, info)
     integers = [v if isinstance(v, int) else None for v in frame["value"]]
@@ -148,13 +159,21 @@ def write_parquet(
         if name == "value":
             columns["value"] = pa.array(reals, type=pa.float64())
             columns["value_int"] = pa.array(integers, type=pa.int64())
-        elif name in ("metric_version", "missing_carriers", "missing_at_most",
-                      "missing_members_at_most", "carriers_asked", "carriers_answered"):
-            columns[name] = pa.array([None if v is None or v == "" else int(v)
-                                      for v in frame[name]], type=pa.int64())
+        elif name in (
+            "metric_version",
+            "missing_carriers",
+            "missing_at_most",
+            "missing_members_at_most",
+            "carriers_asked",
+            "carriers_answered",
+        ):
+            columns[name] = pa.array(
+                [None if v is None or v == "" else int(v) for v in frame[name]], type=pa.int64()
+            )
         else:
-            columns[name] = pa.array([None if v is None else str(v) for v in frame[name]],
-                                     type=pa.string())
+            columns[name] = pa.array(
+                [None if v is None else str(v) for v in frame[name]], type=pa.string()
+            )
     table = pa.table(columns)
     metadata = {b"fedoversight.round": json.dumps((info or RoundInfo()).json()).encode()}
     pq.write_table(table.replace_schema_metadata(metadata), path)
@@ -191,8 +210,11 @@ def _figure_inputs(table: ScopedTable) -> dict[str, frozenset[str]]:
 
 def _figure_missing(cell: CombinedCell, inputs: frozenset[str] | None) -> dict[str, object]:
     """A figure leaves out what its inputs leave out: the most carriers any of them misses."""
-    carriers = [s.missing.carriers for s in cell.stats
-                if s.missing is not None and (inputs is None or s.name in inputs)]
+    carriers = [
+        s.missing.carriers
+        for s in cell.stats
+        if s.missing is not None and (inputs is None or s.name in inputs)
+    ]
     return {"missing_carriers": max(carriers)} if carriers else {}
 
 
@@ -237,8 +259,11 @@ def _scalar(value: StatValueType | None) -> _Scalar:
 
 def _value_json(value: StatValueType | None) -> object:
     if isinstance(value, Histogram):
-        return {"counts": list(value.counts), "sums_cents": list(value.sums_cents),
-                "withheld_bins": list(value.withheld_bins)}
+        return {
+            "counts": list(value.counts),
+            "sums_cents": list(value.sums_cents),
+            "withheld_bins": list(value.withheld_bins),
+        }
     return _scalar(value)
 
 

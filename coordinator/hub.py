@@ -107,8 +107,10 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
             return identity
         if hello.catalogue_version != catalogue.CATALOGUE_VERSION:
             return "catalogue version not supported"
-        if len(hello.node_version) > 64 or len(hello.metrics) > MAX_HELLO_METRICS or any(
-            len(m) > 80 for m in hello.metrics
+        if (
+            len(hello.node_version) > 64
+            or len(hello.metrics) > MAX_HELLO_METRICS
+            or any(len(m) > 80 for m in hello.metrics)
         ):
             return "hello not of the expected form"
         if not self._registry.is_registered(carrier_id):
@@ -132,8 +134,11 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
             return
         reason = self._check_hello(first.hello, context)
         if reason is not None:
-            claimed = first.hello.carrier_id if accepts(Dimension.CARRIER,
-                                                        first.hello.carrier_id) else "?"
+            claimed = (
+                first.hello.carrier_id
+                if accepts(Dimension.CARRIER, first.hello.carrier_id)
+                else "?"
+            )
             log.warning("refused a node stream claiming carrier %s: %s", claimed, reason)
             yield self._refusal(reason)
             return
@@ -162,9 +167,7 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
         try:
             while True:
                 getter = asyncio.create_task(session.queue.get())
-                done, _ = await asyncio.wait(
-                    {getter, reader}, return_when=asyncio.FIRST_COMPLETED
-                )
+                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
                 if getter not in done:
                     break
                 message = getter.result()
@@ -191,8 +194,9 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
                 if session.certificate_serial and self._access.is_revoked(
                     session.certificate_serial
                 ):
-                    log.warning("closing the stream of %s: its certificate was revoked",
-                                session.carrier_id)
+                    log.warning(
+                        "closing the stream of %s: its certificate was revoked", session.carrier_id
+                    )
                     return
                 body = message.WhichOneof("body")
                 if self.listener is None:

@@ -115,7 +115,8 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             signed.CopyFrom(request.signed_request)
             if request.carriers and sorted(set(request.carriers)) != list(spec.carriers):
                 raise InvalidRequestError(
-                    "the carriers asked are not those the signed request names")
+                    "the carriers asked are not those the signed request names"
+                )
             carriers = list(spec.carriers)
             if not carriers:
                 raise InvalidRequestError("a signed request names the carriers it asks")
@@ -143,9 +144,17 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             idempotency_key=request.idempotency_key or None,
             request=spec,
         )
-        log.info("round %s created by %s (%s, %s)", record.round_id, caller.name, caller.via,
-                 "signed by the operator" if request.HasField("signed_request")
-                 else "signed by the coordinator" if signed.signature else "unsigned")
+        log.info(
+            "round %s created by %s (%s, %s)",
+            record.round_id,
+            caller.name,
+            caller.via,
+            "signed by the operator"
+            if request.HasField("signed_request")
+            else "signed by the coordinator"
+            if signed.signature
+            else "unsigned",
+        )
         record, statuses = await self._rounds.snapshot(record.round_id)
         return convert.summary_to_pb(record, self._rounds.request_of(record), statuses)
 
@@ -162,7 +171,8 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 record, statuses = await self._rounds.snapshot(round_id)
                 yield operator_pb2.RoundProgress(
                     summary=convert.summary_to_pb(
-                        record, self._rounds.request_of(record), statuses),
+                        record, self._rounds.request_of(record), statuses
+                    ),
                     carriers=[convert.carrier_status_to_pb(c) for c in statuses],
                 )
                 if not record.state.is_open:
@@ -197,12 +207,14 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         return operator_pb2.RoundReceipts(
             round_id=round_id,
             request=types_pb2.SignedRequest(
-                request=record.request_bytes, signature=record.signature, key_id=record.key_id),
+                request=record.request_bytes, signature=record.signature, key_id=record.key_id
+            ),
             receipts=[
                 operator_pb2.Receipt(
                     carrier_id=r.carrier_id,
                     result=types_pb2.SignedResult(
-                        result=r.result_bytes, signature=r.signature, key_id=r.key_id),
+                        result=r.result_bytes, signature=r.signature, key_id=r.key_id
+                    ),
                     received_at=convert.ts(r.received_at),
                 )
                 for r in results
@@ -270,21 +282,30 @@ def metrics_response() -> operator_pb2.ListMetricsResponse:
                 dimensions=dims(m.dimensions),
                 statistics=[
                     operator_pb2.MetricStatisticInfo(
-                        name=s.name, kind=str(s.kind), description=s.description,
-                        rests_on=s.rests_on or "", part_of=s.part_of or "", bound=s.bound or 0,
+                        name=s.name,
+                        kind=str(s.kind),
+                        description=s.description,
+                        rests_on=s.rests_on or "",
+                        part_of=s.part_of or "",
+                        bound=s.bound or 0,
                     )
                     for s in m.statistics
                 ],
                 figures=[f.name for f in m.figures],
                 figure_details=[
                     operator_pb2.MetricFigureInfo(
-                        name=f.name, description=f.description, inputs=list(f.inputs))
+                        name=f.name, description=f.description, inputs=list(f.inputs)
+                    )
                     for f in m.figures
                 ],
                 parameters=[
                     operator_pb2.MetricParameterInfo(
-                        name=p.name, description=p.description, default=p.default,
-                        minimum=p.minimum, maximum=p.maximum)
+                        name=p.name,
+                        description=p.description,
+                        default=p.default,
+                        minimum=p.minimum,
+                        maximum=p.maximum,
+                    )
                     for p in m.parameters
                 ],
                 group_by_one_of=dims(m.one_of),

@@ -88,7 +88,8 @@ class ProvisionPlan(BaseModel):
         default="localhost:50051", description="host:port the nodes dial"
     )
     coordinator_names: tuple[str, ...] = Field(
-        default=(), description="DNS names / IP addresses in the coordinator's certificate"
+        default=(),
+        description="DNS names / IP addresses in the coordinator's certificate"
         " (the address's host is always included)",
     )
     valid_days: int = Field(default=397, gt=0, description="validity of issued certificates")
@@ -152,10 +153,12 @@ class Authority:
     ) -> Authority:
         now = now or dt.datetime.now(dt.UTC)
         key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedoversight"),
-            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-        ])
+        name = x509.Name(
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedoversight"),
+                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+            ]
+        )
         cert = (
             x509.CertificateBuilder()
             .subject_name(name)
@@ -167,9 +170,15 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                    crl_sign=True, encipher_only=False, decipher_only=False,
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -211,10 +220,14 @@ class Authority:
             usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
         builder = (
             x509.CertificateBuilder()
-            .subject_name(x509.Name([
-                x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedoversight"),
-                x509.NameAttribute(NameOID.COMMON_NAME, common_name),
-            ]))
+            .subject_name(
+                x509.Name(
+                    [
+                        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "fedoversight"),
+                        x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                    ]
+                )
+            )
             .issuer_name(self.cert.subject)
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
@@ -223,9 +236,15 @@ class Authority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                    crl_sign=False, encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -324,9 +343,7 @@ class Provisioned:
     operators: dict[str, OperatorKit]
 
 
-def provision(
-    plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None
-) -> Provisioned:
+def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None) -> Provisioned:
     """Write the CA, the coordinator's identity and config, operator identities and one
     start-up kit per carrier under ``out`` (which must be empty or absent)."""
     now = now or dt.datetime.now(dt.UTC)
@@ -348,8 +365,11 @@ def provision(
 
     coord_dir = out / "coordinator"
     server_cert, server_key = ca.issue(
-        plan.coordinator_id, server_names=plan.subject_names(), client=False,
-        days=plan.valid_days, now=now,
+        plan.coordinator_id,
+        server_names=plan.subject_names(),
+        client=False,
+        days=plan.valid_days,
+        now=now,
     )
     coordinator_cert = write_public(coord_dir / "coordinator.crt", cert_pem(server_cert))
     coordinator_key = write_secret(coord_dir / "coordinator.key", key_pem(server_key))
@@ -404,14 +424,25 @@ def provision(
         coord_dir / "coordinator.toml",
         _COORDINATOR_HEADER.encode() + tomli_w.dumps(config).encode(),
     )
-    log.info("provisioned a CA, the coordinator, %d carriers and %d operators",
-             len(carriers), len(operators))
+    log.info(
+        "provisioned a CA, the coordinator, %d carriers and %d operators",
+        len(carriers),
+        len(operators),
+    )
     return Provisioned(
-        out_dir=out, ca_cert=ca_cert, ca_key=ca_key, coordinator_dir=coord_dir,
-        coordinator_config=coordinator_config, coordinator_cert=coordinator_cert,
-        coordinator_key=coordinator_key, trust_bundle=trust_bundle,
-        operator_signing_key=operator_signing_key, operator_public_key=operator_public_key,
-        result_keys_dir=keys_dir, carriers=carriers, operators=operators,
+        out_dir=out,
+        ca_cert=ca_cert,
+        ca_key=ca_key,
+        coordinator_dir=coord_dir,
+        coordinator_config=coordinator_config,
+        coordinator_cert=coordinator_cert,
+        coordinator_key=coordinator_key,
+        trust_bundle=trust_bundle,
+        operator_signing_key=operator_signing_key,
+        operator_public_key=operator_public_key,
+        result_keys_dir=keys_dir,
+        carriers=carriers,
+        operators=operators,
     )
 
 
@@ -471,9 +502,15 @@ def _carrier_kit(
         kit_dir / "node.toml", header.encode() + tomli_w.dumps(node).encode()
     )
     kit = CarrierKit(
-        carrier_id=carrier.id, directory=kit_dir, node_config=node_config, ca_cert=ca_cert,
-        cert=cert_path, key=key_path, result_signing_key=signing_key,
-        result_public_key=result_public, operator_public_key=operator_key,
+        carrier_id=carrier.id,
+        directory=kit_dir,
+        node_config=node_config,
+        ca_cert=ca_cert,
+        cert=cert_path,
+        key=key_path,
+        result_signing_key=signing_key,
+        result_public_key=result_public,
+        operator_public_key=operator_key,
     )
     return kit, entry, extra_ca
 
@@ -486,7 +523,9 @@ def _operator_kit(
     if op.token:
         token = write_secret(kit_dir / "token", secrets.token_urlsafe(32).encode())
     return OperatorKit(
-        name=op.name, role=op.role, directory=kit_dir,
+        name=op.name,
+        role=op.role,
+        directory=kit_dir,
         ca_cert=write_public(kit_dir / "ca.crt", cert_pem(ca.cert)),
         cert=write_public(kit_dir / "operator.crt", cert_pem(cert)),
         key=write_secret(kit_dir / "operator.key", key_pem(key)),

@@ -29,7 +29,9 @@ def check_result_shape(request: RequestSpec, result: ResultSpec) -> None:
         raise InvalidRequestError("result does not answer every query")
     for query, table in zip(request.queries, result.tables, strict=True):
         if (table.metric, table.version, table.group_by) != (
-            query.metric, query.version, query.group_by
+            query.metric,
+            query.version,
+            query.group_by,
         ):
             raise InvalidRequestError("result table does not match its query")
         declared = {s.name for s in get_metric(query.metric, query.version).statistics}
@@ -117,13 +119,21 @@ def verify_round(
 ) -> RoundVerification:
     """Re-check the round's signed request and every stored receipt (from the round store)."""
     record = store.get_round(round_id)
-    answered = [s.carrier_id for s in store.carrier_rounds(round_id)
-                if s.state is CarrierRoundState.ANSWERED]
+    answered = [
+        s.carrier_id
+        for s in store.carrier_rounds(round_id)
+        if s.state is CarrierRoundState.ANSWERED
+    ]
     return verify_receipts(
-        round_id, types_pb2.SignedRequest(
-            request=record.request_bytes, signature=record.signature, key_id=record.key_id),
-        store.results(round_id), answered, operator_verifier=operator_verifier,
-        node_verifiers=node_verifiers, require_signatures=require_signatures,
+        round_id,
+        types_pb2.SignedRequest(
+            request=record.request_bytes, signature=record.signature, key_id=record.key_id
+        ),
+        store.results(round_id),
+        answered,
+        operator_verifier=operator_verifier,
+        node_verifiers=node_verifiers,
+        require_signatures=require_signatures,
     )
 
 
@@ -173,8 +183,9 @@ def verify_receipts(
             )
             continue
         checks.append(
-            ReceiptCheck(carrier_id, True, "", result.key_id, spec.data_snapshot,
-                         result.received_at)
+            ReceiptCheck(
+                carrier_id, True, "", result.key_id, spec.data_snapshot, result.received_at
+            )
         )
     for carrier_id in answered:
         if carrier_id not in stored:

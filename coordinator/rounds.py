@@ -109,9 +109,7 @@ def new_request(
 
 def sign_request(request: RequestSpec, signer: Signer) -> types_pb2.SignedRequest:
     data = wire.request_to_pb(request).SerializeToString()
-    return types_pb2.SignedRequest(
-        request=data, signature=signer.sign(data), key_id=signer.key_id
-    )
+    return types_pb2.SignedRequest(request=data, signature=signer.sign(data), key_id=signer.key_id)
 
 
 class RoundManager:
@@ -246,7 +244,9 @@ class RoundManager:
         if stored.round_id != record.round_id:
             before = self.request_of(stored)
             if (before.period, before.queries, before.carriers) != (
-                request.period, request.queries, request.carriers
+                request.period,
+                request.queries,
+                request.carriers,
             ):
                 raise InvalidRequestError(
                     "this idempotency key was used for another round: a different period,"
@@ -294,7 +294,8 @@ class RoundManager:
         # Every connected carrier gets the request at once; their states are then recorded
         # in one transaction (not one sync per carrier before the next one is sent).
         sent = [
-            carrier_id for carrier_id, state in live.states.items()
+            carrier_id
+            for carrier_id, state in live.states.items()
             if state not in _ANSWER_STATES and self._link.send(carrier_id, message)
         ]
         await self._set_states(live, [(c, CarrierRoundState.SENT) for c in sent])
@@ -369,12 +370,15 @@ class RoundManager:
             log.warning("result from %s for an unknown round: %s", carrier_id, exc.detail)
             return
         if live is None:
-            log.info("a late result from %s for round %s, which has finished: kept apart",
-                     carrier_id, result.round_id)
+            log.info(
+                "a late result from %s for round %s, which has finished: kept apart",
+                carrier_id,
+                result.round_id,
+            )
         # Persisted: the node may forget it now.
         self._link.send(
-            carrier_id, federation_pb2.CoordinatorMessage(ack=federation_pb2.Ack(
-                request_id=result.request_id))
+            carrier_id,
+            federation_pb2.CoordinatorMessage(ack=federation_pb2.Ack(request_id=result.request_id)),
         )
         if live is not None and fresh:
             live.results[carrier_id] = result  # what is stored, decoded and verified
@@ -428,15 +432,20 @@ class RoundManager:
             if wire.ID_RE.fullmatch(refusal.request_id):
                 # Nothing will change (the round is closed, or was never the node's), so the
                 # node may stop resending it.
-                self._link.send(carrier_id, federation_pb2.CoordinatorMessage(
-                    ack=federation_pb2.Ack(request_id=refusal.request_id)))
+                self._link.send(
+                    carrier_id,
+                    federation_pb2.CoordinatorMessage(
+                        ack=federation_pb2.Ack(request_id=refusal.request_id)
+                    ),
+                )
             return
         text = refusal.public_message[:200]
         await self._set_state(live, carrier_id, CarrierRoundState.REFUSED, refusal.code, text)
         self._link.send(
             carrier_id,
-            federation_pb2.CoordinatorMessage(ack=federation_pb2.Ack(
-                request_id=live.request.request_id)),
+            federation_pb2.CoordinatorMessage(
+                ack=federation_pb2.Ack(request_id=live.request.request_id)
+            ),
         )
         await self._maybe_finish(live)
 
@@ -472,10 +481,13 @@ class RoundManager:
         if delay > 0:
             await asyncio.sleep(delay)
         finals = [
-            (carrier_id, {
-                CarrierRoundState.PENDING: CarrierRoundState.NOT_CONNECTED,
-                CarrierRoundState.SENT: CarrierRoundState.TIMED_OUT,
-            }.get(state, state))
+            (
+                carrier_id,
+                {
+                    CarrierRoundState.PENDING: CarrierRoundState.NOT_CONNECTED,
+                    CarrierRoundState.SENT: CarrierRoundState.TIMED_OUT,
+                }.get(state, state),
+            )
             for carrier_id, state in live.states.items()
             if state not in _ANSWER_STATES
         ]
@@ -516,7 +528,10 @@ class RoundManager:
         await self._set_round_state(live, state, finished=True)
         log.info(
             "round %s %s: %d of %d carriers answered",
-            live.record.round_id, state, answered, len(live.states),
+            live.record.round_id,
+            state,
+            answered,
+            len(live.states),
         )
 
     # --- state and watchers ---------------------------------------------------------------
@@ -530,7 +545,11 @@ class RoundManager:
         message: str = "",
     ) -> None:
         changed = await self.db(
-            self._store.set_carrier_state, live.record.round_id, carrier_id, state, error_code,
+            self._store.set_carrier_state,
+            live.record.round_id,
+            carrier_id,
+            state,
+            error_code,
             message,
         )
         if changed:
@@ -612,7 +631,8 @@ class RoundManager:
         undecoded: list[StoredResult] = []
         if len(decoded) < len(wanted):
             undecoded = [
-                r for r in await self.db(self._store.results, round_id)
+                r
+                for r in await self.db(self._store.results, round_id)
                 if r.carrier_id in wanted and r.carrier_id not in decoded
             ]
         tables, fresh = await asyncio.to_thread(_compute_tables, request, decoded, undecoded)

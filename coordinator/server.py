@@ -70,8 +70,9 @@ def load_result_keys(config: CoordinatorConfig) -> dict[str, Verifier] | None:
         return None
     if missing:
         log.warning(
-            "%d carriers have no result-signing key configured; their results will be"
-            " rejected: %s", len(missing), ", ".join(missing[:10]),
+            "%d carriers have no result-signing key configured; their results will be rejected: %s",
+            len(missing),
+            ", ".join(missing[:10]),
         )
     return keys
 
@@ -99,10 +100,14 @@ class Coordinator:
         operator_verifier = (
             Verifier.load(config.operator_public_key)
             if config.operator_public_key is not None
-            else signer.verifier if signer is not None else None
+            else signer.verifier
+            if signer is not None
+            else None
         )
-        if signer is not None and operator_verifier is not None and (
-            signer.key_id != operator_verifier.key_id
+        if (
+            signer is not None
+            and operator_verifier is not None
+            and (signer.key_id != operator_verifier.key_id)
         ):
             raise ConfigError("operator_public_key is not the public half of operator_signing_key")
         self.operator_verifier = operator_verifier
@@ -230,7 +235,9 @@ class Coordinator:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()

@@ -184,7 +184,7 @@ _CHUNK = 100
 
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for start in range(0, len(items), _CHUNK):
-        yield items[start:start + _CHUNK]
+        yield items[start : start + _CHUNK]
 
 
 def _round_from_row(row: sqlite3.Row) -> RoundRecord:
@@ -499,15 +499,22 @@ class RoundStore:
         stored: set[str] = set()
         for chunk in _chunks(carriers):
             marks = ", ".join("?" * len(chunk))
-            members.update(row[0] for row in conn.execute(
-                "SELECT carrier_id FROM carrier_rounds"
-                f" WHERE round_id = ? AND carrier_id IN ({marks})",
-                (round_id, *chunk),
-            ))
-            stored.update(row[0] for row in conn.execute(
-                f"SELECT carrier_id FROM results WHERE round_id = ? AND carrier_id IN ({marks})",
-                (round_id, *chunk),
-            ))
+            members.update(
+                row[0]
+                for row in conn.execute(
+                    "SELECT carrier_id FROM carrier_rounds"
+                    f" WHERE round_id = ? AND carrier_id IN ({marks})",
+                    (round_id, *chunk),
+                )
+            )
+            stored.update(
+                row[0]
+                for row in conn.execute(
+                    "SELECT carrier_id FROM results"
+                    f" WHERE round_id = ? AND carrier_id IN ({marks})",
+                    (round_id, *chunk),
+                )
+            )
         new: dict[str, StoredResult] = {}
         for r in results:  # the first delivery of each carrier's result; later ones duplicate
             if r.carrier_id in members and r.carrier_id not in stored:
@@ -517,8 +524,17 @@ class RoundStore:
                 "INSERT OR IGNORE INTO late_results"
                 " (round_id, carrier_id, result_bytes, signature, key_id, received_at)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                [(r.round_id, r.carrier_id, r.result_bytes, r.signature, r.key_id,
-                  _to_text(r.received_at)) for r in new.values()],
+                [
+                    (
+                        r.round_id,
+                        r.carrier_id,
+                        r.result_bytes,
+                        r.signature,
+                        r.key_id,
+                        _to_text(r.received_at),
+                    )
+                    for r in new.values()
+                ],
             )
             return [], members
         fresh = list(new.values())
@@ -531,7 +547,11 @@ class RoundStore:
                     value
                     for r in rows
                     for value in (
-                        r.round_id, r.carrier_id, r.result_bytes, r.signature, r.key_id,
+                        r.round_id,
+                        r.carrier_id,
+                        r.result_bytes,
+                        r.signature,
+                        r.key_id,
                         _to_text(r.received_at),
                     )
                 ],

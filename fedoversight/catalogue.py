@@ -95,15 +95,21 @@ def ratio(name: str, description: str, num: str, den: str, scale: float = 1.0) -
 def per_1000(events: str, name: str | None = None) -> FigureSpec:
     """Events per 1,000 members per year: events ÷ member months × 12,000."""
     return ratio(
-        name or f"{events}_per_1000", f"{events} per 1,000 members per year", events,
-        "member_months", 12_000.0,
+        name or f"{events}_per_1000",
+        f"{events} per 1,000 members per year",
+        events,
+        "member_months",
+        12_000.0,
     )
 
 
 def pmpm(cents: str, name: str | None = None) -> FigureSpec:
     label = cents.removesuffix("_cents")
     return ratio(
-        name or f"{label}_pmpm", f"{label} dollars per member per month", cents, "member_months",
+        name or f"{label}_pmpm",
+        f"{label} dollars per member per month",
+        cents,
+        "member_months",
         0.01,
     )
 
@@ -122,8 +128,7 @@ def _hist(inputs: FigureInputs, name: str) -> Histogram:
 def percentile_figure(stat: str, q: int) -> FigureSpec:
     return FigureSpec(
         f"p{q}",
-        f"{q}th percentile of per-member dollars (within half a bin: ±"
-        f"{RELATIVE_ERROR_BOUND:.1%})",
+        f"{q}th percentile of per-member dollars (within half a bin: ±{RELATIVE_ERROR_BOUND:.1%})",
         (stat,),
         lambda inputs: _hist(inputs, stat).percentile_dollars(q / 100),
     )
@@ -146,8 +151,11 @@ MONTH_CENTS_BOUND = 5_000_000
 PERIOD_CENTS_BOUND = 100_000_000
 
 MEMBER_MONTHS = StatisticSpec(
-    "member_months", StatKind.COUNT, "member months: members enrolled at least one day of a month",
-    rests_on="members", bound=1,
+    "member_months",
+    StatKind.COUNT,
+    "member months: members enrolled at least one day of a month",
+    rests_on="members",
+    bound=1,
 )
 MEMBERS = StatisticSpec("members", StatKind.MEMBERS, "distinct members enrolled in the cell")
 CLAIMANTS = StatisticSpec(
@@ -156,24 +164,32 @@ CLAIMANTS = StatisticSpec(
 #: Claimants where the cell's enrolled members are a statistic too (the rest: members without
 #: a claim, an excluded count).
 ENROLLED_CLAIMANTS = StatisticSpec(
-    "claimants", StatKind.MEMBERS, "distinct members with a claim row counted in the cell",
+    "claimants",
+    StatKind.MEMBERS,
+    "distinct members with a claim row counted in the cell",
     part_of="members",
 )
 
 
 def cents(
-    name: str, description: str, rests_on: str = "claimants", *, part_of: str | None = None,
+    name: str,
+    description: str,
+    rests_on: str = "claimants",
+    *,
+    part_of: str | None = None,
     bound: int = MONTH_CENTS_BOUND,
 ) -> StatisticSpec:
-    return StatisticSpec(name, StatKind.CENTS, description, rests_on=rests_on, part_of=part_of,
-                         bound=bound)
+    return StatisticSpec(
+        name, StatKind.CENTS, description, rests_on=rests_on, part_of=part_of, bound=bound
+    )
 
 
 def count(
     name: str, description: str, rests_on: str, *, bound: int, part_of: str | None = None
 ) -> StatisticSpec:
-    return StatisticSpec(name, StatKind.COUNT, description, rests_on=rests_on, part_of=part_of,
-                         bound=bound)
+    return StatisticSpec(
+        name, StatKind.COUNT, description, rests_on=rests_on, part_of=part_of, bound=bound
+    )
 
 
 def amount(name: str, description: str, rests_on: str, *, bound: int) -> StatisticSpec:
@@ -203,10 +219,15 @@ def _hcc_statistics() -> tuple[StatisticSpec, ...]:
     below = "members"
     for t in HCC_THRESHOLDS:
         label = hcc_label(t)
-        out.append(members(f"hcc_{label}", f"members with period allowed ≥ ${t:,}",
-                           part_of=below))
-        out.append(cents(f"hcc_{label}_allowed_cents", f"allowed of members ≥ ${t:,}",
-                         rests_on=f"hcc_{label}", bound=PERIOD_CENTS_BOUND))
+        out.append(members(f"hcc_{label}", f"members with period allowed ≥ ${t:,}", part_of=below))
+        out.append(
+            cents(
+                f"hcc_{label}_allowed_cents",
+                f"allowed of members ≥ ${t:,}",
+                rests_on=f"hcc_{label}",
+                bound=PERIOD_CENTS_BOUND,
+            )
+        )
         below = f"hcc_{label}"
     return tuple(out)
 
@@ -215,18 +236,33 @@ def _hcc_figures() -> tuple[FigureSpec, ...]:
     out: list[FigureSpec] = []
     for t in HCC_THRESHOLDS:
         label = hcc_label(t)
-        out.append(ratio(f"hcc_{label}_per_1000", f"members ≥ ${t:,} per 1,000 members",
-                         f"hcc_{label}", "members", 1000.0))
-        out.append(ratio(f"hcc_{label}_share", f"share of allowed of members ≥ ${t:,}",
-                         f"hcc_{label}_allowed_cents", "allowed_cents"))
+        out.append(
+            ratio(
+                f"hcc_{label}_per_1000",
+                f"members ≥ ${t:,} per 1,000 members",
+                f"hcc_{label}",
+                "members",
+                1000.0,
+            )
+        )
+        out.append(
+            ratio(
+                f"hcc_{label}_share",
+                f"share of allowed of members ≥ ${t:,}",
+                f"hcc_{label}_allowed_cents",
+                "allowed_cents",
+            )
+        )
     return tuple(out)
 
 
 def _lag_statistics() -> tuple[StatisticSpec, ...]:
     return tuple(
-        cents(f"paid_lag_{k:02d}_cents",
-              f"paid dollars paid {k}{'+' if k == LAG_MONTHS else ''} months after the"
-              " incurred month")
+        cents(
+            f"paid_lag_{k:02d}_cents",
+            f"paid dollars paid {k}{'+' if k == LAG_MONTHS else ''} months after the"
+            " incurred month",
+        )
         for k in range(LAG_MONTHS + 1)
     )
 
@@ -258,8 +294,12 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(MEMBER_MONTHS, MEMBERS),
         figures=(
-            FigureSpec("average_members", "member months ÷ calendar months in the cell",
-                       ("member_months",), _average_members),
+            FigureSpec(
+                "average_members",
+                "member months ÷ calendar months in the cell",
+                ("member_months",),
+                _average_members,
+            ),
         ),
     ),
     MetricSpec(
@@ -275,7 +315,8 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS,
+            MEMBER_MONTHS,
+            MEMBERS,
             members("adds", "members added in the month", part_of="members"),
             members("terms", "members whose enrollment ends in the month", part_of="members"),
             members("deaths", "members who died in the month", part_of="members"),
@@ -287,12 +328,13 @@ METRICS: tuple[MetricSpec, ...] = (
         version=1,
         title="Cost per member per month",
         definition=(
-            "Σ allowed and Σ paid over medical and pharmacy claims ÷ member months."
-            + ATTRIBUTION
+            "Σ allowed and Σ paid over medical and pharmacy claims ÷ member months." + ATTRIBUTION
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS, ENROLLED_CLAIMANTS,
+            MEMBER_MONTHS,
+            MEMBERS,
+            ENROLLED_CLAIMANTS,
             cents("allowed_cents", "allowed amount, all claim versions"),
             cents("paid_cents", "paid amount, all claim versions"),
         ),
@@ -313,7 +355,9 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS | CATEGORY_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS, ENROLLED_CLAIMANTS,
+            MEMBER_MONTHS,
+            MEMBERS,
+            ENROLLED_CLAIMANTS,
             cents("allowed_cents", "allowed amount, all claim versions"),
             cents("paid_cents", "paid amount, all claim versions"),
         ),
@@ -330,13 +374,16 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS, ENROLLED_CLAIMANTS,
+            MEMBER_MONTHS,
+            MEMBERS,
+            ENROLLED_CLAIMANTS,
             cents("cost_share_cents", "all member cost share", bound=MONTH_CENTS_BOUND // 5),
             cents("deductible_cents", "medical deductible", bound=MONTH_CENTS_BOUND // 5),
             cents("coinsurance_cents", "medical coinsurance", bound=MONTH_CENTS_BOUND // 5),
             cents("copay_cents", "medical copay", bound=MONTH_CENTS_BOUND // 5),
-            cents("pharmacy_member_paid_cents", "pharmacy member paid",
-                  bound=MONTH_CENTS_BOUND // 5),
+            cents(
+                "pharmacy_member_paid_cents", "pharmacy member paid", bound=MONTH_CENTS_BOUND // 5
+            ),
         ),
         figures=(pmpm("cost_share_cents"),),
     ),
@@ -356,11 +403,18 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=PERSON_DIMS,
         statistics=(
             MEMBERS,
-            cents("allowed_cents", "allowed of the members", rests_on="members",
-                  bound=PERIOD_CENTS_BOUND),
-            StatisticSpec("allowed_histogram", StatKind.HISTOGRAM,
-                          "members and cents by bin of per-member period allowed",
-                          rests_on="members"),
+            cents(
+                "allowed_cents",
+                "allowed of the members",
+                rests_on="members",
+                bound=PERIOD_CENTS_BOUND,
+            ),
+            StatisticSpec(
+                "allowed_histogram",
+                StatKind.HISTOGRAM,
+                "members and cents by bin of per-member period allowed",
+                rests_on="members",
+            ),
         ),
         figures=(
             *(percentile_figure("allowed_histogram", q) for q in (50, 75, 90, 95, 99)),
@@ -380,8 +434,12 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=PERSON_DIMS,
         statistics=(
             MEMBERS,
-            cents("allowed_cents", "allowed of all members", rests_on="members",
-                  bound=PERIOD_CENTS_BOUND),
+            cents(
+                "allowed_cents",
+                "allowed of all members",
+                rests_on="members",
+                bound=PERIOD_CENTS_BOUND,
+            ),
             *_hcc_statistics(),
         ),
         figures=_hcc_figures(),
@@ -397,12 +455,21 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             CLAIMANTS,
-            cents("out_of_network_allowed_cents", "allowed out of network",
-                  part_of="known_network_allowed_cents"),
+            cents(
+                "out_of_network_allowed_cents",
+                "allowed out of network",
+                part_of="known_network_allowed_cents",
+            ),
             cents("known_network_allowed_cents", "allowed with a known network flag"),
         ),
-        figures=(ratio("out_of_network_share", "out-of-network share of allowed",
-                       "out_of_network_allowed_cents", "known_network_allowed_cents"),),
+        figures=(
+            ratio(
+                "out_of_network_share",
+                "out-of-network share of allowed",
+                "out_of_network_allowed_cents",
+                "known_network_allowed_cents",
+            ),
+        ),
     ),
     MetricSpec(
         name="util.inpatient",
@@ -410,18 +477,21 @@ METRICS: tuple[MetricSpec, ...] = (
         title="Acute inpatient stays",
         definition=(
             "Acute stays and their days per 1,000 members per year and average length of stay;"
-            " a stay counts in the member month of its start." + STAYS + FINAL_ACTION
-            + ATTRIBUTION
+            " a stay counts in the member month of its start." + STAYS + FINAL_ACTION + ATTRIBUTION
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS,
+            MEMBER_MONTHS,
+            MEMBERS,
             members("stay_members", "distinct members with a stay", part_of="members"),
             count("stays", "acute stays", "stay_members", bound=2),
             amount("days", "days of the stays", "stay_members", bound=31),
         ),
-        figures=(per_1000("stays"), per_1000("days"),
-                 ratio("average_length_of_stay", "days ÷ stays", "days", "stays")),
+        figures=(
+            per_1000("stays"),
+            per_1000("days"),
+            ratio("average_length_of_stay", "days ÷ stays", "days", "stays"),
+        ),
     ),
     MetricSpec(
         name="util.ed_visits",
@@ -434,7 +504,8 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS,
+            MEMBER_MONTHS,
+            MEMBERS,
             members("visit_members", "distinct members with a visit", part_of="members"),
             count("visits", "ED visits (member-days)", "visit_members", bound=31),
         ),
@@ -448,16 +519,22 @@ METRICS: tuple[MetricSpec, ...] = (
             "Office E/M visits (final-action lines, place_of_service 11, HCPCS 99202–99215) and"
             " telehealth E/M visits (place_of_service 02 or 10, HCPCS 99202–99215), each counted"
             " once per member and claim_start_date, per 1,000 members per year."
-            + FINAL_ACTION + ATTRIBUTION
+            + FINAL_ACTION
+            + ATTRIBUTION
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS,
-            members("visit_members", "distinct members with an office or telehealth visit",
-                    part_of="members"),
+            MEMBER_MONTHS,
+            MEMBERS,
+            members(
+                "visit_members",
+                "distinct members with an office or telehealth visit",
+                part_of="members",
+            ),
             count("office_visits", "office visits (member-days)", "visit_members", bound=31),
-            count("telehealth_visits", "telehealth visits (member-days)", "visit_members",
-                  bound=31),
+            count(
+                "telehealth_visits", "telehealth visits (member-days)", "visit_members", bound=31
+            ),
         ),
         figures=(per_1000("office_visits"), per_1000("telehealth_visits")),
     ),
@@ -471,15 +548,21 @@ METRICS: tuple[MetricSpec, ...] = (
         ),
         dimensions=MEMBER_DIMS,
         statistics=(
-            MEMBER_MONTHS, MEMBERS,
+            MEMBER_MONTHS,
+            MEMBERS,
             members("fill_members", "distinct members with a fill", part_of="members"),
             count("fills", "final-action fills", "fill_members", bound=31),
             amount("days_supply", "Σ days supply of the fills", "fill_members", bound=1_000),
         ),
         figures=(
             per_1000("fills"),
-            ratio("thirty_day_equivalents_per_1000", "30-day equivalents per 1,000 per year",
-                  "days_supply", "member_months", 400.0),
+            ratio(
+                "thirty_day_equivalents_per_1000",
+                "30-day equivalents per 1,000 per year",
+                "days_supply",
+                "member_months",
+                400.0,
+            ),
         ),
     ),
     MetricSpec(
@@ -496,29 +579,42 @@ METRICS: tuple[MetricSpec, ...] = (
         statistics=(
             members("stay_members", "distinct members with an index stay"),
             count("index_stays", "index stays", "stay_members", bound=2),
-            count("readmissions", "index stays followed by a readmission", "stay_members",
-                  bound=2, part_of="index_stays"),
+            count(
+                "readmissions",
+                "index stays followed by a readmission",
+                "stay_members",
+                bound=2,
+                part_of="index_stays",
+            ),
         ),
-        figures=(ratio("readmission_rate", "readmissions ÷ index stays", "readmissions",
-                       "index_stays"),),
+        figures=(
+            ratio("readmission_rate", "readmissions ÷ index stays", "readmissions", "index_stays"),
+        ),
     ),
     MetricSpec(
         name="rx.generic_dispensing_rate",
         version=1,
         title="Generic dispensing rate",
         definition=(
-            "Final-action fills with generic true ÷ all final-action fills." + FINAL_ACTION
+            "Final-action fills with generic true ÷ all final-action fills."
+            + FINAL_ACTION
             + ATTRIBUTION
         ),
         dimensions=MEMBER_DIMS | {D.DRUG_CLASS},
         statistics=(
             members("fill_members", "distinct members with a fill"),
             count("fills", "final-action fills", "fill_members", bound=31),
-            count("generic_fills", "final-action generic fills", "fill_members", bound=31,
-                  part_of="fills"),
+            count(
+                "generic_fills",
+                "final-action generic fills",
+                "fill_members",
+                bound=31,
+                part_of="fills",
+            ),
         ),
-        figures=(ratio("generic_dispensing_rate", "generic ÷ all fills", "generic_fills",
-                       "fills"),),
+        figures=(
+            ratio("generic_dispensing_rate", "generic ÷ all fills", "generic_fills", "fills"),
+        ),
     ),
     MetricSpec(
         name="rx.specialty_share",
@@ -533,17 +629,33 @@ METRICS: tuple[MetricSpec, ...] = (
         dimensions=MEMBER_DIMS,
         statistics=(
             members("fill_members", "distinct members with a pharmacy row"),
-            members("specialty_members", "distinct members with a specialty row",
-                    part_of="fill_members"),
+            members(
+                "specialty_members", "distinct members with a specialty row", part_of="fill_members"
+            ),
             cents("pharmacy_allowed_cents", "pharmacy allowed", rests_on="fill_members"),
-            cents("specialty_allowed_cents", "specialty allowed", rests_on="specialty_members",
-                  part_of="pharmacy_allowed_cents"),
+            cents(
+                "specialty_allowed_cents",
+                "specialty allowed",
+                rests_on="specialty_members",
+                part_of="pharmacy_allowed_cents",
+            ),
         ),
-        figures=(ratio("specialty_share", "specialty ÷ pharmacy allowed",
-                       "specialty_allowed_cents", "pharmacy_allowed_cents"),),
+        figures=(
+            ratio(
+                "specialty_share",
+                "specialty ÷ pharmacy allowed",
+                "specialty_allowed_cents",
+                "pharmacy_allowed_cents",
+            ),
+        ),
         parameters=(
-            ParameterSpec("cost_per_30_days", "dollars per 30 days that make a fill specialty"
-                          " (0: the specialty flag alone)", 0.0, 0.0, 1e7),
+            ParameterSpec(
+                "cost_per_30_days",
+                "dollars per 30 days that make a fill specialty (0: the specialty flag alone)",
+                0.0,
+                0.0,
+                1e7,
+            ),
         ),
     ),
     MetricSpec(
@@ -561,8 +673,9 @@ METRICS: tuple[MetricSpec, ...] = (
             cents("paid_cents", "pharmacy paid", rests_on="fill_members"),
             count("fills", "final-action fills", "fill_members", bound=31),
         ),
-        figures=(ratio("allowed_per_fill", "allowed dollars per fill", "allowed_cents", "fills",
-                       0.01),),
+        figures=(
+            ratio("allowed_per_fill", "allowed dollars per fill", "allowed_cents", "fills", 0.01),
+        ),
     ),
     MetricSpec(
         name="rx.rebate_share",
@@ -579,12 +692,21 @@ METRICS: tuple[MetricSpec, ...] = (
         statistics=(
             members("fill_members", "distinct members with a pharmacy row"),
             cents("pharmacy_allowed_cents", "gross pharmacy allowed", rests_on="fill_members"),
-            StatisticSpec("rebate_cents", StatKind.CENTS,
-                          "rebates (paid by manufacturers: no member contributes)",
-                          by_members=False),
+            StatisticSpec(
+                "rebate_cents",
+                StatKind.CENTS,
+                "rebates (paid by manufacturers: no member contributes)",
+                by_members=False,
+            ),
         ),
-        figures=(ratio("rebate_share", "rebates ÷ gross pharmacy allowed", "rebate_cents",
-                       "pharmacy_allowed_cents"),),
+        figures=(
+            ratio(
+                "rebate_share",
+                "rebates ÷ gross pharmacy allowed",
+                "rebate_cents",
+                "pharmacy_allowed_cents",
+            ),
+        ),
     ),
     MetricSpec(
         name="quality.breast_cancer_screening",
@@ -594,8 +716,7 @@ METRICS: tuple[MetricSpec, ...] = (
             "Eligible: women (sex F) aged 50–74 enrolled in every month of the period. Screened:"
             " eligible women with a final-action medical line with HCPCS 77061–77063 or"
             " 77065–77067 dated in the 27 months ending on the period's last day (from the first"
-            " day of the month 26 months before the period's last month)." + END_AGE
-            + FINAL_ACTION
+            " day of the month 26 months before the period's last month)." + END_AGE + FINAL_ACTION
         ),
         dimensions=PERSON_DIMS,
         statistics=(
@@ -613,8 +734,7 @@ METRICS: tuple[MetricSpec, ...] = (
             " lines with a diagnosis (any dx) beginning E10 or E11 on two or more distinct"
             " claim_start_dates outside inpatient (bill_type not beginning '11'), or on one or"
             " more inpatient lines (bill_type beginning '11'). Tested: eligible members with a"
-            " final-action line with HCPCS 83036 or 83037 in the period." + END_AGE
-            + FINAL_ACTION
+            " final-action line with HCPCS 83036 or 83037 in the period." + END_AGE + FINAL_ACTION
         ),
         dimensions=PERSON_DIMS,
         statistics=(
@@ -667,13 +787,21 @@ METRICS: tuple[MetricSpec, ...] = (
             count("lines", "adjudicated lines", "claimants", bound=300),
             count("denied_lines", "denied lines", "claimants", bound=300, part_of="lines"),
             cents("charge_cents", "charges of adjudicated lines", bound=2 * MONTH_CENTS_BOUND),
-            cents("denied_charge_cents", "charges of denied lines", bound=2 * MONTH_CENTS_BOUND,
-                  part_of="charge_cents"),
+            cents(
+                "denied_charge_cents",
+                "charges of denied lines",
+                bound=2 * MONTH_CENTS_BOUND,
+                part_of="charge_cents",
+            ),
         ),
         figures=(
             ratio("denial_rate", "denied ÷ adjudicated lines", "denied_lines", "lines"),
-            ratio("denied_charge_share", "denied ÷ adjudicated charges", "denied_charge_cents",
-                  "charge_cents"),
+            ratio(
+                "denied_charge_share",
+                "denied ÷ adjudicated charges",
+                "denied_charge_cents",
+                "charge_cents",
+            ),
         ),
     ),
     MetricSpec(
@@ -692,21 +820,50 @@ METRICS: tuple[MetricSpec, ...] = (
             CLAIMANTS,
             count("medical_rows", "medical rows", "claimants", bound=300),
             count("pharmacy_rows", "pharmacy rows", "claimants", bound=60),
-            count("medical_outside_enrollment", "medical rows outside enrollment", "claimants",
-                  bound=300, part_of="medical_rows"),
-            count("pharmacy_outside_enrollment", "pharmacy rows outside enrollment",
-                  "claimants", bound=60, part_of="pharmacy_rows"),
-            count("invalid_place_of_service", "unknown place_of_service", "claimants",
-                  bound=300, part_of="medical_rows"),
-            count("invalid_revenue_code", "unknown revenue_code", "claimants", bound=300,
-                  part_of="medical_rows"),
+            count(
+                "medical_outside_enrollment",
+                "medical rows outside enrollment",
+                "claimants",
+                bound=300,
+                part_of="medical_rows",
+            ),
+            count(
+                "pharmacy_outside_enrollment",
+                "pharmacy rows outside enrollment",
+                "claimants",
+                bound=60,
+                part_of="pharmacy_rows",
+            ),
+            count(
+                "invalid_place_of_service",
+                "unknown place_of_service",
+                "claimants",
+                bound=300,
+                part_of="medical_rows",
+            ),
+            count(
+                "invalid_revenue_code",
+                "unknown revenue_code",
+                "claimants",
+                bound=300,
+                part_of="medical_rows",
+            ),
             count("invalid_drg", "unknown drg", "claimants", bound=300, part_of="medical_rows"),
-            count("missing_fields", "lines missing place_of_service or bill_type", "claimants",
-                  bound=300, part_of="medical_rows"),
+            count(
+                "missing_fields",
+                "lines missing place_of_service or bill_type",
+                "claimants",
+                bound=300,
+                part_of="medical_rows",
+            ),
         ),
         figures=(
-            ratio("outside_enrollment_share", "medical rows outside enrollment ÷ medical rows",
-                  "medical_outside_enrollment", "medical_rows"),
+            ratio(
+                "outside_enrollment_share",
+                "medical rows outside enrollment ÷ medical rows",
+                "medical_outside_enrollment",
+                "medical_rows",
+            ),
         ),
     ),
 )

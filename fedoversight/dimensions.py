@@ -57,7 +57,12 @@ AGE_BANDS: tuple[tuple[str, int, int | None], ...] = (
 )
 
 SERVICE_CATEGORIES_1 = (
-    "inpatient", "outpatient", "office-based", "ancillary", "other", "pharmacy",
+    "inpatient",
+    "outpatient",
+    "office-based",
+    "ancillary",
+    "other",
+    "pharmacy",
 )
 
 
@@ -102,9 +107,17 @@ _RULES: dict[Dimension, ValueRule] = {
 #: every member-month metric, and the member part of any other key.
 MEMBER_DIMENSIONS: frozenset[Dimension] = frozenset(
     {
-        Dimension.CARRIER, Dimension.PROGRAM, Dimension.PLAN_CODE, Dimension.MONTH,
-        Dimension.QUARTER, Dimension.YEAR, Dimension.AGE_BAND, Dimension.SEX, Dimension.STATE,
-        Dimension.MEDICARE_PRIMARY, Dimension.ENROLLEE_TYPE,
+        Dimension.CARRIER,
+        Dimension.PROGRAM,
+        Dimension.PLAN_CODE,
+        Dimension.MONTH,
+        Dimension.QUARTER,
+        Dimension.YEAR,
+        Dimension.AGE_BAND,
+        Dimension.SEX,
+        Dimension.STATE,
+        Dimension.MEDICARE_PRIMARY,
+        Dimension.ENROLLEE_TYPE,
     }
 )
 

@@ -23,9 +23,9 @@ class JsonFormatter(logging.Formatter):
 def configure_logging(level: str = "INFO", *, json_format: bool = False) -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter() if json_format else logging.Formatter(
-            "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-        )
+        JsonFormatter()
+        if json_format
+        else logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

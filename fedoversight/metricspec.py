@@ -159,5 +159,3 @@ class MetricSpec:
                 raise InvalidRequestError(f"parameter {p.name} out of range")
             out[p.name] = value
         return out
-
-

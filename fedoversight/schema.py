@@ -62,7 +62,11 @@ class Table:
 
 
 C, D, M, B, N, INT = (
-    ColumnType.CODE, ColumnType.DATE, ColumnType.MONEY, ColumnType.BOOL, ColumnType.NUMBER,
+    ColumnType.CODE,
+    ColumnType.DATE,
+    ColumnType.MONEY,
+    ColumnType.BOOL,
+    ColumnType.NUMBER,
     ColumnType.INT,
 )
 CLAIM_STATUSES = frozenset({"paid", "denied", "reversed", "adjusted"})
@@ -76,48 +80,133 @@ _MEMBER = "The member (`eligibility.member_id`)."
 ELIGIBILITY = Table(
     "eligibility",
     (
-        Column("member_id", C, description=(
-            "The carrier's identifier of the member, the same in every table and over time."
-            " It never leaves the node.")),
-        Column("program", C, values=frozenset({"FEHB", "PSHB"}), dimension=Dimension.PROGRAM,
-               description=(
-                   "The program of the span: FEHB (Federal Employees Health Benefits) or PSHB"
-                   " (Postal Service Health Benefits).")),
-        Column("plan_code", C, dimension=Dimension.PLAN_CODE, description=(
-            "The plan and option the member is enrolled in, as the program codes it (upper-case"
-            " letters and digits).")),
-        Column("birth_date", D, dimension=Dimension.AGE_BAND, description=(
-            "Date of birth. Age is in whole years on the first day of each month (on the"
-            " period's last day for the quality metrics).")),
-        Column("sex", C, values=frozenset({"F", "M", "U"}), dimension=Dimension.SEX,
-               description="F (female), M (male) or U (unknown)."),
-        Column("state", C, nullable=True, dimension=Dimension.STATE, description=(
-            "State of residence: two-letter USPS code (e.g. MD); empty when unknown.")),
+        Column(
+            "member_id",
+            C,
+            description=(
+                "The carrier's identifier of the member, the same in every table and over time."
+                " It never leaves the node."
+            ),
+        ),
+        Column(
+            "program",
+            C,
+            values=frozenset({"FEHB", "PSHB"}),
+            dimension=Dimension.PROGRAM,
+            description=(
+                "The program of the span: FEHB (Federal Employees Health Benefits) or PSHB"
+                " (Postal Service Health Benefits)."
+            ),
+        ),
+        Column(
+            "plan_code",
+            C,
+            dimension=Dimension.PLAN_CODE,
+            description=(
+                "The plan and option the member is enrolled in, as the program codes it (upper-case"
+                " letters and digits)."
+            ),
+        ),
+        Column(
+            "birth_date",
+            D,
+            dimension=Dimension.AGE_BAND,
+            description=(
+                "Date of birth. Age is in whole years on the first day of each month (on the"
+                " period's last day for the quality metrics)."
+            ),
+        ),
+        Column(
+            "sex",
+            C,
+            values=frozenset({"F", "M", "U"}),
+            dimension=Dimension.SEX,
+            description="F (female), M (male) or U (unknown).",
+        ),
+        Column(
+            "state",
+            C,
+            nullable=True,
+            dimension=Dimension.STATE,
+            description=("State of residence: two-letter USPS code (e.g. MD); empty when unknown."),
+        ),
         Column("enrollment_start_date", D, description="First day of coverage of the span."),
-        Column("enrollment_end_date", D, nullable=True, description=(
-            "Last day of coverage of the span (the span includes it); empty while the span is"
-            " open.")),
-        Column("medicare_primary", B, dimension=Dimension.MEDICARE_PRIMARY, description=(
-            "True when Medicare pays first for the member during the span (the plan pays"
-            " second).")),
-        Column("subscriber_id", C, required=False, nullable=True, description=(
-            "The member_id of the enrollee whose enrollment covers this member (the member's"
-            " own id for the enrollee).")),
-        Column("relationship", C, required=False, nullable=True, description=(
-            "The member's relationship to the enrollee, in the carrier's code (e.g. self,"
-            " spouse, child).")),
-        Column("death_date", D, required=False, nullable=True, description=(
-            "Date of death, when known: `enrollment.churn` counts a death in the month it falls"
-            " in (on the member's latest-starting span).")),
-        Column("enrollee_type", C, required=False, nullable=True,
-               values=frozenset({"active", "annuitant", "survivor"}),
-               dimension=Dimension.ENROLLEE_TYPE, description=(
-                   "Whose enrollment it is: an active employee's, an annuitant's (retiree) or a"
-                   " survivor's.")),
-        Column("coverage_tier", C, required=False, nullable=True, description=(
-            "Enrollment type, in the carrier's code (e.g. self, self_plus_one, family).")),
-        Column("hdhp", B, required=False, nullable=True, description=(
-            "True when the plan option is a high-deductible health plan.")),
+        Column(
+            "enrollment_end_date",
+            D,
+            nullable=True,
+            description=(
+                "Last day of coverage of the span (the span includes it); empty while the span is"
+                " open."
+            ),
+        ),
+        Column(
+            "medicare_primary",
+            B,
+            dimension=Dimension.MEDICARE_PRIMARY,
+            description=(
+                "True when Medicare pays first for the member during the span (the plan pays"
+                " second)."
+            ),
+        ),
+        Column(
+            "subscriber_id",
+            C,
+            required=False,
+            nullable=True,
+            description=(
+                "The member_id of the enrollee whose enrollment covers this member (the member's"
+                " own id for the enrollee)."
+            ),
+        ),
+        Column(
+            "relationship",
+            C,
+            required=False,
+            nullable=True,
+            description=(
+                "The member's relationship to the enrollee, in the carrier's code (e.g. self,"
+                " spouse, child)."
+            ),
+        ),
+        Column(
+            "death_date",
+            D,
+            required=False,
+            nullable=True,
+            description=(
+                "Date of death, when known: `enrollment.churn` counts a death in the month it falls"
+                " in (on the member's latest-starting span)."
+            ),
+        ),
+        Column(
+            "enrollee_type",
+            C,
+            required=False,
+            nullable=True,
+            values=frozenset({"active", "annuitant", "survivor"}),
+            dimension=Dimension.ENROLLEE_TYPE,
+            description=(
+                "Whose enrollment it is: an active employee's, an annuitant's (retiree) or a"
+                " survivor's."
+            ),
+        ),
+        Column(
+            "coverage_tier",
+            C,
+            required=False,
+            nullable=True,
+            description=(
+                "Enrollment type, in the carrier's code (e.g. self, self_plus_one, family)."
+            ),
+        ),
+        Column(
+            "hdhp",
+            B,
+            required=False,
+            nullable=True,
+            description=("True when the plan option is a high-deductible health plan."),
+        ),
     ),
     description=(
         "One enrollment span of one member: coverage under one plan from"
@@ -131,75 +220,194 @@ ELIGIBILITY = Table(
 MEDICAL_CLAIMS = Table(
     "medical_claims",
     (
-        Column("claim_id", C, description=(
-            "The carrier's identifier of the claim, shared by its lines and their versions.")),
+        Column(
+            "claim_id",
+            C,
+            description=(
+                "The carrier's identifier of the claim, shared by its lines and their versions."
+            ),
+        ),
         Column("claim_line", INT, description="Line number within the claim."),
         Column("claim_status", C, values=CLAIM_STATUSES, description=_STATUS),
         Column("member_id", C, description=_MEMBER),
-        Column("claim_type", C, values=frozenset({"institutional", "professional"}),
-               description=(
-                   "institutional (a facility's bill, 837I / UB-04) or professional (a"
-                   " practitioner's bill, 837P / CMS-1500).")),
-        Column("claim_start_date", D, description=(
-            "First date of service of the line; it dates the line to a month.")),
+        Column(
+            "claim_type",
+            C,
+            values=frozenset({"institutional", "professional"}),
+            description=(
+                "institutional (a facility's bill, 837I / UB-04) or professional (a"
+                " practitioner's bill, 837P / CMS-1500)."
+            ),
+        ),
+        Column(
+            "claim_start_date",
+            D,
+            description=("First date of service of the line; it dates the line to a month."),
+        ),
         Column("claim_end_date", D, description="Last date of service of the line."),
-        Column("admission_date", D, nullable=True, description=(
-            "Admission date of an inpatient claim: an acute stay starts here (else at"
-            " claim_start_date).")),
-        Column("discharge_date", D, nullable=True, description=(
-            "Discharge date of an inpatient claim: an acute stay ends here (else at"
-            " claim_end_date).")),
-        Column("discharge_status", C, nullable=True, description=(
-            "Patient discharge status code of an institutional claim (two digits, e.g. 01"
-            " discharged home).")),
-        Column("place_of_service", C, nullable=True, code_list="place_of_service.csv",
-               description=(
-                   "CMS place of service code (two digits, e.g. 11 office, 23 emergency room,"
-                   " 02 or 10 telehealth); expected on professional lines.")),
-        Column("bill_type", C, nullable=True, description=(
-            "Type of bill of an institutional claim, three digits without the leading zero"
-            " (e.g. 111 hospital inpatient; 11x marks inpatient, 13x outpatient).")),
-        Column("revenue_code", C, nullable=True, code_list="revenue_center.csv", description=(
-            "Revenue center code of an institutional line, four digits with the leading zero"
-            " (e.g. 0450 emergency room).")),
-        Column("hcpcs", C, nullable=True, description=(
-            "HCPCS / CPT procedure code of the line (five characters, e.g. 99213).")),
-        Column("drg", C, nullable=True, code_list="ms_drg.csv", description=(
-            "MS-DRG of an inpatient claim, three digits (e.g. 470).")),
+        Column(
+            "admission_date",
+            D,
+            nullable=True,
+            description=(
+                "Admission date of an inpatient claim: an acute stay starts here (else at"
+                " claim_start_date)."
+            ),
+        ),
+        Column(
+            "discharge_date",
+            D,
+            nullable=True,
+            description=(
+                "Discharge date of an inpatient claim: an acute stay ends here (else at"
+                " claim_end_date)."
+            ),
+        ),
+        Column(
+            "discharge_status",
+            C,
+            nullable=True,
+            description=(
+                "Patient discharge status code of an institutional claim (two digits, e.g. 01"
+                " discharged home)."
+            ),
+        ),
+        Column(
+            "place_of_service",
+            C,
+            nullable=True,
+            code_list="place_of_service.csv",
+            description=(
+                "CMS place of service code (two digits, e.g. 11 office, 23 emergency room,"
+                " 02 or 10 telehealth); expected on professional lines."
+            ),
+        ),
+        Column(
+            "bill_type",
+            C,
+            nullable=True,
+            description=(
+                "Type of bill of an institutional claim, three digits without the leading zero"
+                " (e.g. 111 hospital inpatient; 11x marks inpatient, 13x outpatient)."
+            ),
+        ),
+        Column(
+            "revenue_code",
+            C,
+            nullable=True,
+            code_list="revenue_center.csv",
+            description=(
+                "Revenue center code of an institutional line, four digits with the leading zero"
+                " (e.g. 0450 emergency room)."
+            ),
+        ),
+        Column(
+            "hcpcs",
+            C,
+            nullable=True,
+            description=("HCPCS / CPT procedure code of the line (five characters, e.g. 99213)."),
+        ),
+        Column(
+            "drg",
+            C,
+            nullable=True,
+            code_list="ms_drg.csv",
+            description=("MS-DRG of an inpatient claim, three digits (e.g. 470)."),
+        ),
         *(
-            Column(f"dx{i}", C, nullable=True, description=(
-                f"{'Principal' if i == 1 else 'Additional'} diagnosis ({i} of 10): ICD-10-CM"
-                " code without the dot (e.g. E119)."))
+            Column(
+                f"dx{i}",
+                C,
+                nullable=True,
+                description=(
+                    f"{'Principal' if i == 1 else 'Additional'} diagnosis ({i} of 10): ICD-10-CM"
+                    " code without the dot (e.g. E119)."
+                ),
+            )
             for i in range(1, 11)
         ),
-        Column("facility_npi", C, nullable=True, description=(
-            "NPI (ten digits) of the facility; a member's inpatient lines at one facility whose"
-            " dates overlap or touch make one stay.")),
-        Column("rendering_npi", C, nullable=True, description=(
-            "NPI (ten digits) of the practitioner who rendered the service.")),
-        Column("in_network", B, nullable=True, description=(
-            "True when the provider was in the plan's network for this line; empty when"
-            " unknown.")),
+        Column(
+            "facility_npi",
+            C,
+            nullable=True,
+            description=(
+                "NPI (ten digits) of the facility; a member's inpatient lines at one facility whose"
+                " dates overlap or touch make one stay."
+            ),
+        ),
+        Column(
+            "rendering_npi",
+            C,
+            nullable=True,
+            description=("NPI (ten digits) of the practitioner who rendered the service."),
+        ),
+        Column(
+            "in_network",
+            B,
+            nullable=True,
+            description=(
+                "True when the provider was in the plan's network for this line; empty when"
+                " unknown."
+            ),
+        ),
         Column("charge_amount", M, description="Billed charges (dollars)."),
-        Column("allowed_amount", M, description=(
-            "Amount allowed under the plan's terms: what the plan pays plus the member's share"
-            " (dollars).")),
+        Column(
+            "allowed_amount",
+            M,
+            description=(
+                "Amount allowed under the plan's terms: what the plan pays plus the member's share"
+                " (dollars)."
+            ),
+        ),
         Column("paid_amount", M, description="Amount the plan paid (dollars)."),
-        Column("paid_date", D, nullable=True, description=(
-            "Date the plan paid this row; empty when unpaid (e.g. denied).")),
-        Column("deductible_amount", M, required=False, nullable=True, description=(
-            "Member's deductible on the line (dollars); empty counts as zero.")),
-        Column("coinsurance_amount", M, required=False, nullable=True, description=(
-            "Member's coinsurance on the line (dollars); empty counts as zero.")),
-        Column("copay_amount", M, required=False, nullable=True, description=(
-            "Member's copay on the line (dollars); empty counts as zero.")),
-        Column("denial_reason", C, required=False, nullable=True, description=(
-            "Reason code of a denial, in the carrier's code (e.g. a claim adjustment reason"
-            " code such as CO-50).")),
-        Column("claim_version", INT, required=False, nullable=True, description=(
-            "Version of the line: 1 for the original, one more for each later row (a reversal,"
-            " then its adjustment); empty counts as 1. A line's final action is its row of the"
-            " greatest version.")),
+        Column(
+            "paid_date",
+            D,
+            nullable=True,
+            description=("Date the plan paid this row; empty when unpaid (e.g. denied)."),
+        ),
+        Column(
+            "deductible_amount",
+            M,
+            required=False,
+            nullable=True,
+            description=("Member's deductible on the line (dollars); empty counts as zero."),
+        ),
+        Column(
+            "coinsurance_amount",
+            M,
+            required=False,
+            nullable=True,
+            description=("Member's coinsurance on the line (dollars); empty counts as zero."),
+        ),
+        Column(
+            "copay_amount",
+            M,
+            required=False,
+            nullable=True,
+            description=("Member's copay on the line (dollars); empty counts as zero."),
+        ),
+        Column(
+            "denial_reason",
+            C,
+            required=False,
+            nullable=True,
+            description=(
+                "Reason code of a denial, in the carrier's code (e.g. a claim adjustment reason"
+                " code such as CO-50)."
+            ),
+        ),
+        Column(
+            "claim_version",
+            INT,
+            required=False,
+            nullable=True,
+            description=(
+                "Version of the line: 1 for the original, one more for each later row (a reversal,"
+                " then its adjustment); empty counts as 1. A line's final action is its row of the"
+                " greatest version."
+            ),
+        ),
     ),
     description=(
         "One row of one claim line: the line as first adjudicated (version 1) or a later"
@@ -213,32 +421,65 @@ MEDICAL_CLAIMS = Table(
 PHARMACY_CLAIMS = Table(
     "pharmacy_claims",
     (
-        Column("claim_id", C, description=(
-            "The carrier's identifier of the fill, shared by its rows.")),
+        Column(
+            "claim_id", C, description=("The carrier's identifier of the fill, shared by its rows.")
+        ),
         Column("claim_status", C, values=CLAIM_STATUSES, description=_STATUS),
         Column("member_id", C, description=_MEMBER),
         Column("fill_date", D, description="Date dispensed; it dates the row to a month."),
-        Column("paid_date", D, nullable=True, description=(
-            "Date the plan paid this row; empty when unpaid.")),
-        Column("ndc", C, description=(
-            "National Drug Code: eleven digits (5-4-2, without hyphens), leading zeros"
-            " kept.")),
-        Column("drug_class", C, nullable=True, dimension=Dimension.DRUG_CLASS, description=(
-            "Therapeutic class of the drug, lower case (the quality metrics look for"
-            " `antidiabetic` and `statin`).")),
+        Column(
+            "paid_date",
+            D,
+            nullable=True,
+            description=("Date the plan paid this row; empty when unpaid."),
+        ),
+        Column(
+            "ndc",
+            C,
+            description=(
+                "National Drug Code: eleven digits (5-4-2, without hyphens), leading zeros kept."
+            ),
+        ),
+        Column(
+            "drug_class",
+            C,
+            nullable=True,
+            dimension=Dimension.DRUG_CLASS,
+            description=(
+                "Therapeutic class of the drug, lower case (the quality metrics look for"
+                " `antidiabetic` and `statin`)."
+            ),
+        ),
         Column("quantity", N, description="Quantity dispensed (metric decimal units)."),
         Column("days_supply", INT, description="Days of supply dispensed."),
         Column("generic", B, description="True for a generic drug."),
-        Column("specialty", B, required=False, nullable=True, description=(
-            "True for a specialty drug; `rx.specialty_share` can also call a fill specialty by"
-            " its cost per 30 days.")),
-        Column("channel", C, values=frozenset({"retail", "mail", "specialty"}), description=(
-            "Where it was dispensed: retail, mail-order or specialty pharmacy.")),
-        Column("allowed_amount", M, description=(
-            "Amount allowed: what the plan pays plus the member's share (dollars).")),
+        Column(
+            "specialty",
+            B,
+            required=False,
+            nullable=True,
+            description=(
+                "True for a specialty drug; `rx.specialty_share` can also call a fill specialty by"
+                " its cost per 30 days."
+            ),
+        ),
+        Column(
+            "channel",
+            C,
+            values=frozenset({"retail", "mail", "specialty"}),
+            description=("Where it was dispensed: retail, mail-order or specialty pharmacy."),
+        ),
+        Column(
+            "allowed_amount",
+            M,
+            description=("Amount allowed: what the plan pays plus the member's share (dollars)."),
+        ),
         Column("paid_amount", M, description="Amount the plan paid (dollars)."),
-        Column("member_paid_amount", M, description=(
-            "What the member paid: deductible, coinsurance and copay (dollars).")),
+        Column(
+            "member_paid_amount",
+            M,
+            description=("What the member paid: deductible, coinsurance and copay (dollars)."),
+        ),
     ),
     description=(
         "One row of one prescription fill. A reversed fill is a further row of the same"
@@ -251,12 +492,23 @@ PROVIDERS = Table(
     "providers",
     (
         Column("npi", C, description="National Provider Identifier (ten digits)."),
-        Column("entity_type", C, description=(
-            "NPPES entity type: 1 an individual, 2 an organisation.")),
-        Column("taxonomy", C, nullable=True, description=(
-            "Primary health care provider taxonomy code (ten characters, e.g. 207Q00000X).")),
-        Column("state", C, nullable=True, description=(
-            "State of the practice location: two-letter USPS code.")),
+        Column(
+            "entity_type", C, description=("NPPES entity type: 1 an individual, 2 an organisation.")
+        ),
+        Column(
+            "taxonomy",
+            C,
+            nullable=True,
+            description=(
+                "Primary health care provider taxonomy code (ten characters, e.g. 207Q00000X)."
+            ),
+        ),
+        Column(
+            "state",
+            C,
+            nullable=True,
+            description=("State of the practice location: two-letter USPS code."),
+        ),
         Column("in_network", B, description="True when the provider is in the plan's network."),
     ),
     required=False,
@@ -266,17 +518,35 @@ PROVIDERS = Table(
 REBATES = Table(
     "rebates",
     (
-        Column("quarter", C, description=(
-            "Calendar quarter the rebate is for: YYYYQn or YYYY-Qn (e.g. 2026Q1; case and"
-            " spaces around it do not matter).")),
-        Column("drug_class", C, required=False, nullable=True, dimension=Dimension.DRUG_CLASS,
-               description=(
-                   "Drug class the rebate is for, as in `pharmacy_claims.drug_class`; empty"
-                   " groups as unknown.")),
-        Column("ndc", C, required=False, nullable=True, description=(
-            "NDC the rebate is for, when it is given per drug.")),
-        Column("rebate_amount", M, description=(
-            "Amount received from the manufacturer (dollars).")),
+        Column(
+            "quarter",
+            C,
+            description=(
+                "Calendar quarter the rebate is for: YYYYQn or YYYY-Qn (e.g. 2026Q1; case and"
+                " spaces around it do not matter)."
+            ),
+        ),
+        Column(
+            "drug_class",
+            C,
+            required=False,
+            nullable=True,
+            dimension=Dimension.DRUG_CLASS,
+            description=(
+                "Drug class the rebate is for, as in `pharmacy_claims.drug_class`; empty"
+                " groups as unknown."
+            ),
+        ),
+        Column(
+            "ndc",
+            C,
+            required=False,
+            nullable=True,
+            description=("NDC the rebate is for, when it is given per drug."),
+        ),
+        Column(
+            "rebate_amount", M, description=("Amount received from the manufacturer (dollars).")
+        ),
     ),
     required=False,
     description=(

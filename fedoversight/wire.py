@@ -293,8 +293,11 @@ def stat_from_pb(msg: types_pb2.Statistic) -> StatValue:
         value = msg.real
     elif which == "histogram":
         h = msg.histogram
-        if (h.layout_version != LAYOUT_VERSION or len(h.counts) != N_BINS
-                or len(h.sums_cents) != N_BINS):
+        if (
+            h.layout_version != LAYOUT_VERSION
+            or len(h.counts) != N_BINS
+            or len(h.sums_cents) != N_BINS
+        ):
             raise InvalidRequestError("histogram layout mismatch")
         withheld = tuple(h.withheld_bins)
         if any(b >= N_BINS for b in withheld) or list(withheld) != sorted(set(withheld)):
@@ -368,10 +371,15 @@ def disclosure_to_pb(d: DisclosureSummary) -> types_pb2.DisclosureSummary:
     )
     if d.perturbation is not None:
         p = d.perturbation
-        msg.perturbation.CopyFrom(types_pb2.Perturbation(
-            count_max_noise=p.count_max_noise, count_variance=p.count_variance,
-            p_percent=p.p_percent, spread=p.spread, key_version=p.key_version,
-        ))
+        msg.perturbation.CopyFrom(
+            types_pb2.Perturbation(
+                count_max_noise=p.count_max_noise,
+                count_variance=p.count_variance,
+                p_percent=p.p_percent,
+                spread=p.spread,
+                key_version=p.key_version,
+            )
+        )
     return msg
 
 

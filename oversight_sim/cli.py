@@ -36,7 +36,11 @@ def synth(
     from oversight_sim.synth import SynthConfig, write_carriers
 
     config = SynthConfig(
-        carriers=carriers, members=members, seed=seed, year=year, months=months,
+        carriers=carriers,
+        members=members,
+        seed=seed,
+        year=year,
+        months=months,
         file_format="csv" if csv else "parquet",
     )
     dirs = write_carriers(out, config)
@@ -44,14 +48,17 @@ def synth(
 
 
 def demo(
-    data: Annotated[Path | None, typer.Option(
-        "--data", help="existing carrier directories instead of synthetic ones")] = None,
+    data: Annotated[
+        Path | None,
+        typer.Option("--data", help="existing carrier directories instead of synthetic ones"),
+    ] = None,
     metrics: Annotated[str, typer.Option("--metrics", help="metrics to run")] = DEFAULT_SUITE,
     period: Annotated[str, typer.Option("--period", help="months to cover")] = "2026-01:2026-12",
     by: Annotated[str, typer.Option("--by", help="group-by dimensions")] = "",
     output: Annotated[Path | None, typer.Option("--output", help="tidy CSV to write")] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where data and results go")] = Path(
-        "oversight-demo"),
+        "oversight-demo"
+    ),
     carriers: Annotated[int, typer.Option(help="synthetic carriers")] = 65,
     members: Annotated[int, typer.Option(help="synthetic members in all")] = 20_000,
     seed: Annotated[int, typer.Option(help="synthetic data seed")] = 7,
@@ -67,8 +74,15 @@ def demo(
     except OversightError as exc:
         raise fail(exc) from exc
     run_demo(
-        data=data, out_dir=out_dir, period=span, queries=queries, carriers=carriers,
-        members=members, seed=seed, output=output, console=console,
+        data=data,
+        out_dir=out_dir,
+        period=span,
+        queries=queries,
+        carriers=carriers,
+        members=members,
+        seed=seed,
+        output=output,
+        console=console,
     )
 
 

@@ -32,9 +32,7 @@ class DemoResult:
 def carrier_directories(root: Path) -> dict[str, Path]:
     """Sub-directories of ``root`` that hold carrier tables, by carrier id (directory name)."""
     dirs = {
-        p.name: p
-        for p in sorted(root.iterdir())
-        if p.is_dir() and any(p.glob("eligibility.*"))
+        p.name: p for p in sorted(root.iterdir()) if p.is_dir() and any(p.glob("eligibility.*"))
     }
     if not dirs:
         raise FileNotFoundError(f"no carrier directories (with an eligibility table) in {root}")
@@ -95,7 +93,8 @@ def print_tables(tables: Sequence[ScopedTable], console: Console, period: Period
                 figs = {f.name: f.value for f in cell.figures}
                 mm = stats.get("member_months")
                 t.add_row(
-                    table.scope, table.metric,
+                    table.scope,
+                    table.metric,
                     f"{mm:,}" if isinstance(mm, int) else "",
                     f"{figs['allowed_pmpm']:,.2f}" if "allowed_pmpm" in figs else "",
                     f"{figs['paid_pmpm']:,.2f}" if "paid_pmpm" in figs else "",
@@ -139,8 +138,11 @@ def run_demo(
 
             data = out_dir / "carriers"
             config = SynthConfig(
-                carriers=carriers, members=members, seed=seed,
-                year=period.first.year, months=12,
+                carriers=carriers,
+                members=members,
+                seed=seed,
+                year=period.first.year,
+                months=12,
             )
             with console.status(f"synthesising {carriers} carriers, {members:,} members"):
                 write_carriers(data, config)

@@ -85,8 +85,7 @@ class SimulatedFederation:
                     operators=(
                         OperatorPlan(name=HARNESS_OPERATOR, role=Role.OPERATOR),
                         OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER),
-                        OperatorPlan(name=HARNESS_TOKEN_OPERATOR, role=Role.OPERATOR,
-                                     token=True),
+                        OperatorPlan(name=HARNESS_TOKEN_OPERATOR, role=Role.OPERATOR, token=True),
                     ),
                 ),
                 self.work_dir / "pki",
@@ -116,9 +115,11 @@ class SimulatedFederation:
                 result_keys_dir=pki.result_keys_dir,
                 operators=tuple(
                     OperatorEntry(
-                        name=o.name, role=o.role,
+                        name=o.name,
+                        role=o.role,
                         token_sha256=hashlib.sha256(o.token.read_bytes().strip()).hexdigest()
-                        if o.token else None,
+                        if o.token
+                        else None,
                     )
                     for o in pki.operators.values()
                 ),
@@ -188,7 +189,8 @@ class SimulatedFederation:
     def make_node(self, carrier_id: str, **changes: object) -> NodeDaemon:
         return NodeDaemon(
             self.node_config(carrier_id, **changes),
-            policy=self.policies.get(carrier_id, self.policy), wiretap=self.wiretap,
+            policy=self.policies.get(carrier_id, self.policy),
+            wiretap=self.wiretap,
         )
 
     async def stop_node(self, carrier_id: str) -> None:
@@ -225,7 +227,9 @@ class SimulatedFederation:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.stop()

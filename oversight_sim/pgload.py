@@ -35,8 +35,8 @@ def _read(path: Path) -> pa.Table:
     if path.suffix == ".parquet":
         return pq.read_table(path)
     return pacsv.read_csv(
-        path, convert_options=pacsv.ConvertOptions(strings_can_be_null=True,
-                                                   column_types=None),
+        path,
+        convert_options=pacsv.ConvertOptions(strings_can_be_null=True, column_types=None),
     )
 
 
@@ -48,8 +48,11 @@ def load_directory(conn: psycopg.Connection[Any], schema: str, directory: Path) 
         cur.execute(sql.SQL("CREATE SCHEMA {}").format(sql.Identifier(schema)))
         for table in TABLES:
             path = next(
-                (p for p in (directory / f"{table.name}.parquet", directory / f"{table.name}.csv")
-                 if p.exists()),
+                (
+                    p
+                    for p in (directory / f"{table.name}.parquet", directory / f"{table.name}.csv")
+                    if p.exists()
+                ),
                 None,
             )
             if path is None:
@@ -58,7 +61,8 @@ def load_directory(conn: psycopg.Connection[Any], schema: str, directory: Path) 
             columns = [c for c in table.columns if c.name in data.column_names]
             cur.execute(
                 sql.SQL("CREATE TABLE {}.{} ({})").format(
-                    sql.Identifier(schema), sql.Identifier(table.name),
+                    sql.Identifier(schema),
+                    sql.Identifier(table.name),
                     sql.SQL(", ").join(
                         sql.SQL("{} {}").format(sql.Identifier(c.name), sql.SQL(_TYPES[c.type]))
                         for c in columns
@@ -67,17 +71,20 @@ def load_directory(conn: psycopg.Connection[Any], schema: str, directory: Path) 
             )
             data = data.select([c.name for c in columns])
             copy = sql.SQL("COPY {}.{} ({}) FROM STDIN WITH (FORMAT csv, HEADER false)").format(
-                sql.Identifier(schema), sql.Identifier(table.name),
+                sql.Identifier(schema),
+                sql.Identifier(table.name),
                 sql.SQL(", ").join(sql.Identifier(c.name) for c in columns),
             )
             for start in range(0, data.num_rows, BATCH_ROWS):
                 chunk = data.slice(start, BATCH_ROWS)
                 buffer = io.BytesIO()
-                pacsv.write_csv(chunk, buffer,
-                                write_options=pacsv.WriteOptions(include_header=False))
+                pacsv.write_csv(
+                    chunk, buffer, write_options=pacsv.WriteOptions(include_header=False)
+                )
                 with cur.copy(copy) as out:
                     out.write(buffer.getvalue())
             counts[table.name] = data.num_rows
-            cur.execute(sql.SQL("ANALYZE {}.{}").format(
-                sql.Identifier(schema), sql.Identifier(table.name)))
+            cur.execute(
+                sql.SQL("ANALYZE {}.{}").format(sql.Identifier(schema), sql.Identifier(table.name))
+            )
     return counts

@@ -42,15 +42,10 @@ from fedoversight.schema import MEDICAL_CLAIMS, TABLES, Column, ColumnType, Tabl
 ROOT = Path(__file__).resolve().parent.parent
 
 #: Dimensions taken from the data as text: a value not of its form groups as ``unknown``.
-GROUPING_FORMS = {
-    d: f"^{dimensions.pattern(d)}$"
-    for d in CHECKED_DIMENSIONS
-}
+GROUPING_FORMS = {d: f"^{dimensions.pattern(d)}$" for d in CHECKED_DIMENSIONS}
 OUT = ROOT / "docs" / "data-dictionary.md"
 CODELISTS = ROOT / "fedoversight" / "codelists"
-SOURCES = (
-    "fedoversight/schema.py, fedoversight/codelists/ and carrier_node/data/validation.py"
-)
+SOURCES = "fedoversight/schema.py, fedoversight/codelists/ and carrier_node/data/validation.py"
 
 #: Parquet storage types tried against each schema type, as (label, DuckDB type name).
 STORAGE_KINDS: tuple[tuple[str, str], ...] = (
@@ -68,12 +63,14 @@ CSV_TEXT: dict[ColumnType, str] = {
     ColumnType.CODE: "any text, kept as written (leading zeros too), spaces around it trimmed",
     ColumnType.DATE: f"`YYYY-MM-DD`: matches `{_ISO_DATE}` and is a real date",
     ColumnType.MONEY: (
-        "a plain decimal number (`-12.50`; no currency sign, no thousands separator), kept to"
-        " cents"
+        "a plain decimal number (`-12.50`; no currency sign, no thousands separator), kept to cents"
     ),
     ColumnType.BOOL: (
-        "true: " + ", ".join(f"`{w}`" for w in _TRUE_WORDS) + "; false: "
-        + ", ".join(f"`{w}`" for w in _FALSE_WORDS) + " (any case)"
+        "true: "
+        + ", ".join(f"`{w}`" for w in _TRUE_WORDS)
+        + "; false: "
+        + ", ".join(f"`{w}`" for w in _FALSE_WORDS)
+        + " (any case)"
     ),
     ColumnType.INT: f"a whole number, matching `{_WHOLE_NUMBER}` (a trailing `.0` is accepted)",
     ColumnType.NUMBER: "a plain decimal number",
@@ -314,7 +311,8 @@ def render() -> str:
         "## Files",
         "",
         "- One file per table in the data directory, named after the table: "
-        + ", ".join(file_names(t) for t in TABLES) + ". When both files of a table exist,"
+        + ", ".join(file_names(t) for t in TABLES)
+        + ". When both files of a table exist,"
         " the Parquet file is read and a warning says so.",
         "- CSV: a header row naming the columns, comma-separated, UTF-8. Every column is read"
         " as text, so codes keep their leading zeros; spaces around a value are trimmed and a"

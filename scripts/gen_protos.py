@@ -53,8 +53,11 @@ def main() -> int:
             names = [p.name for p in produced]
             drift = [n for n in names if not (target / n).exists()]
             drift += [p.name for p in committed if p.name not in names]
-            drift += [p.name for p in produced if (target / p.name).exists()
-                      and not filecmp.cmp(p, target / p.name, shallow=False)]
+            drift += [
+                p.name
+                for p in produced
+                if (target / p.name).exists() and not filecmp.cmp(p, target / p.name, shallow=False)
+            ]
             if drift:
                 print("generated wire code drifted from protos/: " + ", ".join(sorted(drift)))
                 print("run: python scripts/gen_protos.py")

@@ -149,17 +149,28 @@ OPTIONAL_TABLES = ("providers", "rebates")
 
 _DATE_COLUMNS: dict[str, tuple[str, ...]] = {
     "eligibility": (
-        "birth_date", "enrollment_start_date", "enrollment_end_date", "death_date",
+        "birth_date",
+        "enrollment_start_date",
+        "enrollment_end_date",
+        "death_date",
     ),
     "medical_claims": (
-        "claim_start_date", "claim_end_date", "admission_date", "discharge_date", "paid_date",
+        "claim_start_date",
+        "claim_end_date",
+        "admission_date",
+        "discharge_date",
+        "paid_date",
     ),
     "pharmacy_claims": ("fill_date", "paid_date"),
 }
 _MONEY_COLUMNS: dict[str, tuple[str, ...]] = {
     "medical_claims": (
-        "charge_amount", "allowed_amount", "paid_amount", "deductible_amount",
-        "coinsurance_amount", "copay_amount",
+        "charge_amount",
+        "allowed_amount",
+        "paid_amount",
+        "deductible_amount",
+        "coinsurance_amount",
+        "copay_amount",
     ),
     "pharmacy_claims": ("allowed_amount", "paid_amount", "member_paid_amount"),
     "rebates": ("rebate_amount",),
@@ -214,8 +225,10 @@ def _decimal_as_arrow(arrow_type: pa.DataType) -> pd.ArrowDtype | None:
 def _convert(table: str, frame: pd.DataFrame) -> pd.DataFrame:
     out = frame.copy()
     typed = {
-        *_DATE_COLUMNS.get(table, ()), *_MONEY_COLUMNS.get(table, ()),
-        *_BOOL_COLUMNS.get(table, ()), *_INT_COLUMNS.get(table, ()),
+        *_DATE_COLUMNS.get(table, ()),
+        *_MONEY_COLUMNS.get(table, ()),
+        *_BOOL_COLUMNS.get(table, ()),
+        *_INT_COLUMNS.get(table, ()),
         *_NUMBER_COLUMNS.get(table, ()),
     }
     for column in out.columns:
@@ -296,9 +309,7 @@ def _decimal(value: object, where: str) -> Decimal | None:
 
 def _arrow_decimals(values: pd.Series) -> pa.Array | None:
     """The column as an Arrow decimal array, when it is one or its strings all parse as one."""
-    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_decimal(
-        values.dtype.pyarrow_dtype
-    ):
+    if isinstance(values.dtype, pd.ArrowDtype) and pa.types.is_decimal(values.dtype.pyarrow_dtype):
         return pa.array(values)
     if values.dtype == "str":
         text = pa.array(values.str.strip())
@@ -397,9 +408,7 @@ class _Rule:
 
 
 def _read_codelist(name: str) -> pd.DataFrame:
-    return pd.read_csv(
-        CODELISTS / name, dtype=str, keep_default_na=False, encoding="utf-8-sig"
-    )
+    return pd.read_csv(CODELISTS / name, dtype=str, keep_default_na=False, encoding="utf-8-sig")
 
 
 @cache
@@ -453,8 +462,10 @@ def _rule_matches(rule: _Rule, fields: Mapping[str, pd.Series]) -> np.ndarray:
             .to_numpy(dtype=bool, na_value=False)
         )
     conditions = (
-        ("revenue_code", rule.revenue_code), ("place_of_service", rule.place_of_service),
-        ("hcpcs", rule.hcpcs), ("drg", rule.drg),
+        ("revenue_code", rule.revenue_code),
+        ("place_of_service", rule.place_of_service),
+        ("hcpcs", rule.hcpcs),
+        ("drg", rule.drg),
     )
     for name, codes in conditions:
         if codes is not None:
@@ -489,7 +500,6 @@ def service_categories_of(lines: pd.DataFrame) -> pd.DataFrame:
     )
 
 
-
 # ---------------------------------------------------------------------------------------------
 # Normalised tables: every carrier's rows in one frame, keyed by (carrier, member)
 
@@ -508,15 +518,28 @@ _WHO = [_MEMBER]
 
 _CATEGORY_DIMS = frozenset({Dimension.SERVICE_CATEGORY, Dimension.SERVICE_CATEGORY_2})
 _MEMBER_MONTH_DIMS = (
-    Dimension.CARRIER, Dimension.PROGRAM, Dimension.PLAN_CODE, Dimension.MONTH,
-    Dimension.QUARTER, Dimension.YEAR, Dimension.AGE_BAND, Dimension.SEX, Dimension.STATE,
-    Dimension.MEDICARE_PRIMARY, Dimension.ENROLLEE_TYPE,
+    Dimension.CARRIER,
+    Dimension.PROGRAM,
+    Dimension.PLAN_CODE,
+    Dimension.MONTH,
+    Dimension.QUARTER,
+    Dimension.YEAR,
+    Dimension.AGE_BAND,
+    Dimension.SEX,
+    Dimension.STATE,
+    Dimension.MEDICARE_PRIMARY,
+    Dimension.ENROLLEE_TYPE,
 )
 _ATTRIBUTES = [d.value for d in _MEMBER_MONTH_DIMS]
 _SPAN_ATTRIBUTES = [
-    d.value for d in (
-        Dimension.PROGRAM, Dimension.PLAN_CODE, Dimension.SEX, Dimension.STATE,
-        Dimension.MEDICARE_PRIMARY, Dimension.ENROLLEE_TYPE,
+    d.value
+    for d in (
+        Dimension.PROGRAM,
+        Dimension.PLAN_CODE,
+        Dimension.SEX,
+        Dimension.STATE,
+        Dimension.MEDICARE_PRIMARY,
+        Dimension.ENROLLEE_TYPE,
     )
 ]
 
@@ -563,8 +586,9 @@ def _age_bands(ages: pd.Series) -> pd.Series:
     return pd.Series(pd.array(bands, dtype="str"), index=ages.index)
 
 
-def _ages(births: pd.Series, years: pd.Series, months: pd.Series, days: int | pd.Series
-          ) -> pd.Series:
+def _ages(
+    births: pd.Series, years: pd.Series, months: pd.Series, days: int | pd.Series
+) -> pd.Series:
     """Whole years of age on the given days (Int64; missing births stay missing)."""
     before_birthday = (births.dt.month > months) | (
         (births.dt.month == months) & (births.dt.day > days)
@@ -616,7 +640,8 @@ def _span_attributes(spans: pd.DataFrame) -> pd.DataFrame:
     """Spans with their attributes as dimension values; spans of no day are left out."""
     out = spans.assign(
         **{
-            name: _dimension_text(spans[name]) for name in _SPAN_ATTRIBUTES
+            name: _dimension_text(spans[name])
+            for name in _SPAN_ATTRIBUTES
             if name != Dimension.MEDICARE_PRIMARY.value
         },
         **{
@@ -681,9 +706,7 @@ def _pharmacy_categories(rows: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(
         {
             Dimension.SERVICE_CATEGORY.value: pd.Series(PHARMACY, index=rows.index, dtype="str"),
-            Dimension.SERVICE_CATEGORY_2.value: pd.Series(
-                PHARMACY, index=rows.index, dtype="str"
-            ),
+            Dimension.SERVICE_CATEGORY_2.value: pd.Series(PHARMACY, index=rows.index, dtype="str"),
         }
     )
 
@@ -754,9 +777,7 @@ def _medical(table: pd.DataFrame) -> pd.DataFrame:
             _MEMBER_ID: _codes(table[_MEMBER_ID]),
             _ROW: np.arange(len(table)),
             "claim_line": pd.to_numeric(table["claim_line"]).astype("Int64"),
-            "_version": pd.to_numeric(_optional(table, "claim_version"))
-            .astype("Int64")
-            .fillna(1),
+            "_version": pd.to_numeric(_optional(table, "claim_version")).astype("Int64").fillna(1),
             "claim_status": _codes(table["claim_status"]).astype("category"),
             "_start": start,
             _MONTH_INDEX: _month_indexes(start),
@@ -798,7 +819,9 @@ class _Union:
     """All carriers' tables for one period, normalised and prepared lazily as asked."""
 
     def __init__(
-        self, tables_by_carrier: Mapping[str, Mapping[str, pd.DataFrame]], period: Period,
+        self,
+        tables_by_carrier: Mapping[str, Mapping[str, pd.DataFrame]],
+        period: Period,
         parameters: Mapping[str, float],
     ) -> None:
         self.tables = {c: tables_by_carrier[c] for c in sorted(tables_by_carrier)}
@@ -855,7 +878,8 @@ class _Union:
 
     def _cents(self, table: str, column: str, missing_is_zero: bool) -> np.ndarray:
         parts = [
-            _cents_or_zero(tables[table], column) if missing_is_zero
+            _cents_or_zero(tables[table], column)
+            if missing_is_zero
             else cents(tables[table][column], column)
             for tables in self.tables.values()
         ]
@@ -885,12 +909,16 @@ class _Union:
     def counted(self) -> pd.DataFrame:
         """Medical and pharmacy rows counted as for cost.pmpm (allowed and paid cents)."""
         medical = self.medical[[*_WHO, _MONTH_INDEX]].assign(
-            **{_ALLOWED: self.medical_cents("allowed_amount"),
-               _PAID: self.medical_cents("paid_amount")}
+            **{
+                _ALLOWED: self.medical_cents("allowed_amount"),
+                _PAID: self.medical_cents("paid_amount"),
+            }
         )
         pharmacy = self.pharmacy[[*_WHO, _MONTH_INDEX]].assign(
-            **{_ALLOWED: self.pharmacy_cents("allowed_amount"),
-               _PAID: self.pharmacy_cents("paid_amount")}
+            **{
+                _ALLOWED: self.pharmacy_cents("allowed_amount"),
+                _PAID: self.pharmacy_cents("paid_amount"),
+            }
         )
         return self.attribute(pd.concat([medical, pharmacy], ignore_index=True))
 
@@ -899,14 +927,22 @@ class _Union:
         inside = _between(medical[_MONTH_INDEX], self.low, self.high)
         lines = medical[inside]
         fields = pd.DataFrame({name: self.field(lines, name) for name in _RULE_FIELDS})
-        rows = lines[[*_WHO, _MONTH_INDEX]].assign(
-            **{_ALLOWED: self.medical_cents("allowed_amount")[inside],
-               _PAID: self.medical_cents("paid_amount")[inside]}
-        ).join(_categories_of_distinct(fields))
+        rows = (
+            lines[[*_WHO, _MONTH_INDEX]]
+            .assign(
+                **{
+                    _ALLOWED: self.medical_cents("allowed_amount")[inside],
+                    _PAID: self.medical_cents("paid_amount")[inside],
+                }
+            )
+            .join(_categories_of_distinct(fields))
+        )
         fills = self.pharmacy
         rows_rx = fills[[*_WHO, _MONTH_INDEX]].assign(
-            **{_ALLOWED: self.pharmacy_cents("allowed_amount"),
-               _PAID: self.pharmacy_cents("paid_amount")}
+            **{
+                _ALLOWED: self.pharmacy_cents("allowed_amount"),
+                _PAID: self.pharmacy_cents("paid_amount"),
+            }
         )
         rows_rx = rows_rx.join(_pharmacy_categories(rows_rx))
         return self.attribute(pd.concat([rows, rows_rx], ignore_index=True))
@@ -948,9 +984,11 @@ class _Union:
         """The final row of every medical line: greatest version, ties to the later row."""
         medical = self.medical
         claim = self.field(medical, "claim_id")
-        line = pd.DataFrame(
-            {"c": medical[_CARRIER], "i": claim, "l": medical["claim_line"]}
-        ).groupby(["c", "i", "l"], sort=False, dropna=False, observed=True).ngroup()
+        line = (
+            pd.DataFrame({"c": medical[_CARRIER], "i": claim, "l": medical["claim_line"]})
+            .groupby(["c", "i", "l"], sort=False, dropna=False, observed=True)
+            .ngroup()
+        )
         ordered = medical.assign(_line=line).sort_values(
             ["_line", "_version", _ROW], kind="mergesort"
         )
@@ -995,7 +1033,8 @@ class _Union:
         stays = spans.groupby("_stay", sort=False).agg(
             **{
                 _MEMBER: (_MEMBER, "first"),
-                "_from": ("_from", "min"), "_to": ("_to", "max"),
+                "_from": ("_from", "min"),
+                "_to": ("_to", "max"),
             }
         )
         stays["_days"] = np.maximum(stays["_to"] - stays["_from"], 1)
@@ -1013,9 +1052,9 @@ class _Union:
         """Final-action fills, one row each (fields of the later row of the fill)."""
         rows = self.pharmacy
         voided = (
-            rows["claim_status"].isin(_VOIDING)
-            .groupby([rows[_CARRIER], rows["claim_id"]], sort=False, dropna=False,
-                     observed=True)
+            rows["claim_status"]
+            .isin(_VOIDING)
+            .groupby([rows[_CARRIER], rows["claim_id"]], sort=False, dropna=False, observed=True)
             .transform("any")
         )
         kept = rows[~voided.to_numpy(dtype=bool)]
@@ -1032,7 +1071,15 @@ class _Union:
 
 _Facts = dict[str, pd.DataFrame]
 ENROLLED, CLAIMS, ROWS, FILLS, STAYS, VISITS, PEOPLE, LINES, REBATES = (
-    "enrolled", "claims", "rows", "fills", "stays", "visits", "people", "lines", "rebates",
+    "enrolled",
+    "claims",
+    "rows",
+    "fills",
+    "stays",
+    "visits",
+    "people",
+    "lines",
+    "rebates",
 )
 
 
@@ -1071,7 +1118,9 @@ def _cost_share_facts(u: _Union) -> _Facts:
         _pharmacy=0,
     )
     pharmacy = u.pharmacy[[*_WHO, _MONTH_INDEX]].assign(
-        _deductible=0, _coinsurance=0, _copay=0,
+        _deductible=0,
+        _coinsurance=0,
+        _copay=0,
         _pharmacy=u.pharmacy_cents("member_paid_amount", missing_is_zero=True),
     )
     rows = u.attribute(pd.concat([medical, pharmacy], ignore_index=True))
@@ -1097,8 +1146,11 @@ def _person_facts(u: _Union) -> _Facts:
 
 def _out_of_network_facts(u: _Union) -> _Facts:
     flags = pd.concat(
-        [_bools(_optional(t["medical_claims"], "in_network"), "in_network")
-         for t in u.tables.values()] or [pd.Series(dtype="boolean")],
+        [
+            _bools(_optional(t["medical_claims"], "in_network"), "in_network")
+            for t in u.tables.values()
+        ]
+        or [pd.Series(dtype="boolean")],
         ignore_index=True,
     )
     allowed = u.medical_cents("allowed_amount")
@@ -1123,7 +1175,10 @@ def _readmission_facts(u: _Union) -> _Facts:
     matched = pd.merge_asof(
         index.sort_values("_probe", kind="mergesort"),
         later.sort_values("_next", kind="mergesort"),
-        left_on="_probe", right_on="_next", by=_WHO, direction="forward",
+        left_on="_probe",
+        right_on="_next",
+        by=_WHO,
+        direction="forward",
     )
     gap = matched["_next"] - matched["_to"]
     matched["_readmitted"] = (gap <= READMISSION_DAYS).to_numpy(dtype=bool, na_value=False)
@@ -1212,15 +1267,19 @@ def _rebate_facts(u: _Union) -> _Facts:
         for carrier, tables in u.tables.items()
         if "rebates" in tables
     ]
-    columns = [_CARRIER, Dimension.QUARTER.value, Dimension.YEAR.value,
-               Dimension.DRUG_CLASS.value]
+    columns = [_CARRIER, Dimension.QUARTER.value, Dimension.YEAR.value, Dimension.DRUG_CLASS.value]
     rebates = pd.concat(
-        [pd.DataFrame({c: pd.Series(dtype="str") for c in columns} | {"_rebate": pd.Series(
-            dtype="int64")}), *frames],
+        [
+            pd.DataFrame(
+                {c: pd.Series(dtype="str") for c in columns} | {"_rebate": pd.Series(dtype="int64")}
+            ),
+            *frames,
+        ],
         ignore_index=True,
     )
-    rebates = rebates[rebates[Dimension.QUARTER.value].isin(quarters).to_numpy(
-        dtype=bool, na_value=False)]
+    rebates = rebates[
+        rebates[Dimension.QUARTER.value].isin(quarters).to_numpy(dtype=bool, na_value=False)
+    ]
     rebates = rebates.astype({c: "str" for c in columns} | {"_rebate": "int64"})
     return {ROWS: u.attribute(_pharmacy_rows(u)), REBATES: rebates}
 
@@ -1259,8 +1318,10 @@ def _diabetes_facts(u: _Union) -> _Facts:
     lines = u.final_action_in_period()
     dx = np.zeros(len(lines), dtype=bool)
     for name in _DX:
-        dx |= u.field(lines, name).str.startswith(DIABETES_DX_PREFIXES, na=False).to_numpy(
-            dtype=bool, na_value=False
+        dx |= (
+            u.field(lines, name)
+            .str.startswith(DIABETES_DX_PREFIXES, na=False)
+            .to_numpy(dtype=bool, na_value=False)
         )
     bill_type = u.field(lines, "bill_type")
     inpatient = bill_type.str.startswith(INPATIENT_BILL_TYPE, na=False).to_numpy(
@@ -1300,8 +1361,9 @@ def _claims_lag_facts(u: _Union) -> _Facts:
     rows = rows[(rows["_lag"] >= 0).to_numpy(dtype=bool, na_value=False)]
     lag = np.minimum(rows["_lag"].to_numpy(dtype=np.int64), LAG_MONTHS)
     paid = rows[_PAID].to_numpy(dtype=np.int64)
-    rows = rows.assign(**{f"_lag_{k:02d}": np.where(lag == k, paid, 0)
-                          for k in range(LAG_MONTHS + 1)})
+    rows = rows.assign(
+        **{f"_lag_{k:02d}": np.where(lag == k, paid, 0) for k in range(LAG_MONTHS + 1)}
+    )
     return {CLAIMS: u.attribute(rows)}
 
 
@@ -1337,17 +1399,23 @@ def _data_quality_facts(u: _Union) -> _Facts:
         | ((claim_type == "institutional") & missing(u.field(medical, "bill_type")))
     ).to_numpy(dtype=bool, na_value=False)
     medical_rows = medical[[_CARRIER, *_WHO, _MONTH_INDEX]].assign(
-        _medical=True, _pharmacy=False,
+        _medical=True,
+        _pharmacy=False,
         _invalid_place=invalid(place, "place_of_service.csv", "place_of_service_code"),
-        _invalid_revenue=invalid(u.field(medical, "revenue_code"), "revenue_center.csv",
-                                 "revenue_center_code"),
+        _invalid_revenue=invalid(
+            u.field(medical, "revenue_code"), "revenue_center.csv", "revenue_center_code"
+        ),
         _invalid_drg=invalid(u.field(medical, "drg"), "ms_drg.csv", "ms_drg_code"),
         _missing_fields=missing_fields,
     )
     pharmacy = u.pharmacy[_between(u.pharmacy[_MONTH_INDEX], u.low, u.high)]
     pharmacy_rows = pharmacy[[_CARRIER, *_WHO, _MONTH_INDEX]].assign(
-        _medical=False, _pharmacy=True, _invalid_place=False, _invalid_revenue=False,
-        _invalid_drg=False, _missing_fields=False,
+        _medical=False,
+        _pharmacy=True,
+        _invalid_place=False,
+        _invalid_revenue=False,
+        _invalid_drg=False,
+        _missing_fields=False,
     )
     rows = pd.concat([medical_rows, pharmacy_rows], ignore_index=True)
     rows = rows.astype({_MONTH_INDEX: "int64"})
@@ -1409,8 +1477,10 @@ _MEMBER_DIMS = frozenset(_MEMBER_MONTH_DIMS)
 _PERSON_DIMS = _MEMBER_DIMS - {Dimension.MONTH, Dimension.QUARTER}
 _ENROLLED_STATS = (_rows_of("member_months", ENROLLED), _members_of("members", ENROLLED))
 _COST_STATS = (
-    *_ENROLLED_STATS, _members_of("claimants", CLAIMS),
-    _sum_of("allowed_cents", CLAIMS, _ALLOWED), _sum_of("paid_cents", CLAIMS, _PAID),
+    *_ENROLLED_STATS,
+    _members_of("claimants", CLAIMS),
+    _sum_of("allowed_cents", CLAIMS, _ALLOWED),
+    _sum_of("paid_cents", CLAIMS, _PAID),
 )
 _FILL_STATS = (_members_of("fill_members", FILLS), _rows_of("fills", FILLS))
 
@@ -1418,11 +1488,13 @@ METRICS: dict[str, _Metric] = {
     "enrollment.member_months": _Metric(_ENROLLED_STATS, _MEMBER_DIMS, _enrollment_facts),
     "enrollment.churn": _Metric(
         (
-            *_ENROLLED_STATS, _members_of("adds", ENROLLED, "_add"),
+            *_ENROLLED_STATS,
+            _members_of("adds", ENROLLED, "_add"),
             _members_of("terms", ENROLLED, "_term"),
             _members_of("deaths", ENROLLED, "_death_here"),
         ),
-        _MEMBER_DIMS, _churn_facts,
+        _MEMBER_DIMS,
+        _churn_facts,
     ),
     "cost.pmpm": _Metric(_COST_STATS, _MEMBER_DIMS, _cost_facts),
     "cost.pmpm_by_service_category": _Metric(
@@ -1430,25 +1502,30 @@ METRICS: dict[str, _Metric] = {
     ),
     "cost.member_cost_share_pmpm": _Metric(
         (
-            *_ENROLLED_STATS, _members_of("claimants", CLAIMS),
+            *_ENROLLED_STATS,
+            _members_of("claimants", CLAIMS),
             _sum_of("cost_share_cents", CLAIMS, "_cost_share"),
             _sum_of("deductible_cents", CLAIMS, "_deductible"),
             _sum_of("coinsurance_cents", CLAIMS, "_coinsurance"),
             _sum_of("copay_cents", CLAIMS, "_copay"),
             _sum_of("pharmacy_member_paid_cents", CLAIMS, "_pharmacy"),
         ),
-        _MEMBER_DIMS, _cost_share_facts,
+        _MEMBER_DIMS,
+        _cost_share_facts,
     ),
     "cost.distribution": _Metric(
         (
-            _members_of("members", PEOPLE), _sum_of("allowed_cents", PEOPLE, "_total"),
+            _members_of("members", PEOPLE),
+            _sum_of("allowed_cents", PEOPLE, "_total"),
             _Stat("allowed_histogram", PEOPLE, "histogram", column="_total"),
         ),
-        _PERSON_DIMS, _person_facts,
+        _PERSON_DIMS,
+        _person_facts,
     ),
     "cost.high_cost_claimants": _Metric(
         (
-            _members_of("members", PEOPLE), _sum_of("allowed_cents", PEOPLE, "_total"),
+            _members_of("members", PEOPLE),
+            _sum_of("allowed_cents", PEOPLE, "_total"),
             *(
                 stat
                 for _, label in HCC_THRESHOLDS
@@ -1458,7 +1535,8 @@ METRICS: dict[str, _Metric] = {
                 )
             ),
         ),
-        _PERSON_DIMS, _person_facts,
+        _PERSON_DIMS,
+        _person_facts,
     ),
     "cost.out_of_network_share": _Metric(
         (
@@ -1466,41 +1544,52 @@ METRICS: dict[str, _Metric] = {
             _sum_of("out_of_network_allowed_cents", CLAIMS, "_out"),
             _sum_of("known_network_allowed_cents", CLAIMS, "_known"),
         ),
-        _MEMBER_DIMS, _out_of_network_facts,
+        _MEMBER_DIMS,
+        _out_of_network_facts,
     ),
     "util.inpatient": _Metric(
         (
-            *_ENROLLED_STATS, _members_of("stay_members", STAYS), _rows_of("stays", STAYS),
+            *_ENROLLED_STATS,
+            _members_of("stay_members", STAYS),
+            _rows_of("stays", STAYS),
             _sum_of("days", STAYS, "_days"),
         ),
-        _MEMBER_DIMS, _inpatient_facts,
+        _MEMBER_DIMS,
+        _inpatient_facts,
     ),
     "util.ed_visits": _Metric(
         (*_ENROLLED_STATS, _members_of("visit_members", VISITS), _rows_of("visits", VISITS)),
-        _MEMBER_DIMS, _ed_facts,
+        _MEMBER_DIMS,
+        _ed_facts,
     ),
     "util.office_visits": _Metric(
         (
-            *_ENROLLED_STATS, _members_of("visit_members", VISITS),
+            *_ENROLLED_STATS,
+            _members_of("visit_members", VISITS),
             _rows_of("office_visits", VISITS, "_office"),
             _rows_of("telehealth_visits", VISITS, "_telehealth"),
         ),
-        _MEMBER_DIMS, _office_facts,
+        _MEMBER_DIMS,
+        _office_facts,
     ),
     "util.scripts": _Metric(
         (*_ENROLLED_STATS, *_FILL_STATS, _sum_of("days_supply", FILLS, "_days_supply")),
-        _MEMBER_DIMS, _scripts_facts,
+        _MEMBER_DIMS,
+        _scripts_facts,
     ),
     "outcome.readmission_30d": _Metric(
         (
-            _members_of("stay_members", STAYS), _rows_of("index_stays", STAYS),
+            _members_of("stay_members", STAYS),
+            _rows_of("index_stays", STAYS),
             _rows_of("readmissions", STAYS, "_readmitted"),
         ),
-        _MEMBER_DIMS, _readmission_facts,
+        _MEMBER_DIMS,
+        _readmission_facts,
     ),
     "rx.generic_dispensing_rate": _Metric(
         (*_FILL_STATS, _rows_of("generic_fills", FILLS, "_generic")),
-        _MEMBER_DIMS | {Dimension.DRUG_CLASS}, _fill_facts,
+        _MEMBER_DIMS | {Dimension.DRUG_CLASS},
+        _fill_facts,
     ),
     "rx.specialty_share": _Metric(
         (
@@ -1509,14 +1598,19 @@ METRICS: dict[str, _Metric] = {
             _sum_of("pharmacy_allowed_cents", ROWS, _ALLOWED),
             _sum_of("specialty_allowed_cents", ROWS, _ALLOWED, "_is_specialty"),
         ),
-        _MEMBER_DIMS, _specialty_facts, parameters=(("cost_per_30_days", 0.0),),
+        _MEMBER_DIMS,
+        _specialty_facts,
+        parameters=(("cost_per_30_days", 0.0),),
     ),
     "rx.spend_by_class": _Metric(
         (
-            _members_of("fill_members", ROWS), _sum_of("allowed_cents", ROWS, _ALLOWED),
-            _sum_of("paid_cents", ROWS, _PAID), _rows_of("fills", FILLS),
+            _members_of("fill_members", ROWS),
+            _sum_of("allowed_cents", ROWS, _ALLOWED),
+            _sum_of("paid_cents", ROWS, _PAID),
+            _rows_of("fills", FILLS),
         ),
-        _MEMBER_DIMS | {Dimension.DRUG_CLASS}, _spend_by_class_facts,
+        _MEMBER_DIMS | {Dimension.DRUG_CLASS},
+        _spend_by_class_facts,
     ),
     "rx.rebate_share": _Metric(
         (
@@ -1529,36 +1623,45 @@ METRICS: dict[str, _Metric] = {
     ),
     "quality.breast_cancer_screening": _Metric(
         (_members_of("eligible", PEOPLE), _members_of("screened", PEOPLE, "_done")),
-        _PERSON_DIMS, _breast_cancer_facts,
+        _PERSON_DIMS,
+        _breast_cancer_facts,
     ),
     "quality.diabetes_hba1c_testing": _Metric(
         (_members_of("eligible", PEOPLE), _members_of("tested", PEOPLE, "_done")),
-        _PERSON_DIMS, _diabetes_facts,
+        _PERSON_DIMS,
+        _diabetes_facts,
     ),
     "quality.statin_use_diabetes": _Metric(
         (_members_of("eligible", PEOPLE), _members_of("on_statin", PEOPLE, "_done")),
-        _PERSON_DIMS, _statin_facts,
+        _PERSON_DIMS,
+        _statin_facts,
     ),
     "ops.claims_lag": _Metric(
         (
             _members_of("claimants", CLAIMS),
-            *(_sum_of(f"paid_lag_{k:02d}_cents", CLAIMS, f"_lag_{k:02d}")
-              for k in range(LAG_MONTHS + 1)),
+            *(
+                _sum_of(f"paid_lag_{k:02d}_cents", CLAIMS, f"_lag_{k:02d}")
+                for k in range(LAG_MONTHS + 1)
+            ),
         ),
-        _MEMBER_DIMS, _claims_lag_facts,
+        _MEMBER_DIMS,
+        _claims_lag_facts,
     ),
     "ops.denial_rate": _Metric(
         (
-            _members_of("claimants", LINES), _rows_of("lines", LINES),
+            _members_of("claimants", LINES),
+            _rows_of("lines", LINES),
             _rows_of("denied_lines", LINES, "_denied"),
             _sum_of("charge_cents", LINES, "_charge"),
             _sum_of("denied_charge_cents", LINES, "_denied_charge"),
         ),
-        _MEMBER_DIMS, _denial_facts,
+        _MEMBER_DIMS,
+        _denial_facts,
     ),
     "ops.data_quality": _Metric(
         (
-            _members_of("claimants", ROWS), _rows_of("medical_rows", ROWS, "_medical"),
+            _members_of("claimants", ROWS),
+            _rows_of("medical_rows", ROWS, "_medical"),
             _rows_of("pharmacy_rows", ROWS, "_pharmacy"),
             _rows_of("medical_outside_enrollment", ROWS, "_medical_outside"),
             _rows_of("pharmacy_outside_enrollment", ROWS, "_pharmacy_outside"),
@@ -1605,7 +1708,8 @@ def _histograms(frame: pd.DataFrame, keys: list[str], column: str) -> pd.Series:
         counts.setdefault(cell, [0] * N_BINS)[b] = int(size)
         sums.setdefault(cell, [0] * N_BINS)[b] = int(total)
     index = (
-        pd.MultiIndex.from_tuples(list(counts), names=keys) if len(keys) > 1
+        pd.MultiIndex.from_tuples(list(counts), names=keys)
+        if len(keys) > 1
         else pd.Index([cell[0] for cell in counts], name=keys[0])
     )
     values = [Histogram(tuple(counts[c]), tuple(sums[c])) for c in counts]
@@ -1615,7 +1719,8 @@ def _histograms(frame: pd.DataFrame, keys: list[str], column: str) -> pd.Series:
 def _statistic(stat: _Stat, frame: pd.DataFrame, keys: list[str]) -> pd.Series:
     """The statistic for every cell of ``frame`` (zero where no row meets ``where``)."""
     mask = (
-        np.ones(len(frame), dtype=bool) if stat.where is None
+        np.ones(len(frame), dtype=bool)
+        if stat.where is None
         else frame[stat.where].to_numpy(dtype=bool, na_value=False)
     )
     if stat.how == "rows":
@@ -1635,7 +1740,8 @@ def _statistic(stat: _Stat, frame: pd.DataFrame, keys: list[str]) -> pd.Series:
 def _per_member(stat: _Stat, frame: pd.DataFrame, keys: list[str]) -> pd.Series:
     """Each member's contribution to ``stat`` in each cell (index: keys and member)."""
     mask = (
-        np.ones(len(frame), dtype=bool) if stat.where is None
+        np.ones(len(frame), dtype=bool)
+        if stat.where is None
         else frame[stat.where].to_numpy(dtype=bool, na_value=False)
     )
     people = [*keys, _MEMBER]
@@ -1657,8 +1763,12 @@ def _record_key(secret: str, member_id: str) -> str:
 
 
 def _disclosure(
-    spec: _Metric, metric: str, facts: _Facts, keys: list[str],
-    key_of: Callable[[pd.Index], pd.Series] | None, clamps: Mapping[str, int],
+    spec: _Metric,
+    metric: str,
+    facts: _Facts,
+    keys: list[str],
+    key_of: Callable[[pd.Index], pd.Series] | None,
+    clamps: Mapping[str, int],
 ) -> list[tuple[list[str], pd.DataFrame]]:
     """Per cell of ``keys``, what disclosure control needs of each statistic, from its
     per-member contributions: ``__support`` (members contributing non-zero), ``__top`` (the
@@ -1681,24 +1791,32 @@ def _disclosure(
             continue  # see _histogram_disclosure
         if not mine.by_members:
             assert stat.column is not None
-            top = frame.assign(_v=frame[stat.column].abs()).groupby(
-                present, sort=False, observed=True)["_v"].max()
+            top = (
+                frame.assign(_v=frame[stat.column].abs())
+                .groupby(present, sort=False, observed=True)["_v"]
+                .max()
+            )
             frames.setdefault(keys_of_stat, []).append(pd.DataFrame({f"{stat.name}__top": top}))
             continue
         contributions = _per_member(stat, frame, present)
         per_member[stat.name] = contributions
         nonzero = contributions[contributions != 0]
         columns: dict[str, pd.Series] = {
-            f"{stat.name}__support": nonzero.groupby(level=present, sort=False,
-                                                     observed=True).size(),
+            f"{stat.name}__support": nonzero.groupby(
+                level=present, sort=False, observed=True
+            ).size(),
         }
         if mine.kind.magnitude:
-            columns[f"{stat.name}__top"] = contributions.abs().groupby(
-                level=present, sort=False, observed=True).max()
+            columns[f"{stat.name}__top"] = (
+                contributions.abs().groupby(level=present, sort=False, observed=True).max()
+            )
         if stat.name in clamps:
             bound = clamps[stat.name]
-            columns[f"{stat.name}__clamped"] = contributions.clip(-bound, bound).groupby(
-                level=present, sort=False, observed=True).sum()
+            columns[f"{stat.name}__clamped"] = (
+                contributions.clip(-bound, bound)
+                .groupby(level=present, sort=False, observed=True)
+                .sum()
+            )
         if key_of is not None:
             record_keys = key_of(nonzero.index.get_level_values(_MEMBER))
             record_keys.index = nonzero.index
@@ -1714,9 +1832,15 @@ def _disclosure(
         rest = whole.sub(per_member[stat.name], fill_value=0)
         rest = rest[rest != 0]
         present = [k for k in keys if k in rest.index.names]
-        frames.setdefault(tuple(present), []).append(pd.DataFrame({
-            f"{stat.name}__rest": rest.groupby(level=present, sort=False, observed=True).size()
-        }))
+        frames.setdefault(tuple(present), []).append(
+            pd.DataFrame(
+                {
+                    f"{stat.name}__rest": rest.groupby(
+                        level=present, sort=False, observed=True
+                    ).size()
+                }
+            )
+        )
     return [(list(k), pd.concat(f, axis=1).reset_index()) for k, f in frames.items()]
 
 
@@ -1752,14 +1876,18 @@ def _cells(spec: _Metric, facts: _Facts, keys: list[str]) -> pd.DataFrame:
 
 def _category_universe(dimension: Dimension) -> list[str]:
     """Every category of a level: those of the shipped list, other and pharmacy."""
-    column = ("service_category_1" if dimension is Dimension.SERVICE_CATEGORY
-              else "service_category_2")
+    column = (
+        "service_category_1" if dimension is Dimension.SERVICE_CATEGORY else "service_category_2"
+    )
     names = set(_read_codelist("service_categories.csv")[column]) | {OTHER, PHARMACY}
     return sorted(names)
 
 
 def _every_category(
-    spec: _Metric, out: pd.DataFrame, keys: list[str], facts: list[_Facts],
+    spec: _Metric,
+    out: pd.DataFrame,
+    keys: list[str],
+    facts: list[_Facts],
     filters: Mapping[Dimension, Sequence[str]],
 ) -> pd.DataFrame:
     """Cells of every category (within the filter) for every cell of the other keys with
@@ -1834,8 +1962,9 @@ def compute(
     keys = [_SCOPE, *dims]
     by_carrier = {n: f.assign(**{_SCOPE: f[_CARRIER]}) for n, f in facts.items()}
     program = {n: f.assign(**{_SCOPE: PROGRAM_SCOPE}) for n, f in facts.items()}
-    out = pd.concat([_cells(spec, by_carrier, keys), _cells(spec, program, keys)],
-                    ignore_index=True)
+    out = pd.concat(
+        [_cells(spec, by_carrier, keys), _cells(spec, program, keys)], ignore_index=True
+    )
     if spec.one_of:
         out = _every_category(spec, out, keys, [by_carrier, program], filters)
     extra: list[str] = []
@@ -1845,10 +1974,13 @@ def compute(
             ids, carriers = union.member_ids, list(union.tables)
 
             def key_of(codes: pd.Index) -> pd.Series:
-                return pd.Series([
-                    _record_key(record_secrets[carriers[int(c) >> 32]], ids[int(c)])
-                    for c in codes
-                ], dtype=object)
+                return pd.Series(
+                    [
+                        _record_key(record_secrets[carriers[int(c) >> 32]], ids[int(c)])
+                        for c in codes
+                    ],
+                    dtype=object,
+                )
 
         for column in keys:
             out[column] = out[column].astype("str")
@@ -1860,8 +1992,7 @@ def compute(
     for statistic in spec.statistics:
         if statistic.how == "histogram":
             out[statistic.name] = [
-                h if isinstance(h, Histogram) else Histogram.empty()
-                for h in out[statistic.name]
+                h if isinstance(h, Histogram) else Histogram.empty() for h in out[statistic.name]
             ]
         else:
             out[statistic.name] = out[statistic.name].fillna(0).astype("int64")
@@ -1874,8 +2005,7 @@ def compute(
         return _empty(columns, spec)
     for column in keys:
         out[column] = out[column].astype("str")
-    scope_order = {scope: i for i, scope in enumerate([*sorted(tables_by_carrier),
-                                                       PROGRAM_SCOPE])}
+    scope_order = {scope: i for i, scope in enumerate([*sorted(tables_by_carrier), PROGRAM_SCOPE])}
     out = out.sort_values(
         keys, key=lambda s: s.map(scope_order) if s.name == _SCOPE else s, kind="mergesort"
     )
@@ -1887,8 +2017,7 @@ def _empty(columns: list[str], spec: _Metric) -> pd.DataFrame:
     return pd.DataFrame(
         {
             c: pd.Series(
-                dtype="str" if c not in kinds else "object" if kinds[c] == "histogram"
-                else "int64"
+                dtype="str" if c not in kinds else "object" if kinds[c] == "histogram" else "int64"
             )
             for c in columns
         }

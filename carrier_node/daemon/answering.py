@@ -86,9 +86,7 @@ class Answering:
         if answer is not None:  # None: held for the reviewer, nothing is stored or sent
             self._send(answer)
 
-    def _receive(
-        self, arrival: Arrival
-    ) -> RequestSpec | federation_pb2.NodeMessage | None:
+    def _receive(self, arrival: Arrival) -> RequestSpec | federation_pb2.NodeMessage | None:
         """On the I/O thread: the stored answer to a duplicate delivery (logged as resent);
         None while the request's result awaits the reviewer; the refusal of a request that
         fails a check (kept in the outbox); else the admitted request."""
@@ -98,7 +96,9 @@ class Answering:
         stored = self._state.get_outbox(request_id, arrival.sha256) if request_id else None
         if stored is not None:
             self._audit.append(
-                AuditKind.RESENT, request_id=request_id, round_id=round_id,
+                AuditKind.RESENT,
+                request_id=request_id,
+                round_id=round_id,
                 message_sha256=hashlib.sha256(stored).hexdigest(),
             )
             return federation_pb2.NodeMessage.FromString(stored)
@@ -132,7 +132,9 @@ class Answering:
         signed = arrival.signed
         request_id, round_id = arrival.request_id, arrival.round_id
         received: tuple[AuditKind, str, str, dict[str, JsonValue]] = (
-            AuditKind.RECEIVED, request_id, round_id,
+            AuditKind.RECEIVED,
+            request_id,
+            round_id,
             {
                 "request_sha256": arrival.sha256,
                 "key_id": signed.key_id if _KEY_ID_RE.fullmatch(signed.key_id) else "?",
@@ -151,22 +153,31 @@ class Answering:
                 self.policy.check(query)
         except OversightError as exc:
             self._audit_refusal(received, stage, exc)
-            log.warning("request %s refused at the %s: %s", request_id or "?", stage,
-                        type(exc).__name__)
+            log.warning(
+                "request %s refused at the %s: %s", request_id or "?", stage, type(exc).__name__
+            )
             raise
         except Exception as exc:  # nothing above should raise anything else; refuse anyway
             self._audit_refusal(received, stage, exc)
-            log.error("request %s: unexpected %s at the %s", request_id or "?",
-                      type(exc).__name__, stage)
+            log.error(
+                "request %s: unexpected %s at the %s", request_id or "?", type(exc).__name__, stage
+            )
             raise InvalidRequestError("request could not be checked") from None
-        self._audit.append_many([
-            received,
-            (AuditKind.ADMITTED, request.request_id, request.round_id, {
-                "period": f"{request.period.first}:{request.period.last}",
-                "queries": [describe(q) for q in request.queries],
-                "expires_at": request.expires_at.isoformat(),
-            }),
-        ])
+        self._audit.append_many(
+            [
+                received,
+                (
+                    AuditKind.ADMITTED,
+                    request.request_id,
+                    request.round_id,
+                    {
+                        "period": f"{request.period.first}:{request.period.last}",
+                        "queries": [describe(q) for q in request.queries],
+                        "expires_at": request.expires_at.isoformat(),
+                    },
+                ),
+            ]
+        )
         return request
 
     def _audit_refusal(
@@ -177,14 +188,21 @@ class Answering:
     ) -> None:
         _, request_id, round_id, _ = received
         reason = exc.detail if isinstance(exc, OversightError) else type(exc).__name__
-        self._audit.append_many([
-            received,
-            (AuditKind.REFUSED, request_id, round_id, {
-                "stage": stage,
-                "code": types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
-                "reason": reason,
-            }),
-        ])
+        self._audit.append_many(
+            [
+                received,
+                (
+                    AuditKind.REFUSED,
+                    request_id,
+                    round_id,
+                    {
+                        "stage": stage,
+                        "code": types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
+                        "reason": reason,
+                    },
+                ),
+            ]
+        )
 
     async def _evaluate_and_release(
         self, request: RequestSpec, arrival: Arrival
@@ -202,8 +220,12 @@ class Answering:
             raise  # released and logged, but not kept: not sent (as if the node had stopped)
         except Exception as exc:
             if isinstance(exc, OversightError):
-                log.warning("request %s refused in evaluation: %s (%s)", request.request_id,
-                            type(exc).__name__, exc.detail)
+                log.warning(
+                    "request %s refused in evaluation: %s (%s)",
+                    request.request_id,
+                    type(exc).__name__,
+                    exc.detail,
+                )
             else:
                 log.exception("request %s failed", request.request_id)
             return await self._io.run(self._refuse_evaluation, request, exc, arrival.sha256)
@@ -213,8 +235,10 @@ class Answering:
     ) -> federation_pb2.NodeMessage:
         """Log a refusal in evaluation and keep it in the outbox (on the I/O thread)."""
         self._audit.append(
-            AuditKind.REFUSED, request_id=request.request_id,
-            round_id=request.round_id, stage="evaluation",
+            AuditKind.REFUSED,
+            request_id=request.request_id,
+            round_id=request.round_id,
+            stage="evaluation",
             code=types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
             reason=exc.detail if isinstance(exc, OversightError) else type(exc).__name__,
         )
@@ -233,8 +257,12 @@ class Answering:
         for decision in decisions:
             counts = decision.counts()
             if counts:
-                log.info("request %s %s: withheld statistics %s", request.request_id,
-                         decision.metric, counts)
+                log.info(
+                    "request %s %s: withheld statistics %s",
+                    request.request_id,
+                    decision.metric,
+                    counts,
+                )
         return tables
 
     def _release(
@@ -265,11 +293,13 @@ class Answering:
         the I/O thread; both durable before the result is sent)."""
         message = self._release(request, arrival, tables)
         try:
-            self._state.put_outbox(request.request_id, message.SerializeToString(),
-                                   arrival.sha256)
+            self._state.put_outbox(request.request_id, message.SerializeToString(), arrival.sha256)
         except Exception as exc:
-            log.error("request %s: the result could not be kept in the outbox: %s",
-                      request.request_id, type(exc).__name__)
+            log.error(
+                "request %s: the result could not be kept in the outbox: %s",
+                request.request_id,
+                type(exc).__name__,
+            )
             raise OutboxError from exc
         return message
 

@@ -64,9 +64,10 @@ class Connection:
         self._on_welcome = on_welcome
         self._on_request = on_request
         self._on_ack = on_ack
-        self._call: grpc.aio.StreamStreamCall[
-            federation_pb2.NodeMessage, federation_pb2.CoordinatorMessage
-        ] | None = None
+        self._call: (
+            grpc.aio.StreamStreamCall[federation_pb2.NodeMessage, federation_pb2.CoordinatorMessage]
+            | None
+        ) = None
 
     def send(self, message: federation_pb2.NodeMessage) -> None:
         """Queue ``message`` on the stream up now; while disconnected it is dropped (answers
@@ -93,8 +94,10 @@ class Connection:
                 self.connected.clear()
             if stopping.is_set():
                 break
-            delay = self.config.reconnect_min_seconds if welcomed else min(
-                delay * 2, self.config.reconnect_max_seconds
+            delay = (
+                self.config.reconnect_min_seconds
+                if welcomed
+                else min(delay * 2, self.config.reconnect_max_seconds)
             )
             wait = delay * random.uniform(0.5, 1.0)
             log.info("reconnecting in %.1fs", wait)
@@ -167,9 +170,7 @@ class Connection:
         welcomed = False
         async with self._channel() as channel:
             stub = federation_pb2_grpc.NodeFederationStub(channel)
-            call = stub.Connect(
-                self._outgoing_iter(queue), timeout=self.config.stream_max_seconds
-            )
+            call = stub.Connect(self._outgoing_iter(queue), timeout=self.config.stream_max_seconds)
             self._call = call
             queue.put_nowait(federation_pb2.NodeMessage(hello=self._hello()))
             heartbeat: asyncio.Task[None] | None = None
@@ -191,8 +192,9 @@ class Connection:
                     elif body == "ack":
                         await self._on_ack(message.ack.request_id)
                     elif body == "refusal":
-                        log.error("coordinator refused this node: %s",
-                                  message.refusal.public_message)
+                        log.error(
+                            "coordinator refused this node: %s", message.refusal.public_message
+                        )
                         await asyncio.sleep(self.config.reconnect_max_seconds)
                         return False
             finally:

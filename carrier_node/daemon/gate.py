@@ -69,8 +69,7 @@ class Arrival:
         if message is not None:
             request_id = message.request_id if wire.ID_RE.fullmatch(message.request_id) else ""
             round_id = message.round_id if wire.ID_RE.fullmatch(message.round_id) else ""
-        return cls(signed, data, hashlib.sha256(data).hexdigest(), message, request_id,
-                   round_id)
+        return cls(signed, data, hashlib.sha256(data).hexdigest(), message, request_id, round_id)
 
 
 class RequestGate:

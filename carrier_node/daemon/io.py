@@ -24,9 +24,7 @@ class IoThread:
         if self._closed:
             raise OversightError("the node is shutting down")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, functools.partial(call, *args, **kwargs)
-        )
+        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
 
     def close(self) -> None:
         """Refuse new calls; wait for those under way."""

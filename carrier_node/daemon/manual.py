@@ -85,8 +85,10 @@ class ManualRelease:
                 created_at=dt.datetime.now(dt.UTC).isoformat(),
             )
         )
-        log.info("request %s: result held for the carrier's reviewer (carrier-node approve)",
-                 request.request_id)
+        log.info(
+            "request %s: result held for the carrier's reviewer (carrier-node approve)",
+            request.request_id,
+        )
 
     async def run(self, stopping: asyncio.Event) -> None:
         """Carry out the reviewer's decisions until ``stopping`` is set."""

@@ -70,7 +70,8 @@ class NodeDaemon:
             log.warning(
                 "INSECURE DEMO MODE: %s; never use with real claims data",
                 "plaintext connection, unsigned requests accepted"
-                if config.tls is None else "unsigned requests accepted",
+                if config.tls is None
+                else "unsigned requests accepted",
             )
         self._signer = signer
         self._state = NodeState(node_state_path(config.state_dir, config.carrier_id))
@@ -80,39 +81,54 @@ class NodeDaemon:
         )
         dp_policy = self.policy.differential_privacy
         self._budget = (
-            PrivacyBudget(config.state_dir / f"{config.carrier_id}.privacy.sqlite3",
-                          dp_policy.budget_per_month)
-            if dp_policy.enabled else None
+            PrivacyBudget(
+                config.state_dir / f"{config.carrier_id}.privacy.sqlite3",
+                dp_policy.budget_per_month,
+            )
+            if dp_policy.enabled
+            else None
         )
         self.audit = AuditLog(audit_log_path(config), fsync=config.audit_fsync)
         self.io = IoThread(f"node-{config.carrier_id}")
-        self.data = DataAccess(config, record_secret=secret.record_secret,
-                               clamped=dp_policy.enabled, source=source)
+        self.data = DataAccess(
+            config, record_secret=secret.record_secret, clamped=dp_policy.enabled, source=source
+        )
         self.connection = Connection(
-            config, hello=self._hello, on_welcome=self._on_welcome,
+            config,
+            hello=self._hello,
+            on_welcome=self._on_welcome,
             on_request=lambda signed: self._spawn(self.answering.answer(signed)),
             on_ack=self._on_ack,
             wiretap=wiretap,
         )
         self.results = ResultMaker(config, signer)
         self.manual = ManualRelease(
-            state=self._state, audit=self.audit, io=self.io, results=self.results,
-            snapshot=self.data.snapshot, send=self.connection.send,
+            state=self._state,
+            audit=self.audit,
+            io=self.io,
+            results=self.results,
+            snapshot=self.data.snapshot,
+            send=self.connection.send,
             poll_seconds=review_poll_seconds,
         )
-        verifier = (
-            Verifier.load(config.operator_public_key) if config.operator_public_key else None
-        )
+        verifier = Verifier.load(config.operator_public_key) if config.operator_public_key else None
         self.answering = Answering(
-            policy=self.policy, state=self._state, audit=self.audit, io=self.io,
+            policy=self.policy,
+            state=self._state,
+            audit=self.audit,
+            io=self.io,
             gate=RequestGate(
-                self._state, verifier, carrier_id=config.carrier_id,
+                self._state,
+                verifier,
+                carrier_id=config.carrier_id,
                 allow_unsigned=config.insecure,
                 max_age=dt.timedelta(seconds=config.max_request_age_seconds),
             ),
             data=self.data,
             discloser=Discloser(self.policy, secret, self._budget),
-            results=self.results, manual=self.manual, send=self.connection.send,
+            results=self.results,
+            manual=self.manual,
+            send=self.connection.send,
             max_concurrent=config.max_concurrent_requests,
         )
         self._stopping = asyncio.Event()
@@ -124,7 +140,9 @@ class NodeDaemon:
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.shutdown()

@@ -26,7 +26,10 @@ class ResultMaker:
         self.signer = signer
 
     def result_message(
-        self, request: RequestSpec, request_bytes: bytes, tables: Sequence[QueryTable],
+        self,
+        request: RequestSpec,
+        request_bytes: bytes,
+        tables: Sequence[QueryTable],
         data_snapshot: str,
     ) -> federation_pb2.NodeMessage:
         """The signed result of ``request`` (whose signed bytes are ``request_bytes``)."""

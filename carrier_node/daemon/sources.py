@@ -20,7 +20,11 @@ log = logging.getLogger(__name__)
 
 class DataAccess:
     def __init__(
-        self, config: NodeConfig, *, record_secret: str, clamped: bool,
+        self,
+        config: NodeConfig,
+        *,
+        record_secret: str,
+        clamped: bool,
         source: DataSource | None = None,
     ) -> None:
         """``record_secret``: the node's secret for record keys; ``clamped``: statistics come
@@ -71,8 +75,10 @@ class DataAccess:
             await asyncio.to_thread(files.open)  # logs every located problem itself
             self.source = files
         self.engine = Engine(
-            self.source, self.config.carrier_id,
-            record_secret=self._record_secret, clamped=self._clamped,
+            self.source,
+            self.config.carrier_id,
+            record_secret=self._record_secret,
+            clamped=self._clamped,
         )
 
     def snapshot(self) -> str:

@@ -67,8 +67,12 @@ class WarehouseConfig(BaseModel):
         elif "PGPASSWORD" in os.environ:
             password = os.environ["PGPASSWORD"]
         kwargs: dict[str, Any] = {
-            "host": self.host, "port": self.port, "dbname": self.dbname, "user": self.user,
-            "sslmode": self.sslmode, "connect_timeout": 10,
+            "host": self.host,
+            "port": self.port,
+            "dbname": self.dbname,
+            "user": self.user,
+            "sslmode": self.sslmode,
+            "connect_timeout": 10,
             "options": f"-c statement_timeout={self.statement_timeout_seconds * 1000}",
         }
         if password is not None:
@@ -88,7 +92,9 @@ def _view(schema: str, table: Table, present: set[str]) -> str:
         exp.alias_(exp.table_(table.name, db=schema, quoted=True), "src")
     )
     view = exp.Create(
-        this=exp.table_(table.name, db="pg_temp"), kind="VIEW", expression=select,
+        this=exp.table_(table.name, db="pg_temp"),
+        kind="VIEW",
+        expression=select,
         replace=True,
     )
     return view.sql(dialect="postgres")
@@ -135,9 +141,7 @@ class _Session:
                     cur.execute(statement)  # built from expressions
         except psycopg.Error as exc:
             log.error("warehouse statement failed: %s", type(exc).__name__)
-            raise DataSourceError(
-                f"warehouse statement failed ({type(exc).__name__})"
-            ) from None
+            raise DataSourceError(f"warehouse statement failed ({type(exc).__name__})") from None
 
     def create_table(self, name: str, statement: str) -> None:
         self._write(statement, psycopg.sql.SQL("ANALYZE {}").format(psycopg.sql.Identifier(name)))
@@ -186,8 +190,9 @@ class PostgresSource:
         for table in TABLES:
             if table.name not in self._columns:
                 continue
-            missing = [c.name for c in table.required_columns
-                       if c.name not in self._columns[table.name]]
+            missing = [
+                c.name for c in table.required_columns if c.name not in self._columns[table.name]
+            ]
             if missing:
                 raise DataSourceError(
                     f"warehouse table {table.name} lacks columns: {', '.join(missing)}"
@@ -202,8 +207,9 @@ class PostgresSource:
         try:
             con = psycopg.connect(**self.config.connect_kwargs(), autocommit=True)
         except psycopg.Error as exc:
-            raise DataSourceError(f"cannot connect to the warehouse ({type(exc).__name__})") \
-                from None
+            raise DataSourceError(
+                f"cannot connect to the warehouse ({type(exc).__name__})"
+            ) from None
         with con.cursor() as cur:
             cur.execute(
                 "SELECT table_name, column_name FROM information_schema.columns"

@@ -126,8 +126,9 @@ class Discloser:
         if self.method is not Method.CELL_KEY:
             return None
         p = self.policy.perturbation
-        return Perturbation(p.count_max_noise, p.count_variance, p.p_percent, p.spread,
-                            self._key_version)
+        return Perturbation(
+            p.count_max_noise, p.count_variance, p.p_percent, p.spread, self._key_version
+        )
 
     # --- a request ----------------------------------------------------------------------------
 
@@ -152,9 +153,14 @@ class Discloser:
             remaining = max(0.0, self.budget.limit - max(spent.values(), default=0.0))
         out = [self._table(request, raw) for raw in raws]
         tables = [
-            dataclasses.replace(t, disclosure=dataclasses.replace(
-                t.disclosure, rho_spent=charged, rho_remaining=remaining))
-            if self.method is Method.DIFFERENTIAL_PRIVACY else t
+            dataclasses.replace(
+                t,
+                disclosure=dataclasses.replace(
+                    t.disclosure, rho_spent=charged, rho_remaining=remaining
+                ),
+            )
+            if self.method is Method.DIFFERENTIAL_PRIVACY
+            else t
             for t, _ in out
         ]
         return tables, [d for _, d in out]
@@ -167,8 +173,11 @@ class Discloser:
         categories = dict(raw.query.filters).get(Dimension.SERVICE_CATEGORY_2, ())
         months = len(request.period.months())
         per_cell = spec.months_per_cell(raw.query.group_by, months)
-        gaussians = self._gaussians(spec, raw, months) if (
-            self.method is Method.DIFFERENTIAL_PRIVACY) else {}
+        gaussians = (
+            self._gaussians(spec, raw, months)
+            if (self.method is Method.DIFFERENTIAL_PRIVACY)
+            else {}
+        )
         cells: list[CellResult] = []
         for raw_cell in raw.cells:
             key_values = {d.value: v for d, v in raw_cell.key}
@@ -185,23 +194,33 @@ class Discloser:
                 continue
             stats = tuple(self._statistic(spec, s, cell, decision) for s in spec.statistics)
             cells.append(CellResult(raw_cell.key, stats))
-        return QueryTable(spec.name, spec.version, raw.query.group_by, tuple(cells),
-                          self._summary(cells, decision, gaussians)), decision
+        return QueryTable(
+            spec.name,
+            spec.version,
+            raw.query.group_by,
+            tuple(cells),
+            self._summary(cells, decision, gaussians),
+        ), decision
 
     def _summary(
-        self, cells: Sequence[CellResult], decision: TableDecision,
+        self,
+        cells: Sequence[CellResult],
+        decision: TableDecision,
         gaussians: dict[str, GaussianNoise],
     ) -> DisclosureSummary:
         withheld = [sum(1 for s in c.stats if s.status.withheld) for c in cells]
         return DisclosureSummary(
             min_cell_size=self.policy.min_cell_size,
             cells_released=sum(1 for w in withheld if w == 0),
-            cells_withheld=sum(1 for c, w in zip(cells, withheld, strict=True)
-                               if w and w == len(c.stats)),
-            cells_partly_withheld=sum(1 for c, w in zip(cells, withheld, strict=True)
-                                      if 0 < w < len(c.stats)),
-            cells_perturbed=sum(1 for c in cells if any(
-                s.status is Status.PERTURBED for s in c.stats)),
+            cells_withheld=sum(
+                1 for c, w in zip(cells, withheld, strict=True) if w and w == len(c.stats)
+            ),
+            cells_partly_withheld=sum(
+                1 for c, w in zip(cells, withheld, strict=True) if 0 < w < len(c.stats)
+            ),
+            cells_perturbed=sum(
+                1 for c in cells if any(s.status is Status.PERTURBED for s in c.stats)
+            ),
             policy_digest=self.policy.digest,
             method=self.method,
             perturbation=self.perturbation,
@@ -222,8 +241,7 @@ class Discloser:
         reason = self._rule(spec, stat, cell, support)
         if reason is not None:
             decision.withheld[reason] += 1
-            return StatValue(stat.name, Status.WITHHELD, None,
-                             self._missing(stat, cell, reason))
+            return StatValue(stat.name, Status.WITHHELD, None, self._missing(stat, cell, reason))
         if value == 0 and support.members == 0 and stat.by_members:
             decision.released += 1
             return StatValue(stat.name, Status.RELEASED, 0)  # nobody: nothing to hide
@@ -285,8 +303,9 @@ class Discloser:
         if 0 < histogram.total_count < cell.floor:
             decision.withheld[Withheld.SMALL] += 1
             members = cell.floor - 1
-            return StatValue(stat.name, Status.WITHHELD, None,
-                             Missing(1, None, members, Withheld.SMALL))
+            return StatValue(
+                stat.name, Status.WITHHELD, None, Missing(1, None, members, Withheld.SMALL)
+            )
         counts, sums = list(histogram.counts), list(histogram.sums_cents)
         withheld: list[int] = []
         for index, support in enumerate(cell.raw.bin_supports(stat.name)):
@@ -298,7 +317,8 @@ class Discloser:
             elif self.method is Method.CELL_KEY:
                 parts = (support.key_low, support.key_high, support.members)
                 counts[index] += self._counts.noise(
-                    draw(self._noise_key, COUNT_DRAW, *parts, support.members))
+                    draw(self._noise_key, COUNT_DRAW, *parts, support.members)
+                )
                 sums[index] += self._magnitudes.noise(
                     draw(self._noise_key, MAGNITUDE_DRAW, *parts, sums[index], support.top),
                     support.top,
@@ -315,21 +335,25 @@ class Discloser:
 
     # --- differential privacy -----------------------------------------------------------------
 
-    def _gaussians(
-        self, spec: MetricSpec, raw: RawTable, months: int
-    ) -> dict[str, GaussianNoise]:
+    def _gaussians(self, spec: MetricSpec, raw: RawTable, months: int) -> dict[str, GaussianNoise]:
         """Each statistic's noise: the table's ρ shared by the statistics released."""
         released: dict[str, float] = {}
         for stat in spec.statistics:
-            scale = sensitivity(spec, stat, raw.query.group_by, months) if (
-                stat.by_members and stat.kind is not StatKind.HISTOGRAM) else None
+            scale = (
+                sensitivity(spec, stat, raw.query.group_by, months)
+                if (stat.by_members and stat.kind is not StatKind.HISTOGRAM)
+                else None
+            )
             if scale is not None:
                 released[stat.name] = scale
         rho = self.policy.differential_privacy.rho_per_query / max(1, len(released))
         return {n: GaussianNoise.for_rho(rho, v) for n, v in released.items()}
 
     def _private_cell(
-        self, spec: MetricSpec, cell: _Cell, gaussians: dict[str, GaussianNoise],
+        self,
+        spec: MetricSpec,
+        cell: _Cell,
+        gaussians: dict[str, GaussianNoise],
         decision: TableDecision,
     ) -> CellResult | None:
         """A cell under differential privacy; None when its noisy people fall below the floor
@@ -353,39 +377,56 @@ class Discloser:
             if stat.name not in noisy:  # no member contributes: not personal data
                 value, support = cell.value(stat.name), cell.raw.support(stat.name)
                 decision.perturbed += 1
-                stats.append(StatValue(stat.name, Status.PERTURBED,
-                                       value + self._noise(stat, value, support)))
+                stats.append(
+                    StatValue(
+                        stat.name, Status.PERTURBED, value + self._noise(stat, value, support)
+                    )
+                )
                 continue
             rests_on = stat.name if stat.kind is StatKind.MEMBERS else stat.rests_on
             assert rests_on is not None
             reason: Withheld | None = None
             if noisy[rests_on] < cell.floor:
                 reason = Withheld.SMALL
-            elif stat.part_of is not None and stat.kind is StatKind.MEMBERS and (
-                0 < noisy[stat.part_of] - noisy[stat.name] < cell.floor
+            elif (
+                stat.part_of is not None
+                and stat.kind is StatKind.MEMBERS
+                and (0 < noisy[stat.part_of] - noisy[stat.name] < cell.floor)
             ):
                 reason = Withheld.REST
             if reason is not None:
                 decision.withheld[reason] += 1
-                stats.append(StatValue(stat.name, Status.WITHHELD, None,
-                                       self._missing(stat, cell, reason)))
+                stats.append(
+                    StatValue(stat.name, Status.WITHHELD, None, self._missing(stat, cell, reason))
+                )
                 continue
             decision.perturbed += 1
             stats.append(StatValue(stat.name, Status.PERTURBED, noisy[stat.name]))
         return CellResult(cell.raw.key, tuple(stats))
+
 
 def protect_table(
     raw: RawTable, policy: Policy, period: Period, secret: NodeSecret | None = None
 ) -> QueryTable:
     """One table through the pipeline on its own (tools and tests; differential privacy,
     which needs the node's budget, is left out)."""
-    single = policy.model_copy(update={
-        "differential_privacy": policy.differential_privacy.model_copy(update={"enabled": False})
-    })
+    single = policy.model_copy(
+        update={
+            "differential_privacy": policy.differential_privacy.model_copy(
+                update={"enabled": False}
+            )
+        }
+    )
     now = dt.datetime.now(dt.UTC)
     request = RequestSpec(
-        request_id="local", round_id="local", catalogue_version=CATALOGUE_VERSION,
-        period=period, queries=(raw.query,), issued_at=now, expires_at=now, nonce=b"\0" * 16,
+        request_id="local",
+        round_id="local",
+        catalogue_version=CATALOGUE_VERSION,
+        period=period,
+        queries=(raw.query,),
+        issued_at=now,
+        expires_at=now,
+        nonce=b"\0" * 16,
     )
     tables, _ = Discloser(single, secret or NodeSecret.generate()).protect(request, [raw])
     return tables[0]

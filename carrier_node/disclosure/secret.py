@@ -63,8 +63,12 @@ class NodeSecret:
         if kept is None:
             log.info("made the node's disclosure secret (key version %d)", version)
         else:
-            log.warning("made a new disclosure secret for key version %d (was %d): every value"
-                        " gets new noise from now on", version, kept.version)
+            log.warning(
+                "made a new disclosure secret for key version %d (was %d): every value"
+                " gets new noise from now on",
+                version,
+                kept.version,
+            )
         return made
 
     @staticmethod
@@ -85,11 +89,13 @@ class NodeSecret:
         return NodeSecret(version, secret)
 
     def _write(self, path: Path) -> None:
-        data = json.dumps({
-            "version": self.version,
-            "secret": self.secret.hex(),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(),
-        })
+        data = json.dumps(
+            {
+                "version": self.version,
+                "secret": self.secret.hex(),
+                "created_at": dt.datetime.now(dt.UTC).isoformat(),
+            }
+        )
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             temporary = path.with_name(path.name + ".new")

@@ -185,7 +185,9 @@ def _sum0(value: exp.Expr) -> exp.Expr:
 
 
 def member_aggregates(
-    rows: str, statistics: Sequence[StatisticSpec], tops: Mapping[str, exp.Expr] | None = None,
+    rows: str,
+    statistics: Sequence[StatisticSpec],
+    tops: Mapping[str, exp.Expr] | None = None,
     clamps: Mapping[str, int] | None = None,
 ) -> list[exp.Expr]:
     """The aggregates of ``statistics`` over per-member rows (alias ``rows``: one row per cell
@@ -224,13 +226,15 @@ def member_aggregates(
             out.append(exp.func("COALESCE", top, sql.num(0)).as_(name + TOP))
         clamp = (clamps or {}).get(name)
         if clamp is not None:
-            clamped = exp.func("GREATEST", exp.func("LEAST", value.copy(), sql.num(clamp)),
-                               sql.num(-clamp))
+            clamped = exp.func(
+                "GREATEST", exp.func("LEAST", value.copy(), sql.num(clamp)), sql.num(-clamp)
+            )
             out.append(_sum0(clamped).as_(name + CLAMPED))
         if stat.part_of is not None:
             whole = col(stat.part_of, rows)
-            rest = exp.NEQ(this=exp.Sub(this=whole.copy(), expression=value.copy()),
-                           expression=sql.num(0))
+            rest = exp.NEQ(
+                this=exp.Sub(this=whole.copy(), expression=value.copy()), expression=sql.num(0)
+            )
             out.append(exp.Count(this=_when(rest, sql.num(1))).as_(name + REST))
     return out
 
@@ -276,7 +280,9 @@ def member_cells(
 
 
 def per_member(
-    query: exp.Select, cell_keys: Sequence[exp.Column], member: exp.Column,
+    query: exp.Select,
+    cell_keys: Sequence[exp.Column],
+    member: exp.Column,
     key: exp.Expr | None = None,
 ) -> exp.Select:
     """``query`` (aggregates) grouped by cell and member: ``cell_keys`` (named as their
@@ -284,8 +290,10 @@ def per_member(
     months' :data:`KEY`) as :data:`KEY` become columns; the first two the GROUP BY."""
     record_key = col(KEY, MM) if key is None else key
     query = query.select(
-        *[k.copy() for k in cell_keys], member.copy().as_("member_id"),
-        exp.Min(this=record_key.copy()).as_(KEY), copy=False,
+        *[k.copy() for k in cell_keys],
+        member.copy().as_("member_id"),
+        exp.Min(this=record_key.copy()).as_(KEY),
+        copy=False,
     )
     return query.group_by(*[k.copy() for k in cell_keys], member.copy(), copy=False)
 
@@ -357,9 +365,7 @@ def needs_spans(ctx: BuildContext) -> bool:
     """Whether the query groups or filters by a member dimension of the span in force (plan,
     age band, sex, ...), not only by calendar and carrier."""
     used = {*ctx.group_by, *(d for d, _ in ctx.query.filters)}
-    return any(
-        d in MEMBER_DIMENSIONS and d not in sql.SPAN_FREE_DIMENSIONS for d in used
-    )
+    return any(d in MEMBER_DIMENSIONS and d not in sql.SPAN_FREE_DIMENSIONS for d in used)
 
 
 def member_month_ctes(
@@ -373,8 +379,12 @@ def member_month_ctes(
     filters = ctx.member_filters if filtered else {}
     return [
         ("months", exp.select("*").from_(sql.months_cte(ctx.period))),
-        (MM, sql.member_months(ctx.carrier_id, filters, spans=spans or needs_spans(ctx),
-                               secret=ctx.record_secret)),
+        (
+            MM,
+            sql.member_months(
+                ctx.carrier_id, filters, spans=spans or needs_spans(ctx), secret=ctx.record_secret
+            ),
+        ),
     ]
 
 
@@ -477,7 +487,9 @@ FROM mm
 
 
 def member_month_totals(
-    group_by: Sequence[Dimension], keys_: Sequence[exp.Column], rows: str = MM,
+    group_by: Sequence[Dimension],
+    keys_: Sequence[exp.Column],
+    rows: str = MM,
     clamped: bool = False,
 ) -> exp.Select:
     """``member_months`` and ``members`` of the member months ``rows`` (one per member and
@@ -539,8 +551,10 @@ def member_month_cells(
     query = exp.select(
         *[col(d.value, "den") for d in dims],
         *[col(c, "den") for c in numerator_columns(ctx.statistics(*DENOMINATOR), ctx.clamped)],
-        *[numerator_value(col(c, "num")).as_(c)
-          for c in numerator_columns(statistics, ctx.clamped)],
+        *[
+            numerator_value(col(c, "num")).as_(c)
+            for c in numerator_columns(statistics, ctx.clamped)
+        ],
     ).from_(exp.alias_(exp.to_table("den"), "den"))
     on = (
         exp.and_(*[col(d.value, "num").eq(col(d.value, "den")) for d in dims])

@@ -51,7 +51,9 @@ class SharedTable:
 
     def create_statement(self, dialect: str) -> str:
         create = exp.Create(
-            this=exp.to_table(self.name), kind="TABLE", expression=self.body.copy(),
+            this=exp.to_table(self.name),
+            kind="TABLE",
+            expression=self.body.copy(),
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
         )
         return create.sql(dialect=dialect, copy=False)  # ``create`` holds a copy of its own
@@ -70,9 +72,7 @@ def _digest(body: exp.Expr) -> str:
     return PREFIX + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _rename_references(
-    tree: exp.Expr, names: dict[str, str], *, copy: bool = True
-) -> exp.Expr:
+def _rename_references(tree: exp.Expr, names: dict[str, str], *, copy: bool = True) -> exp.Expr:
     """``tree`` (a copy unless ``copy`` is false) with every unqualified table reference to a
     key of ``names`` pointing at its new name; the old name stays as the alias where the
     reference had none."""
@@ -87,8 +87,10 @@ def _rename_references(
         ):
             renamed = exp.to_table(names[node.name])
             alias = node.args.get("alias")
-            renamed.set("alias", alias.copy() if alias else exp.TableAlias(
-                this=exp.to_identifier(node.name)))
+            renamed.set(
+                "alias",
+                alias.copy() if alias else exp.TableAlias(this=exp.to_identifier(node.name)),
+            )
             return renamed
         return node
 
@@ -129,10 +131,7 @@ def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query
 
 
 def _references(tree: exp.Expr, names: set[str]) -> set[str]:
-    return {
-        t.name for t in tree.find_all(exp.Table)
-        if not t.args.get("db") and t.name in names
-    }
+    return {t.name for t in tree.find_all(exp.Table) if not t.args.get("db") and t.name in names}
 
 
 def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
@@ -174,8 +173,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
                 else:
                     read_elsewhere.add(name)
     tables = {
-        name for name in shared_names
-        if name in read_elsewhere or len(shared_readers[name]) != 1
+        name for name in shared_names if name in read_elsewhere or len(shared_readers[name]) != 1
     }
 
     rewritten: list[exp.Query] = []

@@ -30,11 +30,10 @@ def decode_cells(
     integer_columns = [
         c for s in scalars for c in aggregate.result_columns(s, clamped) if not _is_key(c)
     ]
-    key_columns = [
-        c for s in scalars for c in aggregate.result_columns(s, clamped) if _is_key(c)
-    ]
+    key_columns = [c for s in scalars for c in aggregate.result_columns(s, clamped) if _is_key(c)]
     bin_columns = [
-        c for h in histograms
+        c
+        for h in histograms
         for c in (*aggregate.histogram_columns(h.name), *aggregate.disclosure_columns(h))
     ]
     wanted = (*dims, *integer_columns, *key_columns, *bin_columns)
@@ -47,8 +46,7 @@ def decode_cells(
     bins: dict[CellKey, dict[str, list[tuple[int, int, Support]]]] = {}
     for i in range(table.num_rows):
         key = tuple(
-            (Dimension(d), carrier_id if d == "carrier" else str(columns[d][i]))
-            for d in dims
+            (Dimension(d), carrier_id if d == "carrier" else str(columns[d][i])) for d in dims
         )
         values: dict[str, object] = {n: _as_int(columns[n][i]) for n in integer_columns}
         values.update({n: _as_key(columns[n][i]) for n in key_columns})
@@ -63,8 +61,12 @@ def decode_cells(
             if not 0 <= index < N_BINS:
                 raise DataSourceError("engine returned a histogram bin out of range")
             count = _as_int(columns[count_col][i])
-            support = Support(count, _as_key(columns[low][i]), _as_key(columns[high][i]),
-                              top=_as_int(columns[top][i]))
+            support = Support(
+                count,
+                _as_key(columns[low][i]),
+                _as_key(columns[high][i]),
+                top=_as_int(columns[top][i]),
+            )
             bins.setdefault(key, {}).setdefault(h.name, []).append(
                 (index, _as_int(columns[cents_col][i]), support)
             )
@@ -86,8 +88,9 @@ def decode_cells(
             assert isinstance(number, int)
             stats.append((s.name, number))
             supports.append((s.name, _support(s, values)))
-        cells.append(RawCell(key=key, values=tuple(stats), supports=tuple(supports),
-                             bins=tuple(cell_bins)))
+        cells.append(
+            RawCell(key=key, values=tuple(stats), supports=tuple(supports), bins=tuple(cell_bins))
+        )
     cells.sort(key=lambda c: c.key)
     return RawTable(query=query, cells=tuple(cells))
 
@@ -134,8 +137,9 @@ def _support(stat: StatisticSpec, values: Mapping[str, object]) -> Support:
     members = number("") if stat.kind is StatKind.MEMBERS else number(aggregate.SUPPORT)
     clamped = values.get(name + aggregate.CLAMPED)
     assert clamped is None or isinstance(clamped, int)
-    return Support(members, low, high, top=number(aggregate.TOP), rest=number(aggregate.REST),
-                   clamped=clamped)
+    return Support(
+        members, low, high, top=number(aggregate.TOP), rest=number(aggregate.REST), clamped=clamped
+    )
 
 
 def _histogram(

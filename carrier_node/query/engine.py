@@ -42,8 +42,13 @@ class BatchTiming:
 
 class Engine:
     def __init__(
-        self, source: DataSource, carrier_id: str, schema: str | None = None, *,
-        record_secret: str | None = None, clamped: bool = False,
+        self,
+        source: DataSource,
+        carrier_id: str,
+        schema: str | None = None,
+        *,
+        record_secret: str | None = None,
+        clamped: bool = False,
     ) -> None:
         """``record_secret``: the node's secret for record keys (a fresh random one, for this
         engine only, when None: tools that need no consistency across processes); ``clamped``:
@@ -81,7 +86,12 @@ class Engine:
     def render_batch(self, period: Period, queries: tuple[QuerySpec, ...]) -> RenderedBatch:
         """The SQL of ``queries`` evaluated together (see :mod:`carrier_node.query.batch`)."""
         return render.render_batch(
-            self.source.dialect, self._tables(), self.schema, period, queries, self.keying,
+            self.source.dialect,
+            self._tables(),
+            self.schema,
+            period,
+            queries,
+            self.keying,
             self._min_uses(),
         )
 
@@ -115,9 +125,7 @@ class Engine:
             query, filters=tuple((d, v) for d, v in query.filters if d is not Dimension.CARRIER)
         )
 
-    def _run(
-        self, period: Period, queries: tuple[QuerySpec, ...]
-    ) -> list[tuple[pa.Table, float]]:
+    def _run(self, period: Period, queries: tuple[QuerySpec, ...]) -> list[tuple[pa.Table, float]]:
         """Each query's result table and the seconds its own SQL took."""
         if len(queries) < self._min_uses():
             out = [self._timed(self.source.execute_arrow, self.render(period, q)) for q in queries]
@@ -133,7 +141,9 @@ class Engine:
             if rendered.shared:
                 log.info(
                     "computed %d blocks shared by the batch's %d queries in %.3fs",
-                    len(rendered.shared), len(queries), shared_seconds,
+                    len(rendered.shared),
+                    len(queries),
+                    shared_seconds,
                 )
             for index, text in enumerate(rendered.queries):
                 out.append(self._timed(session.execute_arrow, text))
@@ -154,6 +164,11 @@ class Engine:
     def _cells(self, query: QuerySpec, result: tuple[pa.Table, float]) -> RawTable:
         table, seconds = result
         raw = decode_cells(query, table, self.carrier_id, clamped=self.keying.clamped)
-        log.info("evaluated %s@%d: %d cells in %.3fs", query.metric, query.version,
-                 len(raw.cells), seconds)
+        log.info(
+            "evaluated %s@%d: %d cells in %.3fs",
+            query.metric,
+            query.version,
+            len(raw.cells),
+            seconds,
+        )
         return raw

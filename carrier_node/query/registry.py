@@ -24,8 +24,7 @@ _BUILDERS: dict[str, Builder] = {}
 def implements(*metrics: str | MetricSpec, version: int = 1) -> Callable[[Builder], Builder]:
     """Register the decorated builder for the catalogue metrics named (at ``version``), or
     declared, in ``metrics``."""
-    specs = [m if isinstance(m, MetricSpec) else catalogue.get_metric(m, version)
-             for m in metrics]
+    specs = [m if isinstance(m, MetricSpec) else catalogue.get_metric(m, version) for m in metrics]
 
     def register(builder: Builder) -> Builder:
         for spec in specs:

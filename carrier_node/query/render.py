@@ -32,11 +32,18 @@ class Keying:
 
 
 def expression(
-    tables: frozenset[str] | None, schema: str | None, period: Period, query: QuerySpec,
+    tables: frozenset[str] | None,
+    schema: str | None,
+    period: Period,
+    query: QuerySpec,
     keying: Keying,
 ) -> exp.Query:
     context = BuildContext(
-        ANY_CARRIER, period, query, tables=tables, record_secret=keying.record_secret,
+        ANY_CARRIER,
+        period,
+        query,
+        tables=tables,
+        record_secret=keying.record_secret,
         clamped=keying.clamped,
     )
     return sql.qualify_tables(metrics.build(context), schema)
@@ -44,8 +51,12 @@ def expression(
 
 @functools.lru_cache(maxsize=512)
 def render(
-    dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
-    query: QuerySpec, keying: Keying,
+    dialect: str,
+    tables: frozenset[str] | None,
+    schema: str | None,
+    period: Period,
+    query: QuerySpec,
+    keying: Keying,
 ) -> str:
     # The tree is built for this call alone: the generator may work on it without a copy.
     return expression(tables, schema, period, query, keying).sql(dialect=dialect, copy=False)
@@ -62,16 +73,19 @@ class RenderedBatch:
 
 @functools.lru_cache(maxsize=64)
 def render_batch(
-    dialect: str, tables: frozenset[str] | None, schema: str | None, period: Period,
-    queries: tuple[QuerySpec, ...], keying: Keying, min_uses: int = 2,
+    dialect: str,
+    tables: frozenset[str] | None,
+    schema: str | None,
+    period: Period,
+    queries: tuple[QuerySpec, ...],
+    keying: Keying,
+    min_uses: int = 2,
 ) -> RenderedBatch:
     planned = batch.plan(
         [expression(tables, schema, period, q, keying) for q in queries], min_uses=min_uses
     )
     return RenderedBatch(
-        shared=tuple(
-            (t.name, t.create_statement(dialect), t.last_use) for t in planned.shared
-        ),
+        shared=tuple((t.name, t.create_statement(dialect), t.last_use) for t in planned.shared),
         # The plan is this call's alone: the generator may work on it without a copy.
         queries=tuple(q.sql(dialect=dialect, copy=False) for q in planned.queries),
     )

@@ -172,7 +172,10 @@ def member_key(member_id: exp.Expr, secret: str) -> exp.Expr:
 
 
 def member_months(
-    carrier_id: str, filters: Mapping[Dimension, Sequence[str]], *, spans: bool = True,
+    carrier_id: str,
+    filters: Mapping[Dimension, Sequence[str]],
+    *,
+    spans: bool = True,
     secret: str = "",
 ) -> exp.Select:
     """Member months (one row per member × month) with every member dimension, the month's
@@ -186,7 +189,8 @@ def member_months(
     member_filters = [(d, v) for d, v in filters.items() if d in dimensions.MEMBER_DIMENSIONS]
     if not spans and all(d in SPAN_FREE_DIMENSIONS for d, _ in member_filters):
         query = fill(
-            _ENROLLED_MONTHS, carrier=lit(carrier_id),
+            _ENROLLED_MONTHS,
+            carrier=lit(carrier_id),
             key=member_key(exp.column("member_id", "e"), secret),
         )
     else:
@@ -234,8 +238,9 @@ def _rule_condition(rule: ServiceCategoryRule, line: str) -> exp.Expr:
         conds.append(
             exp.or_(
                 *[
-                    exp.Substring(this=bill, start=exp.Literal.number(1),
-                                  length=exp.Literal.number(len(p))).eq(lit(p))
+                    exp.Substring(
+                        this=bill, start=exp.Literal.number(1), length=exp.Literal.number(len(p))
+                    ).eq(lit(p))
                     for p in rule.bill_type_prefix
                 ]
             )
@@ -391,9 +396,7 @@ def date_lit(day: dt.date) -> exp.Expr:
 
 
 def in_period(column: exp.Expr, period: Period) -> exp.Expr:
-    return exp.Between(
-        this=column, low=date_lit(period.start_date), high=date_lit(period.end_date)
-    )
+    return exp.Between(this=column, low=date_lit(period.start_date), high=date_lit(period.end_date))
 
 
 #: Code lists longer than this are matched against a VALUES table rather than an IN list:
@@ -438,7 +441,9 @@ def months_around_cte(period: Period) -> exp.Expr:
         previous = Month(m.year - 1, 12) if m.month == 1 else Month(m.year, m.month - 1)
         rows.append(
             (
-                date_lit(m.first_day), date_lit(m.last_day), date_lit(previous.first_day),
+                date_lit(m.first_day),
+                date_lit(m.last_day),
+                date_lit(previous.first_day),
                 date_lit(m.next().first_day),
             )
         )

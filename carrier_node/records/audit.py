@@ -44,9 +44,7 @@ log = logging.getLogger(__name__)
 #: The ``prev`` of the first entry.
 GENESIS = "0" * 64
 
-JsonValue: TypeAlias = (
-    str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
-)
+JsonValue: TypeAlias = str | int | float | bool | list["JsonValue"] | dict[str, "JsonValue"] | None
 
 _REQUIRED = ("seq", "time", "kind", "prev", "hash")
 
@@ -191,7 +189,10 @@ class AuditLog:
         if head is not None and (head.seq, head.hash) != (self._seq, self._prev):
             log.error(
                 "audit log %s does not end where its head says (entry %d vs %d): run"
-                " `carrier-node audit verify`", path.name, self._seq, head.seq,
+                " `carrier-node audit verify`",
+                path.name,
+                self._seq,
+                head.seq,
             )
         created = not path.exists()
         self._sync_flag = _O_DSYNC if fsync else 0
@@ -283,7 +284,9 @@ class AuditLog:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         self.close()
@@ -337,19 +340,25 @@ def verify(path: Path, *, head: Path | None = None) -> Verification:
             return Verification(count, number, None, f"line {number} has no sequence number")
         if seq != expected_seq:
             return Verification(
-                count, number, seq,
+                count,
+                number,
+                seq,
                 f"entry {seq} at line {number}: expected entry {expected_seq} here (an entry"
                 " was deleted, inserted or moved)",
             )
         if entry["prev"] != prev:
             return Verification(
-                count, number, seq,
+                count,
+                number,
+                seq,
                 f"entry {seq} at line {number} does not chain to the entry before it (that"
                 " entry was altered, or entries were deleted, inserted or moved)",
             )
         if entry["hash"] != entry_hash(entry):
             return Verification(
-                count, number, seq,
+                count,
+                number,
+                seq,
                 f"entry {seq} at line {number} was edited (its hash does not match its content)",
             )
         prev = str(entry["hash"])

@@ -110,13 +110,16 @@ def held_result(held: HeldRelease) -> ResultSpec:
 
 
 def _same_query(
-    old: dict[str, JsonValue] | None, new: dict[str, JsonValue], old_table: QueryTable,
+    old: dict[str, JsonValue] | None,
+    new: dict[str, JsonValue],
+    old_table: QueryTable,
     new_table: QueryTable,
 ) -> bool:
     if old is not None:
         return old == new
     return (
-        not new.get("filters") and not new.get("parameters")
+        not new.get("filters")
+        and not new.get("parameters")
         and (old_table.metric, old_table.version, old_table.group_by)
         == (new_table.metric, new_table.version, new_table.group_by)
     )
@@ -176,14 +179,16 @@ def review(held: HeldRelease, audit_path: Path) -> Review:
                 old_stat = None
                 if old is not None:
                     old_stat = next((s for s in old.stats if s.name == stat.name), None)
-                stats.append(StatReview(
-                    name=stat.name,
-                    kind=spec.statistic(stat.name).kind,
-                    status=stat.status,
-                    value=stat.value,
-                    previous_status=old_stat.status if old_stat is not None else None,
-                    previous_value=old_stat.value if old_stat is not None else None,
-                ))
+                stats.append(
+                    StatReview(
+                        name=stat.name,
+                        kind=spec.statistic(stat.name).kind,
+                        status=stat.status,
+                        value=stat.value,
+                        previous_status=old_stat.status if old_stat is not None else None,
+                        previous_value=old_stat.value if old_stat is not None else None,
+                    )
+                )
             cells.append(CellReview(cell.key, cell.status, tuple(stats), old is not None))
         tables.append(TableReview(query, table, prev, tuple(cells)))
     return Review(held, result, tuple(tables))
@@ -266,35 +271,41 @@ def review_json(view: Review) -> dict[str, JsonValue]:
                 }
                 for s in cell.stats
             ]
-            cells.append({
-                "key": {str(d): v for d, v in cell.key},
-                "status": str(cell.status),
-                "stats": stats,
-            })
+            cells.append(
+                {
+                    "key": {str(d): v for d, v in cell.key},
+                    "status": str(cell.status),
+                    "stats": stats,
+                }
+            )
         d = t.table.disclosure
-        tables.append({
-            "query": t.query,
-            "metric": t.table.metric,
-            "version": t.table.version,
-            "group_by": [str(g) for g in t.table.group_by],
-            "disclosure": {
-                "method": str(d.method),
-                "released": d.cells_released,
-                "withheld": d.cells_withheld,
-                "partly_withheld": d.cells_partly_withheld,
-                "perturbed": d.cells_perturbed,
-                "withheld_statistics": {str(r): n for r, n in d.withheld},
-                "min_cell_size": d.min_cell_size,
-            },
-            "previous": None if prev is None else {
-                "request_id": prev.request_id,
-                "round_id": prev.round_id,
-                "released_at": prev.released_at,
-                "period": prev.period,
-                "approved_by": prev.approved_by,
-            },
-            "cells": cells,
-        })
+        tables.append(
+            {
+                "query": t.query,
+                "metric": t.table.metric,
+                "version": t.table.version,
+                "group_by": [str(g) for g in t.table.group_by],
+                "disclosure": {
+                    "method": str(d.method),
+                    "released": d.cells_released,
+                    "withheld": d.cells_withheld,
+                    "partly_withheld": d.cells_partly_withheld,
+                    "perturbed": d.cells_perturbed,
+                    "withheld_statistics": {str(r): n for r, n in d.withheld},
+                    "min_cell_size": d.min_cell_size,
+                },
+                "previous": None
+                if prev is None
+                else {
+                    "request_id": prev.request_id,
+                    "round_id": prev.round_id,
+                    "released_at": prev.released_at,
+                    "period": prev.period,
+                    "approved_by": prev.approved_by,
+                },
+                "cells": cells,
+            }
+        )
     return {
         "request_id": held.request_id,
         "round_id": held.round_id,

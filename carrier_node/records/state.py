@@ -235,10 +235,19 @@ class NodeState:
                 f"INSERT INTO held_releases ({_HELD_COLUMNS})"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
-                    held.request_id, held.round_id, held.request_sha256, held.message,
-                    held.period, json.dumps(list(held.queries), sort_keys=True),
-                    held.expires_at, held.created_at or _now(), str(held.status),
-                    held.decided_at, held.reviewer, held.reason, held.settled_at,
+                    held.request_id,
+                    held.round_id,
+                    held.request_sha256,
+                    held.message,
+                    held.period,
+                    json.dumps(list(held.queries), sort_keys=True),
+                    held.expires_at,
+                    held.created_at or _now(),
+                    str(held.status),
+                    held.decided_at,
+                    held.reviewer,
+                    held.reason,
+                    held.settled_at,
                 ),
             )
 
@@ -265,8 +274,8 @@ class NodeState:
     def awaiting_review(self, request_id: str, request_sha256: str) -> bool:
         """These exact request bytes were answered by a result that has not yet gone out."""
         held = self.held_release(request_id)
-        return held is not None and held.status.unsettled and (
-            held.request_sha256 == request_sha256
+        return (
+            held is not None and held.status.unsettled and (held.request_sha256 == request_sha256)
         )
 
     def decide(self, request_id: str, *, approve: bool, reviewer: str, reason: str = "") -> bool:
@@ -296,10 +305,14 @@ class NodeState:
                     "SELECT status, request_sha256 FROM held_releases WHERE request_id = ?",
                     (request_id,),
                 ).fetchone()
-                done = {
-                    str(ReviewStatus.APPROVED): ReviewStatus.RELEASED,
-                    str(ReviewStatus.REJECTED): ReviewStatus.REFUSED,
-                }.get(row[0]) if row is not None else None
+                done = (
+                    {
+                        str(ReviewStatus.APPROVED): ReviewStatus.RELEASED,
+                        str(ReviewStatus.REJECTED): ReviewStatus.REFUSED,
+                    }.get(row[0])
+                    if row is not None
+                    else None
+                )
                 if done is None:
                     self._db.execute("ROLLBACK")
                     return False

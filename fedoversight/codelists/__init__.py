@@ -67,7 +67,9 @@ def _rows(name: str) -> list[dict[str, str]]:
 def service_categories() -> tuple[ServiceCategory, ...]:
     return tuple(
         ServiceCategory(
-            r["service_category_1"], r["service_category_2"], r["service_category_3"],
+            r["service_category_1"],
+            r["service_category_2"],
+            r["service_category_3"],
             int(r["priority"]),
         )
         for r in _rows("service_categories.csv")
@@ -81,8 +83,9 @@ PHARMACY = "pharmacy"
 def category_names(level: int) -> tuple[str, ...]:
     """Every category of ``level`` (1 or 2) a claim can fall in: those of the shipped list,
     ``other`` and ``pharmacy``, sorted."""
-    names = {c.service_category_1 if level == 1 else c.service_category_2
-             for c in service_categories()}
+    names = {
+        c.service_category_1 if level == 1 else c.service_category_2 for c in service_categories()
+    }
     return tuple(sorted(names | {OTHER[0], PHARMACY}))
 
 

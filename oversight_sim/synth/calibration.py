@@ -18,8 +18,11 @@ from oversight_sim.synth.arrays import BoolArray, FloatArray, IntArray, _month_o
 def _arrow(frames: Sequence[pd.DataFrame], column: str) -> pa.ChunkedArray:
     chunks = [pa.array(f[column]) for f in frames]
     return pa.chunked_array(
-        [c for chunk in chunks for c in (chunk.chunks if isinstance(chunk, pa.ChunkedArray)
-                                         else [chunk])],
+        [
+            c
+            for chunk in chunks
+            for c in (chunk.chunks if isinstance(chunk, pa.ChunkedArray) else [chunk])
+        ],
         type=chunks[0].type,
     )
 
@@ -76,10 +79,13 @@ def calibration_report(
     end = _days(_arrow(elig_frames, "enrollment_end_date"))
     end = np.where(end < 0, window_end, np.minimum(end, window_end))
     inside = end >= start
-    spans = pa.table({
-        "member": _arrow(elig_frames, "member_id").filter(pa.array(inside)),
-        "first": start[inside], "last": end[inside],
-    })
+    spans = pa.table(
+        {
+            "member": _arrow(elig_frames, "member_id").filter(pa.array(inside)),
+            "first": start[inside],
+            "last": end[inside],
+        }
+    )
     enrolled = spans.group_by("member").aggregate([("first", "min"), ("last", "max")])
     member_first = _month_of(enrolled["first_min"].to_numpy()) - first_month
     member_last = _month_of(enrolled["last_max"].to_numpy()) - first_month
@@ -92,10 +98,16 @@ def calibration_report(
     years = total_mm / 12
 
     med_allowed, rx_allowed = _dollars(med("allowed_amount")), _dollars(rx("allowed_amount"))
-    spend = pa.table({
-        "member": pa.chunked_array(med("member_id").chunks + rx("member_id").chunks),
-        "allowed": np.concatenate([med_allowed, rx_allowed]),
-    }).group_by("member").aggregate([("allowed", "sum")])
+    spend = (
+        pa.table(
+            {
+                "member": pa.chunked_array(med("member_id").chunks + rx("member_id").chunks),
+                "allowed": np.concatenate([med_allowed, rx_allowed]),
+            }
+        )
+        .group_by("member")
+        .aggregate([("allowed", "sum")])
+    )
     spent = spend.join(enrolled.select(["member"]), "member", join_type="right outer")
     per_member = np.asarray(spent["allowed_sum"].fill_null(0.0).to_numpy(), dtype=np.float64)
     ordered = np.sort(per_member)[::-1]
@@ -144,18 +156,22 @@ def calibration_report(
     return report
 
 
-def _surgical_claim_months(med: Callable[[str], pa.ChunkedArray], counted: BoolArray,
-                           claim_month: IntArray) -> IntArray:
+def _surgical_claim_months(
+    med: Callable[[str], pa.ChunkedArray], counted: BoolArray, claim_month: IntArray
+) -> IntArray:
     """Service month of each surgical claim: ASC, outpatient surgery, surgical DRG stay."""
     bill, revenue = med("bill_type"), med("revenue_code")
     surgical_drgs = pa.array(sorted(c for c, kind in drg_types().items() if kind == "P"))
     asc = _flags(pc.starts_with(bill, "83"))
     outpatient = _flags(pc.starts_with(bill, "13")) & (
-        _flags(pc.starts_with(revenue, "036")) | _flags(pc.starts_with(revenue, "049")))
+        _flags(pc.starts_with(revenue, "036")) | _flags(pc.starts_with(revenue, "049"))
+    )
     inpatient = _flags(pc.starts_with(bill, "11")) & _flags(
-        pc.is_in(med("drg"), value_set=surgical_drgs))
+        pc.is_in(med("drg"), value_set=surgical_drgs)
+    )
     chosen = pa.array(counted & (asc | outpatient | inpatient))
-    claims = pa.table({"claim": med("claim_id").filter(chosen),
-                       "month": pa.array(claim_month).filter(chosen)})
+    claims = pa.table(
+        {"claim": med("claim_id").filter(chosen), "month": pa.array(claim_month).filter(chosen)}
+    )
     first = claims.group_by("claim").aggregate([("month", "min")])
     return np.asarray(first["month_min"].to_numpy(), dtype=np.int64)

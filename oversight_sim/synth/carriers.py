@@ -101,29 +101,41 @@ def _make_carrier(carrier_id: str, members: int, config: SynthConfig, rng: Rng) 
     plans = []
     for i, code in enumerate(codes):
         hdhp = hdhp_plan and i == n_plans - 1
-        plans.append(_Plan(
-            code=code, hdhp=hdhp, weight=float(rng.uniform(0.3, 1.0)) * (0.15 if hdhp else 1.0),
-            deductible=170_000 if hdhp else int(rng.choice([0, 35_000, 50_000, 75_000])),
-            coinsurance=float(rng.choice([0.1, 0.15, 0.2])),
-            copay=int(rng.choice([2_000, 2_500, 3_000])),
-            er_copay=int(rng.choice([10_000, 15_000, 25_000])),
-            oop_max=int(rng.choice([500_000, 650_000, 800_000])),
-        ))
+        plans.append(
+            _Plan(
+                code=code,
+                hdhp=hdhp,
+                weight=float(rng.uniform(0.3, 1.0)) * (0.15 if hdhp else 1.0),
+                deductible=170_000 if hdhp else int(rng.choice([0, 35_000, 50_000, 75_000])),
+                coinsurance=float(rng.choice([0.1, 0.15, 0.2])),
+                copay=int(rng.choice([2_000, 2_500, 3_000])),
+                er_copay=int(rng.choice([10_000, 15_000, 25_000])),
+                oop_max=int(rng.choice([500_000, 650_000, 800_000])),
+            )
+        )
     national = members >= 0.3 * config.members or rng.random() < 0.3
-    home = rng.choice(len(_STATE_CODES), size=int(rng.integers(1, 4)), replace=False,
-                      p=_STATE_WEIGHTS)
+    home = rng.choice(
+        len(_STATE_CODES), size=int(rng.integers(1, 4)), replace=False, p=_STATE_WEIGHTS
+    )
     oon_rate = np.where(
         np.array([e == "2" for _n, e, _t, _c in _PROVIDER_KINDS])[universe.kind],
-        _OON_ORG, _OON_PERSON,
+        _OON_ORG,
+        _OON_PERSON,
     )
     in_network = rng.random(len(universe.kind)) >= oon_rate
     window_end = _day(config.year + config.months // 12, config.months % 12 + 1, 1) - 1
     return _Carrier(
-        carrier_id=carrier_id, config=config, plans=tuple(plans),
+        carrier_id=carrier_id,
+        config=config,
+        plans=tuple(plans),
         pshb_share=float(np.clip(rng.normal(0.15, 0.04), 0.02, 0.4)),
-        home_states=home.astype(np.int64), national=bool(national),
-        cost_factor=float(np.exp(rng.normal(0.0, 0.06))), in_network=in_network,
-        universe=universe, window_start=_day(config.year, 1, 1), window_end=window_end,
+        home_states=home.astype(np.int64),
+        national=bool(national),
+        cost_factor=float(np.exp(rng.normal(0.0, 0.06))),
+        in_network=in_network,
+        universe=universe,
+        window_start=_day(config.year, 1, 1),
+        window_end=window_end,
     )
 
 

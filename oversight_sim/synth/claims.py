@@ -39,14 +39,27 @@ def _concat_claims(parts: Sequence[_Claims]) -> _Claims:
     names = list(_Claims.__dataclass_fields__)
     if not parts:
         e = np.zeros(0, dtype=np.int64)
-        return _Claims(member=e, template=e, start=e, end=e, admit=e, discharge=e, status=e,
-                       drg=e, bill=e, billing=e, other=e, pool=e, dx1=e, driver=e,
-                       movable=np.zeros(0, dtype=np.bool_))
+        return _Claims(
+            member=e,
+            template=e,
+            start=e,
+            end=e,
+            admit=e,
+            discharge=e,
+            status=e,
+            drg=e,
+            bill=e,
+            billing=e,
+            other=e,
+            pool=e,
+            dx1=e,
+            driver=e,
+            movable=np.zeros(0, dtype=np.bool_),
+        )
     return _Claims(*(np.concatenate([getattr(p, name) for p in parts]) for name in names))
 
 
-def _pick(car: _Carrier, m: _Members, member: IntArray, kind: IntArray | int,
-          rng: Rng) -> IntArray:
+def _pick(car: _Carrier, m: _Members, member: IntArray, kind: IntArray | int, rng: Rng) -> IntArray:
     """Providers of the given kinds for these members: mostly in-state, mostly their usual."""
     n = len(member)
     kinds = np.broadcast_to(np.asarray(kind, dtype=np.int64), (n,))
@@ -61,8 +74,9 @@ def _pick(car: _Carrier, m: _Members, member: IntArray, kind: IntArray | int,
     )
 
 
-def _days_in_window(car: _Carrier, rng: Rng, first: IntArray, last: IntArray,
-                    elective: BoolArray) -> IntArray:
+def _days_in_window(
+    car: _Carrier, rng: Rng, first: IntArray, last: IntArray, elective: BoolArray
+) -> IntArray:
     """Uniform days in [first, last]; elective ones about 20% likelier in December."""
     day = _uniform_days(rng, first, last)
     if car.config.months < 12 or not elective.any():

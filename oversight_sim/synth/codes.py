@@ -69,11 +69,25 @@ def _build_vocab() -> _Vocab:
         dx.update(codes)
     for codes in _DX_POOLS.values():
         dx.update(codes)
-    drgs = (*_DRG_MEDICAL, *_DRG_SURGICAL, *_DRG_VAGINAL, *_DRG_CESAREAN, *_DRG_ANTEPARTUM,
-            *_DRG_NEWBORN, *_DRG_NICU, *_DRG_PSYCH, *_DRG_SUBSTANCE, *_DRG_REHAB)
+    drgs = (
+        *_DRG_MEDICAL,
+        *_DRG_SURGICAL,
+        *_DRG_VAGINAL,
+        *_DRG_CESAREAN,
+        *_DRG_ANTEPARTUM,
+        *_DRG_NEWBORN,
+        *_DRG_NICU,
+        *_DRG_PSYCH,
+        *_DRG_SUBSTANCE,
+        *_DRG_REHAB,
+    )
     return _Vocab(
-        hcpcs=tuple(sorted(hcpcs)), revenue=tuple(sorted(revenue)), pos=tuple(sorted(pos)),
-        bill_type=tuple(sorted(bills)), dx=tuple(sorted(dx)), drg=tuple(sorted(set(drgs))),
+        hcpcs=tuple(sorted(hcpcs)),
+        revenue=tuple(sorted(revenue)),
+        pos=tuple(sorted(pos)),
+        bill_type=tuple(sorted(bills)),
+        dx=tuple(sorted(dx)),
+        drg=tuple(sorted(set(drgs))),
     )
 
 
@@ -133,8 +147,7 @@ class _ChoiceTable:
 
     def draw(self, groups: IntArray, rng: Rng) -> IntArray:
         u = groups + rng.random(len(groups))
-        return np.asarray(self.values[np.searchsorted(self.keys, u, side="right")],
-                          dtype=np.int64)
+        return np.asarray(self.values[np.searchsorted(self.keys, u, side="right")], dtype=np.int64)
 
 
 _TEMPLATE_POS = _ChoiceTable.of([_Choices.of(t.pos, _POS) for t in _TEMPLATES])
@@ -155,8 +168,7 @@ _CONDITION_CHOICES = tuple(_Choices.of(" ".join(codes), _DX) for _n, codes in _C
 _KIND_DX = _ChoiceTable.of([_DX_POOL_CHOICES[k.dx] for k in _KINDS])
 _INSTITUTIONAL = np.array([t.claim_type == _I for t in _TEMPLATES])
 _TEMPLATE_PROVIDER = np.array([_PK[t.provider] for t in _TEMPLATES], dtype=np.int64)
-_TEMPLATE_OTHER = np.array([_PK[t.other] if t.other else -1 for t in _TEMPLATES],
-                           dtype=np.int64)
+_TEMPLATE_OTHER = np.array([_PK[t.other] if t.other else -1 for t in _TEMPLATES], dtype=np.int64)
 
 
 def _check_reference_codes() -> None:

@@ -62,8 +62,7 @@ def _encoded(values: pa.Array, index: IntArray) -> pa.Array:
     """Dictionary-encoded strings (index -1: null). Parquet stores them as plain strings;
     :func:`_plain` decodes them for frames."""
     null = index < 0
-    indices = pa.array(np.where(null, 0, index).astype(np.int32),
-                       mask=null if null.any() else None)
+    indices = pa.array(np.where(null, 0, index).astype(np.int32), mask=null if null.any() else None)
     return pa.DictionaryArray.from_arrays(indices, values)
 
 

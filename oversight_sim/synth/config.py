@@ -36,8 +36,6 @@ class SynthConfig:
         if not 1900 < self.year < 2200:
             raise ConfigError("year out of range")
         if self.members < MIN_CARRIER_MEMBERS * self.carriers:
-            raise ConfigError(
-                f"members must be at least {MIN_CARRIER_MEMBERS} per carrier"
-            )
+            raise ConfigError(f"members must be at least {MIN_CARRIER_MEMBERS} per carrier")
         if self.file_format not in ("parquet", "csv"):
             raise ConfigError("file_format must be parquet or csv")

@@ -29,8 +29,12 @@ from oversight_sim.synth.templates import (
 
 # Condition-driven encounters: condition, kinds (with weights), visits per year.
 _FORCED: tuple[tuple[str, str, float], ...] = (
-    ("mental", "psych_office:8 psych_telehealth:5 psych_community:4 psych_partial "
-               "psych_hospital_outpatient:2", 4.0),
+    (
+        "mental",
+        "psych_office:8 psych_telehealth:5 psych_community:4 psych_partial "
+        "psych_hospital_outpatient:2",
+        4.0,
+    ),
     ("substance", "substance_outpatient:6 opioid_treatment:3 substance_residential", 5.0),
     ("hiv", "hiv_visit", 3.0),
     ("cancer", "oncology_infusion", 5.0),
@@ -38,8 +42,9 @@ _FORCED: tuple[tuple[str, str, float], ...] = (
 )
 
 
-def _forced_events(car: _Carrier, m: _Members,
-                   rng: Rng) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
+def _forced_events(
+    car: _Carrier, m: _Members, rng: Rng
+) -> tuple[IntArray, IntArray, IntArray, IntArray, IntArray]:
     """(member, kind, day, dx1, driver) of encounters that conditions and screening bring."""
     users = m.latent > 0
     exposure = m.member_months / 12.0
@@ -56,15 +61,24 @@ def _forced_events(car: _Carrier, m: _Members,
 
     # Diabetes: office visits with the diagnosis, and HbA1c tests for most.
     diabetic = (m.condition[:, _C["diabetes"]] >= 0) & users
-    visits = np.where(diabetic, np.where(m.member_months >= 4, 2, 1)
-                      + rng.poisson(1.5 * exposure), 0)
+    visits = np.where(
+        diabetic, np.where(m.member_months >= 4, 2, 1) + rng.poisson(1.5 * exposure), 0
+    )
     mem, _w = _expand(visits.astype(np.int64))
-    add(mem, np.full(len(mem), _KIND["diabetes_visit"]),
-        _uniform_days(rng, m.first[mem], m.last[mem]), _C["diabetes"])
+    add(
+        mem,
+        np.full(len(mem), _KIND["diabetes_visit"]),
+        _uniform_days(rng, m.first[mem], m.last[mem]),
+        _C["diabetes"],
+    )
     tests = np.where(diabetic & (rng.random(m.n) < 0.85), 1 + rng.poisson(0.8 * exposure), 0)
     mem, _w = _expand(tests.astype(np.int64))
-    add(mem, np.full(len(mem), _KIND["hba1c_lab"]),
-        _uniform_days(rng, m.first[mem], m.last[mem]), _C["diabetes"])
+    add(
+        mem,
+        np.full(len(mem), _KIND["hba1c_lab"]),
+        _uniform_days(rng, m.first[mem], m.last[mem]),
+        _C["diabetes"],
+    )
 
     for condition, text, rate in _FORCED:
         c = _C[condition]
@@ -88,8 +102,9 @@ def _forced_events(car: _Carrier, m: _Members,
     age = np.maximum(m.age, 0)
     women = (m.sex == 0) & (age >= 50) & (age < 75) & users & (rng.random(m.n) < 0.62)
     mem = np.flatnonzero(women)
-    kind = np.where(rng.random(len(mem)) < 0.55, _KIND["mammogram_office"],
-                    _KIND["mammogram_hospital"])
+    kind = np.where(
+        rng.random(len(mem)) < 0.55, _KIND["mammogram_office"], _KIND["mammogram_hospital"]
+    )
     add(mem, kind, _uniform_days(rng, m.first[mem], m.last[mem]), -1)
 
     member = np.concatenate(members)
@@ -100,8 +115,16 @@ def _forced_events(car: _Carrier, m: _Members,
     return member, np.concatenate(kinds).astype(np.int64), np.concatenate(days), dx1, driver
 
 
-def _event_claims(car: _Carrier, m: _Members, member: IntArray, kind: IntArray, day: IntArray,
-                  dx1: IntArray, driver: IntArray, rng: Rng) -> _Claims:
+def _event_claims(
+    car: _Carrier,
+    m: _Members,
+    member: IntArray,
+    kind: IntArray,
+    day: IntArray,
+    dx1: IntArray,
+    driver: IntArray,
+    rng: Rng,
+) -> _Claims:
     n_claims = np.array([len(_KIND_TEMPLATES[k]) for k in range(len(_KINDS))])[kind]
     event, within = _expand(n_claims.astype(np.int64))
     first_template = np.array([t[0] for t in _KIND_TEMPLATES])
@@ -128,14 +151,27 @@ def _event_claims(car: _Carrier, m: _Members, member: IntArray, kind: IntArray, 
     none = np.full(k, -1, dtype=np.int64)
     days = _KIND_DAYS[kind[event]]
     return _Claims(
-        member=mem, template=template, start=start, end=start + days - 1, admit=none,
-        discharge=none, status=none, drg=none, bill=none, billing=billing, other=other,
-        pool=mem, dx1=dx, driver=driver[event], movable=days == 1,
+        member=mem,
+        template=template,
+        start=start,
+        end=start + days - 1,
+        admit=none,
+        discharge=none,
+        status=none,
+        drg=none,
+        bill=none,
+        billing=billing,
+        other=other,
+        pool=mem,
+        dx1=dx,
+        driver=driver[event],
+        movable=days == 1,
     )
 
 
-def _sampled_events(car: _Carrier, m: _Members, remaining: FloatArray, target_lines: float,
-                    rng: Rng) -> tuple[IntArray, IntArray, IntArray]:
+def _sampled_events(
+    car: _Carrier, m: _Members, remaining: FloatArray, target_lines: float, rng: Rng
+) -> tuple[IntArray, IntArray, IntArray]:
     """(member, kind, day) of ordinary encounters; more of them the more a member costs."""
     age_group = np.digitize(np.maximum(m.age, 0), [18, 65])
     annual = remaining * 12 / m.member_months
@@ -160,9 +196,9 @@ def _sampled_events(car: _Carrier, m: _Members, remaining: FloatArray, target_li
         rows = np.flatnonzero(g == gi)
         if len(rows):
             kind[rows] = _SAMPLED[
-                np.minimum(np.searchsorted(cum[gi], u[rows], side="right"), len(_SAMPLED) - 1)]
-    day = _days_in_window(car, rng, m.first[event_member], m.last[event_member],
-                          _ELECTIVE[kind])
+                np.minimum(np.searchsorted(cum[gi], u[rows], side="right"), len(_SAMPLED) - 1)
+            ]
+    day = _days_in_window(car, rng, m.first[event_member], m.last[event_member], _ELECTIVE[kind])
     return event_member, kind, day
 
 

@@ -61,14 +61,29 @@ _STAY_TYPES = frozenset(range(9))
 _INPATIENT_TYPES = _STAY_TYPES | {_SNF, _HOSPICE_INPATIENT}
 #: Relative cost of an episode: fixed part and part per day.
 _EPISODE_COST = {
-    _MEDICAL: (5.0, 1.6), _SURGICAL: (12.0, 1.6), _DELIVERY: (6.0, 1.2), _NEWBORN: (1.2, 0.4),
-    _NICU: (8.0, 2.5), _PSYCH: (2.0, 1.0), _SUBSTANCE: (2.0, 1.0), _REHAB: (3.0, 1.3),
-    _ANTEPARTUM: (3.0, 1.2), _SNF: (0.0, 0.5), _HOME_HEALTH: (3.0, 0.0),
-    _HOSPICE_HOME: (0.0, 0.15), _HOSPICE_INPATIENT: (0.0, 1.0), _DIALYSIS: (6.0, 0.0),
+    _MEDICAL: (5.0, 1.6),
+    _SURGICAL: (12.0, 1.6),
+    _DELIVERY: (6.0, 1.2),
+    _NEWBORN: (1.2, 0.4),
+    _NICU: (8.0, 2.5),
+    _PSYCH: (2.0, 1.0),
+    _SUBSTANCE: (2.0, 1.0),
+    _REHAB: (3.0, 1.3),
+    _ANTEPARTUM: (3.0, 1.2),
+    _SNF: (0.0, 0.5),
+    _HOME_HEALTH: (3.0, 0.0),
+    _HOSPICE_HOME: (0.0, 0.15),
+    _HOSPICE_INPATIENT: (0.0, 1.0),
+    _DIALYSIS: (6.0, 0.0),
 }
 _DRG_POOLS = {
-    _MEDICAL: _DRG_MEDICAL, _SURGICAL: _DRG_SURGICAL, _NEWBORN: _DRG_NEWBORN, _NICU: _DRG_NICU,
-    _PSYCH: _DRG_PSYCH, _SUBSTANCE: _DRG_SUBSTANCE, _REHAB: _DRG_REHAB,
+    _MEDICAL: _DRG_MEDICAL,
+    _SURGICAL: _DRG_SURGICAL,
+    _NEWBORN: _DRG_NEWBORN,
+    _NICU: _DRG_NICU,
+    _PSYCH: _DRG_PSYCH,
+    _SUBSTANCE: _DRG_SUBSTANCE,
+    _REHAB: _DRG_REHAB,
     _ANTEPARTUM: _DRG_ANTEPARTUM,
 }
 
@@ -87,12 +102,26 @@ class _Episodes:
 def _stay_los(kind: IntArray, rng: Rng) -> IntArray:
     n = len(kind)
     los = np.select(
-        [kind == _MEDICAL, kind == _SURGICAL, kind == _DELIVERY, kind == _NEWBORN,
-         kind == _NICU, kind == _PSYCH, kind == _SUBSTANCE, kind == _REHAB],
-        [np.minimum(rng.geometric(0.28, n), 30), np.minimum(rng.geometric(0.4, n), 20),
-         1 + rng.integers(1, 3, n), np.full(n, 2), np.minimum(4 + rng.geometric(0.06, n), 60),
-         np.minimum(3 + rng.geometric(0.12, n), 30), np.minimum(2 + rng.geometric(0.25, n), 14),
-         np.minimum(6 + rng.geometric(0.12, n), 30)],
+        [
+            kind == _MEDICAL,
+            kind == _SURGICAL,
+            kind == _DELIVERY,
+            kind == _NEWBORN,
+            kind == _NICU,
+            kind == _PSYCH,
+            kind == _SUBSTANCE,
+            kind == _REHAB,
+        ],
+        [
+            np.minimum(rng.geometric(0.28, n), 30),
+            np.minimum(rng.geometric(0.4, n), 20),
+            1 + rng.integers(1, 3, n),
+            np.full(n, 2),
+            np.minimum(4 + rng.geometric(0.06, n), 60),
+            np.minimum(3 + rng.geometric(0.12, n), 30),
+            np.minimum(2 + rng.geometric(0.25, n), 14),
+            np.minimum(6 + rng.geometric(0.12, n), 30),
+        ],
         default=np.minimum(rng.geometric(0.5, n), 7),
     )
     return np.asarray(los, dtype=np.int64)
@@ -111,15 +140,17 @@ def _draw_drg(kind: IntArray, rng: Rng) -> IntArray:
     return drg
 
 
-def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
-              rng: Rng) -> tuple[_Episodes, FloatArray]:
+def _episodes(
+    car: _Carrier, m: _Members, budget: FloatArray, rng: Rng
+) -> tuple[_Episodes, FloatArray]:
     """Expensive episodes of care and each one's budget (dollars); updates nothing in place."""
     age = np.maximum(m.age, 0)
     annual = budget * 12 / m.member_months
     p_stay = np.clip(np.log10(np.maximum(annual, 1)) - 4.05, 0, 0.85)
     n_stays = np.where(
         rng.random(m.n) < p_stay,
-        1 + np.minimum(rng.poisson(np.maximum(annual - 40_000, 0) / 120_000), 4), 0,
+        1 + np.minimum(rng.poisson(np.maximum(annual - 40_000, 0) / 120_000), 4),
+        0,
     )
     s_member, _w = _expand(n_stays.astype(np.int64))
     k = len(s_member)
@@ -128,8 +159,11 @@ def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
     substance = m.condition[s_member, _C["substance"]] >= 0
     mental = m.condition[s_member, _C["mental"]] >= 0
     surgical = rng.random(k) < np.where(s_age < 18, 0.15, np.where(s_age < 65, 0.4, 0.25))
-    kind = np.where(substance & (r < 0.4), _SUBSTANCE,
-                    np.where(mental & (r < 0.35), _PSYCH, np.where(surgical, _SURGICAL, _MEDICAL)))
+    kind = np.where(
+        substance & (r < 0.4),
+        _SUBSTANCE,
+        np.where(mental & (r < 0.35), _PSYCH, np.where(surgical, _SURGICAL, _MEDICAL)),
+    )
     drg = _draw_drg(kind, rng)
     elective = np.isin(drg, [_DRGI[d] for d in _DRG_ELECTIVE])
     admit = _days_in_window(car, rng, m.first[s_member], m.last[s_member], elective)
@@ -143,14 +177,19 @@ def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
     in_hospital = rng.random(len(decedents)) < 0.45
     terminal = decedents[in_hospital]
     forced_member = np.concatenate([mothers, ante, babies, terminal])
-    forced_kind = np.concatenate([
-        np.full(len(mothers), _DELIVERY), np.full(len(ante), _ANTEPARTUM),
-        np.where(nicu, _NICU, _NEWBORN), np.full(len(terminal), _MEDICAL),
-    ]).astype(np.int64)
+    forced_kind = np.concatenate(
+        [
+            np.full(len(mothers), _DELIVERY),
+            np.full(len(ante), _ANTEPARTUM),
+            np.where(nicu, _NICU, _NEWBORN),
+            np.full(len(terminal), _MEDICAL),
+        ]
+    ).astype(np.int64)
     forced_drg = _draw_drg(forced_kind, rng)
     ante_day = np.maximum(m.delivery[ante] - rng.integers(10, 90, len(ante)), m.first[ante])
-    forced_admit = np.concatenate([
-        m.delivery[mothers], ante_day, m.birth[babies], np.zeros(len(terminal), np.int64)])
+    forced_admit = np.concatenate(
+        [m.delivery[mothers], ante_day, m.birth[babies], np.zeros(len(terminal), np.int64)]
+    )
 
     member = np.concatenate([s_member, forced_member])
     kind = np.concatenate([kind, forced_kind])
@@ -158,12 +197,13 @@ def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
     admit = np.concatenate([admit, forced_admit])
     los = _stay_los(kind, rng)
     is_terminal = np.zeros(len(member), dtype=np.bool_)
-    is_terminal[len(member) - len(terminal):] = True
+    is_terminal[len(member) - len(terminal) :] = True
     admit = np.where(is_terminal, np.maximum(m.death[member] - los, m.first[member]), admit)
     discharge = admit + los
     status = np.full(len(member), _DS["01"], dtype=np.int64)
-    facility = _pick(car, m, member, np.where(kind == _PSYCH, _PK["psych_hospital"],
-                                               _PK["hospital"]), rng)
+    facility = _pick(
+        car, m, member, np.where(kind == _PSYCH, _PK["psych_hospital"], _PK["hospital"]), rng
+    )
 
     # After an acute stay: transfer, rehabilitation, skilled nursing, home health; readmission.
     acute = np.flatnonzero((kind == _MEDICAL) | (kind == _SURGICAL))
@@ -174,25 +214,34 @@ def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
     snf = ~transfer & ~rehab & old & (r < 0.25)
     home = ~transfer & ~rehab & ~snf & (r < np.where(old, 0.37, 0.06))
     readmit_p = np.where(old, 0.17, 0.1)
-    readmitted = np.concatenate([
-        acute[rng.random(len(acute)) < readmit_p],
-        np.flatnonzero(kind == _PSYCH)[rng.random(int((kind == _PSYCH).sum())) < 0.12],
-    ])
+    readmitted = np.concatenate(
+        [
+            acute[rng.random(len(acute)) < readmit_p],
+            np.flatnonzero(kind == _PSYCH)[rng.random(int((kind == _PSYCH).sum())) < 0.12],
+        ]
+    )
     status[acute[transfer]] = _DS["02"]
     status[acute[rehab]] = _DS["62"]
     status[acute[snf]] = _DS["03"]
     status[acute[home]] = _DS["06"]
     src = np.concatenate([acute[transfer], acute[rehab], readmitted, acute[snf], acute[home]])
-    d_kind = np.concatenate([
-        np.full(int(transfer.sum()), _MEDICAL), np.full(int(rehab.sum()), _REHAB),
-        np.where(kind[readmitted] == _PSYCH, _PSYCH, _MEDICAL),
-        np.full(int(snf.sum()), _SNF), np.full(int(home.sum()), _HOME_HEALTH),
-    ]).astype(np.int64)
-    gap = np.concatenate([
-        np.zeros(int(transfer.sum()) + int(rehab.sum()), np.int64),
-        rng.integers(2, 30, len(readmitted)),
-        np.zeros(int(snf.sum()), np.int64), np.ones(int(home.sum()), np.int64),
-    ])
+    d_kind = np.concatenate(
+        [
+            np.full(int(transfer.sum()), _MEDICAL),
+            np.full(int(rehab.sum()), _REHAB),
+            np.where(kind[readmitted] == _PSYCH, _PSYCH, _MEDICAL),
+            np.full(int(snf.sum()), _SNF),
+            np.full(int(home.sum()), _HOME_HEALTH),
+        ]
+    ).astype(np.int64)
+    gap = np.concatenate(
+        [
+            np.zeros(int(transfer.sum()) + int(rehab.sum()), np.int64),
+            rng.integers(2, 30, len(readmitted)),
+            np.zeros(int(snf.sum()), np.int64),
+            np.ones(int(home.sum()), np.int64),
+        ]
+    )
     d_member = member[src]
     d_start = discharge[src] + gap
     d_los = np.select(
@@ -203,15 +252,17 @@ def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
     d_drg = _draw_drg(d_kind, rng)
     readmit_same = np.zeros(len(src), dtype=np.bool_)
     first_readmit = int(transfer.sum()) + int(rehab.sum())
-    readmit_same[first_readmit:first_readmit + len(readmitted)] = (
-        rng.random(len(readmitted)) < 0.6)
+    readmit_same[first_readmit : first_readmit + len(readmitted)] = (
+        rng.random(len(readmitted)) < 0.6
+    )
     d_facility_kind = np.select(
         [d_kind == _REHAB, d_kind == _SNF, d_kind == _HOME_HEALTH, d_kind == _PSYCH],
         [_PK["rehab_hospital"], _PK["snf"], _PK["hha"], _PK["psych_hospital"]],
         default=_PK["hospital"],
     )
-    d_facility = np.where(readmit_same, facility[src],
-                          _pick(car, m, d_member, d_facility_kind, rng))
+    d_facility = np.where(
+        readmit_same, facility[src], _pick(car, m, d_member, d_facility_kind, rng)
+    )
     keep = d_start <= m.last[d_member]
 
     # Hospice at the end of life; dialysis every enrolled month.
@@ -232,35 +283,61 @@ def _episodes(car: _Carrier, m: _Members, budget: FloatArray,
     dial_end = np.minimum(_month_start(month + 1) - 1, m.last[dial_member])
     dial_facility = _pick(car, m, dial_member, _PK["dialysis"], rng)
 
-    e_member = np.concatenate([member, d_member[keep], old_dead[home_ok], old_dead[gip],
-                               dial_member])
+    e_member = np.concatenate(
+        [member, d_member[keep], old_dead[home_ok], old_dead[gip], dial_member]
+    )
     e = _Episodes(
         member=e_member,
-        kind=np.concatenate([kind, d_kind[keep], np.full(int(home_ok.sum()), _HOSPICE_HOME),
-                             np.full(int(gip.sum()), _HOSPICE_INPATIENT),
-                             np.full(len(dial_member), _DIALYSIS)]).astype(np.int64),
-        start=np.concatenate([admit, d_start[keep], home_start[home_ok], gip_start[gip],
-                              dial_start]),
-        end=np.concatenate([discharge, (d_start + d_los)[keep], home_end[home_ok], death[gip],
-                            dial_end]),
-        drg=np.concatenate([drg, d_drg[keep], np.full(int(home_ok.sum()) + int(gip.sum())
-                                                      + len(dial_member), -1)]),
-        facility=np.concatenate([facility, d_facility[keep], hospice_facility[home_ok],
-                                 hospice_facility[gip], dial_facility]),
-        status=np.concatenate([
-            status, np.full(int(keep.sum()), _DS["01"]),
-            np.full(int(home_ok.sum()), -1), np.full(int(gip.sum()), _DS["20"]),
-            np.full(len(dial_member), -1),
-        ]).astype(np.int64),
+        kind=np.concatenate(
+            [
+                kind,
+                d_kind[keep],
+                np.full(int(home_ok.sum()), _HOSPICE_HOME),
+                np.full(int(gip.sum()), _HOSPICE_INPATIENT),
+                np.full(len(dial_member), _DIALYSIS),
+            ]
+        ).astype(np.int64),
+        start=np.concatenate(
+            [admit, d_start[keep], home_start[home_ok], gip_start[gip], dial_start]
+        ),
+        end=np.concatenate(
+            [discharge, (d_start + d_los)[keep], home_end[home_ok], death[gip], dial_end]
+        ),
+        drg=np.concatenate(
+            [drg, d_drg[keep], np.full(int(home_ok.sum()) + int(gip.sum()) + len(dial_member), -1)]
+        ),
+        facility=np.concatenate(
+            [
+                facility,
+                d_facility[keep],
+                hospice_facility[home_ok],
+                hospice_facility[gip],
+                dial_facility,
+            ]
+        ),
+        status=np.concatenate(
+            [
+                status,
+                np.full(int(keep.sum()), _DS["01"]),
+                np.full(int(home_ok.sum()), -1),
+                np.full(int(gip.sum()), _DS["20"]),
+                np.full(len(dial_member), -1),
+            ]
+        ).astype(np.int64),
     )
     # Deaths during an inpatient episode.
     died_in = (
-        np.isin(e.kind, list(_INPATIENT_TYPES)) & (m.death[e.member] >= 0)
+        np.isin(e.kind, list(_INPATIENT_TYPES))
+        & (m.death[e.member] >= 0)
         & (m.death[e.member] <= e.end)
     )
     e = _Episodes(
-        member=e.member, kind=e.kind, start=e.start,
-        end=np.where(died_in, m.death[e.member], e.end), drg=e.drg, facility=e.facility,
+        member=e.member,
+        kind=e.kind,
+        start=e.start,
+        end=np.where(died_in, m.death[e.member], e.end),
+        drg=e.drg,
+        facility=e.facility,
         status=np.where(died_in, _DS["20"], e.status),
     )
     e = _subset(e, e.end >= e.start)
@@ -287,16 +364,18 @@ def _overlapping(e: _Episodes) -> BoolArray:
         rows = np.flatnonzero(inpatient & ~drop)
         order = rows[np.lexsort((e.end[rows], e.start[rows], e.member[rows]))]
         same = e.member[order][1:] == e.member[order][:-1]
-        free_from = np.where(e.status[order][:-1] == _DS["20"], np.iinfo(np.int64).max,
-                             e.end[order][:-1])
+        free_from = np.where(
+            e.status[order][:-1] == _DS["20"], np.iinfo(np.int64).max, e.end[order][:-1]
+        )
         clash = same & (e.start[order][1:] < free_from)
         if not clash.any():
             return drop
         drop[order[1:][clash]] = True
 
 
-def _episode_claims(car: _Carrier, m: _Members, e: _Episodes, pool_offset: int,
-                    rng: Rng) -> _Claims:
+def _episode_claims(
+    car: _Carrier, m: _Members, e: _Episodes, pool_offset: int, rng: Rng
+) -> _Claims:
     parts: list[_Claims] = []
     n = len(e.member)
     pool = pool_offset + np.arange(n, dtype=np.int64)
@@ -304,9 +383,13 @@ def _episode_claims(car: _Carrier, m: _Members, e: _Episodes, pool_offset: int,
     has_drg = e.drg >= 0
     drg_dx = np.array([_DX[_DRG_DX[d]] for d in _VOCAB.drg], dtype=np.int64)
     dx1[has_drg] = drg_dx[e.drg[has_drg]]
-    for kind, pool_name in ((_SNF, "rehab"), (_HOME_HEALTH, "elderly"),
-                            (_HOSPICE_HOME, "hospice"), (_HOSPICE_INPATIENT, "hospice"),
-                            (_DIALYSIS, "renal")):
+    for kind, pool_name in (
+        (_SNF, "rehab"),
+        (_HOME_HEALTH, "elderly"),
+        (_HOSPICE_HOME, "hospice"),
+        (_HOSPICE_INPATIENT, "hospice"),
+        (_DIALYSIS, "renal"),
+    ):
         rows = np.flatnonzero(e.kind == kind)
         dx1[rows] = _DX_POOL_CHOICES[pool_name].draw(rng, len(rows))
     los = e.end - e.start
@@ -320,7 +403,8 @@ def _episode_claims(car: _Carrier, m: _Members, e: _Episodes, pool_offset: int,
         facility_template = _EPISODE_CLAIMS[names[0]]
         attending = (
             _pick(car, m, e.member[rows], _PK[facility_template.other], rng)
-            if facility_template.other else np.full(len(rows), -1, dtype=np.int64)
+            if facility_template.other
+            else np.full(len(rows), -1, dtype=np.int64)
         )
         for name in names:
             t = _EPISODE_TEMPLATE[name]
@@ -331,12 +415,21 @@ def _episode_claims(car: _Carrier, m: _Members, e: _Episodes, pool_offset: int,
             if tmpl.claim_type == _I:
                 is_inp = inpatient[rows]
                 base = dict(
-                    member=mem, template=np.full(k, t), start=e.start[rows], end=e.end[rows],
+                    member=mem,
+                    template=np.full(k, t),
+                    start=e.start[rows],
+                    end=e.end[rows],
                     admit=np.where(is_inp, e.start[rows], -1),
-                    discharge=np.where(is_inp, e.end[rows], -1), status=e.status[rows],
-                    drg=e.drg[rows], bill=none, billing=e.facility[rows],
-                    other=np.where(rng.random(k) < 0.6, attending, -1), pool=pool[rows],
-                    dx1=dx1[rows], driver=none, movable=np.zeros(k, dtype=np.bool_),
+                    discharge=np.where(is_inp, e.end[rows], -1),
+                    status=e.status[rows],
+                    drg=e.drg[rows],
+                    bill=none,
+                    billing=e.facility[rows],
+                    other=np.where(rng.random(k) < 0.6, attending, -1),
+                    pool=pool[rows],
+                    dx1=dx1[rows],
+                    driver=none,
+                    movable=np.zeros(k, dtype=np.bool_),
                 )
                 sp = split[rows]
                 if sp.any():
@@ -346,12 +439,17 @@ def _episode_claims(car: _Carrier, m: _Members, e: _Episodes, pool_offset: int,
                     whole = {key: val[~sp] for key, val in base.items()}
                     first = {key: val[sp] for key, val in base.items()}
                     second = {key: val[sp] for key, val in base.items()}
-                    first.update(end=middle[sp], discharge=np.full(int(sp.sum()), -1),
-                                 status=np.full(int(sp.sum()), _DS["30"]),
-                                 bill=np.full(int(sp.sum()), _BILL["112"]))
+                    first.update(
+                        end=middle[sp],
+                        discharge=np.full(int(sp.sum()), -1),
+                        status=np.full(int(sp.sum()), _DS["30"]),
+                        bill=np.full(int(sp.sum()), _BILL["112"]),
+                    )
                     overlap = rng.random(int(sp.sum())) < 0.4
-                    second.update(start=middle[sp] + np.where(overlap, 0, 1),
-                                  bill=np.full(int(sp.sum()), _BILL["114"]))
+                    second.update(
+                        start=middle[sp] + np.where(overlap, 0, 1),
+                        bill=np.full(int(sp.sum()), _BILL["114"]),
+                    )
                     for part in (whole, first, second):
                         parts.append(_Claims(**part))
                 else:
@@ -366,11 +464,23 @@ def _episode_claims(car: _Carrier, m: _Members, e: _Episodes, pool_offset: int,
                     end = start
                 else:
                     start, end = e.start[rows], e.start[rows]
-                parts.append(_Claims(
-                    member=mem, template=np.full(k, t), start=start, end=end, admit=none,
-                    discharge=none, status=none, drg=e.drg[rows] if name == "surgeon_inpatient"
-                    else none, bill=none, billing=billing, other=e.facility[rows],
-                    pool=pool[rows], dx1=dx1[rows], driver=none,
-                    movable=np.zeros(k, dtype=np.bool_),
-                ))
+                parts.append(
+                    _Claims(
+                        member=mem,
+                        template=np.full(k, t),
+                        start=start,
+                        end=end,
+                        admit=none,
+                        discharge=none,
+                        status=none,
+                        drg=e.drg[rows] if name == "surgeon_inpatient" else none,
+                        bill=none,
+                        billing=billing,
+                        other=e.facility[rows],
+                        pool=pool[rows],
+                        dx1=dx1[rows],
+                        driver=none,
+                        movable=np.zeros(k, dtype=np.bool_),
+                    )
+                )
     return _concat_claims(parts)

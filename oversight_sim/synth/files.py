@@ -25,8 +25,9 @@ from oversight_sim.synth.generate import _carrier_tables
 logger = logging.getLogger(__name__)
 
 
-def write_carriers(out: Path, config: SynthConfig,
-                   progress: Callable[[int, int], None] | None = None) -> list[Path]:
+def write_carriers(
+    out: Path, config: SynthConfig, progress: Callable[[int, int], None] | None = None
+) -> list[Path]:
     """Write every carrier to ``out/<carrier id>/<table>.<format>``; return the directories.
 
     Carriers are made one at a time (large ones block by block) while a background thread
@@ -46,11 +47,13 @@ def write_carriers(out: Path, config: SynthConfig,
                 for suffix in (".parquet", ".csv"):
                     (directory / f"{table.name}{suffix}").unlink(missing_ok=True)
             files: _ParquetTables | _CsvTables = (
-                _ParquetTables(directory) if config.file_format == "parquet"
+                _ParquetTables(directory)
+                if config.file_format == "parquet"
                 else _CsvTables(directory)
             )
-            for name, table in _carrier_tables(carrier_id, int(size), config,
-                                               carrier_rng(config, index)):
+            for name, table in _carrier_tables(
+                carrier_id, int(size), config, carrier_rng(config, index)
+            ):
                 writer.submit(files.write, name, table)
             writer.submit(files.close)
             directories.append(directory)
@@ -101,8 +104,11 @@ class _ParquetTables:
         writer = self._writers.get(name)
         if writer is None:
             writer = pq.ParquetWriter(
-                self._directory / f"{name}.parquet", table.schema, compression="snappy",
-                write_statistics=True, store_schema=False,
+                self._directory / f"{name}.parquet",
+                table.schema,
+                compression="snappy",
+                write_statistics=True,
+                store_schema=False,
             )
             self._writers[name] = writer
         writer.write_table(table)
@@ -122,15 +128,23 @@ class _CsvTables:
         self._started: set[str] = set()
 
     def write(self, name: str, table: pa.Table) -> None:
-        text = pa.table({
-            column: pc.fill_null(table.column(column).cast(pa.string()), "")
-            for column in table.column_names
-        })
+        text = pa.table(
+            {
+                column: pc.fill_null(table.column(column).cast(pa.string()), "")
+                for column in table.column_names
+            }
+        )
         frame = text.to_pandas()
         path = self._directory / f"{name}.csv"
         first = name not in self._started
-        frame.to_csv(path, mode="w" if first else "a", header=first, index=False,
-                     lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        frame.to_csv(
+            path,
+            mode="w" if first else "a",
+            header=first,
+            index=False,
+            lineterminator="\n",
+            quoting=csv.QUOTE_MINIMAL,
+        )
         self._started.add(name)
 
     def close(self) -> None:
@@ -149,8 +163,11 @@ def read_carrier(directory: Path) -> dict[str, pd.DataFrame]:
             data = pacsv.read_csv(
                 text,
                 convert_options=pacsv.ConvertOptions(
-                    column_types=schema, null_values=[""], strings_can_be_null=True,
-                    true_values=["true"], false_values=["false"],
+                    column_types=schema,
+                    null_values=[""],
+                    strings_can_be_null=True,
+                    true_values=["true"],
+                    false_values=["false"],
                 ),
             ).select(schema.names)
         else:

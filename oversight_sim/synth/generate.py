@@ -61,7 +61,8 @@ class _Totals:
     fills: int = 0
     providers: list[IntArray] = field(default_factory=list)
     rx_by_quarter_class: IntArray = field(
-        default_factory=lambda: np.zeros((4, len(_DRUG_CLASSES)), dtype=np.int64))
+        default_factory=lambda: np.zeros((4, len(_DRUG_CLASSES)), dtype=np.int64)
+    )
 
 
 def _block(car: _Carrier, n: int, totals: _Totals, rng: Rng) -> dict[str, pa.Table]:
@@ -74,8 +75,13 @@ def _block(car: _Carrier, n: int, totals: _Totals, rng: Rng) -> dict[str, pa.Tab
     episodes, weight = _episodes(car, m, budget, rng)
     # Some episodes need a minimum budget whatever the latent cost says.
     minimum = np.zeros(m.n)
-    for kind, dollars in ((_DELIVERY, 12_000.0), (_NEWBORN, 3_000.0), (_NICU, 45_000.0),
-                          (_HOSPICE_HOME, 12_000.0), (_HOSPICE_INPATIENT, 15_000.0)):
+    for kind, dollars in (
+        (_DELIVERY, 12_000.0),
+        (_NEWBORN, 3_000.0),
+        (_NICU, 45_000.0),
+        (_HOSPICE_HOME, 12_000.0),
+        (_HOSPICE_INPATIENT, 15_000.0),
+    ):
         np.maximum.at(minimum, episodes.member[episodes.kind == kind], dollars)
     dial = episodes.member[episodes.kind == _DIALYSIS]
     np.add.at(minimum, dial, 7_000.0)
@@ -83,8 +89,11 @@ def _block(car: _Carrier, n: int, totals: _Totals, rng: Rng) -> dict[str, pa.Tab
     has_episode = np.bincount(episodes.member, minlength=m.n) > 0
     episode_share = np.where(has_episode, rng.uniform(0.55, 0.85, m.n), 0.0)
     member_weight = _group_sum(episodes.member, weight, m.n)
-    episode_budget = (budget * episode_share)[episodes.member] * weight / np.maximum(
-        member_weight[episodes.member], 1e-9)
+    episode_budget = (
+        (budget * episode_share)[episodes.member]
+        * weight
+        / np.maximum(member_weight[episodes.member], 1e-9)
+    )
     remaining = budget * (1 - episode_share)
 
     episode_claims = _episode_claims(car, m, episodes, m.n, rng)
@@ -92,7 +101,8 @@ def _block(car: _Carrier, n: int, totals: _Totals, rng: Rng) -> dict[str, pa.Tab
     forced_claims = _event_claims(car, m, f_member, f_kind, f_day, f_dx1, f_driver, rng)
     target = (
         _LINES_PER_YEAR * float(m.member_months.sum()) / 12
-        - _expected_claim_lines(episode_claims) - _expected_claim_lines(forced_claims)
+        - _expected_claim_lines(episode_claims)
+        - _expected_claim_lines(forced_claims)
     )
     s_member, s_kind, s_day = _sampled_events(car, m, remaining, target, rng)
     none = np.full(len(s_member), -1, dtype=np.int64)
@@ -116,8 +126,11 @@ def _block(car: _Carrier, n: int, totals: _Totals, rng: Rng) -> dict[str, pa.Tab
 
 def _providers_table(car: _Carrier, totals: _Totals) -> pa.Table:
     u = car.universe
-    used = np.unique(np.concatenate(totals.providers)) if totals.providers else np.zeros(
-        0, dtype=np.int64)
+    used = (
+        np.unique(np.concatenate(totals.providers))
+        if totals.providers
+        else np.zeros(0, dtype=np.int64)
+    )
     npi = u.npi.take(pa.array(used))
     order = np.asarray(pc.sort_indices(npi))
     used = used[order]
@@ -148,8 +161,9 @@ def _rebates_table(car: _Carrier, totals: _Totals, rng: Rng) -> pa.Table:
     return _table(REBATES, columns)
 
 
-def _carrier_tables(carrier_id: str, members: int, config: SynthConfig,
-                    rng: Rng) -> Iterator[tuple[str, pa.Table]]:
+def _carrier_tables(
+    carrier_id: str, members: int, config: SynthConfig, rng: Rng
+) -> Iterator[tuple[str, pa.Table]]:
     """A carrier's tables as (name, part) pairs: member blocks first, then the summaries."""
     if members < 1:
         raise ConfigError("a carrier needs at least one member")
@@ -163,12 +177,17 @@ def _carrier_tables(carrier_id: str, members: int, config: SynthConfig,
         yield from _block(car, int(size), totals, block_rng).items()
     yield "providers", _providers_table(car, totals)
     yield "rebates", _rebates_table(car, totals, rng)
-    logger.debug("synthesised carrier: %d members, %d claims, %d fills", totals.members,
-                 totals.claims, totals.fills)
+    logger.debug(
+        "synthesised carrier: %d members, %d claims, %d fills",
+        totals.members,
+        totals.claims,
+        totals.fills,
+    )
 
 
-def generate_carrier(carrier_id: str, members: int, config: SynthConfig,
-                     rng: Rng) -> dict[str, pd.DataFrame]:
+def generate_carrier(
+    carrier_id: str, members: int, config: SynthConfig, rng: Rng
+) -> dict[str, pd.DataFrame]:
     """One carrier's tables by name (Arrow-backed frames with the schema's types)."""
     parts: dict[str, list[pa.Table]] = {t.name: [] for t in TABLES}
     for name, table in _carrier_tables(carrier_id, members, config, rng):

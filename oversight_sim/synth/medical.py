@@ -77,8 +77,8 @@ _DAILY_INITIAL = _Choices.of("99221 99222:2 99223:2", _HCPCS)
 _DAILY_NEXT = _Choices.of("99231 99232:2 99233", _HCPCS)
 _DAILY_LAST = _Choices.of("99238:2 99239", _HCPCS)
 _DRG_SURGEON_CPT = np.array(
-    [_HCPCS[_DRG_CPT[d]] if d in _DRG_CPT else _HCPCS["27447"] for d in _VOCAB.drg],
-    dtype=np.int64)
+    [_HCPCS[_DRG_CPT[d]] if d in _DRG_CPT else _HCPCS["27447"] for d in _VOCAB.drg], dtype=np.int64
+)
 _SURGEON_TEMPLATE = _EPISODE_TEMPLATE["surgeon_inpatient"]
 _ED_FACILITY_TEMPLATE = _KIND_TEMPLATES[_KIND["emergency"]][0]
 _MAX_DAILY_LINES = 8
@@ -115,19 +115,23 @@ def _lines(claims: _Claims, window_end: int, rng: Rng) -> _Lines:
     in_window = claims.start[daily[owner]] + np.where(last, span[owner], d) <= window_end
     owner, d, last = owner[in_window], d[in_window], last[in_window]
     n_daily = len(owner)
-    daily_hcpcs = np.where(d == 0, _DAILY_INITIAL.draw(rng, n_daily),
-                           np.where(last, _DAILY_LAST.draw(rng, n_daily),
-                                    _DAILY_NEXT.draw(rng, n_daily)))
+    daily_hcpcs = np.where(
+        d == 0,
+        _DAILY_INITIAL.draw(rng, n_daily),
+        np.where(last, _DAILY_LAST.draw(rng, n_daily), _DAILY_NEXT.draw(rng, n_daily)),
+    )
     return _Lines(
         claim=np.concatenate([claim, daily[owner]]),
         seq=np.concatenate([_SPEC_SEQ[spec], d]),
         hcpcs=np.concatenate([hcpcs, daily_hcpcs]),
         revenue=np.concatenate([_SPEC_REV.draw(spec, rng), np.full(n_daily, -1)]),
-        weight=np.concatenate([_SPEC_WEIGHT[spec],
-                               np.where(d == 0, 1.4, np.where(last, 1.0, 0.8))]),
+        weight=np.concatenate(
+            [_SPEC_WEIGHT[spec], np.where(d == 0, 1.4, np.where(last, 1.0, 0.8))]
+        ),
         share=np.concatenate([_SPEC_SHARE[spec], np.full(n_daily, _SHARE_CODE["coins"])]),
-        offset=np.concatenate([np.zeros(len(spec), dtype=np.int64),
-                               np.where(last, span[owner], d)]),
+        offset=np.concatenate(
+            [np.zeros(len(spec), dtype=np.int64), np.where(last, span[owner], d)]
+        ),
     )
 
 
@@ -148,8 +152,12 @@ def _dx_matrix(claims: _Claims, m: _Members, rng: Rng) -> IntArray:
     for c in range(len(_CONDITIONS)):
         codes = m.condition[:, c][claims.member]
         rows = np.flatnonzero(codes >= 0)
-        rows = rows[(rng.random(len(rows)) < 0.45) & (codes[rows] != claims.dx1[rows])
-                    & (claims.driver[rows] != c) & (filled[rows] < 8)]
+        rows = rows[
+            (rng.random(len(rows)) < 0.45)
+            & (codes[rows] != claims.dx1[rows])
+            & (claims.driver[rows] != c)
+            & (filled[rows] < 8)
+        ]
         filled[rows] += 1
         dx[filled[rows], rows] = codes[rows]
     pool = _DX_POOL_CHOICES["secondary"].index
@@ -193,31 +201,41 @@ class _PlanTerms:
 
 
 def _cost_shares(
-    car: _Carrier, m: _Members, member: IntArray, day: IntArray, order_key: IntArray,
-    allowed: IntArray, share: IntArray, emergency: BoolArray, in_network: BoolArray,
+    car: _Carrier,
+    m: _Members,
+    member: IntArray,
+    day: IntArray,
+    order_key: IntArray,
+    allowed: IntArray,
+    share: IntArray,
+    emergency: BoolArray,
+    in_network: BoolArray,
     paid: BoolArray,
 ) -> tuple[IntArray, IntArray, IntArray]:
     """Deductible, coinsurance and copay of each line (cents), in date order per member."""
-    plan = np.where((m.switch[member] >= 0) & (day >= m.switch[member]), m.plan2[member],
-                    m.plan[member])
+    plan = np.where(
+        (m.switch[member] >= 0) & (day >= m.switch[member]), m.plan2[member], m.plan[member]
+    )
     terms = _PlanTerms.of(car.plans, plan)
     liable = paid & ~m.medicare[member]
     copay_line = liable & (share == _SHARE_CODE["copay"]) & ~terms.hdhp
-    coins_line = liable & ((share == _SHARE_CODE["coins"])
-                           | ((share == _SHARE_CODE["copay"]) & terms.hdhp))
+    coins_line = liable & (
+        (share == _SHARE_CODE["coins"]) | ((share == _SHARE_CODE["copay"]) & terms.hdhp)
+    )
     span = int(order_key.max()) + 1 if len(order_key) else 1
-    order = np.argsort((member * 1024 + (day - car.window_start + 64)) * span + order_key,
-                       kind="stable")
+    order = np.argsort(
+        (member * 1024 + (day - car.window_start + 64)) * span + order_key, kind="stable"
+    )
     mem_s = member[order]
     base = np.where(coins_line, allowed, 0)[order]
     before = _cumsum_by_group(mem_s, base) - base
     deductible = np.zeros(len(member), dtype=np.int64)
     deductible[order] = np.clip(terms.deductible[order] - before, 0, base)
     rate = terms.coinsurance + np.where(in_network, 0.0, 0.2)
-    coinsurance = np.where(coins_line, np.round((allowed - deductible) * rate), 0).astype(
-        np.int64)
-    copay = np.where(copay_line, np.minimum(np.where(emergency, terms.er_copay, terms.copay),
-                                            allowed), 0)
+    coinsurance = np.where(coins_line, np.round((allowed - deductible) * rate), 0).astype(np.int64)
+    copay = np.where(
+        copay_line, np.minimum(np.where(emergency, terms.er_copay, terms.copay), allowed), 0
+    )
     # The out-of-pocket maximum caps coinsurance.
     spent = (deductible + coinsurance + copay)[order]
     before = _cumsum_by_group(mem_s, spent) - spent
@@ -229,14 +247,20 @@ def _cost_shares(
     return deductible, coinsurance, copay.astype(np.int64)
 
 
-def _medical_table(car: _Carrier, m: _Members, claims: _Claims, budgets: FloatArray,
-                   claim_offset: int, rng: Rng) -> tuple[pa.Table, int, IntArray]:
+def _medical_table(
+    car: _Carrier, m: _Members, claims: _Claims, budgets: FloatArray, claim_offset: int, rng: Rng
+) -> tuple[pa.Table, int, IntArray]:
     """The medical_claims rows of a block, the number of claims, and the providers used."""
     # Some encounters are dated in a month the member is not enrolled.
     start = _outside_enrollment(car, m, claims.member, claims.start, claims.movable, 0.005, rng)
     shift = start - claims.start
-    claims = _Claims(**{**{f: getattr(claims, f) for f in _Claims.__dataclass_fields__},
-                        "start": start, "end": claims.end + shift})
+    claims = _Claims(
+        **{
+            **{f: getattr(claims, f) for f in _Claims.__dataclass_fields__},
+            "start": start,
+            "end": claims.end + shift,
+        }
+    )
     # Claim numbers follow the service date: put the claims in that order.
     key = ((claims.start - car.window_start + 64) * (m.n + 1) + claims.member) * 256
     by_date = np.argsort(key + claims.template, kind="stable")
@@ -255,8 +279,9 @@ def _medical_table(car: _Carrier, m: _Members, claims: _Claims, budgets: FloatAr
 
     institutional = _INSTITUTIONAL[claims.template]
     n_claims = len(claims.member)
-    markup = np.where(institutional, rng.uniform(1.8, 3.2, n_claims),
-                      rng.uniform(1.3, 2.2, n_claims))
+    markup = np.where(
+        institutional, rng.uniform(1.8, 3.2, n_claims), rng.uniform(1.3, 2.2, n_claims)
+    )
     in_network = car.in_network[claims.billing]
     markup = markup + np.where(in_network, 0.0, 0.3)
     charge = np.round(allowed * markup[c]).astype(np.int64)
@@ -272,8 +297,16 @@ def _medical_table(car: _Carrier, m: _Members, claims: _Claims, budgets: FloatAr
     daily = _TEMPLATE_DAILY[claims.template][c]
     line_end = np.where(daily, line_start, claims.end[c])
     deductible, coinsurance, copay = _cost_shares(
-        car, m, claims.member[c], line_start, rank[c] * 64 + lines.seq, allowed, lines.share,
-        claims.template[c] == _ED_FACILITY_TEMPLATE, in_network[c], ~denied,
+        car,
+        m,
+        claims.member[c],
+        line_start,
+        rank[c] * 64 + lines.seq,
+        allowed,
+        lines.share,
+        claims.template[c] == _ED_FACILITY_TEMPLATE,
+        in_network[c],
+        ~denied,
     )
     paid = allowed - deductible - coinsurance - copay
     paid_date = _paid_dates(claims.start, claims.end, rng)[c]
@@ -290,15 +323,18 @@ def _medical_table(car: _Carrier, m: _Members, claims: _Claims, budgets: FloatAr
     new_allowed = np.round(allowed[adj_rows] * factor_adj[c[adj_rows]]).astype(np.int64)
     new_ded = np.minimum(deductible[adj_rows], new_allowed)
     new_copay = np.minimum(copay[adj_rows], new_allowed - new_ded)
-    new_coins = np.minimum(np.round(coinsurance[adj_rows] * factor_adj[c[adj_rows]]),
-                           new_allowed - new_ded - new_copay).astype(np.int64)
+    new_coins = np.minimum(
+        np.round(coinsurance[adj_rows] * factor_adj[c[adj_rows]]), new_allowed - new_ded - new_copay
+    ).astype(np.int64)
 
     row = np.concatenate([np.arange(n_lines), rev_rows, adj_rows])
-    version = np.concatenate([np.ones(n_lines, np.int64), np.full(len(rev_rows), 2),
-                              np.full(len(adj_rows), 3)])
+    version = np.concatenate(
+        [np.ones(n_lines, np.int64), np.full(len(rev_rows), 2), np.full(len(adj_rows), 3)]
+    )
     sign = np.where(version == 2, -1, 1)
-    status = np.concatenate([
-        np.where(denied, 1, 0), np.full(len(rev_rows), 2), np.full(len(adj_rows), 3)])
+    status = np.concatenate(
+        [np.where(denied, 1, 0), np.full(len(rev_rows), 2), np.full(len(adj_rows), 3)]
+    )
 
     def versions(v1: IntArray, v3: IntArray) -> IntArray:
         return np.concatenate([v1, -v1[rev_rows], v3])
@@ -319,7 +355,8 @@ def _medical_table(car: _Carrier, m: _Members, claims: _Claims, budgets: FloatAr
     row, version, status = row[order], version[order], status[order]
     line_cc = line_cc[order]
     allowed_all, ded_all, coins_all, copay_all, paid_all, charge_all = (
-        x[order] for x in (allowed_all, ded_all, coins_all, copay_all, paid_all, charge_all))
+        x[order] for x in (allowed_all, ded_all, coins_all, copay_all, paid_all, charge_all)
+    )
     paid_date_all, denied_all = paid_date_all[order], denied_all[order]
     claim_key = rank[line_cc] * 4 + version
     first = _first_in_group(claim_key)
@@ -372,7 +409,8 @@ def _medical_table(car: _Carrier, m: _Members, claims: _Claims, budgets: FloatAr
         "copay_amount": _money(copay_all, denied_all),
         "denial_reason": _codes(
             _DENIAL_REASONS,
-            np.where(denied_all, rng.integers(0, len(_DENIAL_REASONS), len(row)), -1)),
+            np.where(denied_all, rng.integers(0, len(_DENIAL_REASONS), len(row)), -1),
+        ),
         "claim_version": pa.array(version, type=pa.int64()),
     }
     return _table(MEDICAL_CLAIMS, columns), n_claims, providers

@@ -75,7 +75,8 @@ class _Members:
 def _annual_death_rate(age: FloatArray) -> FloatArray:
     return np.select(
         [age < 1, age < 45, age < 65, age < 75, age < 85],
-        [0.004, 0.001, 0.005, 0.015, 0.04], default=0.11,
+        [0.004, 0.001, 0.005, 0.015, 0.04],
+        default=0.11,
     )
 
 
@@ -122,13 +123,10 @@ def _members(car: _Carrier, first_number: int, n: int, rng: Rng) -> _Members:
     end_f = np.where(rng.random(n_fam) < 0.5, np.minimum(month_end, we), end_f)
     end_f = np.where(termed, end_f, -1)
     last_f = np.where(end_f >= 0, end_f, we)
-    switching = (
-        (len(car.plans) > 1) & (rng.random(n_fam) < 0.035) & (last_f - first_f > 60)
-    )
+    switching = (len(car.plans) > 1) & (rng.random(n_fam) < 0.035) & (last_f - first_f > 60)
     switch_f = np.where(switching, _uniform_days(rng, first_f + 21, last_f - 21), -1)
     if len(car.plans) > 1:
-        plan2_f = (plan_f + 1 + rng.integers(0, len(car.plans) - 1, size=n_fam)) % len(
-            car.plans)
+        plan2_f = (plan_f + 1 + rng.integers(0, len(car.plans) - 1, size=n_fam)) % len(car.plans)
     else:
         plan2_f = np.full(n_fam, -1, dtype=np.int64)
     plan2_f = np.where(switching, plan2_f, -1)
@@ -157,8 +155,11 @@ def _members(car: _Carrier, first_number: int, n: int, rng: Rng) -> _Members:
     turns_26 = birth + np.round(26 * 365.25).astype(np.int64)
     age_out = _month_start(_month_of(turns_26) + 1) - 1
     leaves = (
-        is_child & (turns_26 >= ws) & (age_out <= we)
-        & ((span_end < 0) | (age_out < span_end)) & (age_out >= np.maximum(span_start, ws))
+        is_child
+        & (turns_26 >= ws)
+        & (age_out <= we)
+        & ((span_end < 0) | (age_out < span_end))
+        & (age_out >= np.maximum(span_start, ws))
     )
     span_end = np.where(leaves, age_out, span_end)
     first = np.maximum(span_start, ws)
@@ -190,19 +191,44 @@ def _members(car: _Carrier, first_number: int, n: int, rng: Rng) -> _Members:
         car, age_now, sex, first, last, member_months, dies, rng
     )
     return _Members(
-        number=number, subscriber=number[head][family], relationship=relationship,
-        enrollee_type=etype, coverage_tier=tier, sex=sex, birth=birth, age=age, state=state,
-        program=program_f[family], plan=plan, plan2=plan2, switch=switch,
-        span_start=span_start, span_end=span_end, death=death, first=first, last=last,
-        member_months=member_months, medicare=medicare, preference=rng.random(n),
-        condition=condition, latent=latent, specialty=specialty, dialysis=dialysis,
+        number=number,
+        subscriber=number[head][family],
+        relationship=relationship,
+        enrollee_type=etype,
+        coverage_tier=tier,
+        sex=sex,
+        birth=birth,
+        age=age,
+        state=state,
+        program=program_f[family],
+        plan=plan,
+        plan2=plan2,
+        switch=switch,
+        span_start=span_start,
+        span_end=span_end,
+        death=death,
+        first=first,
+        last=last,
+        member_months=member_months,
+        medicare=medicare,
+        preference=rng.random(n),
+        condition=condition,
+        latent=latent,
+        specialty=specialty,
+        dialysis=dialysis,
         delivery=delivery,
     )
 
 
 def _health(
-    car: _Carrier, age: FloatArray, sex: IntArray, first: IntArray, last: IntArray,
-    member_months: IntArray, dies: BoolArray, rng: Rng,
+    car: _Carrier,
+    age: FloatArray,
+    sex: IntArray,
+    first: IntArray,
+    last: IntArray,
+    member_months: IntArray,
+    dies: BoolArray,
+    rng: Rng,
 ) -> tuple[IntArray, FloatArray, BoolArray, BoolArray, IntArray]:
     """Conditions and the latent annual cost of each member."""
     n = len(age)
@@ -238,8 +264,12 @@ def _health(
     latent = np.where(tail, np.minimum(100_000 * rng.random(n) ** (-1 / 1.3), 3e6), latent)
     zero_p = np.array([0.2, 0.19, 0.12, 0.06])[band]
     must_use = (
-        has[:, _C["diabetes"]] | has[:, _C["hiv"]] | has[:, _C["cancer"]]
-        | has[:, _C["pregnancy"]] | dialysis | dies
+        has[:, _C["diabetes"]]
+        | has[:, _C["hiv"]]
+        | has[:, _C["cancer"]]
+        | has[:, _C["pregnancy"]]
+        | dialysis
+        | dies
     )
     zero = (rng.random(n) < zero_p) & ~must_use
     latent = np.where(zero, 0.0, latent * car.cost_factor * _COST_SCALE)
@@ -247,16 +277,14 @@ def _health(
 
     annual = latent
     specialty = (
-        ((annual >= 25_000) & (rng.random(n) < 0.45)) | has[:, _C["hiv"]]
+        ((annual >= 25_000) & (rng.random(n) < 0.45))
+        | has[:, _C["hiv"]]
         | (has[:, _C["cancer"]] & (rng.random(n) < 0.4))
     ) & ~zero
     latent = np.where(specialty, np.maximum(latent, 30_000 * (1 + rng.random(n))), latent)
     latent = np.where(dialysis, np.maximum(latent, 90_000 * (1 + 0.5 * rng.random(n))), latent)
-    latent = np.where(dies & (age >= 45), np.maximum(latent, 25_000 * (1 + rng.random(n))),
-                      latent)
-    delivery = np.where(
-        has[:, _C["pregnancy"]], _uniform_days(rng, first + 30, last), -1
-    )
+    latent = np.where(dies & (age >= 45), np.maximum(latent, 25_000 * (1 + rng.random(n))), latent)
+    delivery = np.where(has[:, _C["pregnancy"]], _uniform_days(rng, first + 30, last), -1)
 
     condition = np.full((n, len(_CONDITIONS)), -1, dtype=np.int64)
     for c, choices in enumerate(_CONDITION_CHOICES):
@@ -265,7 +293,8 @@ def _health(
     type1 = has[:, _C["diabetes"]] & ((age < 30) | (rng.random(n) < 0.07))
     rows = np.flatnonzero(type1)
     condition[rows, _C["diabetes"]] = _Choices.of(" ".join(_TYPE1_DIABETES), _DX).draw(
-        rng, len(rows))
+        rng, len(rows)
+    )
     dialysis_rows = np.flatnonzero(dialysis)
     condition[dialysis_rows, _C["ckd"]] = _DX["N186"]
     return condition, latent, specialty, dialysis, delivery
@@ -283,8 +312,15 @@ def _member_ids(car: _Carrier, numbers: IntArray) -> pa.Array:
     return _ids(f"{car.carrier_id}M", numbers, 7)
 
 
-def _outside_enrollment(car: _Carrier, m: _Members, member: IntArray, day: IntArray,
-                        candidate: BoolArray, share: float, rng: Rng) -> IntArray:
+def _outside_enrollment(
+    car: _Carrier,
+    m: _Members,
+    member: IntArray,
+    day: IntArray,
+    candidate: BoolArray,
+    share: float,
+    rng: Rng,
+) -> IntArray:
     """Move about ``share`` of all items to a month in which the member is not enrolled."""
     ws, we = car.window_start, car.window_end
     before = _month_start(_month_of(m.first)) - ws

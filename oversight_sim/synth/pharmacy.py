@@ -41,8 +41,9 @@ class _Fills:
     allowed: IntArray  # cents
 
 
-def _pick_ndc(u: _Universe, drug_class: IntArray, generic: BoolArray, specialty: BoolArray,
-              rng: Rng) -> IntArray:
+def _pick_ndc(
+    u: _Universe, drug_class: IntArray, generic: BoolArray, specialty: BoolArray, rng: Rng
+) -> IntArray:
     key = drug_class * 4 + (~generic).astype(np.int64) * 2 + specialty.astype(np.int64)
     count = u.ndc_count[key]
     if (count == 0).any():
@@ -53,7 +54,10 @@ def _pick_ndc(u: _Universe, drug_class: IntArray, generic: BoolArray, specialty:
 
 
 def _prescriptions(
-    m: _Members, member: IntArray, ongoing: float, rng: Rng,
+    m: _Members,
+    member: IntArray,
+    ongoing: float,
+    rng: Rng,
     days_supply: IntArray | None = None,
 ) -> tuple[IntArray, IntArray, IntArray, IntArray]:
     """Refill series: (member, fill day, days supply, prescription) of each fill of each
@@ -89,13 +93,18 @@ def _pharmacy(car: _Carrier, m: _Members, rng: Rng) -> _Fills:
     script_class: list[IntArray] = []
     script_specialty: list[BoolArray] = []
 
-    def add(fills: tuple[IntArray, IntArray, IntArray, IntArray], n_scripts: int,
-            drug_class: IntArray | int, specialty: bool = False) -> None:
+    def add(
+        fills: tuple[IntArray, IntArray, IntArray, IntArray],
+        n_scripts: int,
+        drug_class: IntArray | int,
+        specialty: bool = False,
+    ) -> None:
         member, day, supply, script = fills
         offset = sum(len(c) for c in script_class)
         parts.append((member, day, supply, script + offset))
-        script_class.append(np.broadcast_to(np.asarray(drug_class, dtype=np.int64),
-                                            (n_scripts,)).copy())
+        script_class.append(
+            np.broadcast_to(np.asarray(drug_class, dtype=np.int64), (n_scripts,)).copy()
+        )
         script_specialty.append(np.full(n_scripts, specialty))
 
     def chronic(mask: BoolArray, drug_class: str, extra: float = 0.0) -> None:
@@ -115,8 +124,12 @@ def _pharmacy(car: _Carrier, m: _Members, rng: Rng) -> _Fills:
     # Monthly specialty fills: biologics, or other specialty drugs (HIV, oral oncology).
     spec = np.flatnonzero(m.specialty)
     biologic = rng.random(len(spec)) < np.where(m.condition[spec, _C["hiv"]] >= 0, 0.0, 0.8)
-    add(_prescriptions(m, spec, 1.0, rng, np.full(len(spec), 30)), len(spec),
-        np.where(biologic, _DRUG["specialty biologic"], _DRUG["other"]), True)
+    add(
+        _prescriptions(m, spec, 1.0, rng, np.full(len(spec), 30)),
+        len(spec),
+        np.where(biologic, _DRUG["specialty biologic"], _DRUG["other"]),
+        True,
+    )
 
     # Acute fills, one fill each.
     exposure = m.member_months / 12.0
@@ -124,10 +137,20 @@ def _pharmacy(car: _Carrier, m: _Members, rng: Rng) -> _Fills:
     n_acute = np.where(users, rng.poisson(acute_rate * exposure), 0)
     a_member, _w = _expand(n_acute.astype(np.int64))
     k = len(a_member)
-    add((a_member, _uniform_days(rng, m.first[a_member], m.last[a_member]),
-         np.where(rng.random(k) < 0.05, 90, 30), np.arange(k, dtype=np.int64)), k,
-        rng.choice(np.array([_DRUG["antibiotic"], _DRUG["opioid analgesic"], _DRUG["other"]]),
-                   size=k, p=[0.6, 0.1, 0.3]))
+    add(
+        (
+            a_member,
+            _uniform_days(rng, m.first[a_member], m.last[a_member]),
+            np.where(rng.random(k) < 0.05, 90, 30),
+            np.arange(k, dtype=np.int64),
+        ),
+        k,
+        rng.choice(
+            np.array([_DRUG["antibiotic"], _DRUG["opioid analgesic"], _DRUG["other"]]),
+            size=k,
+            p=[0.6, 0.1, 0.3],
+        ),
+    )
 
     # Other chronic prescriptions, as many as needed to reach the fills target on average.
     so_far = sum(len(p[0]) for p in parts)
@@ -166,19 +189,24 @@ def _pharmacy(car: _Carrier, m: _Members, rng: Rng) -> _Fills:
         per_fill = budget[owner] / np.maximum(n_fills[owner], 1)
         allowed[rows] = per_fill * _lognormal(rng, 0.05, len(rows))
     return _Fills(
-        member=member, day=day, ndc=ndc_fill, days_supply=supply,
+        member=member,
+        day=day,
+        ndc=ndc_fill,
+        days_supply=supply,
         channel=channel.astype(np.int64),
         quantity=np.round(supply * u.ndc_units[ndc_fill] * doses[script], 3),
         allowed=np.round(allowed).astype(np.int64),
     )
 
 
-def _pharmacy_table(car: _Carrier, m: _Members, fills: _Fills, fill_offset: int,
-                    rng: Rng) -> tuple[pa.Table, int, IntArray]:
+def _pharmacy_table(
+    car: _Carrier, m: _Members, fills: _Fills, fill_offset: int, rng: Rng
+) -> tuple[pa.Table, int, IntArray]:
     """The pharmacy_claims rows, the number of fills, and allowed cents by quarter x class."""
     u = car.universe
-    day = _outside_enrollment(car, m, fills.member, fills.day,
-                              np.ones(len(fills.day), dtype=np.bool_), 0.005, rng)
+    day = _outside_enrollment(
+        car, m, fills.member, fills.day, np.ones(len(fills.day), dtype=np.bool_), 0.005, rng
+    )
     k = len(day)
     rank = np.empty(k, dtype=np.int64)
     rank[np.lexsort((fills.ndc, fills.member, day))] = np.arange(k)
@@ -213,8 +241,7 @@ def _pharmacy_table(car: _Carrier, m: _Members, fills: _Fills, fill_offset: int,
         "fill_date": _dates(day[row]),
         "paid_date": _dates(paid_day[row] + later, denied[row]),
         "ndc": _encoded(u.ndc, fills.ndc[row]),
-        "drug_class": _codes([c[0] for c in _DRUG_CLASSES],
-                             np.where(class_null, -1, drug_class)),
+        "drug_class": _codes([c[0] for c in _DRUG_CLASSES], np.where(class_null, -1, drug_class)),
         "quantity": pa.array(fills.quantity[row], type=pa.float64()),
         "days_supply": pa.array(fills.days_supply[row], type=pa.int64()),
         "generic": pa.array(generic[row]),

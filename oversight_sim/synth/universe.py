@@ -78,8 +78,15 @@ def _universe(seed: int) -> _Universe:
         for i in range(n_gen):
             rows.append((c, True, False, gcost * (0.6 + 0.8 * i / max(n_gen - 1, 1)), 1.0))
         for i in range(n_brand):
-            rows.append((c, False, specialty, bcost * (0.5 + i / max(n_brand - 1, 1)),
-                         1.0 if not specialty else 0.1))
+            rows.append(
+                (
+                    c,
+                    False,
+                    specialty,
+                    bcost * (0.5 + i / max(n_brand - 1, 1)),
+                    1.0 if not specialty else 0.1,
+                )
+            )
         if name == "other":
             for i in range(_N_SPECIALTY_OTHER):
                 rows.append((c, False, True, 5000.0 * (0.5 + i / _N_SPECIALTY_OTHER), 1.0))
@@ -98,10 +105,18 @@ def _universe(seed: int) -> _Universe:
     ndc_count = np.bincount(key, minlength=len(_DRUG_CLASSES) * 4).astype(np.int64)
     ndc_start = np.cumsum(ndc_count) - ndc_count
     return _Universe(
-        npi=_ids("", npi, 10), kind=kind, state=state, taxonomy=taxonomy, start=start,
-        count=counts, ndc=_ids("", ndc_numbers, 11), ndc_class=ndc_class,
-        ndc_generic=generic, ndc_specialty=special,
+        npi=_ids("", npi, 10),
+        kind=kind,
+        state=state,
+        taxonomy=taxonomy,
+        start=start,
+        count=counts,
+        ndc=_ids("", ndc_numbers, 11),
+        ndc_class=ndc_class,
+        ndc_generic=generic,
+        ndc_specialty=special,
         ndc_cost30=np.array([r[3] for r in rows]) * 100.0,
         ndc_units=np.array([r[4] for r in rows]),
-        ndc_start=ndc_start, ndc_count=ndc_count,
+        ndc_start=ndc_start,
+        ndc_count=ndc_count,
     )

@@ -47,8 +47,13 @@ SPEC = MetricSpec(
     statistics=(
         members("fill_members", "distinct members with a fill"),
         count("fills", "final-action fills", "fill_members", bound=31),
-        count("long_fills", f"final-action fills of {LONG_SUPPLY_DAYS} days or more",
-              "fill_members", bound=31, part_of="fills"),
+        count(
+            "long_fills",
+            f"final-action fills of {LONG_SUPPLY_DAYS} days or more",
+            "fill_members",
+            bound=31,
+            part_of="fills",
+        ),
     ),
     figures=(ratio("ninety_day_share", "long fills ÷ all fills", "long_fills", "fills"),),
 )
@@ -71,9 +76,7 @@ def ninety_day_supply(ctx: BuildContext) -> exp.Select:
     """Final-action fills of the period in enrolled member months, and the long ones."""
     rows = sql.fill(_LONG_FILLS, days=sql.num(LONG_SUPPLY_DAYS))
     query = event_cells(ctx, rows, "r", *(s.name for s in ctx.statistics()))
-    return with_ctes(
-        query, [*member_month_ctes(ctx), ("final_fills", sql.final_fills(ctx.period))]
-    )
+    return with_ctes(query, [*member_month_ctes(ctx), ("final_fills", sql.final_fills(ctx.period))])
 
 
 # --- 3. the oracle --------------------------------------------------------------------------
@@ -87,5 +90,6 @@ def _long_fill_facts(u: oracle._Union) -> oracle._Facts:
 
 ORACLE = oracle._Metric(
     (*oracle._FILL_STATS, oracle._rows_of("long_fills", oracle.FILLS, "_long")),
-    oracle._MEMBER_DIMS, _long_fill_facts,
+    oracle._MEMBER_DIMS,
+    _long_fill_facts,
 )

@@ -60,8 +60,7 @@ def noise_bounds(kind: StatKind, top: int, policy: Policy) -> tuple[int, int]:
     """The least and greatest absolute noise the policy's perturbation adds to a value of
     ``kind`` whose largest contribution of one member is ``top`` (docs/disclosure.md)."""
     p = policy.perturbation
-    counts = p.count_max_noise if kind in (StatKind.MEMBERS, StatKind.COUNT,
-                                          StatKind.AMOUNT) else 0
+    counts = p.count_max_noise if kind in (StatKind.MEMBERS, StatKind.COUNT, StatKind.AMOUNT) else 0
     if not kind.magnitude or top == 0:
         return 0, counts
     low = p.p_percent / 100 * top
@@ -70,7 +69,10 @@ def noise_bounds(kind: StatKind, top: int, policy: Policy) -> tuple[int, int]:
 
 
 def expected_withheld(
-    spec: MetricSpec, stat: StatisticSpec, row: Mapping[str, object], floor: int,
+    spec: MetricSpec,
+    stat: StatisticSpec,
+    row: Mapping[str, object],
+    floor: int,
     sensitive: bool,
 ) -> bool:
     """Whether the rules of docs/disclosure.md withhold ``stat`` of an oracle row: it rests
@@ -126,12 +128,16 @@ def compare(
     spec = get_metric(query.metric, query.version)
     params = dict(query.parameters) or None
     frame = oracle.compute(
-        query.metric, tables, period, query.group_by, dict(query.filters) or None,
-        **({"parameters": params} if params else {}), disclosure=True,
+        query.metric,
+        tables,
+        period,
+        query.group_by,
+        dict(query.filters) or None,
+        **({"parameters": params} if params else {}),
+        disclosure=True,
     )
     dims = [d.value for d in query.group_by]
-    want = {(str(r["scope"]), tuple(str(r[d]) for d in dims)): r
-            for r in frame.to_dict("records")}
+    want = {(str(r["scope"]), tuple(str(r[d]) for d in dims)): r for r in frame.to_dict("records")}
     categories = dict(query.filters).get(D.SERVICE_CATEGORY_2, ())
     counts = {"released": 0, "withheld": 0, "perturbed": 0, "program_incomplete": 0}
     mine = [t for t in scoped if t.metric == query.metric and t.group_by == query.group_by]
@@ -152,8 +158,9 @@ def compare(
             floor = policy.threshold_for(key_values, categories)
             sensitive = policy.is_sensitive(key_values, categories)
             if row is None:  # a sensitive category listed although nobody is there
-                assert sensitive and all(s.status.withheld for s in cell.stats
-                                         if spec.statistic(s.name).by_members), where
+                assert sensitive and all(
+                    s.status.withheld for s in cell.stats if spec.statistic(s.name).by_members
+                ), where
                 continue
             stats = {s.name: s for s in cell.stats}
             carrier_cells.setdefault(key, []).append((table.scope, stats))
@@ -176,9 +183,11 @@ def compare(
                 value = stat.value
                 assert isinstance(value, int), (where, stat_spec.name)
                 top = as_count(row.get(f"{stat_spec.name}__top"))
-                if not perturbed or (int(truth) == 0 and as_count(
-                        row.get(f"{stat_spec.name}__support", truth)) == 0 and (
-                        stat_spec.by_members)):
+                if not perturbed or (
+                    int(truth) == 0
+                    and as_count(row.get(f"{stat_spec.name}__support", truth)) == 0
+                    and (stat_spec.by_members)
+                ):
                     assert value == int(truth), (where, stat_spec.name, value, truth)
                     assert stat.status is Status.RELEASED
                     counts["released"] += 1
@@ -186,7 +195,13 @@ def compare(
                 low, high = noise_bounds(stat_spec.kind, top, policy)
                 assert stat.status is Status.PERTURBED, (where, stat_spec.name)
                 assert low <= abs(value - int(truth)) <= high, (
-                    where, stat_spec.name, value, truth, low, high)
+                    where,
+                    stat_spec.name,
+                    value,
+                    truth,
+                    low,
+                    high,
+                )
                 room[stat_spec.name] = room.get(stat_spec.name, 0) + high
                 counts["perturbed"] += 1
         for (scope, key), _row in want.items():
@@ -202,28 +217,42 @@ def compare(
             released = [c[name] for _, c in parts if not c[name].status.withheld]
             withheld = [c[name] for _, c in parts if c[name].status.withheld]
             if isinstance(stat.value, Histogram) or spec.statistic(name).kind is (
-                    StatKind.HISTOGRAM):
+                StatKind.HISTOGRAM
+            ):
                 continue
-            assert stat.value == (sum(int(v.value) for v in released)  # type: ignore[arg-type]
-                                  if released else None), (query.metric, key, name)
+            assert stat.value == (
+                sum(int(v.value) for v in released)  # type: ignore[arg-type]
+                if released
+                else None
+            ), (query.metric, key, name)
             if withheld or unanswered:
                 counts["program_incomplete"] += 1
                 assert stat.missing is not None, (query.metric, key, name)
                 assert stat.missing.carriers == len(withheld) + unanswered, (
-                    query.metric, key, name)
+                    query.metric,
+                    key,
+                    name,
+                )
                 if unanswered:
                     assert stat.missing.at_most is None, (query.metric, key, name)
                 if stat.missing.at_most is not None and truth is not None:
                     left_out = int(truth[name]) - sum(
-                        int(want[(scope, key)][name]) for scope, c in parts
-                        if not c[name].status.withheld)
+                        int(want[(scope, key)][name])
+                        for scope, c in parts
+                        if not c[name].status.withheld
+                    )
                     assert left_out <= stat.missing.at_most, (query.metric, key, name)
                 continue
             assert stat.missing is None, (query.metric, key, name)
             if truth is not None and stat.value is not None:
                 off = abs(int(stat.value) - int(truth[name]))
                 assert off <= noise_room.get(key, {}).get(name, 0), (
-                    query.metric, key, name, stat.value, truth[name])
+                    query.metric,
+                    key,
+                    name,
+                    stat.value,
+                    truth[name],
+                )
         inputs = {f.name: set(f.inputs) for f in spec.figures}
         left_out = {s.name for s in cell.stats if s.missing is not None}
         for figure in cell.figures:
@@ -252,5 +281,8 @@ def _check_histogram(
         else:
             assert abs(got - count) <= noise, (where, i)
     if not policy.perturbation.enabled:
-        assert all(value.sums_cents[i] == truth.sums_cents[i]
-                   for i in range(len(truth.counts)) if i not in small), where
+        assert all(
+            value.sums_cents[i] == truth.sums_cents[i]
+            for i in range(len(truth.counts))
+            if i not in small
+        ), where

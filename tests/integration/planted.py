@@ -50,26 +50,55 @@ class Rows:
     pharmacy: list[dict[str, Any]] = field(default_factory=list)
     claims: int = 0
 
-    def member(self, member_id: str, *, state: str = "CA", plan: str, sex: str = "M",
-               born: dt.date = dt.date(1980, 5, 5), end: dt.date | None = None) -> str:
-        self.eligibility.append({
-            "member_id": member_id, "program": "FEHB", "plan_code": plan, "birth_date": born,
-            "sex": sex, "state": state, "enrollment_start_date": START,
-            "enrollment_end_date": end, "medicare_primary": False, "subscriber_id": member_id,
-            "relationship": "self", "death_date": None, "enrollee_type": "active",
-            "coverage_tier": "self", "hdhp": False,
-        })
+    def member(
+        self,
+        member_id: str,
+        *,
+        state: str = "CA",
+        plan: str,
+        sex: str = "M",
+        born: dt.date = dt.date(1980, 5, 5),
+        end: dt.date | None = None,
+    ) -> str:
+        self.eligibility.append(
+            {
+                "member_id": member_id,
+                "program": "FEHB",
+                "plan_code": plan,
+                "birth_date": born,
+                "sex": sex,
+                "state": state,
+                "enrollment_start_date": START,
+                "enrollment_end_date": end,
+                "medicare_primary": False,
+                "subscriber_id": member_id,
+                "relationship": "self",
+                "death_date": None,
+                "enrollee_type": "active",
+                "coverage_tier": "self",
+                "hdhp": False,
+            }
+        )
         return member_id
 
     def line(self, member_id: str, day: dt.date, cents: int, **fields: Any) -> None:
         self.claims += 1
         row = {
-            "claim_id": f"PLANT{self.claims:06d}", "claim_line": 1, "claim_status": "paid",
-            "member_id": member_id, "claim_type": "professional", "claim_start_date": day,
-            "claim_end_date": day, "place_of_service": "11", "hcpcs": "99213",
-            "in_network": True, "charge_amount": _money(cents * 2),
-            "allowed_amount": _money(cents), "paid_amount": _money(cents * 8 // 10),
-            "paid_date": day + dt.timedelta(days=10), "claim_version": 1,
+            "claim_id": f"PLANT{self.claims:06d}",
+            "claim_line": 1,
+            "claim_status": "paid",
+            "member_id": member_id,
+            "claim_type": "professional",
+            "claim_start_date": day,
+            "claim_end_date": day,
+            "place_of_service": "11",
+            "hcpcs": "99213",
+            "in_network": True,
+            "charge_amount": _money(cents * 2),
+            "allowed_amount": _money(cents),
+            "paid_amount": _money(cents * 8 // 10),
+            "paid_date": day + dt.timedelta(days=10),
+            "claim_version": 1,
         }
         row.update(fields)
         self.medical.append(row)
@@ -77,11 +106,21 @@ class Rows:
     def fill(self, member_id: str, day: dt.date, cents: int, **fields: Any) -> None:
         self.claims += 1
         row = {
-            "claim_id": f"PLANTRX{self.claims:06d}", "claim_status": "paid",
-            "member_id": member_id, "fill_date": day, "paid_date": day, "ndc": "00000000001",
-            "drug_class": "statin", "quantity": 30.0, "days_supply": 30, "generic": True,
-            "specialty": False, "channel": "retail", "allowed_amount": _money(cents),
-            "paid_amount": _money(cents * 8 // 10), "member_paid_amount": _money(cents // 5),
+            "claim_id": f"PLANTRX{self.claims:06d}",
+            "claim_status": "paid",
+            "member_id": member_id,
+            "fill_date": day,
+            "paid_date": day,
+            "ndc": "00000000001",
+            "drug_class": "statin",
+            "quantity": 30.0,
+            "days_supply": 30,
+            "generic": True,
+            "specialty": False,
+            "channel": "retail",
+            "allowed_amount": _money(cents),
+            "paid_amount": _money(cents * 8 // 10),
+            "member_paid_amount": _money(cents // 5),
         }
         row.update(fields)
         self.pharmacy.append(row)
@@ -97,21 +136,45 @@ def _groups(plan: str) -> Rows:
     a3 = rows.member("PLANTA3", state="WY", plan=plan, end=end)
     rows.line(a1, jan.replace(day=10), 85_000, place_of_service="23", hcpcs="99284")
     rows.line(a1, jan.replace(day=12), 9_500, place_of_service="02", hcpcs="99213")
-    rows.line(a1, jan.replace(day=14), 30_000, claim_status="denied",
-              allowed_amount=_money(0), paid_amount=_money(0))
+    rows.line(
+        a1,
+        jan.replace(day=14),
+        30_000,
+        claim_status="denied",
+        allowed_amount=_money(0),
+        paid_amount=_money(0),
+    )
     rows.line(a1, jan.replace(day=3), 123_456, paid_date=dt.date(2026, 6, 15))
     rows.fill(a1, jan.replace(day=5), 42_000, generic=False)
     for start, stop, facility in ((2, 5, "1000000001"), (20, 22, "1000000002")):
-        rows.line(a2, jan.replace(day=start), 1_500_000, claim_type="institutional",
-                  place_of_service=None, hcpcs=None, bill_type="111", revenue_code="0120",
-                  admission_date=jan.replace(day=start), discharge_date=jan.replace(day=stop),
-                  claim_end_date=jan.replace(day=stop), facility_npi=facility, drg="291")
-    rows.line(a3, jan.replace(day=8), -25_000, claim_status="reversed", place_of_service="81",
-              hcpcs="80053")
+        rows.line(
+            a2,
+            jan.replace(day=start),
+            1_500_000,
+            claim_type="institutional",
+            place_of_service=None,
+            hcpcs=None,
+            bill_type="111",
+            revenue_code="0120",
+            admission_date=jan.replace(day=start),
+            discharge_date=jan.replace(day=stop),
+            claim_end_date=jan.replace(day=stop),
+            facility_npi=facility,
+            drg="291",
+        )
+    rows.line(
+        a3,
+        jan.replace(day=8),
+        -25_000,
+        claim_status="reversed",
+        place_of_service="81",
+        hcpcs="80053",
+    )
     # VT: 14 women 50-74, 11 screened.
     for i in range(14):
-        woman = rows.member(f"PLANTV{i:02d}", state="VT", plan=plan, sex="F",
-                            born=dt.date(1962, 3, 3))
+        woman = rows.member(
+            f"PLANTV{i:02d}", state="VT", plan=plan, sex="F", born=dt.date(1962, 3, 3)
+        )
         rows.line(woman, dt.date(2026, 2, 2), 4_000)
         if i < 11:
             rows.line(woman, dt.date(2026, 2, 9), 21_000, hcpcs="77067")
@@ -132,8 +195,9 @@ def _groups(plan: str) -> Rows:
             member = rows.member(f"PLANT{plan_code}{i:02d}", plan=plan_code)
             rows.line(member, dt.date(2026, 1, 15), 10_000)
             if plan_code == "ZA" and i < 2:
-                rows.line(member, dt.date(2026, 2, 16), 60_000, place_of_service="57",
-                          hcpcs="H0005")
+                rows.line(
+                    member, dt.date(2026, 2, 16), 60_000, place_of_service="57", hcpcs="H0005"
+                )
     return rows
 
 
@@ -163,11 +227,11 @@ def plant(directory: Path) -> Plant:
     frame["enrollment_end_date"] = None
     frame["death_date"] = None
     frame["state"] = frame["state"].where(
-        frame["state"].notna() & ~frame["state"].isin(STATES), "CA")
+        frame["state"].notna() & ~frame["state"].isin(STATES), "CA"
+    )
     frame["plan_code"] = frame["plan_code"].where(~frame["plan_code"].isin(PLANS), "A1J")
     plan = str(frame["plan_code"].mode().iloc[0])
-    pq.write_table(pa.Table.from_pandas(frame, schema=original.schema, preserve_index=False),
-                   path)
+    pq.write_table(pa.Table.from_pandas(frame, schema=original.schema, preserve_index=False), path)
     rows = _groups(plan)
     _append(path, rows.eligibility)
     _append(directory / "medical_claims.parquet", rows.medical)
@@ -181,8 +245,9 @@ def late_claim(directory: Path) -> None:
     rows = Rows(claims=900_000)
     rows.line("PLANTS01", dt.date(2026, 2, 20), LATE_CLAIM_CENTS)
     path = directory / "medical_claims.parquet"
-    frame = pd.concat([pq.read_table(path).to_pandas(),
-                       pd.DataFrame(rows.medical)], ignore_index=True)
+    frame = pd.concat(
+        [pq.read_table(path).to_pandas(), pd.DataFrame(rows.medical)], ignore_index=True
+    )
     schema = pq.read_schema(path)
     replacement = path.with_name("medical_claims.parquet.new")
     pq.write_table(pa.Table.from_pandas(frame, schema=schema, preserve_index=False), replacement)

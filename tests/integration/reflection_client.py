@@ -37,8 +37,9 @@ def load_pool(channel: grpc.Channel) -> descriptor_pool.DescriptorPool:
             for dependency in proto.dependency:
                 if dependency not in files and dependency not in seen:
                     seen.add(dependency)
-                    wanted.append(reflection_pb2.ServerReflectionRequest(
-                        file_by_filename=dependency))
+                    wanted.append(
+                        reflection_pb2.ServerReflectionRequest(file_by_filename=dependency)
+                    )
     added: set[str] = set()
 
     def add(name: str) -> None:
@@ -57,8 +58,10 @@ def load_pool(channel: grpc.Channel) -> descriptor_pool.DescriptorPool:
 def main() -> int:
     address, ca, cert, key = sys.argv[1:5]
     credentials = grpc.ssl_channel_credentials(
-        root_certificates=Path(ca).read_bytes(), private_key=Path(key).read_bytes(),
-        certificate_chain=Path(cert).read_bytes())
+        root_certificates=Path(ca).read_bytes(),
+        private_key=Path(key).read_bytes(),
+        certificate_chain=Path(cert).read_bytes(),
+    )
     with grpc.secure_channel(address, credentials) as channel:
         pool = load_pool(channel)
         service = pool.FindServiceByName(SERVICE)
@@ -68,19 +71,26 @@ def main() -> int:
             request_type = message_factory.GetMessageClass(descriptor.input_type)
             reply_type = message_factory.GetMessageClass(descriptor.output_type)
             stub = channel.unary_unary(
-                f"/{SERVICE}/{method}", request_serializer=request_type.SerializeToString,
-                response_deserializer=reply_type.FromString)
+                f"/{SERVICE}/{method}",
+                request_serializer=request_type.SerializeToString,
+                response_deserializer=reply_type.FromString,
+            )
             return stub(request_type(**fields), timeout=60)
 
         metrics = call("ListMetrics")
         names = [m.name for m in metrics.metrics]  # type: ignore[attr-defined]
-        period_type = message_factory.GetMessageClass(pool.FindMessageTypeByName(
-            "fedoversight.v1.Period"))
-        query_type = message_factory.GetMessageClass(pool.FindMessageTypeByName(
-            "fedoversight.v1.Query"))
+        period_type = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("fedoversight.v1.Period")
+        )
+        query_type = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName("fedoversight.v1.Query")
+        )
         summary = call(
-            "CreateRound", period=period_type(first_month="2026-01", last_month="2026-03"),
-            queries=[query_type(metric="cost.pmpm", metric_version=0)], deadline_seconds=60)
+            "CreateRound",
+            period=period_type(first_month="2026-01", last_month="2026-03"),
+            queries=[query_type(metric="cost.pmpm", metric_version=0)],
+            deadline_seconds=60,
+        )
         round_type = pool.FindEnumTypeByName("fedoversight.v1.RoundState")
         finished = {"ROUND_STATE_COMPLETE", "ROUND_STATE_PARTIAL", "ROUND_STATE_FAILED"}
         state = ""
@@ -91,12 +101,21 @@ def main() -> int:
                 break
             time.sleep(0.5)
         program = [t for t in round_.tables if t.scope == "program"]  # type: ignore[attr-defined]
-    project = sorted({m.split(".")[0] for m in sys.modules}
-                     & {"fedoversight", "coordinator", "carrier_node", "oversight_sim", "tests"})
-    print(json.dumps({
-        "metrics": len(names), "names": names, "state": state,
-        "program_cells": sum(len(t.cells) for t in program), "project_modules": project,
-    }))
+    project = sorted(
+        {m.split(".")[0] for m in sys.modules}
+        & {"fedoversight", "coordinator", "carrier_node", "oversight_sim", "tests"}
+    )
+    print(
+        json.dumps(
+            {
+                "metrics": len(names),
+                "names": names,
+                "state": state,
+                "program_cells": sum(len(t.cells) for t in program),
+                "project_modules": project,
+            }
+        )
+    )
     return 0
 
 

@@ -44,8 +44,11 @@ async def test_a_metric_written_in_one_module_is_answered_and_matches_its_oracle
 ) -> None:
     spec = example.SPEC
     # The largest carriers: enough long fills in a month to release.
-    dirs = {c: federation_data[c] for c in sorted(federation_data)
-            if c not in small(federation_data, len(federation_data) - 3)}
+    dirs = {
+        c: federation_data[c]
+        for c in sorted(federation_data)
+        if c not in small(federation_data, len(federation_data) - 3)
+    }
     monkeypatch.setitem(oracle.METRICS, spec.name, example.ORACLE)
     with catalogue.extended(spec):
         assert spec.key in implemented()
@@ -60,9 +63,21 @@ async def test_a_metric_written_in_one_module_is_answered_and_matches_its_oracle
             # The operator's CLI knows it from the declaration alone.
             code, out = await run_cli(["metrics", "describe", spec.name])
             assert code == 0 and "90-day supply share" in out and "long_fills" in out, out
-            code, out = await run_cli(cli(
-                fed, "round", "run", "--metric", spec.name, "--period", str(PERIOD),
-                "--by", "month", "--output", str(tmp_path / "long.csv")))
+            code, out = await run_cli(
+                cli(
+                    fed,
+                    "round",
+                    "run",
+                    "--metric",
+                    spec.name,
+                    "--period",
+                    str(PERIOD),
+                    "--by",
+                    "month",
+                    "--output",
+                    str(tmp_path / "long.csv"),
+                )
+            )
             assert code == 0, out
             assert "ninety day share" in out and "withheld" not in out, out
         assert outcome.state is RoundState.COMPLETE
@@ -89,8 +104,12 @@ def test_a_declared_metric_needs_its_builder_and_an_undeclared_one_is_refused() 
     from carrier_node.query.registry import implements, missing
 
     lone = catalogue.MetricSpec(
-        name="rx.undeclared_example", version=1, title="t", definition="d",
-        dimensions=frozenset(), statistics=example.SPEC.statistics,
+        name="rx.undeclared_example",
+        version=1,
+        title="t",
+        definition="d",
+        dimensions=frozenset(),
+        statistics=example.SPEC.statistics,
     )
     with catalogue.extended(lone):
         assert missing() == (lone.key,)  # declared, but no node builds it
@@ -98,7 +117,8 @@ def test_a_declared_metric_needs_its_builder_and_an_undeclared_one_is_refused() 
         implements("rx.no_such_metric")
     with pytest.raises(RuntimeError, match="two builders"):
         implements(example.SPEC)(example.ninety_day_supply)
-    with pytest.raises(ValueError, match="declared already"), catalogue.extended(
-        catalogue.get_metric("cost.pmpm")
+    with (
+        pytest.raises(ValueError, match="declared already"),
+        catalogue.extended(catalogue.get_metric("cost.pmpm")),
     ):
         pass

@@ -64,8 +64,7 @@ FEB = Period.parse("2026-02")
 VICTIM, OTHER, STRICT = "c001", "c002", "c003"
 POLICY = Policy()
 EXACT = Policy(perturbation={"enabled": False})
-DP = Policy(differential_privacy={"enabled": True, "rho_per_query": 0.25,
-                                  "budget_per_month": 0.5})
+DP = Policy(differential_privacy={"enabled": True, "rho_per_query": 0.25, "budget_per_month": 0.5})
 TABLE = CountNoise(POLICY.perturbation.count_max_noise, POLICY.perturbation.count_variance)
 MAGNITUDE = MagnitudeNoise(POLICY.perturbation.p_percent, POLICY.perturbation.spread)
 
@@ -89,8 +88,9 @@ COUNT_CHANCE = max(_convolution(2))
 
 
 def q(metric: str, *dims: D, **filters: Sequence[str]) -> QuerySpec:
-    return wire.make_query(metric, group_by=dims,
-                           filters={D(k): list(v) for k, v in filters.items()} or None)
+    return wire.make_query(
+        metric, group_by=dims, filters={D(k): list(v) for k, v in filters.items()} or None
+    )
 
 
 # --- the campaign -----------------------------------------------------------------------------
@@ -123,16 +123,27 @@ def _campaign(plant: planted.Plant) -> list[Round | str]:
     """The rounds, in order; a string is an action between rounds."""
     others = _not_wy(plant)
     return [
-        Round("direct", Q1, (
-            q("util.office_visits", D.STATE), q("util.ed_visits", D.STATE),
-            q("outcome.readmission_30d", D.STATE), q("ops.denial_rate", D.STATE),
-            q("rx.generic_dispensing_rate", D.STATE), q("ops.claims_lag", D.STATE),
-            q("cost.pmpm_by_service_category", D.STATE, D.SERVICE_CATEGORY),
-            q("quality.breast_cancer_screening", D.STATE), q("cost.distribution", D.STATE),
-        )),
+        Round(
+            "direct",
+            Q1,
+            (
+                q("util.office_visits", D.STATE),
+                q("util.ed_visits", D.STATE),
+                q("outcome.readmission_30d", D.STATE),
+                q("ops.denial_rate", D.STATE),
+                q("rx.generic_dispensing_rate", D.STATE),
+                q("ops.claims_lag", D.STATE),
+                q("cost.pmpm_by_service_category", D.STATE, D.SERVICE_CATEGORY),
+                q("quality.breast_cancer_screening", D.STATE),
+                q("cost.distribution", D.STATE),
+            ),
+        ),
         Round("all", Q1, (q("cost.pmpm"), q("enrollment.member_months"))),
-        Round("all-but-few", Q1, (q("cost.pmpm", state=others),
-                                  q("enrollment.member_months", state=others))),
+        Round(
+            "all-but-few",
+            Q1,
+            (q("cost.pmpm", state=others), q("enrollment.member_months", state=others)),
+        ),
         Round("plan-rest", Q1, (q("cost.pmpm", state=others, plan_code=[plant.plan]),)),
         Round("other-plans", Q1, (q("cost.pmpm", D.PLAN_CODE, state=others),)),
         Round("shifted", FEB_MAR, (q("enrollment.member_months"), q("cost.pmpm"))),
@@ -141,26 +152,43 @@ def _campaign(plant: planted.Plant) -> list[Round | str]:
         Round("sd-feb-mar", FEB_MAR, (q("cost.pmpm", state=["SD"]),)),
         Round("sd-feb", FEB, (q("cost.pmpm", state=["SD"]),)),
         Round("nd-all", Q1, (q("cost.pmpm", state=["ND"]), q("cost.distribution"))),
-        Round("nd-young", Q1, (q("cost.pmpm", state=["ND"], age_band=["26-44"]),
-                               q("cost.distribution", state=plant.other_states))),
-        Round("sensitive", Q1, (q("cost.pmpm_by_service_category", D.PLAN_CODE,
-                                  D.SERVICE_CATEGORY_2, plan_code=["ZA", "ZB"]),)),
+        Round(
+            "nd-young",
+            Q1,
+            (
+                q("cost.pmpm", state=["ND"], age_band=["26-44"]),
+                q("cost.distribution", state=plant.other_states),
+            ),
+        ),
+        Round(
+            "sensitive",
+            Q1,
+            (
+                q(
+                    "cost.pmpm_by_service_category",
+                    D.PLAN_CODE,
+                    D.SERVICE_CATEGORY_2,
+                    plan_code=["ZA", "ZB"],
+                ),
+            ),
+        ),
         *[Round(f"repeat-{i}", Q1, (q("cost.pmpm", D.STATE),)) for i in range(3)],
         "restart",
-        Round("after-restart", Q1, (q("cost.pmpm", D.STATE), q("cost.pmpm",
-                                                                 state=others))),
+        Round("after-restart", Q1, (q("cost.pmpm", D.STATE), q("cost.pmpm", state=others))),
         Round("refresh-before", FEB, (q("cost.pmpm", state=["SD"]),)),
         "refresh",
         Round("refresh-after", FEB, (q("cost.pmpm", state=["SD"]),)),
     ]
 
 
-async def _deploy(dirs: dict[str, Path], work: Path, policy: Policy,
-                  plant: planted.Plant) -> Deployment:
+async def _deploy(
+    dirs: dict[str, Path], work: Path, policy: Policy, plant: planted.Plant
+) -> Deployment:
     out = Deployment()
     tables = {c: oracle.load_carrier(d) for c, d in dirs.items()}
-    async with SimulatedFederation(dirs, work, policy=policy,
-                                   policies={STRICT: DP} if policy is POLICY else {}) as fed:
+    async with SimulatedFederation(
+        dirs, work, policy=policy, policies={STRICT: DP} if policy is POLICY else {}
+    ) as fed:
         assert fed.client is not None
         for step in _campaign(plant):
             if step == "restart":
@@ -174,15 +202,15 @@ async def _deploy(dirs: dict[str, Path], work: Path, policy: Policy,
             assert isinstance(step, Round)
             out.rounds[step.name] = step
             out.outcomes[step.name] = await fed.client.run_round(
-                step.period, list(step.queries), carriers=[VICTIM, OTHER],
-                deadline_seconds=300)
+                step.period, list(step.queries), carriers=[VICTIM, OTHER], deadline_seconds=300
+            )
             out.tables[step.name] = tables
         # Averaging under differential privacy: the same pair of queries until refused.
-        pair = [q("enrollment.member_months"), q("enrollment.member_months",
-                                                 state=_not_wy(plant))]
+        pair = [q("enrollment.member_months"), q("enrollment.member_months", state=_not_wy(plant))]
         for _ in range(4):
             out.strict_answers.append(
-                await fed.client.run_round(Q1, pair, carriers=[STRICT], deadline_seconds=120))
+                await fed.client.run_round(Q1, pair, carriers=[STRICT], deadline_seconds=120)
+            )
     secret = NodeSecret.load_or_create(disclosure_secret_path(work / "nodes", VICTIM), 1)
     out.record_secret = secret.record_secret
     return out
@@ -198,8 +226,9 @@ class Campaign:
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory: pytest.TempPathFactory) -> Campaign:
     root = tmp_path_factory.mktemp("adversary")
-    dirs = write_carriers(root / "carriers", SynthConfig(carriers=3, members=6_000, seed=23,
-                                                         months=3))
+    dirs = write_carriers(
+        root / "carriers", SynthConfig(carriers=3, members=6_000, seed=23, months=3)
+    )
     plant = planted.plant(dirs[0])
 
     def copy(name: str) -> dict[str, Path]:
@@ -266,8 +295,15 @@ def _oracle_row(d: Deployment, term: Term) -> dict[str, object]:
     query = round_.queries[term.query]
     tables = {term.scope: d.tables[term.round][term.scope]}
     secrets = {VICTIM: d.record_secret} if term.scope == VICTIM else None
-    frame = oracle.compute(query.metric, tables, round_.period, query.group_by,
-                           dict(query.filters) or None, disclosure=True, record_secrets=secrets)
+    frame = oracle.compute(
+        query.metric,
+        tables,
+        round_.period,
+        query.group_by,
+        dict(query.filters) or None,
+        disclosure=True,
+        record_secrets=secrets,
+    )
     frame = frame[frame["scope"] == term.scope]
     for row in frame.to_dict("records"):
         if tuple(str(row[x.value]) for x in query.group_by) == term.key:
@@ -291,8 +327,10 @@ def assert_protected(c: Campaign, name: str, terms: Sequence[Term], planted_valu
     got = estimate(c.target, terms)
     if got is None:
         return  # a value it needs is withheld: nothing to derive
-    kinds = {get_metric(c.target.rounds[t.round].queries[t.query].metric).statistic(t.stat).kind
-             for t in terms}
+    kinds = {
+        get_metric(c.target.rounds[t.round].queries[t.query].metric).statistic(t.stat).kind
+        for t in terms
+    }
     assert len(kinds) == 1, name
     (kind,) = kinds
     seeds = []
@@ -303,16 +341,22 @@ def assert_protected(c: Campaign, name: str, terms: Sequence[Term], planted_valu
             continue
         assert stat.status is Status.PERTURBED, (name, term)
         row = _oracle_row(c.target, term)
-        support = row.get(term.stat) if kind is StatKind.MEMBERS else row.get(
-            f"{term.stat}__support")
-        seeds.append((row.get(f"{term.stat}__kmin"), row.get(f"{term.stat}__kmax"),
-                      as_count(support), as_count(row.get(term.stat))))
+        support = (
+            row.get(term.stat) if kind is StatKind.MEMBERS else row.get(f"{term.stat}__support")
+        )
+        seeds.append(
+            (
+                row.get(f"{term.stat}__kmin"),
+                row.get(f"{term.stat}__kmax"),
+                as_count(support),
+                as_count(row.get(term.stat)),
+            )
+        )
         tops.append(as_count(row.get(f"{term.stat}__top")))
     # Independent draws: every value the estimate uses has contents of its own.
     assert len(set(seeds)) == len(seeds), (name, seeds)
     if kind.magnitude:
-        spread = math.sqrt(sum((MAGNITUDE.standard_deviation_share * top) ** 2
-                               for top in tops))
+        spread = math.sqrt(sum((MAGNITUDE.standard_deviation_share * top) ** 2 for top in tops))
         assert spread >= POLICY.perturbation.p_percent / 100 * abs(planted_value), name
         assert spread >= POLICY.perturbation.p_percent / 100 * max(tops), name
     else:
@@ -333,9 +377,16 @@ def test_small_numerators_event_counts_and_dollars_are_withheld(campaign: Campai
     target, control = campaign.target, campaign.control
     wy = ("WY",)
     small = [
-        (0, "telehealth_visits"), (0, "office_visits"), (1, "visits"), (2, "readmissions"),
-        (2, "index_stays"), (3, "denied_lines"), (3, "lines"), (4, "fills"),
-        (5, "paid_lag_05_cents"), (5, "paid_lag_00_cents"),
+        (0, "telehealth_visits"),
+        (0, "office_visits"),
+        (1, "visits"),
+        (2, "readmissions"),
+        (2, "index_stays"),
+        (3, "denied_lines"),
+        (3, "lines"),
+        (4, "fills"),
+        (5, "paid_lag_05_cents"),
+        (5, "paid_lag_00_cents"),
     ]
     for query, stat in small:
         term = Term(1, "direct", query, stat, wy)
@@ -351,10 +402,12 @@ def test_small_numerators_event_counts_and_dollars_are_withheld(campaign: Campai
     assert found is not None and found.missing is not None
     assert found.missing.reason is Withheld.REST
     # A3's reversed lab line: the only dollars of WY in its category, negative.
-    table = next(t for t in query_tables(control.outcomes["direct"].tables, 6)
-                 if t.scope == VICTIM)
-    negative = [Term(1, "direct", 6, "allowed_cents", tuple(v for _, v in c.key))
-                for c in table.cells if c.key[0][1] == "WY"]
+    table = next(t for t in query_tables(control.outcomes["direct"].tables, 6) if t.scope == VICTIM)
+    negative = [
+        Term(1, "direct", 6, "allowed_cents", tuple(v for _, v in c.key))
+        for c in table.cells
+        if c.key[0][1] == "WY"
+    ]
     negative = [t for t in negative if truth(control, [t]) < 0]
     assert negative, "A3's reversal is a negative total"
     for term in negative:
@@ -369,8 +422,7 @@ def test_an_excluded_count_is_withheld(campaign: Campaign) -> None:
     found = _stat(campaign.target, screened)
     assert found is not None and found.status.withheld
     assert found.missing is not None and found.missing.reason is Withheld.REST
-    assert estimate(campaign.target, [eligible, Term(-1, "direct", 7, "screened", ("VT",))]
-                    ) is None
+    assert estimate(campaign.target, [eligible, Term(-1, "direct", 7, "screened", ("VT",))]) is None
 
 
 # --- class 2: histogram bins ------------------------------------------------------------------
@@ -390,8 +442,9 @@ def test_no_released_histogram_bin_rests_on_one_to_ten_members(campaign: Campaig
                 continue
             assert isinstance(stat.value, Histogram)
             key = tuple(v for _, v in cell.key)
-            true = _oracle_row(campaign.target, Term(1, "direct", 8, "allowed_histogram", key,
-                                                     table.scope))["allowed_histogram"]
+            true = _oracle_row(
+                campaign.target, Term(1, "direct", 8, "allowed_histogram", key, table.scope)
+            )["allowed_histogram"]
             assert isinstance(true, Histogram)
             for index, count in enumerate(true.counts):
                 if 0 < count < POLICY.min_cell_size:
@@ -408,8 +461,10 @@ def test_a_dominant_members_bin_by_differencing_histograms(campaign: Campaign) -
     bins, the top one holding one member's two million dollars. That bin is withheld when it
     holds too few members; else its cents moved by at least p% of its largest total."""
     index = bin_index(planted.DOMINANT_CENTS)
-    terms = [Term(1, "nd-all", 1, "allowed_histogram"),
-             Term(-1, "nd-young", 1, "allowed_histogram")]
+    terms = [
+        Term(1, "nd-all", 1, "allowed_histogram"),
+        Term(-1, "nd-young", 1, "allowed_histogram"),
+    ]
     released = [_stat(campaign.target, t) for t in terms]
     true = [_oracle_row(campaign.target, t)["allowed_histogram"] for t in terms]
     control = [_stat(campaign.control, t) for t in terms]
@@ -432,22 +487,35 @@ def test_all_minus_all_but_few(campaign: Campaign) -> None:
     for stat, group in (("members", 3), ("member_months", 3)):
         terms = [Term(1, "all", 1, stat), Term(-1, "all-but-few", 1, stat)]
         assert_protected(campaign, f"all-but-few {stat}", terms, group)
-    allowed = truth(campaign.control, [Term(1, "all", 0, "allowed_cents"),
-                                       Term(-1, "all-but-few", 0, "allowed_cents")])
+    allowed = truth(
+        campaign.control,
+        [Term(1, "all", 0, "allowed_cents"), Term(-1, "all-but-few", 0, "allowed_cents")],
+    )
     assert allowed > 0
-    assert_protected(campaign, "all-but-few allowed",
-                     [Term(1, "all", 0, "allowed_cents"),
-                      Term(-1, "all-but-few", 0, "allowed_cents")], allowed)
+    assert_protected(
+        campaign,
+        "all-but-few allowed",
+        [Term(1, "all", 0, "allowed_cents"), Term(-1, "all-but-few", 0, "allowed_cents")],
+        allowed,
+    )
 
 
 def test_shifted_windows_and_a_quarter_of_one_metric_less_two_months_of_another(
     campaign: Campaign,
 ) -> None:
-    assert_protected(campaign, "shifted members",
-                     [Term(1, "all", 1, "members"), Term(-1, "shifted", 0, "members")], 3)
+    assert_protected(
+        campaign,
+        "shifted members",
+        [Term(1, "all", 1, "members"), Term(-1, "shifted", 0, "members")],
+        3,
+    )
     # enrollment.member_months over the quarter less cost.pmpm over February–March.
-    assert_protected(campaign, "cross-metric members",
-                     [Term(1, "all", 1, "members"), Term(-1, "shifted", 1, "members")], 3)
+    assert_protected(
+        campaign,
+        "cross-metric members",
+        [Term(1, "all", 1, "members"), Term(-1, "shifted", 1, "members")],
+        3,
+    )
 
 
 def test_nested_periods_one_members_march_claim(campaign: Campaign) -> None:
@@ -487,6 +555,7 @@ def test_a_dominant_total_as_the_difference_of_two_released_totals(campaign: Cam
 def test_regrouped_sums(campaign: Campaign) -> None:
     """The cells of member months by age band less those by plan of every state but WY:
     WY's three member months (the sums of a table's cells are as released as the cells)."""
+
     def cells(round_: str) -> list[tuple[str, ...]]:
         outcome = campaign.control.outcomes[round_]
         table = next(t for t in query_tables(outcome.tables, 0) if t.scope == VICTIM)
@@ -501,8 +570,10 @@ def test_regrouped_sums(campaign: Campaign) -> None:
 
 
 def test_a_refresh_does_not_give_the_late_claim_away(campaign: Campaign) -> None:
-    terms = [Term(1, "refresh-after", 0, "allowed_cents"),
-             Term(-1, "refresh-before", 0, "allowed_cents")]
+    terms = [
+        Term(1, "refresh-after", 0, "allowed_cents"),
+        Term(-1, "refresh-before", 0, "allowed_cents"),
+    ]
     assert_protected(campaign, "refresh", terms, planted.LATE_CLAIM_CENTS)
 
 
@@ -515,10 +586,19 @@ def test_a_sensitive_categorys_key_says_nothing(campaign: Campaign) -> None:
     outcome = campaign.target.outcomes["sensitive"]
     table = next(t for t in query_tables(outcome.tables, 0) if t.scope == VICTIM)
     cells = {tuple(v for _, v in c.key): c for c in table.cells}
-    assert truth(campaign.control, [Term(1, "sensitive", 0, "claimants",
-                                         ("ZA", "outpatient substance use"))]) == 2
-    for category in ("inpatient substance use", "outpatient substance use",
-                     "inpatient psychiatric", "outpatient psychiatric"):
+    assert (
+        truth(
+            campaign.control,
+            [Term(1, "sensitive", 0, "claimants", ("ZA", "outpatient substance use"))],
+        )
+        == 2
+    )
+    for category in (
+        "inpatient substance use",
+        "outpatient substance use",
+        "inpatient psychiatric",
+        "outpatient psychiatric",
+    ):
         za, zb = cells[("ZA", category)], cells[("ZB", category)]
         for name in ("claimants", "allowed_cents", "paid_cents"):
             assert za.stat(name).status is zb.stat(name).status is Status.WITHHELD
@@ -533,19 +613,26 @@ def test_a_sensitive_categorys_key_says_nothing(campaign: Campaign) -> None:
 def test_repetition_and_a_restart_give_the_same_values(campaign: Campaign) -> None:
     """The same query again, and after the node's restart: the same released values, so
     averaging them learns nothing."""
+
     def values(round_: str) -> dict[tuple[str, ...], tuple[object, ...]]:
         outcome = campaign.target.outcomes[round_]
         table = next(t for t in query_tables(outcome.tables, 0) if t.scope == VICTIM)
-        return {tuple(v for _, v in c.key): tuple(s.value for s in c.stats)
-                for c in table.cells}
+        return {tuple(v for _, v in c.key): tuple(s.value for s in c.stats) for c in table.cells}
 
     first = values("repeat-0")
-    assert any(c.status is Status.PERTURBED for t in campaign.target.outcomes["repeat-0"].tables
-               for c in t.cells)
+    assert any(
+        c.status is Status.PERTURBED
+        for t in campaign.target.outcomes["repeat-0"].tables
+        for c in t.cells
+    )
     for again in ("repeat-1", "repeat-2", "after-restart"):
         assert values(again) == first, again
-    assert_protected(campaign, "all-but-few after restart",
-                     [Term(1, "all", 0, "members"), Term(-1, "after-restart", 1, "members")], 3)
+    assert_protected(
+        campaign,
+        "all-but-few after restart",
+        [Term(1, "all", 0, "members"), Term(-1, "after-restart", 1, "members")],
+        3,
+    )
 
 
 def test_not_every_estimate_is_exact() -> None:
@@ -564,11 +651,11 @@ def test_averaging_repeated_queries_under_differential_privacy(campaign: Campaig
     what its summary reports, far above a group of the floor's size."""
     answers = campaign.target.strict_answers
     states = [dict((c, (s, m)) for c, s, m in o.carriers)[STRICT] for o in answers]
-    assert [s for s, _ in states] == [CarrierRoundState.ANSWERED] + [
-        CarrierRoundState.REFUSED] * 3
+    assert [s for s, _ in states] == [CarrierRoundState.ANSWERED] + [CarrierRoundState.REFUSED] * 3
     assert all("budget" in m for _, m in states[1:])
-    (answer,) = [o for o, (s, _) in zip(answers, states, strict=True)
-                 if s is CarrierRoundState.ANSWERED]
+    (answer,) = [
+        o for o, (s, _) in zip(answers, states, strict=True) if s is CarrierRoundState.ANSWERED
+    ]
     table = next(t for t in query_tables(answer.tables, 0) if t.scope == STRICT)
     assert table.disclosure is not None and table.disclosure.noise_mechanism
     scale = {n.statistic: n.scale for n in table.disclosure.noise_scales}["members"]
@@ -589,7 +676,7 @@ def test_program_figures_say_at_most_how_much_is_missing(campaign: Campaign) -> 
     months = wy.stat("member_months")
     assert months.missing is not None and months.missing.carriers >= 1
     assert months.missing.at_most is not None
-    assert months.missing.at_most >= truth(campaign.control, [
-        Term(1, "direct", 0, "member_months", ("WY",))])
+    assert months.missing.at_most >= truth(
+        campaign.control, [Term(1, "direct", 0, "member_months", ("WY",))]
+    )
     assert months.missing.at_most <= 10 * 3 * months.missing.carriers
-

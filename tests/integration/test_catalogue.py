@@ -31,53 +31,65 @@ def q(metric: str, *dims: D, **filters: list[str]) -> QuerySpec:
 
 #: (period, queries) per round; each metric with a few groupings.
 ROUNDS: list[tuple[Period, list[QuerySpec]]] = [
-    (PERIOD, [
-        q("enrollment.member_months", D.QUARTER, D.ENROLLEE_TYPE),
-        q("cost.member_cost_share_pmpm"),
-        q("cost.member_cost_share_pmpm", D.MONTH),
-        q("cost.distribution"),
-        q("cost.distribution", D.AGE_BAND),
-        q("cost.high_cost_claimants"),
-        q("cost.high_cost_claimants", D.MEDICARE_PRIMARY),
-        q("cost.out_of_network_share"),
-        q("cost.out_of_network_share", D.MONTH),
-        q("util.inpatient"),
-        q("util.inpatient", D.AGE_BAND),
-        q("util.ed_visits"),
-        q("util.ed_visits", D.MONTH, D.SEX),
-        q("util.office_visits"),
-        q("util.office_visits", D.AGE_BAND),
-        q("util.scripts"),
-        q("util.scripts", D.MONTH),
-    ]),
-    (PERIOD, [
-        q("rx.generic_dispensing_rate"),
-        q("rx.generic_dispensing_rate", D.DRUG_CLASS),
-        q("rx.specialty_share"),
-        wire.make_query("rx.specialty_share", parameters={"cost_per_30_days": 1000.0}),
-        q("rx.spend_by_class", D.DRUG_CLASS),
-        q("rx.spend_by_class", D.DRUG_CLASS, D.MONTH),
-        q("rx.rebate_share", D.QUARTER),
-        q("rx.rebate_share", D.QUARTER, D.DRUG_CLASS),
-        q("quality.breast_cancer_screening"),
-        q("quality.breast_cancer_screening", D.PROGRAM),
-        q("quality.diabetes_hba1c_testing"),
-        q("quality.diabetes_hba1c_testing", D.SEX),
-        q("quality.statin_use_diabetes"),
-        q("ops.claims_lag", D.MONTH),
-        q("ops.denial_rate"),
-        q("ops.denial_rate", D.MONTH),
-        q("ops.data_quality", D.MONTH),
-        q("cost.pmpm", D.PLAN_CODE, program=["FEHB"]),
-    ]),
-    (Period.parse("2026-02"), [
-        q("enrollment.churn"),
-        q("enrollment.churn", D.AGE_BAND),
-    ]),
-    (Period.parse("2026-01:2026-02"), [
-        q("outcome.readmission_30d"),
-        q("outcome.readmission_30d", D.MONTH),
-    ]),
+    (
+        PERIOD,
+        [
+            q("enrollment.member_months", D.QUARTER, D.ENROLLEE_TYPE),
+            q("cost.member_cost_share_pmpm"),
+            q("cost.member_cost_share_pmpm", D.MONTH),
+            q("cost.distribution"),
+            q("cost.distribution", D.AGE_BAND),
+            q("cost.high_cost_claimants"),
+            q("cost.high_cost_claimants", D.MEDICARE_PRIMARY),
+            q("cost.out_of_network_share"),
+            q("cost.out_of_network_share", D.MONTH),
+            q("util.inpatient"),
+            q("util.inpatient", D.AGE_BAND),
+            q("util.ed_visits"),
+            q("util.ed_visits", D.MONTH, D.SEX),
+            q("util.office_visits"),
+            q("util.office_visits", D.AGE_BAND),
+            q("util.scripts"),
+            q("util.scripts", D.MONTH),
+        ],
+    ),
+    (
+        PERIOD,
+        [
+            q("rx.generic_dispensing_rate"),
+            q("rx.generic_dispensing_rate", D.DRUG_CLASS),
+            q("rx.specialty_share"),
+            wire.make_query("rx.specialty_share", parameters={"cost_per_30_days": 1000.0}),
+            q("rx.spend_by_class", D.DRUG_CLASS),
+            q("rx.spend_by_class", D.DRUG_CLASS, D.MONTH),
+            q("rx.rebate_share", D.QUARTER),
+            q("rx.rebate_share", D.QUARTER, D.DRUG_CLASS),
+            q("quality.breast_cancer_screening"),
+            q("quality.breast_cancer_screening", D.PROGRAM),
+            q("quality.diabetes_hba1c_testing"),
+            q("quality.diabetes_hba1c_testing", D.SEX),
+            q("quality.statin_use_diabetes"),
+            q("ops.claims_lag", D.MONTH),
+            q("ops.denial_rate"),
+            q("ops.denial_rate", D.MONTH),
+            q("ops.data_quality", D.MONTH),
+            q("cost.pmpm", D.PLAN_CODE, program=["FEHB"]),
+        ],
+    ),
+    (
+        Period.parse("2026-02"),
+        [
+            q("enrollment.churn"),
+            q("enrollment.churn", D.AGE_BAND),
+        ],
+    ),
+    (
+        Period.parse("2026-01:2026-02"),
+        [
+            q("outcome.readmission_30d"),
+            q("outcome.readmission_30d", D.MONTH),
+        ],
+    ),
 ]
 
 
@@ -138,8 +150,9 @@ def test_percentiles_are_within_the_stated_bound(
     # off by at most the count noise. So the figure for q lies within half a bin of the true
     # quantiles of the released carriers' members at q ± (those left out and the noise) ÷ n.
     released = {
-        t.scope for t in distribution[1:] if t.cells
-        and not t.cells[0].stat("allowed_histogram").status.withheld
+        t.scope
+        for t in distribution[1:]
+        if t.cells and not t.cells[0].stat("allowed_histogram").status.withheld
     }
     assert len(released) >= 50
     histogram = cell.stat("allowed_histogram")

@@ -11,9 +11,22 @@ from pathlib import Path
 def test_the_demo_runs_end_to_end_and_reports_what_was_withheld(tmp_path: Path) -> None:
     out = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-c", "from oversight_sim.cli import main; main()", "demo",
-         "--carriers", "5", "--members", "3000", "--out-dir", str(out)],
-        capture_output=True, text=True, timeout=600, check=False,
+        [
+            sys.executable,
+            "-c",
+            "from oversight_sim.cli import main; main()",
+            "demo",
+            "--carriers",
+            "5",
+            "--members",
+            "3000",
+            "--out-dir",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "5/5 carriers answered" in done.stdout

@@ -46,12 +46,8 @@ QUERIES = [
     wire.make_query("cost.pmpm", group_by=[D.PLAN_CODE], filters={D.PROGRAM: ["FEHB"]}),
     wire.make_query("cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY]),
     wire.make_query("cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY_2]),
-    wire.make_query(
-        "cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY, D.MONTH]
-    ),
-    wire.make_query(
-        "cost.pmpm_by_service_category", group_by=[D.AGE_BAND, D.SERVICE_CATEGORY]
-    ),
+    wire.make_query("cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY, D.MONTH]),
+    wire.make_query("cost.pmpm_by_service_category", group_by=[D.AGE_BAND, D.SERVICE_CATEGORY]),
 ]
 
 
@@ -65,7 +61,9 @@ async def test_65_carriers_match_the_oracle_to_the_cent(
     oracle's to the cent; the rules withhold what rests on too few members all the same."""
     sent: list[bytes] = []
     async with SimulatedFederation(
-        federation_data, tmp_path, wiretap=lambda m: sent.append(m.SerializeToString()),
+        federation_data,
+        tmp_path,
+        wiretap=lambda m: sent.append(m.SerializeToString()),
         policy=EXACT,
     ) as fed:
         assert fed.client is not None
@@ -74,8 +72,7 @@ async def test_65_carriers_match_the_oracle_to_the_cent(
     assert all(state is CarrierRoundState.ANSWERED for _, state, _ in outcome.carriers)
     totals = {"released": 0, "withheld": 0, "perturbed": 0, "program_incomplete": 0}
     for index, query in enumerate(QUERIES):
-        counts = compare(query, PERIOD, query_tables(outcome.tables, index), oracle_tables,
-                         EXACT)
+        counts = compare(query, PERIOD, query_tables(outcome.tables, index), oracle_tables, EXACT)
         for k, v in counts.items():
             totals[k] += v
     # The check had real work to do: many released values, and small carriers' withheld.
@@ -83,7 +80,8 @@ async def test_65_carriers_match_the_oracle_to_the_cent(
     assert totals["withheld"] > 0 and totals["perturbed"] == 0
     # Program-wide totals of the whole period are complete and equal the oracle.
     program_total = next(
-        t for t in outcome.tables
+        t
+        for t in outcome.tables
         if t.scope == "program" and t.metric == "cost.pmpm" and not t.group_by
     )
     (total,) = program_total.cells
@@ -110,9 +108,14 @@ async def test_no_carrier_data_leaves_a_node(
         outcome = await fed.client.run_round(PERIOD, QUERIES, deadline_seconds=300)
         # A refused request's messages count too.
         bad = RequestSpec(
-            request_id="bad-1", round_id="bad", catalogue_version="1", period=PERIOD,
-            queries=(QUERIES[0],), issued_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=3),
-            expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2), nonce=os.urandom(16),
+            request_id="bad-1",
+            round_id="bad",
+            catalogue_version="1",
+            period=PERIOD,
+            queries=(QUERIES[0],),
+            issued_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=3),
+            expires_at=dt.datetime.now(dt.UTC) - dt.timedelta(hours=2),
+            nonce=os.urandom(16),
             carriers=tuple(sorted(chosen)),
         )
         for carrier_id in chosen:
@@ -131,9 +134,11 @@ async def test_no_carrier_data_leaves_a_node(
     secrets: set[str] = set()
     for carrier_id in chosen:  # the node's disclosure secret and what derives from it
         node_secret = NodeSecret.load_or_create(
-            disclosure_secret_path(tmp_path / "nodes", carrier_id), 1)
-        secrets.update({node_secret.secret.hex(), node_secret.record_secret,
-                        node_secret.noise_key.hex()})
+            disclosure_secret_path(tmp_path / "nodes", carrier_id), 1
+        )
+        secrets.update(
+            {node_secret.secret.hex(), node_secret.record_secret, node_secret.noise_key.hex()}
+        )
         secrets.update(  # the members' record keys
             hashlib.md5((node_secret.record_secret + m).encode()).hexdigest()[:12]
             for m in oracle_tables[carrier_id]["eligibility"]["member_id"].astype(str)
@@ -226,10 +231,15 @@ async def test_bad_data_and_unknown_metrics_end_in_clear_refusals(
         probe.connection.wiretap = replies.append
         raw = wire.request_to_pb(
             RequestSpec(
-                request_id="probe-1", round_id="probe", catalogue_version="1", period=PERIOD,
-                queries=(query,), issued_at=dt.datetime.now(dt.UTC),
+                request_id="probe-1",
+                round_id="probe",
+                catalogue_version="1",
+                period=PERIOD,
+                queries=(query,),
+                issued_at=dt.datetime.now(dt.UTC),
                 expires_at=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
-                nonce=os.urandom(16), carriers=(good[0],),
+                nonce=os.urandom(16),
+                carriers=(good[0],),
             )
         )
         raw.queries[0].metric = "cost.nope"
@@ -279,7 +289,8 @@ async def test_a_result_is_in_the_audit_log_and_the_outbox_on_disk_before_it_is_
         node = nodes[result.carrier_id]
         digest = hashlib.sha256(message.result.result).hexdigest()
         released = [
-            e for _, e in read_entries(audit_log_path(node.config))
+            e
+            for _, e in read_entries(audit_log_path(node.config))
             if e is not None and e.get("kind") == "released" and e.get("result_sha256") == digest
         ]
         if len(released) != 1:
@@ -287,8 +298,9 @@ async def test_a_result_is_in_the_audit_log_and_the_outbox_on_disk_before_it_is_
         head = json.loads(head_path(audit_log_path(node.config)).read_text())
         if released and head["seq"] < released[0]["seq"]:
             problems.append(f"{result.carrier_id}: the head lags the released entry")
-        with closing(sqlite3.connect(node_state_path(node.config.state_dir,
-                                                     result.carrier_id))) as db:
+        with closing(
+            sqlite3.connect(node_state_path(node.config.state_dir, result.carrier_id))
+        ) as db:
             kept = db.execute(
                 "SELECT message FROM outbox WHERE request_id = ?", (result.request_id,)
             ).fetchone()

@@ -99,9 +99,7 @@ async def start_manual_node(fed: SimulatedFederation, carrier: str) -> NodeDaemo
 
 def cells(tables: tuple[ScopedTable, ...], scope: str) -> list[list[tuple[Any, ...]]]:
     """A scope's tables as comparable cells (figures left out: NaN never equals itself)."""
-    return [
-        [(c.key, c.stats) for c in t.cells] for t in tables if t.scope == scope
-    ]
+    return [[(c.key, c.stats) for c in t.cells] for t in tables if t.scope == scope]
 
 
 def states(fed: SimulatedFederation, round_id: str) -> dict[str, CarrierRoundState]:
@@ -111,7 +109,8 @@ def states(fed: SimulatedFederation, round_id: str) -> dict[str, CarrierRoundSta
 
 def audit_kinds(node: NodeDaemon, request_id: str) -> list[dict[str, Any]]:
     return [
-        e for _, e in read_entries(node.audit.path)
+        e
+        for _, e in read_entries(node.audit.path)
         if e is not None and e.get("request_id") == request_id
     ]
 
@@ -134,8 +133,9 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
         request_id = f"{round_id}.q"
         assert await wait_for(lambda: len(node._state.held_releases()) == 1, 60)
         others = {c for c in carriers if c != manual}
-        assert await wait_for(lambda: all(
-            states(fed, round_id)[c] is CarrierRoundState.ANSWERED for c in others), 60)
+        assert await wait_for(
+            lambda: all(states(fed, round_id)[c] is CarrierRoundState.ANSWERED for c in others), 60
+        )
         # The round waits for the manual carrier: the coordinator has nothing from it.
         await asyncio.sleep(1.0)
         assert states(fed, round_id)[manual] is CarrierRoundState.SENT
@@ -143,14 +143,20 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
         assert manual not in {r.carrier_id for r in fed.coordinator.store.results(round_id)}
         assert node._state.pending() == []  # nothing in the outbox either
         assert [e["kind"] for e in audit_kinds(node, request_id)] == [
-            "received", "admitted", "held"]
+            "received",
+            "admitted",
+            "held",
+        ]
 
         # The reviewer lists what is held, then looks at it cell by cell.
         code, out = cli(capsys, "approve", "--config", str(toml), "--json")
         assert code == 0
         (listed,) = json.loads(out)
         assert (listed["request_id"], listed["round_id"], listed["status"]) == (
-            request_id, round_id, "held")
+            request_id,
+            round_id,
+            "held",
+        )
         code, out = cli(capsys, "approve", "--config", str(toml))
         assert code == 0 and request_id in out
         code, out = cli(capsys, "approve", request_id, "--config", str(toml), "--json")
@@ -183,8 +189,9 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
         assert node._state.held_release(request_id).status is ReviewStatus.HELD  # type: ignore[union-attr]
 
         # Approval: the running node sends it, the round completes with auto's figures.
-        code, out = cli(capsys, "approve", request_id, "--config", str(toml), "--release",
-                        "--reviewer", "alice")
+        code, out = cli(
+            capsys, "approve", request_id, "--config", str(toml), "--release", "--reviewer", "alice"
+        )
         assert code == 0 and "approved" in out
         assert await wait_for(lambda: not fed.coordinator.rounds.is_open(round_id), 30)  # type: ignore[union-attr]
         outcome = await fed.client.get_round(round_id)
@@ -206,15 +213,16 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
 
 
 async def test_a_held_result_survives_restarts_and_a_rejection_is_a_refusal(
-    carriers: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str],
-    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch,
+    carriers: dict[str, Path],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     caplog.set_level(logging.INFO)
     manual = sorted(carriers)[-1]
     # A node away longer than the grace would have its round closed without it.
-    async with SimulatedFederation(
-        carriers, tmp_path / "run", disconnect_grace_seconds=60
-    ) as fed:
+    async with SimulatedFederation(carriers, tmp_path / "run", disconnect_grace_seconds=60) as fed:
         assert fed.client is not None and fed.coordinator is not None
         coordinator = fed.coordinator
         toml = write_node_toml(fed.node_config(manual), tmp_path / "node.toml")
@@ -226,22 +234,25 @@ async def test_a_held_result_survives_restarts_and_a_rejection_is_a_refusal(
         # A restart: the held result is still there, and the request the coordinator sends
         # again on reconnection is recognised (not refused as a replay, not evaluated again).
         node = await start_manual_node(fed, manual)
-        assert await wait_for(lambda: any(
-            "its result awaits the carrier's reviewer" in r.getMessage()
-            for r in caplog.records))
+        assert await wait_for(
+            lambda: any(
+                "its result awaits the carrier's reviewer" in r.getMessage() for r in caplog.records
+            )
+        )
         code, out = cli(capsys, "approve", "--config", str(toml), "--json")
         assert code == 0 and [h["request_id"] for h in json.loads(out)] == [request_id]
-        assert await wait_for(
-            lambda: states(fed, round_id)[manual] is CarrierRoundState.SENT)
+        assert await wait_for(lambda: states(fed, round_id)[manual] is CarrierRoundState.SENT)
         assert [e["kind"] for e in audit_kinds(node, request_id)] == [
-            "received", "admitted", "held"]
+            "received",
+            "admitted",
+            "held",
+        ]
 
         # Rejected while the node is down, answering the prompt on a terminal: carried out
         # when the node is back.
         await fed.stop_node(manual)
         monkeypatch.setattr(sys, "stdin", Terminal("reject\nfigures look off\n"))
-        code, out = cli(capsys, "approve", request_id, "--config", str(toml),
-                        "--reviewer", "bob")
+        code, out = cli(capsys, "approve", request_id, "--config", str(toml), "--reviewer", "bob")
         assert code == 0 and "release it, reject it, or keep it held?" in out
         assert "rejected" in out
         node = await start_manual_node(fed, manual)
@@ -269,7 +280,10 @@ async def test_a_held_result_survives_restarts_and_a_rejection_is_a_refusal(
 
 def test_approve_needs_a_node_state(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = NodeConfig(
-        carrier_id="c001", coordinator="127.0.0.1:1", data_dir=tmp_path, insecure=True,
+        carrier_id="c001",
+        coordinator="127.0.0.1:1",
+        data_dir=tmp_path,
+        insecure=True,
         state_dir=tmp_path / "state",
     )
     toml = write_node_toml(config, tmp_path / "node.toml")

@@ -50,8 +50,17 @@ def cli(fed: SimulatedFederation, *args: str, name: str = HARNESS_OPERATOR) -> l
     """The operator's TLS options for the CLI."""
     assert fed.pki is not None
     kit = fed.pki.operators[name]
-    return [*args, "--coordinator", fed.address, "--ca-cert", str(kit.ca_cert),
-            "--cert", str(kit.cert), "--key", str(kit.key)]
+    return [
+        *args,
+        "--coordinator",
+        fed.address,
+        "--ca-cert",
+        str(kit.ca_cert),
+        "--cert",
+        str(kit.cert),
+        "--key",
+        str(kit.key),
+    ]
 
 
 async def run_cli(args: Sequence[str]) -> tuple[int, str]:
@@ -70,13 +79,26 @@ async def test_a_withheld_value_is_incomplete_in_the_api_and_every_export(
 ) -> None:
     dirs = small(federation_data, 3)
     async with SimulatedFederation(dirs, tmp_path / "run") as fed:
-        code, out = await run_cli(cli(
-            fed, "round", "run", "--metric", "util.inpatient", "--period", str(PERIOD),
-            "--by", "state", "--output", str(tmp_path / "run.csv")))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "run",
+                "--metric",
+                "util.inpatient",
+                "--period",
+                str(PERIOD),
+                "--by",
+                "state",
+                "--output",
+                str(tmp_path / "run.csv"),
+            )
+        )
         assert code == 0, out
         assert fed.client is not None
-        round_id = next(line.split()[1].rstrip(":") for line in out.splitlines()
-                        if line.startswith("round r-"))
+        round_id = next(
+            line.split()[1].rstrip(":") for line in out.splitlines() if line.startswith("round r-")
+        )
         outcome = await fed.client.get_round(round_id)
         exports = {}
         for suffix in ("csv", "parquet", "json"):
@@ -91,8 +113,7 @@ async def test_a_withheld_value_is_incomplete_in_the_api_and_every_export(
     for table in outcome.tables[1:]:
         for cell in table.cells:
             key = tuple((d, v) for d, v in cell.key if d is not D.CARRIER)
-            withheld.setdefault(key, set()).update(
-                s.name for s in cell.stats if s.status.withheld)
+            withheld.setdefault(key, set()).update(s.name for s in cell.stats if s.status.withheld)
     marked: list[tuple[str, str]] = []
     for cell in program.cells:
         for stat in cell.stats:
@@ -108,19 +129,30 @@ async def test_a_withheld_value_is_incomplete_in_the_api_and_every_export(
     assert {r["round_id"] for r in rows} == {round_id}
     # A sum with some carriers' values is "incomplete", one with none left is "withheld";
     # both say what they leave out.
-    flagged = {(r["state"], r["statistic"]) for r in rows
-               if r["status"] in ("incomplete", "withheld") and r["missing_carriers"]}
+    flagged = {
+        (r["state"], r["statistic"])
+        for r in rows
+        if r["status"] in ("incomplete", "withheld") and r["missing_carriers"]
+    }
     assert set(marked) <= flagged
     table = pq.read_table(exports["parquet"])
     assert json.loads(table.schema.metadata[b"fedoversight.round"])["round_id"] == round_id
-    parquet = {(r["state"], r["statistic"]) for r in table.to_pylist()
-               if r["scope"] == "program" and r["missing_carriers"]}
+    parquet = {
+        (r["state"], r["statistic"])
+        for r in table.to_pylist()
+        if r["scope"] == "program" and r["missing_carriers"]
+    }
     assert set(marked) <= parquet
     document = json.loads(exports["json"].read_text())
     assert document["round"]["carriers_asked"] == 3
-    in_json = {(c["key"]["state"], s["name"]) for t in document["tables"]
-               if t["scope"] == "program" for c in t["cells"] for s in c["statistics"]
-               if s["missing"] and s["missing"]["carriers"] >= 1}
+    in_json = {
+        (c["key"]["state"], s["name"])
+        for t in document["tables"]
+        if t["scope"] == "program"
+        for c in t["cells"]
+        for s in c["statistics"]
+        if s["missing"] and s["missing"]["carriers"] >= 1
+    }
     assert set(marked) <= in_json
 
 
@@ -135,23 +167,49 @@ async def test_a_round_missing_its_quorum_exits_non_zero_and_names_the_carriers(
     narrow = Policy(metrics=["cost.pmpm"])
     async with SimulatedFederation(dirs, tmp_path / "run", policies={refusing: narrow}) as fed:
         await fed.stop_node(gone)
-        code, out = await run_cli(cli(
-            fed, "round", "run", "--metric", "enrollment.member_months", "--period",
-            str(PERIOD), "--quorum", "3", "--deadline", "5"))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "run",
+                "--metric",
+                "enrollment.member_months",
+                "--period",
+                str(PERIOD),
+                "--quorum",
+                "3",
+                "--deadline",
+                "5",
+            )
+        )
         assert code == 4, out  # failed: the quorum of 3 was not met
         assert "FAILED" in out
         assert f"{gone}: not connected" in out
         assert f"{refusing}: refused — the carrier's policy does not answer this request" in out
         # The same round with a quorum of one: partial, exit 3, program sums incomplete.
-        code, out = await run_cli(cli(
-            fed, "round", "run", "--metric", "enrollment.member_months", "--period",
-            str(PERIOD), "--quorum", "1", "--deadline", "5", "--output",
-            str(tmp_path / "partial.csv")))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "run",
+                "--metric",
+                "enrollment.member_months",
+                "--period",
+                str(PERIOD),
+                "--quorum",
+                "1",
+                "--deadline",
+                "5",
+                "--output",
+                str(tmp_path / "partial.csv"),
+            )
+        )
         assert code == 3, out
         with (tmp_path / "partial.csv").open(newline="") as f:
             rows = [r for r in csv.DictReader(f) if r["scope"] == "program"]
-        assert rows and all(r["status"] == "incomplete" and r["missing_carriers"] == "2"
-                            for r in rows)
+        assert rows and all(
+            r["status"] == "incomplete" and r["missing_carriers"] == "2" for r in rows
+        )
 
 
 async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
@@ -175,8 +233,7 @@ async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
         before = outcome.tables
         # The slow node's answer arrives after the round finished: kept apart, not merged.
         store = fed.coordinator.store
-        assert await wait_for(lambda: bool(store.results(outcome.round_id, late=True)),
-                              timeout=20)
+        assert await wait_for(lambda: bool(store.results(outcome.round_id, late=True)), timeout=20)
         # Its tables were computed once, when first read: reading the round again neither
         # decodes its results nor combines them again.
         computed: list[str] = []
@@ -205,8 +262,10 @@ async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
         wrong = result_for(request, record.request_bytes, other)
         forged = wrong.replace(other_round.round_id.encode(), outcome.round_id.encode())
         key = Signer.load(fed.pki.carriers[other].result_signing_key)
-        await fed.coordinator.rounds.on_result(other, types_pb2.SignedResult(
-            result=forged, signature=key.sign(forged), key_id=key.key_id))
+        await fed.coordinator.rounds.on_result(
+            other,
+            types_pb2.SignedResult(result=forged, signature=key.sign(forged), key_id=key.key_id),
+        )
         decoded.clear()
         again = await fed.client.get_round(outcome.round_id)
         assert again.tables == before and again.carriers == after.carriers
@@ -224,8 +283,14 @@ async def test_a_class_rebated_that_nobody_filled_is_in_the_program_sum(
     import shutil
 
     shutil.copytree(dirs[chosen], copy)
-    rebates = pd.DataFrame({"quarter": ["2026Q1"], "drug_class": ["orphan class"],
-                            "ndc": [None], "rebate_amount": ["1234.56"]})
+    rebates = pd.DataFrame(
+        {
+            "quarter": ["2026Q1"],
+            "drug_class": ["orphan class"],
+            "ndc": [None],
+            "rebate_amount": ["1234.56"],
+        }
+    )
     rebates.to_parquet(copy / "rebates.parquet")
     dirs[chosen] = copy
     async with SimulatedFederation(dirs, tmp_path / "run") as fed:
@@ -245,36 +310,76 @@ async def test_nothing_is_dropped_silently_and_an_idempotency_key_names_one_roun
 ) -> None:
     dirs = small(federation_data, 1)
     async with SimulatedFederation(dirs, tmp_path / "run") as fed:
-        code, out = await run_cli(cli(
-            fed, "round", "run", "--metric", "quality.breast_cancer_screening", "--period",
-            str(PERIOD), "--by", "month"))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "run",
+                "--metric",
+                "quality.breast_cancer_screening",
+                "--period",
+                str(PERIOD),
+                "--by",
+                "month",
+            )
+        )
         assert code == 2 and "does not accept month" in out
-        code, out = await run_cli(cli(
-            fed, "round", "run", "--metric", "cost.pmpm", "--period", str(PERIOD),
-            "--output", str(tmp_path / "out.xlsx")))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "run",
+                "--metric",
+                "cost.pmpm",
+                "--period",
+                str(PERIOD),
+                "--output",
+                str(tmp_path / "out.xlsx"),
+            )
+        )
         assert code == 2 and "cannot export to .xlsx" in out
         assert not (tmp_path / "out.xlsx").exists()
-        code, out = await run_cli(cli(
-            fed, "round", "run", "--metric", "rx.specialty_share", "--period", str(PERIOD),
-            "--filter", "state=VA,MD", "--param", "cost_per_30_days=600"))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "run",
+                "--metric",
+                "rx.specialty_share",
+                "--period",
+                str(PERIOD),
+                "--filter",
+                "state=VA,MD",
+                "--param",
+                "cost_per_30_days=600",
+            )
+        )
         assert code == 0, out
         assert fed.client is not None
         first = await fed.client.create_round(
-            PERIOD, [wire.make_query("cost.pmpm")], idempotency_key="monthly-2026-03")
+            PERIOD, [wire.make_query("cost.pmpm")], idempotency_key="monthly-2026-03"
+        )
         again = await fed.client.create_round(
-            PERIOD, [wire.make_query("cost.pmpm")], idempotency_key="monthly-2026-03")
+            PERIOD, [wire.make_query("cost.pmpm")], idempotency_key="monthly-2026-03"
+        )
         assert again == first
         with pytest.raises(InvalidRequestError, match="idempotency key"):
             await fed.client.create_round(
-                PERIOD, [wire.make_query("enrollment.member_months")],
-                idempotency_key="monthly-2026-03")
+                PERIOD,
+                [wire.make_query("enrollment.member_months")],
+                idempotency_key="monthly-2026-03",
+            )
         # The filter and the parameter reached the round the CLI launched.
-        specialty = [r for r in await fed.client.list_rounds(5)
-                     if r.queries and r.queries[0].metric == "rx.specialty_share"]
+        specialty = [
+            r
+            for r in await fed.client.list_rounds(5)
+            if r.queries and r.queries[0].metric == "rx.specialty_share"
+        ]
         (query,) = specialty[0].queries
         assert dict(query.parameters) == {"cost_per_30_days": 600.0}
         assert [(f.dimension, list(f.values)) for f in query.filters] == [
-            (wire.dimension_to_pb(D.STATE), ["MD", "VA"])]
+            (wire.dimension_to_pb(D.STATE), ["MD", "VA"])
+        ]
 
 
 async def test_health_reflection_a_token_operator_and_receipts_through_the_api(
@@ -286,13 +391,15 @@ async def test_health_reflection_a_token_operator_and_receipts_through_the_api(
         kit = fed.pki.operators[HARNESS_TOKEN_OPERATOR]
         assert kit.token is not None
         # A token alone (no client certificate) on the operator port.
-        async with OperatorClient(fed.operator_address, ca_cert=kit.ca_cert,
-                                  token_file=kit.token) as by_token:
+        async with OperatorClient(
+            fed.operator_address, ca_cert=kit.ca_cert, token_file=kit.token
+        ) as by_token:
             outcome = await by_token.run_round(PERIOD, [wire.make_query("cost.pmpm")])
         assert outcome.state is RoundState.COMPLETE
         # On the main port every caller shows a certificate: a token alone does not connect.
-        async with OperatorClient(fed.address, ca_cert=kit.ca_cert,
-                                  token_file=kit.token) as no_cert:
+        async with OperatorClient(
+            fed.address, ca_cert=kit.ca_cert, token_file=kit.token
+        ) as no_cert:
             with pytest.raises(OversightError):
                 await no_cert.list_rounds()
         # gRPC health, as probes and standard tools ask it.
@@ -300,28 +407,58 @@ async def test_health_reflection_a_token_operator_and_receipts_through_the_api(
         async with grpc.aio.secure_channel(fed.operator_address, credentials) as channel:
             health = health_pb2_grpc.HealthStub(channel)
             for service in ("", "fedoversight.v1.Oversight"):
-                reply = await health.Check(health_pb2.HealthCheckRequest(service=service),
-                                           timeout=10)
+                reply = await health.Check(
+                    health_pb2.HealthCheckRequest(service=service), timeout=10
+                )
                 assert reply.status == health_pb2.HealthCheckResponse.SERVING
         # Receipts through the API, checked with the auditor's own keys.
         pki = fed.pki
-        code, out = await run_cli(cli(
-            fed, "round", "verify", outcome.round_id, "--operator-key",
-            str(pki.operator_public_key), "--result-keys", str(pki.result_keys_dir)))
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "verify",
+                outcome.round_id,
+                "--operator-key",
+                str(pki.operator_public_key),
+                "--result-keys",
+                str(pki.result_keys_dir),
+            )
+        )
         assert code == 0, out
         assert "request and 2 receipts verified" in out
-        code, out = await run_cli(cli(
-            fed, "round", "verify", outcome.round_id, "--operator-key",
-            str(pki.operator_public_key), "--result-keys", str(tmp_path)))  # no carrier keys
+        code, out = await run_cli(
+            cli(
+                fed,
+                "round",
+                "verify",
+                outcome.round_id,
+                "--operator-key",
+                str(pki.operator_public_key),
+                "--result-keys",
+                str(tmp_path),
+            )
+        )  # no carrier keys
         assert code == 5 and "INVALID" in out
         # A client made of the .proto files and reflection alone lists metrics, launches a
         # round and reads it.
         kit = pki.operators[HARNESS_OPERATOR]
         done = await asyncio.to_thread(
             subprocess.run,
-            [sys.executable, "-I", str(Path(__file__).with_name("reflection_client.py")),
-             fed.address, str(kit.ca_cert), str(kit.cert), str(kit.key)],
-            capture_output=True, text=True, timeout=120, cwd=tmp_path, check=False,
+            [
+                sys.executable,
+                "-I",
+                str(Path(__file__).with_name("reflection_client.py")),
+                fed.address,
+                str(kit.ca_cert),
+                str(kit.cert),
+                str(kit.key),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+            check=False,
         )
     assert done.returncode == 0, done.stderr[-3000:]
     report = json.loads(done.stdout)

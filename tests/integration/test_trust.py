@@ -37,8 +37,9 @@ QUERY = wire.make_query("enrollment.member_months")
 
 def small(federation_data: dict[str, Path], n: int) -> dict[str, Path]:
     """The n smallest carriers (fast rounds)."""
-    by_size = sorted(federation_data, key=lambda c: sum(
-        f.stat().st_size for f in federation_data[c].iterdir()))
+    by_size = sorted(
+        federation_data, key=lambda c: sum(f.stat().st_size for f in federation_data[c].iterdir())
+    )
     return {c: federation_data[c] for c in sorted(by_size[:n])}
 
 
@@ -53,8 +54,10 @@ async def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
 
 def logged(caplog: pytest.LogCaptureFixture, logger: str, text: str) -> bool:
     """Whether ``logger`` (or a module under it) logged a message containing ``text``."""
-    return any((r.name == logger or r.name.startswith(logger + "."))
-               and text in r.getMessage() for r in caplog.records)
+    return any(
+        (r.name == logger or r.name.startswith(logger + ".")) and text in r.getMessage()
+        for r in caplog.records
+    )
 
 
 async def test_mutual_tls_roles_signed_rounds_and_receipts(
@@ -69,14 +72,17 @@ async def test_mutual_tls_roles_signed_rounds_and_receipts(
         # Every receipt verifies, and each node's audit log holds the very bytes it released.
         store = fed.coordinator.store
         check = verify_round(
-            store, outcome.round_id, operator_verifier=fed.coordinator.operator_verifier,
+            store,
+            outcome.round_id,
+            operator_verifier=fed.coordinator.operator_verifier,
             node_verifiers=fed.coordinator.node_verifiers or {},
         )
         assert check.ok and len(check.receipts) == 3
         for stored in store.results(outcome.round_id):
             node = fed.nodes[stored.carrier_id]
             released = [
-                e for _, e in read_entries(node.audit.path)
+                e
+                for _, e in read_entries(node.audit.path)
                 if e and e["kind"] == "released" and e["round_id"] == outcome.round_id
             ]
             assert len(released) == 1
@@ -96,15 +102,22 @@ async def test_mutual_tls_roles_signed_rounds_and_receipts(
         signer.verifier.verify(record.request_bytes, record.signature, record.key_id)
         # A request signed with another key, or expired, is refused by the coordinator.
         rogue_signed = OperatorClient(
-            fed.address, ca_cert=kit.ca_cert, cert=kit.cert, key=kit.key,
+            fed.address,
+            ca_cert=kit.ca_cert,
+            cert=kit.cert,
+            key=kit.key,
             signer=Signer.generate(),
         )
         async with rogue_signed:
             with pytest.raises(AuthenticationError):
                 await rogue_signed.create_round(PERIOD, [QUERY])
         stale = sign_request(
-            new_request(PERIOD, [QUERY], dt.timedelta(seconds=1),
-                        now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)),
+            new_request(
+                PERIOD,
+                [QUERY],
+                dt.timedelta(seconds=1),
+                now=dt.datetime.now(dt.UTC) - dt.timedelta(hours=1),
+            ),
             signer,
         )
         from fedoversight.v1 import operator_pb2, operator_pb2_grpc
@@ -160,7 +173,8 @@ async def test_rogue_impersonating_unknown_revoked_and_expired_nodes_are_refused
             (identities / f"{name}-{id(cert)}.crt").write_bytes(cert_pem(cert))
             (identities / f"{name}-{id(cert)}.key").write_bytes(key_pem(key))
             return TlsFiles(
-                ca_cert=pki.ca_cert, cert=identities / f"{name}-{id(cert)}.crt",
+                ca_cert=pki.ca_cert,
+                cert=identities / f"{name}-{id(cert)}.crt",
                 key=identities / f"{name}-{id(cert)}.key",
             )
 
@@ -180,17 +194,29 @@ async def test_rogue_impersonating_unknown_revoked_and_expired_nodes_are_refused
         impostor = await attempt(second, fed.node_config(first).tls, "impostor")  # type: ignore[arg-type]
         # A certificate of the federation CA for a carrier nobody registered.
         stranger = await attempt("c999", identity("c999", ca), "stranger")
-        assert await wait_for(lambda: logged(
-            caplog, "carrier_node.daemon", "coordinator refused this node: unknown carrier"))
-        assert await wait_for(lambda: logged(
-            caplog, "coordinator.hub", "claiming carrier c999: unknown carrier"))
-        assert await wait_for(lambda: logged(
-            caplog, "carrier_node.daemon",
-            "coordinator refused this node: certificate does not match the carrier id"))
-        assert logged(caplog, "coordinator.hub",
-                      f"claiming carrier {second}: certificate does not match the carrier id")
-        assert await wait_for(lambda: logged(
-            caplog, "carrier_node.daemon", "TLS with the coordinator failed"))
+        assert await wait_for(
+            lambda: logged(
+                caplog, "carrier_node.daemon", "coordinator refused this node: unknown carrier"
+            )
+        )
+        assert await wait_for(
+            lambda: logged(caplog, "coordinator.hub", "claiming carrier c999: unknown carrier")
+        )
+        assert await wait_for(
+            lambda: logged(
+                caplog,
+                "carrier_node.daemon",
+                "coordinator refused this node: certificate does not match the carrier id",
+            )
+        )
+        assert logged(
+            caplog,
+            "coordinator.hub",
+            f"claiming carrier {second}: certificate does not match the carrier id",
+        )
+        assert await wait_for(
+            lambda: logged(caplog, "carrier_node.daemon", "TLS with the coordinator failed")
+        )
         for node in (rogue, impostor, stranger):
             assert not node.connected.is_set()
         # The genuine sessions were never displaced.
@@ -200,21 +226,29 @@ async def test_rogue_impersonating_unknown_revoked_and_expired_nodes_are_refused
         # message (a heartbeat), and its reconnection refused.
         serial = load_certificate(fed.pki.carriers[second].cert).serial_number  # type: ignore[arg-type]
         revoked.write_text(f"{serial:x}\n")
-        assert await wait_for(lambda: logged(
-            caplog, "coordinator.hub", f"closing the stream of {second}: its certificate was"))
-        assert await wait_for(lambda: logged(
-            caplog, "coordinator.hub", f"claiming carrier {second}: certificate revoked"))
-        assert await wait_for(lambda: logged(
-            caplog, "carrier_node.daemon", "coordinator refused this node: certificate revoked"))
+        assert await wait_for(
+            lambda: logged(
+                caplog, "coordinator.hub", f"closing the stream of {second}: its certificate was"
+            )
+        )
+        assert await wait_for(
+            lambda: logged(
+                caplog, "coordinator.hub", f"claiming carrier {second}: certificate revoked"
+            )
+        )
+        assert await wait_for(
+            lambda: logged(
+                caplog, "carrier_node.daemon", "coordinator refused this node: certificate revoked"
+            )
+        )
         assert second not in fed.coordinator.hub.sessions
         # An expired certificate: the node names the problem itself; the coordinator's TLS
         # refuses it anyway when presented.
-        expired = identity(
-            first, ca, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30), days=10
-        )
+        expired = identity(first, ca, now=dt.datetime.now(dt.UTC) - dt.timedelta(days=30), days=10)
         await attempt(first, expired, "expired")
-        assert await wait_for(lambda: logged(
-            caplog, "carrier_node.daemon", "cannot connect: this node's certificate"))
+        assert await wait_for(
+            lambda: logged(caplog, "carrier_node.daemon", "cannot connect: this node's certificate")
+        )
         assert logged(caplog, "carrier_node.daemon", "expired on")
         credentials = grpc.ssl_channel_credentials(
             fed.pki.ca_cert.read_bytes(), expired.key.read_bytes(), expired.cert.read_bytes()
@@ -222,8 +256,11 @@ async def test_rogue_impersonating_unknown_revoked_and_expired_nodes_are_refused
         async with grpc.aio.secure_channel(fed.address, credentials) as channel:
             stream = federation_pb2_grpc.NodeFederationStub(channel).Connect(timeout=10)
             with pytest.raises(grpc.aio.AioRpcError) as handshake:
-                await stream.write(federation_pb2.NodeMessage(hello=federation_pb2.Hello(
-                    carrier_id=first, catalogue_version="1")))
+                await stream.write(
+                    federation_pb2.NodeMessage(
+                        hello=federation_pb2.Hello(carrier_id=first, catalogue_version="1")
+                    )
+                )
                 await stream.read()
             assert handshake.value.code() is grpc.StatusCode.UNAVAILABLE
         assert fed.coordinator.hub.sessions[first] is genuine
@@ -249,10 +286,15 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
         def spec(request_id: str, **changes: object) -> bytes:
             now = dt.datetime.now(dt.UTC)
             fields: dict[str, object] = {
-                "request_id": request_id, "round_id": request_id.split(".")[0],
-                "catalogue_version": "1", "period": PERIOD, "queries": (QUERY,),
-                "issued_at": now, "expires_at": now + dt.timedelta(minutes=5),
-                "nonce": os.urandom(16), "carriers": (carrier,),
+                "request_id": request_id,
+                "round_id": request_id.split(".")[0],
+                "catalogue_version": "1",
+                "period": PERIOD,
+                "queries": (QUERY,),
+                "issued_at": now,
+                "expires_at": now + dt.timedelta(minutes=5),
+                "nonce": os.urandom(16),
+                "carriers": (carrier,),
             }
             fields.update(changes)
             return wire.request_to_pb(RequestSpec(**fields)).SerializeToString()  # type: ignore[arg-type]
@@ -262,13 +304,21 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
         sent = {
             "unsigned": types_pb2.SignedRequest(request=spec("u-1.q")),
             "tampered": types_pb2.SignedRequest(
-                request=good.replace(b"t-1.q", b"t-2.q"), signature=signer.sign(good),
+                request=good.replace(b"t-1.q", b"t-2.q"),
+                signature=signer.sign(good),
                 key_id=signer.key_id,
             ),
-            "expired": sign_bytes(spec("e-1.q", issued_at=now - dt.timedelta(hours=2),
-                                       expires_at=now - dt.timedelta(hours=1)), signer),
+            "expired": sign_bytes(
+                spec(
+                    "e-1.q",
+                    issued_at=now - dt.timedelta(hours=2),
+                    expires_at=now - dt.timedelta(hours=1),
+                ),
+                signer,
+            ),
             "replayed": types_pb2.SignedRequest(
-                request=genuine.request_bytes, signature=genuine.signature,
+                request=genuine.request_bytes,
+                signature=genuine.signature,
                 key_id=genuine.key_id,
             ),
             # Genuinely signed, but for another carrier's round: replayed to this one.
@@ -286,7 +336,8 @@ async def test_bad_requests_over_the_stream_are_refused_and_logged(
         "o-1.q": types_pb2.ERROR_CODE_NOT_ADDRESSED,
     }
     refused = {
-        e["request_id"]: e["reason"] for _, e in read_entries(node.audit.path)
+        e["request_id"]: e["reason"]
+        for _, e in read_entries(node.audit.path)
         if e and e["kind"] == "refused"
     }
     assert refused == {
@@ -341,9 +392,7 @@ async def test_oversized_messages_are_refused_and_the_coordinator_carries_on(
         assert fed.client is not None and fed.pki is not None and fed.coordinator is not None
         # An operator call over the limit.
         with pytest.raises(OversightError):
-            await fed.client.create_round(
-                PERIOD, [QUERY], idempotency_key="k" * (limit + 1)
-            )
+            await fed.client.create_round(PERIOD, [QUERY], idempotency_key="k" * (limit + 1))
         # A node stream message over the limit, from a genuine carrier identity.
         kit = fed.pki.carriers[carrier]
         assert kit.cert is not None and kit.key is not None
@@ -352,8 +401,9 @@ async def test_oversized_messages_are_refused_and_the_coordinator_carries_on(
         )
         async with grpc.aio.secure_channel(fed.address, credentials) as channel:
             stream = federation_pb2_grpc.NodeFederationStub(channel).Connect(timeout=10)
-            await stream.write(federation_pb2.NodeMessage(
-                result=types_pb2.SignedResult(result=b"x" * (limit + 1))))
+            await stream.write(
+                federation_pb2.NodeMessage(result=types_pb2.SignedResult(result=b"x" * (limit + 1)))
+            )
             with pytest.raises(grpc.aio.AioRpcError) as exhausted:
                 await stream.read()
             assert exhausted.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED

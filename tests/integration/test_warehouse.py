@@ -49,8 +49,11 @@ def warehouse(federation_data: dict[str, Path]) -> Iterator[tuple[Path, str]]:
         yield directory, schema
     finally:
         with con.cursor() as cur:
-            cur.execute(psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                psycopg.sql.Identifier(schema)))
+            cur.execute(
+                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
+                    psycopg.sql.Identifier(schema)
+                )
+            )
         con.close()
 
 

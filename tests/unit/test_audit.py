@@ -27,7 +27,10 @@ def write_log(path: Path, n: int = 6) -> None:
         for i in range(n):
             log.append(
                 AuditKind.RECEIVED if i % 2 == 0 else AuditKind.REFUSED,
-                request_id=f"r{i}.q", round_id=f"r{i}", reason="bad signature", bytes=100 + i,
+                request_id=f"r{i}.q",
+                round_id=f"r{i}",
+                reason="bad signature",
+                bytes=100 + i,
             )
 
 
@@ -158,8 +161,9 @@ def test_the_head_is_rewritten_in_place_and_an_older_head_still_reads(tmp_path: 
     inode = head.stat().st_ino
     with AuditLog(path, fsync=True) as log:
         log.append(AuditKind.STARTED, policy_digest="abc")
-        log.append_many([(AuditKind.RECEIVED, "r9.q", "r9", {}),
-                         (AuditKind.ADMITTED, "r9.q", "r9", {})])
+        log.append_many(
+            [(AuditKind.RECEIVED, "r9.q", "r9", {}), (AuditKind.ADMITTED, "r9.q", "r9", {})]
+        )
         assert log.seq == 5
         # After each append the log on disk ends at the entry the head names.
         last = json.loads(lines(path)[-1])

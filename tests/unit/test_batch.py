@@ -99,10 +99,7 @@ def _run_each(queries: list[exp.Query]) -> list[list[tuple[object, ...]]]:
 
 
 def test_a_block_only_another_shared_block_reads_goes_into_its_statement() -> None:
-    text = (
-        "WITH a AS (SELECT x FROM eligibility), b AS (SELECT x + 1 AS y FROM a)"
-        " SELECT y FROM b"
-    )
+    text = "WITH a AS (SELECT x FROM eligibility), b AS (SELECT x + 1 AS y FROM a) SELECT y FROM b"
     queries = [_q(text), _q(text + " WHERE y > 3")]
     plan = batch.plan(queries)
     (b,) = plan.shared  # a is not a table of its own: b's statement computes it
@@ -138,9 +135,7 @@ def test_a_query_with_a_nested_with_runs_as_it_is() -> None:
 def test_the_suite_shares_member_months_and_fills() -> None:
     from carrier_node.query import metrics
 
-    exprs = [
-        metrics.build(BuildContext("c001", PERIOD, q)) for q in monthly_suite()
-    ]
+    exprs = [metrics.build(BuildContext("c001", PERIOD, q)) for q in monthly_suite()]
     plan = batch.plan(exprs)
     uses = sorted(t.uses for t in plan.shared)
     assert uses[-1] == len(exprs)  # the period's months, in every query
@@ -157,17 +152,23 @@ def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
     exprs = [metrics.build(BuildContext("c001", PERIOD, q)) for q in queries]
     plan = batch.plan(exprs)
     spend = [
-        t for t in plan.shared
+        t
+        for t in plan.shared
         if "AS pharmacy_member_paid_cents" in _sql(t.body) and "invalid_drg" in _sql(t.body)
     ]
     assert len(spend) == 1
     readers = {
-        q.metric for q, tree in zip(queries, plan.queries, strict=True)
+        q.metric
+        for q, tree in zip(queries, plan.queries, strict=True)
         if spend[0].name in _sql(tree)
     }
     persons = [t for t in plan.shared if spend[0].name in _sql(t.body) and t is not spend[0]]
-    assert {"cost.pmpm", "cost.member_cost_share_pmpm", "cost.out_of_network_share",
-            "ops.data_quality"} <= readers
+    assert {
+        "cost.pmpm",
+        "cost.member_cost_share_pmpm",
+        "cost.out_of_network_share",
+        "ops.data_quality",
+    } <= readers
     assert persons, "the persons' period totals read the block too"
     # Nowhere else is the deductible (a medical-only column) summed from the rows.
     others = [*plan.queries, *(t.body for t in plan.shared if t is not spend[0])]
@@ -237,9 +238,7 @@ def test_a_carrier_filtered_out_gets_no_cells_in_a_batch(
     from fedoversight.dimensions import Dimension
 
     queries = monthly_suite()[:3]
-    elsewhere = dataclasses.replace(
-        queries[1], filters=((Dimension.CARRIER, ("c999",)),)
-    )
+    elsewhere = dataclasses.replace(queries[1], filters=((Dimension.CARRIER, ("c999",)),))
     here = dataclasses.replace(queries[2], filters=((Dimension.CARRIER, ("c002",)),))
     source = FileSource(federation_data["c002"])
     source.open()

@@ -68,8 +68,13 @@ def test_round_overhead_times_the_federation_and_each_baseline(
     code = round_overhead.main(["--carriers", "3", "--rounds", "3", "--members", "300"])
     out = capsys.readouterr().out
     assert code == 0, out
-    for line in ("federation round latency", "bare grpc.aio fan-out", "over mutual TLS",
-                 "signatures alone, 3 carriers", "trust-model floor"):
+    for line in (
+        "federation round latency",
+        "bare grpc.aio fan-out",
+        "over mutual TLS",
+        "signatures alone, 3 carriers",
+        "trust-model floor",
+    ):
         assert line in out, line
     # Federation, bare, bare over TLS, signatures: each a measured, positive median.
     medians = [float(m) for m in re.findall(r"p50 ([0-9.]+) ms", out)]

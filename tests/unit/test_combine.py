@@ -214,14 +214,42 @@ def test_a_sum_says_at_most_how_much_the_withheld_values_leave_out() -> None:
     rest = StatValue("claimants", W, None, Missing(1, reason=Withheld.REST))
     noisy = DisclosureSummary(min_cell_size=11, perturbation=Perturbation(5, 3.0, 10, 0.5, 1))
     tables = {
-        "acme": QueryTable("cost.pmpm", 1, (), (CellResult((), (
-            months, small, StatValue("claimants", R, 0), StatValue("allowed_cents", R, 0),
-            StatValue("paid_cents", R, 0))),), noisy),
-        "blue": QueryTable("cost.pmpm", 1, (), (CellResult((), (
-            StatValue("member_months", Status.PERTURBED, 7_853),
-            StatValue("members", Status.PERTURBED, 2_620), rest,
-            StatValue("allowed_cents", Status.PERTURBED, 9_000_000),
-            StatValue("paid_cents", Status.PERTURBED, 8_000_000))),), noisy),
+        "acme": QueryTable(
+            "cost.pmpm",
+            1,
+            (),
+            (
+                CellResult(
+                    (),
+                    (
+                        months,
+                        small,
+                        StatValue("claimants", R, 0),
+                        StatValue("allowed_cents", R, 0),
+                        StatValue("paid_cents", R, 0),
+                    ),
+                ),
+            ),
+            noisy,
+        ),
+        "blue": QueryTable(
+            "cost.pmpm",
+            1,
+            (),
+            (
+                CellResult(
+                    (),
+                    (
+                        StatValue("member_months", Status.PERTURBED, 7_853),
+                        StatValue("members", Status.PERTURBED, 2_620),
+                        rest,
+                        StatValue("allowed_cents", Status.PERTURBED, 9_000_000),
+                        StatValue("paid_cents", Status.PERTURBED, 8_000_000),
+                    ),
+                ),
+            ),
+            noisy,
+        ),
     }
     (cell,) = combine(tables, Q1).cells
     assert cell.stat("member_months").value == 7_853
@@ -298,9 +326,7 @@ def test_tables_of_different_queries_are_refused() -> None:
 
 
 def test_carrier_table_keeps_carrier_scope_and_statuses() -> None:
-    table = _table(
-        "cost.pmpm", (M,), _pmpm("2026-02", 300, W, 9_000), _pmpm("2026-01", 300, 6_000)
-    )
+    table = _table("cost.pmpm", (M,), _pmpm("2026-02", 300, W, 9_000), _pmpm("2026-01", 300, 6_000))
     scoped = carrier_table("acme", table, Q1)
     assert scoped.scope == "acme"
     assert [c.key for c in scoped.cells] == [((M, "2026-01"),), ((M, "2026-02"),)]
@@ -504,10 +530,18 @@ def test_tidy_rows_shape_columns_and_values() -> None:
     assert f_row[0]["sex"] == "F" and f_row[0]["value"] == pytest.approx(200.0)
 
 
-INFO = RoundInfo(round_id="r-1", period="2026-01:2026-03", state="partial",
-                 carriers_asked=3, carriers_answered=2,
-                 carriers=(("acme", "answered", ""), ("blue", "answered", ""),
-                           ("cove", "refused", "the carrier's policy does not answer this")))
+INFO = RoundInfo(
+    round_id="r-1",
+    period="2026-01:2026-03",
+    state="partial",
+    carriers_asked=3,
+    carriers_answered=2,
+    carriers=(
+        ("acme", "answered", ""),
+        ("blue", "answered", ""),
+        ("cove", "refused", "the carrier's policy does not answer this"),
+    ),
+)
 
 
 def test_write_csv(tmp_path: Path) -> None:
@@ -517,18 +551,43 @@ def test_write_csv(tmp_path: Path) -> None:
         reader = csv.DictReader(fh)
         header = reader.fieldnames
         body = list(reader)
-    assert header == ["round_id", "period", "metric", "metric_version", "scope", "month", "sex",
-                      "statistic", "value", "status", "missing_carriers", "missing_at_most",
-                      "missing_members_at_most", "carriers_asked", "carriers_answered"]
+    assert header == [
+        "round_id",
+        "period",
+        "metric",
+        "metric_version",
+        "scope",
+        "month",
+        "sex",
+        "statistic",
+        "value",
+        "status",
+        "missing_carriers",
+        "missing_at_most",
+        "missing_members_at_most",
+        "carriers_asked",
+        "carriers_answered",
+    ]
     assert len(body) == 31
-    assert {(r["round_id"], r["period"], r["metric_version"], r["carriers_asked"],
-             r["carriers_answered"]) for r in body} == {("r-1", "2026-01:2026-03", "1", "3", "2")}
+    assert {
+        (
+            r["round_id"],
+            r["period"],
+            r["metric_version"],
+            r["carriers_asked"],
+            r["carriers_answered"],
+        )
+        for r in body
+    } == {("r-1", "2026-01:2026-03", "1", "3", "2")}
     by = {(r["scope"], r["month"], r["statistic"]): r for r in body}
     jan = by[("program", "2026-01", "allowed_cents")]
     assert jan["value"] == "600000"  # an int, not 600000.0
     withheld = by[("acme", "2026-02", "allowed_cents")]
     assert (withheld["value"], withheld["status"], withheld["missing_carriers"]) == (
-        "", "withheld", "1")
+        "",
+        "withheld",
+        "1",
+    )
     assert float(by[("program", "2026-01", "paid_pmpm")]["value"]) == pytest.approx(2.0)
 
 
@@ -541,14 +600,23 @@ def test_write_parquet_types_its_columns_and_keeps_the_round(tmp_path: Path) -> 
     assert table.schema.field("missing_carriers").type == pa.int64()
     assert json.loads(table.schema.metadata[b"fedoversight.round"]) == INFO.json()
     rows = table.to_pylist()
-    jan = next(r for r in rows if (r["scope"], r["month"], r["statistic"]) == (
-        "program", "2026-01", "allowed_cents"))
+    jan = next(
+        r
+        for r in rows
+        if (r["scope"], r["month"], r["statistic"]) == ("program", "2026-01", "allowed_cents")
+    )
     assert jan["value_int"] == 600_000 and jan["status"] == "released"
-    feb = next(r for r in rows if (r["scope"], r["month"], r["statistic"]) == (
-        "program", "2026-02", "allowed_cents"))
+    feb = next(
+        r
+        for r in rows
+        if (r["scope"], r["month"], r["statistic"]) == ("program", "2026-02", "allowed_cents")
+    )
     assert feb["status"] == "incomplete" and feb["missing_carriers"] == 1
-    pmpm = next(r for r in rows if r["statistic"] == "paid_pmpm" and r["scope"] == "program"
-                and r["month"] == "2026-01")
+    pmpm = next(
+        r
+        for r in rows
+        if r["statistic"] == "paid_pmpm" and r["scope"] == "program" and r["month"] == "2026-01"
+    )
     assert pmpm["value_int"] is None and pmpm["value"] == pytest.approx(2.0)
 
 
@@ -572,8 +640,11 @@ def test_histograms_left_out_of_tidy_rows_and_listed_in_json(tmp_path: Path) -> 
     doc = json.loads(path.read_text())["tables"]
     stat = doc[0]["cells"][0]["statistics"][1]
     assert stat["name"] == "annual_allowed"
-    assert stat["value"] == {"counts": list(h.counts), "sums_cents": list(h.sums_cents),
-                             "withheld_bins": []}
+    assert stat["value"] == {
+        "counts": list(h.counts),
+        "sums_cents": list(h.sums_cents),
+        "withheld_bins": [],
+    }
 
 
 def test_write_json_round_trips(tmp_path: Path) -> None:

@@ -38,10 +38,25 @@ from tests.integration.helpers import as_count, expected_withheld
 
 PERIOD = Period.parse("2026-01:2026-03")
 POLICY = Policy()
-MEMBER_METRICS = ("enrollment.member_months", "cost.pmpm", "util.inpatient", "util.ed_visits",
-                  "util.scripts", "util.office_visits", "cost.member_cost_share_pmpm")
-DIMS = (D.MONTH, D.QUARTER, D.AGE_BAND, D.SEX, D.PLAN_CODE, D.STATE, D.ENROLLEE_TYPE,
-        D.MEDICARE_PRIMARY)
+MEMBER_METRICS = (
+    "enrollment.member_months",
+    "cost.pmpm",
+    "util.inpatient",
+    "util.ed_visits",
+    "util.scripts",
+    "util.office_visits",
+    "cost.member_cost_share_pmpm",
+)
+DIMS = (
+    D.MONTH,
+    D.QUARTER,
+    D.AGE_BAND,
+    D.SEX,
+    D.PLAN_CODE,
+    D.STATE,
+    D.ENROLLEE_TYPE,
+    D.MEDICARE_PRIMARY,
+)
 
 
 class Node:
@@ -56,8 +71,9 @@ class Node:
 
     def answer(self, queries: list[QuerySpec]) -> list[QueryTable]:
         now = dt.datetime.now(dt.UTC)
-        request = RequestSpec("r", "r", catalogue.CATALOGUE_VERSION, PERIOD, tuple(queries),
-                              now, now, os.urandom(16))
+        request = RequestSpec(
+            "r", "r", catalogue.CATALOGUE_VERSION, PERIOD, tuple(queries), now, now, os.urandom(16)
+        )
         tables, _ = self.discloser.protect(request, self.engine.evaluate_many(PERIOD, queries))
         return tables
 
@@ -88,12 +104,17 @@ def _values(table: QueryTable) -> dict[tuple[str, ...], dict[str, object]]:
     return {tuple(v for _, v in c.key): {s.name: s.value for s in c.stats} for c in table.cells}
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_a_cell_has_one_value_in_every_query_and_metric(node: Node, data: st.DataObject) -> None:
-    first, second = data.draw(st.sampled_from(MEMBER_METRICS)), data.draw(
-        st.sampled_from(MEMBER_METRICS))
+    first, second = (
+        data.draw(st.sampled_from(MEMBER_METRICS)),
+        data.draw(st.sampled_from(MEMBER_METRICS)),
+    )
     dims = data.draw(st.lists(st.sampled_from(DIMS), min_size=1, max_size=2, unique=True))
     by_all = wire.make_query(first, group_by=dims)
     (grouped,) = node.answer([by_all])
@@ -112,9 +133,11 @@ def test_a_cell_has_one_value_in_every_query_and_metric(node: Node, data: st.Dat
 
 
 def test_a_restart_gives_the_same_answer(node: Node, carrier: Path, state: Path) -> None:
-    queries = [wire.make_query("cost.pmpm", group_by=[D.MONTH, D.AGE_BAND]),
-               wire.make_query("util.scripts", group_by=[D.SEX]),
-               wire.make_query("cost.distribution", group_by=[D.AGE_BAND])]
+    queries = [
+        wire.make_query("cost.pmpm", group_by=[D.MONTH, D.AGE_BAND]),
+        wire.make_query("util.scripts", group_by=[D.SEX]),
+        wire.make_query("cost.distribution", group_by=[D.AGE_BAND]),
+    ]
     before = node.answer(queries)
     restarted = Node(carrier, state)
     try:
@@ -141,9 +164,12 @@ def test_a_late_claim_draws_new_noise_for_the_cells_it_touches_only(
     late = frame[frame["claim_start_date"].astype(str).str.startswith("2026-02")].head(40).copy()
     late["claim_id"] = late["claim_id"].astype(str) + "-late"
     late["allowed_amount"] = late["allowed_amount"].map(lambda v: v + 137)
-    pq.write_table(pa.Table.from_pandas(pd.concat([frame, late], ignore_index=True),
-                                        schema=claims.schema, preserve_index=False),
-                   copy / "medical_claims.parquet")
+    pq.write_table(
+        pa.Table.from_pandas(
+            pd.concat([frame, late], ignore_index=True), schema=claims.schema, preserve_index=False
+        ),
+        copy / "medical_claims.parquet",
+    )
     node = Node(copy, state)
     try:
         (after,) = node.answer([query])
@@ -172,8 +198,11 @@ def test_a_late_claim_draws_new_noise_for_the_cells_it_touches_only(
     assert redrawn == touched
 
 
-@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow,
-                                                                 HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=20,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
 @given(data=st.data())
 def test_no_released_value_rests_on_one_to_ten_members(
     node: Node, carrier: Path, data: st.DataObject
@@ -183,19 +212,31 @@ def test_no_released_value_rests_on_one_to_ten_members(
     dims = data.draw(st.lists(st.sampled_from(usable), max_size=2, unique=True))
     query = wire.make_query(spec.name, group_by=dims)
     (table,) = node.answer([query])
-    frame = oracle.compute(spec.name, {carrier.name: oracle.load_carrier(carrier)}, PERIOD,
-                           tuple(dims), disclosure=True)
-    rows = {tuple(str(r[d.value]) for d in dims): r for r in frame.to_dict("records")
-            if r["scope"] == carrier.name}
+    frame = oracle.compute(
+        spec.name,
+        {carrier.name: oracle.load_carrier(carrier)},
+        PERIOD,
+        tuple(dims),
+        disclosure=True,
+    )
+    rows = {
+        tuple(str(r[d.value]) for d in dims): r
+        for r in frame.to_dict("records")
+        if r["scope"] == carrier.name
+    }
     for cell in table.cells:
         row = rows[tuple(v for _, v in cell.key)]
         for stat in cell.stats:
             declared = get_metric(spec.name).statistic(stat.name)
             if declared.kind is StatKind.HISTOGRAM or not declared.by_members:
                 continue
-            support = as_count(row[stat.name] if declared.kind is StatKind.MEMBERS
-                               else row.get(f"{stat.name}__support"))
+            support = as_count(
+                row[stat.name]
+                if declared.kind is StatKind.MEMBERS
+                else row.get(f"{stat.name}__support")
+            )
             if not stat.status.withheld:
                 assert support == 0 or support >= POLICY.min_cell_size, (spec.name, stat.name)
             assert stat.status.withheld == expected_withheld(
-                get_metric(spec.name), declared, row, POLICY.min_cell_size, False)
+                get_metric(spec.name), declared, row, POLICY.min_cell_size, False
+            )

@@ -40,14 +40,20 @@ PERIOD = Period.parse("2026-01:2026-03")
 SECRET = NodeSecret(1, bytes(range(32)))
 
 
-def _support(members: int, *, top: int = 0, rest: int = 0, low: str = "0a", high: str = "f0"
-             ) -> Support:
+def _support(
+    members: int, *, top: int = 0, rest: int = 0, low: str = "0a", high: str = "f0"
+) -> Support:
     return Support(members, low if members else None, high if members else None, top, rest)
 
 
 def pmpm_cell(
-    month: str = "2026-01", *, members: int = 500, claimants: int = 400,
-    allowed: int = 40_000_000, allowed_support: int | None = None, top: int = 900_000,
+    month: str = "2026-01",
+    *,
+    members: int = 500,
+    claimants: int = 400,
+    allowed: int = 40_000_000,
+    allowed_support: int | None = None,
+    top: int = 900_000,
     key: tuple[tuple[D, str], ...] | None = None,
 ) -> RawCell:
     """A cost.pmpm cell; dollar supports follow the claimants unless given."""
@@ -55,8 +61,11 @@ def pmpm_cell(
     return RawCell(
         key=key if key is not None else ((D.MONTH, month),),
         values=(
-            ("member_months", members), ("members", members), ("claimants", claimants),
-            ("allowed_cents", allowed), ("paid_cents", allowed * 8 // 10),
+            ("member_months", members),
+            ("members", members),
+            ("claimants", claimants),
+            ("allowed_cents", allowed),
+            ("paid_cents", allowed * 8 // 10),
         ),
         supports=(
             ("member_months", _support(members, low="01", high="fe")),
@@ -68,8 +77,12 @@ def pmpm_cell(
     )
 
 
-def table(*cells: RawCell, metric: str = "cost.pmpm", group_by: tuple[D, ...] = (D.MONTH,),
-          filters: dict[D, list[str]] | None = None) -> RawTable:
+def table(
+    *cells: RawCell,
+    metric: str = "cost.pmpm",
+    group_by: tuple[D, ...] = (D.MONTH,),
+    filters: dict[D, list[str]] | None = None,
+) -> RawTable:
     return RawTable(wire.make_query(metric, group_by=group_by, filters=filters), cells)
 
 
@@ -87,8 +100,9 @@ def test_the_count_table_has_mean_zero_the_variance_and_the_bound(
     ks = range(-max_noise, max_noise + 1)
     assert math.isclose(sum(probabilities), 1.0, abs_tol=1e-9)
     assert abs(sum(p * k for p, k in zip(probabilities, ks, strict=True))) < 1e-9
-    assert math.isclose(sum(p * k * k for p, k in zip(probabilities, ks, strict=True)),
-                        variance, rel_tol=1e-6)
+    assert math.isclose(
+        sum(p * k * k for p, k in zip(probabilities, ks, strict=True)), variance, rel_tol=1e-6
+    )
     draws = [table_.noise(i / 1000) for i in range(1000)]
     assert min(draws) >= -max_noise and max(draws) <= max_noise
     assert table_.noise(0.0) <= 0 <= table_.noise(0.999_999_999)
@@ -125,10 +139,13 @@ def test_magnitude_noise_spreads_evenly_and_is_symmetric() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.lists(st.text(max_size=12) | st.integers(), min_size=1, max_size=5),
-       st.lists(st.text(max_size=12) | st.integers(), min_size=1, max_size=5))
-def test_draws_are_functions_of_their_inputs_and_of_the_key(a: list[object], b: list[object]
-                                                            ) -> None:
+@given(
+    st.lists(st.text(max_size=12) | st.integers(), min_size=1, max_size=5),
+    st.lists(st.text(max_size=12) | st.integers(), min_size=1, max_size=5),
+)
+def test_draws_are_functions_of_their_inputs_and_of_the_key(
+    a: list[object], b: list[object]
+) -> None:
     assert draw(b"k", "count", *a) == draw(b"k", "count", *a)
     assert 0 <= draw(b"k", "count", *a) < 1
     if [str(x) for x in a] != [str(x) for x in b]:
@@ -151,8 +168,9 @@ def test_draws_are_functions_of_their_inputs_and_of_the_key(a: list[object], b: 
         (500, 489, set()),  # 11 without a claim
     ],
 )
-def test_minimum_sizes_and_excluded_counts(members: int, claimants: int, withheld: set[str]
-                                          ) -> None:
+def test_minimum_sizes_and_excluded_counts(
+    members: int, claimants: int, withheld: set[str]
+) -> None:
     out = protect_table(table(pmpm_cell(members=members, claimants=claimants)), Policy(), PERIOD)
     (cell,) = out.cells
     got = {s.name for s in cell.stats if s.status.withheld}
@@ -173,8 +191,7 @@ def test_a_withheld_value_says_at_most_how_much_it_leaves_out() -> None:
     quarter = table(pmpm_cell(members=7, claimants=7, key=()), group_by=())
     (whole,) = protect_table(quarter, Policy(), PERIOD).cells
     assert whole.stat("member_months").missing == Missing(1, 30, 10, Withheld.SMALL)
-    (rest,) = protect_table(table(pmpm_cell(members=500, claimants=495)), Policy(),
-                            PERIOD).cells
+    (rest,) = protect_table(table(pmpm_cell(members=500, claimants=495)), Policy(), PERIOD).cells
     assert rest.stat("claimants").missing == Missing(1, reason=Withheld.REST)
 
 
@@ -202,8 +219,11 @@ def test_a_count_part_whose_rest_is_small_is_withheld() -> None:
         return RawCell(
             key=(),
             values=(("fill_members", 200), ("fills", 900), ("generic_fills", 850)),
-            supports=(("fill_members", _support(200)), ("fills", _support(200)),
-                      ("generic_fills", _support(190, rest=rest))),
+            supports=(
+                ("fill_members", _support(200)),
+                ("fills", _support(200)),
+                ("generic_fills", _support(190, rest=rest)),
+            ),
         )
 
     for rest, withheld in ((3, True), (0, False), (11, False)):
@@ -213,25 +233,37 @@ def test_a_count_part_whose_rest_is_small_is_withheld() -> None:
         assert not out.stat("fills").status.withheld
 
 
-def _category_table(*cells: tuple[str, int], filters: dict[D, list[str]] | None = None
-                    ) -> RawTable:
+def _category_table(*cells: tuple[str, int], filters: dict[D, list[str]] | None = None) -> RawTable:
     raw_cells = []
     for category, claimants in cells:
-        base = pmpm_cell(claimants=claimants, allowed=claimants * 10_000, top=50_000,
-                         key=((D.SERVICE_CATEGORY_2, category),))
+        base = pmpm_cell(
+            claimants=claimants,
+            allowed=claimants * 10_000,
+            top=50_000,
+            key=((D.SERVICE_CATEGORY_2, category),),
+        )
         raw_cells.append(base)
-    return table(*raw_cells, metric="cost.pmpm_by_service_category",
-                 group_by=(D.SERVICE_CATEGORY_2,), filters=filters)
+    return table(
+        *raw_cells,
+        metric="cost.pmpm_by_service_category",
+        group_by=(D.SERVICE_CATEGORY_2,),
+        filters=filters,
+    )
 
 
 def test_sensitive_categories_hold_zero_and_small_alike_and_a_stricter_floor() -> None:
-    raw = _category_table(("inpatient substance use", 0), ("outpatient psychiatric", 15),
-                          ("inpatient psychiatric", 25), ("office-based visit", 0),
-                          ("lab", 15))
+    raw = _category_table(
+        ("inpatient substance use", 0),
+        ("outpatient psychiatric", 15),
+        ("inpatient psychiatric", 25),
+        ("office-based visit", 0),
+        ("lab", 15),
+    )
     out = {c.key[0][1]: c for c in protect_table(raw, Policy(), PERIOD).cells}
     # Zero in a sensitive category is withheld like a small value: presence says nothing.
     assert out["inpatient substance use"].stat("claimants").missing == Missing(
-        1, 19, 19, Withheld.SENSITIVE)
+        1, 19, 19, Withheld.SENSITIVE
+    )
     assert out["outpatient psychiatric"].stat("claimants").status.withheld  # below 20
     assert out["inpatient psychiatric"].stat("claimants").status is Status.PERTURBED
     assert out["office-based visit"].stat("claimants").status is Status.RELEASED  # a true zero
@@ -241,9 +273,12 @@ def test_sensitive_categories_hold_zero_and_small_alike_and_a_stricter_floor() -
 
 
 def test_a_query_filtered_to_a_sensitive_category_is_sensitive() -> None:
-    raw = table(pmpm_cell(claimants=0, allowed=0, top=0),
-                metric="cost.pmpm_by_service_category", group_by=(D.MONTH, D.SERVICE_CATEGORY),
-                filters={D.SERVICE_CATEGORY_2: ["inpatient substance use"]})
+    raw = table(
+        pmpm_cell(claimants=0, allowed=0, top=0),
+        metric="cost.pmpm_by_service_category",
+        group_by=(D.MONTH, D.SERVICE_CATEGORY),
+        filters={D.SERVICE_CATEGORY_2: ["inpatient substance use"]},
+    )
     (cell,) = protect_table(raw, Policy(), PERIOD).cells
     assert cell.stat("claimants").missing is not None
     assert cell.stat("claimants").missing.reason is Withheld.SENSITIVE
@@ -252,15 +287,21 @@ def test_a_query_filtered_to_a_sensitive_category_is_sensitive() -> None:
 def test_histogram_bins_of_few_members_are_withheld_the_rest_perturbed() -> None:
     counts, sums = [0] * N_BINS, [0] * N_BINS
     supports: list[Support | None] = [None] * N_BINS
-    for index, (members, cents) in {0: (40, 0), 30: (300, 30_000_000), 60: (3, 900_000_000)
-                                    }.items():
+    for index, (members, cents) in {
+        0: (40, 0),
+        30: (300, 30_000_000),
+        60: (3, 900_000_000),
+    }.items():
         counts[index], sums[index] = members, cents
         supports[index] = Support(members, "0a", "ff", top=cents // max(1, members) * 2)
     cell = RawCell(
-        key=(), values=(("members", 343), ("allowed_cents", 930_000_000),
-                        ("allowed_histogram", Histogram(tuple(counts), tuple(sums)))),
-        supports=(("members", _support(343)),
-                  ("allowed_cents", _support(303, top=400_000_000))),
+        key=(),
+        values=(
+            ("members", 343),
+            ("allowed_cents", 930_000_000),
+            ("allowed_histogram", Histogram(tuple(counts), tuple(sums))),
+        ),
+        supports=(("members", _support(343)), ("allowed_cents", _support(303, top=400_000_000))),
         bins=(("allowed_histogram", tuple(supports)),),
     )
     raw = RawTable(wire.make_query("cost.distribution"), (cell,))
@@ -276,11 +317,16 @@ def test_histogram_bins_of_few_members_are_withheld_the_rest_perturbed() -> None
 def test_rebates_have_no_people_and_are_perturbed_by_their_largest_row() -> None:
     cell = RawCell(
         key=((D.QUARTER, "2026Q1"),),
-        values=(("fill_members", 300), ("pharmacy_allowed_cents", 9_000_000),
-                ("rebate_cents", 1_000_000)),
-        supports=(("fill_members", _support(300)),
-                  ("pharmacy_allowed_cents", _support(300, top=80_000)),
-                  ("rebate_cents", Support(0, top=600_000))),
+        values=(
+            ("fill_members", 300),
+            ("pharmacy_allowed_cents", 9_000_000),
+            ("rebate_cents", 1_000_000),
+        ),
+        supports=(
+            ("fill_members", _support(300)),
+            ("pharmacy_allowed_cents", _support(300, top=80_000)),
+            ("rebate_cents", Support(0, top=600_000)),
+        ),
     )
     raw = RawTable(wire.make_query("rx.rebate_share", group_by=[D.QUARTER]), (cell,))
     (out,) = protect_table(raw, Policy(), PERIOD).cells
@@ -301,8 +347,9 @@ def test_with_perturbation_off_values_are_exact_and_the_rules_stand() -> None:
 
 
 def test_the_summary_reports_the_method_its_parameters_and_what_was_withheld() -> None:
-    raws = table(pmpm_cell(), pmpm_cell("2026-02", claimants=4), pmpm_cell("2026-03", members=3,
-                                                                          claimants=3))
+    raws = table(
+        pmpm_cell(), pmpm_cell("2026-02", claimants=4), pmpm_cell("2026-03", members=3, claimants=3)
+    )
     out = protect_table(raws, Policy(), PERIOD, SECRET)
     d = out.disclosure
     assert d.method is Method.CELL_KEY
@@ -320,8 +367,9 @@ def test_the_same_contents_get_the_same_noise_under_any_key_and_query() -> None:
     """A cell's noise is a function of its members, value and the node's secret: another
     key, another query, another Discloser (a restart) give the same released value."""
     one = protect_table(table(pmpm_cell()), Policy(), PERIOD, SECRET).cells[0]
-    by_plan = table(pmpm_cell(key=((D.PLAN_CODE, "P1"), (D.MONTH, "2026-01"))),
-                    group_by=(D.PLAN_CODE, D.MONTH))
+    by_plan = table(
+        pmpm_cell(key=((D.PLAN_CODE, "P1"), (D.MONTH, "2026-01"))), group_by=(D.PLAN_CODE, D.MONTH)
+    )
     other = protect_table(by_plan, Policy(), PERIOD, SECRET).cells[0]
     assert [s.value for s in one.stats] == [s.value for s in other.stats]
     again = protect_table(table(pmpm_cell()), Policy(), PERIOD, NodeSecret(1, SECRET.secret))
@@ -334,17 +382,26 @@ def test_a_change_of_contents_draws_new_noise() -> None:
     """A late claim moves a total: its noise is drawn again, so the difference of the two
     releases is not the claim; one member more moves the keys of a count."""
     base = protect_table(table(pmpm_cell()), Policy(), PERIOD, SECRET).cells[0]
-    late = protect_table(table(pmpm_cell(allowed=40_000_000 + 2_500)), Policy(), PERIOD,
-                         SECRET).cells[0]
+    late = protect_table(
+        table(pmpm_cell(allowed=40_000_000 + 2_500)), Policy(), PERIOD, SECRET
+    ).cells[0]
     noise_before = base.stat("allowed_cents").value - 40_000_000  # type: ignore[operator]
     noise_after = late.stat("allowed_cents").value - 40_002_500  # type: ignore[operator]
     assert noise_before != noise_after
     differences = Counter()
     for extra in range(1, 201):
-        before = protect_table(table(pmpm_cell(members=500 + extra)), Policy(), PERIOD,
-                               SECRET).cells[0].stat("members").value
-        after = protect_table(table(pmpm_cell(members=501 + extra)), Policy(), PERIOD,
-                              SECRET).cells[0].stat("members").value
+        before = (
+            protect_table(table(pmpm_cell(members=500 + extra)), Policy(), PERIOD, SECRET)
+            .cells[0]
+            .stat("members")
+            .value
+        )
+        after = (
+            protect_table(table(pmpm_cell(members=501 + extra)), Policy(), PERIOD, SECRET)
+            .cells[0]
+            .stat("members")
+            .value
+        )
         differences[after - before - 1] += 1  # type: ignore[operator]
     # Had the noise stayed, every difference would be exact (0 here).
     assert differences[0] < 0.5 * sum(differences.values())
@@ -374,9 +431,16 @@ def test_the_secret_is_made_once_kept_private_and_renewed_only_upward(tmp_path: 
 
 def _request(queries: list[wire.QuerySpec] | None = None) -> RequestSpec:
     now = dt.datetime.now(dt.UTC)
-    return RequestSpec("r1", "round1", catalogue.CATALOGUE_VERSION, PERIOD,
-                       tuple(queries or [wire.make_query("cost.pmpm", group_by=[D.MONTH])]),
-                       now, now, os.urandom(16))
+    return RequestSpec(
+        "r1",
+        "round1",
+        catalogue.CATALOGUE_VERSION,
+        PERIOD,
+        tuple(queries or [wire.make_query("cost.pmpm", group_by=[D.MONTH])]),
+        now,
+        now,
+        os.urandom(16),
+    )
 
 
 def test_gaussian_noise_is_calibrated_to_rho_and_sensitivity() -> None:
@@ -388,23 +452,42 @@ def test_gaussian_noise_is_calibrated_to_rho_and_sensitivity() -> None:
 
 
 def test_differential_privacy_charges_the_budget_and_uses_clamped_sums(tmp_path: Path) -> None:
-    policy = Policy(differential_privacy={"enabled": True, "rho_per_query": 0.5,
-                                          "budget_per_month": 1.0})
+    policy = Policy(
+        differential_privacy={"enabled": True, "rho_per_query": 0.5, "budget_per_month": 1.0}
+    )
     budget = PrivacyBudget(tmp_path / "dp.sqlite3", policy.differential_privacy.budget_per_month)
     discloser = Discloser(policy, SECRET, budget)
     cell = pmpm_cell(members=5000, claimants=4000)
-    supports = tuple((n, Support(s.members, s.key_low, s.key_high, s.top, s.rest,
-                                 clamped=3 if n.endswith("cents") else None))
-                     for n, s in cell.supports)
-    raw = RawTable(wire.make_query("cost.pmpm", group_by=[D.MONTH]),
-                   (RawCell(cell.key, cell.values, supports),))
+    supports = tuple(
+        (
+            n,
+            Support(
+                s.members,
+                s.key_low,
+                s.key_high,
+                s.top,
+                s.rest,
+                clamped=3 if n.endswith("cents") else None,
+            ),
+        )
+        for n, s in cell.supports
+    )
+    raw = RawTable(
+        wire.make_query("cost.pmpm", group_by=[D.MONTH]),
+        (RawCell(cell.key, cell.values, supports),),
+    )
     tables, _ = discloser.protect(_request(), [raw])
     (out,) = tables
     assert out.disclosure.method is Method.DIFFERENTIAL_PRIVACY
     assert out.disclosure.rho_spent == pytest.approx(0.5)
     assert out.disclosure.rho_remaining == pytest.approx(0.5)
     assert {n.statistic for n in out.disclosure.noise_scales} == {
-        "member_months", "members", "claimants", "allowed_cents", "paid_cents"}
+        "member_months",
+        "members",
+        "claimants",
+        "allowed_cents",
+        "paid_cents",
+    }
     assert sum(n.rho for n in out.disclosure.noise_scales) == pytest.approx(0.5, rel=0.01)
     allowed = out.cells[0].stat("allowed_cents").value
     scale = {n.statistic: n.scale for n in out.disclosure.noise_scales}["allowed_cents"]
@@ -423,8 +506,9 @@ def test_differential_privacy_charges_the_budget_and_uses_clamped_sums(tmp_path:
 
 
 def test_differential_privacy_releases_the_clamped_sums() -> None:
-    generous = Policy(differential_privacy={"enabled": True, "rho_per_query": 500.0,
-                                            "budget_per_month": 10_000.0})
+    generous = Policy(
+        differential_privacy={"enabled": True, "rho_per_query": 500.0, "budget_per_month": 10_000.0}
+    )
     discloser = Discloser(generous, SECRET, PrivacyBudget(":memory:", 10_000.0))
     cell = pmpm_cell(members=5000, claimants=4000)
     clamped = {"allowed_cents": 3, "paid_cents": 2}
@@ -445,10 +529,10 @@ def test_differential_privacy_refuses_groupings_of_unbounded_reach(tmp_path: Pat
         discloser.check(_request([query]))
 
 
-def test_under_differential_privacy_a_cell_of_few_noisy_members_is_not_listed(
-) -> None:
-    policy = Policy(differential_privacy={"enabled": True, "rho_per_query": 50.0,
-                                          "budget_per_month": 1_000.0})
+def test_under_differential_privacy_a_cell_of_few_noisy_members_is_not_listed() -> None:
+    policy = Policy(
+        differential_privacy={"enabled": True, "rho_per_query": 50.0, "budget_per_month": 1_000.0}
+    )
     discloser = Discloser(policy, SECRET, PrivacyBudget(":memory:", 1_000.0))
     raw = table(pmpm_cell(), pmpm_cell("2026-02", members=2, claimants=2))
     tables, _ = discloser.protect(_request(), [raw])
@@ -460,15 +544,20 @@ def test_under_differential_privacy_a_cell_of_few_noisy_members_is_not_listed(
 
 def test_policy_floor_noise_and_unknown_keys(tmp_path: Path) -> None:
     bad = tmp_path / "p.toml"
-    for text in ("min_cell_size = 5\n", "min_cel_size = 20\n",
-                 "[perturbation]\ncount_max_noise = 5\ncount_variance = 12.0\n",
-                 "differencing_guard = true\n"):
+    for text in (
+        "min_cell_size = 5\n",
+        "min_cel_size = 20\n",
+        "[perturbation]\ncount_max_noise = 5\ncount_variance = 12.0\n",
+        "differencing_guard = true\n",
+    ):
         bad.write_text(text)
         with pytest.raises(ConfigError):
             Policy.load(bad)
     good = tmp_path / "g.toml"
-    good.write_text('min_cell_size = 20\nmetrics = ["cost.pmpm"]\ndimensions = ["month"]\n'
-                    "[perturbation]\np_percent = 15.0\nkey_version = 2\n")
+    good.write_text(
+        'min_cell_size = 20\nmetrics = ["cost.pmpm"]\ndimensions = ["month"]\n'
+        "[perturbation]\np_percent = 15.0\nkey_version = 2\n"
+    )
     policy = Policy.load(good)
     assert policy.min_cell_size == 20 and policy.perturbation.p_percent == 15.0
     assert policy.answered_metrics() == ["cost.pmpm@1"]
@@ -488,12 +577,26 @@ def test_every_catalogue_statistic_declares_what_protection_needs() -> None:
             if s.kind in (StatKind.COUNT, StatKind.AMOUNT, StatKind.CENTS) and s.by_members:
                 assert s.bound is not None and s.rests_on is not None, (spec.name, s.name)
     with pytest.raises(ValueError, match="bound"):
-        MetricSpec("x.y", 1, "x", "x", frozenset(), (
-            StatisticSpec("members", StatKind.MEMBERS, "m"),
-            StatisticSpec("visits", StatKind.COUNT, "v", rests_on="members"),
-        ))
+        MetricSpec(
+            "x.y",
+            1,
+            "x",
+            "x",
+            frozenset(),
+            (
+                StatisticSpec("members", StatKind.MEMBERS, "m"),
+                StatisticSpec("visits", StatKind.COUNT, "v", rests_on="members"),
+            ),
+        )
     with pytest.raises(ValueError, match="part of"):
-        MetricSpec("x.y", 1, "x", "x", frozenset(), (
-            StatisticSpec("members", StatKind.MEMBERS, "m"),
-            StatisticSpec("few", StatKind.MEMBERS, "f", part_of="visits"),
-        ))
+        MetricSpec(
+            "x.y",
+            1,
+            "x",
+            "x",
+            frozenset(),
+            (
+                StatisticSpec("members", StatKind.MEMBERS, "m"),
+                StatisticSpec("few", StatKind.MEMBERS, "f", part_of="visits"),
+            ),
+        )

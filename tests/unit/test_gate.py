@@ -27,10 +27,15 @@ NOW = dt.datetime(2026, 5, 1, 12, tzinfo=dt.UTC)
 
 def signed(signer: Signer | None, **changes: object) -> types_pb2.SignedRequest:
     spec = {
-        "request_id": "r1.q", "round_id": "r1", "catalogue_version": "1",
-        "period": Period.parse("2026-01"), "queries": (wire.make_query("cost.pmpm"),),
-        "issued_at": NOW - dt.timedelta(minutes=1), "expires_at": NOW + dt.timedelta(hours=1),
-        "nonce": os.urandom(16), "carriers": ("c001", "c002"),
+        "request_id": "r1.q",
+        "round_id": "r1",
+        "catalogue_version": "1",
+        "period": Period.parse("2026-01"),
+        "queries": (wire.make_query("cost.pmpm"),),
+        "issued_at": NOW - dt.timedelta(minutes=1),
+        "expires_at": NOW + dt.timedelta(hours=1),
+        "nonce": os.urandom(16),
+        "carriers": ("c001", "c002"),
     }
     spec.update(changes)
     data = wire.request_to_pb(RequestSpec(**spec)).SerializeToString()  # type: ignore[arg-type]
@@ -60,7 +65,8 @@ def test_unsigned_tampered_or_foreign_requests_are_refused(state: NodeState) -> 
     good = signed(operator)
     tampered = types_pb2.SignedRequest(
         request=good.request.replace(b"cost.pmpm", b"cost.pmpn"),
-        signature=good.signature, key_id=good.key_id,
+        signature=good.signature,
+        key_id=good.key_id,
     )
     with pytest.raises(AuthenticationError):
         gate.admit(tampered, now=NOW)
@@ -77,8 +83,14 @@ def test_expired_and_future_requests_are_refused(state: NodeState) -> None:
     with pytest.raises(ExpiredRequestError):
         gate.admit(signed(operator, expires_at=NOW - dt.timedelta(seconds=1)), now=NOW)
     with pytest.raises(ExpiredRequestError):
-        gate.admit(signed(operator, issued_at=NOW + dt.timedelta(hours=1),
-                          expires_at=NOW + dt.timedelta(hours=2)), now=NOW)
+        gate.admit(
+            signed(
+                operator,
+                issued_at=NOW + dt.timedelta(hours=1),
+                expires_at=NOW + dt.timedelta(hours=2),
+            ),
+            now=NOW,
+        )
     with pytest.raises(ExpiredRequestError):
         gate.admit(signed(operator, issued_at=NOW - dt.timedelta(hours=3)), now=NOW)
 

@@ -14,9 +14,13 @@ from fedoversight.dimensions import Dimension as D
 def held(request_id: str = "r-1.q", message: bytes = b"signed result") -> HeldRelease:
     query = wire.make_query("cost.pmpm", group_by=[D.AGE_BAND], filters={D.PROGRAM: ["FEHB"]})
     return HeldRelease(
-        request_id=request_id, round_id=request_id.removesuffix(".q"),
-        request_sha256="ab" * 32, message=message, period="2026-01:2026-03",
-        queries=(query_record(query),), expires_at="2026-01-01T01:00:00+00:00",
+        request_id=request_id,
+        round_id=request_id.removesuffix(".q"),
+        request_sha256="ab" * 32,
+        message=message,
+        period="2026-01:2026-03",
+        queries=(query_record(query),),
+        expires_at="2026-01-01T01:00:00+00:00",
         created_at="2026-01-01T00:00:00+00:00",
     )
 

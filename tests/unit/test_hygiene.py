@@ -40,6 +40,14 @@ def test_lint_is_clean() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_code_is_formatted() -> None:
+    tool = shutil.which("ruff")
+    if tool is None:
+        pytest.fail("ruff missing: install the project with its dev extra")
+    done = run(tool, "format", "--check", ".")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_types_check_strictly() -> None:
     """mypy in strict mode over every package (configured in pyproject.toml)."""
     done = run(sys.executable, "-m", "mypy")

@@ -108,46 +108,76 @@ class Data:
 
     def __init__(self) -> None:
         self.rows: dict[str, list[dict[str, Any]]] = {
-            "eligibility": [], "medical_claims": [], "pharmacy_claims": [],
+            "eligibility": [],
+            "medical_claims": [],
+            "pharmacy_claims": [],
         }
         self._ids = itertools.count(1)
 
-    def member(self, member_id: str, start: str = "2020-01-01", end: str | None = None,
-               **fields: Any) -> Data:
+    def member(
+        self, member_id: str, start: str = "2020-01-01", end: str | None = None, **fields: Any
+    ) -> Data:
         row = {
-            "member_id": member_id, "program": "FEHB", "plan_code": "P1",
-            "birth_date": "1980-06-15", "sex": "F", "state": "VA",
-            "enrollment_start_date": start, "enrollment_end_date": end,
-            "medicare_primary": False, "enrollee_type": "active",
+            "member_id": member_id,
+            "program": "FEHB",
+            "plan_code": "P1",
+            "birth_date": "1980-06-15",
+            "sex": "F",
+            "state": "VA",
+            "enrollment_start_date": start,
+            "enrollment_end_date": end,
+            "medicare_primary": False,
+            "enrollee_type": "active",
         }
         self.rows["eligibility"].append(row | fields)
         return self
 
     def medical(self, member_id: str, start: str, **fields: Any) -> Data:
         row = {
-            "claim_id": f"m{next(self._ids)}", "claim_line": 1, "claim_status": "paid",
-            "member_id": member_id, "claim_type": "professional", "claim_start_date": start,
-            "claim_end_date": start, "place_of_service": "11", "hcpcs": "99999",
-            "charge_amount": "0", "allowed_amount": "0", "paid_amount": "0",
+            "claim_id": f"m{next(self._ids)}",
+            "claim_line": 1,
+            "claim_status": "paid",
+            "member_id": member_id,
+            "claim_type": "professional",
+            "claim_start_date": start,
+            "claim_end_date": start,
+            "place_of_service": "11",
+            "hcpcs": "99999",
+            "charge_amount": "0",
+            "allowed_amount": "0",
+            "paid_amount": "0",
             "in_network": True,
         }
         self.rows["medical_claims"].append(row | fields)
         return self
 
-    def stay_line(self, member_id: str, start: str, end: str, facility: str = "F1",
-                  **fields: Any) -> Data:
+    def stay_line(
+        self, member_id: str, start: str, end: str, facility: str = "F1", **fields: Any
+    ) -> Data:
         line = {
-            "claim_end_date": end, "claim_type": "institutional", "bill_type": "111",
-            "place_of_service": None, "facility_npi": facility,
+            "claim_end_date": end,
+            "claim_type": "institutional",
+            "bill_type": "111",
+            "place_of_service": None,
+            "facility_npi": facility,
         }
         return self.medical(member_id, start, **(line | fields))
 
     def fill(self, member_id: str, date: str, **fields: Any) -> Data:
         row = {
-            "claim_id": f"r{next(self._ids)}", "claim_status": "paid", "member_id": member_id,
-            "fill_date": date, "ndc": "00000000001", "drug_class": "statin", "quantity": 30.0,
-            "days_supply": 30, "generic": True, "channel": "retail", "allowed_amount": "0",
-            "paid_amount": "0", "member_paid_amount": "0",
+            "claim_id": f"r{next(self._ids)}",
+            "claim_status": "paid",
+            "member_id": member_id,
+            "fill_date": date,
+            "ndc": "00000000001",
+            "drug_class": "statin",
+            "quantity": 30.0,
+            "days_supply": 30,
+            "generic": True,
+            "channel": "retail",
+            "allowed_amount": "0",
+            "paid_amount": "0",
+            "member_paid_amount": "0",
         }
         self.rows["pharmacy_claims"].append(row | fields)
         return self
@@ -172,7 +202,10 @@ def run(
 ) -> Cells:
     """Cells by key values: statistic name -> value."""
     query = QuerySpec(
-        metric, 1, tuple(group_by), tuple((filters or {}).items()),
+        metric,
+        1,
+        tuple(group_by),
+        tuple((filters or {}).items()),
         tuple((parameters or {}).items()),
     )
     table = Engine(MemorySource(data.rows), CARRIER).evaluate(period, query)
@@ -228,18 +261,34 @@ def test_churn_adds_terms_and_deaths_look_outside_the_period() -> None:
     )
     cells = run(data, "enrollment.churn", group_by=[D.MONTH])
     assert cells[("2026-01",)] == {
-        "member_months": 6, "members": 6, "adds": 1, "terms": 1, "deaths": 0,
+        "member_months": 6,
+        "members": 6,
+        "adds": 1,
+        "terms": 1,
+        "deaths": 0,
     }
     assert cells[("2026-02",)] == {
-        "member_months": 6, "members": 6, "adds": 1, "terms": 1, "deaths": 0,
+        "member_months": 6,
+        "members": 6,
+        "adds": 1,
+        "terms": 1,
+        "deaths": 0,
     }
     assert cells[("2026-03",)] == {
-        "member_months": 6, "members": 6, "adds": 1, "terms": 2, "deaths": 1,
+        "member_months": 6,
+        "members": 6,
+        "adds": 1,
+        "terms": 2,
+        "deaths": 1,
     }
     # Over the quarter counts are distinct members; the switcher's February month is P2's.
     by_plan = run(data, "enrollment.churn", group_by=[D.PLAN_CODE, D.MONTH])
     assert by_plan[("P2", "2026-02")] == {
-        "member_months": 1, "members": 1, "adds": 0, "terms": 0, "deaths": 0,
+        "member_months": 1,
+        "members": 1,
+        "adds": 0,
+        "terms": 0,
+        "deaths": 0,
     }
     total = one(run(data, "enrollment.churn"))
     assert total == {"member_months": 18, "members": 7, "adds": 3, "terms": 4, "deaths": 1}
@@ -261,21 +310,32 @@ def test_member_cost_share_sums_all_versions_with_missing_amounts_as_zero() -> N
         .medical("a", "2026-04-01", copay_amount="99.00")  # after the period
         .medical("b", "2026-01-20", copay_amount="7.00")  # b is not enrolled in January
         .fill("a", "2026-01-11", claim_id="rx1", member_paid_amount="5.00")
-        .fill("a", "2026-01-11", claim_id="rx1", claim_status="reversed",
-              member_paid_amount="-5.00")
+        .fill(
+            "a", "2026-01-11", claim_id="rx1", claim_status="reversed", member_paid_amount="-5.00"
+        )
         .fill("b", "2026-03-02", member_paid_amount="3.10")
     )
     cells = run(data, "cost.member_cost_share_pmpm", group_by=[D.MONTH])
     assert cells[("2026-01",)] == {
-        "member_months": 1, "members": 1, "claimants": 1, "cost_share_cents": 1250,
-        "deductible_cents": 1000, "coinsurance_cents": 250, "copay_cents": 0,
+        "member_months": 1,
+        "members": 1,
+        "claimants": 1,
+        "cost_share_cents": 1250,
+        "deductible_cents": 1000,
+        "coinsurance_cents": 250,
+        "copay_cents": 0,
         "pharmacy_member_paid_cents": 0,
     }
     assert cells[("2026-02",)]["cost_share_cents"] == 2000
     assert cells[("2026-02",)]["copay_cents"] == 2000
     assert cells[("2026-03",)] == {
-        "member_months": 2, "members": 2, "claimants": 1, "cost_share_cents": 310,
-        "deductible_cents": 0, "coinsurance_cents": 0, "copay_cents": 0,
+        "member_months": 2,
+        "members": 2,
+        "claimants": 1,
+        "cost_share_cents": 310,
+        "deductible_cents": 0,
+        "coinsurance_cents": 0,
+        "copay_cents": 0,
         "pharmacy_member_paid_cents": 310,
     }
 
@@ -312,8 +372,13 @@ def test_distribution_histogram_bins_and_cents_per_member() -> None:
     assert isinstance(histogram, Histogram)
     assert len(histogram.counts) == len(histogram.sums_cents) == N_BINS
     assert EDGES_CENTS[0] == 126
-    expected = {0: (2, -5000), 1: (1, 50), 2: (1, 126), bin_index(1000): (1, 1000),
-                bin_index(15_000_000): (1, 15_000_000)}
+    expected = {
+        0: (2, -5000),
+        1: (1, 50),
+        2: (1, 126),
+        bin_index(1000): (1, 1000),
+        bin_index(15_000_000): (1, 15_000_000),
+    }
     for index in range(N_BINS):
         assert (histogram.counts[index], histogram.sums_cents[index]) == expected.get(
             index, (0, 0)
@@ -322,8 +387,12 @@ def test_distribution_histogram_bins_and_cents_per_member() -> None:
     assert p2["members"] == 1 and p2["allowed_cents"] == 50_000
     assert p2["allowed_histogram"].counts[bin_index(50_000)] == 1
     # A filter selects the attributed cell (not the months of the plan).
-    assert run(_distribution_data(), "cost.distribution", YEAR,
-               filters={D.PLAN_CODE: ("P2",)})[()]["allowed_cents"] == 50_000
+    assert (
+        run(_distribution_data(), "cost.distribution", YEAR, filters={D.PLAN_CODE: ("P2",)})[()][
+            "allowed_cents"
+        ]
+        == 50_000
+    )
     # Age band from the latest month's span: born 1960-06-15, aged 66 on 2026-12-01.
     by_age = run(_distribution_data(), "cost.distribution", YEAR, group_by=[D.AGE_BAND])
     assert by_age[("65+",)]["members"] == 1
@@ -347,8 +416,7 @@ def test_histogram_cells_pass_disclosure_whole_or_not_at_all() -> None:
     released_histogram = released.cells[0].stat("allowed_histogram").value
     # Every member in a bin of their own: every bin is below the floor and withheld.
     assert isinstance(released_histogram, Histogram)
-    assert released_histogram.withheld_bins == tuple(
-        i for i, c in enumerate(histogram.counts) if c)
+    assert released_histogram.withheld_bins == tuple(i for i, c in enumerate(histogram.counts) if c)
     assert sum(released_histogram.counts) == 0
     suppressed = protect_table(raw, Policy(min_cell_size=20), Q1)
     assert all(s.value is None for s in suppressed.cells[0].stats)
@@ -356,15 +424,24 @@ def test_histogram_cells_pass_disclosure_whole_or_not_at_all() -> None:
 
 def test_high_cost_claimant_thresholds_are_inclusive() -> None:
     data = Data().member("none")
-    for member, dollars in (("a", "49999.99"), ("b", "50000.00"), ("c", "100000.00"),
-                            ("d", "1000000.00")):
+    for member, dollars in (
+        ("a", "49999.99"),
+        ("b", "50000.00"),
+        ("c", "100000.00"),
+        ("d", "1000000.00"),
+    ):
         data.member(member).medical(member, "2026-06-01", allowed_amount=dollars)
     assert one(run(data, "cost.high_cost_claimants", YEAR)) == {
-        "members": 5, "allowed_cents": 119_999_999,
-        "hcc_50k": 3, "hcc_50k_allowed_cents": 115_000_000,
-        "hcc_100k": 2, "hcc_100k_allowed_cents": 110_000_000,
-        "hcc_250k": 1, "hcc_250k_allowed_cents": 100_000_000,
-        "hcc_1m": 1, "hcc_1m_allowed_cents": 100_000_000,
+        "members": 5,
+        "allowed_cents": 119_999_999,
+        "hcc_50k": 3,
+        "hcc_50k_allowed_cents": 115_000_000,
+        "hcc_100k": 2,
+        "hcc_100k_allowed_cents": 110_000_000,
+        "hcc_250k": 1,
+        "hcc_250k_allowed_cents": 100_000_000,
+        "hcc_1m": 1,
+        "hcc_1m_allowed_cents": 100_000_000,
     }
 
 
@@ -375,30 +452,39 @@ def test_out_of_network_share_sums_known_flags_only() -> None:
         .member("b", sex="M")
         .medical("a", "2026-01-05", allowed_amount="100.00", in_network=True)
         .medical("a", "2026-01-06", allowed_amount="40.00", in_network=False)
-        .medical("a", "2026-01-07", claim_status="reversed", allowed_amount="-10.00",
-                 in_network=False)
+        .medical(
+            "a", "2026-01-07", claim_status="reversed", allowed_amount="-10.00", in_network=False
+        )
         .medical("a", "2026-01-08", allowed_amount="60.00", in_network=None)
         .medical("b", "2026-01-08", allowed_amount="70.00", in_network=None)
     )
     cells = run(data, "cost.out_of_network_share", group_by=[D.SEX])
     assert cells == {
-        ("F",): {"claimants": 1, "out_of_network_allowed_cents": 3000,
-                 "known_network_allowed_cents": 13000},
+        ("F",): {
+            "claimants": 1,
+            "out_of_network_allowed_cents": 3000,
+            "known_network_allowed_cents": 13000,
+        },
         # Claimants are members with a medical row counted, whatever its network flag.
-        ("M",): {"claimants": 1, "out_of_network_allowed_cents": 0,
-                 "known_network_allowed_cents": 0},
+        ("M",): {
+            "claimants": 1,
+            "out_of_network_allowed_cents": 0,
+            "known_network_allowed_cents": 0,
+        },
     }
 
 
 # --- utilization and readmissions -----------------------------------------------------------
 
 
-def _versions(data: Data, member: str, start: str, end: str, statuses: list[str],
-              facility: str = "F1") -> None:
+def _versions(
+    data: Data, member: str, start: str, end: str, statuses: list[str], facility: str = "F1"
+) -> None:
     claim = f"v{member}{start}"
     for version, status in enumerate(statuses, start=1):
-        data.stay_line(member, start, end, facility, claim_id=claim, claim_status=status,
-                       claim_version=version)
+        data.stay_line(
+            member, start, end, facility, claim_id=claim, claim_status=status, claim_version=version
+        )
 
 
 def test_inpatient_stays_merge_adjacent_lines_and_use_final_action() -> None:
@@ -411,8 +497,13 @@ def test_inpatient_stays_merge_adjacent_lines_and_use_final_action() -> None:
         .stay_line("a", "2026-01-06", "2026-01-09")  # adjacent: one stay Jan 3–9, 6 days
         .stay_line("a", "2026-01-04", "2026-01-06", "F2")  # another facility: a stay, 2 days
         .stay_line("a", "2026-02-10", "2026-02-10")  # same day: 1 day
-        .stay_line("a", "2026-02-20", "2026-02-25", admission_date="2026-02-18",
-                   discharge_date="2026-02-26")  # Feb 18–26: 8 days
+        .stay_line(
+            "a",
+            "2026-02-20",
+            "2026-02-25",
+            admission_date="2026-02-18",
+            discharge_date="2026-02-26",
+        )  # Feb 18–26: 8 days
         .stay_line("a", "2026-03-01", "2026-03-02", bill_type="131")  # not inpatient
         .stay_line("a", "2026-03-05", "2026-03-07", claim_status="denied")
         .stay_line("a", "2026-03-08", "2026-03-09", claim_type="professional")
@@ -424,12 +515,9 @@ def test_inpatient_stays_merge_adjacent_lines_and_use_final_action() -> None:
     _versions(data, "a", "2026-03-20", "2026-03-22", ["paid", "reversed", "adjusted"])
     cells = run(data, "util.inpatient", group_by=[D.MONTH])
     assert cells == {
-        ("2026-01",): {"member_months": 2, "members": 2, "stay_members": 1, "stays": 2,
-                       "days": 8},
-        ("2026-02",): {"member_months": 1, "members": 1, "stay_members": 1, "stays": 2,
-                       "days": 9},
-        ("2026-03",): {"member_months": 2, "members": 2, "stay_members": 1, "stays": 1,
-                       "days": 2},
+        ("2026-01",): {"member_months": 2, "members": 2, "stay_members": 1, "stays": 2, "days": 8},
+        ("2026-02",): {"member_months": 1, "members": 1, "stay_members": 1, "stays": 2, "days": 9},
+        ("2026-03",): {"member_months": 2, "members": 2, "stay_members": 1, "stays": 1, "days": 2},
     }
 
 
@@ -440,18 +528,28 @@ def test_repeated_identical_lines_make_one_stay() -> None:
         data.member(member)
         for month in ("01", "02", "03"):
             for line in range(1, 9):
-                data.stay_line(member, f"2026-{month}-10", f"2026-{month}-14",
-                               claim_id=f"{member}{month}", claim_line=line)
+                data.stay_line(
+                    member,
+                    f"2026-{month}-10",
+                    f"2026-{month}-14",
+                    claim_id=f"{member}{month}",
+                    claim_line=line,
+                )
     cells = run(data, "util.inpatient", group_by=[D.MONTH])
     assert {k: (v["stays"], v["days"]) for k, v in cells.items()} == {
-        ("2026-01",): (3, 12), ("2026-02",): (3, 12), ("2026-03",): (3, 12),
+        ("2026-01",): (3, 12),
+        ("2026-02",): (3, 12),
+        ("2026-03",): (3, 12),
     }
 
 
 def test_readmissions_transfers_and_month_boundaries() -> None:
     data = (
         Data()
-        .member("a").member("b").member("d").member("e")
+        .member("a")
+        .member("b")
+        .member("d")
+        .member("e")
         .member("c", "2026-01-01", "2026-01-31")
         .stay_line("a", "2026-01-05", "2026-01-10")  # readmitted (Jan 20: 10 days)
         .stay_line("a", "2026-01-10", "2026-01-15", "F2")  # a transfer, readmitted (5 days)
@@ -482,14 +580,26 @@ def test_ed_visits_once_per_member_day_final_action() -> None:
         .member("a")
         .member("b", "2026-01-01", "2026-02-28")
         .medical("a", "2026-01-05", place_of_service="23")
-        .medical("a", "2026-01-05", claim_type="institutional", bill_type="131",
-                 place_of_service=None, revenue_code="0450")  # same member-day
+        .medical(
+            "a",
+            "2026-01-05",
+            claim_type="institutional",
+            bill_type="131",
+            place_of_service=None,
+            revenue_code="0450",
+        )  # same member-day
         .medical("a", "2026-01-06", hcpcs="99285")
         .medical("a", "2026-01-07", revenue_code="0981", claim_status="denied")
         .medical("a", "2026-01-08", revenue_code="0453")  # not an ED code
         .medical("a", "2026-02-01", claim_id="x", revenue_code="0981", claim_version=1)
-        .medical("a", "2026-02-01", claim_id="x", revenue_code="0981", claim_version=2,
-                 claim_status="reversed")
+        .medical(
+            "a",
+            "2026-02-01",
+            claim_id="x",
+            revenue_code="0981",
+            claim_version=2,
+            claim_status="reversed",
+        )
         .medical("a", "2026-02-02", revenue_code="0459")
         .medical("b", "2026-01-09", place_of_service="23")
         .medical("b", "2026-03-03", place_of_service="23")  # b is not enrolled in March
@@ -513,13 +623,17 @@ def test_office_and_telehealth_visits() -> None:
         .medical("a", "2026-01-07", hcpcs="99201")  # outside 99202–99215
         .medical("a", "2026-01-08", hcpcs="99213", place_of_service="22")
         .medical("a", "2026-01-09", claim_id="y", hcpcs="99211", claim_version=1)
-        .medical("a", "2026-01-09", claim_id="y", hcpcs="99211", claim_version=2,
-                 claim_status="reversed")
+        .medical(
+            "a", "2026-01-09", claim_id="y", hcpcs="99211", claim_version=2, claim_status="reversed"
+        )
         .medical("a", "2026-02-01", hcpcs="99212")
     )
     cells = run(data, "util.office_visits", group_by=[D.MONTH])
     assert cells[("2026-01",)] == {
-        "member_months": 1, "members": 1, "visit_members": 1, "office_visits": 1,
+        "member_months": 1,
+        "members": 1,
+        "visit_members": 1,
+        "office_visits": 1,
         "telehealth_visits": 2,
     }
     assert cells[("2026-02",)]["office_visits"] == 1
@@ -542,10 +656,18 @@ def test_scripts_count_final_action_fills_once() -> None:
     )
     cells = run(data, "util.scripts", group_by=[D.MONTH])
     assert cells[("2026-01",)] == {
-        "member_months": 1, "members": 1, "fill_members": 1, "fills": 2, "days_supply": 120,
+        "member_months": 1,
+        "members": 1,
+        "fill_members": 1,
+        "fills": 2,
+        "days_supply": 120,
     }
     assert cells[("2026-02",)] == {
-        "member_months": 2, "members": 2, "fill_members": 1, "fills": 1, "days_supply": 60,
+        "member_months": 2,
+        "members": 2,
+        "fill_members": 1,
+        "fills": 1,
+        "days_supply": 60,
     }
 
 
@@ -570,8 +692,12 @@ def test_generic_dispensing_by_drug_class_and_month() -> None:
         ("statin", "2026-01"): {"fill_members": 1, "fills": 2, "generic_fills": 1},
         ("unknown", "2026-01"): {"fill_members": 1, "fills": 2, "generic_fills": 2},
     }
-    filtered = run(data, "rx.generic_dispensing_rate", group_by=[D.MONTH],
-                   filters={D.DRUG_CLASS: ("statin", "ssri")})
+    filtered = run(
+        data,
+        "rx.generic_dispensing_rate",
+        group_by=[D.MONTH],
+        filters={D.DRUG_CLASS: ("statin", "ssri")},
+    )
     assert filtered == {
         ("2026-01",): {"fill_members": 1, "fills": 2, "generic_fills": 1},
         ("2026-02",): {"fill_members": 1, "fills": 1, "generic_fills": 1},
@@ -588,8 +714,14 @@ def _specialty_data() -> Data:
         .fill("a", "2026-01-07", allowed_amount="900.00", days_supply=10)  # 2700 per 30 days
         .fill("a", "2026-01-08", allowed_amount="2400.00", days_supply=30)
         .fill("a", "2026-01-09", claim_id="net0", allowed_amount="3000.00", days_supply=30)
-        .fill("a", "2026-01-09", claim_id="net0", allowed_amount="-3000.00", days_supply=30,
-              claim_status="reversed")  # net allowed 0
+        .fill(
+            "a",
+            "2026-01-09",
+            claim_id="net0",
+            allowed_amount="-3000.00",
+            days_supply=30,
+            claim_status="reversed",
+        )  # net allowed 0
         .fill("a", "2026-01-10", allowed_amount="100.00", days_supply=0)
         .fill("b", "2026-01-10", allowed_amount="50.00")
     )
@@ -600,10 +732,11 @@ def _specialty_data() -> Data:
     [(0.0, 500_000), (2500.0, 890_000), (2700.0, 890_000), (2700.01, 800_000)],
 )
 def test_specialty_share_flag_or_cost_per_30_days(dollars: float, specialty_cents: int) -> None:
-    cells = run(_specialty_data(), "rx.specialty_share",
-                parameters={"cost_per_30_days": dollars})
+    cells = run(_specialty_data(), "rx.specialty_share", parameters={"cost_per_30_days": dollars})
     assert one(cells) == {
-        "fill_members": 2, "specialty_members": 1, "pharmacy_allowed_cents": 1_145_000,
+        "fill_members": 2,
+        "specialty_members": 1,
+        "pharmacy_allowed_cents": 1_145_000,
         "specialty_allowed_cents": specialty_cents,
     }
 
@@ -611,11 +744,18 @@ def test_specialty_share_flag_or_cost_per_30_days(dollars: float, specialty_cent
 def test_spend_by_class_nets_dollars_and_counts_final_fills() -> None:
     data = (
         Data()
-        .member("a").member("b")
+        .member("a")
+        .member("b")
         .fill("a", "2026-01-05", allowed_amount="10.00", paid_amount="8.00")
         .fill("a", "2026-01-06", claim_id="rv", allowed_amount="20.00", paid_amount="16.00")
-        .fill("a", "2026-01-06", claim_id="rv", allowed_amount="-20.00", paid_amount="-16.00",
-              claim_status="reversed")
+        .fill(
+            "a",
+            "2026-01-06",
+            claim_id="rv",
+            allowed_amount="-20.00",
+            paid_amount="-16.00",
+            claim_status="reversed",
+        )
         .fill("a", "2026-01-07", drug_class=None, allowed_amount="5.00", paid_amount="4.00")
         .fill("b", "2026-02-07", allowed_amount="7.00", paid_amount="6.00")
     )
@@ -650,23 +790,40 @@ def test_rebate_share_by_quarter_and_class() -> None:
     )
     cells = run(data, "rx.rebate_share", period, group_by=[D.QUARTER, D.DRUG_CLASS])
     assert cells == {
-        ("2026Q1", "statin"): {"fill_members": 1, "pharmacy_allowed_cents": 1000,
-                               "rebate_cents": 10000},
-        ("2026Q1", "unknown"): {"fill_members": 1, "pharmacy_allowed_cents": 500,
-                                "rebate_cents": 0},
-        ("2026Q2", "statin"): {"fill_members": 1, "pharmacy_allowed_cents": 2000,
-                               "rebate_cents": 5000},
+        ("2026Q1", "statin"): {
+            "fill_members": 1,
+            "pharmacy_allowed_cents": 1000,
+            "rebate_cents": 10000,
+        },
+        ("2026Q1", "unknown"): {
+            "fill_members": 1,
+            "pharmacy_allowed_cents": 500,
+            "rebate_cents": 0,
+        },
+        ("2026Q2", "statin"): {
+            "fill_members": 1,
+            "pharmacy_allowed_cents": 2000,
+            "rebate_cents": 5000,
+        },
         # Rebates of a class nobody filled are a cell of their own: in the program sum.
-        ("2026Q2", "unknown"): {"fill_members": 0, "pharmacy_allowed_cents": 0,
-                                "rebate_cents": 3000},
+        ("2026Q2", "unknown"): {
+            "fill_members": 0,
+            "pharmacy_allowed_cents": 0,
+            "rebate_cents": 3000,
+        },
     }
     assert run(data, "rx.rebate_share", period, group_by=[D.CARRIER, D.YEAR]) == {
-        (CARRIER, "2026"): {"fill_members": 1, "pharmacy_allowed_cents": 3500,
-                            "rebate_cents": 18000},
+        (CARRIER, "2026"): {
+            "fill_members": 1,
+            "pharmacy_allowed_cents": 3500,
+            "rebate_cents": 18000,
+        },
     }
     # Without a rebates table, there are no rebates.
     assert one(run(_rebate_data(), "rx.rebate_share", period)) == {
-        "fill_members": 1, "pharmacy_allowed_cents": 3500, "rebate_cents": 0,
+        "fill_members": 1,
+        "pharmacy_allowed_cents": 3500,
+        "rebate_cents": 0,
     }
 
 
@@ -694,11 +851,18 @@ def test_breast_cancer_screening_look_back_and_eligibility() -> None:
         .medical("w6", "2026-08-02", hcpcs="77061", claim_status="denied")
         .member("w7", birth_date=born, state="MD")
         .medical("w7", "2026-11-02", claim_id="z", hcpcs="77062", claim_version=1)
-        .medical("w7", "2026-11-02", claim_id="z", hcpcs="77062", claim_version=2,
-                 claim_status="adjusted")
+        .medical(
+            "w7",
+            "2026-11-02",
+            claim_id="z",
+            hcpcs="77062",
+            claim_version=2,
+            claim_status="adjusted",
+        )
     )
     assert one(run(data, "quality.breast_cancer_screening", YEAR)) == {
-        "eligible": 5, "screened": 2,
+        "eligible": 5,
+        "screened": 2,
     }
     by_state = run(data, "quality.breast_cancer_screening", YEAR, group_by=[D.STATE, D.YEAR])
     assert by_state == {
@@ -733,15 +897,22 @@ def test_diabetes_two_outpatient_dates_or_one_inpatient_line() -> None:
         .stay_line("d7", "2026-04-01", "2026-04-02", dx1="E100")
         .medical("d7", "2026-05-01", hcpcs="83037")
         .member("d8", birth_date=adult)
-        .medical("d8", "2026-01-05", dx3="E112", claim_type="institutional", bill_type="131",
-                 place_of_service=None)
+        .medical(
+            "d8",
+            "2026-01-05",
+            dx3="E112",
+            claim_type="institutional",
+            bill_type="131",
+            place_of_service=None,
+        )
         .medical("d8", "2026-02-05", dx10="E119")
         .member("d9", birth_date=adult)
         .medical("d9", "2026-01-05", dx1="I10", dx2="E78")
         .medical("d9", "2026-02-05", dx1="E13")
     )
     assert one(run(data, "quality.diabetes_hba1c_testing", YEAR)) == {
-        "eligible": 4, "tested": 2,
+        "eligible": 4,
+        "tested": 2,
     }
 
 
@@ -782,8 +953,13 @@ def test_the_lines_latest_versions_are_inlined_wherever_they_stay_a_cte() -> Non
 
 def test_statin_use_among_members_with_antidiabetic_fills() -> None:
     data = Data()
-    for member, birth in (("s1", "1976-01-01"), ("s2", "1976-01-01"), ("s3", "1987-01-01"),
-                          ("s4", "1966-01-01"), ("s5", "1966-01-01")):
+    for member, birth in (
+        ("s1", "1976-01-01"),
+        ("s2", "1976-01-01"),
+        ("s3", "1987-01-01"),
+        ("s4", "1966-01-01"),
+        ("s5", "1966-01-01"),
+    ):
         data.member(member, birth_date=birth)
     (
         data.fill("s1", "2026-02-01", drug_class="antidiabetic")
@@ -791,8 +967,9 @@ def test_statin_use_among_members_with_antidiabetic_fills() -> None:
         .fill("s1", "2026-09-01", drug_class="statin")
         .fill("s2", "2026-02-01", drug_class="antidiabetic")
         .fill("s2", "2026-03-01", claim_id="gone", drug_class="antidiabetic")
-        .fill("s2", "2026-03-01", claim_id="gone", drug_class="antidiabetic",
-              claim_status="reversed")
+        .fill(
+            "s2", "2026-03-01", claim_id="gone", drug_class="antidiabetic", claim_status="reversed"
+        )
         .fill("s2", "2026-04-01", drug_class="statin")
         .fill("s3", "2026-02-01", drug_class="antidiabetic")  # 39 on the period's last day
         .fill("s3", "2026-03-01", drug_class="antidiabetic")
@@ -804,7 +981,8 @@ def test_statin_use_among_members_with_antidiabetic_fills() -> None:
         .fill("s5", "2026-04-01", drug_class="statin")
     )
     assert one(run(data, "quality.statin_use_diabetes", YEAR)) == {
-        "eligible": 2, "on_statin": 1,
+        "eligible": 2,
+        "on_statin": 1,
     }
 
 
@@ -821,8 +999,9 @@ def test_claims_lag_buckets_by_incurred_month() -> None:
         .medical("a", "2026-02-04", paid_amount="20.00", paid_date="2027-02-28")  # 12
         .medical("a", "2026-02-05", paid_amount="1.00", paid_date="2027-01-31")  # 11
         .medical("a", "2026-03-01", paid_amount="10.00", paid_date=None)
-        .medical("a", "2026-03-02", paid_amount="-50.00", paid_date="2026-03-20",
-                 claim_status="reversed")
+        .medical(
+            "a", "2026-03-02", paid_amount="-50.00", paid_date="2026-03-20", claim_status="reversed"
+        )
         .medical("a", "2026-03-03", paid_amount="5.00", paid_date="2026-02-25")  # no bucket
     )
     cells = run(data, "ops.claims_lag", group_by=[D.MONTH])
@@ -850,12 +1029,21 @@ def test_denial_rate_uses_the_latest_version_of_each_line() -> None:
         ("re", ["denied", "paid"], ["20.00", "20.00"]),
     ):
         for version, (status, charge) in enumerate(zip(statuses, charges, strict=True), 1):
-            data.medical("a", "2026-01-07", claim_id=claim, claim_version=version,
-                         claim_status=status, charge_amount=charge)
+            data.medical(
+                "a",
+                "2026-01-07",
+                claim_id=claim,
+                claim_version=version,
+                claim_status=status,
+                charge_amount=charge,
+            )
     data.medical("a", "2026-04-01", claim_status="denied", charge_amount="9.00")
     data.medical("b", "2026-01-07", claim_status="denied", charge_amount="9.00")
     assert one(run(data, "ops.denial_rate")) == {
-        "claimants": 1, "lines": 4, "denied_lines": 1, "charge_cents": 19500,
+        "claimants": 1,
+        "lines": 4,
+        "denied_lines": 1,
+        "charge_cents": 19500,
         "denied_charge_cents": 4000,
     }
 
@@ -866,8 +1054,15 @@ def test_data_quality_counts_rows_outside_enrollment_and_bad_codes() -> None:
         .member("a", "2025-01-01", "2026-02-28")
         .medical("a", "2026-01-05")
         .medical("a", "2026-01-06", place_of_service="00")
-        .medical("a", "2026-01-07", claim_type="institutional", place_of_service=None,
-                 bill_type=None, revenue_code="9999", drg="ABC")
+        .medical(
+            "a",
+            "2026-01-07",
+            claim_type="institutional",
+            place_of_service=None,
+            bill_type=None,
+            revenue_code="9999",
+            drg="ABC",
+        )
         .medical("a", "2026-01-08", place_of_service="")  # empty: missing, not invalid
         .medical("z", "2026-01-09")  # nobody enrolled
         .fill("a", "2026-01-10")
@@ -878,15 +1073,25 @@ def test_data_quality_counts_rows_outside_enrollment_and_bad_codes() -> None:
     cells = run(data, "ops.data_quality", group_by=[D.CARRIER, D.MONTH])
     assert cells == {
         (CARRIER, "2026-01"): {
-            "claimants": 2, "medical_rows": 5, "pharmacy_rows": 2,
-            "medical_outside_enrollment": 1, "pharmacy_outside_enrollment": 1,
-            "invalid_place_of_service": 1, "invalid_revenue_code": 1, "invalid_drg": 1,
+            "claimants": 2,
+            "medical_rows": 5,
+            "pharmacy_rows": 2,
+            "medical_outside_enrollment": 1,
+            "pharmacy_outside_enrollment": 1,
+            "invalid_place_of_service": 1,
+            "invalid_revenue_code": 1,
+            "invalid_drg": 1,
             "missing_fields": 2,
         },
         (CARRIER, "2026-03"): {
-            "claimants": 1, "medical_rows": 1, "pharmacy_rows": 1,
-            "medical_outside_enrollment": 1, "pharmacy_outside_enrollment": 1,
-            "invalid_place_of_service": 0, "invalid_revenue_code": 0, "invalid_drg": 0,
+            "claimants": 1,
+            "medical_rows": 1,
+            "pharmacy_rows": 1,
+            "medical_outside_enrollment": 1,
+            "pharmacy_outside_enrollment": 1,
+            "invalid_place_of_service": 0,
+            "invalid_revenue_code": 0,
+            "invalid_drg": 0,
             "missing_fields": 0,
         },
     }
@@ -897,13 +1102,20 @@ def test_data_quality_counts_rows_outside_enrollment_and_bad_codes() -> None:
 
 def _write_csv(path: Path, table: str, rows: list[dict[str, Any]]) -> None:
     """Only the columns the rows use (optional columns absent from the file)."""
-    names = [c.name for c in next(t for t in TABLES if t.name == table).columns
-             if c.required or any(r.get(c.name) is not None for r in rows)]
+    names = [
+        c.name
+        for c in next(t for t in TABLES if t.name == table).columns
+        if c.required or any(r.get(c.name) is not None for r in rows)
+    ]
     lines = [",".join(names)]
     for row in rows:
         values = [row.get(n) for n in names]
-        lines.append(",".join("" if v is None else str(v).lower() if isinstance(v, bool)
-                              else str(v) for v in values))
+        lines.append(
+            ",".join(
+                "" if v is None else str(v).lower() if isinstance(v, bool) else str(v)
+                for v in values
+            )
+        )
     (path / f"{table}.csv").write_text("\n".join(lines) + "\n")
 
 
@@ -912,8 +1124,15 @@ def test_file_source_views_without_optional_columns_or_rebates(tmp_path: Path) -
         Data()
         .member("a", "2025-01-01", None, plan_code="010")
         .member("b", "2026-02-01", None, plan_code="010")
-        .medical("a", "2026-01-05", allowed_amount="12.34", revenue_code="0450",
-                 claim_type="institutional", bill_type="131", place_of_service=None)
+        .medical(
+            "a",
+            "2026-01-05",
+            allowed_amount="12.34",
+            revenue_code="0450",
+            claim_type="institutional",
+            bill_type="131",
+            place_of_service=None,
+        )
         .fill("b", "2026-02-05", allowed_amount="1.01")
     )
     for table, rows in data.rows.items():

@@ -91,16 +91,20 @@ def test_a_federation_is_provisioned_with_kits_that_load(
     for entry in config.carriers:
         key_path = config.result_key_path(entry)
         assert key_path is not None
-        assert Verifier.load(key_path).key_id == Verifier.load(
-            done.carriers[entry.id].result_public_key
-        ).key_id
+        assert (
+            Verifier.load(key_path).key_id
+            == Verifier.load(done.carriers[entry.id].result_public_key).key_id
+        )
     roles = {o.name: o.role for o in config.operators}
     assert roles == {"alice": Role.OPERATOR, "bob": Role.VIEWER}
     alice = next(o for o in config.operators if o.name == "alice")
     assert alice.token_sha256 is not None and done.operators["alice"].token is not None
-    assert Signer.load(config.operator_signing_key).key_id == Verifier.load(  # type: ignore[arg-type]
-        done.operator_public_key
-    ).key_id
+    assert (
+        Signer.load(config.operator_signing_key).key_id
+        == Verifier.load(  # type: ignore[arg-type]
+            done.operator_public_key
+        ).key_id
+    )
     # A carrier kit holds its identity, the CA, the operator's public key and a node config.
     kit = done.carriers["c001"]
     assert kit.cert is not None and kit.key is not None
@@ -112,9 +116,10 @@ def test_a_federation_is_provisioned_with_kits_that_load(
     assert node.insecure is False and node.tls is not None
     assert node.tls.cert == kit.cert and node.operator_public_key == kit.operator_public_key
     assert node.result_signing_key == kit.result_signing_key
-    assert Verifier.load(kit.operator_public_key).key_id == Signer.load(
-        done.operator_signing_key
-    ).key_id
+    assert (
+        Verifier.load(kit.operator_public_key).key_id
+        == Signer.load(done.operator_signing_key).key_id
+    )
     # Keys never reach the log.
     assert "PRIVATE KEY" not in caplog.text and "BEGIN" not in caplog.text
 
@@ -185,8 +190,17 @@ def test_cli_provision_prints_paths_never_keys(tmp_path: Path) -> None:
     plan.write_text("c001\nc002\n")
     result = CliRunner().invoke(
         app,
-        ["provision", "--carriers", str(plan), "--out", str(tmp_path / "kit"),
-         "--coordinator-address", "127.0.0.1:50051", "--coordinator-name", "localhost"],
+        [
+            "provision",
+            "--carriers",
+            str(plan),
+            "--out",
+            str(tmp_path / "kit"),
+            "--coordinator-address",
+            "127.0.0.1:50051",
+            "--coordinator-name",
+            "localhost",
+        ],
     )
     assert result.exit_code == 0, result.output
     assert "PRIVATE" not in result.output and "BEGIN" not in result.output

@@ -51,8 +51,12 @@ floats = st.floats(allow_nan=True, allow_infinity=True)
 def filters(draw: st.DrawFn) -> types_pb2.Filter:
     return types_pb2.Filter(
         dimension=draw(st.integers(-3, 20)),  # type: ignore[arg-type]
-        values=draw(st.lists(st.one_of(st.sampled_from(["F", "M", "FEHB", "0-17"]),
-                                       st.text(max_size=50)), max_size=5)),
+        values=draw(
+            st.lists(
+                st.one_of(st.sampled_from(["F", "M", "FEHB", "0-17"]), st.text(max_size=50)),
+                max_size=5,
+            )
+        ),
     )
 
 
@@ -87,12 +91,10 @@ def metric_requests(draw: st.DrawFn) -> types_pb2.MetricRequest:
     if draw(st.booleans()):
         msg.period.CopyFrom(types_pb2.Period(first_month=draw(months), last_month=draw(months)))
     if draw(st.booleans()):
-        seconds = draw(st.one_of(st.integers(now - 7200, now + 7200),
-                                 st.integers(-(2**62), 2**62)))
+        seconds = draw(st.one_of(st.integers(now - 7200, now + 7200), st.integers(-(2**62), 2**62)))
         msg.issued_at.CopyFrom(timestamp(seconds, draw(st.integers(-(2**31), 2**31 - 1))))
     if draw(st.booleans()):
-        seconds = draw(st.one_of(st.integers(now - 7200, now + 7200),
-                                 st.integers(-(2**62), 2**62)))
+        seconds = draw(st.one_of(st.integers(now - 7200, now + 7200), st.integers(-(2**62), 2**62)))
         msg.expires_at.CopyFrom(timestamp(seconds, draw(st.integers(0, 999_999_999))))
     return msg
 
@@ -111,8 +113,9 @@ def test_random_and_forged_requests_are_refused_never_evaluated(tmp_path: Path) 
     operator, rogue = Signer.generate(), Signer.generate()
     source = CountingSource()
     # Only one metric is answered: any well-formed request for another is a policy refusal.
-    node = secure_node(tmp_path, operator, source,
-                       policy=Policy(metrics=("enrollment.member_months",)))
+    node = secure_node(
+        tmp_path, operator, source, policy=Policy(metrics=("enrollment.member_months",))
+    )
     loop = asyncio.new_event_loop()
     seen = {"n": 0}
 
@@ -123,7 +126,9 @@ def test_random_and_forged_requests_are_refused_never_evaluated(tmp_path: Path) 
 
     @given(payloads, signing, st.binary(min_size=0, max_size=80))
     @settings(
-        max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow],
     )
     def check(data: bytes, how: str, junk: bytes) -> None:
         if how == "operator":

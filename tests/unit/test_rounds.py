@@ -106,7 +106,9 @@ async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
     store = CountingStore(tmp_path / "rounds.sqlite3")
     link = Link(store)
     rounds = RoundManager(
-        store, link, signer=Signer.generate(),
+        store,
+        link,
+        signer=Signer.generate(),
         node_verifiers={c: k.verifier for c, k in keys.items()},
     )
     try:
@@ -199,8 +201,9 @@ async def test_a_built_request_is_kept_typed_and_equals_its_signed_bytes_decoded
     rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
     try:
         queries = [
-            wire.make_query("enrollment.member_months", group_by=[D.STATE],
-                            filters={D.STATE: ["VA", "MD"]}),
+            wire.make_query(
+                "enrollment.member_months", group_by=[D.STATE], filters={D.STATE: ["VA", "MD"]}
+            ),
             wire.make_query("rx.specialty_share", parameters={"cost_per_30_days": 600}),
         ]
         spec = rounds.build_request(Period.parse("2026-01:2026-03"), queries, CARRIERS)
@@ -243,7 +246,9 @@ async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
     keys = {c: Signer.generate() for c in carriers}
     store = RoundStore(tmp_path / "rounds.sqlite3")
     rounds = RoundManager(
-        store, Link(store), signer=Signer.generate(),  # type: ignore[arg-type]
+        store,
+        Link(store),
+        signer=Signer.generate(),  # type: ignore[arg-type]
         node_verifiers={c: k.verifier for c, k in keys.items()},
     )
     try:
@@ -256,7 +261,8 @@ async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
         for c, key in keys.items():
             data = result_for(spec, bytes(signed.request), c)
             results[c] = types_pb2.SignedResult(
-                result=data, signature=key.sign(data), key_id=key.key_id)
+                result=data, signature=key.sign(data), key_id=key.key_id
+            )
         counted = _counting(monkeypatch)
         first, second, late = carriers
         await rounds.on_result(first, results[first])

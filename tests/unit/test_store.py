@@ -278,14 +278,16 @@ def test_save_results_stores_a_batch_in_one_go(store: RoundStore) -> None:
     store.create_round(_round("r2", minutes=1), ["acme"])
     assert store.save_result(_result("r1", "cove", b"earlier"))
     first_acme = _result("r1", "acme", b"first")
-    outcomes = store.save_results([
-        first_acme,
-        _result("r1", "acme", b"second"),  # a duplicate delivery in the same batch
-        _result("r1", "cove", b"later"),  # already stored before
-        _result("r1", "other"),  # not part of the round
-        _result("r2", "acme", b"other round"),
-        _result("r9", "acme"),  # no such round
-    ])
+    outcomes = store.save_results(
+        [
+            first_acme,
+            _result("r1", "acme", b"second"),  # a duplicate delivery in the same batch
+            _result("r1", "cove", b"later"),  # already stored before
+            _result("r1", "other"),  # not part of the round
+            _result("r2", "acme", b"other round"),
+            _result("r9", "acme"),  # no such round
+        ]
+    )
     assert outcomes[:3] == [True, False, False]
     assert isinstance(outcomes[3], NotFoundError)
     assert outcomes[4] is True
@@ -307,20 +309,20 @@ def test_set_carriers_state_changes_only_carriers_not_yet_final(store: RoundStor
     assert store.save_result(_result("r1", "c001"))
     assert store.set_carrier_state("r1", "c002", CarrierRoundState.REFUSED, 4, "policy")
     changed = store.set_carriers_state(
-        "r1", [(c, CarrierRoundState.SENT) for c in carriers[:200]]
-        + [(c, CarrierRoundState.DISCONNECTED) for c in carriers[200:]]
+        "r1",
+        [(c, CarrierRoundState.SENT) for c in carriers[:200]]
+        + [(c, CarrierRoundState.DISCONNECTED) for c in carriers[200:]],
     )
     assert changed == [c for c in carriers if c not in ("c001", "c002")]
     states = {c.carrier_id: c for c in store.carrier_rounds("r1")}
     assert states["c001"].state is CarrierRoundState.ANSWERED
-    assert (states["c002"].state, states["c002"].message) == (
-        CarrierRoundState.REFUSED, "policy"
-    )
+    assert (states["c002"].state, states["c002"].message) == (CarrierRoundState.REFUSED, "policy")
     assert states["c000"].state is CarrierRoundState.SENT
     assert states["c249"].state is CarrierRoundState.DISCONNECTED
     with pytest.raises(NotFoundError):
-        store.set_carriers_state("r1", [("c000", CarrierRoundState.SENT),
-                                        ("other", CarrierRoundState.SENT)])
+        store.set_carriers_state(
+            "r1", [("c000", CarrierRoundState.SENT), ("other", CarrierRoundState.SENT)]
+        )
     assert store.carrier_rounds("r1")[0].state is CarrierRoundState.SENT  # nothing half-done
     assert store.set_carriers_state("r1", []) == []
 

@@ -69,8 +69,7 @@ def _number(value: object) -> int:
 
 
 def _key(value: object) -> str | None:
-    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(
-        value)
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 @pytest.mark.parametrize("query", QUERIES, ids=lambda q: f"{q.metric}-{'-'.join(q.group_by)}")
@@ -82,8 +81,12 @@ def test_engine_supports_equal_the_oracles(
     directory, tables = carrier
     spec = get_metric(query.metric)
     frame = oracle.compute(
-        query.metric, {directory.name: tables}, PERIOD, query.group_by,
-        disclosure=True, record_secrets={directory.name: SECRET},
+        query.metric,
+        {directory.name: tables},
+        PERIOD,
+        query.group_by,
+        disclosure=True,
+        record_secrets={directory.name: SECRET},
     )
     frame = frame[frame["scope"] == directory.name]
     want = {tuple(str(r[d.value]) for d in query.group_by): r for r in frame.to_dict("records")}
@@ -100,8 +103,11 @@ def test_engine_supports_equal_the_oracles(
             if not stat.by_members:
                 assert support.top == _number(row.get(f"{stat.name}__top")), where
                 continue
-            members = row[stat.name] if stat.kind is StatKind.MEMBERS else row.get(
-                f"{stat.name}__support")
+            members = (
+                row[stat.name]
+                if stat.kind is StatKind.MEMBERS
+                else row.get(f"{stat.name}__support")
+            )
             assert support.members == _number(members), where
             if stat.kind.magnitude:
                 assert support.top == _number(row.get(f"{stat.name}__top")), where
@@ -140,9 +146,11 @@ def test_clamped_sums_for_differential_privacy_equal_the_oracles(
     """Under differential privacy each member's contribution to a cell is clipped to its
     bound before the sum (the bound times the member months the cell can hold)."""
     directory, tables = carrier
-    queries = [wire.make_query("cost.pmpm", group_by=[D.MONTH]),
-               wire.make_query("util.scripts", group_by=[D.AGE_BAND]),
-               wire.make_query("cost.high_cost_claimants")]
+    queries = [
+        wire.make_query("cost.pmpm", group_by=[D.MONTH]),
+        wire.make_query("util.scripts", group_by=[D.AGE_BAND]),
+        wire.make_query("cost.high_cost_claimants"),
+    ]
     source = FileSource(directory, threads=2)
     source.open()
     try:
@@ -153,12 +161,24 @@ def test_clamped_sums_for_differential_privacy_equal_the_oracles(
     clamped = 0
     for query, raw in zip(queries, raws, strict=True):
         spec = get_metric(query.metric)
-        clamps = {s.name: c for s in spec.statistics
-                  if (c := spec.contribution_clamp(s, query.group_by, 3)) is not None}
-        frame = oracle.compute(query.metric, {directory.name: tables}, PERIOD, query.group_by,
-                               disclosure=True, clamps=clamps)
-        rows = {tuple(str(r[d.value]) for d in query.group_by): r
-                for r in frame.to_dict("records") if r["scope"] == directory.name}
+        clamps = {
+            s.name: c
+            for s in spec.statistics
+            if (c := spec.contribution_clamp(s, query.group_by, 3)) is not None
+        }
+        frame = oracle.compute(
+            query.metric,
+            {directory.name: tables},
+            PERIOD,
+            query.group_by,
+            disclosure=True,
+            clamps=clamps,
+        )
+        rows = {
+            tuple(str(r[d.value]) for d in query.group_by): r
+            for r in frame.to_dict("records")
+            if r["scope"] == directory.name
+        }
         for cell in raw.cells:
             row = rows[tuple(v for _, v in cell.key)]
             for name in clamps:
@@ -166,6 +186,8 @@ def test_clamped_sums_for_differential_privacy_equal_the_oracles(
                     assert cell.support(name).clamped == cell.value(name)
                     continue
                 assert cell.support(name).clamped == _number(row.get(f"{name}__clamped")), (
-                    query.metric, name)
+                    query.metric,
+                    name,
+                )
                 clamped += cell.support(name).clamped != cell.value(name)
     assert clamped > 0  # some members were above a bound: the clamp did something

@@ -40,8 +40,14 @@ SMALL = SynthConfig(carriers=4, members=1_200, seed=11)
 MAMMOGRAM = {"77061", "77062", "77063", "77065", "77066", "77067"}
 ED_REVENUE = {"0450", "0451", "0452", "0459", "0981"}
 DRUG_CLASSES = {
-    "antidiabetic", "statin", "antihypertensive", "antidepressant", "specialty biologic",
-    "opioid analgesic", "antibiotic", "other",
+    "antidiabetic",
+    "statin",
+    "antihypertensive",
+    "antidepressant",
+    "specialty biologic",
+    "opioid analgesic",
+    "antibiotic",
+    "other",
 }
 
 
@@ -123,8 +129,11 @@ def test_one_directory_per_carrier(written: dict[str, list[Path]]) -> None:
 
 def test_progress_is_reported(tmp_path: Path) -> None:
     seen: list[tuple[int, int]] = []
-    write_carriers(tmp_path, SynthConfig(carriers=3, members=90),
-                   progress=lambda done, total: seen.append((done, total)))
+    write_carriers(
+        tmp_path,
+        SynthConfig(carriers=3, members=90),
+        progress=lambda done, total: seen.append((done, total)),
+    )
     assert seen == [(1, 3), (2, 3), (3, 3)]
 
 
@@ -145,7 +154,8 @@ def test_written_carrier_equals_generated_frames(
     assert not claims.duplicated(["claim_id", "claim_version", "claim_line"]).any()
     assert set(claims["member_id"]) <= set(members)
     assert frames["pharmacy_claims"]["claim_id"].str[5:].astype(int).max() == len(
-        frames["pharmacy_claims"].drop_duplicates("claim_id"))
+        frames["pharmacy_claims"].drop_duplicates("claim_id")
+    )
 
 
 def test_parquet_files_have_the_schema_types(written: dict[str, list[Path]]) -> None:
@@ -160,16 +170,20 @@ def test_parquet_files_have_the_schema_types(written: dict[str, list[Path]]) -> 
 
 def test_frames_have_the_schema_types(carrier: dict[str, pd.DataFrame]) -> None:
     expected = {
-        ColumnType.CODE: pa.string(), ColumnType.DATE: pa.date32(),
-        ColumnType.MONEY: pa.decimal128(18, 2), ColumnType.BOOL: pa.bool_(),
-        ColumnType.INT: pa.int64(), ColumnType.NUMBER: pa.float64(),
+        ColumnType.CODE: pa.string(),
+        ColumnType.DATE: pa.date32(),
+        ColumnType.MONEY: pa.decimal128(18, 2),
+        ColumnType.BOOL: pa.bool_(),
+        ColumnType.INT: pa.int64(),
+        ColumnType.NUMBER: pa.float64(),
     }
     for table in TABLES:
         frame = carrier[table.name]
         assert list(frame.columns) == [c.name for c in table.columns]
         for column in table.columns:
             assert frame[column.name].dtype == pd.ArrowDtype(expected[column.type]), (
-                f"{table.name}.{column.name}")
+                f"{table.name}.{column.name}"
+            )
             if not column.nullable:
                 assert frame[column.name].notna().all(), f"{table.name}.{column.name}"
 
@@ -203,8 +217,12 @@ def test_csv_text_format(written: dict[str, list[Path]]) -> None:
 def test_codes_keep_their_form(carrier: dict[str, pd.DataFrame]) -> None:
     med = carrier["medical_claims"]
     forms = {
-        "revenue_code": r"\d{4}", "place_of_service": r"\d{2}", "bill_type": r"\d{3}",
-        "drg": r"\d{3}", "facility_npi": r"\d{10}", "rendering_npi": r"\d{10}",
+        "revenue_code": r"\d{4}",
+        "place_of_service": r"\d{2}",
+        "bill_type": r"\d{3}",
+        "drg": r"\d{3}",
+        "facility_npi": r"\d{10}",
+        "rendering_npi": r"\d{10}",
         **{f"dx{i}": r"[A-Z][0-9][0-9A-Z]{1,5}" for i in range(1, 11)},
     }
     for column, form in forms.items():
@@ -292,8 +310,10 @@ def test_eligibility_edge_cases(carrier: dict[str, pd.DataFrame]) -> None:
     assert twice["member_id"].nunique() >= 100
     first = twice.groupby("member_id").nth(0)
     second = twice.groupby("member_id").nth(1)
-    gap = (_dates(second, "enrollment_start_date").to_numpy()
-           - _dates(first, "enrollment_end_date").to_numpy())
+    gap = (
+        _dates(second, "enrollment_start_date").to_numpy()
+        - _dates(first, "enrollment_end_date").to_numpy()
+    )
     assert (gap == np.timedelta64(1, "D")).all()
     assert (first["plan_code"].to_numpy() != second["plan_code"].to_numpy()).all()
     # Partial months, mid-year starts and terms, spans from before the year.
@@ -341,11 +361,21 @@ def test_versions_and_statuses(carrier: dict[str, pd.DataFrame]) -> None:
     assert (allowed[denied] == 0).all() and (paid[denied] == 0).all()
     assert med.loc[denied, "denial_reason"].notna().all()
     assert med.loc[~denied, "denial_reason"].isna().all()
-    sums = pd.DataFrame({"claim": med["claim_id"].astype(str), "allowed": allowed,
-                         "paid": paid, "version": version, "reversal": status == "reversed"})
+    sums = pd.DataFrame(
+        {
+            "claim": med["claim_id"].astype(str),
+            "allowed": allowed,
+            "paid": paid,
+            "version": version,
+            "reversal": status == "reversed",
+        }
+    )
     per_claim = sums.groupby("claim").agg(
-        allowed=("allowed", "sum"), paid=("paid", "sum"), top=("version", "max"),
-        reversed=("reversal", "any"))
+        allowed=("allowed", "sum"),
+        paid=("paid", "sum"),
+        top=("version", "max"),
+        reversed=("reversal", "any"),
+    )
     reversed_only = per_claim[per_claim["reversed"] & (per_claim["top"] == 2)]
     assert 0.01 <= len(reversed_only) / len(per_claim) <= 0.03
     assert (reversed_only["allowed"] == 0).all() and (reversed_only["paid"] == 0).all()
@@ -361,8 +391,7 @@ def test_versions_and_statuses(carrier: dict[str, pd.DataFrame]) -> None:
 def test_amounts_add_up(carrier: dict[str, pd.DataFrame]) -> None:
     med = carrier["medical_claims"]
     allowed, paid = _cents(med, "allowed_amount"), _cents(med, "paid_amount")
-    share = sum(_cents(med, c) for c in ("deductible_amount", "coinsurance_amount",
-                                          "copay_amount"))
+    share = sum(_cents(med, c) for c in ("deductible_amount", "coinsurance_amount", "copay_amount"))
     assert (allowed == paid + share).all()
     first = med["claim_version"].to_numpy() == 1
     charge = _cents(med, "charge_amount")
@@ -394,8 +423,13 @@ def test_claims_outside_enrollment(carrier: dict[str, pd.DataFrame]) -> None:
     elig, med = carrier["eligibility"], carrier["medical_claims"]
     start = _dates(elig, "enrollment_start_date").clip(lower=pd.Timestamp("2026-01-01"))
     end = _dates(elig, "enrollment_end_date").fillna(pd.Timestamp("2026-12-31"))
-    spans = pd.DataFrame({"member_id": elig["member_id"].to_numpy(),
-                          "first": start.dt.month.to_numpy(), "last": end.dt.month.to_numpy()})
+    spans = pd.DataFrame(
+        {
+            "member_id": elig["member_id"].to_numpy(),
+            "first": start.dt.month.to_numpy(),
+            "last": end.dt.month.to_numpy(),
+        }
+    )
     months = spans.groupby("member_id").agg(first=("first", "min"), last=("last", "max"))
     where = pc.index_in(pa.array(med["member_id"]), value_set=pa.array(months.index))
     row = np.asarray(where.to_numpy(zero_copy_only=False))
@@ -405,11 +439,18 @@ def test_claims_outside_enrollment(carrier: dict[str, pd.DataFrame]) -> None:
 
 
 def _stays(med: pd.DataFrame) -> pd.DataFrame:
-    facility = med[med["bill_type"].str.startswith("11", na=False)
-                   & (med["claim_version"] == 1)]
+    facility = med[med["bill_type"].str.startswith("11", na=False) & (med["claim_version"] == 1)]
     return facility.drop_duplicates("claim_id")[
-        ["claim_id", "member_id", "facility_npi", "admission_date", "discharge_date",
-         "discharge_status", "drg", "bill_type"]
+        [
+            "claim_id",
+            "member_id",
+            "facility_npi",
+            "admission_date",
+            "discharge_date",
+            "discharge_status",
+            "drg",
+            "bill_type",
+        ]
     ]
 
 
@@ -437,7 +478,8 @@ def test_inpatient_stays(carrier: dict[str, pd.DataFrame]) -> None:
     nxt = complete.groupby("member_id").shift(-1)
     # Transfers: the next stay starts the day of discharge, at another hospital.
     transfer = (nxt["admit"] == complete["discharge"]) & (
-        nxt["facility_npi"] != complete["facility_npi"])
+        nxt["facility_npi"] != complete["facility_npi"]
+    )
     assert transfer.sum() >= 3
     assert complete.loc[transfer, "discharge_status"].isin(["02", "62"]).mean() > 0.8
     # One bed at a time: no stay starts before the previous one ended.
@@ -453,12 +495,16 @@ def test_inpatient_stays(carrier: dict[str, pd.DataFrame]) -> None:
 
 def test_emergency_visits_have_several_lines(carrier: dict[str, pd.DataFrame]) -> None:
     med = carrier["medical_claims"]
-    ed_line = (med["revenue_code"].isin(ED_REVENUE) | (med["place_of_service"] == "23")
-               | med["hcpcs"].isin([f"9928{i}" for i in range(1, 6)])).fillna(False)
+    ed_line = (
+        med["revenue_code"].isin(ED_REVENUE)
+        | (med["place_of_service"] == "23")
+        | med["hcpcs"].isin([f"9928{i}" for i in range(1, 6)])
+    ).fillna(False)
     ed_claims = pa.array(med.loc[ed_line.to_numpy(dtype=bool), "claim_id"].unique())
     in_visit = pc.is_in(pa.array(med["claim_id"]), value_set=ed_claims)
-    visits = pa.table({"member": pa.array(med["member_id"]), "day": pa.array(
-        med["claim_start_date"])}).filter(in_visit)
+    visits = pa.table(
+        {"member": pa.array(med["member_id"]), "day": pa.array(med["claim_start_date"])}
+    ).filter(in_visit)
     per_day = visits.group_by(["member", "day"]).aggregate([([], "count_all")])
     counts = np.asarray(per_day["count_all"].to_numpy())
     assert len(counts) > 1_000
@@ -483,6 +529,7 @@ def test_quality_signals(carrier: dict[str, pd.DataFrame]) -> None:
     assert 0.06 <= len(diabetics & adults) / len(adults) <= 0.13
     tested = _distinct(med[med["hcpcs"].isin(["83036", "83037"]).fillna(False)], "member_id")
     assert len(tested & diabetics) / len(diabetics) > 0.6
+
     # Substance use, HIV and mental health diagnoses.
     def count(pattern: str) -> int:
         return sum(int(_matches(med, f"dx{i}", pattern).sum()) for i in range(1, 11))
@@ -508,8 +555,13 @@ def test_most_service_categories_have_lines(carrier: dict[str, pd.DataFrame]) ->
 
 
 def _categorise(
-    rules: tuple[ServiceCategoryRule, ...], claim_type: str, bill: str | None,
-    revenue: str | None, pos: str | None, hcpcs: str | None, drg: str | None,
+    rules: tuple[ServiceCategoryRule, ...],
+    claim_type: str,
+    bill: str | None,
+    revenue: str | None,
+    pos: str | None,
+    hcpcs: str | None,
+    drg: str | None,
 ) -> object:
     def ok(condition: CodeCondition | None, value: str | None) -> bool:
         if condition is None:
@@ -517,7 +569,8 @@ def _categorise(
         if value is None:
             return False
         return value in condition.codes or any(
-            len(value) == len(low) and low <= value <= high for low, high in condition.ranges)
+            len(value) == len(low) and low <= value <= high for low, high in condition.ranges
+        )
 
     kinds = drg_types()
     for rule in rules:  # in priority order
@@ -527,9 +580,15 @@ def _categorise(
             continue
         if rule.drg_type and not (drg and kinds.get(drg) == rule.drg_type):
             continue
-        if all(ok(c, v) for c, v in ((rule.revenue_code, revenue),
-                                      (rule.place_of_service, pos), (rule.hcpcs, hcpcs),
-                                      (rule.drg, drg))):
+        if all(
+            ok(c, v)
+            for c, v in (
+                (rule.revenue_code, revenue),
+                (rule.place_of_service, pos),
+                (rule.hcpcs, hcpcs),
+                (rule.drg, drg),
+            )
+        ):
             return rule.category
     return None
 
@@ -582,8 +641,11 @@ def test_rebates(carrier: dict[str, pd.DataFrame]) -> None:
     assert set(rebates["quarter"]) == {"2026Q1", "2026Q2", "2026Q3", "2026Q4"}
     assert set(rebates["drug_class"]) == DRUG_CLASSES
     quarter = _dates(rx, "fill_date").dt.quarter.map(lambda q: f"2026Q{q}")
-    allowed = pd.Series(_cents(rx, "allowed_amount")).groupby(
-        [quarter.to_numpy(), rx["drug_class"].to_numpy()]).sum()
+    allowed = (
+        pd.Series(_cents(rx, "allowed_amount"))
+        .groupby([quarter.to_numpy(), rx["drug_class"].to_numpy()])
+        .sum()
+    )
     for row in rebates.itertuples():
         rate = round(float(row.rebate_amount) * 100) / allowed[(row.quarter, row.drug_class)]
         assert 0.13 <= rate <= (0.3 if row.drug_class == "specialty biologic" else 0.28)
@@ -625,5 +687,3 @@ def test_a_partial_year(tmp_path: Path) -> None:
     start = _dates(tables["eligibility"], "enrollment_start_date")
     assert start.max() <= pd.Timestamp("2026-03-31")
     assert set(tables["rebates"]["quarter"]) == {"2026Q1"}
-
-

@@ -60,7 +60,9 @@ def carrier_access(ca: Authority, revoked: tuple[str, ...] = (), **entries: str)
     registry = {c: CarrierEntry(id=c) for c in ("c001", "c002")}
     registry.update({c: CarrierEntry(id=c, cert_sha256=pin) for c, pin in entries.items()})
     return CarrierAccess(
-        registry, federation_ca=ca.cert, revocations=Revocations(revoked),
+        registry,
+        federation_ca=ca.cert,
+        revocations=Revocations(revoked),
         require_certificate=True,
     )
 
@@ -133,7 +135,8 @@ def operator_access(ca: Authority, revoked: tuple[str, ...] = ()) -> OperatorAcc
             OperatorEntry(name="alice", role=Role.OPERATOR),
             OperatorEntry(name="bob", role=Role.VIEWER),
             OperatorEntry(
-                name="robot", role=Role.VIEWER,
+                name="robot",
+                role=Role.VIEWER,
                 token_sha256=hashlib.sha256(TOKEN.encode()).hexdigest(),
             ),
         ],
@@ -207,10 +210,14 @@ async def test_bad_requests_are_refused_and_logged_before_anything_runs(tmp_path
             (tampered, types_pb2.ERROR_CODE_UNAUTHENTICATED, "bad signature"),
             (signed_request(rogue), types_pb2.ERROR_CODE_UNAUTHENTICATED, "unknown key"),
             (
-                signed_request(operator, request_id="old.q",
-                               issued_at=NOW - dt.timedelta(hours=3),
-                               expires_at=NOW - dt.timedelta(hours=2)),
-                types_pb2.ERROR_CODE_EXPIRED, "validity window",
+                signed_request(
+                    operator,
+                    request_id="old.q",
+                    issued_at=NOW - dt.timedelta(hours=3),
+                    expires_at=NOW - dt.timedelta(hours=2),
+                ),
+                types_pb2.ERROR_CODE_EXPIRED,
+                "validity window",
             ),
         ]
         for signed, code, reason in cases:
@@ -227,8 +234,11 @@ async def test_bad_requests_are_refused_and_logged_before_anything_runs(tmp_path
         assert source.calls == 0
         logged = refusals(node)
         assert [e["code"] for e in logged] == [
-            "ERROR_CODE_UNAUTHENTICATED", "ERROR_CODE_UNAUTHENTICATED",
-            "ERROR_CODE_UNAUTHENTICATED", "ERROR_CODE_EXPIRED", "ERROR_CODE_REPLAYED",
+            "ERROR_CODE_UNAUTHENTICATED",
+            "ERROR_CODE_UNAUTHENTICATED",
+            "ERROR_CODE_UNAUTHENTICATED",
+            "ERROR_CODE_EXPIRED",
+            "ERROR_CODE_REPLAYED",
         ]
         assert [e["stage"] for e in logged] == ["gate"] * 5
         assert "not signed" in str(logged[0]["reason"])
@@ -267,8 +277,9 @@ async def test_a_policy_refusal_is_logged_with_its_stage(tmp_path: Path) -> None
 
     operator = Signer.generate()
     source = CountingSource()
-    node = secure_node(tmp_path, operator, source,
-                       policy=Policy(metrics=("enrollment.member_months",)))
+    node = secure_node(
+        tmp_path, operator, source, policy=Policy(metrics=("enrollment.member_months",))
+    )
     try:
         reply = await answer(node, signed_request(operator))
         assert reply.refusal.code == types_pb2.ERROR_CODE_POLICY_REFUSED
@@ -310,8 +321,11 @@ async def test_a_node_with_unusable_data_answers_once_the_files_are_fixed(
 def test_a_secure_node_needs_a_result_signing_key(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     config = NodeConfig(
-        carrier_id="c001", coordinator="127.0.0.1:1", data_dir=tmp_path / "data",
-        state_dir=tmp_path / "state", operator_public_key=tmp_path / "op.pub",
+        carrier_id="c001",
+        coordinator="127.0.0.1:1",
+        data_dir=tmp_path / "data",
+        state_dir=tmp_path / "state",
+        operator_public_key=tmp_path / "op.pub",
         tls=TlsFiles(ca_cert=tmp_path / "a", cert=tmp_path / "b", key=tmp_path / "c"),
     )
     with pytest.raises(ConfigError, match="result_signing_key"):
@@ -362,7 +376,9 @@ async def test_tampered_or_forged_results_are_rejected_and_receipts_reverify(
         store.upsert_carrier(c)
     link = Link()
     rounds = RoundManager(
-        store, link, signer=operator,
+        store,
+        link,
+        signer=operator,
         node_verifiers={c: k.verifier for c, k in keys.items()},
     )
     try:
@@ -391,7 +407,9 @@ async def test_tampered_or_forged_results_are_rejected_and_receipts_reverify(
         assert states == {c: CarrierRoundState.ANSWERED for c in keys}
         verifiers = {c: k.verifier for c, k in keys.items()}
         outcome = verify_round(
-            store, record.round_id, operator_verifier=operator.verifier,
+            store,
+            record.round_id,
+            operator_verifier=operator.verifier,
             node_verifiers=verifiers,
         )
         assert outcome.ok and len(outcome.receipts) == 2
@@ -406,7 +424,9 @@ async def test_tampered_or_forged_results_are_rejected_and_receipts_reverify(
         raw.commit()
         raw.close()
         outcome = verify_round(
-            store, record.round_id, operator_verifier=operator.verifier,
+            store,
+            record.round_id,
+            operator_verifier=operator.verifier,
             node_verifiers=verifiers,
         )
         bad = [r for r in outcome.receipts if not r.ok]
@@ -415,7 +435,9 @@ async def test_tampered_or_forged_results_are_rejected_and_receipts_reverify(
         ]
         # And with the wrong operator key, the request itself does not verify.
         wrong = verify_round(
-            store, record.round_id, operator_verifier=Signer.generate().verifier,
+            store,
+            record.round_id,
+            operator_verifier=Signer.generate().verifier,
             node_verifiers=verifiers,
         )
         assert not wrong.request_ok
@@ -459,9 +481,15 @@ async def test_a_refusal_for_a_closed_round_is_acknowledged_and_changes_nothing(
     link = Link()
     rounds = RoundManager(store, link, signer=Signer.generate())
     try:
-        await rounds.on_refusal("c001", types_pb2.Refusal(
-            request_id="r-20261202000000-0000abcd.q", round_id="r-20261202000000-0000abcd",
-            code=types_pb2.ERROR_CODE_POLICY_REFUSED, public_message="rejected"))
+        await rounds.on_refusal(
+            "c001",
+            types_pb2.Refusal(
+                request_id="r-20261202000000-0000abcd.q",
+                round_id="r-20261202000000-0000abcd",
+                code=types_pb2.ERROR_CODE_POLICY_REFUSED,
+                public_message="rejected",
+            ),
+        )
         acks = [m.ack.request_id for c, m in link.sent if c == "c001" and m.HasField("ack")]
         assert acks == ["r-20261202000000-0000abcd.q"]
         # A malformed id is not echoed back.

@@ -31,10 +31,14 @@ from fedoversight.v1 import types_pb2
 def request(**changes: object) -> RequestSpec:
     now = dt.datetime(2026, 5, 1, tzinfo=dt.UTC)
     base = {
-        "request_id": "r1.q", "round_id": "r1", "catalogue_version": "1",
+        "request_id": "r1.q",
+        "round_id": "r1",
+        "catalogue_version": "1",
         "period": Period.parse("2026-01:2026-03"),
         "queries": (wire.make_query("cost.pmpm", group_by=[D.MONTH]),),
-        "issued_at": now, "expires_at": now + dt.timedelta(hours=1), "nonce": b"n" * 16,
+        "issued_at": now,
+        "expires_at": now + dt.timedelta(hours=1),
+        "nonce": b"n" * 16,
         "carriers": ("c001", "c002"),
     }
     base.update(changes)
@@ -127,8 +131,13 @@ def test_a_withheld_statistic_never_carries_its_value() -> None:
 
 def test_disclosure_summaries_round_trip_and_malformed_ones_are_refused() -> None:
     summary = DisclosureSummary(
-        min_cell_size=11, cells_released=4, cells_withheld=1, cells_partly_withheld=2,
-        cells_perturbed=6, policy_digest="abc", method=Method.CELL_KEY,
+        min_cell_size=11,
+        cells_released=4,
+        cells_withheld=1,
+        cells_partly_withheld=2,
+        cells_perturbed=6,
+        policy_digest="abc",
+        method=Method.CELL_KEY,
         perturbation=Perturbation(5, 3.0, 10.0, 0.5, 2),
         withheld=((Withheld.SMALL, 3), (Withheld.REST, 1)),
     )

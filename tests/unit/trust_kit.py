@@ -60,10 +60,15 @@ class CountingSource:
 def request_spec(**changes: object) -> RequestSpec:
     now = dt.datetime.now(dt.UTC)
     spec: dict[str, object] = {
-        "request_id": "r1.q", "round_id": "r1", "catalogue_version": "1",
-        "period": Period.parse("2026-01"), "queries": (wire.make_query("cost.pmpm"),),
-        "issued_at": now - dt.timedelta(minutes=1), "expires_at": now + dt.timedelta(hours=1),
-        "nonce": os.urandom(16), "carriers": ("c001",),
+        "request_id": "r1.q",
+        "round_id": "r1",
+        "catalogue_version": "1",
+        "period": Period.parse("2026-01"),
+        "queries": (wire.make_query("cost.pmpm"),),
+        "issued_at": now - dt.timedelta(minutes=1),
+        "expires_at": now + dt.timedelta(hours=1),
+        "nonce": os.urandom(16),
+        "carriers": ("c001",),
     }
     spec.update(changes)
     return RequestSpec(**spec)  # type: ignore[arg-type]
@@ -80,7 +85,10 @@ def signed_request(signer: Signer | None, **changes: object) -> types_pb2.Signed
 
 
 def secure_node(
-    tmp_path: Path, operator: Signer, source: CountingSource, carrier_id: str = "c001",
+    tmp_path: Path,
+    operator: Signer,
+    source: CountingSource,
+    carrier_id: str = "c001",
     policy: Policy | None = None,
 ) -> NodeDaemon:
     """A node in secure mode (no network is ever opened: the stream is not started)."""
@@ -114,16 +122,27 @@ def result_for(request: RequestSpec, request_bytes: bytes, carrier_id: str) -> b
     """A carrier's serialized result for ``request``: one released member-months cell."""
     query = request.queries[0]
     table = QueryTable(
-        metric=query.metric, version=query.version, group_by=(),
-        cells=(CellResult(key=(), stats=(
-            StatValue("member_months", Status.RELEASED, 1200),
-            StatValue("members", Status.RELEASED, 100),
-        )),),
+        metric=query.metric,
+        version=query.version,
+        group_by=(),
+        cells=(
+            CellResult(
+                key=(),
+                stats=(
+                    StatValue("member_months", Status.RELEASED, 1200),
+                    StatValue("members", Status.RELEASED, 100),
+                ),
+            ),
+        ),
         disclosure=DisclosureSummary(min_cell_size=11, cells_released=1),
     )
     spec = ResultSpec(
-        request_id=request.request_id, round_id=request.round_id, carrier_id=carrier_id,
-        catalogue_version=request.catalogue_version, tables=(table,),
-        request_digest=wire.digest(request_bytes), data_snapshot="snap-" + carrier_id,
+        request_id=request.request_id,
+        round_id=request.round_id,
+        carrier_id=carrier_id,
+        catalogue_version=request.catalogue_version,
+        tables=(table,),
+        request_digest=wire.digest(request_bytes),
+        data_snapshot="snap-" + carrier_id,
     )
     return wire.result_to_pb(spec).SerializeToString()

@@ -79,8 +79,7 @@ def pmpm(ctx: BuildContext) -> exp.Select:
 
     def select(category_from: str = "num") -> exp.Select:
         return exp.select(
-            *[exp.column(d.value, category_from if d not in member_dims else "den")
-              for d in dims],
+            *[exp.column(d.value, category_from if d not in member_dims else "den") for d in dims],
             *[exp.column(c, "den") for c in denominators],
             *[numerator_value(exp.column(c, "num")).as_(c) for c in claims],
         )
@@ -101,9 +100,12 @@ def pmpm(ctx: BuildContext) -> exp.Select:
     ctes: list[tuple[str, exp.Expr]] = [
         *member_month_ctes(ctx),
         ("lines", _lines(ctx)),
-        ("den", member_month_totals(
-            member_dims, [col(d.value) for d in member_dims], clamped=ctx.clamped
-        )),
+        (
+            "den",
+            member_month_totals(
+                member_dims, [col(d.value) for d in member_dims], clamped=ctx.clamped
+            ),
+        ),
         ("num", _claims_by_cell(ctx, dims)),
     ]
     for name, body in ctes:
@@ -132,8 +134,10 @@ def _with_every_category(
     dimension, categories = levels
     category = dimension.value
     listed = exp.values([(c,) for c in categories], alias="cats", columns=[category])
-    matched = [*(o.copy() for o in on),
-               exp.column(category, "num").eq(exp.column(category, "cats"))]
+    matched = [
+        *(o.copy() for o in on),
+        exp.column(category, "num").eq(exp.column(category, "cats")),
+    ]
     return (
         complete_select.from_(exp.alias_(exp.to_table("den"), "den"))
         .join(listed, join_type="cross")
@@ -155,8 +159,9 @@ def _category_levels(ctx: BuildContext) -> frozenset[int]:
     """Service-category levels a cost query groups or filters by (classifying lines costs)."""
     used = set(ctx.query.group_by) | {d for d, _ in ctx.query.filters}
     return frozenset(
-        level for level, dim in ((1, Dimension.SERVICE_CATEGORY),
-                                 (2, Dimension.SERVICE_CATEGORY_2)) if dim in used
+        level
+        for level, dim in ((1, Dimension.SERVICE_CATEGORY), (2, Dimension.SERVICE_CATEGORY_2))
+        if dim in used
     )
 
 
@@ -255,8 +260,10 @@ def distribution(ctx: BuildContext) -> exp.Select:
     on = [col(d.value, "b").eq(col(d.value, "t")) for d in ctx.group_by]
     query = exp.select(
         exp.Column(this=exp.Star(), table=exp.to_identifier("b")),
-        *[col(c, "t") for c in numerator_columns(ctx.statistics("members", "allowed_cents"),
-                                                  ctx.clamped)],
+        *[
+            col(c, "t")
+            for c in numerator_columns(ctx.statistics("members", "allowed_cents"), ctx.clamped)
+        ],
     ).from_(exp.alias_(exp.to_table("bins"), "b"))
     query = (
         query.join(exp.alias_(exp.to_table("totals"), "t"), on=exp.and_(*on))
@@ -284,9 +291,10 @@ def _person_totals(ctx: BuildContext, names: Sequence[str]) -> exp.Select:
         at_least = allowed.copy() >= sql.num(threshold * 100)
         rows = rows.select(
             exp.Case().when(at_least, sql.num(1)).else_(sql.num(0)).as_(f"hcc_{label}"),
-            exp.Case().when(at_least.copy(), allowed.copy()).else_(sql.num(0)).as_(
-                f"hcc_{label}_allowed_cents"
-            ),
+            exp.Case()
+            .when(at_least.copy(), allowed.copy())
+            .else_(sql.num(0))
+            .as_(f"hcc_{label}_allowed_cents"),
             copy=False,
         )
     return member_cells(ctx, rows, [d.value for d in ctx.group_by], ctx.statistics(*names))

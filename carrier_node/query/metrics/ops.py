@@ -146,7 +146,9 @@ def data_quality(ctx: BuildContext) -> exp.Select:
     codes, missing place of service or bill type."""
     cell_keys = [col(d.value, "m") for d in ctx.group_by]
     rows = per_member(
-        sql.fill(_QUALITY), cell_keys, col("member_id", "r"),
+        sql.fill(_QUALITY),
+        cell_keys,
+        col("member_id", "r"),
         key=ctx.member_key(col("member_id", "r")),  # rows outside enrollment have no mm row
     )
     for dim, values in ctx.query.filters:

@@ -239,7 +239,10 @@ def rebate_share(ctx: BuildContext) -> exp.Select:
     for dim, values in ctx.query.filters:
         members = members.where(matches(col(dim.value, "r"), values))
     query = member_cells(
-        ctx, members, [k.name for k in cell_keys], ctx.statistics(),
+        ctx,
+        members,
+        [k.name for k in cell_keys],
+        ctx.statistics(),
         tops={"rebate_cents": exp.Max(this=col("rebate_row_top", MEMBER_ROWS))},
     )
     query = query.having(sql.fill(_HAS_ROWS).expressions[0].copy(), copy=False)

@@ -276,7 +276,10 @@ async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
         assert (counted["results"].calls, counted["tables"].calls) == (2, 2)
         # The deadline passes: partial, and the same tables, from the results decoded on
         # arrival.
-        await wait_until(lambda: not rounds.is_open(record.round_id))
+        # (The finished state is written on the store's thread after the round leaves the
+        # open ones: wait for the store, not for the round manager.)
+        await wait_until(lambda: store.get_round(record.round_id).finished_at is not None)
+        assert not rounds.is_open(record.round_id)
         record = store.get_round(record.round_id)
         assert record.state is RoundState.PARTIAL
         assert await rounds.tables(record) is two

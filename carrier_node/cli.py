@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import getpass
 import json
+import logging
+import os
 import signal
 import sys
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated
@@ -47,34 +50,68 @@ ConfigOpt = Annotated[Path | None, typer.Option("--config", help="node TOML conf
 LogOpt = Annotated[Path | None, typer.Option("--log", help="audit log file (instead of --config)")]
 
 
+#: ``carrier-node serve`` exit statuses (docs/operations.md; the systemd unit restarts on 1
+#: only): stopped on SIGTERM or SIGINT; an unexpected failure (its traceback is in the log);
+#: a configuration, key or audit-log problem no restart fixes.
+EXIT_STOPPED, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+
 @app.command()
 def serve(
     config: Annotated[Path, typer.Option("--config", help="node TOML config")],
     json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines")] = False,
 ) -> None:
-    """Run the node daemon: dial out to the coordinator and answer requests."""
+    """Run the node daemon: dial out to the coordinator and answer requests.
+
+    Exits 0 when stopped (SIGTERM, SIGINT: evaluations under way are stopped and refused
+    within the grace period, everything signed stays in the outbox), 1 on an unexpected
+    failure, 2 on a configuration problem."""
     configure_logging(json_format=json_logs)
     try:
         cfg = load_node_config(config)
         daemon = NodeDaemon(cfg)
     except OversightError as exc:
         console.print(f"[red]error:[/red] {exc.detail}")
-        raise typer.Exit(2) from exc
+        raise typer.Exit(EXIT_CONFIG) from exc
     if cfg.insecure:
         console.print(
             "[bold red]INSECURE DEMO MODE[/bold red]: requests are accepted unsigned"
             + ("" if cfg.tls else " and the connection is plaintext")
             + ". Never use with real claims data."
         )
+    if daemon.records_error is not None:
+        console.print(
+            f"[red]warning:[/red] the node's records in {cfg.state_dir} cannot be written; it"
+            " runs and refuses every request until they can"
+        )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        task = asyncio.create_task(daemon.run())
+        stop = asyncio.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(daemon.shutdown()))
-        await task
+            loop.add_signal_handler(sig, stop.set)
+        running = asyncio.create_task(daemon.run())
+        stopped = asyncio.create_task(stop.wait())
+        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        await daemon.shutdown()
+        await running
 
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    except OversightError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(EXIT_CONFIG) from exc
+    except Exception as exc:
+        logging.getLogger(__name__).exception("the node failed")
+        console.print(f"[red]error:[/red] the node failed ({type(exc).__name__}); see its log")
+        raise typer.Exit(EXIT_FAILED) from exc
+    if any(t.name.startswith("evaluation") and t.is_alive() for t in threading.enumerate()):
+        # An evaluation that did not stop in time (it is refused and nothing of it is
+        # kept): do not wait for it at exit.
+        logging.getLogger(__name__).warning("an evaluation did not stop in time; exiting")
+        logging.shutdown()
+        os._exit(EXIT_STOPPED)
 
 
 @app.command()

@@ -75,7 +75,36 @@ class NodeConfig(BaseModel):
     )
     engine_threads: int | None = Field(default=None, ge=1, description="DuckDB threads")
     engine_memory_limit: str | None = Field(default=None, description="DuckDB memory limit")
-    max_concurrent_requests: int = Field(default=1, ge=1, description="requests evaluated at once")
+    max_concurrent_requests: int = Field(
+        default=2,
+        ge=1,
+        description="requests evaluated at once; with two or more, one slot is kept for light"
+        " requests, so a heavy one never holds up a trivial one",
+    )
+    max_queued_requests: int = Field(
+        default=16, ge=0, description="requests waiting for a slot; one more is refused as busy"
+    )
+    light_request_cells: int = Field(
+        default=5_000,
+        ge=0,
+        description="a request of at most this many estimated cells is light (see"
+        " max_concurrent_requests)",
+    )
+    max_evaluation_seconds: float = Field(
+        default=1800.0,
+        gt=0,
+        description="the longest the node spends on one request, whatever its deadline",
+    )
+    deadline_margin_seconds: float = Field(
+        default=2.0,
+        ge=0,
+        description="kept back from a request's deadline for signing, keeping and sending",
+    )
+    shutdown_grace_seconds: float = Field(
+        default=6.0,
+        gt=0,
+        description="on SIGTERM, how long evaluations under way have to stop and be recorded",
+    )
 
     @field_validator("carrier_id")
     @classmethod

@@ -26,6 +26,10 @@ from fedoversight.errors import ConfigError, PolicyRefusedError
 #: The program floor: no released cell may rest on fewer members (CMS cell-size policy).
 PROGRAM_FLOOR = 11
 
+#: Largest request answered by default, in estimated cells: about ten times the monthly suite
+#: grouped by month, age band, sex and state over a year.
+DEFAULT_MAX_REQUEST_CELLS = 1_000_000
+
 
 class SensitiveGroup(BaseModel):
     """A group of diagnoses and service categories released only at a stricter cell size."""
@@ -156,6 +160,12 @@ class Policy(BaseModel):
     differential_privacy: DifferentialPrivacy = Field(
         default_factory=DifferentialPrivacy,
         description="formal differential privacy instead (the strict option)",
+    )
+    max_request_cells: int = Field(
+        default=DEFAULT_MAX_REQUEST_CELLS,
+        ge=1,
+        description="largest request answered, in cells estimated from the request alone"
+        " (group-by cardinalities x months x queries); a larger one is refused before it runs",
     )
 
     @field_validator("min_cell_size")

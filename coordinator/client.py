@@ -151,7 +151,8 @@ class OperatorClient:
         if self._signer is not None:
             # The request names its carriers: all registered ones unless some are given.
             named = list(carriers) or [c.carrier_id for c in await self.list_carriers()]
-            spec = new_request(period, queries, self._ttl, carriers=named)
+            deadline = dt.timedelta(seconds=deadline_seconds) if deadline_seconds else None
+            spec = new_request(period, queries, self._ttl, carriers=named, deadline=deadline)
             request.signed_request.CopyFrom(sign_request(spec, self._signer))
             del request.carriers[:]
         else:

@@ -134,7 +134,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
             raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
         if spec is None:
-            spec = self._rounds.build_request(period, queries, carriers)
+            spec = self._rounds.build_request(period, queries, carriers, request.deadline_seconds)
             signed = self._rounds.sign(spec)
         record = await self._rounds.create_round(
             signed,

@@ -89,9 +89,10 @@ def new_request(
     ttl: dt.timedelta,
     now: dt.datetime | None = None,
     carriers: Sequence[str] = (),
+    deadline: dt.timedelta | None = None,
 ) -> RequestSpec:
     """A fresh request (new round id, nonce and validity window) addressed to ``carriers``,
-    ready to be signed."""
+    ready to be signed; ``deadline``: the round's, which nodes take as their time budget."""
     issued = now or _now()
     round_id = f"r-{issued:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
     return RequestSpec(
@@ -104,6 +105,7 @@ def new_request(
         expires_at=issued + ttl,
         nonce=os.urandom(16),
         carriers=tuple(sorted(set(carriers))),
+        answer_by=issued + deadline if deadline is not None else None,
     )
 
 
@@ -172,9 +174,17 @@ class RoundManager:
     # --- creating and dispatching ---------------------------------------------------------
 
     def build_request(
-        self, period: Period, queries: Sequence[QuerySpec], carriers: Sequence[str]
+        self,
+        period: Period,
+        queries: Sequence[QuerySpec],
+        carriers: Sequence[str],
+        deadline_seconds: int = 0,
     ) -> RequestSpec:
-        return new_request(period, queries, self._request_ttl, carriers=carriers)
+        """A request for a round with this deadline (the default one when 0)."""
+        deadline = (
+            dt.timedelta(seconds=deadline_seconds) if deadline_seconds else self._default_deadline
+        )
+        return new_request(period, queries, self._request_ttl, carriers=carriers, deadline=deadline)
 
     def sign(self, request: RequestSpec) -> types_pb2.SignedRequest:
         """Sign a request the coordinator built with the operator key it holds."""

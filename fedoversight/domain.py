@@ -90,6 +90,14 @@ class RequestSpec:
     nonce: bytes
     #: The carriers it is addressed to (sorted): a node refuses a request not naming it.
     carriers: tuple[str, ...] = ()
+    #: When the round needs the answer (its deadline; None: ``expires_at``). A node stops
+    #: evaluating past it and refuses.
+    answer_by: dt.datetime | None = None
+
+    @property
+    def deadline(self) -> dt.datetime:
+        """When the answer is due: ``answer_by``, never after ``expires_at``."""
+        return min(self.answer_by, self.expires_at) if self.answer_by else self.expires_at
 
 
 @dataclass(frozen=True)

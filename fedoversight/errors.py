@@ -7,16 +7,23 @@
     ├── InvalidRequestError         a request that fails decoding or validation
     │   ├── UnknownMetricError      not in the catalogue, or a version the node does not have
     │   └── PolicyRefusedError      valid, but the carrier's policy does not answer it
+    │       └── RequestTooLargeError  estimated larger than the carrier's policy admits
     ├── AuthenticationError         unsigned, tampered, expired or replayed; unknown identity
     ├── DisclosureRefusedError      answering would expose a small group
     ├── DataSourceError             the carrier's data cannot be read or fails validation
+    ├── NodeUnableError             the node cannot answer now (it stays up and says why)
+    │   ├── DeadlineExceededError   past the request's deadline: evaluation stopped
+    │   ├── NodeBusyError           its queue of waiting requests is full
+    │   ├── RecordsUnavailableError its state or audit log cannot be written
+    │   └── NodeStoppingError       it was shut down during the evaluation
     ├── CarrierUnavailableError     a carrier is not connected or went away mid-round
     └── RoundTimeoutError           a round ran past its deadline
 
-Every error has a fixed public message per class. The detail given at construction stays in
-the process that raised it (logs at the node, never the wire): a carrier's rows, member ids or
-SQL must never reach a message that leaves the node, so :func:`public_message` is the only
-text that is ever sent.
+Every error has a fixed public message per class (a request too large also says its estimate
+and the limit: both come from the request and the carrier's policy, nothing from its data).
+The detail given at construction stays in the process that raised it (logs at the node, never
+the wire): a carrier's rows, member ids or SQL must never reach a message that leaves the node,
+so :func:`public_message` is the only text that is ever sent.
 """
 
 from __future__ import annotations
@@ -82,6 +89,47 @@ class DataSourceError(OversightError):
     status = grpc.StatusCode.UNAVAILABLE
 
 
+class RequestTooLargeError(PolicyRefusedError):
+    public = "the request is larger than the carrier's policy admits"
+    code = types_pb2.ERROR_CODE_TOO_LARGE
+
+    def __init__(self, estimated_cells: int, limit: int) -> None:
+        super().__init__(f"estimated {estimated_cells:,} cells, above the limit of {limit:,}")
+        self.estimated_cells = estimated_cells
+        self.limit = limit
+
+
+class NodeUnableError(OversightError):
+    public = "the node cannot answer now"
+    code = types_pb2.ERROR_CODE_INTERNAL
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class DeadlineExceededError(NodeUnableError):
+    public = "the node could not answer before the request's deadline; it stopped evaluating"
+    code = types_pb2.ERROR_CODE_DEADLINE_EXCEEDED
+    status = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class NodeBusyError(NodeUnableError):
+    public = "the node's queue of waiting requests is full; ask again later"
+    code = types_pb2.ERROR_CODE_NODE_BUSY
+    status = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class RecordsUnavailableError(NodeUnableError):
+    public = (
+        "the node cannot write its records (state directory unwritable or full); it answers"
+        " nothing until that is fixed"
+    )
+    code = types_pb2.ERROR_CODE_NODE_RECORDS
+
+
+class NodeStoppingError(NodeUnableError):
+    public = "the node was shut down during the evaluation; ask again"
+    code = types_pb2.ERROR_CODE_NODE_STOPPING
+
+
 class CarrierUnavailableError(OversightError):
     public = "the carrier is not available"
     code = types_pb2.ERROR_CODE_INTERNAL
@@ -102,6 +150,8 @@ class NotFoundError(OversightError):
 
 def public_message(error: BaseException) -> str:
     """The only text about an error that may leave the process that raised it."""
+    if isinstance(error, RequestTooLargeError):
+        return f"{RequestTooLargeError.public} ({error.detail})"
     if isinstance(error, OversightError):
         return type(error).public
     return OversightError.public

@@ -177,7 +177,7 @@ def query_from_pb(msg: types_pb2.Query) -> QuerySpec:
 
 
 def request_to_pb(req: RequestSpec) -> types_pb2.MetricRequest:
-    return types_pb2.MetricRequest(
+    msg = types_pb2.MetricRequest(
         request_id=req.request_id,
         round_id=req.round_id,
         catalogue_version=req.catalogue_version,
@@ -188,6 +188,9 @@ def request_to_pb(req: RequestSpec) -> types_pb2.MetricRequest:
         nonce=req.nonce,
         carriers=list(req.carriers),
     )
+    if req.answer_by is not None:
+        msg.answer_by.CopyFrom(_ts(req.answer_by))
+    return msg
 
 
 def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
@@ -215,6 +218,7 @@ def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
             expires_at=_from_ts(msg.expires_at),
             nonce=bytes(msg.nonce),
             carriers=tuple(_check_id(c, "carrier id") for c in msg.carriers),
+            answer_by=_from_ts(msg.answer_by) if msg.HasField("answer_by") else None,
         )
     except OversightError:
         raise

@@ -16,19 +16,32 @@ import datetime as dt
 import hashlib
 import logging
 import re
+import sqlite3
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
+from carrier_node.budget import Budget
+from carrier_node.daemon import cost
 from carrier_node.daemon.gate import Arrival, RequestGate
 from carrier_node.daemon.io import IoThread
 from carrier_node.daemon.manual import ManualRelease
 from carrier_node.daemon.results import ResultMaker, refusal, released_entry
+from carrier_node.daemon.scheduler import Scheduler
 from carrier_node.daemon.sources import DataAccess
 from carrier_node.disclosure import Discloser
 from carrier_node.policy import Policy
 from carrier_node.records.audit import AuditKind, AuditLog, JsonValue
 from carrier_node.records.state import NodeState, query_record
 from fedoversight.domain import QuerySpec, QueryTable, RequestSpec
-from fedoversight.errors import InvalidRequestError, OversightError, error_code
+from fedoversight.errors import (
+    DeadlineExceededError,
+    InvalidRequestError,
+    NodeStoppingError,
+    OversightError,
+    RecordsUnavailableError,
+    RequestTooLargeError,
+    error_code,
+)
 from fedoversight.v1 import federation_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -36,8 +49,13 @@ log = logging.getLogger(__name__)
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
-class OutboxError(Exception):
+class OutboxError(RecordsUnavailableError):
     """A released result could not be kept in the outbox (so it is not sent)."""
+
+
+#: What the node's records (state database, audit log, secrets) raise when they cannot be
+#: written: a read-only or full state directory, a damaged file.
+RECORDS_ERRORS = (OSError, sqlite3.Error, RecordsUnavailableError)
 
 
 class Answering:
@@ -54,10 +72,14 @@ class Answering:
         results: ResultMaker,
         manual: ManualRelease,
         send: Callable[[federation_pb2.NodeMessage], None],
-        max_concurrent: int,
+        scheduler: Scheduler,
+        max_seconds: float,
+        margin_seconds: float = 0.0,
     ) -> None:
-        """``send`` puts an answer on the stream; at most ``max_concurrent`` evaluations run
-        at once."""
+        """``send`` puts an answer on the stream; ``scheduler`` gives evaluations their slots
+        (one evaluation thread each); an evaluation gets the time to the request's deadline
+        less ``margin_seconds`` (kept for signing, keeping and sending), at most
+        ``max_seconds``."""
         self.policy = policy
         self._state = state
         self._audit = audit
@@ -68,13 +90,39 @@ class Answering:
         self._results = results
         self._manual = manual
         self._send = send
-        self._semaphore = asyncio.Semaphore(max_concurrent)
+        self.scheduler = scheduler
+        self._executor = ThreadPoolExecutor(
+            max_workers=scheduler.slots, thread_name_prefix="evaluation"
+        )
+        self._max_seconds = max_seconds
+        self._margin_seconds = margin_seconds
+        #: The budgets of the evaluations under way (cancelled when the node stops).
+        self._budgets: set[Budget] = set()
 
     async def answer(self, signed: types_pb2.SignedRequest) -> None:
-        """Answer one delivery of a signed request (the answer goes to ``send``)."""
+        """Answer one delivery of a signed request (the answer goes to ``send``).
+
+        Never raises: what cannot be answered is refused, and a refusal that cannot be kept
+        (the records cannot be written) is still sent."""
+        arrival = Arrival.of(signed)
+        try:
+            await self._answer(arrival)
+        except asyncio.CancelledError:
+            raise
+        except RECORDS_ERRORS as exc:
+            log.error(
+                "request %s: the node's records cannot be written (%s); refused",
+                arrival.request_id or "?",
+                type(exc).__name__,
+            )
+            self._send(refusal(arrival.request_id, arrival.round_id, RecordsUnavailableError()))
+        except Exception:
+            log.exception("request %s: unexpected failure; refused", arrival.request_id or "?")
+            self._send(refusal(arrival.request_id, arrival.round_id, OversightError()))
+
+    async def _answer(self, arrival: Arrival) -> None:
         if self._data.error is not None:
             await self._data.open()  # unusable so far: perhaps fixed since
-        arrival = Arrival.of(signed)
         # The look-ups, the checks and their audit entries in one trip to the I/O thread.
         outcome = await self._io.run(self._receive, arrival)
         if outcome is None:  # its result awaits the carrier's reviewer
@@ -151,6 +199,10 @@ class Answering:
             stage = "policy"
             for query in request.queries:
                 self.policy.check(query)
+            stage = "cost"
+            cells = cost.estimate(request).cells
+            if cells > self.policy.max_request_cells:
+                raise RequestTooLargeError(cells, self.policy.max_request_cells)
         except OversightError as exc:
             self._audit_refusal(received, stage, exc)
             log.warning(
@@ -204,20 +256,33 @@ class Answering:
             ]
         )
 
+    def budget_for(self, request: RequestSpec, now: dt.datetime | None = None) -> Budget:
+        """The request's time budget: to its deadline less the margin, at most the cap."""
+        now = now or dt.datetime.now(dt.UTC)
+        seconds = (request.deadline - now).total_seconds() - self._margin_seconds
+        return Budget(max(0.0, min(seconds, self._max_seconds)))
+
     async def _evaluate_and_release(
         self, request: RequestSpec, arrival: Arrival
     ) -> federation_pb2.NodeMessage | None:
         """The signed result, or a refusal, each logged and kept in the outbox before it is
-        returned to be sent; None when the result is held for the reviewer."""
+        returned to be sent; None when nothing is to be sent now (held for the reviewer, or
+        refused at the deadline and sent then)."""
+        budget = self.budget_for(request)
+        self._budgets.add(budget)
         try:
-            async with self._semaphore:
-                tables = await asyncio.to_thread(self.evaluate, request)
+            async with self.scheduler.slot(cost.estimate(request).cells, budget):
+                tables = await self._evaluate_in_slot(request, arrival, budget)
+            if tables is None:
+                return None
             if self.policy.release_mode == "manual":
                 await self._io.run(self._manual.hold, request, arrival, tables)
                 return None
-            return await self._io.run(self._release_and_keep, request, arrival, tables)
+            return await self._io.run(self._release_and_keep, request, arrival, tables, budget)
         except OutboxError:
             raise  # released and logged, but not kept: not sent (as if the node had stopped)
+        except RECORDS_ERRORS:
+            raise
         except Exception as exc:
             if isinstance(exc, OversightError):
                 log.warning(
@@ -229,6 +294,42 @@ class Answering:
             else:
                 log.exception("request %s failed", request.request_id)
             return await self._io.run(self._refuse_evaluation, request, exc, arrival.sha256)
+        finally:
+            self._budgets.discard(budget)
+
+    async def _evaluate_in_slot(
+        self, request: RequestSpec, arrival: Arrival, budget: Budget
+    ) -> list[QueryTable] | None:
+        """Evaluate on an evaluation thread, within the budget. At the deadline the
+        evaluation is cancelled (the engine's statement interrupted) and the refusal kept and
+        sent at once (None); the slot stays taken until the evaluation has stopped."""
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._executor, self.evaluate, request, budget)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), budget.timeout())
+        except TimeoutError:
+            budget.cancel(DeadlineExceededError("past the deadline in evaluation"))
+            assert budget.error is not None
+            log.warning("request %s: past its deadline; evaluation stopped", request.request_id)
+            self._send(
+                await self._io.run(self._refuse_evaluation, request, budget.error, arrival.sha256)
+            )
+            await asyncio.gather(future, return_exceptions=True)
+            return None
+        except asyncio.CancelledError:
+            budget.cancel(NodeStoppingError("the evaluation was cancelled"))
+            raise
+
+    def stop(self) -> None:
+        """The node is stopping: refuse waiting requests, stop every evaluation under way
+        (each then refused, the refusal kept for the next start)."""
+        self.scheduler.stop()
+        for budget in list(self._budgets):
+            budget.cancel(NodeStoppingError("the node is stopping"))
+
+    def close(self) -> None:
+        """Let go of the evaluation threads (without waiting for one that will not stop)."""
+        self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _refuse_evaluation(
         self, request: RequestSpec, exc: BaseException, request_sha256: str
@@ -247,13 +348,15 @@ class Answering:
         self._state.put_outbox(request.request_id, message.SerializeToString(), request_sha256)
         return message
 
-    def evaluate(self, request: RequestSpec) -> list[QueryTable]:
-        """The protected tables of an admitted request (off the event loop)."""
+    def evaluate(self, request: RequestSpec, budget: Budget | None = None) -> list[QueryTable]:
+        """The protected tables of an admitted request (off the event loop), within
+        ``budget``."""
+        budget = budget or Budget.unlimited()
         engine = self._data.engine
         assert engine is not None
         self._discloser.check(request)
-        raws = engine.evaluate_many(request.period, request.queries)
-        tables, decisions = self._discloser.protect(request, raws)
+        raws = engine.evaluate_many(request.period, request.queries, budget)
+        tables, decisions = self._discloser.protect(request, raws, budget)
         for decision in decisions:
             counts = decision.counts()
             if counts:
@@ -287,10 +390,17 @@ class Answering:
         return message
 
     def _release_and_keep(
-        self, request: RequestSpec, arrival: Arrival, tables: list[QueryTable]
+        self,
+        request: RequestSpec,
+        arrival: Arrival,
+        tables: list[QueryTable],
+        budget: Budget | None = None,
     ) -> federation_pb2.NodeMessage:
         """:meth:`_release`, then keep the result in the outbox until it is acknowledged (on
-        the I/O thread; both durable before the result is sent)."""
+        the I/O thread; both durable before the result is sent). Nothing is signed past the
+        budget; once signed, a result is kept and sent."""
+        if budget is not None:
+            budget.check("signing")
         message = self._release(request, arrival, tables)
         try:
             self._state.put_outbox(request.request_id, message.SerializeToString(), arrival.sha256)

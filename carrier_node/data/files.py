@@ -57,6 +57,10 @@ class _Session:
         except duckdb.Error as exc:
             raise self._fail(exc) from None
 
+    def interrupt(self) -> None:
+        """Stop the statement running on this cursor (from another thread)."""
+        self._cursor.interrupt()
+
     def create_table(self, name: str, statement: str) -> None:
         try:
             self._cursor.execute(statement)

@@ -23,6 +23,10 @@ class Session(Protocol):
 
     def execute_arrow(self, sql: str) -> pa.Table: ...
 
+    # A session may also have ``interrupt()``, called from another thread to stop the
+    # statement it runs (the statement then fails), and ``time_limit(seconds)``, a limit the
+    # source itself enforces on each later statement. The engine uses them where present.
+
 
 class DataSource(Protocol):
     """Where a carrier's tables live: an embedded DuckDB over files, or a SQL warehouse."""

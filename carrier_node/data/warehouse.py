@@ -13,6 +13,7 @@ from __future__ import annotations
 import decimal
 import hashlib
 import logging
+import math
 import os
 import threading
 from collections.abc import Iterator
@@ -129,9 +130,29 @@ class _Session:
     def __init__(self, con: psycopg.Connection[Any]) -> None:
         self._con = con
         self._tables: list[str] = []
+        self._timeout = 0
 
     def execute_arrow(self, sql: str) -> pa.Table:
         return _fetch_arrow(self._con, sql)
+
+    def interrupt(self) -> None:
+        """Ask the server to cancel the statement running (from another thread)."""
+        self._con.cancel_safe(timeout=5.0)
+
+    def time_limit(self, seconds: float) -> None:
+        """The server stops any later statement of the session running longer than this."""
+        milliseconds = max(1, int(seconds * 1000)) if math.isfinite(seconds) else 0
+        self._timeout = milliseconds
+        try:
+            with self._con.cursor() as cur:
+                cur.execute(
+                    psycopg.sql.SQL("SET statement_timeout = {}").format(
+                        psycopg.sql.Literal(milliseconds)
+                    )
+                )
+        except psycopg.Error as exc:
+            log.error("warehouse statement failed: %s", type(exc).__name__)
+            raise DataSourceError(f"warehouse statement failed ({type(exc).__name__})") from None
 
     def _write(self, *statements: str | psycopg.sql.Composed) -> None:
         try:
@@ -152,7 +173,14 @@ class _Session:
         self._tables.remove(name)
 
     def close(self) -> None:
-        """Drop what the batch left (a failed query leaves its readers' tables)."""
+        """Drop what the batch left (a failed query leaves its readers' tables), and lift the
+        session's time limit (the connection serves later batches)."""
+        if self._timeout:
+            try:
+                self.time_limit(math.inf)
+            except DataSourceError:
+                self._con.close()
+                return
         for name in list(self._tables):
             try:
                 self.drop_table(name)

@@ -30,6 +30,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from carrier_node.budget import Budget
 from carrier_node.cells import RawCell, RawTable, Support
 from carrier_node.disclosure.noise import (
     COUNT_DRAW,
@@ -71,6 +72,9 @@ from fedoversight.histogram import Histogram
 from fedoversight.periods import Period
 
 log = logging.getLogger(__name__)
+
+#: Cells decided between two looks at the request's time budget.
+_CHECK_EVERY = 1024
 
 
 @dataclass
@@ -139,9 +143,12 @@ class Discloser:
                 check_query(query.group_by)
 
     def protect(
-        self, request: RequestSpec, raws: Sequence[RawTable]
+        self, request: RequestSpec, raws: Sequence[RawTable], budget: Budget | None = None
     ) -> tuple[list[QueryTable], list[TableDecision]]:
+        """``budget``: checked as the cells are decided (its error ends the protection)."""
+        budget = budget or Budget.unlimited()
         self.check(request)
+        budget.check("disclosure control")
         charged = 0.0
         remaining = 0.0
         if self.method is Method.DIFFERENTIAL_PRIVACY:
@@ -151,7 +158,7 @@ class Discloser:
                 [str(m) for m in request.period.months()], charged, request.request_id
             )
             remaining = max(0.0, self.budget.limit - max(spent.values(), default=0.0))
-        out = [self._table(request, raw) for raw in raws]
+        out = [self._table(request, raw, budget) for raw in raws]
         tables = [
             dataclasses.replace(
                 t,
@@ -167,7 +174,9 @@ class Discloser:
 
     # --- a table ------------------------------------------------------------------------------
 
-    def _table(self, request: RequestSpec, raw: RawTable) -> tuple[QueryTable, TableDecision]:
+    def _table(
+        self, request: RequestSpec, raw: RawTable, budget: Budget
+    ) -> tuple[QueryTable, TableDecision]:
         spec = get_metric(raw.query.metric, raw.query.version)
         decision = TableDecision(spec.name)
         categories = dict(raw.query.filters).get(Dimension.SERVICE_CATEGORY_2, ())
@@ -179,7 +188,9 @@ class Discloser:
             else {}
         )
         cells: list[CellResult] = []
-        for raw_cell in raw.cells:
+        for index, raw_cell in enumerate(raw.cells):
+            if index % _CHECK_EVERY == 0:
+                budget.check("disclosure control")
             key_values = {d.value: v for d, v in raw_cell.key}
             cell = _Cell(
                 raw_cell,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import secrets
 import time
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from carrier_node.budget import Budget
 from carrier_node.cells import RawTable
 from carrier_node.data.source import DataSource
 from carrier_node.query import render
@@ -98,16 +100,22 @@ class Engine:
     def evaluate(self, period: Period, query: QuerySpec) -> RawTable:
         return self.evaluate_many(period, [query])[0]
 
-    def evaluate_many(self, period: Period, queries: Sequence[QuerySpec]) -> list[RawTable]:
+    def evaluate_many(
+        self, period: Period, queries: Sequence[QuerySpec], budget: Budget | None = None
+    ) -> list[RawTable]:
         """Evaluate the queries of one request, in order.
 
         Blocks that several of them compute (member months, final-action fills, stays, ...) are
         computed once into temporary tables of one session of the source and read by each
         query that needs them; the tables are dropped after their last reader.
+
+        ``budget``: checked before each statement; cancelling it interrupts the statement
+        running (where the source can: DuckDB's interrupt, PostgreSQL's cancel), and the
+        budget's error is raised instead of the source's.
         """
         local = [self._local_query(q) for q in queries]
         active = tuple(q for q in local if q is not None)
-        results = iter(self._run(period, active))
+        results = iter(self._run(period, active, budget or Budget.unlimited()))
         return [
             RawTable(query=original, cells=()) if q is None else self._cells(q, next(results))
             for original, q in zip(queries, local, strict=True)
@@ -125,34 +133,45 @@ class Engine:
             query, filters=tuple((d, v) for d, v in query.filters if d is not Dimension.CARRIER)
         )
 
-    def _run(self, period: Period, queries: tuple[QuerySpec, ...]) -> list[tuple[pa.Table, float]]:
+    def _run(
+        self, period: Period, queries: tuple[QuerySpec, ...], budget: Budget
+    ) -> list[tuple[pa.Table, float]]:
         """Each query's result table and the seconds its own SQL took."""
         if len(queries) < self._min_uses():
-            out = [self._timed(self.source.execute_arrow, self.render(period, q)) for q in queries]
-            self.last_batch = BatchTiming(query_seconds=tuple(t for _, t in out))
-            return out
-        rendered = self.render_batch(period, queries)
+            shared: tuple[tuple[str, str, int], ...] = ()
+            texts = tuple(self.render(period, q) for q in queries)
+        else:
+            rendered = self.render_batch(period, queries)
+            shared, texts = tuple(rendered.shared), tuple(rendered.queries)
         out = []
-        with self.source.session() as session:
-            started = time.perf_counter()
-            for name, statement, _ in rendered.shared:
-                session.create_table(name, statement)
-            shared_seconds = time.perf_counter() - started
-            if rendered.shared:
-                log.info(
-                    "computed %d blocks shared by the batch's %d queries in %.3fs",
-                    len(rendered.shared),
-                    len(queries),
-                    shared_seconds,
-                )
-            for index, text in enumerate(rendered.queries):
-                out.append(self._timed(session.execute_arrow, text))
-                for name, _, last_use in rendered.shared:
-                    if last_use == index:
-                        session.drop_table(name)
-        self.last_batch = BatchTiming(
-            shared_seconds, len(rendered.shared), tuple(t for _, t in out)
-        )
+        shared_seconds = 0.0
+        with self.source.session() as session, budget.interruptible(_interrupt_of(session)):
+            limit: Callable[[float], None] | None = getattr(session, "time_limit", None)
+            if limit is not None and math.isfinite(budget.remaining()):
+                limit(budget.remaining())  # the source's own guard, should an interrupt be lost
+            try:
+                started = time.perf_counter()
+                for name, statement, _ in shared:
+                    budget.check("the engine")
+                    session.create_table(name, statement)
+                shared_seconds = time.perf_counter() - started
+                if shared:
+                    log.info(
+                        "computed %d blocks shared by the batch's %d queries in %.3fs",
+                        len(shared),
+                        len(queries),
+                        shared_seconds,
+                    )
+                for index, text in enumerate(texts):
+                    budget.check("the engine")
+                    out.append(self._timed(session.execute_arrow, text))
+                    for name, _, last_use in shared:
+                        if last_use == index:
+                            session.drop_table(name)
+            except Exception:
+                budget.check("the engine")  # interrupted: the budget's error, not the source's
+                raise
+        self.last_batch = BatchTiming(shared_seconds, len(shared), tuple(t for _, t in out))
         return out
 
     @staticmethod
@@ -172,3 +191,13 @@ class Engine:
             seconds,
         )
         return raw
+
+
+def _interrupt_of(session: object) -> Callable[[], None]:
+    """How to stop the statement a session is running (nothing, for a source that cannot)."""
+    interrupt: Callable[[], None] | None = getattr(session, "interrupt", None)
+    return interrupt if interrupt is not None else _no_interrupt
+
+
+def _no_interrupt() -> None:
+    return None

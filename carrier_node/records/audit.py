@@ -24,6 +24,7 @@ node's state, and the daemon logs it when it carries it out.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import hashlib
 import json
@@ -244,12 +245,20 @@ class AuditLog:
             )
             if self._fd is None:
                 raise ValueError("the audit log is closed")
-            _write_all(self._fd, text.encode("ascii"))
-            if self._fsync and not self._sync_flag:
-                _datasync(self._fd)
+            size = os.fstat(self._fd).st_size
+            try:
+                _write_all(self._fd, text.encode("ascii"))
+                if self._fsync and not self._sync_flag:
+                    _datasync(self._fd)
+            except OSError:
+                # A full disk: no part of the entries stays, so the chain goes on unbroken
+                # once there is room again.
+                with contextlib.suppress(OSError):
+                    os.ftruncate(self._fd, size)
+                raise
+            self._seq, self._prev = seq, prev
             # Only after the entries are durable: a head never names an entry the log lacks.
             self._write_head(Head(seq, prev))
-            self._seq, self._prev = seq, prev
         return entries
 
     def _write_head(self, head: Head) -> None:

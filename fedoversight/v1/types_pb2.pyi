@@ -185,6 +185,20 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """The carrier's differential-privacy budget for a month of the period is spent."""
     ERROR_CODE_NOT_ADDRESSED: _ErrorCode.ValueType  # 13
     """The request does not name this carrier among its addressees."""
+    ERROR_CODE_TOO_LARGE: _ErrorCode.ValueType  # 14
+    """Larger than the carrier's policy admits (its estimated cells, from the request's group-by
+    cardinalities, months and metrics, exceed the policy's limit).
+    """
+    ERROR_CODE_DEADLINE_EXCEEDED: _ErrorCode.ValueType  # 15
+    """The node could not answer before the request's deadline: it stopped and freed its slot."""
+    ERROR_CODE_NODE_BUSY: _ErrorCode.ValueType  # 16
+    """The node's queue of requests waiting to be evaluated is full."""
+    ERROR_CODE_NODE_RECORDS: _ErrorCode.ValueType  # 17
+    """The node cannot write its records (state directory unwritable or full), so it answers
+    nothing until that is fixed.
+    """
+    ERROR_CODE_NODE_STOPPING: _ErrorCode.ValueType  # 18
+    """The node stopped while evaluating the request (it was shut down)."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Why something was refused. Codes are a closed set; the message is fixed per code and never
@@ -216,6 +230,20 @@ ERROR_CODE_BUDGET_EXHAUSTED: ErrorCode.ValueType  # 12
 """The carrier's differential-privacy budget for a month of the period is spent."""
 ERROR_CODE_NOT_ADDRESSED: ErrorCode.ValueType  # 13
 """The request does not name this carrier among its addressees."""
+ERROR_CODE_TOO_LARGE: ErrorCode.ValueType  # 14
+"""Larger than the carrier's policy admits (its estimated cells, from the request's group-by
+cardinalities, months and metrics, exceed the policy's limit).
+"""
+ERROR_CODE_DEADLINE_EXCEEDED: ErrorCode.ValueType  # 15
+"""The node could not answer before the request's deadline: it stopped and freed its slot."""
+ERROR_CODE_NODE_BUSY: ErrorCode.ValueType  # 16
+"""The node's queue of requests waiting to be evaluated is full."""
+ERROR_CODE_NODE_RECORDS: ErrorCode.ValueType  # 17
+"""The node cannot write its records (state directory unwritable or full), so it answers
+nothing until that is fixed.
+"""
+ERROR_CODE_NODE_STOPPING: ErrorCode.ValueType  # 18
+"""The node stopped while evaluating the request (it was shut down)."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
@@ -354,6 +382,7 @@ class MetricRequest(_message.Message):
     EXPIRES_AT_FIELD_NUMBER: _builtins.int
     NONCE_FIELD_NUMBER: _builtins.int
     CARRIERS_FIELD_NUMBER: _builtins.int
+    ANSWER_BY_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Ids of the request and of its round: [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}."""
     round_id: _builtins.str
@@ -381,6 +410,12 @@ class MetricRequest(_message.Message):
         that does not name it, so a signed request cannot be replayed to other carriers.
         """
 
+    @_builtins.property
+    def answer_by(self) -> _timestamp_pb2.Timestamp:
+        """When the round needs the answer by (its deadline): the node's time budget for the
+        request. Past it the node stops evaluating, frees the slot and refuses. Unset: expires_at.
+        """
+
     def __init__(
         self,
         *,
@@ -393,10 +428,11 @@ class MetricRequest(_message.Message):
         expires_at: _timestamp_pb2.Timestamp | None = ...,
         nonce: _builtins.bytes = ...,
         carriers: _abc.Iterable[_builtins.str] | None = ...,
+        answer_by: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["expires_at", b"expires_at", "issued_at", b"issued_at", "period", b"period"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "expires_at", b"expires_at", "issued_at", b"issued_at", "period", b"period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers", b"carriers", "catalogue_version", b"catalogue_version", "expires_at", b"expires_at", "issued_at", b"issued_at", "nonce", b"nonce", "period", b"period", "queries", b"queries", "request_id", b"request_id", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "carriers", b"carriers", "catalogue_version", b"catalogue_version", "expires_at", b"expires_at", "issued_at", b"issued_at", "nonce", b"nonce", "period", b"period", "queries", b"queries", "request_id", b"request_id", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -57,6 +57,8 @@ class SimulatedFederation:
     revocation_file: Path | None = None
     #: Also serve the operator API on a port of its own, client certificates optional there.
     operator_port: bool = False
+    #: Node settings (``NodeConfig`` fields) every node gets, over the harness's own.
+    node_settings: Mapping[str, object] = field(default_factory=dict)
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -183,6 +185,7 @@ class SimulatedFederation:
                 operator_public_key=kit.operator_public_key,
                 result_signing_key=kit.result_signing_key,
             )
+        settings.update(self.node_settings)
         settings.update(changes)
         return NodeConfig.model_validate(settings)
 
@@ -201,13 +204,15 @@ class SimulatedFederation:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    async def start_node(self, carrier_id: str, connect_timeout: float = 60.0) -> NodeDaemon:
+    async def start_node(
+        self, carrier_id: str, connect_timeout: float = 60.0, **changes: object
+    ) -> NodeDaemon:
         """Start a carrier's node on its state directory (again, after :meth:`stop_node`: as
         after a reboot, with the secret, budget and outbox it left) and wait until it is
-        connected."""
+        connected; ``changes``: node settings for this start."""
         if carrier_id in self.nodes:
             raise RuntimeError(f"node {carrier_id} is running")
-        node = self.make_node(carrier_id)
+        node = self.make_node(carrier_id, **changes)
         await node.open_source()
         self.nodes[carrier_id] = node
         self._tasks[carrier_id] = asyncio.create_task(node.run())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +38,7 @@ def carrier_node(*args: str) -> tuple[int, str]:
         text=True,
         timeout=120,
         check=False,
-        env={"COLUMNS": "400", "PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "COLUMNS": "400", "PYTHONPATH": str(ROOT)},
     )
     return done.returncode, " ".join((done.stdout + done.stderr).split())
 

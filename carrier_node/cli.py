@@ -23,7 +23,7 @@ from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
 from carrier_node.data.validation import check_directory
 from carrier_node.policy import Policy
-from carrier_node.records.audit import JsonValue, read_entries
+from carrier_node.records.audit import JsonValue, Outcome, read_entries
 from carrier_node.records.audit import verify as verify_audit
 from carrier_node.records.review import (
     STATUS_LABELS,
@@ -36,8 +36,10 @@ from carrier_node.records.review import (
     review_json,
 )
 from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, node_state_path
+from fedoversight.anchors import read_anchors
 from fedoversight.errors import OversightError
 from fedoversight.logs import configure_logging
+from fedoversight.signing import Signer, Verifier
 
 console = Console()
 app = typer.Typer(no_args_is_help=True, help="Federated oversight: the carrier node.")
@@ -241,19 +243,97 @@ def audit_show(
     console.print(t)
 
 
+#: Exit codes of ``carrier-node audit verify`` (docs/operations.md lists them).
+EXIT_AUDIT_ANCHORED = 0  # chain, head and every anchor hold
+EXIT_AUDIT_BROKEN = 1  # an entry edited, missing, extra or moved; a cut tail; an anchor fails
+EXIT_AUDIT_USAGE = 2  # no log, or the anchors cannot be read or do not verify
+EXIT_AUDIT_UNPROVEN = 3  # nothing wrong found, but no anchors (or no head file) to prove it
+
+
+def _result_verifier(config: Path | None, result_key: Path | None) -> Verifier | None:
+    """The carrier's public result key: given, or the half of the node's signing key."""
+    if result_key is not None:
+        return Verifier.load(result_key)
+    if config is not None:
+        cfg = load_node_config(config)
+        if cfg.result_signing_key is not None:
+            return Signer.load(cfg.result_signing_key).verifier
+    return None
+
+
 @audit_app.command("verify")
-def audit_verify(config: ConfigOpt = None, log_file: LogOpt = None) -> None:
-    """Check the hash chain: name the first edited, deleted, inserted or reordered entry."""
+def audit_verify(
+    config: ConfigOpt = None,
+    log_file: LogOpt = None,
+    anchors: Annotated[
+        Path | None,
+        typer.Option(
+            "--anchors",
+            help="anchors file from the coordinator (`oversight anchors`): proves the log was"
+            " neither cut short nor rewritten up to the last anchor",
+        ),
+    ] = None,
+    result_key: Annotated[
+        Path | None,
+        typer.Option(
+            "--result-key",
+            help="the carrier's public result key, to check the anchors' signatures (default:"
+            " the config's result_signing_key)",
+        ),
+    ] = None,
+) -> None:
+    """Check the hash chain (naming the first edited, deleted, inserted or reordered entry),
+    the head file and, with --anchors, the anchors the node signed into its results.
+
+    Exits 0 when the log is proven up to its last anchor, 1 when it is broken, 2 when the log
+    or the anchors cannot be read (or the anchors do not verify), and 3 when nothing wrong was
+    found but it cannot be proven: no anchors, no head file, or anchors not checked with the
+    carrier's key.
+    """
     path = _audit_path(config, log_file)
-    outcome = verify_audit(path)
-    if outcome.ok:
+    if not path.exists():
+        console.print(f"[red]error:[/red] no audit log at {path}")
+        raise typer.Exit(EXIT_AUDIT_USAGE)
+    anchored = None
+    checked_keys = False
+    if anchors is not None:
+        try:
+            verifier = _result_verifier(config, result_key)
+            carrier_id = load_node_config(config).carrier_id if config is not None else None
+            _, anchored = read_anchors(anchors, verifier=verifier, carrier_id=carrier_id)
+        except OversightError as exc:
+            console.print(f"[red]error:[/red] {exc.detail}")
+            raise typer.Exit(EXIT_AUDIT_USAGE) from exc
+        checked_keys = verifier is not None
+    outcome = verify_audit(path, anchors=anchored)
+    if outcome.outcome is Outcome.BROKEN:
+        console.print(f"[bold red]audit log BROKEN[/bold red] ({path}): {outcome.problem}")
+        raise typer.Exit(EXIT_AUDIT_BROKEN)
+    unproven = list(outcome.unproven)
+    if anchored is not None and not checked_keys:
+        unproven.insert(
+            0,
+            "the anchors' signatures were not checked (give --result-key or --config): they"
+            " prove only as much as their source is trusted",
+        )
+    if outcome.outcome is Outcome.ANCHORED and checked_keys:
         console.print(
-            f"[green]audit log intact[/green]: {outcome.entries} entries, chain and head agree"
+            f"[green]audit log intact and anchored[/green]: {outcome.entries} entries; chain,"
+            f" head and {outcome.anchors} anchors agree up to entry {outcome.anchored_to}"
             f" ({path})"
         )
+        for note in unproven:
+            console.print(f"  not proven: {note}")
         return
-    console.print(f"[bold red]audit log BROKEN[/bold red] ({path}): {outcome.problem}")
-    raise typer.Exit(1)
+    what = "chain and head agree" if outcome.head_found else "chain consistent"
+    if outcome.anchors:
+        what += f", {outcome.anchors} anchors hold up to entry {outcome.anchored_to}"
+    console.print(
+        f"[yellow]audit log NOT PROVEN[/yellow]: {outcome.entries} entries, {what}, but ({path}):"
+    )
+    for note in unproven:
+        console.print(f"  - {note}")
+    raise typer.Exit(EXIT_AUDIT_UNPROVEN)
 
 
 # --- manual release -------------------------------------------------------------------------

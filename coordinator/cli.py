@@ -23,6 +23,7 @@ from coordinator.receipts import verify_receipts, verify_round
 from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
 from fedoversight import catalogue, wire
+from fedoversight.anchors import AnchoredResult, anchored_result, write_anchors
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec, StatValue
 from fedoversight.errors import InvalidRequestError, OversightError
@@ -656,6 +657,82 @@ def round_verify(
         f" {len(outcome.receipts)} receipts do not verify[/bold red]"
     )
     raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def anchors(
+    carrier: Annotated[str, typer.Option("--carrier", help="the carrier whose anchors to export")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="anchors file to write (JSON)")],
+    result_key: Annotated[
+        Path | None,
+        typer.Option("--result-key", help="the carrier's public result key (CARRIER.pub)"),
+    ] = None,
+    result_keys: Annotated[
+        Path | None,
+        typer.Option("--result-keys", help="directory of the carriers' result keys (CARRIER.pub)"),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(help="look through the N most recent rounds (0: the coordinator's 1,000)")
+    ] = 0,
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
+    """Export a carrier's audit anchors: every signed result the coordinator keeps from it,
+    each checked with the carrier's result key, for `carrier-node audit verify --anchors`.
+
+    Exits 0 when written, 5 when a stored result does not verify (nothing is written), 2 when
+    no key is given, 1 when the coordinator cannot be read.
+    """
+    if result_key is not None and result_keys is None:
+        key_path = result_key
+    elif result_keys is not None and result_key is None:
+        key_path = result_keys / f"{carrier}.pub"
+    else:
+        raise fail(InvalidRequestError("give --result-key or --result-keys"), EXIT_USAGE)
+    try:
+        verifier = Verifier.load(key_path)
+
+        async def fetch() -> operator_pb2.CarrierAnchors:
+            async with operator_client(
+                coordinator, ca_cert, cert, key, token_file, server_name
+            ) as client:
+                return await client.get_anchors(carrier, rounds)
+
+        reply = asyncio.run(fetch())
+    except OversightError as exc:
+        raise fail(exc) from exc
+    found: dict[str, AnchoredResult] = {}
+    older = 0
+    for receipt in reply.receipts:
+        try:
+            anchored = anchored_result(
+                bytes(receipt.result.result),
+                bytes(receipt.result.signature),
+                receipt.result.key_id,
+                verifier=verifier,
+                carrier_id=carrier,
+                received_at=receipt.received_at.ToDatetime(tzinfo=dt.UTC).isoformat(),
+            )
+        except OversightError as exc:
+            console.print(
+                f"[bold red]a result the coordinator keeps from {carrier} does not verify:"
+                f" {exc.detail}[/bold red]; no anchors written"
+            )
+            raise typer.Exit(EXIT_INVALID) from exc
+        if anchored is None:
+            older += 1
+        else:
+            found.setdefault(anchored.result_sha256, anchored)
+    write_anchors(output, carrier, found.values())
+    last = max((a.anchor.seq for a in found.values()), default=0)
+    console.print(
+        f"wrote {len(found)} anchors of {carrier} (up to audit entry {last}) to {output}"
+        + (f"; {older} results from before anchors carry none" if older else "")
+    )
 
 
 @app.command()

@@ -237,6 +237,19 @@ class OperatorClient:
             raise from_rpc_error(exc) from exc
         return msg
 
+    async def get_anchors(self, carrier_id: str, rounds: int = 0) -> operator_pb2.CarrierAnchors:
+        """Every signed result kept from ``carrier_id`` (in the ``rounds`` most recent rounds;
+        0: the coordinator's default), each carrying the node's audit anchor."""
+        try:
+            msg: operator_pb2.CarrierAnchors = await self._stub.GetAnchors(
+                operator_pb2.AnchorsRequest(carrier_id=carrier_id, rounds=rounds),
+                timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
+
     async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
         try:
             msg = await self._stub.ListRounds(

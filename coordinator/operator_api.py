@@ -17,7 +17,7 @@ from coordinator.config import Role
 from coordinator.hub import NodeHub
 from coordinator.results import TABLES_KEPT
 from coordinator.rounds import RoundManager
-from coordinator.store import CarrierRoundState, RoundStore
+from coordinator.store import CarrierRoundState, RoundStore, StoredResult
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import (
@@ -34,6 +34,9 @@ T = TypeVar("T")
 
 #: Most rounds one ListRounds call returns.
 MAX_LIST = 1000
+#: Rounds GetAnchors looks through by default, and at most.
+DEFAULT_ANCHOR_ROUNDS = 1000
+MAX_ANCHOR_ROUNDS = 100_000
 
 
 def guarded(
@@ -223,6 +226,31 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         )
 
     @guarded(Role.VIEWER)
+    async def GetAnchors(
+        self,
+        request: operator_pb2.AnchorsRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.CarrierAnchors:
+        if not wire.ID_RE.fullmatch(request.carrier_id):
+            raise InvalidRequestError("carrier id is not of the expected form")
+        rounds = min(request.rounds or DEFAULT_ANCHOR_ROUNDS, MAX_ANCHOR_ROUNDS)
+        results = await self._rounds.db(carrier_results, self._store, request.carrier_id, rounds)
+        return operator_pb2.CarrierAnchors(
+            carrier_id=request.carrier_id,
+            receipts=[
+                operator_pb2.Receipt(
+                    carrier_id=r.carrier_id,
+                    result=types_pb2.SignedResult(
+                        result=r.result_bytes, signature=r.signature, key_id=r.key_id
+                    ),
+                    received_at=convert.ts(r.received_at),
+                )
+                for r in results
+            ],
+        )
+
+    @guarded(Role.VIEWER)
     async def ListRounds(
         self,
         request: operator_pb2.ListRoundsRequest,
@@ -265,6 +293,18 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         caller: Caller,
     ) -> operator_pb2.ListMetricsResponse:
         return metrics_response()
+
+
+def carrier_results(store: RoundStore, carrier_id: str, rounds: int) -> list[StoredResult]:
+    """Every signed result the store keeps from one carrier in the ``rounds`` most recent
+    rounds (late ones included), oldest round first (on the store's thread)."""
+    out: list[StoredResult] = []
+    for record in reversed(store.list_rounds(rounds)):
+        for late in (False, True):
+            out.extend(
+                r for r in store.results(record.round_id, late=late) if r.carrier_id == carrier_id
+            )
+    return out
 
 
 def metrics_response() -> operator_pb2.ListMetricsResponse:

@@ -211,6 +211,15 @@ class QueryTable:
 
 
 @dataclass(frozen=True)
+class AuditAnchor:
+    """A point of a node's hash-chained audit log: an entry's sequence number and its hash
+    (64 hex digits); ``seq`` 0 with the genesis hash for an empty log."""
+
+    seq: int
+    hash: str
+
+
+@dataclass(frozen=True)
 class ResultSpec:
     request_id: str
     round_id: str
@@ -220,3 +229,5 @@ class ResultSpec:
     request_digest: bytes
     data_snapshot: str
     computed_at: dt.datetime = field(default_factory=lambda: dt.datetime.now(dt.UTC))
+    #: The node's audit log head when it signed the result (None from nodes before anchors).
+    audit_anchor: AuditAnchor | None = None

@@ -17,6 +17,7 @@ from google.protobuf.message import DecodeError
 from fedoversight import catalogue
 from fedoversight.dimensions import Dimension, check_value
 from fedoversight.domain import (
+    AuditAnchor,
     CellResult,
     DisclosureSummary,
     Method,
@@ -332,7 +333,7 @@ def cell_from_pb(msg: types_pb2.Cell) -> CellResult:
 
 
 def result_to_pb(res: ResultSpec) -> types_pb2.MetricResult:
-    return types_pb2.MetricResult(
+    msg = types_pb2.MetricResult(
         request_id=res.request_id,
         round_id=res.round_id,
         carrier_id=res.carrier_id,
@@ -351,6 +352,19 @@ def result_to_pb(res: ResultSpec) -> types_pb2.MetricResult:
         data_snapshot=res.data_snapshot,
         computed_at=_ts(res.computed_at),
     )
+    if res.audit_anchor is not None:
+        msg.audit_anchor.CopyFrom(anchor_to_pb(res.audit_anchor))
+    return msg
+
+
+def anchor_to_pb(anchor: AuditAnchor) -> types_pb2.AuditAnchor:
+    return types_pb2.AuditAnchor(seq=anchor.seq, hash=bytes.fromhex(anchor.hash))
+
+
+def anchor_from_pb(msg: types_pb2.AuditAnchor) -> AuditAnchor:
+    if len(msg.hash) != 32:
+        raise InvalidRequestError("malformed audit anchor")
+    return AuditAnchor(seq=msg.seq, hash=bytes(msg.hash).hex())
 
 
 def disclosure_to_pb(d: DisclosureSummary) -> types_pb2.DisclosureSummary:
@@ -456,6 +470,7 @@ def result_from_pb(msg: types_pb2.MetricResult) -> ResultSpec:
         request_digest=bytes(msg.request_digest),
         data_snapshot=msg.data_snapshot,
         computed_at=_from_ts(msg.computed_at),
+        audit_anchor=anchor_from_pb(msg.audit_anchor) if msg.HasField("audit_anchor") else None,
     )
 
 

@@ -373,7 +373,11 @@ class Answering:
     ) -> federation_pb2.NodeMessage:
         """Sign the result and record what is released before it is sent."""
         data_snapshot = self._data.snapshot()
-        message = self._results.result_message(request, arrival.data, tables, data_snapshot)
+        # On the I/O thread, which writes every audit entry: the head read here is the entry
+        # just before this result's release entry.
+        message = self._results.result_message(
+            request, arrival.data, tables, data_snapshot, self._audit.head()
+        )
         self._audit.append(
             AuditKind.RELEASED,
             request_id=request.request_id,

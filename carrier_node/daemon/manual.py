@@ -59,7 +59,9 @@ class ManualRelease:
     def hold(self, request: RequestSpec, arrival: Arrival, tables: Sequence[QueryTable]) -> None:
         """Sign the result and keep it back for the reviewer (logged as held, not sent; on the
         I/O thread)."""
-        message = self._results.result_message(request, arrival.data, tables, self._snapshot())
+        message = self._results.result_message(
+            request, arrival.data, tables, self._snapshot(), self._audit.head()
+        )
         result = message.result
         queries = [query_record(q) for q in request.queries]
         self._audit.append(

@@ -272,6 +272,13 @@ class NodeDaemon:
                 catalogue_version=catalogue.CATALOGUE_VERSION,
                 policy_digest=self.policy.digest,
                 signing_key_id=self._signer.key_id if self._signer is not None else "",
+                # A log found without its head, or not ending where it says, is not complete
+                # for all the node knows: said here, in the chain, for `audit verify` to report.
+                **(
+                    {"audit_head": self.audit.head_at_open}
+                    if self.audit.head_at_open is not None
+                    else {}
+                ),
             )
             assert self._state is not None
             unsettled = await self.io.run(

@@ -1,8 +1,9 @@
 """What the node sends back: signed results and refusals, and the audit log's account of each.
 
-A result names the request it answers by the digest of the request's signed bytes, and the
-data it was computed from by the data source's snapshot; it is signed with the carrier's
-result key. A refusal carries a fixed public message that never holds the carrier's data.
+A result names the request it answers by the digest of the request's signed bytes, the data
+it was computed from by the data source's snapshot, and the audit log's head when it was signed
+(its audit anchor); it is signed with the carrier's result key. A refusal carries a fixed
+public message that never holds the carrier's data.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections.abc import Sequence
 from carrier_node.config import NodeConfig
 from carrier_node.records.audit import JsonValue, encode_bytes
 from fedoversight import catalogue, wire
-from fedoversight.domain import QueryTable, RequestSpec, ResultSpec
+from fedoversight.domain import AuditAnchor, QueryTable, RequestSpec, ResultSpec
 from fedoversight.errors import OversightError, error_code, public_message
 from fedoversight.signing import Signer
 from fedoversight.v1 import federation_pb2, types_pb2
@@ -31,8 +32,11 @@ class ResultMaker:
         request_bytes: bytes,
         tables: Sequence[QueryTable],
         data_snapshot: str,
+        audit_anchor: AuditAnchor,
     ) -> federation_pb2.NodeMessage:
-        """The signed result of ``request`` (whose signed bytes are ``request_bytes``)."""
+        """The signed result of ``request`` (whose signed bytes are ``request_bytes``), carrying
+        ``audit_anchor``: the audit log's head when it is signed, before the entry that records
+        its release is written (so that entry must follow the anchor)."""
         result = ResultSpec(
             request_id=request.request_id,
             round_id=request.round_id,
@@ -41,6 +45,7 @@ class ResultMaker:
             tables=tuple(tables),
             request_digest=wire.digest(request_bytes),
             data_snapshot=data_snapshot,
+            audit_anchor=audit_anchor,
         )
         data = wire.result_to_pb(result).SerializeToString()
         if len(data) > self.config.max_message_bytes - 1024:

@@ -9,6 +9,18 @@ number and hash, so entries cut from the end are detected too. The head file hol
 object padded with spaces to a fixed width, rewritten in place after every append (heads written
 by earlier versions, unpadded, read the same).
 
+The chain and the head file only show that the log is consistent with itself: whoever can write
+the files can cut the tail and delete (or rewrite) the head, or edit an entry and recompute
+every hash after it. What proves more is outside the node: each signed result carries the log's
+head when it was signed (its *audit anchor*, :meth:`AuditLog.head`), and the coordinator keeps
+every signed result. :func:`verify` with those anchors checks that every anchored entry is still
+in the log with the hash the node signed, and that every anchored result's ``released`` entry
+follows its anchor. Without anchors, it says what it cannot prove.
+
+A log found at start-up without its head file, or not ending where its head says, is not taken
+as complete: the node logs an error and records what it found in the ``started`` entry
+(``audit_head``), which :func:`verify` reports.
+
 What is logged (never a data row, member id or SQL text; see :class:`AuditKind`): every request
 received (its digest and claimed ids), the decision on it (admitted, or refused with the stage
 and the reason), and everything released: the digest, signature and per-table disclosure
@@ -38,6 +50,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TypeAlias
 
+from fedoversight.anchors import AnchoredResult
+from fedoversight.domain import AuditAnchor
 from fedoversight.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -187,13 +201,29 @@ class AuditLog:
                 log.error("the audit log's last line is damaged: run `carrier-node audit verify`")
                 raise ConfigError(f"audit log {path.name} ends in a damaged entry") from None
         head = _read_head(self._head_path)
-        if head is not None and (head.seq, head.hash) != (self._seq, self._prev):
+        #: What the head file said when the log was opened, when it was not the log's end:
+        #: the node records it in its ``started`` entry (None when they agreed).
+        self.head_at_open: dict[str, JsonValue] | None = None
+        if head is None and self._seq > 0:
+            self.head_at_open = {"state": "missing", "log_ends_at": self._seq}
+        elif head is not None and (head.seq, head.hash) != (self._seq, self._prev):
+            state = (
+                "unreadable"
+                if head.seq < 0
+                else "ahead of the log"
+                if head.seq > self._seq
+                else "behind the log"
+                if head.seq < self._seq
+                else "different"
+            )
+            self.head_at_open = {"state": state, "log_ends_at": self._seq, "head_seq": head.seq}
+        if self.head_at_open is not None:
             log.error(
-                "audit log %s does not end where its head says (entry %d vs %d): run"
-                " `carrier-node audit verify`",
+                "audit log %s: its head file is %s (the log ends at entry %d): entries may have"
+                " been cut from its end; run `carrier-node audit verify --anchors`",
                 path.name,
+                self.head_at_open["state"],
                 self._seq,
-                head.seq,
             )
         created = not path.exists()
         self._sync_flag = _O_DSYNC if fsync else 0
@@ -207,6 +237,12 @@ class AuditLog:
     @property
     def seq(self) -> int:
         return self._seq
+
+    def head(self) -> AuditAnchor:
+        """The last entry written (its sequence number and hash): the anchor a result signed
+        now carries."""
+        with self._lock:
+            return AuditAnchor(self._seq, self._prev)
 
     def append(
         self,
@@ -304,6 +340,25 @@ class AuditLog:
 # --- reading and verifying ------------------------------------------------------------------
 
 
+class Outcome(StrEnum):
+    """What :func:`verify` could establish."""
+
+    #: The chain holds, the head file agrees, and every anchor holds.
+    ANCHORED = "anchored"
+    #: Nothing wrong was found, but something cannot be proven: no anchors to check against,
+    #: or no head file.
+    UNPROVEN = "unproven"
+    #: Something is wrong: named in :attr:`Verification.problem`.
+    BROKEN = "broken"
+
+
+#: Said when there are no anchors to check the log against.
+WITHOUT_ANCHORS = (
+    "without anchors a truncated tail or a recomputed chain cannot be detected: export the"
+    " anchors from the coordinator (`oversight anchors`) and pass --anchors"
+)
+
+
 @dataclass(frozen=True)
 class Verification:
     """The outcome of :func:`verify`."""
@@ -314,10 +369,27 @@ class Verification:
     #: The sequence number that line claims (None when unreadable or none).
     first_bad_seq: int | None
     problem: str
+    #: Whether the log's head file exists (its agreement with the log is checked).
+    head_found: bool = True
+    #: Anchors checked and found to hold (None when no anchors were given).
+    anchors: int | None = None
+    #: The latest anchored entry (0 when none).
+    anchored_to: int = 0
+    #: What cannot be proven, in plain words (empty when the log is anchored to its end).
+    unproven: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
+        """Nothing wrong was found (see :attr:`outcome` for what could be proven)."""
         return self.first_bad_line is None and not self.problem
+
+    @property
+    def outcome(self) -> Outcome:
+        if not self.ok:
+            return Outcome.BROKEN
+        if not self.anchors or not self.head_found:
+            return Outcome.UNPROVEN
+        return Outcome.ANCHORED
 
 
 def read_entries(path: Path) -> Iterator[tuple[int, dict[str, JsonValue] | None]]:
@@ -334,21 +406,42 @@ def read_entries(path: Path) -> Iterator[tuple[int, dict[str, JsonValue] | None]
             yield number, raw if isinstance(raw, dict) else None
 
 
-def verify(path: Path, *, head: Path | None = None) -> Verification:
+def _broken(count: int, line: int | None, seq: int | None, problem: str) -> Verification:
+    return Verification(count, line, seq, problem)
+
+
+def verify(
+    path: Path,
+    *,
+    head: Path | None = None,
+    anchors: Sequence[AnchoredResult] | None = None,
+) -> Verification:
     """Check the whole chain; name the first entry that is edited, missing, extra or out of
-    order. ``head`` defaults to the head file beside the log (checked when it exists)."""
+    order. ``head`` defaults to the head file beside the log (checked when it exists).
+
+    With ``anchors`` (the node's signed results, as the coordinator kept them; their
+    signatures checked by whoever read them), also check that each anchored entry is in the
+    log with the hash the node signed (an edit before it, even with every hash after it
+    recomputed, changes it), and that each anchored result's ``released`` entry follows its
+    anchor (a log cut short lacks it, whatever its head file says).
+    """
     if not path.exists():
         return Verification(0, None, None, f"no audit log at {path}")
+    wanted = {a.anchor.seq for a in anchors or ()}
+    results = {a.result_sha256 for a in anchors or ()}
+    hashes: dict[int, str] = {0: GENESIS} if 0 in wanted else {}
+    released: dict[str, list[tuple[int, JsonValue, JsonValue]]] = {}
+    restarts: list[str] = []
     expected_seq, prev = 1, GENESIS
     count = 0
     for number, entry in read_entries(path):
         if entry is None or any(k not in entry for k in _REQUIRED):
-            return Verification(count, number, None, f"line {number} is not an audit entry")
+            return _broken(count, number, None, f"line {number} is not an audit entry")
         seq = entry["seq"]
         if not isinstance(seq, int) or isinstance(seq, bool):
-            return Verification(count, number, None, f"line {number} has no sequence number")
+            return _broken(count, number, None, f"line {number} has no sequence number")
         if seq != expected_seq:
-            return Verification(
+            return _broken(
                 count,
                 number,
                 seq,
@@ -356,7 +449,7 @@ def verify(path: Path, *, head: Path | None = None) -> Verification:
                 " was deleted, inserted or moved)",
             )
         if entry["prev"] != prev:
-            return Verification(
+            return _broken(
                 count,
                 number,
                 seq,
@@ -364,13 +457,28 @@ def verify(path: Path, *, head: Path | None = None) -> Verification:
                 " entry was altered, or entries were deleted, inserted or moved)",
             )
         if entry["hash"] != entry_hash(entry):
-            return Verification(
+            return _broken(
                 count,
                 number,
                 seq,
                 f"entry {seq} at line {number} was edited (its hash does not match its content)",
             )
         prev = str(entry["hash"])
+        if seq in wanted:
+            hashes[seq] = prev
+        kind = entry["kind"]
+        if kind == AuditKind.RELEASED and entry.get("result_sha256") in results:
+            released.setdefault(str(entry["result_sha256"]), []).append(
+                (seq, entry.get("result"), entry.get("signature"))
+            )
+        elif kind == AuditKind.STARTED and isinstance(entry.get("audit_head"), dict):
+            found = entry["audit_head"]
+            assert isinstance(found, dict)
+            restarts.append(
+                f"at entry {seq} the node started with its head file {found.get('state')}"
+                f" (the log ended at entry {found.get('log_ends_at')}): entries may have been"
+                " cut from its end before then"
+            )
         expected_seq += 1
         count += 1
     head_file = head or head_path(path)
@@ -386,5 +494,70 @@ def verify(path: Path, *, head: Path | None = None) -> Verification:
                 f"the log ends at entry {count} but its head records entry {recorded.seq}"
                 f" ({head_file.name} does not match the log)"
             )
-        return Verification(count, None, None, problem)
-    return Verification(count, None, None, "")
+        return _broken(count, None, None, problem)
+    if anchors:
+        problem = _check_anchors(anchors, count, hashes, released)
+        if problem:
+            return _broken(count, None, None, problem)
+    unproven: list[str] = []
+    head_found = recorded is not None or count == 0
+    if not head_found:
+        unproven.append(
+            f"the head file {head_file.name} is missing: entries cut from the end of the log"
+            " cannot be detected by it"
+        )
+    anchored_to = max((a.anchor.seq for a in anchors or ()), default=0)
+    if not anchors:
+        unproven.append(WITHOUT_ANCHORS)
+    elif anchored_to < count:
+        unproven.append(
+            f"entries {anchored_to + 1} to {count} come after the last anchor: an edit or a cut"
+            " there cannot be detected until a later signed result anchors them"
+        )
+    unproven.extend(restarts)
+    return Verification(
+        count,
+        None,
+        None,
+        "",
+        head_found=head_found,
+        anchors=len(anchors) if anchors is not None else None,
+        anchored_to=anchored_to,
+        unproven=tuple(unproven),
+    )
+
+
+def _check_anchors(
+    anchors: Sequence[AnchoredResult],
+    count: int,
+    hashes: Mapping[int, str],
+    released: Mapping[str, list[tuple[int, JsonValue, JsonValue]]],
+) -> str:
+    """The first anchor the log does not hold ("" when all do), checked in the log's order."""
+    for a in sorted(anchors, key=lambda a: a.anchor.seq):
+        what = f"request {a.request_id} (round {a.round_id})"
+        seq = a.anchor.seq
+        if seq > count:
+            return (
+                f"the result signed for {what} anchors entry {seq}, but the log ends at entry"
+                f" {count}: entries were cut from the end of the log"
+            )
+        if hashes.get(seq) != a.anchor.hash:
+            return (
+                f"entry {seq} is not the entry the node signed into its result for {what}: the"
+                f" log was rewritten at or before entry {seq} (entries edited and the chain"
+                " recomputed)"
+            )
+        after = [r for r in released.get(a.result_sha256, []) if r[0] > seq]
+        if not after:
+            return (
+                f"the release of {what}, signed after entry {seq}, is not in the log: entries"
+                f" after entry {seq} were cut or replaced"
+            )
+        encoded = encode_bytes(a.result)
+        if not any(r[1] == encoded and r[2] == a.signature.hex() for r in after):
+            return (
+                f"the release entry of {what} does not hold the result and signature the"
+                " coordinator kept: it was rewritten"
+            )
+    return ""

@@ -521,6 +521,56 @@ class RoundReceipts(_message.Message):
 Global___RoundReceipts: _TypeAlias = RoundReceipts  # noqa: Y015
 
 @_typing.final
+class AnchorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARRIER_ID_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    carrier_id: _builtins.str
+    rounds: _builtins.int
+    """Look through at most this many of the most recent rounds (0: 1,000; at most 100,000)."""
+    def __init__(
+        self,
+        *,
+        carrier_id: _builtins.str = ...,
+        rounds: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "rounds", b"rounds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnchorsRequest: _TypeAlias = AnchorsRequest  # noqa: Y015
+
+@_typing.final
+class CarrierAnchors(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CARRIER_ID_FIELD_NUMBER: _builtins.int
+    RECEIPTS_FIELD_NUMBER: _builtins.int
+    carrier_id: _builtins.str
+    @_builtins.property
+    def receipts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Receipt]:
+        """The carrier's signed results as stored, oldest first (verify each with the carrier's
+        result key before trusting its anchor).
+        """
+
+    def __init__(
+        self,
+        *,
+        carrier_id: _builtins.str = ...,
+        receipts: _abc.Iterable[Global___Receipt] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "receipts", b"receipts"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CarrierAnchors: _TypeAlias = CarrierAnchors  # noqa: Y015
+
+@_typing.final
 class ListRoundsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

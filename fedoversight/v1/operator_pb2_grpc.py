@@ -69,6 +69,11 @@ class OversightStub:
                 request_serializer=fedoversight_dot_v1_dot_operator__pb2.RoundRef.SerializeToString,
                 response_deserializer=fedoversight_dot_v1_dot_operator__pb2.RoundReceipts.FromString,
                 _registered_method=True)
+        self.GetAnchors = channel.unary_unary(
+                '/fedoversight.v1.Oversight/GetAnchors',
+                request_serializer=fedoversight_dot_v1_dot_operator__pb2.AnchorsRequest.SerializeToString,
+                response_deserializer=fedoversight_dot_v1_dot_operator__pb2.CarrierAnchors.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
@@ -124,6 +129,15 @@ class OversightServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAnchors(self, request, context):
+        """Every signed result the coordinator keeps from one carrier (late ones included), oldest
+        first: each carries the node's audit anchor, for the carrier's auditor to check the node's
+        audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -161,6 +175,11 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.GetReceipts,
                     request_deserializer=fedoversight_dot_v1_dot_operator__pb2.RoundRef.FromString,
                     response_serializer=fedoversight_dot_v1_dot_operator__pb2.RoundReceipts.SerializeToString,
+            ),
+            'GetAnchors': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAnchors,
+                    request_deserializer=fedoversight_dot_v1_dot_operator__pb2.AnchorsRequest.FromString,
+                    response_serializer=fedoversight_dot_v1_dot_operator__pb2.CarrierAnchors.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -352,6 +371,33 @@ class Oversight:
             '/fedoversight.v1.Oversight/GetReceipts',
             fedoversight_dot_v1_dot_operator__pb2.RoundRef.SerializeToString,
             fedoversight_dot_v1_dot_operator__pb2.RoundReceipts.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAnchors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedoversight.v1.Oversight/GetAnchors',
+            fedoversight_dot_v1_dot_operator__pb2.AnchorsRequest.SerializeToString,
+            fedoversight_dot_v1_dot_operator__pb2.CarrierAnchors.FromString,
             options,
             channel_credentials,
             insecure,

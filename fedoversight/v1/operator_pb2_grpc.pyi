@@ -55,6 +55,11 @@ class OversightStub:
     """The round's signed request and every carrier's signed result (its receipt) as stored, for
     an auditor to verify with keys of their own (`oversight round verify --coordinator`).
     """
+    GetAnchors: _grpc.UnaryUnaryMultiCallable[_operator_pb2.AnchorsRequest, _operator_pb2.CarrierAnchors]
+    """Every signed result the coordinator keeps from one carrier (late ones included), oldest
+    first: each carries the node's audit anchor, for the carrier's auditor to check the node's
+    audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -74,6 +79,11 @@ class OversightAsyncStub(OversightStub):
     GetReceipts: _aio.UnaryUnaryMultiCallable[_operator_pb2.RoundRef, _operator_pb2.RoundReceipts]  # type: ignore[assignment]
     """The round's signed request and every carrier's signed result (its receipt) as stored, for
     an auditor to verify with keys of their own (`oversight round verify --coordinator`).
+    """
+    GetAnchors: _aio.UnaryUnaryMultiCallable[_operator_pb2.AnchorsRequest, _operator_pb2.CarrierAnchors]  # type: ignore[assignment]
+    """Every signed result the coordinator keeps from one carrier (late ones included), oldest
+    first: each carries the node's audit anchor, for the carrier's auditor to check the node's
+    audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -133,6 +143,17 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_operator_pb2.RoundReceipts, _abc.Awaitable[_operator_pb2.RoundReceipts]]:
         """The round's signed request and every carrier's signed result (its receipt) as stored, for
         an auditor to verify with keys of their own (`oversight round verify --coordinator`).
+        """
+
+    @_abc_1.abstractmethod
+    def GetAnchors(
+        self,
+        request: _operator_pb2.AnchorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.CarrierAnchors, _abc.Awaitable[_operator_pb2.CarrierAnchors]]:
+        """Every signed result the coordinator keeps from one carrier (late ones included), oldest
+        first: each carries the node's audit anchor, for the carrier's auditor to check the node's
+        audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -861,6 +861,7 @@ class MetricResult(_message.Message):
     REQUEST_DIGEST_FIELD_NUMBER: _builtins.int
     DATA_SNAPSHOT_FIELD_NUMBER: _builtins.int
     COMPUTED_AT_FIELD_NUMBER: _builtins.int
+    AUDIT_ANCHOR_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     round_id: _builtins.str
     carrier_id: _builtins.str
@@ -875,6 +876,15 @@ class MetricResult(_message.Message):
     def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___QueryResult]: ...
     @_builtins.property
     def computed_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def audit_anchor(self) -> Global___AuditAnchor:
+        """The head of the node's audit log when it signed this result: the last entry written
+        before the entry that records this result's release (which must follow it). Kept by the
+        coordinator with the result, it lets the carrier's auditor prove that the log was neither
+        cut short nor rewritten up to that point (`carrier-node audit verify --anchors`). Absent
+        from results of nodes that predate it.
+        """
+
     def __init__(
         self,
         *,
@@ -886,14 +896,41 @@ class MetricResult(_message.Message):
         request_digest: _builtins.bytes = ...,
         data_snapshot: _builtins.str = ...,
         computed_at: _timestamp_pb2.Timestamp | None = ...,
+        audit_anchor: Global___AuditAnchor | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["computed_at", b"computed_at"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audit_anchor", b"audit_anchor", "computed_at", b"computed_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "catalogue_version", b"catalogue_version", "computed_at", b"computed_at", "data_snapshot", b"data_snapshot", "request_digest", b"request_digest", "request_id", b"request_id", "results", b"results", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audit_anchor", b"audit_anchor", "carrier_id", b"carrier_id", "catalogue_version", b"catalogue_version", "computed_at", b"computed_at", "data_snapshot", b"data_snapshot", "request_digest", b"request_digest", "request_id", b"request_id", "results", b"results", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MetricResult: _TypeAlias = MetricResult  # noqa: Y015
+
+@_typing.final
+class AuditAnchor(_message.Message):
+    """A point of a node's hash-chained audit log: an entry's sequence number and hash."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SEQ_FIELD_NUMBER: _builtins.int
+    HASH_FIELD_NUMBER: _builtins.int
+    seq: _builtins.int
+    """The entry's sequence number (1 for the first entry; 0 for an empty log)."""
+    hash: _builtins.bytes
+    """SHA-256 of the entry (32 bytes; 32 zero bytes for an empty log)."""
+    def __init__(
+        self,
+        *,
+        seq: _builtins.int = ...,
+        hash: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["hash", b"hash", "seq", b"seq"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditAnchor: _TypeAlias = AuditAnchor  # noqa: Y015
 
 @_typing.final
 class SignedResult(_message.Message):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import datetime as dt
 
 import pytest
@@ -12,12 +13,14 @@ from hypothesis import strategies as st
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import (
+    AuditAnchor,
     CellResult,
     DisclosureSummary,
     Method,
     Missing,
     Perturbation,
     RequestSpec,
+    ResultSpec,
     Status,
     StatValue,
     Withheld,
@@ -119,6 +122,30 @@ def test_result_cells_round_trip_with_histograms_and_withheld_values() -> None:
     back = wire.cell_from_pb(wire.cell_to_pb(cell))
     assert back == cell
     assert back.status is Status.WITHHELD
+
+
+def test_a_result_carries_its_audit_anchor_under_the_signature() -> None:
+    spec = ResultSpec(
+        request_id="r1.q",
+        round_id="r1",
+        carrier_id="c001",
+        catalogue_version="1",
+        tables=(),
+        request_digest=b"d" * 32,
+        data_snapshot="snap",
+        audit_anchor=AuditAnchor(41, "ab" * 32),
+    )
+    data = wire.result_to_pb(spec).SerializeToString()
+    assert wire.decode_result_bytes(data).audit_anchor == AuditAnchor(41, "ab" * 32)
+    # Results of nodes that predate anchors have none; a malformed anchor is refused.
+    older = dataclasses.replace(spec, audit_anchor=None)
+    assert (
+        wire.decode_result_bytes(wire.result_to_pb(older).SerializeToString()).audit_anchor is None
+    )
+    bad = wire.result_to_pb(spec)
+    bad.audit_anchor.hash = b"short"
+    with pytest.raises(InvalidRequestError):
+        wire.decode_result_bytes(bad.SerializeToString())
 
 
 def test_a_withheld_statistic_never_carries_its_value() -> None:

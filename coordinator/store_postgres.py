@@ -123,13 +123,12 @@ class PostgresBackend(Backend):
         return conn
 
     def _reason(self, exc: psycopg.Error) -> str:
-        """libpq's reason, first line, with any password taken out."""
-        lines = str(exc).strip().splitlines()
-        reason = lines[-1].strip() if lines else type(exc).__name__
+        """libpq's reason on one line, with any password taken out."""
+        reason = " ".join(str(exc).split()).removeprefix("connection failed: ")
         for secret in (self._password, conninfo_to_dict(self._conninfo).get("password")):
             if secret:
                 reason = reason.replace(str(secret), "***")
-        return reason.removeprefix("connection failed: ") or type(exc).__name__
+        return reason or type(exc).__name__
 
     def _connection(self) -> Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:

@@ -627,7 +627,8 @@ class RoundStore:
         stored: set[int] = set()  # id() of each result stored now
         members: set[tuple[str, str]] = set()
         with self._db.transaction() as conn:
-            for round_id, some in by_round.items():
+            # In order of round id: two writers lock the rounds they share in the same order.
+            for round_id, some in sorted(by_round.items()):
                 fresh, in_round = self._insert_results(conn, round_id, some)
                 stored.update(id(r) for r in fresh)
                 members.update((round_id, c) for c in in_round)

@@ -14,6 +14,7 @@ from coordinator.rounds import RoundManager
 from coordinator.store import Backend, CarrierRoundState, RoundState, RoundStore, StoredResult
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
+from fedoversight.domain import RequestSpec
 from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
@@ -42,6 +43,17 @@ class Link:
                 carrier_id in {r.carrier_id for r in self.store.results(round_id)}
             )
         return True
+
+
+def signed_results(
+    spec: RequestSpec, signed: types_pb2.SignedRequest, keys: dict[str, Signer]
+) -> dict[str, types_pb2.SignedResult]:
+    """Each carrier's answer to ``spec``, signed with its key."""
+    out = {}
+    for c, key in keys.items():
+        data = result_for(spec, bytes(signed.request), c)
+        out[c] = types_pb2.SignedResult(result=data, signature=key.sign(data), key_id=key.key_id)
+    return out
 
 
 class CountingStore(RoundStore):
@@ -118,12 +130,7 @@ async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, CARRIERS, deadline_seconds=60)
-        results = {}
-        for c, key in keys.items():
-            data = result_for(spec, bytes(signed.request), c)
-            results[c] = types_pb2.SignedResult(
-                result=data, signature=key.sign(data), key_id=key.key_id
-            )
+        results = signed_results(spec, signed, keys)
         store.hold.clear()  # the first commit waits: everything after it queues up
         first = asyncio.create_task(rounds.on_result(CARRIERS[0], results[CARRIERS[0]]))
         assert await asyncio.to_thread(store.holding.wait, 10)
@@ -258,12 +265,7 @@ async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, carriers, deadline_seconds=1, request=spec)
-        results = {}
-        for c, key in keys.items():
-            data = result_for(spec, bytes(signed.request), c)
-            results[c] = types_pb2.SignedResult(
-                result=data, signature=key.sign(data), key_id=key.key_id
-            )
+        results = signed_results(spec, signed, keys)
         counted = _counting(monkeypatch)
         first, second, late = carriers
         await rounds.on_result(first, results[first])
@@ -330,12 +332,7 @@ async def test_a_round_goes_on_from_its_store_under_another_coordinator(
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, carriers, deadline_seconds=60)
-        results = {}
-        for c, key in keys.items():
-            data = result_for(spec, bytes(signed.request), c)
-            results[c] = types_pb2.SignedResult(
-                result=data, signature=key.sign(data), key_id=key.key_id
-            )
+        results = signed_results(spec, signed, keys)
         await rounds.on_result(carriers[0], results[carriers[0]])
     finally:
         await rounds.close()

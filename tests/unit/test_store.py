@@ -16,13 +16,14 @@ from pathlib import Path
 import pytest
 
 from coordinator.store import (
+    SCHEMA_VERSION,
     CarrierRoundState,
     RoundRecord,
     RoundState,
     RoundStore,
     StoredResult,
 )
-from fedoversight.errors import InvalidRequestError, NotFoundError
+from fedoversight.errors import ConfigError, InvalidRequestError, NotFoundError
 from tests.conftest import StoreOpener
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
@@ -346,3 +347,10 @@ def test_result_keys_name_the_stored_results_and_not_the_late_ones(store: RoundS
     store.save_result(_result("r1", "acme"))  # late: kept apart
     assert [r.carrier_id for r in store.results("r1", late=True)] == ["acme"]
     assert store.result_keys("r1") == keys
+
+
+def test_a_store_of_another_schema_version_is_refused(open_store: StoreOpener) -> None:
+    with open_store() as store, store.backend.transaction() as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError, match="schema version"):
+        open_store()

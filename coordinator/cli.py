@@ -21,7 +21,13 @@ from coordinator.config import load_coordinator_config
 from coordinator.export import FORMATS, write_export
 from coordinator.receipts import verify_receipts, verify_round
 from coordinator.server import Coordinator, load_result_keys
-from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
+from coordinator.store import (
+    CarrierRoundState,
+    RoundState,
+    RoundStore,
+    StoredResult,
+    open_round_store,
+)
 from fedoversight import catalogue, wire
 from fedoversight.anchors import AnchoredResult, anchored_result, write_anchors
 from fedoversight.dimensions import Dimension
@@ -214,7 +220,10 @@ def serve(
         console.print("[bold red]INSECURE DEMO MODE[/bold red]: no TLS; never use with real data.")
 
     async def main() -> None:
-        coordinator = Coordinator(cfg)
+        try:
+            coordinator = Coordinator(cfg)  # opens the round store
+        except OversightError as exc:
+            raise fail(exc) from exc
         try:
             await coordinator.start()
         except OversightError as exc:
@@ -547,7 +556,11 @@ def round_verify(
         typer.Option("--config", help="coordinator TOML config: check the round store it names"),
     ] = None,
     store: Annotated[
-        Path | None, typer.Option("--store", help="round store (default: the config's store_path)")
+        Path | None,
+        typer.Option(
+            "--store",
+            help="a SQLite round store, e.g. a backup (default: the store the config names)",
+        ),
     ] = None,
     coordinator: Annotated[
         str | None,
@@ -611,9 +624,13 @@ def round_verify(
             if config is None:
                 raise InvalidRequestError("give --config (a round store) or --coordinator")
             cfg = load_coordinator_config(config)
-            path = store or cfg.store_path
-            if not path.exists():
-                raise OversightError(f"no round store at {path}")
+            if store is None and cfg.round_store is not None:
+                opened = open_round_store(cfg)
+            else:
+                path = store or cfg.store_path
+                if not path.exists():
+                    raise OversightError(f"no round store at {path}")
+                opened = RoundStore(path)
             node_verifiers = load_result_keys(cfg) or {}
             operator = (
                 Verifier.load(cfg.operator_public_key)
@@ -622,7 +639,7 @@ def round_verify(
                 if cfg.operator_signing_key is not None
                 else None
             )
-            with RoundStore(path) as round_store:
+            with opened as round_store:
                 outcome = verify_round(
                     round_store,
                     round_id,

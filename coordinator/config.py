@@ -5,8 +5,11 @@ from __future__ import annotations
 import re
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from fedoversight.config import load_config
 from fedoversight.dimensions import Dimension, accepts
@@ -14,6 +17,7 @@ from fedoversight.tls import normalise_serial
 
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+_SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 
 
 def _sha256_hex(value: str | None) -> str | None:
@@ -63,6 +67,52 @@ class CarrierEntry(BaseModel):
         return _sha256_hex(value)
 
 
+class PostgresStore(BaseModel):
+    """The round store in a PostgreSQL database (instead of the SQLite file at store_path)."""
+
+    # A validation error must not echo the URL: it may hold a password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    url: SecretStr = Field(
+        description="libpq connection URI or key=value string, e.g."
+        " postgresql://oversight@db.example.org:5432/oversight?sslmode=verify-full; keep the"
+        " password out of it (password_file, PGPASSWORD or ~/.pgpass)"
+    )
+    schema_name: str = Field(
+        default="fedoversight",
+        description="schema holding the store's tables (created when missing); one per federation",
+    )
+    password_file: Path | None = Field(
+        default=None, description="file holding the password (else libpq's PGPASSWORD/.pgpass)"
+    )
+    connect_timeout_seconds: int = Field(default=10, gt=0, description="per connection attempt")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_url(cls, data: Any) -> Any:
+        """``round_store = "postgresql://..."``: the URL alone, the rest by default."""
+        return {"url": data} if isinstance(data, str) else data
+
+    @field_validator("url")
+    @classmethod
+    def _conninfo(cls, value: SecretStr) -> SecretStr:
+        try:
+            conninfo_to_dict(value.get_secret_value())
+        except psycopg.Error:
+            # libpq's message quotes the string: it is not passed on.
+            raise ValueError(
+                "not a PostgreSQL connection URI (postgresql://...) or key=value string"
+            ) from None
+        return value
+
+    @field_validator("schema_name")
+    @classmethod
+    def _schema(cls, value: str) -> str:
+        if not _SQL_NAME.fullmatch(value):
+            raise ValueError("schema_name: lowercase letters, digits and '_', not first a digit")
+        return value
+
+
 class Role(StrEnum):
     """What an operator API caller may do."""
 
@@ -97,7 +147,8 @@ class OperatorEntry(BaseModel):
 
 
 class CoordinatorConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Inputs are kept out of validation errors: round_store's URL may hold a password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     coordinator_id: str = Field(default="coordinator", description="name shown to nodes")
     listen: str = Field(
@@ -112,7 +163,15 @@ class CoordinatorConfig(BaseModel):
         " coordinator only (no client certificate is asked for), so operators with a"
         " certificate use the main address",
     )
-    store_path: Path = Field(default=Path("oversight.sqlite3"), description="round store (SQLite)")
+    store_path: Path = Field(
+        default=Path("oversight.sqlite3"),
+        description="round store: the SQLite file (unless round_store is set)",
+    )
+    round_store: PostgresStore | None = Field(
+        default=None,
+        description="keep the round store in PostgreSQL instead: a connection URL, or a table"
+        " with url, schema_name, password_file, connect_timeout_seconds",
+    )
     carriers: tuple[CarrierEntry, ...] = Field(default=(), description="the carrier registry")
     auto_register: bool = Field(
         default=False, description="accept any carrier id that says hello (insecure demos only)"

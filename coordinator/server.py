@@ -17,7 +17,7 @@ from coordinator.config import CoordinatorConfig
 from coordinator.hub import NodeHub
 from coordinator.operator_api import OversightService
 from coordinator.rounds import RoundManager
-from coordinator.store import RoundStore
+from coordinator.store import RoundStore, open_round_store
 from fedoversight.errors import ConfigError
 from fedoversight.signing import Signer, Verifier
 from fedoversight.tls import check_identity_files, load_certificate
@@ -113,7 +113,7 @@ class Coordinator:
         self.operator_verifier = operator_verifier
         self.node_verifiers = load_result_keys(config)
         self.revocations = Revocations(config.revoked_serials, config.revocation_file)
-        self.store = RoundStore(config.store_path)
+        self.store = open_round_store(config)
         for entry in config.carriers:
             self.store.upsert_carrier(entry.id, entry.name)
         tls = config.tls

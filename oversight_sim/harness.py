@@ -15,7 +15,14 @@ from carrier_node.config import NodeConfig, TlsFiles
 from carrier_node.daemon import NodeDaemon, WireTap
 from carrier_node.policy import Policy
 from coordinator.client import OperatorClient
-from coordinator.config import CarrierEntry, CoordinatorConfig, OperatorEntry, Role, ServerTls
+from coordinator.config import (
+    CarrierEntry,
+    CoordinatorConfig,
+    OperatorEntry,
+    PostgresStore,
+    Role,
+    ServerTls,
+)
 from coordinator.provision import CarrierPlan, OperatorPlan, Provisioned, ProvisionPlan, provision
 from coordinator.server import Coordinator
 from fedoversight.signing import Signer
@@ -59,6 +66,8 @@ class SimulatedFederation:
     operator_port: bool = False
     #: Node settings (``NodeConfig`` fields) every node gets, over the harness's own.
     node_settings: Mapping[str, object] = field(default_factory=dict)
+    #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
+    round_store: PostgresStore | None = None
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -105,6 +114,7 @@ class SimulatedFederation:
             "insecure": self.insecure,
             "revocation_file": self.revocation_file,
             "operator_listen": "127.0.0.1:0" if self.operator_port else None,
+            "round_store": self.round_store,
         }
         if not self.insecure:
             pki = self.provision()

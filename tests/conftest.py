@@ -2,12 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 import pytest
+from pydantic import SecretStr
 
-from tests import oracle
+from tests import oracle, postgres
+
+if TYPE_CHECKING:
+    from coordinator.store import Backend, RoundStore
+
+BackendOpener = Callable[[], "Backend | Path"]
+StoreOpener = Callable[[], "RoundStore"]
 
 #: The federation scale used by integration tests: 65 carriers of skewed sizes.
 FEDERATION = {"carriers": 65, "members": 12_000, "seed": 11, "year": 2026, "months": 3}
@@ -25,3 +34,27 @@ def federation_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]
 @pytest.fixture(scope="session")
 def oracle_tables(federation_data: dict[str, Path]) -> dict[str, dict[str, pd.DataFrame]]:
     return {c: oracle.load_carrier(d) for c, d in federation_data.items()}
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def store_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[BackendOpener]:
+    """Where a round store is, on each backend: each call gives what ``RoundStore`` opens
+    (another connection to the same store): a SQLite file, or a fresh schema on the
+    PostgreSQL server (dropped after)."""
+    if request.param == "sqlite":
+        yield lambda: tmp_path / "rounds.sqlite3"
+        return
+    from coordinator.config import PostgresStore
+    from coordinator.store_postgres import PostgresBackend
+
+    with postgres.fresh_schema() as schema:
+        config = PostgresStore(url=SecretStr(postgres.DSN), schema_name=schema)
+        yield lambda: PostgresBackend(config)
+
+
+@pytest.fixture
+def open_store(store_backend: BackendOpener) -> StoreOpener:
+    """Opens the round store of ``store_backend`` (on each backend)."""
+    from coordinator.store import RoundStore
+
+    return lambda: RoundStore(store_backend())

@@ -7,12 +7,9 @@ unreachable server is a failure.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import psycopg
 import pytest
 
 from carrier_node.data.files import FileSource
@@ -25,36 +22,22 @@ from fedoversight.domain import QuerySpec
 from fedoversight.errors import DataSourceError
 from fedoversight.periods import Period
 from oversight_sim.pgload import load_directory
+from tests import postgres
+from tests.postgres import fresh_schema
 
-DSN = "host=127.0.0.1 port=5432 dbname=test user=postgres connect_timeout=5"
 PERIOD = Period.parse("2026-01:2026-03")
-
-
-def _server() -> psycopg.Connection[object]:
-    try:
-        return psycopg.connect(DSN, autocommit=True)
-    except psycopg.OperationalError as exc:
-        if os.environ.get("FEDOVERSIGHT_REQUIRE_POSTGRES"):
-            pytest.fail(f"PostgreSQL required here but unreachable: {type(exc).__name__}")
-        pytest.skip("no PostgreSQL server on 127.0.0.1:5432 (set up one to run these tests)")
 
 
 @pytest.fixture(scope="module")
 def warehouse(federation_data: dict[str, Path]) -> Iterator[tuple[Path, str]]:
     directory = federation_data["c003"]
-    schema = f"fedoversight_test_{uuid.uuid4().hex[:8]}"
-    con = _server()
-    try:
-        load_directory(con, schema, directory)
-        yield directory, schema
-    finally:
-        with con.cursor() as cur:
-            cur.execute(
-                psycopg.sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(
-                    psycopg.sql.Identifier(schema)
-                )
-            )
-        con.close()
+    with fresh_schema() as schema:
+        con = postgres.connect()
+        try:
+            load_directory(con, schema, directory)
+            yield directory, schema
+        finally:
+            con.close()
 
 
 #: One record secret for both engines: the same data gives the same record keys, so the

@@ -11,13 +11,15 @@ import pytest
 
 from coordinator import rounds as rounds_module
 from coordinator.rounds import RoundManager
-from coordinator.store import CarrierRoundState, RoundState, RoundStore, StoredResult
+from coordinator.store import Backend, CarrierRoundState, RoundState, RoundStore, StoredResult
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
+from fedoversight.domain import RequestSpec
 from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
 from fedoversight.v1 import federation_pb2, types_pb2
+from tests.conftest import BackendOpener
 from tests.unit.trust_kit import result_for
 
 CARRIERS = [f"c{i:03d}" for i in range(1, 9)]
@@ -43,11 +45,22 @@ class Link:
         return True
 
 
+def signed_results(
+    spec: RequestSpec, signed: types_pb2.SignedRequest, keys: dict[str, Signer]
+) -> dict[str, types_pb2.SignedResult]:
+    """Each carrier's answer to ``spec``, signed with its key."""
+    out = {}
+    for c, key in keys.items():
+        data = result_for(spec, bytes(signed.request), c)
+        out[c] = types_pb2.SignedResult(result=data, signature=key.sign(data), key_id=key.key_id)
+    return out
+
+
 class CountingStore(RoundStore):
     """Counts the writes; can hold the first batch of results until released."""
 
-    def __init__(self, path: Path) -> None:
-        super().__init__(path)
+    def __init__(self, backend: Backend | Path) -> None:
+        super().__init__(backend)
         self.calls: dict[str, int] = {}
         self.batches: list[int] = []
         self.hold = threading.Event()
@@ -79,9 +92,9 @@ class CountingStore(RoundStore):
 
 
 async def test_dispatch_sends_to_every_carrier_then_records_them_in_one_write(
-    tmp_path: Path,
+    store_backend: BackendOpener,
 ) -> None:
-    store = CountingStore(tmp_path / "rounds.sqlite3")
+    store = CountingStore(store_backend())
     link = Link(store)
     rounds = RoundManager(store, link, signer=Signer.generate())
     try:
@@ -100,10 +113,10 @@ async def test_dispatch_sends_to_every_carrier_then_records_them_in_one_write(
 
 
 async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
-    tmp_path: Path,
+    store_backend: BackendOpener,
 ) -> None:
     keys = {c: Signer.generate() for c in CARRIERS}
-    store = CountingStore(tmp_path / "rounds.sqlite3")
+    store = CountingStore(store_backend())
     link = Link(store)
     rounds = RoundManager(
         store,
@@ -117,12 +130,7 @@ async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, CARRIERS, deadline_seconds=60)
-        results = {}
-        for c, key in keys.items():
-            data = result_for(spec, bytes(signed.request), c)
-            results[c] = types_pb2.SignedResult(
-                result=data, signature=key.sign(data), key_id=key.key_id
-            )
+        results = signed_results(spec, signed, keys)
         store.hold.clear()  # the first commit waits: everything after it queues up
         first = asyncio.create_task(rounds.on_result(CARRIERS[0], results[CARRIERS[0]]))
         assert await asyncio.to_thread(store.holding.wait, 10)
@@ -145,9 +153,9 @@ async def test_a_burst_of_results_is_stored_in_few_commits_each_before_its_ack(
 
 
 async def test_a_change_made_while_a_watcher_looks_away_wakes_it_at_once(
-    tmp_path: Path,
+    store_backend: BackendOpener,
 ) -> None:
-    store = RoundStore(tmp_path / "rounds.sqlite3")
+    store = RoundStore(store_backend())
     rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
     try:
         seen = rounds.changes
@@ -195,9 +203,9 @@ def _counting(monkeypatch: pytest.MonkeyPatch) -> dict[str, Counted]:
 
 
 async def test_a_built_request_is_kept_typed_and_equals_its_signed_bytes_decoded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_backend: BackendOpener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    store = RoundStore(tmp_path / "rounds.sqlite3")
+    store = RoundStore(store_backend())
     rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
     try:
         queries = [
@@ -225,7 +233,7 @@ async def test_a_built_request_is_kept_typed_and_equals_its_signed_bytes_decoded
         await rounds.close()
         store.close()
     # After a restart, a round is decoded once when loaded.
-    store = RoundStore(tmp_path / "rounds.sqlite3")
+    store = RoundStore(store_backend())
     rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
     try:
         await rounds.resume()
@@ -240,11 +248,11 @@ async def test_a_built_request_is_kept_typed_and_equals_its_signed_bytes_decoded
 
 
 async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    store_backend: BackendOpener, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     carriers = CARRIERS[:3]
     keys = {c: Signer.generate() for c in carriers}
-    store = RoundStore(tmp_path / "rounds.sqlite3")
+    store = RoundStore(store_backend())
     rounds = RoundManager(
         store,
         Link(store),
@@ -257,12 +265,7 @@ async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
         )
         signed = rounds.sign(spec)
         record = await rounds.create_round(signed, carriers, deadline_seconds=1, request=spec)
-        results = {}
-        for c, key in keys.items():
-            data = result_for(spec, bytes(signed.request), c)
-            results[c] = types_pb2.SignedResult(
-                result=data, signature=key.sign(data), key_id=key.key_id
-            )
+        results = signed_results(spec, signed, keys)
         counted = _counting(monkeypatch)
         first, second, late = carriers
         await rounds.on_result(first, results[first])
@@ -292,7 +295,7 @@ async def test_a_rounds_tables_are_computed_once_per_change_of_its_results(
         await rounds.close()
         store.close()
     # After a restart the stored results are decoded once, when the tables are first asked.
-    store = RoundStore(tmp_path / "rounds.sqlite3")
+    store = RoundStore(store_backend())
     rounds = RoundManager(store, Link(store), signer=Signer.generate())  # type: ignore[arg-type]
     try:
         again = await rounds.tables(record)
@@ -310,3 +313,46 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
     while not condition():
         assert loop.time() < end, "timed out"
         await asyncio.sleep(0.02)
+
+
+async def test_a_round_goes_on_from_its_store_under_another_coordinator(
+    store_backend: BackendOpener,
+) -> None:
+    """A coordinator stops mid-round; another one opening the same store (with PostgreSQL: on
+    another host) resumes the round, takes the other answers, and completes it."""
+    carriers = CARRIERS[:3]
+    keys = {c: Signer.generate() for c in carriers}
+    operator = Signer.generate()
+    verifiers = {c: k.verifier for c, k in keys.items()}
+    store = RoundStore(store_backend())
+    rounds = RoundManager(store, Link(store), signer=operator, node_verifiers=verifiers)  # type: ignore[arg-type]
+    try:
+        spec = rounds.build_request(
+            Period.parse("2026-01"), [wire.make_query("enrollment.member_months")], carriers
+        )
+        signed = rounds.sign(spec)
+        record = await rounds.create_round(signed, carriers, deadline_seconds=60)
+        results = signed_results(spec, signed, keys)
+        await rounds.on_result(carriers[0], results[carriers[0]])
+    finally:
+        await rounds.close()
+        store.close()
+
+    store = RoundStore(store_backend())
+    link = Link(store)
+    rounds = RoundManager(store, link, signer=operator, node_verifiers=verifiers)  # type: ignore[arg-type]
+    try:
+        await rounds.resume()
+        assert rounds.is_open(record.round_id)
+        # The first answer is sent again (its ack was lost in the move): a duplicate.
+        for c in carriers:
+            await rounds.on_result(c, results[c])
+        await wait_until(lambda: store.get_round(record.round_id).state is RoundState.COMPLETE)
+        stored = store.results(record.round_id)
+        assert [r.carrier_id for r in stored] == carriers
+        assert stored[0].result_bytes == bytes(results[carriers[0]].result)
+        assert sorted(c for c, m in link.sent if m.HasField("ack")) == carriers
+        assert all(link.acked_stored)
+    finally:
+        await rounds.close()
+        store.close()

@@ -1,4 +1,8 @@
-"""The round store: round trips, idempotency, terminal states, durability across reopen."""
+"""The round store: round trips, idempotency, terminal states, durability across reopen.
+
+Each test that takes ``store`` or ``open_store`` runs on both backends: a SQLite file and a
+fresh schema on the PostgreSQL server (see tests/conftest.py).
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,15 @@ from pathlib import Path
 import pytest
 
 from coordinator.store import (
+    SCHEMA_VERSION,
     CarrierRoundState,
     RoundRecord,
     RoundState,
     RoundStore,
     StoredResult,
 )
-from fedoversight.errors import InvalidRequestError, NotFoundError
+from fedoversight.errors import ConfigError, InvalidRequestError, NotFoundError
+from tests.conftest import StoreOpener
 
 T0 = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -57,8 +63,8 @@ def _result(round_id: str, carrier_id: str, payload: bytes = b"result") -> Store
 
 
 @pytest.fixture
-def store() -> Iterator[RoundStore]:
-    s = RoundStore(":memory:")
+def store(open_store: StoreOpener) -> Iterator[RoundStore]:
+    s = open_store()
     yield s
     s.close()
 
@@ -194,15 +200,14 @@ def test_carrier_registry(store: RoundStore) -> None:
     assert store.carriers() == [("acme", "Acme Health"), ("blue", "Blue Plan")]
 
 
-def test_persists_across_reopen(tmp_path: Path) -> None:
-    path = tmp_path / "rounds.db"
-    with RoundStore(path) as store:
+def test_persists_across_reopen(open_store: StoreOpener) -> None:
+    with open_store() as store:
         store.upsert_carrier("acme", "Acme Health")
         store.create_round(_round(key="k"), ["acme", "blue"])
         store.set_round_state("r1", RoundState.COLLECTING)
         store.set_carrier_state("r1", "blue", CarrierRoundState.REFUSED, 5, "refused")
         assert store.save_result(_result("r1", "acme", b"\x00\xffbytes"))
-    with RoundStore(path) as store:
+    with open_store() as store:
         assert store.get_round("r1") == replace(_round(key="k"), state=RoundState.COLLECTING)
         assert store.results("r1")[0].result_bytes == b"\x00\xffbytes"
         states = {c.carrier_id: c.state for c in store.carrier_rounds("r1")}
@@ -231,28 +236,29 @@ def test_file_database_is_wal_with_full_sync_and_versioned(tmp_path: Path) -> No
         conn.close()
 
 
-def test_committed_before_return_visible_to_another_connection(tmp_path: Path) -> None:
-    path = tmp_path / "rounds.db"
-    with RoundStore(path) as store:
+def test_committed_before_return_visible_to_another_connection(
+    open_store: StoreOpener,
+) -> None:
+    with open_store() as store, open_store() as other:
         store.create_round(_round(), ["acme"])
         assert store.save_result(_result("r1", "acme"))
-        other = sqlite3.connect(path)
-        try:
-            assert other.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 1
-            row = other.execute("SELECT state FROM carrier_rounds").fetchone()
-            assert row[0] == "answered"
-        finally:
-            other.close()
+        assert [r.carrier_id for r in other.results("r1")] == ["acme"]
+        assert other.carrier_rounds("r1")[0].state is CarrierRoundState.ANSWERED
 
 
-def test_concurrent_duplicate_saves_store_one(tmp_path: Path) -> None:
-    with RoundStore(tmp_path / "rounds.db") as store:
+@pytest.mark.parametrize("connections", [1, 2], ids=["one-connection", "two-connections"])
+def test_concurrent_duplicate_saves_store_one(open_store: StoreOpener, connections: int) -> None:
+    """Eight deliveries of one result at once, through one store or two (two coordinator
+    processes on one database): one is stored, the others are duplicates."""
+    stores = [open_store() for _ in range(connections)]
+    try:
+        store = stores[0]
         store.create_round(_round(), ["acme"])
         outcomes: list[bool] = []
         lock = threading.Lock()
 
         def deliver(i: int) -> None:
-            ok = store.save_result(_result("r1", "acme", f"copy-{i}".encode()))
+            ok = stores[i % connections].save_result(_result("r1", "acme", f"copy-{i}".encode()))
             with lock:
                 outcomes.append(ok)
 
@@ -263,6 +269,9 @@ def test_concurrent_duplicate_saves_store_one(tmp_path: Path) -> None:
             t.join()
         assert sorted(outcomes) == [False] * 7 + [True]
         assert len(store.results("r1")) == 1
+    finally:
+        for s in stores:
+            s.close()
 
 
 def test_closed_store_refuses_use() -> None:
@@ -338,3 +347,10 @@ def test_result_keys_name_the_stored_results_and_not_the_late_ones(store: RoundS
     store.save_result(_result("r1", "acme"))  # late: kept apart
     assert [r.carrier_id for r in store.results("r1", late=True)] == ["acme"]
     assert store.result_keys("r1") == keys
+
+
+def test_a_store_of_another_schema_version_is_refused(open_store: StoreOpener) -> None:
+    with open_store() as store, store.backend.transaction() as conn:
+        conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
+    with pytest.raises(ConfigError, match="schema version"):
+        open_store()

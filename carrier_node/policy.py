@@ -26,8 +26,8 @@ from fedoversight.errors import ConfigError, PolicyRefusedError
 #: The program floor: no released cell may rest on fewer members (CMS cell-size policy).
 PROGRAM_FLOOR = 11
 
-#: Largest request answered by default, in estimated cells: about ten times the monthly suite
-#: grouped by month, age band, sex and state over a year.
+#: Largest request answered by default, in estimated cells: the monthly suite over a year is
+#: about 300, the whole catalogue by month, age band, sex and state over a year about 390,000.
 DEFAULT_MAX_REQUEST_CELLS = 1_000_000
 
 

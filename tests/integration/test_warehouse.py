@@ -149,3 +149,34 @@ def test_a_failed_batch_drops_its_tables_and_the_connection_goes_on(
             pg.execute_arrow("CREATE TEMPORARY TABLE shared_other AS SELECT 1 AS x")
     finally:
         pg.close()
+
+
+def test_a_statement_is_cancelled_or_timed_out_and_the_connection_goes_on(
+    warehouse: tuple[Path, str],
+) -> None:
+    """The engine's two guards on the warehouse: a cancel from another thread at the
+    deadline, and statement_timeout set to what is left of the budget."""
+    import threading
+    import time
+
+    _, schema = warehouse
+    pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
+    pg.open()
+    try:
+        with pg.session() as session:
+            started = time.monotonic()
+            timer = threading.Timer(0.3, session.interrupt)
+            timer.start()
+            with pytest.raises(DataSourceError):
+                session.execute_arrow("SELECT pg_sleep(20)")
+            assert time.monotonic() - started < 5.0
+            session.time_limit(0.3)
+            started = time.monotonic()
+            with pytest.raises(DataSourceError):
+                session.execute_arrow("SELECT pg_sleep(20)")
+            assert time.monotonic() - started < 5.0
+        # The limit went with the session: a later statement may take its time.
+        assert pg.execute_arrow("SHOW statement_timeout").column(0)[0].as_py() == "0"
+        assert pg.execute_arrow("SELECT 1 AS one").column("one")[0].as_py() == 1
+    finally:
+        pg.close()

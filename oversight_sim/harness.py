@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -71,6 +73,13 @@ class SimulatedFederation:
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: Evaluation threads shared by every node: in one process, a pool per node would run
+    #: every node's evaluations at once and starve the event loop they all share.
+    _evaluations: ThreadPoolExecutor = field(
+        default_factory=lambda: ThreadPoolExecutor(
+            max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="evaluation"
+        )
+    )
     client: OperatorClient | None = None
     pki: Provisioned | None = None
 
@@ -204,6 +213,7 @@ class SimulatedFederation:
             self.node_config(carrier_id, **changes),
             policy=self.policies.get(carrier_id, self.policy),
             wiretap=self.wiretap,
+            evaluation_executor=self._evaluations,
         )
 
     async def stop_node(self, carrier_id: str) -> None:
@@ -236,6 +246,7 @@ class SimulatedFederation:
             await self.stop_node(carrier_id)
         if self.coordinator is not None:
             await self.coordinator.shutdown(grace=0.5)
+        self._evaluations.shutdown(wait=False, cancel_futures=True)
 
     async def __aenter__(self) -> SimulatedFederation:
         await self.start()

@@ -18,7 +18,7 @@ import logging
 import re
 import sqlite3
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 
 from carrier_node.budget import Budget
 from carrier_node.daemon import cost
@@ -75,11 +75,13 @@ class Answering:
         scheduler: Scheduler,
         max_seconds: float,
         margin_seconds: float = 0.0,
+        executor: Executor | None = None,
     ) -> None:
         """``send`` puts an answer on the stream; ``scheduler`` gives evaluations their slots
         (one evaluation thread each); an evaluation gets the time to the request's deadline
         less ``margin_seconds`` (kept for signing, keeping and sending), at most
-        ``max_seconds``."""
+        ``max_seconds``; ``executor``: evaluation threads shared with other nodes of the same
+        process (simulated federations) instead of the node's own."""
         self.policy = policy
         self._state = state
         self._audit = audit
@@ -91,7 +93,8 @@ class Answering:
         self._manual = manual
         self._send = send
         self.scheduler = scheduler
-        self._executor = ThreadPoolExecutor(
+        self._own_executor = executor is None
+        self._executor: Executor = executor or ThreadPoolExecutor(
             max_workers=scheduler.slots, thread_name_prefix="evaluation"
         )
         self._max_seconds = max_seconds
@@ -257,9 +260,12 @@ class Answering:
         )
 
     def budget_for(self, request: RequestSpec, now: dt.datetime | None = None) -> Budget:
-        """The request's time budget: to its deadline less the margin, at most the cap."""
+        """The request's time budget: to its deadline less the margin (a fifth of the time
+        left when that is shorter), at most the cap."""
         now = now or dt.datetime.now(dt.UTC)
-        seconds = (request.deadline - now).total_seconds() - self._margin_seconds
+        left = (request.deadline - now).total_seconds()
+        # The margin, or a fifth of the time left when that is shorter (a short deadline).
+        seconds = left - min(self._margin_seconds, left / 5)
         return Budget(max(0.0, min(seconds, self._max_seconds)))
 
     async def _evaluate_and_release(
@@ -329,7 +335,8 @@ class Answering:
 
     def close(self) -> None:
         """Let go of the evaluation threads (without waiting for one that will not stop)."""
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
 
     def _refuse_evaluation(
         self, request: RequestSpec, exc: BaseException, request_sha256: str

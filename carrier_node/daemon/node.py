@@ -23,6 +23,7 @@ import contextlib
 import datetime as dt
 import logging
 from collections.abc import Coroutine
+from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
@@ -68,10 +69,13 @@ class NodeDaemon:
         signer: Signer | None = None,
         wiretap: WireTap | None = None,
         review_poll_seconds: float = 2.0,
+        evaluation_executor: Executor | None = None,
     ) -> None:
         """``source``: a data source to use instead of the configured one; ``wiretap``: called
         with every message put on the wire; ``review_poll_seconds``: how often the daemon looks
-        for the reviewer's decisions on held results (manual release mode).
+        for the reviewer's decisions on held results (manual release mode);
+        ``evaluation_executor``: threads shared with the other nodes of a simulated federation
+        (a node has its own, one per slot, otherwise).
 
         Raises :class:`ConfigError` for what no restart fixes (configuration, keys); records
         that cannot be opened leave the node running and refusing (see :attr:`records_error`).
@@ -97,6 +101,7 @@ class NodeDaemon:
         )
         self._source = source
         self._review_poll_seconds = review_poll_seconds
+        self._evaluation_executor = evaluation_executor
         self.io = IoThread(f"node-{config.carrier_id}")
         self.connection = Connection(
             config,
@@ -217,6 +222,7 @@ class NodeDaemon:
             ),
             max_seconds=config.max_evaluation_seconds,
             margin_seconds=config.deadline_margin_seconds,
+            executor=self._evaluation_executor,
         )
         self._budget = budget
         self._state = state

@@ -27,6 +27,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
 
+from carrier_node.budget import Budget
 from coordinator.cli import app as oversight_app
 from coordinator.client import OperatorClient
 from coordinator.results import round_tables
@@ -222,10 +223,13 @@ async def test_late_and_wrong_results_leave_a_closed_round_as_it_was(
         node = fed.nodes[slow]
         real = node.answering.evaluate
 
-        def late(request: object) -> object:
+        def late(request: object, budget: object = None) -> object:
             time.sleep(4)  # past the round's deadline
             return real(request)  # type: ignore[arg-type]
 
+        # A node that does not keep to the deadline (an older one, or a skewed clock): its
+        # answer arrives after the round has finished.
+        node.answering.budget_for = lambda request, now=None: Budget.unlimited()  # type: ignore[method-assign]
         node.answering.evaluate = late  # type: ignore[method-assign,assignment]
         query = wire.make_query("enrollment.member_months")
         outcome = await fed.client.run_round(PERIOD, [query], deadline_seconds=2)

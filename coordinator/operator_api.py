@@ -212,16 +212,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             request=types_pb2.SignedRequest(
                 request=record.request_bytes, signature=record.signature, key_id=record.key_id
             ),
-            receipts=[
-                operator_pb2.Receipt(
-                    carrier_id=r.carrier_id,
-                    result=types_pb2.SignedResult(
-                        result=r.result_bytes, signature=r.signature, key_id=r.key_id
-                    ),
-                    received_at=convert.ts(r.received_at),
-                )
-                for r in results
-            ],
+            receipts=[_receipt(r) for r in results],
             answered=[s.carrier_id for s in statuses if s.state is CarrierRoundState.ANSWERED],
         )
 
@@ -238,16 +229,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         results = await self._rounds.db(carrier_results, self._store, request.carrier_id, rounds)
         return operator_pb2.CarrierAnchors(
             carrier_id=request.carrier_id,
-            receipts=[
-                operator_pb2.Receipt(
-                    carrier_id=r.carrier_id,
-                    result=types_pb2.SignedResult(
-                        result=r.result_bytes, signature=r.signature, key_id=r.key_id
-                    ),
-                    received_at=convert.ts(r.received_at),
-                )
-                for r in results
-            ],
+            receipts=[_receipt(r) for r in results],
         )
 
     @guarded(Role.VIEWER)
@@ -352,4 +334,15 @@ def metrics_response() -> operator_pb2.ListMetricsResponse:
             )
             for m in catalogue.metrics()
         ],
+    )
+
+
+def _receipt(result: StoredResult) -> operator_pb2.Receipt:
+    """A stored result as the operator API gives it: the signed bytes, as received."""
+    return operator_pb2.Receipt(
+        carrier_id=result.carrier_id,
+        result=types_pb2.SignedResult(
+            result=result.result_bytes, signature=result.signature, key_id=result.key_id
+        ),
+        received_at=convert.ts(result.received_at),
     )

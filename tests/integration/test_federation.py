@@ -169,7 +169,7 @@ async def test_a_carrier_that_vanishes_mid_round_leaves_a_partial_round(
         node = fed.nodes[vanishing]
         real_evaluate = node.answering.evaluate
 
-        def stalled(request: RequestSpec) -> object:
+        def stalled(request: RequestSpec, budget: object = None) -> object:
             asyncio.run_coroutine_threadsafe(_set(gate), loop)
             import time
 

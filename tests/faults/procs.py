@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import json
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -30,6 +29,7 @@ from typing import IO, TypeVar
 import tomli_w
 
 from coordinator.client import OperatorClient, RoundOutcome
+from coordinator.convert import round_state_from_pb
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
@@ -37,21 +37,27 @@ from fedoversight.v1 import operator_pb2
 
 T = TypeVar("T")
 
+#: The kind of an audit entry, read without decoding the entry.
+_KIND = re.compile(r'"kind":"([a-z_]+)"')
+
 #: The root of the checkout under test.
 REPO = Path(__file__).resolve().parents[2]
 #: The operator named in the provisioning plan.
 OPERATOR = "faults-operator"
-#: How a process of this checkout's commands is started.
-OVERSIGHT = (sys.executable, "-c", "from oversight_sim.cli import main; main()")
-CARRIER_NODE = (sys.executable, "-c", "from carrier_node.cli import main; main()")
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
-    """The child gets SIGKILL when the test process goes, however it goes."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+#: First thing a daemon does: ask for SIGKILL when the test process goes, however it goes
+#: (``PR_SET_PDEATHSIG``), and stop if that process is gone already. Done in the child itself:
+#: a ``preexec_fn`` would run Python between fork and exec in a process with gRPC threads.
+_DIE_WITH_PARENT = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL);"
+    " os.getppid() == int(os.environ['FAULTS_PARENT_PID']) or sys.exit(70); "
+)
+#: How this checkout's commands are started.
+OVERSIGHT = (sys.executable, "-c", _DIE_WITH_PARENT + "from oversight_sim.cli import main; main()")
+CARRIER_NODE = (
+    sys.executable,
+    "-c",
+    _DIE_WITH_PARENT + "from carrier_node.cli import main; main()",
+)
 
 
 def free_port() -> int:
@@ -74,6 +80,7 @@ def child_env(**extra: str) -> dict[str, str]:
         NO_COLOR="1",
         COLUMNS="200",
         TERM="dumb",
+        FAULTS_PARENT_PID=str(os.getpid()),
     )
     env.update(extra)
     return env
@@ -115,7 +122,6 @@ class Proc:
             stdin=subprocess.DEVNULL,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_die_with_parent,  # noqa: PLW1509 - the only way to set PDEATHSIG
         )
         return self
 
@@ -195,24 +201,21 @@ class Node:
     def state_db(self) -> Path:
         return self.state_dir / f"{self.carrier_id}.node.sqlite3"
 
-    def audit(self, round_id: str | None = None) -> list[dict[str, object]]:
-        """The node's audit entries (of one round), as written so far."""
+    def audit_kinds(self, round_id: str) -> list[str]:
+        """The kinds of the node's audit entries of one round, as written so far (read
+        without decoding the entries: a released one holds its whole signed result)."""
         try:
             text = self.audit_log.read_text(errors="replace")
         except OSError:
             return []
-        entries = []
+        wanted = f'"round_id":"{round_id}"'
+        kinds = []
         for line in text.splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue  # a line cut short by a kill
-            if isinstance(entry, dict) and (round_id is None or entry.get("round_id") == round_id):
-                entries.append(entry)
-        return entries
-
-    def audit_kinds(self, round_id: str) -> list[str]:
-        return [str(e.get("kind")) for e in self.audit(round_id)]
+            if wanted in line:
+                found = _KIND.search(line)
+                if found is not None:
+                    kinds.append(found.group(1))
+        return kinds
 
     def outbox(self) -> list[str]:
         """Request ids of answers the node keeps until the coordinator acknowledges them."""
@@ -452,9 +455,7 @@ class Federation:
             key=kit / "operator.key",
         )
 
-    def call(
-        self, action: Callable[[OperatorClient], Awaitable[T]], timeout: float = 60.0
-    ) -> T:
+    def call(self, action: Callable[[OperatorClient], Awaitable[T]], timeout: float = 60.0) -> T:
         """One operator API action on a fresh client (each call its own event loop)."""
 
         async def run() -> T:
@@ -479,7 +480,8 @@ class Federation:
         )
 
     def summary(self, round_id: str) -> operator_pb2.RoundSummary:
-        for summary in self.call(lambda c: c.list_rounds(200)):
+        """The round's summary (its state and counts, without its tables)."""
+        for summary in self.call(lambda c: c.list_rounds(20)):
             if summary.round_id == round_id:
                 return summary
         raise LookupError(round_id)
@@ -487,10 +489,10 @@ class Federation:
     def wait_round(self, round_id: str, timeout: float) -> RoundView:
         """Wait until the round has finished; what the operator API says of it."""
         wait_until(
-            lambda: not self.call(lambda c: c.get_round(round_id)).state.is_open,
+            lambda: not round_state_from_pb(self.summary(round_id).state).is_open,
             timeout,
             f"round {round_id} to finish",
-            step=0.25,
+            step=0.1,
         )
         return self.view(round_id)
 

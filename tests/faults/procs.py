@@ -26,14 +26,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TypeVar
 
+import grpc
 import tomli_w
 
 from coordinator.client import OperatorClient, RoundOutcome
-from coordinator.convert import round_state_from_pb
+from coordinator.convert import carrier_state_from_pb, round_state_from_pb
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
-from fedoversight.v1 import operator_pb2
+from fedoversight.v1 import operator_pb2, operator_pb2_grpc
 
 T = TypeVar("T")
 
@@ -231,27 +232,32 @@ class Node:
 
 @dataclass
 class CarrierView:
-    """A carrier's part in a round as the operator API shows it."""
+    """A carrier's part in a round as the operator API shows it: its state, its reason (a
+    refusal's public message) and how many signed results (receipts) the coordinator stored
+    for it."""
 
     state: CarrierRoundState
     message: str
     receipts: int
+    late: bool = False
 
 
 @dataclass
 class RoundView:
-    """A finished round as the operator API shows it: its outcome and, per carrier, its state,
-    reason and how many signed results (receipts) the coordinator stored for it."""
+    """A round as the operator API shows it; ``outcome`` (with every table) only when asked
+    for: GetRound of a heavy round is large and slow."""
 
-    outcome: RoundOutcome
+    round_id: str
+    state: RoundState
     carriers: dict[str, CarrierView]
-
-    @property
-    def state(self) -> RoundState:
-        return self.outcome.state
+    outcome: RoundOutcome | None = None
 
     def states(self) -> dict[str, CarrierRoundState]:
         return {c: v.state for c, v in self.carriers.items()}
+
+    @property
+    def late(self) -> list[str]:
+        return sorted(c for c, v in self.carriers.items() if v.late)
 
 
 class Federation:
@@ -263,7 +269,7 @@ class Federation:
         work: Path,
         carrier_data: dict[str, Path],
         *,
-        disconnect_grace_seconds: float = 2.0,
+        disconnect_grace_seconds: float = 8.0,
         heartbeat_seconds: int = 2,
         node_settings: dict[str, object] | None = None,
     ) -> None:
@@ -486,7 +492,7 @@ class Federation:
                 return summary
         raise LookupError(round_id)
 
-    def wait_round(self, round_id: str, timeout: float) -> RoundView:
+    def wait_round(self, round_id: str, timeout: float, *, tables: bool = True) -> RoundView:
         """Wait until the round has finished; what the operator API says of it."""
         wait_until(
             lambda: not round_state_from_pb(self.summary(round_id).state).is_open,
@@ -494,20 +500,45 @@ class Federation:
             f"round {round_id} to finish",
             step=0.1,
         )
-        return self.view(round_id)
+        return self.view(round_id, tables=tables)
 
-    def view(self, round_id: str) -> RoundView:
-        outcome = self.call(lambda c: c.get_round(round_id))
+    def view(self, round_id: str, *, tables: bool = True) -> RoundView:
+        """The round's state, each carrier's state, reason and receipts; its tables too
+        unless ``tables`` is false."""
+
+        async def progress() -> operator_pb2.RoundProgress:
+            # The first message of WatchRound: the round's and carriers' states, no tables.
+            kit = self.kits / "operators" / OPERATOR
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=(kit / "ca.crt").read_bytes(),
+                private_key=(kit / "operator.key").read_bytes(),
+                certificate_chain=(kit / "operator.crt").read_bytes(),
+            )
+            async with grpc.aio.secure_channel(self.address, credentials) as channel:
+                stub = operator_pb2_grpc.OversightStub(channel)
+                ref = operator_pb2.RoundRef(round_id=round_id)
+                async for message in stub.WatchRound(ref, timeout=30):
+                    return message
+            raise LookupError(round_id)
+
+        now = asyncio.run(progress())
         receipts = self.call(lambda c: c.get_receipts(round_id))
         counts: dict[str, int] = {}
         for r in receipts.receipts:
             counts[r.carrier_id] = counts.get(r.carrier_id, 0) + 1
         return RoundView(
-            outcome,
+            round_id,
+            round_state_from_pb(now.summary.state),
             {
-                c: CarrierView(state, message, counts.get(c, 0))
-                for c, state, message in outcome.carriers
+                c.carrier_id: CarrierView(
+                    carrier_state_from_pb(c.state),
+                    c.message,
+                    counts.get(c.carrier_id, 0),
+                    c.HasField("late_answer_at"),
+                )
+                for c in now.carriers
             },
+            self.call(lambda c: c.get_round(round_id)) if tables else None,
         )
 
     def run_round(
@@ -518,15 +549,12 @@ class Federation:
         deadline: int = 60,
         quorum: int = 1,
         carriers: Sequence[str] = (),
+        tables: bool = True,
     ) -> RoundView:
         round_id = self.create_round(
             period, queries, deadline=deadline, quorum=quorum, carriers=carriers
         )
-        return self.wait_round(round_id, deadline + 30)
-
-    def carrier_state(self, round_id: str, carrier_id: str) -> CarrierRoundState:
-        outcome = self.call(lambda c: c.get_round(round_id))
-        return {c: s for c, s, _ in outcome.carriers}[carrier_id]
+        return self.wait_round(round_id, deadline + 30, tables=tables)
 
 
 @contextlib.contextmanager

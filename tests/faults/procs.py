@@ -518,7 +518,8 @@ class Federation:
                 stub = operator_pb2_grpc.OversightStub(channel)
                 ref = operator_pb2.RoundRef(round_id=round_id)
                 async for message in stub.WatchRound(ref, timeout=30):
-                    return message
+                    first: operator_pb2.RoundProgress = message
+                    return first
             raise LookupError(round_id)
 
         now = asyncio.run(progress())

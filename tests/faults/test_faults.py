@@ -20,6 +20,7 @@ import shutil
 import signal
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -186,6 +187,12 @@ def released(node: Node, round_id: str) -> int:
     return node.audit_kinds(round_id).count("released")
 
 
+def acknowledged(node: Node, request_id: str) -> bool:
+    """Whether the node has forgotten its answer to ``request_id`` (the coordinator
+    acknowledged it)."""
+    return request_id not in node.outbox()
+
+
 def heavy_round(fed: Federation, queries: list[QuerySpec], deadline: int = 30) -> str:
     return fed.create_round(HEAVY_PERIOD, queries, deadline=deadline)
 
@@ -267,7 +274,7 @@ def test_a_coordinator_killed_mid_round_resumes_and_takes_each_result_once(
     check_counted_once(view)
     for carrier_id, node in fed.nodes.items():
         assert released(node, round_id) == 1, carrier_id  # signed once, sent again at most
-        wait_until(lambda n=node: request_id not in n.outbox(), 15, f"{carrier_id}'s ack")
+        wait_until(partial(acknowledged, node, request_id), 15, f"{carrier_id}'s ack")
     check_trivial(fed.run_round(TRIVIAL_PERIOD, TRIVIAL, deadline=30), baseline)
 
 

@@ -18,6 +18,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from functools import partial
@@ -31,7 +32,17 @@ from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
-from tests.faults.procs import Federation, Node, RoundView, remount, tmpfs, wait_until
+from tests.faults.procs import (
+    CARRIER_NODE,
+    REPO,
+    Federation,
+    Node,
+    RoundView,
+    child_env,
+    remount,
+    tmpfs,
+    wait_until,
+)
 
 #: Three carriers of skewed sizes (c001 holds about 70% of the members): small enough to
 #: write in seconds, large enough that a heavy request keeps c001 busy for seconds.
@@ -240,6 +251,17 @@ def test_a_node_killed_mid_round_is_marked_and_nothing_counts_twice(
     assert released(node, round_id) == 0
     check_trivial(fed.run_round(TRIVIAL_PERIOD, TRIVIAL, deadline=30), baseline)
     assert node.outbox() == []
+    # The kill broke nothing of the node's hash-chained audit log.
+    done = subprocess.run(
+        [*CARRIER_NODE, "audit", "verify", "--config", str(node.config)],
+        cwd=REPO,
+        env=child_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_a_coordinator_killed_mid_round_resumes_and_takes_each_result_once(

@@ -101,6 +101,8 @@ class Answering:
         self._margin_seconds = margin_seconds
         #: The budgets of the evaluations under way (cancelled when the node stops).
         self._budgets: set[Budget] = set()
+        #: Ids of the requests being answered now (a delivery of one again is let go).
+        self._in_flight: set[str] = set()
 
     async def answer(self, signed: types_pb2.SignedRequest) -> None:
         """Answer one delivery of a signed request (the answer goes to ``send``).
@@ -124,6 +126,19 @@ class Answering:
             self._send(refusal(arrival.request_id, arrival.round_id, OversightError()))
 
     async def _answer(self, arrival: Arrival) -> None:
+        request_id = arrival.request_id
+        if request_id in self._in_flight:
+            # Delivered again (a reconnection) while it is being answered: that answer goes.
+            log.info("request %s: delivered again while it is answered", request_id)
+            return
+        if request_id:
+            self._in_flight.add(request_id)
+        try:
+            await self._answer_once(arrival)
+        finally:
+            self._in_flight.discard(request_id)
+
+    async def _answer_once(self, arrival: Arrival) -> None:
         if self._data.error is not None:
             await self._data.open()  # unusable so far: perhaps fixed since
         # The look-ups, the checks and their audit entries in one trip to the I/O thread.
@@ -158,7 +173,8 @@ class Answering:
             log.info("request %s: its result awaits the carrier's reviewer", request_id)
             return None
         try:
-            return self.admit(arrival)
+            # No answer is kept for these bytes: one admitted before a crash is admitted again.
+            return self.admit(arrival, unanswered=True)
         except OversightError as exc:
             message = refusal(request_id, round_id, exc)
         if request_id:
@@ -170,7 +186,11 @@ class Answering:
         return message
 
     def admit(
-        self, arrival: Arrival | types_pb2.SignedRequest, now: dt.datetime | None = None
+        self,
+        arrival: Arrival | types_pb2.SignedRequest,
+        now: dt.datetime | None = None,
+        *,
+        unanswered: bool = False,
     ) -> RequestSpec:
         """Every check before anything runs: signature, expiry, address, replay, strict
         decoding, the data source, the policy. Each request is in the audit log with the
@@ -195,7 +215,7 @@ class Answering:
         )
         stage = "gate"
         try:
-            request = self._gate.admit(arrival, now=now)
+            request = self._gate.admit(arrival, now=now, unanswered=unanswered)
             stage = "data source"
             if self._data.error is not None:
                 raise self._data.error

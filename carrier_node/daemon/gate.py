@@ -92,9 +92,17 @@ class RequestGate:
         self._max_age = max_age
 
     def admit(
-        self, arrival: Arrival | types_pb2.SignedRequest, now: dt.datetime | None = None
+        self,
+        arrival: Arrival | types_pb2.SignedRequest,
+        now: dt.datetime | None = None,
+        *,
+        unanswered: bool = False,
     ) -> RequestSpec:
-        """Verify and decode; raises an :class:`OversightError` subclass on any failure."""
+        """Verify and decode; raises an :class:`OversightError` subclass on any failure.
+
+        ``unanswered``: the caller found no answer kept for these very bytes, so a nonce
+        first seen with them is not a replay (the node admitted the request and stopped
+        before answering it: it is evaluated again)."""
         if isinstance(arrival, types_pb2.SignedRequest):
             arrival = Arrival.of(arrival)
         now = now or dt.datetime.now(dt.UTC)
@@ -123,7 +131,12 @@ class RequestGate:
         if self._carrier_id not in request.carriers:
             raise NotAddressedError("the request does not name this carrier")
         if not self._state.remember_nonce(
-            request.nonce, request.request_id, request.expires_at, now
+            request.nonce,
+            request.request_id,
+            request.expires_at,
+            now,
+            arrival.sha256,
+            unanswered=unanswered,
         ):
             raise ReplayedRequestError("nonce seen before")
         return request

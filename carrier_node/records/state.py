@@ -33,7 +33,8 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE TABLE IF NOT EXISTS nonces (
   nonce BLOB PRIMARY KEY,
   request_id TEXT NOT NULL,
-  expires_at TEXT NOT NULL
+  expires_at TEXT NOT NULL,
+  request_sha256 TEXT NOT NULL DEFAULT ''
 );
 CREATE TABLE IF NOT EXISTS held_releases (
   request_id TEXT PRIMARY KEY,
@@ -150,6 +151,11 @@ class NodeState:
             self._db.execute(
                 "ALTER TABLE outbox ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT ''"
             )
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(nonces)")}
+        if "request_sha256" not in columns:  # from before nonces named their request's bytes
+            self._db.execute(
+                "ALTER TABLE nonces ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT ''"
+            )
         # Writes that need not be durable on their own (acknowledgements) go through a
         # connection that does not sync; the next synced commit covers them (one WAL).
         self._lazy = self._db
@@ -203,10 +209,20 @@ class NodeState:
             self._lazy.execute("DELETE FROM outbox WHERE request_id = ?", (request_id,))
 
     def remember_nonce(
-        self, nonce: bytes, request_id: str, expires_at: dt.datetime, now: dt.datetime
+        self,
+        nonce: bytes,
+        request_id: str,
+        expires_at: dt.datetime,
+        now: dt.datetime,
+        request_sha256: str = "",
+        unanswered: bool = False,
     ) -> bool:
-        """Record a nonce; False when it was seen before (a replay).
+        """Record a nonce with the digest of its request's bytes; False when it was seen
+        before (a replay).
 
+        With ``unanswered`` (the caller found no answer kept for these bytes) the very
+        request the nonce was first seen with is not a replay: the node admitted it and
+        stopped before answering (a crash), and it is evaluated again.
         Nonces of requests that expired before ``now`` are forgotten: such a request is
         refused for its expiry anyway.
         """
@@ -218,10 +234,20 @@ class NodeState:
                 self._next_expiry = row[0] if row is not None else None
             # One statement: the nonce is new exactly when the insert adds a row.
             cursor = self._db.execute(
-                "INSERT OR IGNORE INTO nonces VALUES (?, ?, ?)", (nonce, request_id, expires_text)
+                "INSERT OR IGNORE INTO nonces (nonce, request_id, expires_at, request_sha256)"
+                " VALUES (?, ?, ?, ?)",
+                (nonce, request_id, expires_text, request_sha256),
             )
             if cursor.rowcount != 1:
-                return False
+                row = self._db.execute(
+                    "SELECT request_sha256 FROM nonces WHERE nonce = ?", (nonce,)
+                ).fetchone()
+                return (
+                    unanswered
+                    and bool(request_sha256)
+                    and row is not None
+                    and row[0] == request_sha256
+                )
             if self._next_expiry is None or expires_text < self._next_expiry:
                 self._next_expiry = expires_text
             return True

@@ -108,6 +108,26 @@ def test_a_replayed_request_is_refused_even_after_a_restart(tmp_path: Path) -> N
         RequestGate(restarted, operator.verifier, carrier_id="c001").admit(request, now=NOW)
 
 
+def test_a_request_admitted_but_never_answered_is_admitted_again(tmp_path: Path) -> None:
+    """After a crash mid-evaluation the coordinator delivers the very same bytes again: with
+    no answer kept for them the node evaluates the request again; other bytes with its nonce
+    remain a replay."""
+    operator = Signer.generate()
+    request = signed(operator)
+    gate = RequestGate(NodeState(tmp_path / "node.sqlite3"), operator.verifier, carrier_id="c001")
+    gate.admit(request, now=NOW)
+    restarted = RequestGate(
+        NodeState(tmp_path / "node.sqlite3"), operator.verifier, carrier_id="c001"
+    )
+    with pytest.raises(ReplayedRequestError):  # unless the caller found no answer kept
+        restarted.admit(request, now=NOW)
+    assert restarted.admit(request, now=NOW, unanswered=True).request_id == "r1.q"
+    nonce = wire.decode_request_bytes(bytes(request.request)).nonce
+    other = signed(operator, nonce=nonce, request_id="r2.q", round_id="r2")
+    with pytest.raises(ReplayedRequestError):
+        restarted.admit(other, now=NOW, unanswered=True)
+
+
 def test_unsigned_requests_only_in_insecure_mode(state: NodeState) -> None:
     with pytest.raises(AuthenticationError):
         RequestGate(state, None, carrier_id="c001")

@@ -64,6 +64,8 @@ class Connection:
         self._on_welcome = on_welcome
         self._on_request = on_request
         self._on_ack = on_ack
+        #: Whether the coordinator welcomed the node on the stream up now (or the last one).
+        self._welcomed = False
         self._call: (
             grpc.aio.StreamStreamCall[federation_pb2.NodeMessage, federation_pb2.CoordinatorMessage]
             | None
@@ -79,24 +81,25 @@ class Connection:
         """Connect, serve the stream, reconnect, until ``stopping`` is set."""
         delay = self.config.reconnect_min_seconds
         while not stopping.is_set():
-            welcomed = False
+            self._welcomed = False
             try:
-                welcomed = await self._session()
+                await self._session()
             except asyncio.CancelledError:
                 if stopping.is_set():  # close() cancelled the call: a clean exit
                     break
                 raise
             except grpc.aio.AioRpcError as exc:
-                self._log_stream_end(exc, welcomed)
+                self._log_stream_end(exc, self._welcomed)
             except OversightError as exc:
                 log.error("cannot connect: %s", exc.detail)
             finally:
                 self.connected.clear()
             if stopping.is_set():
                 break
+            # A stream the coordinator had welcomed starts the backoff again, however it ended.
             delay = (
                 self.config.reconnect_min_seconds
-                if welcomed
+                if self._welcomed
                 else min(delay * 2, self.config.reconnect_max_seconds)
             )
             wait = delay * random.uniform(0.5, 1.0)
@@ -114,6 +117,11 @@ class Connection:
     def _log_stream_end(self, exc: grpc.aio.AioRpcError, welcomed: bool) -> None:
         details = exc.details() or ""
         code = exc.code()
+        if code is grpc.StatusCode.UNAVAILABLE and welcomed:
+            # The handshake succeeded on this stream: the coordinator went away (a restart,
+            # a crash, the network), nothing to do with this node's certificate.
+            log.warning("the coordinator went away (%s); reconnecting", code.name)
+            return
         if code is grpc.StatusCode.UNAVAILABLE and self.config.tls is not None:
             reason = describe_handshake_failure(details)
             if reason is None and "socket closed" in details.lower():
@@ -178,7 +186,7 @@ class Connection:
                 async for message in call:
                     body = message.WhichOneof("body")
                     if body == "welcome":
-                        welcomed = True
+                        welcomed = self._welcomed = True
                         log.info("connected to coordinator %s", message.welcome.coordinator_id)
                         self.connected.set()
                         await self._on_welcome()

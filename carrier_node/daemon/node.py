@@ -15,12 +15,12 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from types import TracebackType
 from typing import Any
 
 from carrier_node.config import NodeConfig, audit_log_path, disclosure_secret_path
-from carrier_node.daemon.answering import Answering
+from carrier_node.daemon.answering import Answering, AnswerTiming
 from carrier_node.daemon.connection import Connection, WireTap
 from carrier_node.daemon.gate import Arrival, RequestGate
 from carrier_node.daemon.io import IoThread
@@ -54,10 +54,12 @@ class NodeDaemon:
         signer: Signer | None = None,
         wiretap: WireTap | None = None,
         review_poll_seconds: float = 2.0,
+        on_answered: Callable[[AnswerTiming], None] | None = None,
     ) -> None:
         """``source``: a data source to use instead of the configured one; ``wiretap``: called
         with every message put on the wire; ``review_poll_seconds``: how often the daemon looks
-        for the reviewer's decisions on held results (manual release mode)."""
+        for the reviewer's decisions on held results (manual release mode); ``on_answered``:
+        called with each delivery's :class:`~carrier_node.daemon.answering.AnswerTiming`."""
         self.config = config
         self._policy = policy or (
             Policy.load(config.policy_file) if config.policy_file else Policy()
@@ -130,6 +132,7 @@ class NodeDaemon:
             manual=self.manual,
             send=self.connection.send,
             max_concurrent=config.max_concurrent_requests,
+            on_answered=on_answered,
         )
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()

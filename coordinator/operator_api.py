@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections import OrderedDict
@@ -34,6 +35,12 @@ T = TypeVar("T")
 
 #: Most rounds one ListRounds call returns.
 MAX_LIST = 1000
+
+#: Least seconds between two progress messages of an open round, per carrier it lists (so
+#: following a round costs work in proportion to its carriers, not to their square), and the
+#: most that makes.
+PROGRESS_SPACING = 0.0002
+MAX_PROGRESS_SPACING = 0.5
 
 
 def guarded(
@@ -164,10 +171,12 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         try:
             self.access.require(context, Role.VIEWER)
             round_id = _round_id(request)
+            loop = asyncio.get_running_loop()
             while True:
                 # Read before the snapshot: a change made while it is taken or sent wakes the
                 # wait below at once instead of being missed until the timeout.
                 seen = self._rounds.changes
+                taken = loop.time()
                 record, statuses = await self._rounds.snapshot(round_id)
                 yield operator_pb2.RoundProgress(
                     summary=convert.summary_to_pb(
@@ -178,6 +187,12 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 if not record.state.is_open:
                     return
                 await self._rounds.wait_for_change(timeout=1.0, since=seen)
+                # Each message lists every carrier, and a large round's answers come in a
+                # burst: while the round is open, messages are spaced by PROGRESS_SPACING per
+                # carrier (the close is sent at once).
+                spacing = min(MAX_PROGRESS_SPACING, PROGRESS_SPACING * len(statuses))
+                if loop.time() - taken < spacing:
+                    await self._rounds.wait_until_closed(round_id, spacing - (loop.time() - taken))
         except (AuthenticationError, ForbiddenError) as exc:
             log.warning("operator call WatchRound refused: %s", exc.detail)
             await context.abort(grpc_status(exc), exc.detail)

@@ -227,9 +227,13 @@ class SimulatedFederation:
             theirs.close()
             self._workers.append((process, ours))
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
         for worker, conn in self._workers:
-            if not await loop.run_in_executor(None, conn.poll, timeout):
-                raise TimeoutError(f"node worker {worker.pid} not ready in {timeout:.0f}s")
+            while not await loop.run_in_executor(None, conn.poll, 0.5):
+                if worker.exitcode is not None:
+                    raise RuntimeError(f"node worker {worker.pid} exited ({worker.exitcode})")
+                if loop.time() > deadline:
+                    raise TimeoutError(f"node worker {worker.pid} not ready in {timeout:.0f}s")
             kind, detail = conn.recv()
             if kind != "ready":
                 raise RuntimeError(f"node worker {worker.pid} failed: {detail}")

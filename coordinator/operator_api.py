@@ -18,7 +18,7 @@ from coordinator.config import Role
 from coordinator.hub import NodeHub
 from coordinator.results import TABLES_KEPT
 from coordinator.rounds import RoundManager
-from coordinator.store import CarrierRoundState, RoundStore
+from coordinator.store import CarrierRound, CarrierRoundState, RoundStore
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import (
@@ -172,6 +172,16 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             self.access.require(context, Role.VIEWER)
             round_id = _round_id(request)
             loop = asyncio.get_running_loop()
+            # Each carrier's status as last sent, converted again only when it changed (an
+            # open round's snapshot keeps the same object until the carrier's state changes).
+            converted: dict[str, tuple[object, operator_pb2.CarrierStatus]] = {}
+
+            def status(c: CarrierRound) -> operator_pb2.CarrierStatus:
+                seen = converted.get(c.carrier_id)
+                if seen is None or seen[0] is not c:
+                    seen = converted[c.carrier_id] = (c, convert.carrier_status_to_pb(c))
+                return seen[1]
+
             while True:
                 # Read before the snapshot: a change made while it is taken or sent wakes the
                 # wait below at once instead of being missed until the timeout.
@@ -182,7 +192,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                     summary=convert.summary_to_pb(
                         record, self._rounds.request_of(record), statuses
                     ),
-                    carriers=[convert.carrier_status_to_pb(c) for c in statuses],
+                    carriers=[status(c) for c in statuses],
                 )
                 if not record.state.is_open:
                     return

@@ -82,9 +82,12 @@ class _OpenRound:
     carriers: dict[str, CarrierRound] = field(default_factory=dict)
     #: The carriers without an answer or refusal yet (what finishing the round waits for).
     unsettled: set[str] = field(default_factory=set)
+    #: ``wire.digest`` of the request bytes (each result must name it).
+    request_digest: bytes = b""
 
     def __post_init__(self) -> None:
         self.unsettled = {c for c, s in self.states.items() if s not in _ANSWER_STATES}
+        self.request_digest = wire.digest(self.record.request_bytes)
 
     def set(
         self, carrier_id: str, state: CarrierRoundState, error_code: int = 0, message: str = ""
@@ -489,7 +492,7 @@ class RoundManager:
         )
         live = self._open.get(result.round_id)
         if live is not None:
-            check_answers(result, live.record.request_bytes, live.request)
+            check_answers(result, live.record.request_bytes, live.request, live.request_digest)
         return result
 
     async def _check_late(self, result: ResultSpec) -> None:

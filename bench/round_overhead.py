@@ -40,13 +40,13 @@ Then, in the same run (targets of issue 17 printed beside each figure):
 ``--suite`` answers the full catalogue in each round of the latency phase instead of one
 trivial metric (the full suite's result sizes).
 
-Measured with ``--rounds 50`` on 2 vCPU shared with other work (load average 6-10, so wall
-times are inflated; CPU times much less so): coordinator CPU per carrier per round 1.64 ms at
-65 carriers and 1.80 ms at 1,000 (1.10x: linear growth, but above the 0.5 ms target; a
-result's verification, decoding and storage, gRPC's own per-message work and the watch are
-most of it); 1,000-carrier in-process round 9.3-11.9 s (7-8 s with less load); node overhead
-per trivial result 11 ms (target 20 ms), per monthly-suite result 26-53 ms, 0.6-3.3% of
-compute (target 10%).
+Measured with ``--rounds 50`` on 2 vCPU shared with other work (wall times vary with the
+load; CPU times much less): coordinator CPU per carrier per round 2.07 ms at 65 carriers and
+1.12 ms at 1,000, net of the idle heartbeat cost (gross 2.09 and 1.64): linear growth or
+better, but above the 0.5 ms target (each result's gRPC handling, verification, strict
+decoding and storage, the watch and the tables are most of it); a 1,000-carrier in-process
+round 6.2-6.9 s (9-12 s under heavy load); node overhead per trivial result 5 ms (target 20
+ms), per monthly-suite result 15-18 ms, 0.9-2.9% of compute (target 10%).
 """
 
 from __future__ import annotations

@@ -176,7 +176,12 @@ class SimulatedFederation:
         self.coordinator = Coordinator(self.coordinator_config())
         await self.coordinator.start()
         if self.node_processes:
-            await self._start_workers(timeout)
+            try:
+                await self._start_workers(timeout)
+            except BaseException:
+                await self._stop_workers()  # none left behind a failed start
+                await self.coordinator.shutdown(grace=0.5)
+                raise
             self.client = self.operator_client()
             return
         # Open every node's data first (validation runs off the loop, two at a time: DuckDB
@@ -241,7 +246,8 @@ class SimulatedFederation:
     async def _stop_workers(self) -> None:
         loop = asyncio.get_running_loop()
         for _, conn in self._workers:
-            conn.send("stop")
+            with contextlib.suppress(OSError):  # a worker that is gone already
+                conn.send("stop")
         for process, conn in self._workers:
             await loop.run_in_executor(None, process.join, 30.0)
             if process.is_alive():

@@ -163,21 +163,13 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
         if self.listener is not None:
             await self.listener.on_connect(session.carrier_id)
         reader = asyncio.create_task(self._read(session, request_iterator))
-        getter: asyncio.Task[federation_pb2.CoordinatorMessage | None] | None = None
+        # The stream ends when the node's side does (or its certificate is revoked): the
+        # reader's end is queued behind what is already queued (no task per message sent).
+        reader.add_done_callback(lambda _: session.queue.put_nowait(None))
         try:
-            while True:
-                getter = asyncio.create_task(session.queue.get())
-                done, _ = await asyncio.wait({getter, reader}, return_when=asyncio.FIRST_COMPLETED)
-                if getter not in done:
-                    break
-                message = getter.result()
-                getter = None
-                if message is None:
-                    break
+            while (message := await session.queue.get()) is not None:
                 yield message
         finally:
-            if getter is not None:
-                getter.cancel()
             reader.cancel()
             if self.sessions.get(session.carrier_id) is session:
                 del self.sessions[session.carrier_id]

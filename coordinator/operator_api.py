@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections import OrderedDict
@@ -17,7 +18,7 @@ from coordinator.config import Role
 from coordinator.hub import NodeHub
 from coordinator.results import TABLES_KEPT
 from coordinator.rounds import RoundManager
-from coordinator.store import CarrierRoundState, RoundStore, StoredResult
+from coordinator.store import CarrierRound, CarrierRoundState, RoundStore, StoredResult
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import (
@@ -37,6 +38,12 @@ MAX_LIST = 1000
 #: Rounds GetAnchors looks through by default, and at most.
 DEFAULT_ANCHOR_ROUNDS = 1000
 MAX_ANCHOR_ROUNDS = 100_000
+
+#: Least seconds between two progress messages of an open round, per carrier it lists (so
+#: following a round costs work in proportion to its carriers, not to their square), and the
+#: most that makes.
+PROGRESS_SPACING = 0.0002
+MAX_PROGRESS_SPACING = 0.5
 
 
 def guarded(
@@ -167,20 +174,38 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         try:
             self.access.require(context, Role.VIEWER)
             round_id = _round_id(request)
+            loop = asyncio.get_running_loop()
+            # Each carrier's status as last sent, converted again only when it changed (an
+            # open round's snapshot keeps the same object until the carrier's state changes).
+            converted: dict[str, tuple[object, operator_pb2.CarrierStatus]] = {}
+
+            def status(c: CarrierRound) -> operator_pb2.CarrierStatus:
+                seen = converted.get(c.carrier_id)
+                if seen is None or seen[0] is not c:
+                    seen = converted[c.carrier_id] = (c, convert.carrier_status_to_pb(c))
+                return seen[1]
+
             while True:
                 # Read before the snapshot: a change made while it is taken or sent wakes the
                 # wait below at once instead of being missed until the timeout.
                 seen = self._rounds.changes
+                taken = loop.time()
                 record, statuses = await self._rounds.snapshot(round_id)
                 yield operator_pb2.RoundProgress(
                     summary=convert.summary_to_pb(
                         record, self._rounds.request_of(record), statuses
                     ),
-                    carriers=[convert.carrier_status_to_pb(c) for c in statuses],
+                    carriers=[status(c) for c in statuses],
                 )
                 if not record.state.is_open:
                     return
                 await self._rounds.wait_for_change(timeout=1.0, since=seen)
+                # Each message lists every carrier, and a large round's answers come in a
+                # burst: while the round is open, messages are spaced by PROGRESS_SPACING per
+                # carrier (the close is sent at once).
+                spacing = min(MAX_PROGRESS_SPACING, PROGRESS_SPACING * len(statuses))
+                if loop.time() - taken < spacing:
+                    await self._rounds.wait_until_closed(round_id, spacing - (loop.time() - taken))
         except (AuthenticationError, ForbiddenError) as exc:
             log.warning("operator call WatchRound refused: %s", exc.detail)
             await context.abort(grpc_status(exc), exc.detail)

@@ -74,13 +74,17 @@ def verify_result(
 
 
 def check_answers(
-    result: ResultSpec, request_bytes: bytes, request: RequestSpec | None = None
+    result: ResultSpec,
+    request_bytes: bytes,
+    request: RequestSpec | None = None,
+    request_digest: bytes | None = None,
 ) -> None:
-    """The result answers exactly this request: its id and round, its digest, its queries."""
+    """The result answers exactly this request: its id and round, its digest, its queries.
+    ``request_digest``: ``wire.digest(request_bytes)`` when the caller holds it already."""
     request = request or wire.decode_request_bytes(request_bytes)
     if result.request_id != request.request_id or result.round_id != request.round_id:
         raise InvalidRequestError("result answers another request")
-    if result.request_digest != wire.digest(request_bytes):
+    if result.request_digest != (request_digest or wire.digest(request_bytes)):
         raise InvalidRequestError("result digest does not match the request")
     check_result_shape(request, result)
 

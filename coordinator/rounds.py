@@ -77,6 +77,35 @@ class _OpenRound:
     #: Each stored result decoded, by carrier: as verified on arrival (or, for results stored
     #: before a restart, as first decoded for the round's tables).
     results: dict[str, ResultSpec] = field(default_factory=dict)
+    #: Each carrier's part as stored (kept in step with every write of it: what watchers of
+    #: the open round read, rather than the store).
+    carriers: dict[str, CarrierRound] = field(default_factory=dict)
+    #: The carriers without an answer or refusal yet (what finishing the round waits for).
+    unsettled: set[str] = field(default_factory=set)
+    #: ``wire.digest`` of the request bytes (each result must name it).
+    request_digest: bytes = b""
+
+    def __post_init__(self) -> None:
+        self.unsettled = {c for c, s in self.states.items() if s not in _ANSWER_STATES}
+        self.request_digest = wire.digest(self.record.request_bytes)
+
+    def set(
+        self, carrier_id: str, state: CarrierRoundState, error_code: int = 0, message: str = ""
+    ) -> None:
+        """A carrier's state, once it is stored."""
+        self.states[carrier_id] = state
+        self.carriers[carrier_id] = CarrierRound(
+            round_id=self.record.round_id,
+            carrier_id=carrier_id,
+            state=state,
+            error_code=error_code,
+            message=message,
+            updated_at=_now(),
+        )
+        if state in _ANSWER_STATES:
+            self.unsettled.discard(carrier_id)
+        else:
+            self.unsettled.add(carrier_id)
 
 
 def _now() -> dt.datetime:
@@ -298,6 +327,7 @@ class RoundManager:
             request=request,
             signed=signed,
             states={c.carrier_id: c.state for c in carrier_rounds},
+            carriers={c.carrier_id: c for c in carrier_rounds},
         )
         self._open[record.round_id] = live
         message = federation_pb2.CoordinatorMessage(request=signed)
@@ -392,7 +422,7 @@ class RoundManager:
         )
         if live is not None and fresh:
             live.results[carrier_id] = result  # what is stored, decoded and verified
-            live.states[carrier_id] = CarrierRoundState.ANSWERED
+            live.set(carrier_id, CarrierRoundState.ANSWERED)
             if live.record.state is RoundState.DISPATCHED:
                 await self._set_round_state(live, RoundState.COLLECTING)
             await self._notify()
@@ -472,7 +502,7 @@ class RoundManager:
         )
         live = self._open.get(result.round_id)
         if live is not None:
-            check_answers(result, live.record.request_bytes, live.request)
+            check_answers(result, live.record.request_bytes, live.request, live.request_digest)
         return result
 
     async def _check_late(self, result: ResultSpec) -> None:
@@ -516,7 +546,7 @@ class RoundManager:
         if live.record.round_id not in self._open:
             return
         now = asyncio.get_running_loop().time()
-        if all(self._settled(live, c, now) for c in live.states):
+        if all(self._settled(live, c, now) for c in live.unsettled):
             await self._finish(live)
 
     async def _finish(self, live: _OpenRound) -> None:
@@ -563,7 +593,7 @@ class RoundManager:
             message,
         )
         if changed:
-            live.states[carrier_id] = state
+            live.set(carrier_id, state, error_code, message)
             await self._notify()
 
     async def _set_states(
@@ -576,7 +606,7 @@ class RoundManager:
         changed = await self.db(self._store.set_carriers_state, live.record.round_id, states)
         for carrier_id in changed:
             if live.states.get(carrier_id) not in _ANSWER_STATES:
-                live.states[carrier_id] = wanted[carrier_id]
+                live.set(carrier_id, wanted[carrier_id])
         if changed:
             await self._notify()
 
@@ -615,10 +645,23 @@ class RoundManager:
                         self._changed.wait_for(lambda: self._changes != since), timeout
                     )
 
+    async def wait_until_closed(self, round_id: str, timeout: float) -> None:
+        """Return once the round is no longer open, at the latest after ``timeout`` seconds."""
+        async with self._changed:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._changed.wait_for(lambda: round_id not in self._open), timeout
+                )
+
     def is_open(self, round_id: str) -> bool:
         return round_id in self._open
 
     async def snapshot(self, round_id: str) -> tuple[RoundRecord, list[CarrierRound]]:
+        """The round and each carrier's part in it, as stored (an open round's as kept in
+        memory in step with the store: watching a large round does not read it back)."""
+        live = self._open.get(round_id)
+        if live is not None:
+            return live.record, list(live.carriers.values())
         record = await self.db(self._store.get_round, round_id)
         carriers = await self.db(self._store.carrier_rounds, round_id)
         return record, carriers

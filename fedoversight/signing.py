@@ -7,6 +7,7 @@ construction.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,8 +75,9 @@ class Verifier:
             raise ConfigError(f"public key {path.name} is not Ed25519")
         return cls(key)
 
-    @property
+    @functools.cached_property
     def key_id(self) -> str:
+        """The key's id (computed once: it is checked on every verification)."""
         return key_id(self.public)
 
     def verify(self, data: bytes, signature: bytes, claimed_key_id: str) -> None:

@@ -1,20 +1,31 @@
-"""A coordinator and N carrier node daemons on loopback, in one process, over real gRPC
-(mutual TLS and signatures on, unless asked for an insecure demo)."""
+"""A coordinator and N carrier node daemons on loopback, over real gRPC (mutual TLS and
+signatures on, unless asked for an insecure demo): in one process, or with the nodes in a few
+worker processes of their own.
+
+A large federation (a thousand carriers on two cores) runs light nodes: many carriers share a
+few synthetic datasets (:func:`oversight_sim.canned.spread`) and answer from canned engines
+(``canned=True``, :mod:`oversight_sim.canned`); every other part of each node is the real
+daemon's. With ``node_processes`` the nodes run in that many processes beside the
+coordinator's, so the coordinator's own cost can be measured apart from theirs.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
+import multiprocessing
 import os
-from collections.abc import Mapping
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from pathlib import Path
 from types import TracebackType
 
 from carrier_node.config import NodeConfig, TlsFiles
-from carrier_node.daemon import NodeDaemon, WireTap
+from carrier_node.daemon import AnswerTiming, NodeDaemon, WireTap
 from carrier_node.policy import Policy
 from coordinator.client import OperatorClient
 from coordinator.config import (
@@ -28,6 +39,7 @@ from coordinator.config import (
 from coordinator.provision import CarrierPlan, OperatorPlan, Provisioned, ProvisionPlan, provision
 from coordinator.server import Coordinator
 from fedoversight.signing import Signer
+from oversight_sim.canned import CannedAnswers, CannedEngine, canned_answers
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,23 @@ class SimulatedFederation:
     So by default everything runs as in production: mutual TLS on the node streams and the
     operator API, requests signed by the operator key, results signed by each node's key.
     ``insecure=True`` is plaintext and unsigned (local demos only).
+
+    Large federations (hundreds or thousands of carriers on a few cores):
+
+    - ``carrier_dirs`` may map many carriers to the same directory
+      (:func:`oversight_sim.canned.spread`);
+    - ``canned=True``: each distinct directory is opened and validated once, its real engine
+      evaluates each distinct request once, and every node on it answers from that
+      (:class:`~oversight_sim.canned.CannedEngine`): gate, policy, disclosure control,
+      signing, the audit log and the outbox are each node's own, as in production;
+    - ``node_processes=K``: the nodes run in K worker processes (started with ``spawn``), each
+      hosting its share of them on one event loop; the coordinator, the operator client and
+      nothing else run in this process. ``nodes`` is then empty, node-level hooks (``wiretap``,
+      ``on_answered``) and :meth:`stop_node` / :meth:`start_node` are unavailable.
+
+    ``on_answered`` is called with each in-process node's :class:`AnswerTiming` (where an
+    answer's time went, stage by stage). ``connect_timeout`` bounds the wait for every node to
+    be connected at start.
     """
 
     carrier_dirs: Mapping[str, Path]
@@ -70,6 +99,12 @@ class SimulatedFederation:
     node_settings: Mapping[str, object] = field(default_factory=dict)
     #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
     round_store: PostgresStore | None = None
+    #: Nodes answer from canned engines, one real engine per distinct data directory.
+    canned: bool = False
+    #: Worker processes hosting the nodes (0: the nodes run in this process).
+    node_processes: int = 0
+    on_answered: Callable[[AnswerTiming], None] | None = None
+    connect_timeout: float = 60.0
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -82,6 +117,11 @@ class SimulatedFederation:
     )
     client: OperatorClient | None = None
     pki: Provisioned | None = None
+    #: The canned engines' datasets (with ``canned``, nodes in this process only).
+    answers: dict[Path, CannedAnswers] = field(default_factory=dict)
+    _workers: list[tuple[multiprocessing.process.BaseProcess, Connection]] = field(
+        default_factory=list
+    )
 
     @property
     def address(self) -> str:
@@ -147,14 +187,28 @@ class SimulatedFederation:
             )
         return CoordinatorConfig.model_validate(settings)
 
-    async def start(self, connect_timeout: float = 60.0) -> None:
+    async def start(self, connect_timeout: float | None = None) -> None:
+        timeout = self.connect_timeout if connect_timeout is None else connect_timeout
+        if self.node_processes and (self.wiretap is not None or self.on_answered is not None):
+            raise ValueError("wiretap and on_answered need the nodes in this process")
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not self.insecure:
             await asyncio.to_thread(self.provision)
         self.coordinator = Coordinator(self.coordinator_config())
         await self.coordinator.start()
+        if self.node_processes:
+            try:
+                await self._start_workers(timeout)
+            except BaseException:
+                await self._stop_workers()  # none left behind a failed start
+                await self.coordinator.shutdown(grace=0.5)
+                raise
+            self.client = self.operator_client()
+            return
         # Open every node's data first (validation runs off the loop, two at a time: DuckDB
         # releases the GIL), then connect them all.
+        if self.canned:
+            self.answers = canned_answers(self.carrier_dirs, threads=self.engine_threads)
         for carrier_id in sorted(self.carrier_dirs):
             self.nodes[carrier_id] = self.make_node(carrier_id)
         gate = asyncio.Semaphore(2)
@@ -163,13 +217,64 @@ class SimulatedFederation:
             async with gate:
                 await node.open_source()
 
-        await asyncio.gather(*(open_one(n) for n in self.nodes.values()))
+        async def open_answers(answers: CannedAnswers) -> None:
+            async with gate:
+                await asyncio.to_thread(answers.open)
+
+        if self.canned:
+            await asyncio.gather(*(open_answers(a) for a in self.answers.values()))
+        else:
+            await asyncio.gather(*(open_one(n) for n in self.nodes.values()))
         for carrier_id, node in self.nodes.items():
             self._tasks[carrier_id] = asyncio.create_task(node.run())
         await asyncio.wait_for(
-            asyncio.gather(*(n.connected.wait() for n in self.nodes.values())), connect_timeout
+            asyncio.gather(*(n.connected.wait() for n in self.nodes.values())), timeout
         )
         self.client = self.operator_client()
+
+    async def _start_workers(self, timeout: float) -> None:
+        """Start the worker processes, each with its share of the nodes, and wait until every
+        node is connected."""
+        context = multiprocessing.get_context("spawn")
+        carriers = sorted(self.carrier_dirs)
+        shares = [carriers[i :: self.node_processes] for i in range(self.node_processes)]
+        for share in (s for s in shares if s):
+            ours, theirs = context.Pipe()
+            plan = WorkerPlan(
+                configs=tuple(self.node_config(c) for c in share),
+                policies={c: self.policies.get(c, self.policy) for c in share},
+                canned=self.canned,
+                engine_threads=self.engine_threads,
+            )
+            process = context.Process(
+                target=serve_nodes, args=(plan, theirs), name="sim-nodes", daemon=True
+            )
+            process.start()
+            theirs.close()
+            self._workers.append((process, ours))
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        for worker, conn in self._workers:
+            while not await loop.run_in_executor(None, conn.poll, 0.5):
+                if worker.exitcode is not None:
+                    raise RuntimeError(f"node worker {worker.pid} exited ({worker.exitcode})")
+                if loop.time() > deadline:
+                    raise TimeoutError(f"node worker {worker.pid} not ready in {timeout:.0f}s")
+            kind, detail = conn.recv()
+            if kind != "ready":
+                raise RuntimeError(f"node worker {worker.pid} failed: {detail}")
+
+    async def _stop_workers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for _, conn in self._workers:
+            with contextlib.suppress(OSError):  # a worker that is gone already
+                conn.send("stop")
+        for process, conn in self._workers:
+            await loop.run_in_executor(None, process.join, 30.0)
+            if process.is_alive():
+                process.kill()
+            conn.close()
+        self._workers.clear()
 
     def operator_client(self, name: str = HARNESS_OPERATOR) -> OperatorClient:
         """A client for the operator API as the harness operator (or viewer)."""
@@ -209,11 +314,23 @@ class SimulatedFederation:
         return NodeConfig.model_validate(settings)
 
     def make_node(self, carrier_id: str, **changes: object) -> NodeDaemon:
-        return NodeDaemon(
-            self.node_config(carrier_id, **changes),
-            policy=self.policies.get(carrier_id, self.policy),
-            wiretap=self.wiretap,
-            evaluation_executor=self._evaluations,
+        config = self.node_config(carrier_id, **changes)
+        policy = self.policies.get(carrier_id, self.policy)
+        if not self.canned:
+            return NodeDaemon(
+                config,
+                policy=policy,
+                wiretap=self.wiretap,
+                on_answered=self.on_answered,
+                evaluation_executor=self._evaluations,
+            )
+        answers = self.answers.get(self.carrier_dirs[carrier_id])
+        if answers is None:
+            answers = self.answers[self.carrier_dirs[carrier_id]] = CannedAnswers(
+                self.carrier_dirs[carrier_id], threads=self.engine_threads
+            )
+        return canned_node(
+            config, policy, answers, self.wiretap, self.on_answered, self._evaluations
         )
 
     async def stop_node(self, carrier_id: str) -> None:
@@ -233,6 +350,8 @@ class SimulatedFederation:
         if carrier_id in self.nodes:
             raise RuntimeError(f"node {carrier_id} is running")
         node = self.make_node(carrier_id, **changes)
+        if self.canned:
+            await asyncio.to_thread(self.answers[self.carrier_dirs[carrier_id]].open)
         await node.open_source()
         self.nodes[carrier_id] = node
         self._tasks[carrier_id] = asyncio.create_task(node.run())
@@ -242,8 +361,10 @@ class SimulatedFederation:
     async def stop(self) -> None:
         if self.client is not None:
             await self.client.close()
-        for carrier_id in list(self.nodes):
-            await self.stop_node(carrier_id)
+        if self.nodes:
+            await asyncio.gather(*(self.stop_node(c) for c in list(self.nodes)))
+        if self._workers:
+            await self._stop_workers()
         if self.coordinator is not None:
             await self.coordinator.shutdown(grace=0.5)
         self._evaluations.shutdown(wait=False, cancel_futures=True)
@@ -259,3 +380,85 @@ class SimulatedFederation:
         tb: TracebackType | None,
     ) -> None:
         await self.stop()
+
+
+def canned_node(
+    config: NodeConfig,
+    policy: Policy | None,
+    answers: CannedAnswers,
+    wiretap: WireTap | None = None,
+    on_answered: Callable[[AnswerTiming], None] | None = None,
+    evaluation_executor: Executor | None = None,
+) -> NodeDaemon:
+    """A node daemon answering from ``answers`` (opened by the caller)."""
+    node = NodeDaemon(
+        config,
+        source=answers.source,
+        policy=policy,
+        wiretap=wiretap,
+        on_answered=on_answered,
+        evaluation_executor=evaluation_executor,
+    )
+    node.data.engine = CannedEngine(
+        answers, config.carrier_id, clamped=node.policy.differential_privacy.enabled
+    )
+    return node
+
+
+@dataclass(frozen=True)
+class WorkerPlan:
+    """What a node worker process runs: its nodes' configurations and policies."""
+
+    configs: tuple[NodeConfig, ...]
+    policies: dict[str, Policy | None]
+    canned: bool
+    engine_threads: int
+
+
+def serve_nodes(plan: WorkerPlan, conn: Connection) -> None:
+    """A node worker process: run the plan's nodes until told to stop. Says ``("ready",
+    None)`` once every node is connected (or ``("error", reason)``), then waits for ``stop``."""
+    try:
+        asyncio.run(_serve_nodes(plan, conn))
+    finally:
+        conn.close()
+
+
+async def _serve_nodes(plan: WorkerPlan, conn: Connection) -> None:
+    loop = asyncio.get_running_loop()
+    nodes: list[NodeDaemon] = []
+    tasks: list[asyncio.Task[None]] = []
+    evaluations = ThreadPoolExecutor(
+        max_workers=min(32, (os.cpu_count() or 1) + 4), thread_name_prefix="evaluation"
+    )
+    try:
+        answers: dict[Path, CannedAnswers] = {}
+        for config in plan.configs:
+            policy = plan.policies.get(config.carrier_id)
+            if plan.canned:
+                assert config.data_dir is not None
+                data = answers.get(config.data_dir)
+                if data is None:
+                    data = answers[config.data_dir] = CannedAnswers(
+                        config.data_dir, threads=plan.engine_threads
+                    )
+                    await asyncio.to_thread(data.open)
+                nodes.append(canned_node(config, policy, data, evaluation_executor=evaluations))
+            else:
+                nodes.append(NodeDaemon(config, policy=policy, evaluation_executor=evaluations))
+        for node in nodes:
+            if not plan.canned:
+                await node.open_source()
+            tasks.append(asyncio.create_task(node.run()))
+        await asyncio.gather(*(n.connected.wait() for n in nodes))
+    except Exception as exc:
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+        raise
+    conn.send(("ready", None))
+    with contextlib.suppress(EOFError):  # "stop", or EOF: the harness is gone
+        await loop.run_in_executor(None, conn.recv)
+    await asyncio.gather(*(n.shutdown() for n in nodes), return_exceptions=True)
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    evaluations.shutdown(wait=False, cancel_futures=True)

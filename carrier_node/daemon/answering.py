@@ -7,18 +7,27 @@ and replay checks, the data source, the policy), is evaluated off the event loop
 :mod:`carrier_node.disclosure`, signed, written to the audit log and kept in the outbox until
 the coordinator acknowledges it — each durable before it is sent. A failure anywhere becomes a
 refusal with a fixed public message, logged and kept the same way.
+
+Each answer's time is accounted for by stage (:class:`AnswerTiming`: the gate, the engine's
+compute, disclosure control, signing, persistence), handed to an optional ``on_answered``
+callback and logged at debug level.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import datetime as dt
+import functools
 import hashlib
 import logging
 import re
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import ParamSpec, TypeVar
 
 from carrier_node.budget import Budget
 from carrier_node.daemon import cost
@@ -49,6 +58,64 @@ log = logging.getLogger(__name__)
 _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: The stages of an answer, as :class:`AnswerTiming` names them.
+STAGES = ("gate", "compute", "disclosure", "signing", "persistence")
+
+
+@dataclass
+class AnswerTiming:
+    """Where one delivery's answer spent its time: per stage, wall seconds and the CPU seconds
+    of the thread that ran it (waits for the I/O thread or an evaluation slot excluded).
+
+    ``gate``: reading the request, the outbox and replay look-ups, signature, validity, policy
+    and their audit entries; ``compute``: the engine (SQL and decoding into raw cells);
+    ``disclosure``: disclosure control; ``signing``: the data snapshot, encoding and signing the
+    result; ``persistence``: its audit entry and the outbox. ``outcome``: ``released``,
+    ``refused``, ``resent`` or ``held``.
+    """
+
+    request_id: str = ""
+    outcome: str = ""
+    wall: dict[str, float] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, wall: float, cpu: float) -> None:
+        self.wall[stage] = self.wall.get(stage, 0.0) + wall
+        self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu
+
+    def timed(self, stage: str, call: Callable[P, T]) -> Callable[P, T]:
+        """``call``, its time added to ``stage`` on whatever thread it runs."""
+
+        def run(*args: P.args, **kwargs: P.kwargs) -> T:
+            wall, cpu = time.perf_counter(), time.thread_time()
+            try:
+                return call(*args, **kwargs)
+            finally:
+                self.add(stage, time.perf_counter() - wall, time.thread_time() - cpu)
+
+        return run
+
+    def overhead(self, cpu: bool = False) -> float:
+        """Seconds of every stage but the engine's compute."""
+        times = self.cpu if cpu else self.wall
+        return sum(v for k, v in times.items() if k != "compute")
+
+
+#: The answer under way in this task (and the threads it hands work to).
+_TIMING: contextvars.ContextVar[AnswerTiming | None] = contextvars.ContextVar(
+    "answer_timing", default=None
+)
+
+
+def _stage(stage: str, call: Callable[P, T]) -> Callable[P, T]:
+    """``call`` timed into the current answer's ``stage`` (as is, outside an answer)."""
+    timing = _TIMING.get()
+    return call if timing is None else timing.timed(stage, call)
+
+
 class OutboxError(RecordsUnavailableError):
     """A released result could not be kept in the outbox (so it is not sent)."""
 
@@ -76,12 +143,15 @@ class Answering:
         max_seconds: float,
         margin_seconds: float = 0.0,
         executor: Executor | None = None,
+        on_answered: Callable[[AnswerTiming], None] | None = None,
     ) -> None:
         """``send`` puts an answer on the stream; ``scheduler`` gives evaluations their slots
         (one evaluation thread each); an evaluation gets the time to the request's deadline
         less ``margin_seconds`` (kept for signing, keeping and sending), at most
         ``max_seconds``; ``executor``: evaluation threads shared with other nodes of the same
-        process (simulated federations) instead of the node's own."""
+        process (simulated federations) instead of the node's own; ``on_answered`` is called
+        with each delivery's :class:`AnswerTiming`."""
+        self._on_answered = on_answered
         self.policy = policy
         self._state = state
         self._audit = audit
@@ -109,7 +179,10 @@ class Answering:
 
         Never raises: what cannot be answered is refused, and a refusal that cannot be kept
         (the records cannot be written) is still sent."""
-        arrival = Arrival.of(signed)
+        timing = AnswerTiming()
+        _TIMING.set(timing)  # this task's context, and the threads it hands work to
+        arrival = timing.timed("gate", Arrival.of)(signed)
+        timing.request_id = arrival.request_id
         try:
             await self._answer(arrival)
         except asyncio.CancelledError:
@@ -142,15 +215,35 @@ class Answering:
         if self._data.error is not None:
             await self._data.open()  # unusable so far: perhaps fixed since
         # The look-ups, the checks and their audit entries in one trip to the I/O thread.
-        outcome = await self._io.run(self._receive, arrival)
+        outcome = await self._io.run(_stage("gate", self._receive), arrival)
         if outcome is None:  # its result awaits the carrier's reviewer
+            self._answered("held")
             return
         if isinstance(outcome, federation_pb2.NodeMessage):  # stored answer, or the refusal
             self._send(outcome)
+            self._answered("resent" if outcome.HasField("result") else "refused")
             return
         answer = await self._evaluate_and_release(outcome, arrival)
         if answer is not None:  # None: held for the reviewer, nothing is stored or sent
             self._send(answer)
+        self._answered(
+            "held" if answer is None else "released" if answer.HasField("result") else "refused"
+        )
+
+    def _answered(self, outcome: str) -> None:
+        timing = _TIMING.get()
+        if timing is None:
+            return
+        timing.outcome = outcome
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug(
+                "request %s %s: %s",
+                timing.request_id or "?",
+                outcome,
+                ", ".join(f"{k} {v * 1000:.1f} ms" for k, v in timing.wall.items()),
+            )
+        if self._on_answered is not None:
+            self._on_answered(timing)
 
     def _receive(self, arrival: Arrival) -> RequestSpec | federation_pb2.NodeMessage | None:
         """On the I/O thread: the stored answer to a duplicate delivery (logged as resent);
@@ -302,7 +395,9 @@ class Answering:
             if tables is None:
                 return None
             if self.policy.release_mode == "manual":
-                await self._io.run(self._manual.hold, request, arrival, tables)
+                await self._io.run(
+                    _stage("persistence", self._manual.hold), request, arrival, tables
+                )
                 return None
             return await self._io.run(self._release_and_keep, request, arrival, tables, budget)
         except OutboxError:
@@ -330,7 +425,10 @@ class Answering:
         evaluation is cancelled (the engine's statement interrupted) and the refusal kept and
         sent at once (None); the slot stays taken until the evaluation has stopped."""
         loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._executor, self.evaluate, request, budget)
+        context = contextvars.copy_context()  # the answer's timing goes along
+        future = loop.run_in_executor(
+            self._executor, functools.partial(context.run, self.evaluate, request, budget)
+        )
         try:
             return await asyncio.wait_for(asyncio.shield(future), budget.timeout())
         except TimeoutError:
@@ -381,9 +479,9 @@ class Answering:
         budget = budget or Budget.unlimited()
         engine = self._data.engine
         assert engine is not None
-        self._discloser.check(request)
-        raws = engine.evaluate_many(request.period, request.queries, budget)
-        tables, decisions = self._discloser.protect(request, raws, budget)
+        _stage("disclosure", self._discloser.check)(request)
+        raws = _stage("compute", engine.evaluate_many)(request.period, request.queries, budget)
+        tables, decisions = _stage("disclosure", self._discloser.protect)(request, raws, budget)
         for decision in decisions:
             counts = decision.counts()
             if counts:
@@ -399,13 +497,13 @@ class Answering:
         self, request: RequestSpec, arrival: Arrival, tables: list[QueryTable]
     ) -> federation_pb2.NodeMessage:
         """Sign the result and record what is released before it is sent."""
-        data_snapshot = self._data.snapshot()
+        data_snapshot = _stage("signing", self._data.snapshot)()
         # On the I/O thread, which writes every audit entry: the head read here is the entry
         # just before this result's release entry.
-        message = self._results.result_message(
+        message = _stage("signing", self._results.result_message)(
             request, arrival.data, tables, data_snapshot, self._audit.head()
         )
-        self._audit.append(
+        _stage("persistence", self._audit.append)(
             AuditKind.RELEASED,
             request_id=request.request_id,
             round_id=request.round_id,
@@ -434,7 +532,9 @@ class Answering:
             budget.check("signing")
         message = self._release(request, arrival, tables)
         try:
-            self._state.put_outbox(request.request_id, message.SerializeToString(), arrival.sha256)
+            _stage("persistence", self._state.put_outbox)(
+                request.request_id, message.SerializeToString(), arrival.sha256
+            )
         except Exception as exc:
             log.error(
                 "request %s: the result could not be kept in the outbox: %s",

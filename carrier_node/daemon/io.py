@@ -4,6 +4,7 @@ own, in order, so they never wait behind an evaluation (which runs on the defaul
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,11 +21,14 @@ class IoThread:
         self._closed = False
 
     async def run(self, call: Callable[..., T], *args: object, **kwargs: object) -> T:
-        """``call(*args, **kwargs)`` on the I/O thread."""
+        """``call(*args, **kwargs)`` on the I/O thread (in a copy of the caller's context)."""
         if self._closed:
             raise OversightError("the node is shutting down")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, functools.partial(call, *args, **kwargs))
+        context = contextvars.copy_context()  # as asyncio.to_thread does
+        return await loop.run_in_executor(
+            self._executor, functools.partial(context.run, call, *args, **kwargs)
+        )
 
     def close(self) -> None:
         """Refuse new calls; wait for those under way."""

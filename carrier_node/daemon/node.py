@@ -22,13 +22,13 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
 from carrier_node.config import NodeConfig, audit_log_path, disclosure_secret_path
-from carrier_node.daemon.answering import RECORDS_ERRORS, Answering
+from carrier_node.daemon.answering import RECORDS_ERRORS, Answering, AnswerTiming
 from carrier_node.daemon.connection import Connection, WireTap
 from carrier_node.daemon.gate import Arrival, RequestGate
 from carrier_node.daemon.io import IoThread
@@ -70,12 +70,14 @@ class NodeDaemon:
         wiretap: WireTap | None = None,
         review_poll_seconds: float = 2.0,
         evaluation_executor: Executor | None = None,
+        on_answered: Callable[[AnswerTiming], None] | None = None,
     ) -> None:
         """``source``: a data source to use instead of the configured one; ``wiretap``: called
         with every message put on the wire; ``review_poll_seconds``: how often the daemon looks
         for the reviewer's decisions on held results (manual release mode);
         ``evaluation_executor``: threads shared with the other nodes of a simulated federation
-        (a node has its own, one per slot, otherwise).
+        (a node has its own, one per slot, otherwise); ``on_answered``: called with each
+        delivery's :class:`~carrier_node.daemon.answering.AnswerTiming`.
 
         Raises :class:`ConfigError` for what no restart fixes (configuration, keys); records
         that cannot be opened leave the node running and refusing (see :attr:`records_error`).
@@ -102,6 +104,7 @@ class NodeDaemon:
         self._source = source
         self._review_poll_seconds = review_poll_seconds
         self._evaluation_executor = evaluation_executor
+        self._on_answered = on_answered
         self.io = IoThread(f"node-{config.carrier_id}")
         self.connection = Connection(
             config,
@@ -223,6 +226,7 @@ class NodeDaemon:
             max_seconds=config.max_evaluation_seconds,
             margin_seconds=config.deadline_margin_seconds,
             executor=self._evaluation_executor,
+            on_answered=self._on_answered,
         )
         self._budget = budget
         self._state = state

@@ -65,7 +65,14 @@ def test_round_overhead_times_the_federation_and_each_baseline(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     round_overhead = _script("round_overhead")
-    code = round_overhead.main(["--carriers", "3", "--rounds", "3", "--members", "300"])
+    code = round_overhead.main(
+        [
+            *("--carriers", "3", "--rounds", "3", "--members", "300"),
+            *("--large", "6", "--large-rounds", "2", "--cpu-rounds", "2"),
+            *("--node-processes", "1", "--overhead-members", "600", "--overhead-carriers", "1"),
+            *("--overhead-rounds", "2", "--overhead-suite-rounds", "1"),
+        ]
+    )
     out = capsys.readouterr().out
     assert code == 0, out
     for line in (
@@ -74,11 +81,19 @@ def test_round_overhead_times_the_federation_and_each_baseline(
         "over mutual TLS",
         "signatures alone, 3 carriers",
         "trust-model floor",
+        "coordinator CPU per carrier per round, 3 carriers",
+        "coordinator CPU per carrier per round, 6 carriers",
+        "6-carrier round, in-process nodes",
+        "node overhead per result, trivial metric",
+        "node overhead per result, monthly suite",
     ):
         assert line in out, line
-    # Federation, bare, bare over TLS, signatures: each a measured, positive median.
+    # Federation, bare, bare over TLS, signatures, a node's trivial result: each a measured,
+    # positive median.
     medians = [float(m) for m in re.findall(r"p50 ([0-9.]+) ms", out)]
-    assert len(medians) == 4 and all(m > 0 for m in medians), out
+    assert len(medians) == 5 and all(m > 0 for m in medians), out
+    cpu = [float(m) for m in re.findall(r"round, \d+ carriers .*?: ([0-9.]+) ms", out)]
+    assert len(cpu) == 2 and all(m > 0 for m in cpu), out
 
 
 @pytest.mark.postgres

@@ -34,7 +34,8 @@ CREATE TABLE IF NOT EXISTS nonces (
   nonce BLOB PRIMARY KEY,
   request_id TEXT NOT NULL,
   expires_at TEXT NOT NULL,
-  request_sha256 TEXT NOT NULL DEFAULT ''
+  request_sha256 TEXT NOT NULL DEFAULT '',
+  answered INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS held_releases (
   request_id TEXT PRIMARY KEY,
@@ -156,6 +157,7 @@ class NodeState:
             self._db.execute(
                 "ALTER TABLE nonces ADD COLUMN request_sha256 TEXT NOT NULL DEFAULT ''"
             )
+            self._db.execute("ALTER TABLE nonces ADD COLUMN answered INTEGER NOT NULL DEFAULT 0")
         # Writes that need not be durable on their own (acknowledgements) go through a
         # connection that does not sync; the next synced commit covers them (one WAL).
         self._lazy = self._db
@@ -178,11 +180,23 @@ class NodeState:
         now = dt.datetime.now(dt.UTC).isoformat()
         verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
         with self._lock:
-            self._db.execute(
-                f"{verb} INTO outbox (request_id, message, created_at, request_sha256)"
-                " VALUES (?, ?, ?, ?)",
-                (request_id, message, now, request_sha256),
-            )
+            self._db.execute("BEGIN")
+            try:
+                self._db.execute(
+                    f"{verb} INTO outbox (request_id, message, created_at, request_sha256)"
+                    " VALUES (?, ?, ?, ?)",
+                    (request_id, message, now, request_sha256),
+                )
+                # Answered: a delivery of these bytes again is a replay from now on, also
+                # once the answer is acknowledged and forgotten.
+                self._db.execute(
+                    "UPDATE nonces SET answered = 1 WHERE request_id = ? AND request_sha256 = ?",
+                    (request_id, request_sha256),
+                )
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
 
     def get_outbox(self, request_id: str, request_sha256: str | None = None) -> bytes | None:
         """The stored answer to a request id (to those exact request bytes, when given)."""
@@ -221,8 +235,9 @@ class NodeState:
         before (a replay).
 
         With ``unanswered`` (the caller found no answer kept for these bytes) the very
-        request the nonce was first seen with is not a replay: the node admitted it and
-        stopped before answering (a crash), and it is evaluated again.
+        request the nonce was first seen with, never answered (:meth:`put_outbox` marks it),
+        is not a replay: the node admitted it and stopped before answering (a crash), and it
+        is evaluated again.
         Nonces of requests that expired before ``now`` are forgotten: such a request is
         refused for its expiry anyway.
         """
@@ -240,13 +255,14 @@ class NodeState:
             )
             if cursor.rowcount != 1:
                 row = self._db.execute(
-                    "SELECT request_sha256 FROM nonces WHERE nonce = ?", (nonce,)
+                    "SELECT request_sha256, answered FROM nonces WHERE nonce = ?", (nonce,)
                 ).fetchone()
                 return (
                     unanswered
                     and bool(request_sha256)
                     and row is not None
                     and row[0] == request_sha256
+                    and not row[1]
                 )
             if self._next_expiry is None or expires_text < self._next_expiry:
                 self._next_expiry = expires_text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 from pathlib import Path
 
@@ -123,6 +124,14 @@ def test_a_request_admitted_but_never_answered_is_admitted_again(tmp_path: Path)
         restarted.admit(request, now=NOW)
     assert restarted.admit(request, now=NOW, unanswered=True).request_id == "r1.q"
     nonce = wire.decode_request_bytes(bytes(request.request)).nonce
+    # Once answered, and even after the answer is acknowledged and forgotten, it is a replay.
+    state = NodeState(tmp_path / "node.sqlite3")
+    digest = hashlib.sha256(bytes(request.request)).hexdigest()
+    state.put_outbox("r1.q", b"the answer", digest)
+    state.ack("r1.q")
+    assert state.get_outbox("r1.q") is None
+    with pytest.raises(ReplayedRequestError):
+        restarted.admit(request, now=NOW, unanswered=True)
     other = signed(operator, nonce=nonce, request_id="r2.q", round_id="r2")
     with pytest.raises(ReplayedRequestError):
         restarted.admit(other, now=NOW, unanswered=True)

@@ -442,6 +442,7 @@ class Answering:
             return None
         except asyncio.CancelledError:
             budget.cancel(NodeStoppingError("the evaluation was cancelled"))
+            future.add_done_callback(_settled)  # its error, when it stops, is expected
             raise
 
     def stop(self) -> None:
@@ -553,3 +554,9 @@ def describe(query: QuerySpec) -> str:
     if query.filters:
         text += " where " + ";".join(f"{d}:{len(v)} values" for d, v in query.filters)
     return text
+
+
+def _settled(future: asyncio.Future[list[QueryTable]]) -> None:
+    """Take an abandoned evaluation's outcome (so asyncio does not report it unread)."""
+    if not future.cancelled():
+        future.exception()

@@ -99,6 +99,10 @@ def test_every_catalogue_metric_is_exercised() -> None:
     assert covered == {m.name for m in METRICS}
 
 
+#: The whole catalogue over 65 carriers in one process: the first test waits for its rounds.
+pytestmark = pytest.mark.timeout(900)
+
+
 @pytest.fixture(scope="module")
 def outcomes(
     federation_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory

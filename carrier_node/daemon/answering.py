@@ -61,9 +61,6 @@ _KEY_ID_RE = re.compile(r"[0-9a-f]{16}")
 P = ParamSpec("P")
 T = TypeVar("T")
 
-#: The stages of an answer, as :class:`AnswerTiming` names them.
-STAGES = ("gate", "compute", "disclosure", "signing", "persistence")
-
 
 @dataclass
 class AnswerTiming:
@@ -117,7 +114,8 @@ def _stage(stage: str, call: Callable[P, T]) -> Callable[P, T]:
 
 
 class OutboxError(RecordsUnavailableError):
-    """A released result could not be kept in the outbox (so it is not sent)."""
+    """A released result could not be kept in the outbox: it is not sent (the refusal for
+    records that cannot be written is, see :meth:`Answering.answer`)."""
 
 
 #: What the node's records (state database, audit log, secrets) raise when they cannot be
@@ -400,10 +398,8 @@ class Answering:
                 )
                 return None
             return await self._io.run(self._release_and_keep, request, arrival, tables, budget)
-        except OutboxError:
-            raise  # released and logged, but not kept: not sent (as if the node had stopped)
         except RECORDS_ERRORS:
-            raise
+            raise  # the records cannot be written: answer() sends a refusal saying so
         except Exception as exc:
             if isinstance(exc, OversightError):
                 log.warning(

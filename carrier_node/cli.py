@@ -21,7 +21,7 @@ from rich.table import Table
 
 from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
-from carrier_node.data.validation import check_directory
+from carrier_node.data.validation import CsvEncoding, check_directory
 from carrier_node.policy import Policy
 from carrier_node.records.audit import JsonValue, Outcome, read_entries
 from carrier_node.records.audit import verify as verify_audit
@@ -119,9 +119,13 @@ def serve(
 @app.command()
 def check(
     data: Annotated[Path, typer.Option("--data", help="directory of the carrier's tables")],
+    csv_encoding: Annotated[
+        CsvEncoding,
+        typer.Option("--csv-encoding", help="encoding of the CSV files (node.toml's csv_encoding)"),
+    ] = "auto",
 ) -> None:
     """Validate a data directory: every problem with file, column and rows affected."""
-    problems = check_directory(data)
+    problems = check_directory(data, csv_encoding)
     if not problems:
         console.print(f"[green]{data}: no problems found[/green]")
         return

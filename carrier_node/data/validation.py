@@ -1,25 +1,33 @@
 """Validation of the carrier's data files against the data schema (:mod:`fedoversight.schema`).
 
-A data directory holds one file per table, ``NAME.parquet`` or ``NAME.csv``. Each table is
-checked in one aggregate pass over its file: every count (values that do not parse, empty
-required values, codes outside a closed set, end dates before start dates) is a
-``count(*) FILTER (WHERE …)`` of the same query. The outcome is a list of located
-:class:`Problem` values and, for each usable table, the ``SELECT`` that reads the file into the
-canonical types with the bad rows left out; :mod:`carrier_node.data.files` turns those into
-views. The ``SELECT`` filters by the conditions some row of the checked file fails, only: a
-clean file's view is a plain projection, so a query reads just the columns it uses (the data
-source validates a file again when it changes, before reading it).
+A data directory holds each table as one file (``NAME.parquet``, ``NAME.csv``, ``NAME.csv.gz``,
+``NAME.csv.zst``) or as a directory ``NAME/`` of such files at any depth (partitions, flat or in
+Hive-style ``year=2026/month=01/`` folders), read as one table by column name. CSV text is
+decoded as declared (``csv_encoding``) or as detected. Each table is checked in one aggregate
+pass over its files: every count (values that do not parse, empty required values, codes
+outside a closed set, end dates before start dates) is a ``count(*) FILTER (WHERE …)`` of the
+same query. The outcome is a list of located :class:`Problem` values and, for each usable
+table, the ``SELECT`` that reads the files into the canonical types with the bad rows left out;
+:mod:`carrier_node.data.files` turns those into views. The ``SELECT`` filters by the conditions
+some row of the checked files fails, only: a clean table's view is a plain projection, so a
+query reads just the columns it uses (the data source validates the files again when one
+changes, before reading them). :func:`raw_scan` and :attr:`TableCheck.located` give each row
+with its file and row number, to locate rows.
 
 Rules:
 
-- A missing or unreadable file, a missing required column, or a column where no value is usable
-  (no value parses, every value is outside its code set, every value is empty) is an *error*:
-  the table is unusable.
+- A missing, empty or unreadable file, text not in its encoding, a missing required column (in
+  any of a table's files), a directory mixing Parquet and CSV or holding no data file, or a
+  column where no value is usable (no value parses, every value is outside its code set, every
+  value is empty) is an *error*: the table is unusable. A data directory that does not exist is
+  one error.
 - A row with an empty required value, a value that does not parse (in any column: a value
   that is present but unreadable is not the same as an absent one), a code outside its closed
   set, or an enrollment span that ends before it starts is *excluded* and counted (a warning).
 - Repeated medical claim keys ``(claim_id, claim_line, claim_version)`` are counted, not
   excluded.
+- An empty file among a table's files is skipped, and an optional column some of them lack
+  reads as empty in their rows (warnings naming the file).
 
 Nothing here reads a data value into Python: problems carry table, file, column and row counts
 only, and DuckDB's own error text (which can quote a row) is never kept.

@@ -278,6 +278,13 @@ class FileSource:
                     digest.update(entry.encode())
         return digest.hexdigest()
 
+    @property
+    def checks(self) -> tuple[TableCheck, ...]:
+        """Each table's check as last validated: its problems, its view and
+        :attr:`~carrier_node.data.validation.TableCheck.located` (its rows with file and row
+        number). Empty while the source is closed or its data unusable."""
+        return self._checks
+
     def data_quality(self) -> dict[str, int]:
         """Rows excluded (or, for repeated keys, counted) per ``table.column.kind``.
 

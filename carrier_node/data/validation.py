@@ -660,7 +660,8 @@ def check_table(
     """Check one table's files in one aggregate pass (plus one pass for repeated keys).
 
     CSV text is decoded as ``csv_encoding`` says; ``auto`` reads UTF-8 and, when DuckDB finds
-    the text is not UTF-8, reads it as UTF-16 when its header reads so, else as Latin-1.
+    the text is not UTF-8 or cannot read it at all, reads it as UTF-16 when its header reads
+    so, else (only when DuckDB said it is not UTF-8) as Latin-1.
     """
     data_file, problems = locate(directory, table)
     if data_file is None:
@@ -684,7 +685,8 @@ def check_table(
         # The header names no column when read as declared: it is in another encoding.
         actual = _reads_as(con, data_file, exclude=data_file.encoding)
         if actual is not None:
-            return _wrong_encoding(data_file, problems, actual)
+            first = data_file.file_name(data_file.files[0]) if data_file.is_directory else None
+            return _wrong_encoding(data_file, problems, actual, first)
     check = _check_files(con, data_file, list(problems))
     if not check.encoding_failed and not (check.unreadable and not declared):
         return check

@@ -49,6 +49,21 @@ def test_node_suite_runs_every_phase_and_the_cells_agree(
     assert (tmp_path / "members2000-months1-seed7" / "complete").exists()
 
 
+def test_node_suite_compares_partitioned_claims_with_plain_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    node_suite = _script("node_suite")
+    argv = ["--members", "2000", "--months", "2", "--data-dir", str(tmp_path), "--pandas", "none"]
+    code = node_suite.main([*argv, "--partitioned"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "medical_claims in 2 monthly files" in out
+    assert "cells engine vs engine-partitioned (statistics): identical for all metrics" in out
+    assert re.search(r"partitioned / plain evaluate +[0-9.]+x", out)
+    split = tmp_path / "members2000-months2-seed7" / "c001-monthly" / "medical_claims"
+    assert sorted(p.parent.name for p in split.rglob("*.parquet")) == ["month=01", "month=02"]
+
+
 def test_node_suite_comparison_sees_a_difference() -> None:
     node_suite = _script("node_suite")
     engine = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 3}}}

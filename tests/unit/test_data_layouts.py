@@ -114,6 +114,21 @@ def test_rows_carry_their_file_and_row_number(
     assert {str(r[3]) for r in kept} == {"80.50"}
 
 
+def test_an_open_source_locates_rows_of_its_checked_tables(
+    tmp_path: Path, opened: Callable[[Path], FileSource]
+) -> None:
+    tables = valid_tables()
+    tables["pharmacy_claims"][2]["days_supply"] = "-5"
+    source = opened(write_directory(tmp_path, "csv", tables))
+    (check,) = [c for c in source.checks if c.table.name == "pharmacy_claims"]
+    assert check.located is not None
+    located = check.located.sql(dialect="duckdb")
+    found = source.execute_arrow(
+        f'SELECT "{FILE_COLUMN}" AS f, "{ROW_COLUMN}" AS r FROM ({located}) WHERE days_supply < 0'
+    ).to_pylist()
+    assert found == [{"f": "pharmacy_claims.csv", "r": 3}]
+
+
 def test_row_numbers_hold_over_a_large_csv_read_in_parallel(tmp_path: Path) -> None:
     """Row numbers come from the reader's position in the file, not from the order rows
     reach the query: a file big enough to be read by several threads keeps them."""

@@ -252,6 +252,11 @@ class DataFile:
     #: Whether the files' columns are matched by name: needed only when they do not all
     #: have the same columns in the same order (matching costs a look at every file).
     by_name: bool = True
+    #: CSV: the dialect every file was found in (``read_csv`` options as SQL literals) and
+    #: their columns, so a query reads them without sniffing each file again at every bind;
+    #: empty: sniffed by each query.
+    dialect: tuple[tuple[str, str], ...] = ()
+    columns: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:
@@ -290,6 +295,18 @@ class DataFile:
         options = [_option("all_varchar", exp.true()), _option("header", exp.true()), *options]
         if self.encoding != "utf-8":
             options.append(_option("encoding", exp.Literal.string(self.encoding)))
+        if self.dialect:
+            options.append(_option("auto_detect", exp.false()))
+            options += [_option(k, exp.Literal.string(v)) for k, v in self.dialect]
+            types = exp.Struct(
+                expressions=[
+                    exp.PropertyEQ(
+                        this=exp.Literal.string(name), expression=exp.Literal.string("VARCHAR")
+                    )
+                    for name in self.columns
+                ]
+            )
+            options.append(_option("columns", types))
         return exp.func("read_csv", target, *options)
 
 
@@ -605,6 +622,43 @@ def _is_empty(con: duckdb.DuckDBPyConnection, data_file: DataFile, path: Path) -
         return False
 
 
+_SNIFFED = ("Delimiter", "Quote", "Escape", "NewLineDelimiter", "Comment")
+_DIALECT = ("delim", "quote", "escape", "new_line", "comment")
+
+
+def _sniffed_dialect(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> DataFile:
+    """The files with the dialect DuckDB finds in each of them, when it is the same for all
+    (with the same columns in the same order); else as they were (each query sniffs)."""
+    found: set[tuple[tuple[str, ...], tuple[str, ...]]] = set()
+    for path in data_file.files:
+        sniff = exp.func(
+            "sniff_csv",
+            exp.Literal.string(str(path.resolve())),
+            _option("all_varchar", exp.true()),
+            _option("header", exp.true()),
+            *(
+                [_option("encoding", exp.Literal.string(data_file.encoding))]
+                if data_file.encoding != "utf-8"
+                else []
+            ),
+        )
+        query = exp.select(*_SNIFFED, "SkipRows", "HasHeader", "Columns").from_(sniff)
+        try:
+            (row,) = _run(con, query)
+        except _Unreadable:
+            return data_file
+        *dialect, skip, header, columns = row
+        if skip != 0 or header is not True or not isinstance(columns, list):
+            return data_file
+        names = tuple(str(c["name"]) for c in columns)
+        found.add((tuple("" if v == "(empty)" else str(v) for v in dialect), names))
+    if len(found) != 1:
+        return data_file
+    ((dialect_found, names_found),) = found
+    options = tuple(zip(_DIALECT, dialect_found, strict=True))
+    return replace(data_file, dialect=options, columns=names_found)
+
+
 def _header_matches(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> bool:
     """Whether the first file's header names a column of the table when read so."""
     try:
@@ -786,6 +840,10 @@ def _check_files(
         if len(data_file.files) > 1:
             agreement, same = _column_agreement(con, data_file)
             data_file = replace(data_file, by_name=not same)
+        single = len(data_file.files) == 1
+        if data_file.format == "csv" and (single or not data_file.by_name):
+            # The dialect found once, so queries need not sniff every file at every bind.
+            data_file = _sniffed_dialect(con, data_file)
     except _Unreadable as error:
         return unreadable(error)
 

@@ -3,6 +3,7 @@ folders; Parquet, CSV and compressed CSV; CSV encodings; and where each row came
 
 from __future__ import annotations
 
+import csv
 import gzip
 import os
 import subprocess
@@ -556,3 +557,36 @@ def test_check_names_a_wrong_encoding_on_the_command_line(tmp_path: Path) -> Non
     assert missing.returncode == 1
     assert missing.stdout.count("does not exist") == 1
     assert "missing_file" not in missing.stdout
+
+
+@pytest.mark.parametrize(
+    ("sep", "newline"), [(";", "\r\n"), ("|", "\n"), ("\t", "\r\n"), (",", "\r\n")]
+)
+def test_csv_dialects_are_found_once_and_read_alike(
+    tmp_path: Path, sep: str, newline: str, plain_summary: dict[str, object]
+) -> None:
+    """Delimiters, line ends, quoting and upper-case headers as exporters write them: the
+    dialect is found when the files are checked, and queries read with it (not sniffing each
+    file again)."""
+    write_directory(tmp_path, "csv")
+    for name, rows in valid_tables().items():
+        frame = pd.DataFrame(rows, dtype="string").rename(columns=str.upper)
+        text = frame.to_csv(index=False, sep=sep, lineterminator=newline, quoting=csv.QUOTE_ALL)
+        if name == "medical_claims":
+            (tmp_path / f"{name}.csv").unlink()
+            half = len(rows) // 2
+            folder = tmp_path / name
+            folder.mkdir()
+            for i, part in enumerate((frame[:half], frame[half:])):
+                chunk = part.to_csv(index=False, sep=sep, lineterminator=newline)
+                (folder / f"part-{i}.csv").write_text(chunk, newline="")
+        else:
+            (tmp_path / f"{name}.csv").write_text(text, newline="")
+    assert check_directory(tmp_path) == []
+    with FileSource(tmp_path, threads=1) as source:
+        assert summary(source) == plain_summary
+        views = source.execute_arrow("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal")
+        found = dict(zip(*(views.column(i).to_pylist() for i in range(2)), strict=True))
+        assert all(
+            "auto_detect = false" in found[t].lower() for t in ("eligibility", "medical_claims")
+        )

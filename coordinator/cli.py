@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -834,24 +835,23 @@ def provision(
             hand_over(done, *ids)
     except OversightError as exc:
         raise fail(exc) from exc
-    console.print(f"CA:           {done.ca_cert}  (keep {done.ca_key.name} offline)")
-    console.print(f"coordinator:  {done.coordinator_config}  (listens on {plan.listen_address()})")
+    # Paths are printed whole, never wrapped: they are copied from here.
+    say = functools.partial(console.print, soft_wrap=True)
+    say(f"CA:           {done.ca_cert}  (keep {done.ca_key.name} offline)")
+    say(f"coordinator:  {done.coordinator_config}  (listens on {plan.listen_address()})")
     for name, kit in done.operators.items():
         token = " + token" if kit.token else ""
-        console.print(f"operator:     {name} ({kit.role}) {kit.directory}{token}")
+        say(f"operator:     {name} ({kit.role}) {kit.directory}{token}")
     for carrier_id, ckit in done.carriers.items():
         own = " (own certificate)" if ckit.cert is None else ""
-        console.print(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
-    console.print(
+        say(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
+    say(
         f"provisioned {len(done.carriers)} carriers for {plan.coordinator_address}; send each"
         " carrier its kit directory over a trusted channel"
     )
     first = next(iter(done.operators.values()), None)
     if first is not None and first.env_file is not None:
-        console.print(
-            f"operator CLI: set -a; . {first.env_file}; set +a   (OVERSIGHT_* settings)",
-            soft_wrap=True,
-        )
+        say(f"operator CLI: set -a; . {first.env_file}; set +a   (OVERSIGHT_* settings)")
 
 
 def _owner(text: str) -> tuple[int, int]:

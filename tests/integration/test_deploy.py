@@ -355,7 +355,7 @@ def test_the_compose_federation_runs_a_signed_round_over_mutual_tls(
         data = tomllib.loads(config.read_text())
         carrier_ids.add(data["carrier_id"])
         data["tls"].setdefault("server_name", data["coordinator"].rsplit(":", 1)[0])
-        data.update(coordinator=address, reconnect_min_seconds=0.2, reconnect_max_seconds=1.0)
+        data["coordinator"] = address
         config.write_text(tomli_w.dumps(data))
         procs.append(Proc(name, args, logs / f"{name}.log").start())
 

@@ -143,21 +143,13 @@ class ProvisionPlan(BaseModel):
         default=(OperatorPlan(name="operator"),), description="operator API identities"
     )
 
-    @field_validator("coordinator_address")
+    @field_validator("coordinator_address", "listen")
     @classmethod
-    def _address(cls, value: str) -> str:
-        host, _, port = value.rpartition(":")
-        if not host or not port.isdigit():
-            raise ValueError("coordinator_address must be host:port")
-        return value
-
-    @field_validator("listen")
-    @classmethod
-    def _listen(cls, value: str | None) -> str | None:
+    def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
             host, _, port = value.rpartition(":")
             if not host or not port.isdigit():
-                raise ValueError("listen must be host:port")
+                raise ValueError("an address is host:port")
         return value
 
     @field_validator("data_dir", "state_dir")

@@ -660,6 +660,8 @@ _COORDINATOR_HEADER = """\
 # Mutual TLS: carriers and operators must hold a certificate of the CA in ca.crt; a carrier's
 # identity is its certificate's common name, checked against `carriers` below. Revoke a
 # certificate by adding its serial (hex) to revoked_serials (or to a revocation_file).
+# `listen` is the plan's, or loopback: set it (or OVERSIGHT_LISTEN, or `oversight serve
+# --listen`) to an address the carriers reach. Operators list who may use the operator API.
 
 """
 

@@ -801,6 +801,8 @@ def provision(
     for carrier_id, ckit in done.carriers.items():
         own = " (own certificate)" if ckit.cert is None else ""
         console.print(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
+    if (out / "k8s").is_dir():
+        console.print(f"kubernetes:   {out / 'k8s'}  (kubectl apply -k; see its kustomization)")
     console.print(
         f"provisioned {len(done.carriers)} carriers for {plan.coordinator_address}; send each"
         " carrier its kit directory over a trusted channel"

@@ -49,6 +49,8 @@ class _StoreRegistry:
 
 #: Largest metadata block accepted (an operator's bearer token is far smaller).
 MAX_METADATA_BYTES = 16 * 1024
+#: Largest message on the health-only port (a health check is a few bytes).
+HEALTH_MESSAGE_BYTES = 4 * 1024
 
 
 def load_result_keys(config: CoordinatorConfig) -> dict[str, Verifier] | None:
@@ -152,6 +154,8 @@ class Coordinator:
         self.port: int = 0
         self.operator_server: grpc.aio.Server | None = None
         self.operator_port: int = 0
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int = 0
         self.health = health.aio.HealthServicer()
 
     def _serve_operators(self, server: grpc.aio.Server) -> None:
@@ -188,6 +192,8 @@ class Coordinator:
         self.server, self.port = server, int(port)
         if self.config.operator_listen is not None:
             await self._start_operator_port(self.config.operator_listen)
+        if self.config.health_listen is not None:
+            await self._start_health_port(self.config.health_listen)
         for service in ("", *REFLECTED[:-1]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
@@ -216,6 +222,16 @@ class Coordinator:
         self.operator_server, self.operator_port = server, int(port)
         log.info("operator API also on port %d (bearer tokens, no client certificates)", port)
 
+    async def _start_health_port(self, listen: str) -> None:
+        """The health service alone, in plaintext: a kubelet's gRPC probe neither speaks TLS
+        with a client certificate nor verifies one, and learns only SERVING or not here."""
+        server = grpc.aio.server(options=server_options(HEALTH_MESSAGE_BYTES))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(listen)
+        await server.start()
+        self.health_server, self.health_port = server, int(port)
+        log.info("gRPC health service also on port %d (plaintext, health only)", port)
+
     async def wait(self) -> None:
         assert self.server is not None
         await self.server.wait_for_termination()
@@ -223,10 +239,10 @@ class Coordinator:
     async def shutdown(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         self.hub.close_all()
-        for server in (self.operator_server, self.server):
+        for server in (self.operator_server, self.server, self.health_server):
             if server is not None:
                 await server.stop(grace)
-        self.server = self.operator_server = None
+        self.server = self.operator_server = self.health_server = None
         await self.rounds.close()
         await asyncio.to_thread(self.store.close)
 

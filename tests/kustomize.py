@@ -155,10 +155,20 @@ class CoordinatorPod:
         for mount in self.mounts:
             target = local(root, mount.path)
             target.mkdir(parents=True, exist_ok=True)
+            source = next(
+                (
+                    mount.volume[k]
+                    for k in ("configMap", "secret", "projected")
+                    if k in mount.volume
+                ),
+                {},
+            )
+            mode = int(source.get("defaultMode", 0o644))
             for relative, content in self.volume_files(mount).items():
                 path = target / relative
                 path.parent.mkdir(parents=True, exist_ok=True)
                 path.write_bytes(content)
+                path.chmod(mode)
 
 
 def _object_data(resource: Manifest) -> dict[str, bytes]:

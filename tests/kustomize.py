@@ -155,7 +155,7 @@ class CoordinatorPod:
         for mount in self.mounts:
             target = local(root, mount.path)
             target.mkdir(parents=True, exist_ok=True)
-            source = next(
+            source: Manifest = next(
                 (
                     mount.volume[k]
                     for k in ("configMap", "secret", "projected")

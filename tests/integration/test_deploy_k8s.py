@@ -24,6 +24,7 @@ import tomli_w
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from coordinator.client import OperatorClient
+from fedoversight.v1 import operator_pb2, operator_pb2_grpc
 from tests import kustomize
 from tests.faults.procs import (
     CARRIER_NODE,
@@ -70,6 +71,23 @@ def health_status(port: int) -> str:
             health_pb2.HealthCheckRequest(), timeout=5
         )
     return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+
+
+def plaintext_code(port: int, call: str) -> grpc.StatusCode:
+    """The status of a plaintext call of ``health`` or the operator API's ListCarriers."""
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        try:
+            if call == "health":
+                health_pb2_grpc.HealthStub(channel).Check(
+                    health_pb2.HealthCheckRequest(), timeout=5
+                )
+            else:
+                operator_pb2_grpc.OversightStub(channel).ListCarriers(
+                    operator_pb2.ListCarriersRequest(), timeout=5
+                )
+        except grpc.RpcError as exc:
+            return exc.code()
+    return grpc.StatusCode.OK
 
 
 def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
@@ -178,6 +196,9 @@ def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
     try:
         coordinator.start()
         wait_until(serving, 30, "the coordinator's health port to say SERVING")
+        # The probe port serves health alone; the main port speaks nothing but mutual TLS.
+        assert plaintext_code(health_port, "operator API") == grpc.StatusCode.UNIMPLEMENTED
+        assert plaintext_code(port, "health") == grpc.StatusCode.UNAVAILABLE
         for node in nodes:
             node.start()
         wait_until(lambda: all(connected().get(c) for c in CARRIERS), 60, "both nodes")

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 DEFAULT_BASE = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
 #: The namespace of the base's resources.
 NAMESPACE = "fedoversight"
+#: The port of operator_listen in the pod, set when an operator holds a bearer token.
+OPERATOR_PORT = 50052
 #: What the kit takes from the provisioned coordinator config; the rest is the pod's.
 FEDERATION_KEYS = ("coordinator_id", "carriers", "operators", "revoked_serials")
 
@@ -73,6 +75,22 @@ resources:
 #     newTag: VERSION
 """
 
+_OPERATOR_PORT_PATCHES = """\
+# An operator holds a bearer token: the operator API also on operator_listen, where TLS asks for
+# no client certificate (the token is the identity), in the pod and in the Service.
+patches:
+  - target: {{kind: StatefulSet, name: oversight-coordinator}}
+    patch: |-
+      - op: add
+        path: /spec/template/spec/containers/0/ports/-
+        value: {{name: operator, containerPort: {port}, protocol: TCP}}
+  - target: {{kind: Service, name: oversight-coordinator}}
+    patch: |-
+      - op: add
+        path: /spec/ports/-
+        value: {{name: operator, port: {port}, targetPort: operator, protocol: TCP}}
+"""
+
 _COORDINATOR_HEADER = """\
 # The coordinator's config in the pod, written by `oversight provision` from the base's
 # (base/coordinator.toml) with this federation's carriers, operators and revocations. Every path
@@ -93,6 +111,10 @@ def write_k8s_kit(done: Provisioned, *, base: Path = DEFAULT_BASE) -> Path | Non
     shutil.copytree(base, kit / "base", ignore=shutil.ignore_patterns(".*", "*.md"))
 
     config = _pod_config(base / "coordinator.toml", done.coordinator_config)
+    # Bearer tokens work on operator_listen only (TLS without a client certificate).
+    tokens = any("token_sha256" in o for o in config.get("operators", []))
+    if tokens:
+        config["operator_listen"] = f"0.0.0.0:{OPERATOR_PORT}"
     _write(kit / "coordinator.toml", _COORDINATOR_HEADER + tomli_w.dumps(config))
     _write(kit / "revoked-serials", (base / "revoked-serials").read_text(encoding="utf-8"))
 
@@ -132,6 +154,8 @@ def write_k8s_kit(done: Provisioned, *, base: Path = DEFAULT_BASE) -> Path | Non
     text.append(_generator("oversight-coordinator-tls", _files(kit, tls), kind="kubernetes.io/tls"))
     text.append(_generator("oversight-operator-signing", _files(kit, signing), kind="Opaque"))
     text.append(_generator("oversight-result-keys", _files(kit, result_keys), kind="Opaque"))
+    if tokens:
+        text.append(_OPERATOR_PORT_PATCHES.format(port=OPERATOR_PORT))
     _write(kit / "kustomization.yaml", "".join(text))
     log.info("wrote the Kubernetes kit (%d carriers' result keys)", len(result_keys))
     return kit
@@ -144,10 +168,7 @@ def _pod_config(base_config: Path, provisioned: Path) -> dict[str, Any]:
     for key in FEDERATION_KEYS:
         if key in federation:
             pod[key] = federation[key]
-    # The [tls] table last, as tomli_w writes tables after the plain keys anyway.
-    return {k: v for k, v in pod.items() if not isinstance(v, dict)} | {
-        k: v for k, v in pod.items() if isinstance(v, dict)
-    }
+    return pod
 
 
 def _generator(

@@ -91,7 +91,7 @@ def plaintext_code(port: int, call: str) -> grpc.StatusCode:
 
 
 def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
-    port, health_port = free_port(), free_port()
+    port, health_port, operator_port = free_port(), free_port(), free_port()
     address = f"localhost:{port}"
     data = tmp_path / "data"
     done = run("synth", "--out", str(data), "--carriers", "2", "--members", "600", "--months", "1")
@@ -130,6 +130,8 @@ def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
     assert local["listen"] == "0.0.0.0:50051"  # the container port
     local["listen"] = f"127.0.0.1:{port}"
     local["health_listen"] = f"127.0.0.1:{health_port}"
+    assert local["operator_listen"] == "0.0.0.0:50052"  # "audit" holds a token
+    local["operator_listen"] = f"127.0.0.1:{operator_port}"
     local_config = tmp_path / "coordinator.local.toml"
     local_config.write_text(tomli_w.dumps(local), encoding="utf-8")
     args = list(pod.container["args"])
@@ -221,6 +223,15 @@ def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert f"round {round_id}: request and 2 receipts verified" in done.stdout
+
+        # The viewer with a bearer token, on the operator port.
+        audit = kits / "operators" / "audit"
+        done = run(
+            "round", "list", "--coordinator", f"localhost:{operator_port}",
+            "--ca-cert", str(audit / "ca.crt"), "--token-file", str(audit / "token"),
+        )  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert round_id in done.stdout
     except BaseException:
         for proc in (coordinator, *nodes):
             print(f"----- {proc.name}: {proc.log}\n{proc.tail(80)}")

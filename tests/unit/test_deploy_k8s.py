@@ -195,9 +195,14 @@ def test_the_pod_is_restricted_and_probed_on_grpc_health(which: str, kit: Path) 
             "timeoutSeconds",
         } == {"grpc"}
         assert container[probe]["grpc"] == {"port": ports["health"]}
-    # The Service carries the mutual-TLS port only; the plaintext health port stays in the pod.
+    # The Service carries the TLS ports only; the plaintext health port stays in the pod.
+    expected = [(50051, "grpc")]
+    if "operator_listen" in config:  # the kit: an operator holds a token
+        assert ports["operator"] == int(config["operator_listen"].rsplit(":", 1)[1])
+        expected.append((ports["operator"], "operator"))
+    assert ("operator_listen" in config) == (which == "kit")
     service = kustomize.only(manifests, "Service")
-    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == [(50051, "grpc")]
+    assert [(p["port"], p["targetPort"]) for p in service["spec"]["ports"]] == expected
 
 
 def test_no_kit_without_the_base(provisioned: Provisioned, tmp_path: Path) -> None:
@@ -210,7 +215,20 @@ def test_no_kit_without_the_base(provisioned: Provisioned, tmp_path: Path) -> No
 def test_the_kit_toml_keeps_the_base_s_pod_settings(kit: Path) -> None:
     base = tomllib.loads((BASE / "coordinator.toml").read_text(encoding="utf-8"))
     pod = tomllib.loads((kit / "coordinator.toml").read_text(encoding="utf-8"))
-    federation = {"coordinator_id", "carriers", "operators", "revoked_serials"}
+    federation = {"coordinator_id", "carriers", "operators", "revoked_serials", "operator_listen"}
+    assert pod["operator_listen"] == "0.0.0.0:50052"  # audit holds a token
     assert {k: v for k, v in pod.items() if k not in federation} == {
         k: v for k, v in base.items() if k not in federation
     }
+
+
+def test_without_tokens_the_operator_api_is_on_the_main_port_only(tmp_path: Path) -> None:
+    plan = ProvisionPlan(carriers=({"id": "c001"},))  # type: ignore[arg-type]
+    kit = provision(plan, tmp_path / "kits").out_dir / "k8s"
+    assert "operator_listen" not in tomllib.loads((kit / "coordinator.toml").read_text())
+    assert "patches:" not in (kit / "kustomization.yaml").read_text()
+    manifests = kustomize.build(kit)
+    service = kustomize.only(manifests, "Service")
+    assert [p["port"] for p in service["spec"]["ports"]] == [50051]
+    ports = kustomize.CoordinatorPod(manifests).container["ports"]
+    assert [p["name"] for p in ports] == ["grpc", "health"]

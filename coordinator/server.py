@@ -152,10 +152,10 @@ class Coordinator:
         )
         self.server: grpc.aio.Server | None = None
         self.port: int = 0
-        self.operator_server: grpc.aio.Server | None = None
-        self.operator_port: int = 0
         self.health_server: grpc.aio.Server | None = None
         self.health_port: int = 0
+        self.operator_server: grpc.aio.Server | None = None
+        self.operator_port: int = 0
         self.health = health.aio.HealthServicer()
 
     def _serve_operators(self, server: grpc.aio.Server) -> None:
@@ -190,10 +190,10 @@ class Coordinator:
             port = server.add_secure_port(self.config.listen, self._credentials(True))
         await server.start()
         self.server, self.port = server, int(port)
-        if self.config.operator_listen is not None:
-            await self._start_operator_port(self.config.operator_listen)
         if self.config.health_listen is not None:
             await self._start_health_port(self.config.health_listen)
+        if self.config.operator_listen is not None:
+            await self._start_operator_port(self.config.operator_listen)
         for service in ("", *REFLECTED[:-1]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
@@ -239,12 +239,16 @@ class Coordinator:
     async def shutdown(self, grace: float = 2.0) -> None:
         await self.health.enter_graceful_shutdown()
         self.hub.close_all()
-        for server in (self.operator_server, self.server, self.health_server):
+        for server in (self.operator_server, self.server):
             if server is not None:
                 await server.stop(grace)
-        self.server = self.operator_server = self.health_server = None
+        self.server = self.operator_server = None
         await self.rounds.close()
         await asyncio.to_thread(self.store.close)
+        # Last: until then the probe port answers NOT_SERVING rather than refusing.
+        if self.health_server is not None:
+            await self.health_server.stop(grace)
+            self.health_server = None
 
     async def __aenter__(self) -> Coordinator:
         await self.start()

@@ -11,13 +11,14 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn
 from rich.progress import Progress as RichProgress
 from rich.table import Table
 
-from coordinator import convert
+from coordinator import convert, readiness
 from coordinator.client import OperatorClient, Progress, RoundOutcome
-from coordinator.config import load_coordinator_config
+from coordinator.config import CoordinatorConfig, load_coordinator_config
 from coordinator.export import FORMATS, write_export
 from coordinator.receipts import verify_receipts, verify_round
 from coordinator.server import Coordinator, load_result_keys
@@ -208,13 +209,23 @@ def serve(
     config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
     listen: Annotated[str | None, typer.Option(help="override the listen address")] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines")] = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="check the config, keys, operators, carriers' result keys and round store,"
+            " then exit (0 ready, 2 a problem) without serving",
+        ),
+    ] = False,
 ) -> None:
     """Run the coordinator daemon."""
     configure_logging(json_format=json_logs)
     try:
         cfg = load_coordinator_config(config, listen=listen)
     except OversightError as exc:
-        raise fail(exc) from exc
+        raise fail(exc, EXIT_USAGE if check else EXIT_ERROR) from exc
+    if check:
+        raise typer.Exit(code=report_readiness(cfg))
 
     if cfg.insecure:
         console.print("[bold red]INSECURE DEMO MODE[/bold red]: no TLS; never use with real data.")
@@ -238,6 +249,26 @@ def serve(
         await coordinator.shutdown()
 
     asyncio.run(main())
+
+
+def report_readiness(cfg: CoordinatorConfig) -> int:
+    """Print what ``serve --check`` found; the exit status (0 ready, 2 a problem)."""
+    findings = readiness.check(cfg)
+    for finding in findings:
+        mark = (
+            "[green]ok[/green]     "
+            if finding.ok
+            else "[red]problem[/red]"
+            if finding.problem
+            else "[yellow]warning[/yellow]"
+        )
+        console.print(f"{mark} {escape(finding.text)}", soft_wrap=True, highlight=False)
+    problems = sum(f.problem for f in findings)
+    if problems:
+        console.print(f"{problems} problem(s): this configuration is not ready to serve")
+        return EXIT_USAGE
+    console.print("ready to serve")
+    return EXIT_COMPLETE
 
 
 class ProgressDisplay:

@@ -23,8 +23,9 @@ import yaml
 
 Manifest = dict[str, Any]
 
-#: The coordinator's container in the StatefulSet.
+#: The coordinator's container in the StatefulSet, and the init container checking its config.
 CONTAINER = "coordinator"
+CHECK_CONTAINER = "check"
 #: Where the container reads its config (its ``--config`` argument).
 CONFIG_FLAG = "--config"
 
@@ -85,15 +86,17 @@ class Mount:
 
 
 class CoordinatorPod:
-    """The coordinator's pod as ``kubectl kustomize`` renders it."""
+    """The coordinator's pod as ``kubectl kustomize`` renders it, seen from one of its
+    containers (or init containers)."""
 
-    def __init__(self, manifests: list[Manifest]) -> None:
+    def __init__(self, manifests: list[Manifest], container: str = CONTAINER) -> None:
         self.manifests = manifests
         self.statefulset = only(manifests, "StatefulSet", "oversight-coordinator")
         spec = self.statefulset["spec"]["template"]["spec"]
         self.pod_spec: Manifest = spec
-        containers = [c for c in spec["containers"] if c["name"] == CONTAINER]
-        assert len(containers) == 1, "no coordinator container"
+        every = [*spec.get("initContainers", []), *spec["containers"]]
+        containers = [c for c in every if c["name"] == container]
+        assert len(containers) == 1, f"no container {container}"
         self.container: Manifest = containers[0]
         volumes = {v["name"]: v for v in spec.get("volumes", [])}
         self.mounts = []

@@ -5,9 +5,11 @@ its copy of ``deploy/k8s``). From that output alone: the coordinator's config is
 at the path the container's ``--config`` names, and the files are what the StatefulSet's
 volumes hold at the paths it mounts them (``/etc/fedoversight/...`` under a local root). Any
 path of the config that no mount provides fails the test before anything starts. Then the
-coordinator runs with the container's arguments, its probe port answers the gRPC health check
-as a kubelet asks it (plaintext), two nodes from their carrier kits connect over mutual TLS, and
-the operator CLI runs a round and verifies every carrier's signed result.
+init container's ``serve --check`` finds nothing missing, the coordinator runs with the
+container's arguments, its probe port answers the gRPC health check as a kubelet asks it
+(plaintext), two nodes from their carrier kits connect over mutual TLS, the operator CLI runs a
+round and verifies every carrier's signed result, and the token viewer reads it on the operator
+port.
 """
 
 from __future__ import annotations
@@ -136,6 +138,16 @@ def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
     local_config.write_text(tomli_w.dumps(local), encoding="utf-8")
     args = list(pod.container["args"])
     args[args.index(kustomize.CONFIG_FLAG) + 1] = str(local_config)
+
+    # The init container: `serve --check` finds nothing missing (else the pod stays in Init).
+    check = kustomize.CoordinatorPod(pod.manifests, kustomize.CHECK_CONTAINER)
+    assert kustomize.unmounted_paths(check, kustomize.pod_config(check)) == []
+    check_args = list(check.container["args"])
+    assert check_args[check_args.index(kustomize.CONFIG_FLAG) + 1] == str(pod.config_path)
+    check_args[check_args.index(kustomize.CONFIG_FLAG) + 1] = str(local_config)
+    done = run(*check_args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ready to serve" in done.stdout and "problem" not in done.stdout
 
     logs = tmp_path / "logs"
     coordinator = Proc("coordinator", [*OVERSIGHT, *args], logs / "coordinator.log")

@@ -83,8 +83,10 @@ def test_the_kit_builds_on_a_copy_of_deploy_k8s(kit: Path) -> None:
     assert "resources:\n  - base\n" in text
 
 
-def test_every_path_of_the_kit_config_is_mounted(kit: Path) -> None:
-    pod = kustomize.CoordinatorPod(kustomize.build(kit))
+@pytest.mark.parametrize("container", [kustomize.CHECK_CONTAINER, kustomize.CONTAINER])
+def test_every_path_of_the_kit_config_is_mounted(container: str, kit: Path) -> None:
+    pod = kustomize.CoordinatorPod(kustomize.build(kit), container)
+    assert pod.config_path == kustomize.CoordinatorPod(pod.manifests).config_path
     config = kustomize.pod_config(pod)
     assert kustomize.unmounted_paths(pod, config) == []
     named = {key for key, _ in kustomize.paths_in(config)}
@@ -175,10 +177,14 @@ def test_the_pod_is_restricted_and_probed_on_grpc_health(which: str, kit: Path) 
     assert spec["securityContext"]["runAsNonRoot"] is True
     assert spec["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
     assert spec["automountServiceAccountToken"] is False
-    context = container["securityContext"]
-    assert context["allowPrivilegeEscalation"] is False
-    assert context["readOnlyRootFilesystem"] is True
-    assert context["capabilities"]["drop"] == ["ALL"]
+    (check,) = spec["initContainers"]
+    assert check["args"][-1] == "--check" and check["image"] == container["image"]
+    for each in (check, container):
+        context = each["securityContext"]
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["capabilities"]["drop"] == ["ALL"]
+        assert each["resources"]["requests"] and each["resources"]["limits"]
     allowed = {"configMap", "secret", "projected", "emptyDir", "persistentVolumeClaim"}
     for volume in spec["volumes"]:
         assert set(volume) - {"name"} <= allowed, volume

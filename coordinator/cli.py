@@ -876,6 +876,8 @@ def provision(
     for carrier_id, ckit in done.carriers.items():
         own = " (own certificate)" if ckit.cert is None else ""
         say(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
+    if (out / "k8s").is_dir():
+        say(f"kubernetes:   {out / 'k8s'}  (kubectl apply -k; see its kustomization)")
     say(
         f"provisioned {len(done.carriers)} carriers for {plan.coordinator_address}; send each"
         " carrier its kit directory over a trusted channel"

@@ -46,6 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from coordinator.config import Role
+from coordinator.provision_k8s import write_k8s_kit
 from fedoversight.dimensions import Dimension, accepts
 from fedoversight.errors import ConfigError
 from fedoversight.signing import Signer, Verifier
@@ -504,7 +505,7 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         len(carriers),
         len(operators),
     )
-    return Provisioned(
+    done = Provisioned(
         out_dir=out,
         ca_cert=ca_cert,
         ca_key=ca_key,
@@ -519,6 +520,8 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         carriers=carriers,
         operators=operators,
     )
+    write_k8s_kit(done)
+    return done
 
 
 def _carrier_kit(

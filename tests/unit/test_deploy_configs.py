@@ -74,7 +74,10 @@ def _no_config_env(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_every_toml_under_deploy_is_a_known_kind() -> None:
     every = {p for p in DEPLOY.rglob("*.toml") if "kit" not in p.relative_to(DEPLOY).parts}
     assert every == set(COORDINATOR_TOMLS) | set(NODE_TOMLS) | set(POLICY_TOMLS) | set(PLAN_TOMLS)
-    assert len(COORDINATOR_TOMLS) == 1
+    assert {_id(p) for p in COORDINATOR_TOMLS} == {
+        "compose/config/coordinator.toml",
+        "k8s/coordinator.toml",
+    }
     assert {p.name for p in NODE_TOMLS} == {
         "node-c001.toml",
         "node-c002.toml",
@@ -321,6 +324,7 @@ def test_compose_parses_as_yaml_when_pyyaml_is_installed() -> None:
 
 
 # --- Kubernetes -----------------------------------------------------------------------------
+# Text checks only; tests/unit/test_deploy_k8s.py checks what `kubectl kustomize` renders.
 
 
 def _k8s_docs(path: Path) -> list[str]:
@@ -334,19 +338,6 @@ def _field(doc: str, name: str) -> str:
     return match.group(1).strip("\"'")
 
 
-def _configmap_toml() -> str:
-    """The ``coordinator.toml: |`` block scalar of the ConfigMap, dedented."""
-    lines = (K8S / "configmap.yaml").read_text(encoding="utf-8").splitlines()
-    start = next(i for i, ln in enumerate(lines) if ln.strip() == "coordinator.toml: |")
-    indent = len(lines[start]) - len(lines[start].lstrip()) + 2
-    body = []
-    for line in lines[start + 1 :]:
-        if line.strip() and not line.startswith(" " * indent):
-            break
-        body.append(line[indent:])
-    return "\n".join(body) + "\n"
-
-
 def test_k8s_manifests_are_the_expected_resources() -> None:
     kustomization = (K8S / "kustomization.yaml").read_text(encoding="utf-8")
     resources = re.findall(r"^\s+- (\S+\.yaml)\s*$", kustomization, flags=re.M)
@@ -355,14 +346,11 @@ def test_k8s_manifests_are_the_expected_resources() -> None:
         for doc in _k8s_docs(K8S / name):
             kinds[_field(doc, "kind")] = doc
             assert re.search(r"^apiVersion: \S+", doc, flags=re.M)
-    assert set(kinds) == {
-        "Namespace",
-        "ConfigMap",
-        "PersistentVolumeClaim",
-        "StatefulSet",
-        "Service",
-    }
-    assert "secret-tls.example.yaml" not in resources
+    assert set(kinds) == {"Namespace", "PersistentVolumeClaim", "StatefulSet", "Service"}
+    # The ConfigMaps are generated from the files beside the manifests.
+    generated = re.findall(r"^\s+- (coordinator\.toml|revoked-serials)\s*$", kustomization, re.M)
+    assert generated == ["coordinator.toml", "revoked-serials"]
+    assert kustomization.count("namespace: fedoversight") == 2
     for kind, doc in kinds.items():
         if kind != "Namespace":
             assert re.search(r"^  namespace: fedoversight$", doc, flags=re.M), kind
@@ -375,12 +363,12 @@ def test_k8s_manifests_are_the_expected_resources() -> None:
                 assert doc["apiVersion"] and doc["kind"]
 
 
-def test_k8s_configmap_holds_a_secure_coordinator_config(tmp_path: Path) -> None:
-    path = tmp_path / "coordinator.toml"
-    path.write_text(_configmap_toml(), encoding="utf-8")
-    config = load_coordinator_config(path)
+def test_k8s_coordinator_config_is_secure() -> None:
+    config = load_coordinator_config(K8S / "coordinator.toml")
     assert config.insecure is False and config.auto_register is False
     assert config.tls is not None and config.operator_signing_key is not None
+    assert config.result_keys_dir is not None and config.operators
+    assert config.health_listen is not None
 
 
 def test_k8s_statefulset_matches_the_config() -> None:
@@ -392,32 +380,46 @@ def test_k8s_statefulset_matches_the_config() -> None:
         "allowPrivilegeEscalation: false",
     ):
         assert re.search(rf"^\s+{setting}$", sts, flags=re.M), setting
-    assert sts.count("tcpSocket:") == 3 and "httpGet" not in sts
+    assert "tcpSocket" not in sts and "httpGet" not in sts
     assert re.search(r"^\s+requests:\n\s+cpu:", sts, flags=re.M)
     assert re.search(r"^\s+limits:\n\s+cpu:", sts, flags=re.M)
-    config = tomllib.loads(_configmap_toml())
+    config = tomllib.loads((K8S / "coordinator.toml").read_text(encoding="utf-8"))
     port = config["listen"].rsplit(":", 1)[1]
-    assert _field(sts, "containerPort") == port
-    assert re.search(rf"^\s+port: {port}$", (K8S / "service.yaml").read_text(), flags=re.M)
+    health = config["health_listen"].rsplit(":", 1)[1]
+    assert re.findall(r"containerPort: (\d+)", sts) == [port, health]
+    assert re.findall(r"grpc:\n\s+port: (\d+)", sts) == [health] * 3
+    service = (K8S / "service.yaml").read_text(encoding="utf-8")
+    assert re.findall(r"^\s+port: (\d+)$", service, flags=re.M) == [port]
     mounts = dict(re.findall(r"- name: (\S+)\n\s+mountPath: (\S+)", sts))
     assert Path(config["store_path"]).parent == Path(mounts["store"])
     for key in ("ca_cert", "cert", "key"):
         assert Path(config["tls"][key]).parent == Path(mounts["tls"])
-    assert Path(config["operator_signing_key"]).parent == Path(mounts["tls"])
+    for key in ("operator_signing_key", "operator_public_key"):
+        assert Path(config[key]).parent == Path(mounts["signing"])
+    assert Path(config["result_keys_dir"]) == Path(mounts["result-keys"])
+    assert Path(config["revocation_file"]).parent == Path(mounts["revocations"])
     assert f'"{mounts["config"]}/coordinator.toml"' in sts
     pvc = (K8S / "pvc.yaml").read_text(encoding="utf-8")
     assert _field(sts, "claimName") == _field(pvc, "name")
     assert re.search(r"^\s+- \{key: tls\.crt, path: tls\.crt\}", sts, flags=re.M)
 
 
-def test_k8s_secret_example_is_only_a_placeholder() -> None:
-    text = (K8S / "secret-tls.example.yaml").read_text(encoding="utf-8")
-    assert "BEGIN" not in text and "PRIVATE KEY-----" not in text
+def test_k8s_secrets_are_documented_and_none_is_shipped() -> None:
+    """The base ships no Secret (the provisioned kit generates them); the kustomization's
+    header names each one the StatefulSet mounts."""
+    assert not list(K8S.glob("*secret*"))
     sts = (K8S / "statefulset.yaml").read_text(encoding="utf-8")
-    for doc in _k8s_docs(K8S / "secret-tls.example.yaml"):
-        name = _field(doc, "name")
-        assert f"name: {name}" in sts
-        assert "REPLACE" in doc
+    header = (K8S / "kustomization.yaml").read_text(encoding="utf-8")
+    names = re.findall(r"secretName: (\S+)", sts)
+    assert names == [
+        "oversight-coordinator-tls",
+        "oversight-operator-signing",
+        "oversight-result-keys",
+    ]
+    for name in names:
+        assert re.search(rf"^#   {name}\b", header, flags=re.M), name
+    for path in K8S.iterdir():
+        assert "PRIVATE KEY-----" not in path.read_text(encoding="utf-8")
 
 
 # --- images and the systemd unit ------------------------------------------------------------

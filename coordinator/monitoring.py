@@ -13,7 +13,14 @@ import threading
 from collections.abc import Callable
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    ProcessCollector,
+    start_http_server,
+)
 
 from coordinator.store import RoundState
 from fedoversight.errors import ConfigError
@@ -44,6 +51,8 @@ class CoordinatorMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        # process_* (CPU, memory, open files, start time), read from /proc at each scrape.
+        ProcessCollector(registry=registry)
         self.rounds_created = Counter(
             "oversight_rounds_created",
             "Rounds created (an idempotent retry of a creation is not counted again)",

@@ -76,6 +76,7 @@ def check_counts(samples: Samples, *, carriers: int, refused: int) -> None:
     assert value(samples, "oversight_results_received_total") == answers
     assert value(samples, "oversight_operator_calls_total", method="CreateRound", status="OK") == 2
     assert value(samples, "oversight_carrier_streams_refused_total") == 0
+    assert value(samples, "process_start_time_seconds") > 0
 
 
 def parse_lines(text: str) -> list[dict[str, str]]:

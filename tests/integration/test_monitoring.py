@@ -10,6 +10,7 @@ import asyncio
 import io
 import json
 import logging
+import socket
 import tomllib
 import urllib.request
 from collections.abc import Iterator
@@ -21,9 +22,12 @@ import tomli_w
 from prometheus_client.parser import text_string_to_metric_families
 
 from carrier_node.policy import Policy
+from coordinator.config import CoordinatorConfig
+from coordinator.server import Coordinator
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
+from fedoversight.errors import ConfigError
 from fedoversight.logs import LOG_FIELDS, log_handler
 from fedoversight.periods import Period
 from oversight_sim.harness import SimulatedFederation
@@ -247,3 +251,25 @@ def json_part(log: Path) -> str:
     """A daemon's log file without what is not a log record: the harness's start markers and
     what the command prints on the console."""
     return "\n".join(line for line in log.read_text().splitlines() if line.startswith("{"))
+
+
+async def test_a_metrics_address_in_use_stops_the_start_with_a_config_error(
+    tmp_path: Path,
+) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config = CoordinatorConfig(
+            insecure=True,
+            listen="127.0.0.1:0",
+            store_path=tmp_path / "rounds.sqlite3",
+            metrics_address=f"127.0.0.1:{port}",
+        )
+        coordinator = Coordinator(config)
+        with pytest.raises(
+            ConfigError, match=f"metrics_address: cannot listen on 127.0.0.1:{port}"
+        ):
+            await coordinator.start()
+        await coordinator.shutdown(grace=0)
+        assert coordinator.metrics_port == 0

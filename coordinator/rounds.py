@@ -598,8 +598,9 @@ class RoundManager:
             state = RoundState.PARTIAL
         else:
             state = RoundState.FAILED
-        await self._set_round_state(live, state, finished=True)
+        # Counted before watchers are told: whoever sees the outcome finds it counted.
         self._metrics.round_finished(state, (_now() - live.record.created_at).total_seconds())
+        await self._set_round_state(live, state, finished=True)
         log.info(
             "round %s %s: %d of %d carriers answered",
             live.record.round_id,

@@ -276,3 +276,24 @@ async def test_a_metrics_address_in_use_stops_the_start_with_a_config_error(
             await coordinator.start()
         await coordinator.shutdown(grace=0)
         assert coordinator.metrics_port == 0
+
+
+async def test_results_rejected_for_a_missing_result_key_are_counted(
+    federation_data: dict[str, Path], tmp_path: Path
+) -> None:
+    chosen = dict(sorted(federation_data.items())[:2])
+    keyless = sorted(chosen)[0]
+    fed = SimulatedFederation(chosen, tmp_path / "run", metrics_address="127.0.0.1:0")
+    pki = fed.provision()
+    (pki.result_keys_dir / f"{keyless}.pub").unlink()  # the coordinator lacks its key
+    async with fed:
+        assert fed.client is not None and fed.coordinator is not None
+        outcome = await fed.client.run_round(PERIOD, TRIVIAL, deadline_seconds=4)
+        assert outcome.state is RoundState.PARTIAL
+        assert {c: s for c, s, _ in outcome.carriers}[keyless] is CarrierRoundState.TIMED_OUT
+        samples = await asyncio.to_thread(scrape, fed.coordinator.metrics_port)
+    assert (
+        value(samples, "oversight_results_rejected_total", code="ERROR_CODE_UNAUTHENTICATED") >= 1
+    )
+    assert value(samples, "oversight_results_received_total") == 1
+    assert value(samples, "oversight_rounds_finished_total", outcome="partial") == 1

@@ -109,8 +109,13 @@ class CoordinatorMetrics:
             ["method", "status"],
             registry=registry,
         )
-        for outcome in OUTCOMES:  # every outcome a series from the start (alerts see a 0)
+        # Every outcome and code a series at 0 from the start: increase() over a series that
+        # appears at 1 sees no increase, so the first refusal of a kind would go unnoticed.
+        for outcome in OUTCOMES:
             self.rounds_finished.labels(outcome=outcome)
+        for code in (v.name for v in types_pb2.ErrorCode.DESCRIPTOR.values):
+            self.refusals.labels(code=code)
+            self.results_rejected.labels(code=code)
 
     def track(
         self, *, carriers_connected: Callable[[], int], rounds_open: Callable[[], int]

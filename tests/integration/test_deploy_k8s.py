@@ -18,6 +18,7 @@ import asyncio
 import re
 import subprocess
 import tomllib
+import urllib.request
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -94,6 +95,7 @@ def plaintext_code(port: int, call: str) -> grpc.StatusCode:
 
 def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
     port, health_port, operator_port = free_port(), free_port(), free_port()
+    metrics_port = free_port()
     address = f"localhost:{port}"
     data = tmp_path / "data"
     done = run("synth", "--out", str(data), "--carriers", "2", "--members", "600", "--months", "1")
@@ -132,6 +134,8 @@ def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
     assert local["listen"] == "0.0.0.0:50051"  # the container port
     local["listen"] = f"127.0.0.1:{port}"
     local["health_listen"] = f"127.0.0.1:{health_port}"
+    assert local["metrics_address"] == "0.0.0.0:9464"  # the container port
+    local["metrics_address"] = f"127.0.0.1:{metrics_port}"
     assert local["operator_listen"] == "0.0.0.0:50052"  # "audit" holds a token
     local["operator_listen"] = f"127.0.0.1:{operator_port}"
     local_config = tmp_path / "coordinator.local.toml"
@@ -244,6 +248,12 @@ def test_the_kit_s_pod_runs_a_round_with_signed_results(tmp_path: Path) -> None:
         )  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         assert round_id in done.stdout
+
+        # The metrics port the pod's annotations name: the round and both carriers counted.
+        with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as r:
+            metrics = r.read().decode()
+        assert 'oversight_rounds_finished_total{outcome="complete"} 1.0' in metrics, metrics
+        assert "oversight_carriers_connected 2.0" in metrics, metrics
     except BaseException:
         for proc in (coordinator, *nodes):
             print(f"----- {proc.name}: {proc.log}\n{proc.tail(80)}")

@@ -386,7 +386,8 @@ def test_k8s_statefulset_matches_the_config() -> None:
     config = tomllib.loads((K8S / "coordinator.toml").read_text(encoding="utf-8"))
     port = config["listen"].rsplit(":", 1)[1]
     health = config["health_listen"].rsplit(":", 1)[1]
-    assert re.findall(r"containerPort: (\d+)", sts) == [port, health]
+    metrics = config["metrics_address"].rsplit(":", 1)[1]
+    assert re.findall(r"containerPort: (\d+)", sts) == [port, health, metrics]
     assert re.findall(r"grpc:\n\s+port: (\d+)", sts) == [health] * 3
     service = (K8S / "service.yaml").read_text(encoding="utf-8")
     assert re.findall(r"^\s+port: (\d+)$", service, flags=re.M) == [port]

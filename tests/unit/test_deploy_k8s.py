@@ -194,6 +194,9 @@ def test_the_pod_is_restricted_and_probed_on_grpc_health(which: str, kit: Path) 
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
     assert ports["grpc"] == int(config["listen"].rsplit(":", 1)[1])
     assert ports["health"] == int(config["health_listen"].rsplit(":", 1)[1])
+    assert ports["metrics"] == int(config["metrics_address"].rsplit(":", 1)[1])
+    template = pod.statefulset["spec"]["template"]["metadata"]
+    assert template["annotations"]["prometheus.io/port"] == str(ports["metrics"])
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert set(container[probe]) - {
             "periodSeconds",
@@ -237,4 +240,4 @@ def test_without_tokens_the_operator_api_is_on_the_main_port_only(tmp_path: Path
     service = kustomize.only(manifests, "Service")
     assert [p["port"] for p in service["spec"]["ports"]] == [50051]
     ports = kustomize.CoordinatorPod(manifests).container["ports"]
-    assert [p["name"] for p in ports] == ["grpc", "health"]
+    assert [p["name"] for p in ports] == ["grpc", "health", "metrics"]

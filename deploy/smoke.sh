@@ -35,12 +35,36 @@ coordinator_image=fedoversight-coordinator:dev   # the tags docker-compose.yml n
 node_image=fedoversight-carrier-node:dev
 listen=127.0.0.1:50051
 
+# Compose 2.26 colours its log prefixes even with --ansi never.
+plain() { sed 's/\x1b\[[0-9;]*[A-Za-z]//g'; }
 step() { printf '\n=== %s  %s\n' "$(date -u +%H:%M:%S)" "$*"; }
 fail() { printf '\nSMOKE FAILED: %s\n' "$*" >&2; exit 1; }
 
 docker compose version >/dev/null 2>&1 \
     || fail "needs Docker Compose v2 ('docker compose'); see deploy/README.md"
 [ -f "$compose_dir/docker-compose.yml" ] || fail "no docker-compose.yml in $compose_dir"
+
+# --- a temporary folder: build logs, the compose files, the kit ----------------------------
+work=$(mktemp -d /tmp/fedoversight-smoke.XXXXXX)
+compose=(docker compose --ansi never -p "$project" --project-directory "$work"
+         -f "$work/docker-compose.yml" -f "$work/docker-compose.host.yml")
+cleanup() {
+    status=$?
+    if [ -f "$work/docker-compose.host.yml" ]; then
+        if [ "$status" -ne 0 ]; then
+            step "logs (last 40 lines of each service)"
+            "${compose[@]}" logs --no-color --tail 40 | plain || true
+        fi
+        step "tear down"
+        "${compose[@]}" down --volumes --remove-orphans || true
+    fi
+    # Files the containers own (uid 10001) are removed from inside one, as root.
+    docker run --rm --network none --user 0 -v "$work:/smoke" --entrypoint rm \
+        "$coordinator_image" -rf /smoke/kit >/dev/null 2>&1 || true
+    if [ "${SMOKE_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
+    if [ "$status" -eq 0 ]; then step "SMOKE PASSED"; fi
+}
+trap cleanup EXIT
 
 # --- images ------------------------------------------------------------------------------
 if ! docker image inspect "$base" >/dev/null 2>&1; then
@@ -53,36 +77,30 @@ if [ -n "${PIP_CERT:-}" ]; then
     build_args+=(--secret "id=pip-cert,src=$PIP_CERT")
 fi
 for pair in "coordinator:$coordinator_image" "carrier-node:$node_image"; do
-    step "build ${pair#*:} from deploy/docker/${pair%%:*}.Dockerfile on $base"
-    docker build "${build_args[@]}" -f "$repo/deploy/docker/${pair%%:*}.Dockerfile" \
-        -t "${pair#*:}" "$repo"
+    image=${pair#*:}
+    step "build $image from deploy/docker/${pair%%:*}.Dockerfile on $base"
+    log=$work/build-${pair%%:*}.log
+    started=$SECONDS
+    if ! docker build "${build_args[@]}" -f "$repo/deploy/docker/${pair%%:*}.Dockerfile" \
+            -t "$image" "$repo" >"$log" 2>&1; then
+        tail -n 60 "$log"
+        fail "building $image failed"
+    fi
+    echo "built in $((SECONDS - started)) s ($(grep -c ' CACHED$' "$log" || true) steps cached):" \
+        "$(docker image ls --format '{{.Repository}}:{{.Tag}} {{.ID}} {{.Size}}' "$image")"
+    # The installed distributions are exactly the lock's (pip checked their hashes).
+    docker run --rm --network none -v "$repo/deploy/requirements.lock:/tmp/requirements.lock:ro" \
+        --entrypoint python "$image" -c '
+import importlib.metadata as metadata, re, sys
+pins = re.findall(r"^([A-Za-z0-9._-]+)==(\S+)", open("/tmp/requirements.lock").read(), re.M)
+wrong = [f"{n}: {metadata.version(n)} installed, {v} locked" for n, v in pins
+         if metadata.version(n) != v]
+print(*wrong, sep="\n") if wrong else print(f"{len(pins)} distributions, each at its locked version")
+sys.exit(1 if wrong else 0)' || fail "$image does not hold the locked versions"
+    docker run --rm --network none "$image" --help >/dev/null
 done
-docker run --rm --network none "$coordinator_image" --help >/dev/null
-docker run --rm --network none "$node_image" --help >/dev/null
-echo "both images start: $(docker image ls --format '{{.Repository}}:{{.Tag}} {{.Size}}' \
-    "$coordinator_image") / $(docker image ls --format '{{.Size}}' "$node_image")"
 
 # --- a private copy of the compose folder --------------------------------------------------
-work=$(mktemp -d /tmp/fedoversight-smoke.XXXXXX)
-compose=(docker compose --ansi never -p "$project" --project-directory "$work"
-         -f "$work/docker-compose.yml" -f "$work/docker-compose.host.yml")
-cleanup() {
-    status=$?
-    if [ -f "$work/docker-compose.host.yml" ]; then
-        if [ "$status" -ne 0 ]; then
-            step "logs (last 40 lines of each service)"
-            "${compose[@]}" logs --no-color --tail 40 || true
-        fi
-        step "tear down"
-        "${compose[@]}" down --volumes --remove-orphans || true
-    fi
-    # Files the containers own (uid 10001) are removed from inside one, as root.
-    docker run --rm --network none --user 0 -v "$work:/smoke" --entrypoint rm \
-        "$coordinator_image" -rf /smoke/kit >/dev/null 2>&1 || true
-    if [ "${SMOKE_KEEP:-0}" = 1 ]; then echo "kept $work"; else rm -rf "$work"; fi
-    if [ "$status" -eq 0 ]; then step "SMOKE PASSED"; fi
-}
-trap cleanup EXIT
 cp "$compose_dir/docker-compose.yml" "$work/"
 cp -r "$compose_dir/config" "$work/"
 secure=0
@@ -144,6 +162,15 @@ fi
 step "docker compose up (synth, coordinator, $nodes nodes)"
 "${compose[@]}" up --detach --no-build
 "${compose[@]}" ps --all
+if command -v ss >/dev/null; then
+    port=${listen#*:}
+    echo "listening on port $port:"
+    ss -ltnH "sport = :$port"
+    if ss -ltnH "sport = :$port" | awk '{print $4}' \
+            | grep -v -E '^(127\.0\.0\.1|\[::1\]|\[::ffff:127\.0\.0\.1\]):'; then
+        fail "something listens on port $port beyond loopback"
+    fi
+fi
 
 step "wait for $nodes connected carriers"
 connected=0
@@ -158,14 +185,14 @@ printf '%s\n' "$table"
 
 step "oversight round run --metric $metric --period $period"
 set +e
-operator round run --metric "$metric" --period "$period" --deadline 120
+operator round run --metric "$metric" --period "$period" --deadline 60
 rc=$?
 set -e
 echo "round run exit status: $rc (0: every carrier answered)"
 [ "$rc" -eq 0 ] || fail "the round did not complete (exit status $rc)"
 
 step "what the services logged"
-"${compose[@]}" logs --no-color coordinator | tail -n 15
+"${compose[@]}" logs --no-color coordinator | plain | tail -n 15
 for service in $services; do
-    case $service in node-*) "${compose[@]}" logs --no-color "$service" | tail -n 3 ;; esac
+    case $service in node-*) "${compose[@]}" logs --no-color "$service" | plain | tail -n 3 ;; esac
 done

@@ -73,7 +73,8 @@ WORKDIR /var/lib/oversight
 VOLUME ["/var/lib/oversight"]
 EXPOSE 50051
 
-# No gRPC health service exists, so probe the listening socket (listen = "0.0.0.0:50051").
+# With mutual TLS on, the gRPC health service on this port answers only a client that shows a
+# certificate from the federation's CA, which a probe has not: probe the listening socket.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import socket; socket.create_connection(('127.0.0.1', 50051), timeout=3).close()"]
 

@@ -163,6 +163,12 @@ class CoordinatorConfig(BaseModel):
         " coordinator only (no client certificate is asked for), so operators with a"
         " certificate use the main address",
     )
+    health_listen: str | None = Field(
+        default=None,
+        description="optional address serving only the gRPC health service, in plaintext, for"
+        " probes that cannot show a client certificate (Kubernetes gRPC probes); it tells"
+        " whether the coordinator is serving and nothing else",
+    )
     store_path: Path = Field(
         default=Path("oversight.sqlite3"),
         description="round store: the SQLite file (unless round_store is set)",

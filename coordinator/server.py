@@ -49,6 +49,8 @@ class _StoreRegistry:
 
 #: Largest metadata block accepted (an operator's bearer token is far smaller).
 MAX_METADATA_BYTES = 16 * 1024
+#: Largest message on the health-only port (a health check is a few bytes).
+HEALTH_MESSAGE_BYTES = 4 * 1024
 
 
 def load_result_keys(config: CoordinatorConfig) -> dict[str, Verifier] | None:
@@ -150,6 +152,8 @@ class Coordinator:
         )
         self.server: grpc.aio.Server | None = None
         self.port: int = 0
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int = 0
         self.operator_server: grpc.aio.Server | None = None
         self.operator_port: int = 0
         self.health = health.aio.HealthServicer()
@@ -186,6 +190,8 @@ class Coordinator:
             port = server.add_secure_port(self.config.listen, self._credentials(True))
         await server.start()
         self.server, self.port = server, int(port)
+        if self.config.health_listen is not None:
+            await self._start_health_port(self.config.health_listen)
         if self.config.operator_listen is not None:
             await self._start_operator_port(self.config.operator_listen)
         for service in ("", *REFLECTED[:-1]):
@@ -216,6 +222,16 @@ class Coordinator:
         self.operator_server, self.operator_port = server, int(port)
         log.info("operator API also on port %d (bearer tokens, no client certificates)", port)
 
+    async def _start_health_port(self, listen: str) -> None:
+        """The health service alone, in plaintext: a kubelet's gRPC probe neither speaks TLS
+        with a client certificate nor verifies one, and learns only SERVING or not here."""
+        server = grpc.aio.server(options=server_options(HEALTH_MESSAGE_BYTES))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(listen)
+        await server.start()
+        self.health_server, self.health_port = server, int(port)
+        log.info("gRPC health service also on port %d (plaintext, health only)", port)
+
     async def wait(self) -> None:
         assert self.server is not None
         await self.server.wait_for_termination()
@@ -229,6 +245,10 @@ class Coordinator:
         self.server = self.operator_server = None
         await self.rounds.close()
         await asyncio.to_thread(self.store.close)
+        # Last: until then the probe port answers NOT_SERVING rather than refusing.
+        if self.health_server is not None:
+            await self.health_server.stop(grace)
+            self.health_server = None
 
     async def __aenter__(self) -> Coordinator:
         await self.start()

@@ -101,35 +101,26 @@ sys.exit(1 if wrong else 0)' || fail "$image does not hold the locked versions"
 done
 
 # --- a private copy of the compose folder --------------------------------------------------
-cp "$compose_dir/docker-compose.yml" "$work/"
+[ -f "$compose_dir/plan.toml" ] || fail "no plan.toml in $compose_dir"
+cp "$compose_dir/docker-compose.yml" "$compose_dir/plan.toml" "$work/"
 cp -r "$compose_dir/config" "$work/"
-secure=0
-if [ -f "$compose_dir/plan.toml" ]; then
-    cp "$compose_dir/plan.toml" "$work/"
-    secure=1
-fi
 
 # --- provision -----------------------------------------------------------------------------
-operator_args=()
-if [ "$secure" = 1 ]; then
-    step "provision the kit from plan.toml (oversight provision, in the coordinator image)"
-    docker run --rm --network none --user "$(id -u):$(id -g)" -v "$work:$work" -w "$work" \
-        "$coordinator_image" provision --carriers "$work/plan.toml" --out "$work/kit"
-    # The daemons run as uid/gid 10001 and the keys are 0600.
-    docker run --rm --network none --user 0 -v "$work:$work" --entrypoint chown \
-        "$coordinator_image" -R 10001:10001 "$work/kit/coordinator" "$work/kit/carriers"
-    operator_env=$work/kit/operators/operator/operator.env
-    [ -f "$operator_env" ] || fail "the kit has no $operator_env"
-    cat "$operator_env"
-    # The operator's files are mounted at the paths operator.env names.
-    operator_dir=$(dirname "$operator_env")
-    operator_args=(--env-file "$operator_env" -v "$operator_dir:$operator_dir:ro")
-else
-    echo "no plan.toml in $compose_dir: the insecure demo (plaintext, unsigned), no kit"
-fi
+step "provision the kit from plan.toml (oversight provision, in the coordinator image)"
+docker run --rm --network none --user "$(id -u):$(id -g)" -v "$work:$work" -w "$work" \
+    "$coordinator_image" provision --carriers "$work/plan.toml" --out "$work/kit"
+# The daemons run as uid/gid 10001 and the keys are 0600.
+docker run --rm --network none --user 0 -v "$work:$work" --entrypoint chown \
+    "$coordinator_image" -R 10001:10001 "$work/kit/coordinator" "$work/kit/carriers"
+operator_env=$work/kit/operators/operator/operator.env
+[ -f "$operator_env" ] || fail "the kit has no $operator_env"
+cat "$operator_env"
+# The operator CLI runs in the coordinator image, as the user who provisioned, with the
+# operator's files mounted at the paths operator.env names.
+operator_dir=$(dirname "$operator_env")
 operator() {
-    docker run --rm --network host --user "$(id -u):$(id -g)" "${operator_args[@]}" \
-        "$coordinator_image" "$@"
+    docker run --rm --network host --user "$(id -u):$(id -g)" --env-file "$operator_env" \
+        -v "$operator_dir:$operator_dir:ro" "$coordinator_image" "$@"
 }
 
 # --- host networking on loopback -------------------------------------------------------------

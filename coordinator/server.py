@@ -13,8 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.access import CarrierAccess, OperatorAccess, Revocations
-from coordinator.config import CoordinatorConfig
+from coordinator.config import CoordinatorConfig, split_host_port
 from coordinator.hub import NodeHub
+from coordinator.monitoring import CoordinatorMetrics, MetricsEndpoint
 from coordinator.operator_api import OversightService
 from coordinator.rounds import RoundManager
 from coordinator.store import RoundStore, open_round_store
@@ -115,6 +116,7 @@ class Coordinator:
         self.operator_verifier = operator_verifier
         self.node_verifiers = load_result_keys(config)
         self.revocations = Revocations(config.revoked_serials, config.revocation_file)
+        self.metrics = CoordinatorMetrics()
         self.store = open_round_store(config)
         for entry in config.carriers:
             self.store.upsert_carrier(entry.id, entry.name)
@@ -131,6 +133,7 @@ class Coordinator:
                 revocations=self.revocations,
                 require_certificate=tls is not None,
             ),
+            metrics=self.metrics,
         )
         self.rounds = RoundManager(
             self.store,
@@ -142,8 +145,13 @@ class Coordinator:
             request_ttl=dt.timedelta(seconds=config.request_ttl_seconds),
             default_deadline=dt.timedelta(seconds=config.default_deadline_seconds),
             disconnect_grace=config.disconnect_grace_seconds,
+            metrics=self.metrics,
         )
         self.hub.listener = self.rounds
+        self.metrics.track(
+            carriers_connected=lambda: len(self.hub.sessions),
+            rounds_open=lambda: self.rounds.open_count,
+        )
         self.access = OperatorAccess(
             config.operators,
             revocations=self.revocations,
@@ -157,11 +165,18 @@ class Coordinator:
         self.operator_server: grpc.aio.Server | None = None
         self.operator_port: int = 0
         self.health = health.aio.HealthServicer()
+        self.metrics_endpoint: MetricsEndpoint | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        """The port serving /metrics (0 when metrics_address is unset or not started)."""
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else 0
 
     def _serve_operators(self, server: grpc.aio.Server) -> None:
         """The operator API, gRPC health and server reflection on ``server``."""
         operator_pb2_grpc.add_OversightServicer_to_server(
-            OversightService(self.store, self.rounds, self.hub, self.access), server
+            OversightService(self.store, self.rounds, self.hub, self.access, metrics=self.metrics),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(REFLECTED, server)
@@ -194,6 +209,11 @@ class Coordinator:
             await self._start_health_port(self.config.health_listen)
         if self.config.operator_listen is not None:
             await self._start_operator_port(self.config.operator_listen)
+        if self.config.metrics_address is not None:
+            host, metrics_port = split_host_port(self.config.metrics_address)
+            self.metrics_endpoint = await asyncio.to_thread(
+                MetricsEndpoint, self.metrics, host, metrics_port
+            )
         for service in ("", *REFLECTED[:-1]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
@@ -243,6 +263,9 @@ class Coordinator:
             if server is not None:
                 await server.stop(grace)
         self.server = self.operator_server = None
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)
+            self.metrics_endpoint = None
         await self.rounds.close()
         await asyncio.to_thread(self.store.close)
         # Last: until then the probe port answers NOT_SERVING rather than refusing.

@@ -97,6 +97,9 @@ class SimulatedFederation:
     operator_port: bool = False
     #: Node settings (``NodeConfig`` fields) every node gets, over the harness's own.
     node_settings: Mapping[str, object] = field(default_factory=dict)
+    #: Serve the coordinator's Prometheus metrics here (``127.0.0.1:0``: a free port, then
+    #: ``coordinator.metrics_port``).
+    metrics_address: str | None = None
     #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
     round_store: PostgresStore | None = None
     #: Nodes answer from canned engines, one real engine per distinct data directory.
@@ -164,6 +167,7 @@ class SimulatedFederation:
             "revocation_file": self.revocation_file,
             "operator_listen": "127.0.0.1:0" if self.operator_port else None,
             "round_store": self.round_store,
+            "metrics_address": self.metrics_address,
         }
         if not self.insecure:
             pki = self.provision()

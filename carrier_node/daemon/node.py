@@ -45,6 +45,7 @@ from carrier_node.records.state import NodeState, ReviewStatus, node_state_path
 from fedoversight import catalogue
 from fedoversight.domain import RequestSpec
 from fedoversight.errors import ConfigError, RecordsUnavailableError
+from fedoversight.logs import log_fields
 from fedoversight.signing import Signer, Verifier
 from fedoversight.v1 import federation_pb2, types_pb2
 
@@ -267,9 +268,11 @@ class NodeDaemon:
 
     async def run(self) -> None:
         """Connect, answer, reconnect until :meth:`shutdown`."""
-        if self.records_open:
-            await self._started()
-        await self.connection.run(self._stopping)
+        # What the node logs meanwhile (and the tasks it starts) names its carrier.
+        with log_fields(carrier_id=self.config.carrier_id):
+            if self.records_open:
+                await self._started()
+            await self.connection.run(self._stopping)
 
     async def _started(self) -> None:
         """Open the source, log the start, resume manual release: once the records are open."""

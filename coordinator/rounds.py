@@ -38,6 +38,7 @@ from coordinator.store import (
 from fedoversight import catalogue, wire
 from fedoversight.domain import QuerySpec, RequestSpec, ResultSpec
 from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
+from fedoversight.logs import log_fields
 from fedoversight.periods import Period
 from fedoversight.signing import Signer, Verifier
 from fedoversight.v1 import federation_pb2, types_pb2
@@ -601,14 +602,15 @@ class RoundManager:
         # Counted before watchers are told: whoever sees the outcome finds it counted.
         self._metrics.round_finished(state, (_now() - live.record.created_at).total_seconds())
         await self._set_round_state(live, state, finished=True)
-        log.info(
-            "round %s %s: %d of %d carriers answered",
-            live.record.round_id,
-            state,
-            answered,
-            len(live.states),
-            extra={"round_id": live.record.round_id},
-        )
+        # The round's line, though it may be logged while one carrier's result is handled.
+        with log_fields(round_id=live.record.round_id, carrier_id=""):
+            log.info(
+                "round %s %s: %d of %d carriers answered",
+                live.record.round_id,
+                state,
+                answered,
+                len(live.states),
+            )
 
     # --- state and watchers ---------------------------------------------------------------
 

@@ -30,14 +30,21 @@ def _checked(fields: Mapping[str, str]) -> dict[str, str]:
     unknown = set(fields) - set(LOG_FIELDS)
     if unknown:
         raise ValueError(f"not a log field: {', '.join(sorted(unknown))}")
-    return {k: v for k, v in fields.items() if v}
+    return dict(fields)
+
+
+def _merged(fields: Mapping[str, str]) -> MappingProxyType[str, str]:
+    """The bound fields with ``fields`` over them; an empty value unbinds its field."""
+    merged = {**_bound.get(), **_checked(fields)}
+    return MappingProxyType({k: v for k, v in merged.items() if v})
 
 
 @contextmanager
 def log_fields(**fields: str) -> Iterator[None]:
     """Records logged inside the block (in this task, and in what it starts or hands to
-    threads meanwhile) carry these fields; empty values are left out."""
-    token = _bound.set(MappingProxyType({**_bound.get(), **_checked(fields)}))
+    threads meanwhile) carry these fields; an empty value unbinds a field for the block (a
+    round's own lines logged while handling one carrier's message)."""
+    token = _bound.set(_merged(fields))
     try:
         yield
     finally:
@@ -48,7 +55,7 @@ def bind_log_fields(**fields: str) -> None:
     """Records logged from here to the end of the current task (and in the tasks it starts
     from now on) carry these fields: for code that cannot wrap its work in a block, such as
     a generator serving a stream."""
-    _bound.set(MappingProxyType({**_bound.get(), **_checked(fields)}))
+    _bound.set(_merged(fields))
 
 
 class ContextFields(logging.Filter):

@@ -10,7 +10,13 @@ from collections.abc import Iterator
 
 import pytest
 
-from fedoversight.logs import bind_log_fields, log_fields, log_handler
+from fedoversight.logs import (
+    LOG_FIELDS,
+    ContextFields,
+    bind_log_fields,
+    log_fields,
+    log_handler,
+)
 
 log = logging.getLogger("tests.logs")
 
@@ -65,3 +71,24 @@ def test_bound_ids_reach_tasks_and_threads_and_end_with_their_block(stream: io.S
 def test_only_the_known_fields_can_be_bound() -> None:
     with pytest.raises(ValueError, match="member_id"), log_fields(member_id="M1"):
         pass
+
+
+def test_an_empty_value_unbinds_a_field_for_its_block() -> None:
+    seen: list[dict[str, str]] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append({k: getattr(record, k) for k in LOG_FIELDS if hasattr(record, k)})
+
+    logger = logging.getLogger("tests.unbind")
+    handler = Keep()
+    handler.addFilter(ContextFields())
+    logger.addHandler(handler)
+    try:
+        with log_fields(carrier_id="c001"):
+            with log_fields(round_id="r-1", carrier_id=""):
+                logger.warning("the round's own line")
+            logger.warning("the carrier's line")
+    finally:
+        logger.removeHandler(handler)
+    assert seen == [{"round_id": "r-1"}, {"carrier_id": "c001"}]

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -39,8 +40,11 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: ``deploy/k8s`` of the checkout this module belongs to.
-DEFAULT_BASE = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+#: ``deploy/k8s`` of the checkout this module belongs to, or, installed from a wheel, the copy
+#: the wheel installs as data (``share/fedoversight/k8s`` under the environment's prefix).
+_CHECKOUT_BASE = Path(__file__).resolve().parents[1] / "deploy" / "k8s"
+_INSTALLED_BASE = Path(sys.prefix) / "share" / "fedoversight" / "k8s"
+DEFAULT_BASE = _CHECKOUT_BASE if _CHECKOUT_BASE.is_dir() else _INSTALLED_BASE
 #: The namespace of the base's resources.
 NAMESPACE = "fedoversight"
 #: The port of operator_listen in the pod, set when an operator holds a bearer token.

@@ -21,6 +21,7 @@ from coordinator.provision import OperatorPlan, Provisioned, ProvisionPlan, prov
 from coordinator.provision_k8s import DEFAULT_BASE, write_k8s_kit
 from tests import kustomize
 
+ROOT = Path(__file__).resolve().parents[2]
 BASE = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 #: The oldest Kubernetes release the manifests are for (gRPC probes are GA from 1.27), and the
 #: newest the schemas know.
@@ -241,3 +242,17 @@ def test_without_tokens_the_operator_api_is_on_the_main_port_only(tmp_path: Path
     assert [p["port"] for p in service["spec"]["ports"]] == [50051]
     ports = kustomize.CoordinatorPod(manifests).container["ports"]
     assert [p["name"] for p in ports] == ["grpc", "health", "metrics"]
+
+
+def test_a_wheel_carries_every_file_of_the_kubernetes_base() -> None:
+    """``oversight provision`` in an image (a wheel, no checkout) copies the base from the
+    data files the wheel installs: pyproject must list every file of ``deploy/k8s``, and the
+    images' build contexts must include them."""
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    listed = pyproject["tool"]["setuptools"]["data-files"]["share/fedoversight/k8s"]
+    assert sorted(listed) == sorted(
+        str(p.relative_to(ROOT)) for p in BASE.iterdir() if p.is_file() and p.suffix != ".md"
+    )
+    for image in ("coordinator", "carrier-node"):
+        ignore = (ROOT / "deploy" / "docker" / f"{image}.Dockerfile.dockerignore").read_text()
+        assert "!deploy/k8s/" in ignore.splitlines(), image

@@ -25,6 +25,7 @@ from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
 from carrier_node.data.checks import check_files, check_warehouse
 from carrier_node.data.report import EXIT_NOT_CHECKED, CheckReport
+from carrier_node.data.validation import CsvEncoding
 from carrier_node.policy import Policy
 from carrier_node.records.audit import JsonValue, Outcome, read_entries
 from carrier_node.records.audit import verify as verify_audit
@@ -147,6 +148,13 @@ def check(
             " today)",
         ),
     ] = None,
+    csv_encoding: Annotated[
+        CsvEncoding | None,
+        typer.Option(
+            "--csv-encoding",
+            help="encoding of the CSV files (default: node.toml's csv_encoding, else auto)",
+        ),
+    ] = None,
 ) -> None:
     """Check the carrier's data: schema validation, then the plausibility rules.
 
@@ -165,14 +173,14 @@ def check(
         _check_failed("give --data DIR or --config node.toml (one of them)", output)
     try:
         if data is not None:
-            report = check_files(data, day)
+            report = check_files(data, day, csv_encoding or "auto")
         else:
             cfg = load_node_config(config)
             if cfg.warehouse is not None:
                 report = check_warehouse(cfg.warehouse, day)
             else:
                 assert cfg.data_dir is not None
-                report = check_files(cfg.data_dir, day)
+                report = check_files(cfg.data_dir, day, csv_encoding or cfg.csv_encoding)
     except OversightError as exc:
         _check_failed(exc.detail, output)
     if output is CheckFormat.JSON:

@@ -24,9 +24,10 @@ from carrier_node.data.plausibility import FILE, RuleFinding, Runner, evaluate
 from carrier_node.data.report import CheckReport, Finding, Severity
 from carrier_node.data.validation import (
     RANGE_CHECKS,
+    CsvEncoding,
     Problem,
-    TableCheck,
     check_tables,
+    directory_problem,
 )
 from carrier_node.data.warehouse import PG_TYPES, PostgresSource, WarehouseConfig
 from fedoversight.errors import DataSourceError
@@ -75,20 +76,6 @@ def plausibility_finding(found: RuleFinding) -> Finding:
 # --- files ------------------------------------------------------------------------------------
 
 
-def _file_scan(check: TableCheck) -> exp.Select:
-    """The table's view with each row's file and 1-based row number in it."""
-    assert check.view is not None and check.file is not None
-    # Numbered in read order before any row is left out (DuckDB keeps insertion order here).
-    numbered = exp.select(
-        exp.Star(),
-        exp.alias_(exp.Window(this=exp.RowNumber()), ROW, quoted=True),
-        exp.alias_(exp.Literal.string(check.file.name), FILE, quoted=True),
-    ).from_(check.file.source())
-    scan = check.view.copy()
-    scan.from_(numbered.subquery(exp.to_identifier("numbered", quoted=True)), copy=False)
-    return scan.select(_col(FILE), _col(ROW), copy=False)
-
-
 def _duckdb_runner(con: duckdb.DuckDBPyConnection) -> Runner:
     def run(sql: str) -> Sequence[tuple[object, ...]]:
         try:
@@ -99,13 +86,21 @@ def _duckdb_runner(con: duckdb.DuckDBPyConnection) -> Runner:
     return run
 
 
-def check_files(directory: Path, as_of: datetime.date) -> CheckReport:
-    """Validate a data directory and run the plausibility rules on what validation keeps."""
+def check_files(
+    directory: Path, as_of: datetime.date, csv_encoding: CsvEncoding = "auto"
+) -> CheckReport:
+    """Validate a data directory and run the plausibility rules on the rows validation keeps
+    (located by file and 1-based row number)."""
+    missing = directory_problem(Path(directory))
+    if missing is not None:
+        return CheckReport(
+            "files", str(directory), as_of, "file_row", (validation_finding(missing),)
+        )
     con = duckdb.connect(":memory:")
     try:
-        checks = check_tables(con, Path(directory))
+        checks = check_tables(con, Path(directory), csv_encoding)
         findings = [validation_finding(p) for c in checks for p in c.problems]
-        scans = {c.table.name: _file_scan(c) for c in checks if c.usable}
+        scans = {c.table.name: c.located for c in checks if c.located is not None}
         found = evaluate(scans, _duckdb_runner(con), "duckdb", as_of)
     finally:
         con.close()
@@ -167,14 +162,17 @@ def _warehouse_table(
     conditions = _conditions(table, typed, present)
     relation = exp.alias_(exp.table_(table.name, db=schema, quoted=True), "src")
     counts = exp.select(
-        exp.Count(this=exp.Star()),
+        exp.alias_(exp.Count(this=exp.Star()), "n_rows"),
         *(
-            exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=c.copy()))
-            for _, _, c in conditions
+            exp.alias_(
+                exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=c.copy())),
+                f"n_{i}",
+            )
+            for i, (_, _, c) in enumerate(conditions)
         ),
     ).from_(relation)
-    row = source.execute_arrow(counts.sql(dialect="postgres")).to_pylist()[0]
-    values = [int(v or 0) for v in row.values()]
+    result = source.execute_arrow(counts.sql(dialect="postgres"))
+    values = [int(c[0].as_py() or 0) for c in result.columns]
     total = values[0]
     unusable = False
     for (column, kind, _), count in zip(conditions, values[1:], strict=True):

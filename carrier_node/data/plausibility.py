@@ -19,11 +19,15 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from carrier_node.data.validation import FILE_COLUMN, ROW_COLUMN
 from fedoversight.plausibility import AS_OF, MEMBER_BIRTH_DATE, ROW, RULES, Rule
 from fedoversight.schema import TABLES
 
-#: The scan column naming the row's source (a file name, or the warehouse table).
-FILE = "__file"
+#: The scan column naming the row's source (a file's path within the data directory, or the
+#: warehouse table); the scan's position column is the same as validation's.
+FILE = FILE_COLUMN
+if ROW != ROW_COLUMN:  # pragma: no cover - the two declarations must agree
+    raise RuntimeError("the plausibility rules and the file scans name the row differently")
 #: How many flagged row positions a finding lists.
 FIRST_ROWS = 5
 
@@ -119,8 +123,15 @@ def _flags_query(
 
 
 def _counts_query(flags: exp.Select, rules: Sequence[Rule]) -> exp.Select:
+    # Every output column named: a source may key its result by column name.
     counts = [
-        exp.Filter(this=exp.Count(this=exp.Star()), expression=exp.Where(this=_col(_flag_alias(i))))
+        exp.alias_(
+            exp.Filter(
+                this=exp.Count(this=exp.Star()), expression=exp.Where(this=_col(_flag_alias(i)))
+            ),
+            f"__count_{i}",
+            quoted=True,
+        )
         for i in range(len(rules))
     ]
     return (
@@ -140,7 +151,7 @@ def _first_rows_query(
         )
         ranked = (
             exp.select(_col(FILE), _col(ROW), exp.alias_(rank, "__rank", quoted=True))
-            .from_(flags.copy().subquery(_ident("flags")))
+            .from_(exp.Table(this=_ident("flags")))
             .where(_col(_flag_alias(index)))
         )
         row: exp.Expr = _col(ROW)
@@ -158,7 +169,8 @@ def _first_rows_query(
     query: exp.Query = parts[0]
     for part in parts[1:]:
         query = exp.union(query, part, distinct=False)
-    return query
+    # The flags once, as a common table: each rule's part reads it.
+    return query.with_(_ident("flags"), as_=flags, copy=False)
 
 
 def evaluate(

@@ -67,7 +67,7 @@ def plausibility_finding(found: RuleFinding) -> Finding:
         rule.column,
         rule.name,
         found.rows,
-        f"{rule.table}: {found.file} column {rule.column!r}: {rule.description}"
+        f"{rule.table}: {found.file} column {rule.column!r}, {rule.name}: {rule.description}"
         f" ({rows}; first at {where}{more})",
         found.first_rows,
     )

@@ -272,3 +272,27 @@ def test_a_check_that_cannot_run_exits_3(args: tuple[str, ...], clean: Path) -> 
     done = run_check(*args, "--format", "json")
     assert done.returncode == 3, done.stdout + done.stderr
     assert json.loads(done.stdout)["status"] == "not_checked"
+
+
+def test_the_documented_json_shape_is_the_reports(clean: Path) -> None:
+    """docs/operations.md's example of ``--format json`` has the report's fields."""
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    section = text.split("## Checking the data", 1)[1]
+    example = json.loads(section.split("```json\n", 1)[1].split("```", 1)[0])
+    document = json.loads(json.dumps(check_files(clean, AS_OF).to_json()))
+    assert set(example) == set(document)
+    assert set(example["source"]) == set(document["source"])
+    assert set(example["counts"]) == set(document["counts"])
+    finding = next(iter(example["findings"]))
+    assert set(finding) == {
+        "kind",
+        "severity",
+        "table",
+        "file",
+        "column",
+        "rule",
+        "rows",
+        "first_rows",
+        "message",
+    }
+    assert finding["rule"] in {r.name for r in RULES}

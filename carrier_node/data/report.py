@@ -13,6 +13,7 @@ member id or value.
 from __future__ import annotations
 
 import datetime
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -53,6 +54,9 @@ class Finding:
     message: str
     #: Positions of the first rows affected, in source order (see :data:`RowIdentity`).
     first_rows: tuple[int | str, ...] = ()
+    #: Facts particular to the kind (e.g. a control total's month and its two figures, which
+    #: are the carrier's own aggregates); empty for validation and plausibility findings.
+    detail: Mapping[str, str | int | float | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, object]:
         return {
@@ -65,6 +69,7 @@ class Finding:
             "rows": self.rows,
             "first_rows": list(self.first_rows),
             "message": self.message,
+            "detail": dict(self.detail),
         }
 
 

@@ -161,6 +161,8 @@ def _warehouse_table(
     typed = _typed(table, present)
     conditions = _conditions(table, typed, present)
     relation = exp.alias_(exp.table_(table.name, db=schema, quoted=True), "src")
+    # Each condition's rows, and the rows it could concern: all of them, or for a code set the
+    # rows with a value (as from files, a column none of whose values is usable is an error).
     counts = exp.select(
         exp.alias_(exp.Count(this=exp.Star()), "n_rows"),
         *(
@@ -170,15 +172,20 @@ def _warehouse_table(
             )
             for i, (_, _, c) in enumerate(conditions)
         ),
+        *(
+            exp.alias_(exp.Count(this=typed[column].copy()), f"of_{i}")
+            for i, (column, _, _) in enumerate(conditions)
+        ),
     ).from_(relation)
     result = source.execute_arrow(counts.sql(dialect="postgres"))
     values = [int(c[0].as_py() or 0) for c in result.columns]
-    total = values[0]
+    total, flagged = values[0], values[1 : 1 + len(conditions)]
+    present_values = values[1 + len(conditions) :]
     unusable = False
-    for (column, kind, _), count in zip(conditions, values[1:], strict=True):
+    for (column, kind, _), count, valued in zip(conditions, flagged, present_values, strict=True):
         if not count:
             continue
-        whole = count == total and kind != "bad_range"
+        whole = count == (valued if kind == "invalid_value" else total) and kind != "bad_range"
         unusable = unusable or whole
         severity: Severity = "error" if whole else "warning"
         findings.append(

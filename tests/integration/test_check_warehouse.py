@@ -170,3 +170,29 @@ def test_a_warehouse_without_a_required_table_or_column(tmp_path: Path) -> None:
         ("eligibility", "sex", "missing_column", "error"),
     }
     assert report.exit_code == 2
+
+
+@pytest.mark.postgres
+def test_a_column_with_no_usable_value_is_an_error_in_both(tmp_path: Path) -> None:
+    directory = clean_extract(tmp_path)
+    path = directory / "eligibility.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame["sex"] = "X"
+    frame.loc[3, "enrollee_type"] = "retiree"  # an optional code: a warning, empty ones aside
+    frame.to_csv(path, index=False)
+    files = check_files(directory, AS_OF)
+    with fresh_schema("fedoversight_check") as schema:
+        con = postgres.connect()
+        try:
+            load_directory(con, schema, directory)
+        finally:
+            con.close()
+        pg = check_warehouse(WarehouseConfig(dbname="test", schema_name=schema), AS_OF)
+    expected = {
+        ("validation", "eligibility", "sex", "invalid_value", len(frame)),
+        ("validation", "eligibility", "enrollee_type", "invalid_value", 1),
+    }
+    assert summary(files) == summary(pg) == expected
+    severities = {(f.column, f.severity) for f in pg.findings}
+    assert severities == {("sex", "error"), ("enrollee_type", "warning")}
+    assert pg.exit_code == files.exit_code == 2

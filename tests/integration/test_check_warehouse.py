@@ -69,7 +69,7 @@ def ranks_by_ctid(schema: str) -> dict[tuple[str, str], int]:
                 "SELECT ctid::text, row_number() OVER (ORDER BY ctid) FROM {}.{}"
             ).format(psycopg.sql.Identifier(schema), psycopg.sql.Identifier(table))
             for ctid, rank in con.execute(query).fetchall():
-                ranks[(table, ctid)] = rank
+                ranks[(table, str(ctid))] = int(str(rank))
     finally:
         con.close()
     return ranks

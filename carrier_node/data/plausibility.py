@@ -66,6 +66,20 @@ def _bind_as_of(expression: exp.Expr, as_of: datetime.date) -> exp.Expr:
     return expression.copy().transform(replace)
 
 
+def _in_source_order(window: exp.Expr) -> exp.Expr:
+    """The window with ``ORDER BY … ROW`` made ``ORDER BY … FILE, ROW``: positions restart in
+    each file of a table, and "an earlier row" is one of an earlier file or earlier in its file."""
+    window = window.copy()
+    for order in window.find_all(exp.Order):
+        ordered: list[exp.Expr] = []
+        for item in order.expressions:
+            if isinstance(item.this, exp.Column) and item.this.name == ROW:
+                ordered.append(exp.Ordered(this=_col(FILE)))
+            ordered.append(item)
+        order.set("expressions", ordered)
+    return window
+
+
 def _uses_birth_date(rules: Sequence[Rule]) -> bool:
     return any(c.name == MEMBER_BIRTH_DATE for r in rules for c in r.flags.find_all(exp.Column))
 
@@ -87,7 +101,7 @@ def _flags_query(
         for name, window in rule.derived:
             if name not in seen:
                 seen.add(name)
-                windows.append(exp.alias_(window.copy(), name, quoted=True))
+                windows.append(exp.alias_(_in_source_order(window), name, quoted=True))
     source = scans[table].copy().subquery(_ident("scan"))
     everything = exp.Column(this=exp.Star(), table=_ident("scan"))
     derived = exp.select(everything, *windows).from_(source)

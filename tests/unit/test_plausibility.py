@@ -288,3 +288,23 @@ def test_the_documented_json_shape_is_the_reports(clean: Path) -> None:
     real = Finding("plausibility", "error", "t", "f", "c", "r", 1, "m", (1,)).to_json()
     assert set(finding) == set(real)
     assert finding["rule"] in {r.name for r in RULES}
+
+
+def test_a_repeat_in_a_later_file_is_the_repeat(clean: Path, tmp_path: Path) -> None:
+    """Rows are in source order file by file: a fill repeated at the top of the second
+    partition is the repeat, though its row number is smaller than the original's."""
+    directory = tmp_path / "c001"
+    shutil.copytree(clean, directory)
+    frame = pd.read_csv(directory / "pharmacy_claims.csv", dtype=str, keep_default_na=False)
+    (directory / "pharmacy_claims.csv").unlink()
+    first, second = frame.iloc[:50], frame.iloc[50:]
+    second = pd.concat([frame.iloc[[9]], second], ignore_index=True)  # row 10 of the first
+    for name, part in (("2026-01.csv", first), ("2026-02.csv", second)):
+        (directory / "pharmacy_claims").mkdir(exist_ok=True)
+        part.to_csv(directory / "pharmacy_claims" / name, index=False)
+    (finding,) = [f for f in check_files(directory, AS_OF).findings if f.rule == "duplicate_fill"]
+    assert (finding.file, finding.rows, finding.first_rows) == (
+        "pharmacy_claims/2026-02.csv",
+        1,
+        (1,),
+    )

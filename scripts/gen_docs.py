@@ -27,8 +27,11 @@ from carrier_node.data.validation import (
     _TYPE_WORDS,
     _WHOLE_NUMBER,
     CANONICAL_TYPES,
+    DATA_SUFFIXES,
     DUPLICATE_KEYS,
+    ENCODING_NAMES,
     RANGE_CHECKS,
+    CsvEncoding,
     Problem,
     _compatible,
 )
@@ -99,6 +102,33 @@ EXAMPLES: tuple[tuple[str, str, str | None, str, int, validation.Severity], ...]
     ("medical_claims", "medical_claims.csv", None, "duplicate_key", 7, "warning"),
 )
 
+_PART = "medical_claims/year=2026/month=02/part-0.parquet"
+
+#: Problems of reading a table's files (layouts, encodings, empty files), as the node reports
+#: them.
+READING_EXAMPLES: tuple[Problem, ...] = (
+    Problem("*", "carrier-data", None, "missing_directory", 0, "error"),
+    Problem("eligibility", "eligibility.csv", None, "empty_file", 0, "error"),
+    Problem(
+        "medical_claims", "medical_claims/month=03/part-0.csv.gz", None, "empty_file", 0, "warning"
+    ),
+    Problem("eligibility", "eligibility.csv", None, "no_columns", 0, "error"),
+    Problem(
+        "eligibility",
+        "eligibility.csv",
+        None,
+        "wrong_encoding",
+        0,
+        "error",
+        encoding="utf-8",
+        reads_as="latin-1",
+    ),
+    Problem("medical_claims", _PART, "allowed_amount", "missing_column", 0, "error"),
+    Problem("medical_claims", _PART, "copay_amount", "partial_column", 0, "warning"),
+    Problem("medical_claims", "medical_claims/", None, "mixed_formats", 0, "error"),
+    Problem("pharmacy_claims", "pharmacy_claims/", None, "empty_directory", 0, "error"),
+)
+
 
 def cell(text: str) -> str:
     """Text fit for one Markdown table cell."""
@@ -122,8 +152,8 @@ def docstring_section(doc: str, start: str, end: str) -> str:
 
 
 def file_names(table: Table) -> str:
-    formats = typing.get_args(validation.FileFormat)
-    return " or ".join(code(f"{table.name}.{fmt}") for fmt in formats)
+    files = [code(f"{table.name}{suffix}") for suffix, _ in DATA_SUFFIXES]
+    return ", ".join(files) + f" or a directory {code(table.name + '/')} of such files"
 
 
 def presence(column: Column) -> str:
@@ -216,10 +246,15 @@ def types_table() -> list[str]:
 
 def examples_table() -> list[str]:
     lines = ["| problem | severity | what `carrier-node check` says |", "|---|---|---|"]
-    for table, file, column, kind, rows, severity in EXAMPLES:
-        text = Problem(table, file, column, kind, rows, severity).describe()
-        lines.append(f"| {code(kind)} | {severity} | {cell(text)} |")
+    problems = [Problem(*example) for example in EXAMPLES] + list(READING_EXAMPLES)
+    for p in problems:
+        lines.append(f"| {code(p.kind)} | {p.severity} | {cell(p.describe())} |")
     return lines
+
+
+def encodings() -> str:
+    names = [code(e) for e in typing.get_args(CsvEncoding) if e != "auto"]
+    return ", ".join(f"{n} ({ENCODING_NAMES[n.strip('`')]})" for n in names)
 
 
 def table_section(table: Table) -> list[str]:
@@ -361,13 +396,34 @@ def render() -> str:
         "",
         "## Files",
         "",
-        "- One file per table in the data directory, named after the table: "
-        + ", ".join(file_names(t) for t in TABLES)
-        + ". When both files of a table exist,"
-        " the Parquet file is read and a warning says so.",
-        "- CSV: a header row naming the columns, comma-separated, UTF-8. Every column is read"
-        " as text, so codes keep their leading zeros; spaces around a value are trimmed and a"
-        " blank value is empty.",
+        "- Each table in the data directory, named after the table: one file ("
+        + ", ".join(code(f"NAME{suffix}") for suffix, _ in DATA_SUFFIXES)
+        + ") or a directory `NAME/` of such files at any depth, one format in a directory"
+        " (CSV files may mix compressions). Partitions are read as one table: flat"
+        " (`medical_claims/2026-01.csv.gz`) or Hive-style folders"
+        " (`medical_claims/year=2026/month=01/part-0.parquet`); folder names are not read as"
+        " columns, so every column is in the files. Names starting with `.` or `_` (an"
+        " exporter's `_SUCCESS`, `.crc` files) are skipped. When more than one of these"
+        " exists for a table, the first in that order is read and a warning says so.",
+        "- The files of a table are matched by column name: they may list their columns in"
+        " any order. A required column missing from one of them makes the table unusable (the"
+        " problem names that file); an optional column some files lack reads as empty in their"
+        " rows (a warning names each such file).",
+        "- An empty file (not even a header row) is reported as empty: an error for a table"
+        " of one file, a warning for one file of a directory, which is skipped. A header row"
+        " without rows is an empty table, not a problem. A data directory that does not exist"
+        " is one error.",
+        "- CSV: a header row naming the columns; comma, semicolon, pipe or tab separated; CRLF"
+        " or LF line ends; gzip (`.csv.gz`) or zstd (`.csv.zst`) compressed or not. Every"
+        " column is read as text, so codes keep their leading zeros; spaces around a value are"
+        " trimmed and a blank value is empty.",
+        "- CSV text is decoded as `csv_encoding` in `node.toml` says (`carrier-node check"
+        " --csv-encoding`): "
+        + encodings()
+        + ", or `auto` (the default): UTF-8 (with or without a byte-order mark), else UTF-16"
+        " when the header reads so, else Latin-1. A declared encoding is every CSV file's;"
+        " `auto` decides table by table (the files of a table share one). A file not in the"
+        " declared encoding is reported as such, with the encoding it reads as.",
         "- Parquet: a column stored in its engine type (below) is read as it is: empty means"
         " null, and a text code is not trimmed. A column stored as text for another type is"
         " trimmed and read as CSV text is; other accepted storage types are converted. A code"

@@ -1,25 +1,33 @@
 """Validation of the carrier's data files against the data schema (:mod:`fedoversight.schema`).
 
-A data directory holds one file per table, ``NAME.parquet`` or ``NAME.csv``. Each table is
-checked in one aggregate pass over its file: every count (values that do not parse, empty
-required values, codes outside a closed set, end dates before start dates) is a
-``count(*) FILTER (WHERE …)`` of the same query. The outcome is a list of located
-:class:`Problem` values and, for each usable table, the ``SELECT`` that reads the file into the
-canonical types with the bad rows left out; :mod:`carrier_node.data.files` turns those into
-views. The ``SELECT`` filters by the conditions some row of the checked file fails, only: a
-clean file's view is a plain projection, so a query reads just the columns it uses (the data
-source validates a file again when it changes, before reading it).
+A data directory holds each table as one file (``NAME.parquet``, ``NAME.csv``, ``NAME.csv.gz``,
+``NAME.csv.zst``) or as a directory ``NAME/`` of such files at any depth (partitions, flat or in
+Hive-style ``year=2026/month=01/`` folders), read as one table by column name. CSV text is
+decoded as declared (``csv_encoding``) or as detected. Each table is checked in one aggregate
+pass over its files: every count (values that do not parse, empty required values, codes
+outside a closed set, end dates before start dates) is a ``count(*) FILTER (WHERE …)`` of the
+same query. The outcome is a list of located :class:`Problem` values and, for each usable
+table, the ``SELECT`` that reads the files into the canonical types with the bad rows left out;
+:mod:`carrier_node.data.files` turns those into views. The ``SELECT`` filters by the conditions
+some row of the checked files fails, only: a clean table's view is a plain projection, so a
+query reads just the columns it uses (the data source validates the files again when one
+changes, before reading them). :func:`raw_scan` and :attr:`TableCheck.located` give each row
+with its file and row number, to locate rows.
 
 Rules:
 
-- A missing or unreadable file, a missing required column, or a column where no value is usable
-  (no value parses, every value is outside its code set, every value is empty) is an *error*:
-  the table is unusable.
+- A missing, empty or unreadable file, text not in its encoding, a missing required column (in
+  any of a table's files), a directory mixing Parquet and CSV or holding no data file, or a
+  column where no value is usable (no value parses, every value is outside its code set, every
+  value is empty) is an *error*: the table is unusable. A data directory that does not exist is
+  one error.
 - A row with an empty required value, a value that does not parse (in any column: a value
   that is present but unreadable is not the same as an absent one), a code outside its closed
   set, or an enrollment span that ends before it starts is *excluded* and counted (a warning).
 - Repeated medical claim keys ``(claim_id, claim_line, claim_version)`` are counted, not
   excluded.
+- An empty file among a table's files is skipped, and an optional column some of them lack
+  reads as empty in their rows (warnings naming the file).
 
 Nothing here reads a data value into Python: problems carry table, file, column and row counts
 only, and DuckDB's own error text (which can quote a row) is never kept.
@@ -165,7 +173,9 @@ def _describe(p: Problem, where: str, col: str) -> str:
         return f"{where} is empty (not even a header row)"
     if p.kind == "wrong_encoding":
         tried = ENCODING_NAMES.get(p.encoding or "", p.encoding or "")
-        text = f"{where} is not valid {tried}"
+        text = f"{where} is not " + (
+            f"{tried} text" if p.encoding == "latin-1" else f"valid {tried}"
+        )
         if p.reads_as is not None:
             return (
                 f"{text}; it reads as {ENCODING_NAMES.get(p.reads_as, p.reads_as)}: set"
@@ -237,8 +247,11 @@ class DataFile:
     root: Path
     #: The data files read, in order: ``(path,)`` for a single file.
     files: tuple[Path, ...]
-    #: How CSV text is decoded (see :data:`ENCODINGS`).
+    #: How CSV text is decoded (see :data:`ENCODING_NAMES`).
     encoding: str = "utf-8"
+    #: Whether the files' columns are matched by name: needed only when they do not all
+    #: have the same columns in the same order (matching costs a look at every file).
+    by_name: bool = True
 
     @property
     def name(self) -> str:
@@ -258,18 +271,17 @@ class DataFile:
 
     def source(self, files: Sequence[Path] | None = None, *, row_number: bool = False) -> exp.Expr:
         """The table function that reads the files (paths are string literals): by column name
-        across files (a column missing from one reads as empty in its rows), the partition
-        folders' names not read as columns. ``row_number`` adds each row's 0-based position in
-        its file as ``file_row_number`` (Parquet only)."""
+        across files when :attr:`by_name` (a column missing from one reads as empty in its
+        rows), the partition folders' names not read as columns. ``row_number`` adds each
+        row's 0-based position in its file as ``file_row_number`` (Parquet only)."""
         chosen = tuple(self.files if files is None else files)
         paths = [exp.Literal.string(str(p.resolve())) for p in chosen]
         target: exp.Expr = paths[0] if len(paths) == 1 else exp.Array(expressions=paths)
         options: list[exp.Expr] = []
-        if len(paths) > 1:
-            options += [
-                _option("union_by_name", exp.true()),
-                _option("hive_partitioning", exp.false()),
-            ]
+        if len(paths) > 1 and self.by_name:
+            options.append(_option("union_by_name", exp.true()))
+        if self.is_directory:
+            options.append(_option("hive_partitioning", exp.false()))
         if self.format == "parquet":
             if row_number:
                 options.append(_option("file_row_number", exp.true()))
@@ -602,15 +614,41 @@ def _header_matches(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> bool
     return any(c.name in names for c in data_file.table.columns)
 
 
+def _decodes(con: duckdb.DuckDBPyConnection, data_file: DataFile, path: Path) -> bool:
+    """Whether every value of a CSV file decodes in the file's encoding (a whole pass: a
+    column is decoded only when it is read)."""
+    every = exp.func("count", exp.func("COLUMNS", exp.Star()))
+    try:
+        _run(con, exp.select(every).from_(data_file.source([path])))
+    except _Unreadable as error:
+        return not error.encoding
+    return True
+
+
 def _reads_as(
     con: duckdb.DuckDBPyConnection, data_file: DataFile, exclude: str | None = None
 ) -> str | None:
-    """The encoding a CSV table's header reads as (UTF-16, then Latin-1, then UTF-8; Latin-1
-    decodes any bytes, so it is the fallback for text that is not UTF-8)."""
-    for encoding in ("utf-16", "latin-1", "utf-8"):
-        if encoding != exclude and _header_matches(con, replace(data_file, encoding=encoding)):
+    """The encoding a CSV table's text is in, judged by its first file: UTF-16 when its header
+    reads so, UTF-8 when the whole file decodes so, else Latin-1 (which decodes any bytes)
+    when its header reads so."""
+    for encoding in ("utf-16", "utf-8", "latin-1"):
+        if encoding == exclude:
+            continue
+        candidate = replace(data_file, encoding=encoding)
+        if not _header_matches(con, candidate):
+            continue
+        if encoding != "utf-8" or _decodes(con, candidate, data_file.files[0]):
             return encoding
     return None
+
+
+def _first_undecodable(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> str:
+    """How to name the file that does not decode: the first such of a directory's files."""
+    if data_file.is_directory:
+        for path in data_file.files:
+            if not _decodes(con, data_file, path):
+                return data_file.file_name(path)
+    return data_file.name
 
 
 def check_table(
@@ -648,22 +686,31 @@ def check_table(
         if actual is not None:
             return _wrong_encoding(data_file, problems, actual)
     check = _check_files(con, data_file, list(problems))
-    if not check.encoding_failed:
+    if not check.encoding_failed and not (check.unreadable and not declared):
         return check
-    if declared:
-        return _wrong_encoding(data_file, problems, _reads_as(con, data_file, data_file.encoding))
-    actual = _reads_as(con, data_file, exclude="utf-8") or "latin-1"
-    logger.info("%s: %s is not UTF-8; read as %s", table.name, data_file.name, actual)
-    check = _check_files(con, replace(data_file, encoding=actual), list(problems))
-    if check.encoding_failed:
-        return _wrong_encoding(data_file, problems, None)
-    return check
+    if not declared:
+        # Read as UTF-8, UTF-16 text fails as not UTF-8 or as no CSV dialect at all.
+        actual = _reads_as(con, data_file, exclude="utf-8")
+        if actual == "latin-1" and not check.encoding_failed:
+            actual = None  # a Latin-1 header reads as any ASCII header does: no evidence
+        if actual is None and not check.encoding_failed:
+            return check
+        actual = actual or "latin-1"
+        logger.info("%s: %s is not UTF-8; read as %s", table.name, data_file.name, actual)
+        data_file = replace(data_file, encoding=actual)
+        check = _check_files(con, data_file, list(problems))
+        if not check.encoding_failed:
+            return check
+    name = _first_undecodable(con, data_file)
+    return _wrong_encoding(data_file, problems, _reads_as(con, data_file, data_file.encoding), name)
 
 
-def _wrong_encoding(data_file: DataFile, problems: list[Problem], actual: str | None) -> TableCheck:
+def _wrong_encoding(
+    data_file: DataFile, problems: list[Problem], actual: str | None, name: str | None = None
+) -> TableCheck:
     problem = Problem(
         data_file.table.name,
-        data_file.name,
+        name or data_file.name,
         None,
         "wrong_encoding",
         0,
@@ -674,13 +721,17 @@ def _wrong_encoding(data_file: DataFile, problems: list[Problem], actual: str | 
     return TableCheck(data_file.table, data_file, (*problems, problem), None)
 
 
-def _column_agreement(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> list[Problem]:
+def _column_agreement(
+    con: duckdb.DuckDBPyConnection, data_file: DataFile
+) -> tuple[list[Problem], bool]:
     """Columns of the table some files have and others lack: a required one is an error for
     each file lacking it (named with the file), an optional one a warning (it reads as empty
-    in that file's rows)."""
+    in that file's rows). Also whether every file has the same columns in the same order."""
     table = data_file.table
     problems: list[Problem] = []
-    columns = {path: set(_describe_source(con, data_file, [path])) for path in data_file.files}
+    listed = {path: list(_describe_source(con, data_file, [path])) for path in data_file.files}
+    same = len({tuple(names) for names in listed.values()}) == 1
+    columns = {path: set(names) for path, names in listed.items()}
     union = set().union(*columns.values())
     for column in table.columns:
         if column.name not in union:
@@ -697,13 +748,17 @@ def _column_agreement(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> li
                 problems.append(
                     Problem(table.name, name, column.name, "partial_column", 0, "warning")
                 )
-    return problems
+    return problems, same
 
 
 @dataclass(frozen=True)
 class _Outcome(TableCheck):
     #: The files could not be read in their encoding.
     encoding_failed: bool = False
+
+    @property
+    def unreadable(self) -> bool:
+        return any(p.kind == "unreadable" for p in self.problems)
 
 
 def _check_files(
@@ -725,8 +780,10 @@ def _check_files(
 
     try:
         stored_types = _describe_source(con, data_file)
-        several = data_file.is_directory and len(data_file.files) > 1
-        agreement = _column_agreement(con, data_file) if several else []
+        agreement: list[Problem] = []
+        if len(data_file.files) > 1:
+            agreement, same = _column_agreement(con, data_file)
+            data_file = replace(data_file, by_name=not same)
     except _Unreadable as error:
         return unreadable(error)
 

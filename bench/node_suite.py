@@ -3,7 +3,7 @@ hand-written DuckDB SQL and plain pandas over the same files.
 
     python bench/node_suite.py [--members 2000000] [--months 1] [--year] [--data-dir DIR]
                                [--pandas shared|per-metric|both|none] [--repeat 1]
-                               [--memory-limit 1GB]
+                               [--memory-limit 1GB] [--partitioned]
 
 One carrier is synthesised with :mod:`oversight_sim.synth` and written as Parquet (cached under
 ``--data-dir``, so a re-run skips synthesis; ``--year`` means 200,000 members over twelve
@@ -26,6 +26,13 @@ process of its own (a ``--phase`` sub-invocation), so its peak resident memory, 
 The cells of the three are compared (the benchmark fails when they differ); wall times, peak
 memory, the ratios and the engine's time extrapolated linearly to 5.7 million members are
 printed against the targets.
+
+``--partitioned`` adds a phase ``engine-partitioned``: the engine over the same data with the
+medical and pharmacy claims split into monthly Hive-style folders
+(``medical_claims/year=2026/month=01/part-0.parquet``, by service and fill date; cached beside
+the carrier), run alternately with the plain engine phase in the same invocation. Its cells
+must equal the plain phase's, and the ratio partitioned / plain of open and evaluate times is
+printed with the spread of the plain phase's own rounds (the target: unchanged within noise).
 """
 
 from __future__ import annotations
@@ -115,6 +122,37 @@ def carrier_data(data_dir: Path, members: int, months: int) -> tuple[Path, float
     (directory,) = write_carriers(root, config)
     done.write_text("synthesised\n", encoding="utf-8")
     return directory, time.perf_counter() - started
+
+
+def partitioned_copy(directory: Path) -> tuple[Path, dict[str, int]]:
+    """The carrier's data with its claims split into monthly Hive-style folders (made once,
+    cached beside the carrier); and the number of files of each split table."""
+    import pyarrow.compute as pc
+
+    out = directory.parent / f"{directory.name}-monthly"
+    done = out / "_complete"
+    split = {"medical_claims": "claim_start_date", "pharmacy_claims": "fill_date"}
+    if not done.exists():
+        if out.exists():
+            import shutil
+
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        for path in sorted(directory.glob("*.parquet")):
+            name = path.name.removesuffix(".parquet")
+            if name not in split:
+                (out / path.name).symlink_to(path.resolve())
+                continue
+            table = pq.read_table(path)
+            months = pc.strftime(table[split[name]], format="%Y-%m")
+            for month in sorted({str(m) for m in months.to_pylist()}):
+                year, number = month.split("-")
+                folder = out / name / f"year={year}" / f"month={number}"
+                folder.mkdir(parents=True)
+                pq.write_table(table.filter(pc.equal(months, month)), folder / "part-0.parquet")
+        done.write_text("partitioned\n", encoding="utf-8")
+    files = {name: len(list((out / name).rglob("*.parquet"))) for name in split}
+    return out, files
 
 
 def row_counts(directory: Path) -> dict[str, int]:
@@ -1053,7 +1091,7 @@ def fastest(runs: Sequence[PhaseRun]) -> PhaseRun:
 
 def run_phase(name: str, directory: Path, period: Period, work: Path) -> PhaseRun:
     """Run one phase in a fresh interpreter; its own peak RSS comes from ``os.wait4``."""
-    out = work / f"{name}.pickle"
+    out = work / f"{name}-{directory.name}.pickle"
     command = [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -1207,6 +1245,45 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
     return 0 if ok else 1
 
 
+def report_partitioned(plain: Sequence[PhaseRun], split: Sequence[PhaseRun]) -> int:
+    """Partitioned against plain, measured alternately in this run: per metric the fastest
+    round of each, and the spread of the plain rounds (the noise)."""
+    one, other = fastest(plain).result, fastest(split).result
+    print()
+    print(f"{'metric':34s} {'plain':>8s} {'partitioned':>12s} {'ratio':>7s}")
+    for m in one.seconds:
+        ratio = other.seconds[m] / one.seconds[m] if one.seconds[m] else float("nan")
+        print(f"{m:34s} {one.seconds[m]:8.2f} {other.seconds[m]:12.2f} {ratio:6.2f}x")
+
+    def evaluate(result: PhaseResult) -> float:
+        return sum(result.seconds.values()) + result.extra.get("shared", 0.0)
+
+    plain_s, split_s = evaluate(one), evaluate(other)
+    open_plain, open_split = one.extra["open"], other.extra["open"]
+    print(f"{'evaluate (seconds)':34s} {plain_s:8.2f} {split_s:12.2f} {split_s / plain_s:6.2f}x")
+    print(
+        f"{'open (validation)':34s} {open_plain:8.2f} {open_split:12.2f}"
+        f" {open_split / open_plain:6.2f}x"
+    )
+    if len(plain) > 1:
+        rounds = [evaluate(r.result) for r in plain]
+        spread = (max(rounds) - min(rounds)) / min(rounds)
+        print(
+            f"noise: the {len(plain)} plain rounds' evaluate times differ by up to"
+            f" {spread * 100:.0f}% ({', '.join(f'{r:.2f}' for r in rounds)} s)"
+        )
+    diff = differences(one.cells, other.cells)
+    print(
+        "cells engine vs engine-partitioned (statistics): "
+        + ("identical for all metrics" if not diff else f"DIFFER in {diff}")
+    )
+    print(
+        f"  partitioned / plain evaluate      {split_s / plain_s:7.2f}x  (target: unchanged"
+        " within noise)"
+    )
+    return 0 if not diff else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -1247,6 +1324,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         default=None,
         help="DuckDB memory limit of the engine phase, as the node's"
         " engine_memory_limit (e.g. 1GB; it spills to a temp directory past it)",
+    )
+    parser.add_argument(
+        "--partitioned",
+        action="store_true",
+        help="also run the engine over the same data with its claims in monthly Hive-style"
+        " partition folders, alternating with the plain engine phase, and compare",
     )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--phase-dir", type=Path, help=argparse.SUPPRESS)
@@ -1293,6 +1376,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases.append("pandas")
         if args.pandas in ("per-metric", "both"):
             phases.append("pandas-per-metric")
+        split_dir = None
+        if args.partitioned:
+            split_dir, files = partitioned_copy(directory)
+            print(
+                "partitioned: "
+                + ", ".join(f"{name} in {n} monthly files" for name, n in files.items())
+                + f" ({split_dir})"
+            )
         rounds: dict[str, list[PhaseRun]] = {}
         for index in range(max(1, args.repeat)):
             for name in phases:
@@ -1300,10 +1391,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                     rounds.setdefault(name, []).append(
                         run_phase(name, directory, period, Path(tmp))
                     )
+                if name == "engine" and split_dir is not None:
+                    rounds.setdefault("engine-partitioned", []).append(
+                        run_phase("engine", split_dir, period, Path(tmp))
+                    )
+        split_runs = rounds.pop("engine-partitioned", [])
         runs = {name: fastest(done) for name, done in rounds.items()}
         if args.repeat > 1:
             print(f"engine and sql phases: fastest of {args.repeat} rounds per metric")
         code = report(runs, members, months)
+        if split_runs:
+            code = max(code, report_partitioned(rounds["engine"], split_runs))
         print(f"machine at end: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         print(f"all phases: {children.ru_utime + children.ru_stime:.1f} s CPU")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import getpass
 import json
 import logging
@@ -11,8 +12,9 @@ import signal
 import sys
 import threading
 from collections.abc import Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,7 +23,9 @@ from rich.table import Table
 
 from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
-from carrier_node.data.validation import check_directory
+from carrier_node.data.checks import check_files, check_warehouse
+from carrier_node.data.report import EXIT_NOT_CHECKED, CheckReport
+from carrier_node.data.validation import CsvEncoding
 from carrier_node.policy import Policy
 from carrier_node.records.audit import JsonValue, Outcome, read_entries
 from carrier_node.records.audit import verify as verify_audit
@@ -116,23 +120,116 @@ def serve(
         os._exit(EXIT_STOPPED)
 
 
+class CheckFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.command()
 def check(
-    data: Annotated[Path, typer.Option("--data", help="directory of the carrier's tables")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="directory of the carrier's tables")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="node TOML config: checks its data_dir, or its [warehouse] in place",
+        ),
+    ] = None,
+    output: Annotated[
+        CheckFormat, typer.Option("--format", help="text for people, json for pipelines")
+    ] = CheckFormat.TEXT,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="the date (YYYY-MM-DD) dates must not be after: the extract's date (default"
+            " today)",
+        ),
+    ] = None,
+    csv_encoding: Annotated[
+        CsvEncoding | None,
+        typer.Option(
+            "--csv-encoding",
+            help="encoding of the CSV files (default: node.toml's csv_encoding, else auto)",
+        ),
+    ] = None,
 ) -> None:
-    """Validate a data directory: every problem with file, column and rows affected."""
-    problems = check_directory(data)
-    if not problems:
-        console.print(f"[green]{data}: no problems found[/green]")
+    """Check the carrier's data: schema validation, then the plausibility rules.
+
+    Every finding names table, file, column, rule, rows affected and the first row numbers
+    (1-based within the file; in a warehouse the row's ctid), never a value.
+
+    Exits 0 when nothing was found, 1 with warnings only, 2 with at least one error (or a
+    usage error), 3 when the check could not run (an unreadable config, an unreachable
+    warehouse). docs/operations.md describes the JSON document of --format json.
+    """
+    try:
+        day = datetime.date.fromisoformat(as_of) if as_of else datetime.date.today()
+    except ValueError:
+        _check_failed("--as-of is not a date (YYYY-MM-DD)", output)
+    if (data is None) == (config is None):
+        _check_failed("give --data DIR or --config node.toml (one of them)", output)
+    try:
+        if data is not None:
+            report = check_files(data, day, csv_encoding or "auto")
+        else:
+            cfg = load_node_config(config)
+            if cfg.warehouse is not None:
+                report = check_warehouse(cfg.warehouse, day)
+            else:
+                assert cfg.data_dir is not None
+                report = check_files(cfg.data_dir, day, csv_encoding or cfg.csv_encoding)
+    except OversightError as exc:
+        _check_failed(exc.detail, output)
+    if output is CheckFormat.JSON:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        _print_report(report)
+    raise typer.Exit(report.exit_code)
+
+
+def _check_failed(reason: str, output: CheckFormat) -> NoReturn:
+    if output is CheckFormat.JSON:
+        print(
+            json.dumps(
+                {
+                    "report": "carrier-node check",
+                    "status": "not_checked",
+                    "exit_code": EXIT_NOT_CHECKED,
+                    "error": reason,
+                },
+                indent=2,
+            )
+        )
+    else:
+        console.print(f"[red]error:[/red] {reason}")
+    raise typer.Exit(EXIT_NOT_CHECKED)
+
+
+def _print_report(report: CheckReport) -> None:
+    where = f"{report.location} (checked as of {report.as_of.isoformat()})"
+    if not report.findings:
+        console.print(f"[green]{where}: no problems found[/green]")
         return
-    t = Table("severity", "table", "file", "column", "problem", "rows")
-    for p in problems:
-        t.add_row(p.severity, p.table, p.file, p.column or "", p.kind, str(p.rows))
+    rows_header = "first rows" if report.row_identity == "file_row" else "first rows (ctid)"
+    t = Table("severity", "kind", "table", "file", "column", "rule", "rows", rows_header)
+    for f in report.findings:
+        t.add_row(
+            f.severity,
+            f.kind,
+            f.table,
+            f.file or "",
+            f.column or "",
+            f.rule,
+            str(f.rows),
+            ", ".join(str(r) for r in f.first_rows),
+        )
     console.print(t)
-    for p in problems:
-        console.print(f"- {p.describe()}")
-    if any(p.severity == "error" for p in problems):
-        raise typer.Exit(1)
+    for f in report.findings:
+        console.print(f"- {f.message}", highlight=False, markup=False)
+    console.print(f"{where}: {report.status}")
 
 
 @policy_app.command("show")

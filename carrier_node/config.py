@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from carrier_node.data.validation import CsvEncoding
 from carrier_node.data.warehouse import WarehouseConfig
 from fedoversight.config import load_config
 from fedoversight.dimensions import Dimension, accepts
@@ -34,7 +35,13 @@ class NodeConfig(BaseModel):
     )
     data_dir: Path | None = Field(
         default=None,
-        description="directory of the data schema's tables as NAME.parquet or NAME.csv",
+        description="directory of the data schema's tables: each a file NAME.parquet, NAME.csv,"
+        " NAME.csv.gz or NAME.csv.zst, or a directory NAME/ of such files (partitions)",
+    )
+    csv_encoding: CsvEncoding = Field(
+        default="auto",
+        description="how data_dir's CSV files are encoded: utf-8, latin-1, utf-16, or auto"
+        " (UTF-8, else UTF-16 when the header reads so, else Latin-1)",
     )
     policy_file: Path | None = Field(
         default=None, description="the carrier's disclosure policy (TOML); defaults when absent"

@@ -27,17 +27,21 @@ from carrier_node.data.validation import (
     _TYPE_WORDS,
     _WHOLE_NUMBER,
     CANONICAL_TYPES,
+    DATA_SUFFIXES,
     DUPLICATE_KEYS,
+    ENCODING_NAMES,
     RANGE_CHECKS,
+    CsvEncoding,
     Problem,
     _compatible,
 )
-from carrier_node.data.warehouse import _PG_TYPES
+from carrier_node.data.warehouse import PG_TYPES
 from carrier_node.query.sql import CHECKED_DIMENSIONS
-from fedoversight import codelists, dimensions
+from fedoversight import codelists, dimensions, plausibility
 from fedoversight.catalogue import get_metric
 from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
-from fedoversight.schema import MEDICAL_CLAIMS, TABLES, Column, ColumnType, Table
+from fedoversight.plausibility import RULES, rules_of
+from fedoversight.schema import MEDICAL_CLAIMS, SCHEMA_VERSION, TABLES, Column, ColumnType, Table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -45,7 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GROUPING_FORMS = {d: f"^{dimensions.pattern(d)}$" for d in CHECKED_DIMENSIONS}
 OUT = ROOT / "docs" / "data-dictionary.md"
 CODELISTS = ROOT / "fedoversight" / "codelists"
-SOURCES = "fedoversight/schema.py, fedoversight/codelists/ and carrier_node/data/validation.py"
+SOURCES = (
+    "fedoversight/schema.py, fedoversight/codelists/, fedoversight/plausibility.py and"
+    " carrier_node/data/validation.py"
+)
 
 #: Parquet storage types tried against each schema type, as (label, DuckDB type name).
 STORAGE_KINDS: tuple[tuple[str, str], ...] = (
@@ -95,6 +102,33 @@ EXAMPLES: tuple[tuple[str, str, str | None, str, int, validation.Severity], ...]
     ("medical_claims", "medical_claims.csv", None, "duplicate_key", 7, "warning"),
 )
 
+_PART = "medical_claims/year=2026/month=02/part-0.parquet"
+
+#: Problems of reading a table's files (layouts, encodings, empty files), as the node reports
+#: them.
+READING_EXAMPLES: tuple[Problem, ...] = (
+    Problem("*", "carrier-data", None, "missing_directory", 0, "error"),
+    Problem("eligibility", "eligibility.csv", None, "empty_file", 0, "error"),
+    Problem(
+        "medical_claims", "medical_claims/month=03/part-0.csv.gz", None, "empty_file", 0, "warning"
+    ),
+    Problem("eligibility", "eligibility.csv", None, "no_columns", 0, "error"),
+    Problem(
+        "eligibility",
+        "eligibility.csv",
+        None,
+        "wrong_encoding",
+        0,
+        "error",
+        encoding="utf-8",
+        reads_as="latin-1",
+    ),
+    Problem("medical_claims", _PART, "allowed_amount", "missing_column", 0, "error"),
+    Problem("medical_claims", _PART, "copay_amount", "partial_column", 0, "warning"),
+    Problem("medical_claims", "medical_claims/", None, "mixed_formats", 0, "error"),
+    Problem("pharmacy_claims", "pharmacy_claims/", None, "empty_directory", 0, "error"),
+)
+
 
 def cell(text: str) -> str:
     """Text fit for one Markdown table cell."""
@@ -118,8 +152,8 @@ def docstring_section(doc: str, start: str, end: str) -> str:
 
 
 def file_names(table: Table) -> str:
-    formats = typing.get_args(validation.FileFormat)
-    return " or ".join(code(f"{table.name}.{fmt}") for fmt in formats)
+    files = [code(f"{table.name}{suffix}") for suffix, _ in DATA_SUFFIXES]
+    return ", ".join(files) + f" or a directory {code(table.name + '/')} of such files"
 
 
 def presence(column: Column) -> str:
@@ -205,17 +239,22 @@ def types_table() -> list[str]:
         stored = [label for label, name in STORAGE_KINDS if _compatible(name, ctype)]
         lines.append(
             f"| {code(ctype)} | {cell(_TYPE_WORDS[ctype])} | {cell(CSV_TEXT[ctype])} |"
-            f" {', '.join(stored)} | {code(CANONICAL_TYPES[ctype])} | {code(_PG_TYPES[ctype])} |"
+            f" {', '.join(stored)} | {code(CANONICAL_TYPES[ctype])} | {code(PG_TYPES[ctype])} |"
         )
     return lines
 
 
 def examples_table() -> list[str]:
     lines = ["| problem | severity | what `carrier-node check` says |", "|---|---|---|"]
-    for table, file, column, kind, rows, severity in EXAMPLES:
-        text = Problem(table, file, column, kind, rows, severity).describe()
-        lines.append(f"| {code(kind)} | {severity} | {cell(text)} |")
+    problems = [Problem(*example) for example in EXAMPLES] + list(READING_EXAMPLES)
+    for p in problems:
+        lines.append(f"| {code(p.kind)} | {p.severity} | {cell(p.describe())} |")
     return lines
+
+
+def encodings() -> str:
+    names = [code(e) for e in typing.get_args(CsvEncoding) if e != "auto"]
+    return ", ".join(f"{n} ({ENCODING_NAMES[n.strip('`')]})" for n in names)
 
 
 def table_section(table: Table) -> list[str]:
@@ -291,6 +330,53 @@ def codelists_section() -> list[str]:
     return [*lines, ""]
 
 
+def plausibility_section() -> list[str]:
+    """The rules of fedoversight/plausibility.py, per table, with the rows they flag."""
+    intro = rst_to_md(
+        docstring_section(
+            plausibility.__doc__ or "",
+            "What an expression may use besides the table's columns:",
+            "Severities",
+        )
+    )
+    lines = [
+        "## Plausibility rules",
+        "",
+        f"Schema version {SCHEMA_VERSION}: {len(RULES)} rules. After validation,"
+        " `carrier-node check` runs these on the rows validation keeps, on files or pushed down"
+        " into the warehouse. A rule never excludes a row: each finding names table, file,"
+        " column, rule, the rows flagged and the first five of them (1-based row numbers within"
+        " the file; a warehouse row's `ctid`), never a value. *error*: the value cannot be"
+        " right; *warning*: possible, but unusual enough to look at. The rows a rule flags are"
+        " those where its condition (a sqlglot expression, shown here as DuckDB SQL) is true.",
+        "",
+        "What a condition may use besides the table's columns:",
+        "",
+        intro,
+        "",
+    ]
+    for table in TABLES:
+        rules = rules_of(table.name)
+        if not rules:
+            continue
+        lines += [
+            f"### {table.name}",
+            "",
+            "| rule | column | severity | meaning | flags a row when |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rules:
+            condition = code(r.flags.sql(dialect="duckdb"))
+            for name, window in r.derived:
+                condition += f", where {code(name)} is {code(window.sql(dialect='duckdb'))}"
+            lines.append(
+                f"| `{r.name}` | `{r.column}` | {r.severity} | {cell(r.description)} |"
+                f" {cell(condition)} |"
+            )
+        lines.append("")
+    return lines
+
+
 def render() -> str:
     rules = rst_to_md(docstring_section(validation.__doc__ or "", "Rules:", "Nothing here"))
     lines = [
@@ -310,27 +396,52 @@ def render() -> str:
         "",
         "## Files",
         "",
-        "- One file per table in the data directory, named after the table: "
-        + ", ".join(file_names(t) for t in TABLES)
-        + ". When both files of a table exist,"
-        " the Parquet file is read and a warning says so.",
-        "- CSV: a header row naming the columns, comma-separated, UTF-8. Every column is read"
-        " as text, so codes keep their leading zeros; spaces around a value are trimmed and a"
-        " blank value is empty.",
+        "- Each table in the data directory, named after the table: one file ("
+        + ", ".join(code(f"NAME{suffix}") for suffix, _ in DATA_SUFFIXES)
+        + ") or a directory `NAME/` of such files at any depth, one format in a directory"
+        " (CSV files may mix compressions). Partitions are read as one table: flat"
+        " (`medical_claims/2026-01.csv.gz`) or Hive-style folders"
+        " (`medical_claims/year=2026/month=01/part-0.parquet`); folder names are not read as"
+        " columns, so every column is in the files. Names starting with `.` or `_` (an"
+        " exporter's `_SUCCESS`, `.crc` files) are skipped. When more than one of these"
+        " exists for a table, the first in that order is read and a warning says so.",
+        "- The files of a table are matched by column name: they may list their columns in"
+        " any order. A required column missing from one of them makes the table unusable (the"
+        " problem names that file); an optional column some files lack reads as empty in their"
+        " rows (a warning names each such file).",
+        "- An empty file (not even a header row) is reported as empty: an error for a table"
+        " of one file, a warning for one file of a directory, which is skipped. A header row"
+        " without rows is an empty table, not a problem. A data directory that does not exist"
+        " is one error.",
+        "- CSV: a header row naming the columns; comma, semicolon, pipe or tab separated; CRLF"
+        " or LF line ends; gzip (`.csv.gz`) or zstd (`.csv.zst`) compressed or not. Every"
+        " column is read as text, so codes keep their leading zeros; spaces around a value are"
+        " trimmed and a blank value is empty.",
+        "- CSV text is decoded as `csv_encoding` in `node.toml` says (`carrier-node check"
+        " --csv-encoding`): "
+        + encodings()
+        + ", or `auto` (the default): UTF-8 (with or without a byte-order mark), else UTF-16"
+        " when the header reads so, else Latin-1. A declared encoding is every CSV file's;"
+        " `auto` decides table by table (the files of a table share one). A file not in the"
+        " declared encoding is reported as such, with the encoding it reads as.",
         "- Parquet: a column stored in its engine type (below) is read as it is: empty means"
         " null, and a text code is not trimmed. A column stored as text for another type is"
         " trimmed and read as CSV text is; other accepted storage types are converted. A code"
         " stored as a number is read, with a warning: its leading zeros may be lost.",
         "- Column names are matched whatever their case, in any order. Columns not named here"
         " are never read.",
-        "- `carrier-node check --data DIR` reports every problem of a directory (exit status 1"
-        " when any is an error). The node runs the same checks when it starts and again before"
-        " a request reads a file that has changed.",
+        "- `carrier-node check --data DIR` (or `--config node.toml`) reports every problem of a"
+        " directory, then the [plausibility rules](#plausibility-rules); its output and exit"
+        " statuses are in [operations.md](operations.md#checking-the-data). The node runs the"
+        " validation when it starts and again before a request reads a file that has changed.",
         "- A PostgreSQL warehouse (`[warehouse]` in `node.toml`) holds the same tables and"
         " columns in `schema_name`. The node checks that the required tables and their"
         " required columns exist, reads a missing optional column as empty, and casts every"
-        " column to its PostgreSQL type below; rows are not checked or excluded there, and a"
-        " value that does not cast fails the request.",
+        " column to its PostgreSQL type below; when answering, rows are not checked or excluded"
+        " there, and a value that does not cast fails the request. `carrier-node check --config`"
+        " pushes the checks into the warehouse: empty required values, codes outside their set"
+        " and spans ending before they start are counted (and left out of the plausibility"
+        " rules, as from files), then the rules run there.",
         "",
         "## Column types",
         "",
@@ -357,6 +468,7 @@ def render() -> str:
         " column is usable the table is unusable instead (an error, see above).",
         "",
     ]
+    lines += plausibility_section()
     for table in TABLES:
         lines += table_section(table)
     lines += codelists_section()

@@ -71,6 +71,7 @@ class DataAccess:
                 threads=self.config.engine_threads,
                 memory_limit=self.config.engine_memory_limit,
                 temp_directory=self.config.state_dir / "engine-spill",
+                csv_encoding=self.config.csv_encoding,
             )
             await asyncio.to_thread(files.open)  # logs every located problem itself
             self.source = files

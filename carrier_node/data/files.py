@@ -1,5 +1,9 @@
 """The default data source: a directory of Parquet or CSV files read with embedded DuckDB.
 
+A table is one file (``NAME.parquet``, ``NAME.csv``, ``NAME.csv.gz``, ``NAME.csv.zst``) or a
+directory ``NAME/`` of such files, at any depth (Hive-style ``year=2026/month=01/`` folders
+included), read as one table (see :mod:`carrier_node.data.validation`).
+
 :meth:`FileSource.open` validates every table (see :mod:`carrier_node.data.validation`) and
 registers one view per usable table, named as the table, with the canonical column types and
 the bad rows left out. The views read the files on each query; nothing is materialised. A view
@@ -23,11 +27,13 @@ import pyarrow
 from sqlglot import exp
 
 from carrier_node.data.validation import (
+    CsvEncoding,
     Problem,
     TableCheck,
     candidate_files,
     check_directory,
     check_tables,
+    directory_problem,
 )
 from fedoversight.errors import DataSourceError
 from fedoversight.schema import TABLES
@@ -96,15 +102,18 @@ class FileSource:
         memory_limit: str | None = None,
         threads: int | None = None,
         temp_directory: Path | None = None,
+        csv_encoding: CsvEncoding = "auto",
     ) -> None:
         """
         Args:
-            directory: the directory holding ``NAME.parquet`` or ``NAME.csv`` per table.
+            directory: the directory holding each table as a file or a directory of files.
             memory_limit: DuckDB's memory limit (e.g. ``"4GB"``); DuckDB's default when None.
             threads: DuckDB worker threads; DuckDB's default (all cores) when None.
             temp_directory: where DuckDB spills when a query exceeds the memory limit.
+            csv_encoding: how CSV text is decoded; ``auto`` detects UTF-8, UTF-16 or Latin-1.
         """
         self.directory = Path(directory)
+        self.csv_encoding: CsvEncoding = csv_encoding
         # Results are aggregates the engine sorts itself: rows need not keep the order they
         # were read in, which lets DuckDB fill a batch's tables in parallel with less memory.
         self._config: dict[str, str | bool | int | float | list[str]] = {
@@ -154,7 +163,11 @@ class FileSource:
     def _validate_locked(self, con: duckdb.DuckDBPyConnection, snapshot: str) -> list[Problem]:
         """Check every table and make the views of the usable ones, valid for the files of
         ``snapshot`` (taken before the checks: a change during them is seen at the next use)."""
-        checks = check_tables(con, self.directory)
+        missing = directory_problem(self.directory)
+        if missing is not None:
+            logger.error("%s", missing.describe())
+            raise DataSourceError("required data unusable: " + missing.describe())
+        checks = check_tables(con, self.directory, self.csv_encoding)
         problems = [p for check in checks for p in check.problems]
         for p in problems:
             log = logger.error if p.severity == "error" else logger.warning
@@ -247,19 +260,22 @@ class FileSource:
             )
 
     def snapshot(self) -> str:
-        """A digest of which files are present, their sizes and modification times.
+        """A digest of which files are present (each file of a table's directory too), their
+        sizes and modification times.
 
         It describes the files without reading them: a changed file changes the digest.
         """
         digest = hashlib.sha256()
         for table in TABLES:
             for data_file in candidate_files(self.directory, table):
-                try:
-                    stat = data_file.path.stat()
-                except OSError:
-                    continue
-                entry = f"{table.name}\0{data_file.name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-                digest.update(entry.encode())
+                for path in data_file.files:
+                    try:
+                        stat = path.stat()
+                    except OSError:
+                        continue
+                    name = data_file.file_name(path)
+                    entry = f"{table.name}\0{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
+                    digest.update(entry.encode())
         return digest.hexdigest()
 
     def data_quality(self) -> dict[str, int]:

@@ -1,25 +1,33 @@
 """Validation of the carrier's data files against the data schema (:mod:`fedoversight.schema`).
 
-A data directory holds one file per table, ``NAME.parquet`` or ``NAME.csv``. Each table is
-checked in one aggregate pass over its file: every count (values that do not parse, empty
-required values, codes outside a closed set, end dates before start dates) is a
-``count(*) FILTER (WHERE …)`` of the same query. The outcome is a list of located
-:class:`Problem` values and, for each usable table, the ``SELECT`` that reads the file into the
-canonical types with the bad rows left out; :mod:`carrier_node.data.files` turns those into
-views. The ``SELECT`` filters by the conditions some row of the checked file fails, only: a
-clean file's view is a plain projection, so a query reads just the columns it uses (the data
-source validates a file again when it changes, before reading it).
+A data directory holds each table as one file (``NAME.parquet``, ``NAME.csv``, ``NAME.csv.gz``,
+``NAME.csv.zst``) or as a directory ``NAME/`` of such files at any depth (partitions, flat or in
+Hive-style ``year=2026/month=01/`` folders), read as one table by column name. CSV text is
+decoded as declared (``csv_encoding``) or as detected. Each table is checked in one aggregate
+pass over its files: every count (values that do not parse, empty required values, codes
+outside a closed set, end dates before start dates) is a ``count(*) FILTER (WHERE …)`` of the
+same query. The outcome is a list of located :class:`Problem` values and, for each usable
+table, the ``SELECT`` that reads the files into the canonical types with the bad rows left out;
+:mod:`carrier_node.data.files` turns those into views. The ``SELECT`` filters by the conditions
+some row of the checked files fails, only: a clean table's view is a plain projection, so a
+query reads just the columns it uses (the data source validates the files again when one
+changes, before reading them). :func:`raw_scan` and :attr:`TableCheck.located` give each row
+with its file and row number, to locate rows.
 
 Rules:
 
-- A missing or unreadable file, a missing required column, or a column where no value is usable
-  (no value parses, every value is outside its code set, every value is empty) is an *error*:
-  the table is unusable.
+- A missing, empty or unreadable file, text not in its encoding, a missing required column (in
+  any of a table's files), a directory mixing Parquet and CSV or holding no data file, or a
+  column where no value is usable (no value parses, every value is outside its code set, every
+  value is empty) is an *error*: the table is unusable. A data directory that does not exist is
+  one error.
 - A row with an empty required value, a value that does not parse (in any column: a value
   that is present but unreadable is not the same as an absent one), a code outside its closed
   set, or an enrollment span that ends before it starts is *excluded* and counted (a warning).
 - Repeated medical claim keys ``(claim_id, claim_line, claim_version)`` are counted, not
   excluded.
+- An empty file among a table's files is skipped, and an optional column some of them lack
+  reads as empty in their rows (warnings naming the file).
 
 Nothing here reads a data value into Python: problems carry table, file, column and row counts
 only, and DuckDB's own error text (which can quote a row) is never kept.
@@ -28,8 +36,9 @@ only, and DuckDB's own error text (which can quote a row) is never kept.
 from __future__ import annotations
 
 import logging
+import typing
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
@@ -42,6 +51,19 @@ logger = logging.getLogger(__name__)
 
 Severity = Literal["error", "warning"]
 FileFormat = Literal["parquet", "csv"]
+#: How CSV text is decoded: ``auto`` detects it (see :func:`check_table`).
+CsvEncoding = Literal["auto", "utf-8", "latin-1", "utf-16"]
+
+#: What the encodings are called in messages.
+ENCODING_NAMES: dict[str, str] = {"utf-8": "UTF-8", "latin-1": "Latin-1", "utf-16": "UTF-16"}
+
+#: The names a table's data may end in, with their format, in order of preference.
+DATA_SUFFIXES: tuple[tuple[str, FileFormat], ...] = (
+    (".parquet", "parquet"),
+    (".csv", "csv"),
+    (".csv.gz", "csv"),
+    (".csv.zst", "csv"),
+)
 
 #: The canonical engine type of each schema type.
 CANONICAL_TYPES: dict[ColumnType, str] = {
@@ -104,20 +126,26 @@ class Problem:
     file: str
     column: str | None
     #: "missing_file" | "missing_column" | "wrong_type" | "invalid_value" | "null_required" |
-    #: "unreadable" | "duplicate_key" | "bad_range" | "ambiguous_file"
+    #: "unreadable" | "duplicate_key" | "bad_range" | "ambiguous_file" | "missing_directory" |
+    #: "empty_directory" | "mixed_formats" | "empty_file" | "wrong_encoding" | "no_columns" |
+    #: "partial_column"
     kind: str
     #: Rows affected (0 for file- and column-level problems).
     rows: int
     #: "error": the table is unusable; "warning": rows excluded (or, for duplicate keys, kept)
-    #: and counted.
+    #: and counted, or a file or column left out.
     severity: Severity
+    #: For "wrong_encoding": the encoding the file was read with, and the one its header reads
+    #: as (None when none does).
+    encoding: str | None = None
+    reads_as: str | None = None
 
     def describe(self) -> str:
         """One line for the carrier's engineer: table, file, column and counts only."""
         where = f"{self.table}: {self.file}"
         col = f"column {self.column!r}"
         text = _describe(self, where, col)
-        if self.severity == "error":
+        if self.severity == "error" and self.kind != "missing_directory":
             return f"{text} — table unusable"
         return text
 
@@ -126,11 +154,39 @@ def _describe(p: Problem, where: str, col: str) -> str:
     column = _schema_column(p.table, p.column)
     expected = _expected(column) if column is not None else "a valid value"
     if p.kind == "missing_file":
-        return f"{where} not found in the data directory"
+        names = ", ".join(f"{p.table}{suffix}" for suffix, _ in DATA_SUFFIXES)
+        return f"{p.table}: none of {names} or a directory {p.table}/ is in the data directory"
+    if p.kind == "missing_directory":
+        return f"data directory {p.file!r} does not exist"
     if p.kind == "unreadable":
         return f"{where} could not be read"
     if p.kind == "ambiguous_file":
-        return f"{p.table}: both {p.table}.parquet and {p.table}.csv exist; reading {p.file}"
+        return f"{p.table}: more than one file or directory holds the table; reading {p.file}"
+    if p.kind == "empty_directory":
+        kinds = ", ".join(suffix for suffix, _ in DATA_SUFFIXES)
+        return f"{where} holds no data file (one ending {kinds})"
+    if p.kind == "mixed_formats":
+        return f"{where} holds both Parquet and CSV files; give one format per table"
+    if p.kind == "empty_file":
+        if p.severity == "warning":
+            return f"{where} is empty (not even a header row); skipped"
+        return f"{where} is empty (not even a header row)"
+    if p.kind == "wrong_encoding":
+        tried = ENCODING_NAMES.get(p.encoding or "", p.encoding or "")
+        text = f"{where} is not " + (
+            f"{tried} text" if p.encoding == "latin-1" else f"valid {tried}"
+        )
+        if p.reads_as is not None:
+            return (
+                f"{text}; it reads as {ENCODING_NAMES.get(p.reads_as, p.reads_as)}: set"
+                f' csv_encoding = "{p.reads_as}" in node.toml (or "auto")'
+            )
+        choices = ", ".join(f'"{e}"' for e in typing.get_args(CsvEncoding))
+        return f"{text}; set csv_encoding in node.toml to its encoding ({choices})"
+    if p.kind == "no_columns":
+        return f"{where} has none of the table's columns (is its first row the header?)"
+    if p.kind == "partial_column":
+        return f"{where} has no {col}, which other files of the table have; empty in its rows"
     if p.kind == "missing_column":
         return f"{where} has no required {col}"
     if p.kind == "wrong_type":
@@ -181,28 +237,103 @@ def _expected(column: Column) -> str:
 
 @dataclass(frozen=True)
 class DataFile:
-    """The file a table is read from."""
+    """What a table is read from: one file, or the data files of the table's directory."""
 
     table: Table
+    #: The file, or the table's directory.
     path: Path
     format: FileFormat
+    #: The data directory (names are given relative to it).
+    root: Path
+    #: The data files read, in order: ``(path,)`` for a single file.
+    files: tuple[Path, ...]
+    #: How CSV text is decoded (see :data:`ENCODING_NAMES`).
+    encoding: str = "utf-8"
+    #: Whether the files' columns are matched by name: needed only when they do not all
+    #: have the same columns in the same order (matching costs a look at every file).
+    by_name: bool = True
 
     @property
     def name(self) -> str:
-        return self.path.name
+        """The file's name, or the directory's with a trailing ``/``."""
+        return f"{self.path.name}/" if self.is_directory else self.path.name
 
-    def source(self) -> exp.Expr:
-        """The table function that reads the file (the path is a string literal)."""
-        path = exp.Literal.string(str(self.path.resolve()))
+    @property
+    def is_directory(self) -> bool:
+        return self.files != (self.path,)
+
+    def file_name(self, path: Path) -> str:
+        """How problems name one of the files: its path relative to the data directory."""
+        try:
+            return path.relative_to(self.root).as_posix()
+        except ValueError:  # pragma: no cover - every file is under the data directory
+            return path.name
+
+    def source(self, files: Sequence[Path] | None = None, *, row_number: bool = False) -> exp.Expr:
+        """The table function that reads the files (paths are string literals): by column name
+        across files when :attr:`by_name` (a column missing from one reads as empty in its
+        rows), the partition folders' names not read as columns. ``row_number`` adds each
+        row's 0-based position in its file as ``file_row_number`` (Parquet only)."""
+        chosen = tuple(self.files if files is None else files)
+        paths = [exp.Literal.string(str(p.resolve())) for p in chosen]
+        target: exp.Expr = paths[0] if len(paths) == 1 else exp.Array(expressions=paths)
+        options: list[exp.Expr] = []
+        if len(paths) > 1 and self.by_name:
+            options.append(_option("union_by_name", exp.true()))
+        if self.is_directory:
+            options.append(_option("hive_partitioning", exp.false()))
         if self.format == "parquet":
-            return exp.func("read_parquet", path)
+            if row_number:
+                options.append(_option("file_row_number", exp.true()))
+            return exp.func("read_parquet", target, *options)
         # Every CSV column is read as text so codes keep their leading zeros.
-        return exp.func(
-            "read_csv",
-            path,
-            exp.EQ(this=exp.var("all_varchar"), expression=exp.true()),
-            exp.EQ(this=exp.var("header"), expression=exp.true()),
+        options = [_option("all_varchar", exp.true()), _option("header", exp.true()), *options]
+        if self.encoding != "utf-8":
+            options.append(_option("encoding", exp.Literal.string(self.encoding)))
+        return exp.func("read_csv", target, *options)
+
+
+def _option(name: str, value: exp.Expr) -> exp.Expr:
+    return exp.EQ(this=exp.var(name), expression=value)
+
+
+#: The provenance columns of :func:`raw_scan`.
+FILE_COLUMN, ROW_COLUMN = "__file", "__row"
+
+
+def raw_scan(data_file: DataFile) -> exp.Query:
+    """Every row of a table's files as stored, with where it is: ``__file``, the file's path
+    relative to the data directory (as :attr:`Problem.file` names it), and ``__row``, its
+    1-based position among that file's rows (in a CSV file the header is not counted: row 1
+    is the line after it, unless a quoted value spans lines).
+
+    One ``SELECT`` per file, put together by column name. It reads whole files: it is for
+    locating rows (e.g. ``SELECT __file, __row FROM (raw_scan) WHERE ...``), not for
+    answering queries, which read :attr:`TableCheck.view`. See also
+    :attr:`TableCheck.located`: the view's typed rows with the same two columns.
+    """
+    selects: list[exp.Select] = []
+    for path in data_file.files:
+        name = exp.alias_(exp.Literal.string(data_file.file_name(path)), FILE_COLUMN, quoted=True)
+        if data_file.format == "parquet":
+            position = exp.column("file_row_number")
+            table: exp.Expr = exp.Table(this=data_file.source((path,), row_number=True))
+        else:
+            position = exp.column("ordinality")
+            table = exp.Table(this=data_file.source((path,)), ordinality=True)
+        row = exp.alias_(
+            exp.Add(this=position.copy(), expression=exp.Literal.number(1))
+            if data_file.format == "parquet"
+            else position.copy(),
+            ROW_COLUMN,
+            quoted=True,
         )
+        star = exp.Star(**{"except": [position.copy()]})
+        selects.append(exp.select(star, name, row).from_(table))
+    query: exp.Query = selects[0]
+    for select in selects[1:]:
+        query = exp.Union(this=query, expression=select, distinct=False, by_name=True)
+    return query
 
 
 @dataclass(frozen=True)
@@ -210,34 +341,78 @@ class TableCheck:
     """The outcome of checking one table."""
 
     table: Table
-    #: The file read, or None when there is none.
+    #: The files read, or None when there are none.
     file: DataFile | None
     problems: tuple[Problem, ...]
-    #: The SELECT reading the file into canonical types without the excluded rows (filtered
-    #: by the conditions that exclude a row of the file as checked, only); None when the table
-    #: is absent or unusable.
+    #: The SELECT reading the files into canonical types without the excluded rows (filtered
+    #: by the conditions that exclude a row of the files as checked, only); None when the
+    #: table is absent or unusable.
     view: exp.Select | None
-    #: Rows in the file, and rows left out of the view.
+    #: Rows in the files, and rows left out of the view.
     rows: int = 0
     excluded: int = 0
+    #: The view's rows with where each is: its columns and ``__file``, ``__row`` (see
+    #: :func:`raw_scan`); reads whole files, for locating rows. None when :attr:`view` is.
+    located: exp.Select | None = None
 
     @property
     def usable(self) -> bool:
         return self.view is not None
 
 
-def candidate_files(directory: Path, table: Table) -> list[DataFile]:
-    """The files present for a table, Parquet first."""
-    found: list[DataFile] = []
-    for fmt in ("parquet", "csv"):
-        path = directory / f"{table.name}.{fmt}"
-        if path.is_file():
-            found.append(DataFile(table, path, fmt))
+def _data_format(path: Path) -> FileFormat | None:
+    name = path.name.lower()
+    for suffix, fmt in DATA_SUFFIXES:
+        if name.endswith(suffix):
+            return fmt
+    return None
+
+
+def _ignored(name: str) -> bool:
+    """Names an exporter leaves beside its data (``_SUCCESS``, ``.part-0.crc``)."""
+    return name.startswith((".", "_"))
+
+
+def _directory_files(directory: Path) -> list[tuple[Path, FileFormat]]:
+    """The data files under a table's directory, at any depth, in path order."""
+    found: list[tuple[Path, FileFormat]] = []
+    for path in sorted(directory.rglob("*")):
+        relative = path.relative_to(directory).parts
+        if any(_ignored(part) for part in relative) or not path.is_file():
+            continue
+        fmt = _data_format(path)
+        if fmt is not None:
+            found.append((path, fmt))
     return found
 
 
+def candidate_files(directory: Path, table: Table) -> list[DataFile]:
+    """What is present for a table, in order of preference: ``NAME.parquet``, ``NAME.csv``,
+    ``NAME.csv.gz``, ``NAME.csv.zst``, then a directory ``NAME/`` of such files (a directory
+    mixing Parquet and CSV is given as CSV; :func:`locate` refuses it)."""
+    found: list[DataFile] = []
+    for suffix, fmt in DATA_SUFFIXES:
+        path = directory / f"{table.name}{suffix}"
+        if path.is_file():
+            found.append(DataFile(table, path, fmt, directory, (path,)))
+    folder = directory / table.name
+    if folder.is_dir():
+        files = _directory_files(folder)
+        fmt = "parquet" if files and all(f == "parquet" for _, f in files) else "csv"
+        found.append(DataFile(table, folder, fmt, directory, tuple(p for p, _ in files)))
+    return found
+
+
+def directory_problem(directory: Path) -> Problem | None:
+    """The problem of a data directory that does not exist (or is not a directory)."""
+    if Path(directory).is_dir():
+        return None
+    return Problem("*", Path(directory).name, None, "missing_directory", 0, "error")
+
+
 def locate(directory: Path, table: Table) -> tuple[DataFile | None, list[Problem]]:
-    """The file to read for a table (Parquet when both exist), with any problem finding it."""
+    """What to read for a table (the first of :func:`candidate_files`), with any problem
+    finding it."""
     found = candidate_files(directory, table)
     if not found:
         if not table.required:
@@ -247,9 +422,18 @@ def locate(directory: Path, table: Table) -> tuple[DataFile | None, list[Problem
         )
         return None, [missing]
     chosen = found[0]
+    problems: list[Problem] = []
     if len(found) > 1:
-        return chosen, [Problem(table.name, chosen.name, None, "ambiguous_file", 0, "warning")]
-    return chosen, []
+        problems.append(Problem(table.name, chosen.name, None, "ambiguous_file", 0, "warning"))
+    if chosen.is_directory:
+        formats = {_data_format(p) for p in chosen.files}
+        if not chosen.files:
+            problems.append(Problem(table.name, chosen.name, None, "empty_directory", 0, "error"))
+            return None, problems
+        if len(formats) > 1:
+            problems.append(Problem(table.name, chosen.name, None, "mixed_formats", 0, "error"))
+            return None, problems
+    return chosen, problems
 
 
 @dataclass(frozen=True)
@@ -378,31 +562,236 @@ def _span(plans: Sequence[_ColumnPlan], table: Table) -> tuple[exp.Expr, exp.Exp
     return start.typed, end.typed
 
 
-def _describe_source(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> dict[str, str] | None:
-    """Column name (lower case) -> stored type name; None when the file cannot be read."""
-    query = exp.Describe(this=exp.select(exp.Star()).from_(data_file.source()))
+class _Unreadable(Exception):
+    """DuckDB could not read the files; ``encoding`` when it said the text is not in the
+    encoding it was read with (its message, which can quote a row, is not kept)."""
+
+    def __init__(self, error: duckdb.Error) -> None:
+        super().__init__(type(error).__name__)
+        text = str(error).lower()
+        self.kind = type(error).__name__
+        self.encoding = "not utf-8 encoded" in text or "not utf-16 encoded" in text
+
+
+def _run(con: duckdb.DuckDBPyConnection, query: exp.Expr) -> list[tuple[object, ...]]:
     try:
-        rows = con.execute(query.sql(dialect="duckdb")).fetchall()
+        return con.execute(query.sql(dialect="duckdb")).fetchall()
     except duckdb.Error as exc:
-        logger.warning("cannot read %s (%s)", data_file.name, type(exc).__name__)
-        return None
-    return {str(row[0]).lower(): str(row[1]).upper() for row in rows}
+        raise _Unreadable(exc) from None
 
 
-def check_table(con: duckdb.DuckDBPyConnection, directory: Path, table: Table) -> TableCheck:
-    """Check one table's file in one aggregate pass (plus one pass for repeated keys)."""
+def _describe_source(
+    con: duckdb.DuckDBPyConnection, data_file: DataFile, files: Sequence[Path] | None = None
+) -> dict[str, str]:
+    """Column name (lower case) -> stored type name; raises :class:`_Unreadable`."""
+    query = exp.Describe(this=exp.select(exp.Star()).from_(data_file.source(files)))
+    return {str(row[0]).lower(): str(row[1]).upper() for row in _run(con, query)}
+
+
+def _is_empty(con: duckdb.DuckDBPyConnection, data_file: DataFile, path: Path) -> bool:
+    """Whether a file holds nothing at all, not even a header (a compressed one is read)."""
+    try:
+        if path.stat().st_size == 0:
+            return True
+    except OSError:
+        return False
+    if data_file.format != "csv" or _data_format(path) is None or path.suffix == ".csv":
+        return False
+    try:  # DuckDB reads an empty CSV as one column named column0 and no row
+        if list(_describe_source(con, data_file, [path])) != ["column0"]:
+            return False
+        return _run(con, exp.select("count(*)").from_(data_file.source([path]))) == [(0,)]
+    except _Unreadable:
+        return False
+
+
+def _header_matches(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> bool:
+    """Whether the first file's header names a column of the table when read so."""
+    try:
+        names = _describe_source(con, data_file, data_file.files[:1])
+    except _Unreadable:
+        return False
+    return any(c.name in names for c in data_file.table.columns)
+
+
+def _decodes(con: duckdb.DuckDBPyConnection, data_file: DataFile, path: Path) -> bool:
+    """Whether every value of a CSV file decodes in the file's encoding (a whole pass: a
+    column is decoded only when it is read)."""
+    every = exp.func("count", exp.func("COLUMNS", exp.Star()))
+    try:
+        _run(con, exp.select(every).from_(data_file.source([path])))
+    except _Unreadable as error:
+        return not error.encoding
+    return True
+
+
+def _reads_as(
+    con: duckdb.DuckDBPyConnection, data_file: DataFile, exclude: str | None = None
+) -> str | None:
+    """The encoding a CSV table's text is in, judged by its first file: UTF-16 when its header
+    reads so, UTF-8 when the whole file decodes so, else Latin-1 (which decodes any bytes)
+    when its header reads so."""
+    for encoding in ("utf-16", "utf-8", "latin-1"):
+        if encoding == exclude:
+            continue
+        candidate = replace(data_file, encoding=encoding)
+        if not _header_matches(con, candidate):
+            continue
+        if encoding != "utf-8" or _decodes(con, candidate, data_file.files[0]):
+            return encoding
+    return None
+
+
+def _first_undecodable(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> str:
+    """How to name the file that does not decode: the first such of a directory's files."""
+    if data_file.is_directory:
+        for path in data_file.files:
+            if not _decodes(con, data_file, path):
+                return data_file.file_name(path)
+    return data_file.name
+
+
+def check_table(
+    con: duckdb.DuckDBPyConnection,
+    directory: Path,
+    table: Table,
+    csv_encoding: CsvEncoding = "auto",
+) -> TableCheck:
+    """Check one table's files in one aggregate pass (plus one pass for repeated keys).
+
+    CSV text is decoded as ``csv_encoding`` says; ``auto`` reads UTF-8 and, when DuckDB finds
+    the text is not UTF-8, reads it as UTF-16 when its header reads so, else as Latin-1.
+    """
     data_file, problems = locate(directory, table)
     if data_file is None:
         return TableCheck(table, None, tuple(problems), None)
+
+    empty = [p for p in data_file.files if _is_empty(con, data_file, p)]
+    if empty:
+        if len(empty) == len(data_file.files):
+            problems.append(Problem(table.name, data_file.name, None, "empty_file", 0, "error"))
+            return TableCheck(table, data_file, tuple(problems), None)
+        for path in empty:
+            name = data_file.file_name(path)
+            problems.append(Problem(table.name, name, None, "empty_file", 0, "warning"))
+        data_file = replace(data_file, files=tuple(p for p in data_file.files if p not in empty))
+
+    if data_file.format == "parquet":
+        return _check_files(con, data_file, problems)
+    declared = csv_encoding != "auto"
+    data_file = replace(data_file, encoding=csv_encoding if declared else "utf-8")
+    if declared and not _header_matches(con, data_file):
+        # The header names no column when read as declared: it is in another encoding.
+        actual = _reads_as(con, data_file, exclude=data_file.encoding)
+        if actual is not None:
+            return _wrong_encoding(data_file, problems, actual)
+    check = _check_files(con, data_file, list(problems))
+    if not check.encoding_failed and not (check.unreadable and not declared):
+        return check
+    if not declared:
+        # Read as UTF-8, UTF-16 text fails as not UTF-8 or as no CSV dialect at all.
+        actual = _reads_as(con, data_file, exclude="utf-8")
+        if actual == "latin-1" and not check.encoding_failed:
+            actual = None  # a Latin-1 header reads as any ASCII header does: no evidence
+        if actual is None and not check.encoding_failed:
+            return check
+        actual = actual or "latin-1"
+        logger.info("%s: %s is not UTF-8; read as %s", table.name, data_file.name, actual)
+        data_file = replace(data_file, encoding=actual)
+        check = _check_files(con, data_file, list(problems))
+        if not check.encoding_failed:
+            return check
+    name = _first_undecodable(con, data_file)
+    return _wrong_encoding(data_file, problems, _reads_as(con, data_file, data_file.encoding), name)
+
+
+def _wrong_encoding(
+    data_file: DataFile, problems: list[Problem], actual: str | None, name: str | None = None
+) -> TableCheck:
+    problem = Problem(
+        data_file.table.name,
+        name or data_file.name,
+        None,
+        "wrong_encoding",
+        0,
+        "error",
+        encoding=data_file.encoding,
+        reads_as=actual,
+    )
+    return TableCheck(data_file.table, data_file, (*problems, problem), None)
+
+
+def _column_agreement(
+    con: duckdb.DuckDBPyConnection, data_file: DataFile
+) -> tuple[list[Problem], bool]:
+    """Columns of the table some files have and others lack: a required one is an error for
+    each file lacking it (named with the file), an optional one a warning (it reads as empty
+    in that file's rows). Also whether every file has the same columns in the same order."""
+    table = data_file.table
+    problems: list[Problem] = []
+    listed = {path: list(_describe_source(con, data_file, [path])) for path in data_file.files}
+    same = len({tuple(names) for names in listed.values()}) == 1
+    columns = {path: set(names) for path, names in listed.items()}
+    union = set().union(*columns.values())
+    for column in table.columns:
+        if column.name not in union:
+            continue
+        for path, names in columns.items():
+            if column.name in names:
+                continue
+            name = data_file.file_name(path)
+            if column.required:
+                problems.append(
+                    Problem(table.name, name, column.name, "missing_column", 0, "error")
+                )
+            else:
+                problems.append(
+                    Problem(table.name, name, column.name, "partial_column", 0, "warning")
+                )
+    return problems, same
+
+
+@dataclass(frozen=True)
+class _Outcome(TableCheck):
+    #: The files could not be read in their encoding.
+    encoding_failed: bool = False
+
+    @property
+    def unreadable(self) -> bool:
+        return any(p.kind == "unreadable" for p in self.problems)
+
+
+def _check_files(
+    con: duckdb.DuckDBPyConnection, data_file: DataFile, problems: list[Problem]
+) -> _Outcome:
+    table = data_file.table
     file_name = data_file.name
 
     def problem(column: str | None, kind: str, rows: int, severity: Severity) -> Problem:
         return Problem(table.name, file_name, column, kind, rows, severity)
 
-    stored_types = _describe_source(con, data_file)
-    if stored_types is None:
-        problems.append(problem(None, "unreadable", 0, "error"))
-        return TableCheck(table, data_file, tuple(problems), None)
+    def unreadable(error: _Unreadable, total: int = 0) -> _Outcome:
+        logger.warning("cannot read %s (%s)", file_name, error.kind)
+        if error.encoding:
+            return _Outcome(table, data_file, tuple(problems), None, encoding_failed=True)
+        return _Outcome(
+            table, data_file, (*problems, problem(None, "unreadable", 0, "error")), None, total
+        )
+
+    try:
+        stored_types = _describe_source(con, data_file)
+        agreement: list[Problem] = []
+        if len(data_file.files) > 1:
+            agreement, same = _column_agreement(con, data_file)
+            data_file = replace(data_file, by_name=not same)
+    except _Unreadable as error:
+        return unreadable(error)
+
+    if not any(c.name in stored_types for c in table.columns):
+        # Not one column of the table: no header row, or another table's file.
+        problems.append(problem(None, "no_columns", 0, "error"))
+        return _Outcome(table, data_file, tuple(problems), None)
+    problems.extend(agreement)
 
     plans: list[_ColumnPlan] = []
     for column in table.columns:
@@ -433,7 +822,9 @@ def check_table(con: duckdb.DuckDBPyConnection, directory: Path, table: Table) -
         if plan.raw is None:
             continue
         name, column = plan.column.name, plan.column
-        if plan.can_fail or column.values is not None:
+        if plan.can_fail or column.values is not None or data_file.format == "csv":
+            # A CSV column is decoded only when read: every one is, so text that is not in
+            # the file's encoding is found here rather than by a query.
             add(name, "nonnull", exp.Count(this=plan.raw.copy()))
         if plan.can_fail:
             add(name, "fail", _count(exp.and_(_not_null(plan.raw), _is_null(plan.typed))))
@@ -452,20 +843,18 @@ def check_table(con: duckdb.DuckDBPyConnection, directory: Path, table: Table) -
     kept_slot = len(selects)
     selects.append(_count(exp.and_(*keep)) if keep else exp.Count(this=exp.Star()))
     # The rows each condition keeps on its own: one that keeps every row leaves nothing out of
-    # this file, and the view goes without it (see the view below).
+    # these files, and the view goes without it (see the view below).
     condition_slots = range(len(selects), len(selects) + len(keep))
     selects.extend(_count(c.copy()) for c in keep)
 
     aggregate = exp.select(*selects).from_(data_file.source())
     try:
-        counts = con.execute(aggregate.sql(dialect="duckdb")).fetchone()
-    except duckdb.Error as exc:
-        logger.warning("cannot scan %s (%s)", file_name, type(exc).__name__)
-        problems.append(problem(None, "unreadable", 0, "error"))
-        return TableCheck(table, data_file, tuple(problems), None)
-    if counts is None:  # pragma: no cover - an aggregate always returns one row
+        rows = _run(con, aggregate)
+    except _Unreadable as error:
+        return unreadable(error)
+    if not rows:  # pragma: no cover - an aggregate always returns one row
         raise RuntimeError("aggregate returned no row")
-    values = [int(v or 0) for v in counts]
+    values = [int(v or 0) for v in rows[0]]  # type: ignore[call-overload]
     total = values[0]
 
     def stat(column: str, name: str) -> int:
@@ -492,34 +881,41 @@ def check_table(con: duckdb.DuckDBPyConnection, directory: Path, table: Table) -
         problems.append(problem(RANGE_CHECKS[table.name][1], "bad_range", bad, "warning"))
 
     if any(p.severity == "error" for p in problems):
-        return TableCheck(table, data_file, tuple(problems), None, total, total)
+        return _Outcome(table, data_file, tuple(problems), None, total, total)
 
-    view = exp.select(*(exp.alias_(p.typed.copy(), p.column.name, quoted=True) for p in plans))
-    view = view.from_(data_file.source())
-    # Only the conditions that leave a row of this file out: a condition every row meets would
-    # make each query read (and parse) its column for nothing, whichever columns it uses. The
-    # view is valid for the file as checked; the data source checks again when a file changes.
+    typed = [exp.alias_(p.typed.copy(), p.column.name, quoted=True) for p in plans]
+    view = exp.select(*typed).from_(data_file.source())
+    located = exp.select(
+        *(t.copy() for t in typed),
+        exp.column(FILE_COLUMN, quoted=True),
+        exp.column(ROW_COLUMN, quoted=True),
+    ).from_(raw_scan(data_file).subquery("scan"))
+    # Only the conditions that leave a row of these files out: a condition every row meets
+    # would make each query read (and parse) its column for nothing, whichever columns it
+    # uses. The view is valid for the files as checked; the data source checks again when a
+    # file changes.
     needed = [c for c, slot in zip(keep, condition_slots, strict=True) if values[slot] < total]
     if needed:
         view = view.where(exp.and_(*(c.copy() for c in needed)))
+        located = located.where(exp.and_(*(c.copy() for c in needed)))
     excluded = total - values[kept_slot]
 
     key = DUPLICATE_KEYS.get(table.name)
     if key is not None:
-        repeated = _count_repeated(con, data_file, [p for p in plans if p.column.name in key])
-        if repeated is None:
-            problems.append(problem(None, "unreadable", 0, "error"))
-            return TableCheck(table, data_file, tuple(problems), None, total, total)
+        try:
+            repeated = _count_repeated(con, data_file, [p for p in plans if p.column.name in key])
+        except _Unreadable as error:
+            return unreadable(error, total)
         if repeated:
             problems.append(problem(None, "duplicate_key", repeated, "warning"))
     logger.info("%s: %s holds %d rows, %d excluded", table.name, file_name, total, excluded)
-    return TableCheck(table, data_file, tuple(problems), view, total, excluded)
+    return _Outcome(table, data_file, tuple(problems), view, total, excluded, located)
 
 
 def _count_repeated(
     con: duckdb.DuckDBPyConnection, data_file: DataFile, key: Sequence[_ColumnPlan]
-) -> int | None:
-    """Rows of the file repeating an earlier key; None when unreadable.
+) -> int:
+    """Rows of the files repeating an earlier key; raises :class:`_Unreadable`.
 
     Counted over the file rather than the view: the view's filter would make this pass parse
     and cast every column a second time, and rows excluded for a bad value are counted already.
@@ -535,23 +931,26 @@ def _count_repeated(
         groups = groups.where(exp.and_(*(_not_null(e) for e in present)))
     surplus = exp.Sub(this=exp.column("n"), expression=exp.Literal.number(1))
     query = exp.select(exp.Sum(this=surplus)).from_(groups.subquery("g"))
-    try:
-        row = con.execute(query.sql(dialect="duckdb")).fetchone()
-    except duckdb.Error as exc:
-        logger.warning("cannot scan for repeated keys (%s)", type(exc).__name__)
-        return None
-    return int(row[0] or 0) if row is not None else 0
+    rows = _run(con, query)
+    return int(rows[0][0] or 0) if rows else 0  # type: ignore[call-overload]
 
 
-def check_tables(con: duckdb.DuckDBPyConnection, directory: Path) -> tuple[TableCheck, ...]:
-    """Check every table of the schema in a data directory."""
-    return tuple(check_table(con, directory, table) for table in TABLES)
+def check_tables(
+    con: duckdb.DuckDBPyConnection, directory: Path, csv_encoding: CsvEncoding = "auto"
+) -> tuple[TableCheck, ...]:
+    """Check every table of the schema in a data directory (which exists: see
+    :func:`directory_problem`)."""
+    return tuple(check_table(con, directory, table, csv_encoding) for table in TABLES)
 
 
-def check_directory(directory: Path) -> list[Problem]:
+def check_directory(directory: Path, csv_encoding: CsvEncoding = "auto") -> list[Problem]:
     """The whole validation of a data directory (``carrier-node check --data DIR``)."""
+    missing = directory_problem(Path(directory))
+    if missing is not None:
+        return [missing]
     con = duckdb.connect(":memory:")
     try:
-        return [p for check in check_tables(con, Path(directory)) for p in check.problems]
+        checks = check_tables(con, Path(directory), csv_encoding)
+        return [p for check in checks for p in check.problems]
     finally:
         con.close()

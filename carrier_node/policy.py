@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from fedoversight.catalogue import metrics
+from fedoversight.config import describe_validation_error
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec
 from fedoversight.errors import ConfigError, PolicyRefusedError
@@ -206,9 +207,17 @@ class Policy(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Policy:
         try:
-            return cls.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-            raise ConfigError(f"policy file {path.name}: {exc}") from exc
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"policy file {path} is not valid TOML: {exc}") from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid policy in {path}:\n{describe_validation_error(exc)}"
+            ) from exc
 
     @functools.cached_property
     def digest(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import getpass
 import json
 import logging
@@ -10,7 +11,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Annotated
 
@@ -21,8 +22,13 @@ from rich.table import Table
 
 from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
+from carrier_node.data.control_totals import ControlTotals
+from carrier_node.data.files import FileSource
+from carrier_node.data.source import DataSource
 from carrier_node.data.validation import check_directory
+from carrier_node.data.warehouse import PostgresSource
 from carrier_node.policy import Policy
+from carrier_node.query.control import compare_control_totals, dollars
 from carrier_node.records.audit import JsonValue, Outcome, read_entries
 from carrier_node.records.audit import verify as verify_audit
 from carrier_node.records.review import (
@@ -118,21 +124,110 @@ def serve(
 
 @app.command()
 def check(
-    data: Annotated[Path, typer.Option("--data", help="directory of the carrier's tables")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="directory of the carrier's tables")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="node TOML config: its data_dir or [warehouse], and its control_totals_file",
+        ),
+    ] = None,
+    control_totals: Annotated[
+        Path | None,
+        typer.Option(
+            "--control-totals",
+            help="control totals TOML to compare the data with (default: the config's)",
+        ),
+    ] = None,
 ) -> None:
-    """Validate a data directory: every problem with file, column and rows affected."""
-    problems = check_directory(data)
-    if not problems:
+    """Validate a data directory: every problem with file, column and rows affected; then
+    compare the data with the carrier's control totals, month by month."""
+    try:
+        cfg = load_node_config(config) if config is not None else None
+        totals_file = control_totals or (cfg.control_totals_file if cfg else None)
+        totals = ControlTotals.load(totals_file) if totals_file else ControlTotals()
+    except OversightError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(2) from exc
+    data = data or (cfg.data_dir if cfg else None)
+    if data is None and (cfg is None or cfg.warehouse is None):
+        console.print("[red]error:[/red] give --data (the tables' directory) or --config")
+        raise typer.Exit(2)
+    problems = check_directory(data) if data is not None else []
+    failed = any(p.severity == "error" for p in problems)
+    if data is not None and not problems:
         console.print(f"[green]{data}: no problems found[/green]")
-        return
-    t = Table("severity", "table", "file", "column", "problem", "rows")
-    for p in problems:
-        t.add_row(p.severity, p.table, p.file, p.column or "", p.kind, str(p.rows))
-    console.print(t)
-    for p in problems:
-        console.print(f"- {p.describe()}")
-    if any(p.severity == "error" for p in problems):
+    elif problems:
+        t = Table("severity", "table", "file", "column", "problem", "rows")
+        for p in problems:
+            t.add_row(p.severity, p.table, p.file, p.column or "", p.kind, str(p.rows))
+        console.print(t)
+        for p in problems:
+            console.print(f"- {p.describe()}")
+    if totals:
+        _check_control_totals(data, cfg, totals, usable=not failed)
+    if failed:
         raise typer.Exit(1)
+
+
+def _check_control_totals(
+    data: Path | None, cfg: NodeConfig | None, totals: ControlTotals, *, usable: bool
+) -> None:
+    """Report each declared month beside the data (see :mod:`carrier_node.query.control`)."""
+    if not usable:
+        console.print("control totals not compared: the data has errors")
+        return
+    try:
+        with _open_source(data, cfg) as source:
+            carrier_id = cfg.carrier_id if cfg is not None else "carrier"
+            compared = compare_control_totals(source, carrier_id, totals)
+    except OversightError as exc:
+        console.print(f"[red]error:[/red] control totals not compared: {exc.detail}")
+        raise typer.Exit(1) from exc
+    t = Table(
+        "table",
+        "month",
+        "claims declared",
+        "claims in data",
+        "paid declared",
+        "paid in data",
+        "",
+        title="control totals",
+    )
+    for c in compared:
+        t.add_row(
+            c.table,
+            str(c.month),
+            f"{c.declared_claims:,}",
+            f"{c.data_claims:,}",
+            dollars(c.declared_paid_cents),
+            dollars(c.data_paid_cents),
+            "[green]matches[/green]" if c.matches else "[yellow]DIFFERS[/yellow]",
+        )
+    console.print(t)
+    differing = [c for c in compared if not c.matches]
+    for c in differing:
+        console.print(f"- warning: {c.describe()}")
+    if not differing:
+        console.print(f"[green]control totals: all {len(compared)} declared months match[/green]")
+
+
+@contextlib.contextmanager
+def _open_source(data: Path | None, cfg: NodeConfig | None) -> Iterator[DataSource]:
+    """The data source the check reads: the directory given, else the config's warehouse."""
+    source: FileSource | PostgresSource
+    if data is not None:
+        source = FileSource(data, threads=cfg.engine_threads if cfg else None)
+    else:
+        assert cfg is not None and cfg.warehouse is not None
+        source = PostgresSource(cfg.warehouse)
+    source.open()
+    try:
+        yield source
+    finally:
+        source.close()
 
 
 @policy_app.command("show")

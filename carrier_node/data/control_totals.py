@@ -36,7 +36,7 @@ from pydantic import (
 
 from fedoversight.config import describe_validation_error
 from fedoversight.errors import ConfigError, OversightError
-from fedoversight.periods import Month
+from fedoversight.periods import Month, Period
 
 #: The tables control totals may be declared for, and the column dating each row to a month.
 CONTROLLED_TABLES: dict[str, str] = {
@@ -105,7 +105,8 @@ class _Entry(BaseModel):
     @classmethod
     def _month(cls, value: str) -> str:
         try:
-            Month.parse(value)
+            month = Month.parse(value)
+            Period(month, month)  # a month queries can cover
         except OversightError as exc:
             raise ValueError("month must be YYYY-MM") from exc
         return value

@@ -97,6 +97,8 @@ class SimulatedFederation:
     operator_port: bool = False
     #: Node settings (``NodeConfig`` fields) every node gets, over the harness's own.
     node_settings: Mapping[str, object] = field(default_factory=dict)
+    #: A carrier's own node settings, over ``node_settings`` (its control totals file, ...).
+    carrier_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
     round_store: PostgresStore | None = None
     #: Nodes answer from canned engines, one real engine per distinct data directory.
@@ -310,6 +312,7 @@ class SimulatedFederation:
                 result_signing_key=kit.result_signing_key,
             )
         settings.update(self.node_settings)
+        settings.update(self.carrier_settings.get(carrier_id, {}))
         settings.update(changes)
         return NodeConfig.model_validate(settings)
 

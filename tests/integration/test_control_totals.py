@@ -136,7 +136,7 @@ def test_check_reports_each_discrepancy(
     )
     code, out = carrier_node("check", "--config", str(config))
     assert code == 0, out  # a discrepancy is a warning: the data may still be completing
-    claims, cents = true_totals(carriers[carrier])["medical_claims", "2026-02"]
+    claims, _ = true_totals(carriers[carrier])["medical_claims", "2026-02"]
     assert out.count("DIFFERS") == 1, out
     assert (
         f"medical_claims 2026-02 differs from its control totals: claims {claims:,} in the"

@@ -79,7 +79,7 @@ def serve(
         cfg = load_node_config(config)
         daemon = NodeDaemon(cfg)
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from exc
     if cfg.insecure:
         console.print(
@@ -108,7 +108,7 @@ def serve(
     try:
         asyncio.run(main())
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from exc
     except Exception as exc:
         logging.getLogger(__name__).exception("the node failed")
@@ -149,7 +149,7 @@ def check(
         totals_file = control_totals or (cfg.control_totals_file if cfg else None)
         totals = ControlTotals.load(totals_file) if totals_file else ControlTotals()
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
     data = data or (cfg.data_dir if cfg else None)
     if data is None and (cfg is None or cfg.warehouse is None):
@@ -184,7 +184,9 @@ def _check_control_totals(
             carrier_id = cfg.carrier_id if cfg is not None else "carrier"
             compared = compare_control_totals(source, carrier_id, totals)
     except OversightError as exc:
-        console.print(f"[red]error:[/red] control totals not compared: {exc.detail}")
+        console.print(
+            f"[red]error:[/red] control totals not compared: {exc.detail}", soft_wrap=True
+        )
         raise typer.Exit(1) from exc
     t = Table(
         "table",
@@ -235,19 +237,33 @@ def policy_show(
     config: Annotated[Path | None, typer.Option("--config", help="node TOML config")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="policy TOML file")] = None,
 ) -> None:
-    """Show the policy in force (the defaults when none is configured)."""
+    """Show the policy in force (the defaults when none is configured), in words."""
     try:
         path = policy or (load_node_config(config).policy_file if config else None)
         loaded = Policy.load(path) if path else Policy()
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    t = Table("setting", "value", "meaning")
-    for name, field in Policy.model_fields.items():
-        t.add_row(name, str(getattr(loaded, name)), field.description or "")
+    source = str(path) if path else "none configured: the defaults"
+    console.print(f"[bold]Disclosure policy[/bold] ({source}), digest {loaded.digest}")
+    for title, rows in loaded.summary():
+        console.print()
+        console.print(f"[bold]{title}[/bold]")
+        t = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
+        for setting, text in rows:
+            t.add_row(setting, text)
+        console.print(t)
+    console.print()
+    console.print("[bold]Metrics answered[/bold] (catalogue version of each)")
+    families: dict[str, list[str]] = {}
+    for key in loaded.answered_metrics():
+        name, version = key.split("@")
+        family, _, short = name.partition(".")
+        families.setdefault(family, []).append(f"{short} v{version}")
+    t = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
+    for family, names in families.items():
+        t.add_row(family, ", ".join(names))
     console.print(t)
-    console.print(f"policy digest {loaded.digest}")
-    console.print("answers: " + ", ".join(loaded.answered_metrics()))
 
 
 def _audit_path(config: Path | None, log_file: Path | None) -> Path:
@@ -259,7 +275,7 @@ def _audit_path(config: Path | None, log_file: Path | None) -> Path:
     try:
         return audit_log_path(load_node_config(config))
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -397,7 +413,7 @@ def audit_verify(
             carrier_id = load_node_config(config).carrier_id if config is not None else None
             _, anchored = read_anchors(anchors, verifier=verifier, carrier_id=carrier_id)
         except OversightError as exc:
-            console.print(f"[red]error:[/red] {exc.detail}")
+            console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
             raise typer.Exit(EXIT_AUDIT_USAGE) from exc
         checked_keys = verifier is not None
     outcome = verify_audit(path, anchors=anchored)
@@ -438,7 +454,7 @@ def _node_files(config: Path) -> tuple[NodeConfig, Path]:
     try:
         cfg = load_node_config(config)
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
     path = node_state_path(cfg.state_dir, cfg.carrier_id)
     if not path.exists():

@@ -24,6 +24,7 @@ from carrier_node.data.control_totals import ControlTotals
 from carrier_node.data.files import FileSource
 from carrier_node.data.warehouse import PostgresSource, WarehouseConfig
 from carrier_node.query.control import compare_control_totals
+from carrier_node.query.engine import Engine
 from coordinator.store import RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
@@ -190,13 +191,22 @@ def test_the_warehouse_gives_the_same_comparison_as_files(
     files.open()
     pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
     pg.open()
+    query = wire.make_query("ops.data_quality", group_by=(D.MONTH,))
     try:
         from_files = compare_control_totals(files, carrier, totals)
         from_warehouse = compare_control_totals(pg, carrier, totals)
+        # The whole cells too: values, supports, largest contributions and record keys.
+        cells = [
+            Engine(source, carrier, record_secret="5ec2e7", control_totals=totals)
+            .evaluate(PERIOD, query)
+            .cells
+            for source in (files, pg)
+        ]
     finally:
         pg.close()
         files.close()
     assert from_warehouse == from_files
+    assert cells[0] == cells[1] and len(cells[0]) == 3
     assert [(c.table, str(c.month)) for c in from_files if not c.matches] == [
         ("medical_claims", "2026-02")
     ]

@@ -35,6 +35,7 @@ __all__ = [
     "StatisticSpec",
     "extended",
     "get_metric",
+    "latest_metrics",
     "metric_names",
     "metrics",
 ]
@@ -995,6 +996,16 @@ def extended(*specs: MetricSpec) -> Iterator[None]:
             del versions[spec.version]
             if not versions:
                 del _BY_NAME[spec.name]
+
+
+def latest_metrics() -> tuple[MetricSpec, ...]:
+    """The latest version of each declared metric, in declaration order (what a suite asks
+    for; earlier versions stay declared for those who still ask for them)."""
+    latest: dict[str, MetricSpec] = {}
+    for spec in metrics():
+        if spec.name not in latest or spec.version > latest[spec.name].version:
+            latest[spec.name] = spec
+    return tuple(latest.values())
 
 
 def get_metric(name: str, version: int | None = None) -> MetricSpec:

@@ -173,21 +173,33 @@ def data_quality(ctx: BuildContext) -> exp.Select:
         ("spend", member_month_spend(ctx)),
     ]
     if ctx.query.version != 1:
+        declared = _declared_months(ctx)
+        # Nothing declared in the period: no claims table is read a second time.
+        claims = (
+            sql.fill_query(_CONTROLLED_CLAIMS, **ctx.period_values())
+            if declared
+            else sql.fill(_NO_CONTROLLED_CLAIMS)
+        )
         ctes += [
-            ("controls", control_months(ctx)),
-            ("controlled_claims", sql.fill_query(_CONTROLLED_CLAIMS, **ctx.period_values())),
+            ("controls", control_months(declared)),
+            ("controlled_claims", claims),
             ("quality_rows", sql.fill_query(_QUALITY_ROWS)),
         ]
     return with_ctes(query, ctes)
 
 
-def control_months(ctx: BuildContext) -> exp.Query:
-    """The declared totals of the period's months, one row per month with a declaration (a
-    table without one in that month has a 0 flag); no row when nothing is declared."""
+def _declared_months(ctx: BuildContext) -> dict[Month, dict[str, ControlTotal]]:
+    """The declared totals of the period's months, by month and table."""
     months: dict[Month, dict[str, ControlTotal]] = {}
     for total in ctx.control_totals.entries:
         if ctx.period.first <= total.month <= ctx.period.last:
             months.setdefault(total.month, {})[total.table] = total
+    return months
+
+
+def control_months(months: dict[Month, dict[str, ControlTotal]]) -> exp.Query:
+    """The declared totals, one row per month with a declaration (a table without one in
+    that month has a 0 flag); no row when nothing is declared."""
     selects: list[exp.Select] = []
     for month, tables in sorted(months.items()):
         columns: list[exp.Expr] = [sql.date_lit(month.first_day).as_("month_start")]
@@ -221,6 +233,13 @@ SELECT CAST(NULL AS DATE) AS month_start,
        CAST(0 AS BIGINT) AS medical_paid_cents,
        CAST(0 AS BIGINT) AS pharmacy_declared, CAST(0 AS BIGINT) AS pharmacy_claims,
        CAST(0 AS BIGINT) AS pharmacy_paid_cents
+WHERE 1 = 0
+"""
+
+_NO_CONTROLLED_CLAIMS = """
+SELECT CAST(NULL AS VARCHAR) AS member_id, CAST(NULL AS DATE) AS month_start,
+       CAST(0 AS BIGINT) AS medical_claims, CAST(0 AS BIGINT) AS medical_paid_cents,
+       CAST(0 AS BIGINT) AS pharmacy_claims, CAST(0 AS BIGINT) AS pharmacy_paid_cents
 WHERE 1 = 0
 """
 

@@ -85,6 +85,8 @@ class SimulatedFederation:
     policy: Policy | None = None
     #: A carrier's own policy where it differs from ``policy`` (carriers are sovereign).
     policies: Mapping[str, Policy] = field(default_factory=dict)
+    #: A carrier's own node settings, over ``node_settings`` (its control totals file, ...).
+    carrier_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     wiretap: WireTap | None = None
     engine_threads: int = 1
     heartbeat_seconds: int = 10
@@ -97,8 +99,6 @@ class SimulatedFederation:
     operator_port: bool = False
     #: Node settings (``NodeConfig`` fields) every node gets, over the harness's own.
     node_settings: Mapping[str, object] = field(default_factory=dict)
-    #: A carrier's own node settings, over ``node_settings`` (its control totals file, ...).
-    carrier_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
     round_store: PostgresStore | None = None
     #: Nodes answer from canned engines, one real engine per distinct data directory.

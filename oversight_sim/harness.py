@@ -85,6 +85,8 @@ class SimulatedFederation:
     policy: Policy | None = None
     #: A carrier's own policy where it differs from ``policy`` (carriers are sovereign).
     policies: Mapping[str, Policy] = field(default_factory=dict)
+    #: A carrier's own node settings, over ``node_settings`` (its control totals file, ...).
+    carrier_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     wiretap: WireTap | None = None
     engine_threads: int = 1
     heartbeat_seconds: int = 10
@@ -314,6 +316,7 @@ class SimulatedFederation:
                 result_signing_key=kit.result_signing_key,
             )
         settings.update(self.node_settings)
+        settings.update(self.carrier_settings.get(carrier_id, {}))
         settings.update(changes)
         return NodeConfig.model_validate(settings)
 

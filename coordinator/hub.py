@@ -12,8 +12,10 @@ from typing import Protocol
 import grpc
 
 from coordinator.access import CarrierAccess
+from coordinator.monitoring import CoordinatorMetrics
 from fedoversight import catalogue
 from fedoversight.dimensions import Dimension, accepts
+from fedoversight.logs import bind_log_fields
 from fedoversight.v1 import federation_pb2, federation_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -63,8 +65,10 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
         hello_timeout: float,
         auto_register: bool,
         access: CarrierAccess,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         self._registry = registry
+        self._metrics = metrics
         self._coordinator_id = coordinator_id
         self._heartbeat_seconds = heartbeat_seconds
         self._hello_timeout = hello_timeout
@@ -86,6 +90,10 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
     def close_all(self) -> None:
         for session in list(self.sessions.values()):
             session.queue.put_nowait(None)
+
+    def _count_refused(self) -> None:
+        if self._metrics is not None:
+            self._metrics.carrier_streams_refused.inc()
 
     @staticmethod
     def _refusal(text: str) -> federation_pb2.CoordinatorMessage:
@@ -127,9 +135,11 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
         try:
             first = await asyncio.wait_for(anext(request_iterator), timeout=self._hello_timeout)
         except (TimeoutError, StopAsyncIteration):
+            self._count_refused()
             yield self._refusal("expected a hello")
             return
         if first.WhichOneof("body") != "hello":
+            self._count_refused()
             yield self._refusal("expected a hello")
             return
         reason = self._check_hello(first.hello, context)
@@ -139,10 +149,18 @@ class NodeHub(federation_pb2_grpc.NodeFederationServicer):
                 if accepts(Dimension.CARRIER, first.hello.carrier_id)
                 else "?"
             )
-            log.warning("refused a node stream claiming carrier %s: %s", claimed, reason)
+            log.warning(
+                "refused a node stream claiming carrier %s: %s",
+                claimed,
+                reason,
+                extra={"carrier_id": claimed if claimed != "?" else ""},
+            )
+            self._count_refused()
             yield self._refusal(reason)
             return
         hello = first.hello
+        # This stream's task (and the reader it starts) logs with the carrier's id.
+        bind_log_fields(carrier_id=hello.carrier_id)
         session = Session(
             carrier_id=hello.carrier_id,
             catalogue_version=hello.catalogue_version,

@@ -16,6 +16,7 @@ from coordinator.access import Caller, ForbiddenError, OperatorAccess
 from coordinator.combine import ScopedTable
 from coordinator.config import Role
 from coordinator.hub import NodeHub
+from coordinator.monitoring import CoordinatorMetrics
 from coordinator.results import TABLES_KEPT
 from coordinator.rounds import RoundManager
 from coordinator.store import CarrierRound, CarrierRoundState, RoundStore, StoredResult
@@ -50,25 +51,33 @@ def guarded(
     role: Role,
 ) -> Callable[[Callable[..., Awaitable[T]]], Callable[..., Awaitable[T]]]:
     """Run a unary servicer method for callers of at least ``role``, inside the one error
-    translator."""
+    translator; each call is counted by its method and status."""
 
     def decorate(method: Callable[..., Awaitable[T]]) -> Callable[..., Awaitable[T]]:
         @functools.wraps(method)
         async def wrapper(
             self: OversightService, request: Any, context: grpc.aio.ServicerContext
         ) -> T:
+            status = grpc.StatusCode.CANCELLED
             try:
                 caller = self.access.require(context, role)
-                return await method(self, request, context, caller)
+                reply = await method(self, request, context, caller)
+                status = grpc.StatusCode.OK
+                return reply
             except (AuthenticationError, ForbiddenError) as exc:
                 log.warning("operator call %s refused: %s", method.__name__, exc.detail)
-                await context.abort(grpc_status(exc), exc.detail)
+                status = grpc_status(exc)
+                await context.abort(status, exc.detail)
             except OversightError as exc:
                 # Coordinator-side detail (validation of the operator's own input) is safe.
-                await context.abort(grpc_status(exc), exc.detail)
+                status = grpc_status(exc)
+                await context.abort(status, exc.detail)
             except Exception:
                 log.exception("operator call %s failed", method.__name__)
-                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                status = grpc.StatusCode.INTERNAL
+                await context.abort(status, "internal error")
+            finally:
+                self.metrics.operator_call(method.__name__, status.name)
             raise AssertionError("unreachable")
 
         return wrapper
@@ -84,8 +93,15 @@ def _round_id(ref: operator_pb2.RoundRef) -> str:
 
 class OversightService(operator_pb2_grpc.OversightServicer):
     def __init__(
-        self, store: RoundStore, rounds: RoundManager, hub: NodeHub, access: OperatorAccess
+        self,
+        store: RoundStore,
+        rounds: RoundManager,
+        hub: NodeHub,
+        access: OperatorAccess,
+        *,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
+        self.metrics = metrics if metrics is not None else CoordinatorMetrics()
         self._store = store
         self._rounds = rounds
         self._hub = hub
@@ -164,6 +180,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             else "signed by the coordinator"
             if signed.signature
             else "unsigned",
+            extra={"round_id": record.round_id},
         )
         record, statuses = await self._rounds.snapshot(record.round_id)
         return convert.summary_to_pb(record, self._rounds.request_of(record), statuses)
@@ -171,6 +188,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
     async def WatchRound(
         self, request: operator_pb2.RoundRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[operator_pb2.RoundProgress]:
+        status = grpc.StatusCode.CANCELLED
         try:
             self.access.require(context, Role.VIEWER)
             round_id = _round_id(request)
@@ -198,6 +216,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                     carriers=[status(c) for c in statuses],
                 )
                 if not record.state.is_open:
+                    status = grpc.StatusCode.OK
                     return
                 await self._rounds.wait_for_change(timeout=1.0, since=seen)
                 # Each message lists every carrier, and a large round's answers come in a
@@ -208,9 +227,13 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                     await self._rounds.wait_until_closed(round_id, spacing - (loop.time() - taken))
         except (AuthenticationError, ForbiddenError) as exc:
             log.warning("operator call WatchRound refused: %s", exc.detail)
-            await context.abort(grpc_status(exc), exc.detail)
+            status = grpc_status(exc)
+            await context.abort(status, exc.detail)
         except OversightError as exc:
-            await context.abort(grpc_status(exc), exc.detail)
+            status = grpc_status(exc)
+            await context.abort(status, exc.detail)
+        finally:
+            self.metrics.operator_call("WatchRound", status.name)
 
     @guarded(Role.VIEWER)
     async def GetRound(

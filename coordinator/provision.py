@@ -6,9 +6,18 @@ operators' client identities and a start-up kit per carrier.
     DIR/ca/                      ca.crt, ca.key (keep the CA key offline)
     DIR/coordinator/             coordinator.toml, ca.crt (trust bundle), coordinator.crt/.key,
                                  operator-signing.key/.pub, carrier-keys/ID.pub
-    DIR/operators/NAME/          ca.crt, operator.crt/.key, token (when asked for)
-    DIR/carriers/ID/             node.toml (template), ca.crt, node.crt/.key,
-                                 result-signing.key/.pub, operator-signing.pub
+    DIR/operators/NAME/          ca.crt, operator.crt/.key, token (when asked for),
+                                 operator.env (the OVERSIGHT_* settings of the operator CLI)
+    DIR/carriers/ID/             node.toml, policy.toml (a starting point), and tls/: ca.crt,
+                                 node.crt/.key, result-signing.key/.pub, operator-signing.pub
+
+Every kit runs where it lies: its configs name their files relative to themselves. A carrier
+kit is laid out as a host's ``/etc/fedoversight`` (``deploy/systemd/carrier-node.service``
+reads ``/etc/fedoversight/node.toml``); its ``node.toml`` names the carrier's data and state
+directories as absolute paths on that host (the plan's, by default ``/srv/carrier-data`` and
+``/var/lib/carrier-node``), never inside the kit. The coordinator listens on loopback unless the
+plan says otherwise, and its certificate names ``127.0.0.1`` and ``localhost`` (what the
+operator CLI dials by default) besides the plan's address and names.
 
 A carrier may bring its own certificate (and the CA that issued it): the kit then holds no
 certificate or key, the coordinator trusts that CA and pins that certificate's fingerprint, so
@@ -37,6 +46,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from coordinator.config import Role
+from coordinator.provision_k8s import write_k8s_kit
 from fedoversight.dimensions import Dimension, accepts
 from fedoversight.errors import ConfigError
 from fedoversight.signing import Signer, Verifier
@@ -46,6 +56,13 @@ log = logging.getLogger(__name__)
 
 #: Certificates start a little in the past so a skewed clock does not refuse a fresh one.
 BACKDATE = dt.timedelta(minutes=5)
+#: Names every coordinator certificate carries: what the operator CLI dials by default
+#: (``127.0.0.1:50051``) and its usual spelling on the coordinator's host.
+LOCAL_NAMES = ("127.0.0.1", "localhost")
+#: Where a carrier's node reads its tables and keeps its state unless the plan says otherwise:
+#: the paths of ``deploy/systemd/carrier-node.service``.
+DEFAULT_DATA_DIR = Path("/srv/carrier-data")
+DEFAULT_STATE_DIR = Path("/var/lib/carrier-node")
 
 
 # --- the plan (the --carriers file) ---------------------------------------------------------
@@ -61,6 +78,16 @@ class CarrierPlan(BaseModel):
     result_public_key: Path | None = Field(
         default=None, description="the carrier's own result-signing key, public half (PEM)"
     )
+    data_dir: Path | None = Field(
+        default=None,
+        description="where this carrier's node reads its tables, on its own host (absolute;"
+        " default: the plan's data_dir)",
+    )
+    state_dir: Path | None = Field(
+        default=None,
+        description="where this carrier's node keeps its state, on its own host (absolute;"
+        " default: the plan's state_dir)",
+    )
 
     @field_validator("id")
     @classmethod
@@ -68,6 +95,11 @@ class CarrierPlan(BaseModel):
         if not accepts(Dimension.CARRIER, value):
             raise ValueError("carrier id must be lowercase letters, digits, '-' or '_'")
         return value
+
+    @field_validator("data_dir", "state_dir")
+    @classmethod
+    def _host_path(cls, value: Path | None) -> Path | None:
+        return None if value is None else _absolute(value)
 
 
 class OperatorPlan(BaseModel):
@@ -90,7 +122,20 @@ class ProvisionPlan(BaseModel):
     coordinator_names: tuple[str, ...] = Field(
         default=(),
         description="DNS names / IP addresses in the coordinator's certificate"
-        " (the address's host is always included)",
+        " (the address's host, 127.0.0.1 and localhost are always included)",
+    )
+    listen: str | None = Field(
+        default=None,
+        description="the coordinator's listen address host:port (default: 127.0.0.1 and the"
+        " port of coordinator_address; 0.0.0.0:PORT to listen on every interface)",
+    )
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR,
+        description="where each carrier's node reads its tables, on the carrier's host",
+    )
+    state_dir: Path = Field(
+        default=DEFAULT_STATE_DIR,
+        description="where each carrier's node keeps its state, on the carrier's host",
     )
     valid_days: int = Field(default=397, gt=0, description="validity of issued certificates")
     ca_valid_days: int = Field(default=3650, gt=0, description="validity of the CA")
@@ -99,10 +144,38 @@ class ProvisionPlan(BaseModel):
         default=(OperatorPlan(name="operator"),), description="operator API identities"
     )
 
+    @field_validator("coordinator_address", "listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, _, port = value.rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError("an address is host:port")
+        return value
+
+    @field_validator("data_dir", "state_dir")
+    @classmethod
+    def _host_path(cls, value: Path) -> Path:
+        return _absolute(value)
+
     def subject_names(self) -> tuple[str, ...]:
         host = self.coordinator_address.rsplit(":", 1)[0].strip("[]")
-        names = [host, *self.coordinator_names]
+        names = [host, *self.coordinator_names, *LOCAL_NAMES]
         return tuple(dict.fromkeys(n for n in names if n))
+
+    @property
+    def port(self) -> str:
+        return self.coordinator_address.rsplit(":", 1)[1]
+
+    def listen_address(self) -> str:
+        """Where the provisioned coordinator listens: loopback unless the plan says."""
+        return self.listen or f"127.0.0.1:{self.port}"
+
+
+def _absolute(value: Path) -> Path:
+    if not value.is_absolute():
+        raise ValueError("a carrier's data_dir and state_dir are absolute paths on its host")
+    return value
 
 
 def load_plan(path: Path) -> ProvisionPlan:
@@ -312,6 +385,8 @@ class CarrierKit:
     result_signing_key: Path | None
     result_public_key: Path
     operator_public_key: Path
+    #: The starting-point disclosure policy beside node.toml (the carrier edits it).
+    policy: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -323,6 +398,8 @@ class OperatorKit:
     cert: Path
     key: Path
     token: Path | None
+    #: The operator CLI's settings for this identity (``OVERSIGHT_*`` lines, absolute paths).
+    env_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -398,7 +475,7 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
     operators: dict[str, OperatorKit] = {}
     operator_entries: list[dict[str, str]] = []
     for op in plan.operators:
-        op_kit = _operator_kit(op, ca, out / "operators" / op.name, plan.valid_days, now)
+        op_kit = _operator_kit(op, ca, out / "operators" / op.name, plan, now)
         operators[op.name] = op_kit
         op_entry = {"name": op.name, "role": str(op.role)}
         if op_kit.token is not None:
@@ -406,10 +483,9 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
             op_entry["token_sha256"] = hashlib.sha256(token).hexdigest()
         operator_entries.append(op_entry)
 
-    port = plan.coordinator_address.rsplit(":", 1)[1]
     config = {
         "coordinator_id": plan.coordinator_id,
-        "listen": f"0.0.0.0:{port}",
+        "listen": plan.listen_address(),
         "store_path": "rounds.sqlite3",
         "insecure": False,
         "operator_signing_key": "operator-signing.key",
@@ -429,7 +505,7 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         len(carriers),
         len(operators),
     )
-    return Provisioned(
+    done = Provisioned(
         out_dir=out,
         ca_cert=ca_cert,
         ca_key=ca_key,
@@ -444,6 +520,8 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         carriers=carriers,
         operators=operators,
     )
+    write_k8s_kit(done)
+    return done
 
 
 def _carrier_kit(
@@ -459,10 +537,11 @@ def _carrier_kit(
     extra_ca: bytes | None = None
     cert_path: Path | None = None
     key_path: Path | None = None
+    tls_dir = kit_dir / "tls"
     if carrier.cert is None:
         cert, key = ca.issue(carrier.id, days=plan.valid_days, now=now)
-        cert_path = write_public(kit_dir / "node.crt", cert_pem(cert))
-        key_path = write_secret(kit_dir / "node.key", key_pem(key))
+        cert_path = write_public(tls_dir / "node.crt", cert_pem(cert))
+        key_path = write_secret(tls_dir / "node.key", key_pem(key))
     else:
         own = load_certificate(carrier.cert)
         names = own.subject.get_attributes_for_oid(NameOID.COMMON_NAME)
@@ -475,25 +554,27 @@ def _carrier_kit(
     signing_key: Path | None = None
     if carrier.result_public_key is None:
         signer = Signer.generate()
-        signing_key = write_secret(kit_dir / "result-signing.key", signer.private_pem())
+        signing_key = write_secret(tls_dir / "result-signing.key", signer.private_pem())
         public = signer.verifier.public_pem()
     else:
         public = Verifier.load(carrier.result_public_key).public_pem()
-    result_public = write_public(kit_dir / "result-signing.pub", public)
+    result_public = write_public(tls_dir / "result-signing.pub", public)
     write_public(keys_dir / f"{carrier.id}.pub", public)
-    ca_cert = write_public(kit_dir / "ca.crt", cert_pem(ca.cert))
-    operator_key = write_public(kit_dir / "operator-signing.pub", operator_public)
+    ca_cert = write_public(tls_dir / "ca.crt", cert_pem(ca.cert))
+    operator_key = write_public(tls_dir / "operator-signing.pub", operator_public)
+    policy = write_public(kit_dir / "policy.toml", _POLICY.encode())
     node = {
         "carrier_id": carrier.id,
         "coordinator": plan.coordinator_address,
-        "data_dir": "data",
-        "state_dir": "state",
+        "data_dir": str(carrier.data_dir or plan.data_dir),
+        "policy_file": "policy.toml",
+        "state_dir": str(carrier.state_dir or plan.state_dir),
         "insecure": False,
-        "operator_public_key": "operator-signing.pub",
-        "result_signing_key": "result-signing.key",
-        "tls": {"ca_cert": "ca.crt", "cert": "node.crt", "key": "node.key"},
+        "operator_public_key": "tls/operator-signing.pub",
+        "result_signing_key": "tls/result-signing.key",
+        "tls": {"ca_cert": "tls/ca.crt", "cert": "tls/node.crt", "key": "tls/node.key"},
     }
-    header = _NODE_HEADER.format(carrier=carrier.id)
+    header = _NODE_HEADER.format(carrier=carrier.id, data_dir=node["data_dir"])
     if carrier.cert is not None:
         header += _OWN_CERT_NOTE
     if carrier.result_public_key is not None:
@@ -511,26 +592,70 @@ def _carrier_kit(
         result_signing_key=signing_key,
         result_public_key=result_public,
         operator_public_key=operator_key,
+        policy=policy,
     )
     return kit, entry, extra_ca
 
 
 def _operator_kit(
-    op: OperatorPlan, ca: Authority, kit_dir: Path, days: int, now: dt.datetime
+    op: OperatorPlan, ca: Authority, kit_dir: Path, plan: ProvisionPlan, now: dt.datetime
 ) -> OperatorKit:
-    cert, key = ca.issue(op.name, days=days, now=now)
+    cert, key = ca.issue(op.name, days=plan.valid_days, now=now)
     token = None
     if op.token:
         token = write_secret(kit_dir / "token", secrets.token_urlsafe(32).encode())
+    ca_cert = write_public(kit_dir / "ca.crt", cert_pem(ca.cert))
+    cert_path = write_public(kit_dir / "operator.crt", cert_pem(cert))
+    key_path = write_secret(kit_dir / "operator.key", key_pem(key))
     return OperatorKit(
         name=op.name,
         role=op.role,
         directory=kit_dir,
-        ca_cert=write_public(kit_dir / "ca.crt", cert_pem(ca.cert)),
-        cert=write_public(kit_dir / "operator.crt", cert_pem(cert)),
-        key=write_secret(kit_dir / "operator.key", key_pem(key)),
+        ca_cert=ca_cert,
+        cert=cert_path,
+        key=key_path,
         token=token,
+        env_file=write_public(
+            kit_dir / "operator.env", operator_env(plan, ca_cert, cert_path, key_path, token)
+        ),
     )
+
+
+def operator_env(
+    plan: ProvisionPlan, ca_cert: Path, cert: Path, key: Path, token: Path | None
+) -> bytes:
+    """The operator CLI's environment for one identity: ``set -a; . operator.env; set +a``.
+
+    The address is the coordinator's port on loopback, as on the coordinator's own host; from
+    elsewhere set ``OVERSIGHT_ADDRESS`` to the coordinator's address (its certificate names
+    the plan's address and names too)."""
+    lines = [
+        "# The operator CLI's settings (flags override them). Paths are where provisioning",
+        "# wrote them: change them if the kit moves. Load with: set -a; . ./operator.env; set +a",
+        f"OVERSIGHT_ADDRESS=127.0.0.1:{plan.port}",
+        f"OVERSIGHT_CA_CERT={ca_cert.resolve()}",
+        f"OVERSIGHT_CERT={cert.resolve()}",
+        f"OVERSIGHT_KEY={key.resolve()}",
+    ]
+    if token is not None:
+        lines.append(f"OVERSIGHT_TOKEN_FILE={token.resolve()}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def hand_over(done: Provisioned, uid: int, gid: int) -> list[Path]:
+    """Give the coordinator's and the carriers' kits to ``uid:gid`` (the user the daemons run
+    as, e.g. 10001 in the images), keeping each file's mode; the CA and the operators' kits stay
+    the provisioning user's. Needs the right to chown (root)."""
+    handed: list[Path] = []
+    roots = [done.coordinator_dir, *(kit.directory for kit in done.carriers.values())]
+    for root in roots:
+        for path in [root, *sorted(root.rglob("*"))]:
+            try:
+                os.chown(path, uid, gid)
+            except PermissionError:
+                raise ConfigError(f"cannot give {path} to {uid}:{gid}: run as root") from None
+            handed.append(path)
+    return handed
 
 
 _COORDINATOR_HEADER = """\
@@ -538,21 +663,35 @@ _COORDINATOR_HEADER = """\
 # Mutual TLS: carriers and operators must hold a certificate of the CA in ca.crt; a carrier's
 # identity is its certificate's common name, checked against `carriers` below. Revoke a
 # certificate by adding its serial (hex) to revoked_serials (or to a revocation_file).
+# `listen` is the plan's, or loopback: set it (or OVERSIGHT_LISTEN, or `oversight serve
+# --listen`) to an address the carriers reach. Operators list who may use the operator API.
 
 """
 
 _NODE_HEADER = """\
-# Start-up kit for carrier {carrier}, written by `oversight provision`. Paths are relative to
-# this file. Set data_dir (and policy_file) to the carrier's own, then:
-#     carrier-node check --data DATA_DIR
+# Start-up kit for carrier {carrier}, written by `oversight provision`. Relative paths are
+# relative to this file: install this directory as /etc/fedoversight (the paths of
+# deploy/systemd/carrier-node.service), or run it where it lies. data_dir and state_dir are
+# paths on the carrier's host, outside the kit. Check the data, then start:
+#     carrier-node check --data {data_dir}
 #     carrier-node serve --config node.toml
-# node.key and result-signing.key are this carrier's secrets: keep them 0600, never share them.
+# tls/node.key and tls/result-signing.key are this carrier's secrets: keep them 0600 (0640
+# root:carrier-node under systemd), never share them.
 
 """
 
+_POLICY = """\
+# The carrier's disclosure policy (docs/disclosure.md; every key is explained in
+# deploy/systemd/policy.example.toml). The carrier decides: edit before the first start.
+# Check it, and its digest, with: carrier-node policy show --policy policy.toml
+
+min_cell_size = 11
+release_mode = "auto"
+"""
+
 _OWN_CERT_NOTE = """\
-# This carrier uses its own PKI: put its certificate and key at node.crt and node.key (the
-# coordinator pins that certificate's fingerprint).
+# This carrier uses its own PKI: put its certificate and key at tls/node.crt and tls/node.key
+# (the coordinator pins that certificate's fingerprint).
 
 """
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from coordinator.combine import ScopedTable
+from coordinator.monitoring import CoordinatorMetrics, error_code_name
 from coordinator.receipts import check_answers, check_result_shape, verify_result
 from coordinator.results import TABLES_KEPT, ResultsKey, TableCache, round_tables
 from coordinator.store import (
@@ -37,6 +38,7 @@ from coordinator.store import (
 from fedoversight import catalogue, wire
 from fedoversight.domain import QuerySpec, RequestSpec, ResultSpec
 from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
+from fedoversight.logs import log_fields
 from fedoversight.periods import Period
 from fedoversight.signing import Signer, Verifier
 from fedoversight.v1 import federation_pb2, types_pb2
@@ -156,11 +158,15 @@ class RoundManager:
         request_ttl: dt.timedelta = dt.timedelta(hours=1),
         default_deadline: dt.timedelta = dt.timedelta(minutes=5),
         disconnect_grace: float = 5.0,
+        metrics: CoordinatorMetrics | None = None,
     ) -> None:
         """``node_verifiers`` hold each carrier's result key: with them every result must be
         signed by its carrier's key (a carrier without one has all its results rejected);
         ``None`` (insecure demos only) accepts unsigned results. ``allow_unsigned`` lets the
-        coordinator dispatch unsigned requests when it holds no operator key (demos only)."""
+        coordinator dispatch unsigned requests when it holds no operator key (demos only).
+        ``metrics``: where rounds, results and refusals are counted (a registry of its own
+        when not given)."""
+        self._metrics = metrics if metrics is not None else CoordinatorMetrics()
         self._store = store
         self._link = link
         self._signer = signer
@@ -291,11 +297,21 @@ class RoundManager:
                     "this idempotency key was used for another round: a different period,"
                     " queries or carriers"
                 )
-            log.info("idempotent create: round %s exists", stored.round_id)
+            log.info(
+                "idempotent create: round %s exists",
+                stored.round_id,
+                extra={"round_id": stored.round_id},
+            )
             return stored
         self._keep_request(request)
+        self._metrics.rounds_created.inc()
         await self._open_round(stored, request)
         return stored
+
+    @property
+    def open_count(self) -> int:
+        """How many rounds are open."""
+        return len(self._open)
 
     def request_of(self, record: RoundRecord) -> RequestSpec:
         """The round's request, decoded from its stored bytes once (a round this coordinator
@@ -347,7 +363,7 @@ class RoundManager:
     async def resume(self) -> None:
         """Reopen rounds left open by a previous run (after a restart)."""
         for record in await self.db(self._store.open_rounds):
-            log.info("resuming round %s", record.round_id)
+            log.info("resuming round %s", record.round_id, extra={"round_id": record.round_id})
             await self._open_round(record, self.request_of(record))
 
     async def close(self) -> None:
@@ -394,7 +410,9 @@ class RoundManager:
                 await self._check_late(result)
         except OversightError as exc:
             log.warning("rejected a result from %s: %s", carrier_id, exc.detail)
+            self._metrics.result_rejected(exc.code)
             return
+        ids = {"round_id": result.round_id}
         live = self._open.get(result.round_id)
         stored = StoredResult(
             round_id=result.round_id,
@@ -407,13 +425,19 @@ class RoundManager:
         try:
             fresh = await self._save_result(stored)
         except OversightError as exc:
-            log.warning("result from %s for an unknown round: %s", carrier_id, exc.detail)
+            log.warning(
+                "result from %s for an unknown round: %s", carrier_id, exc.detail, extra=ids
+            )
+            self._metrics.result_rejected(exc.code)
             return
+        if fresh:
+            self._metrics.results_received.inc()
         if live is None:
             log.info(
                 "a late result from %s for round %s, which has finished: kept apart",
                 carrier_id,
                 result.round_id,
+                extra=ids,
             )
         # Persisted: the node may forget it now.
         self._link.send(
@@ -480,6 +504,16 @@ class RoundManager:
                 )
             return
         text = refusal.public_message[:200]
+        if live.states[carrier_id] not in _ANSWER_STATES:
+            # The code's name only: the message is the carrier's own words.
+            log.info(
+                "round %s: %s refused (%s)",
+                live.record.round_id,
+                carrier_id,
+                error_code_name(refusal.code),
+                extra={"round_id": live.record.round_id},
+            )
+            self._metrics.refusal(refusal.code)
         await self._set_state(live, carrier_id, CarrierRoundState.REFUSED, refusal.code, text)
         self._link.send(
             carrier_id,
@@ -565,14 +599,18 @@ class RoundManager:
             state = RoundState.PARTIAL
         else:
             state = RoundState.FAILED
+        # Counted before watchers are told: whoever sees the outcome finds it counted.
+        self._metrics.round_finished(state, (_now() - live.record.created_at).total_seconds())
         await self._set_round_state(live, state, finished=True)
-        log.info(
-            "round %s %s: %d of %d carriers answered",
-            live.record.round_id,
-            state,
-            answered,
-            len(live.states),
-        )
+        # The round's line, though it may be logged while one carrier's result is handled.
+        with log_fields(round_id=live.record.round_id, carrier_id=""):
+            log.info(
+                "round %s %s: %d of %d carriers answered",
+                live.record.round_id,
+                state,
+                answered,
+                len(live.states),
+            )
 
     # --- state and watchers ---------------------------------------------------------------
 

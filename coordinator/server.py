@@ -13,8 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from coordinator.access import CarrierAccess, OperatorAccess, Revocations
-from coordinator.config import CoordinatorConfig
+from coordinator.config import CoordinatorConfig, split_host_port
 from coordinator.hub import NodeHub
+from coordinator.monitoring import CoordinatorMetrics, MetricsEndpoint
 from coordinator.operator_api import OversightService
 from coordinator.rounds import RoundManager
 from coordinator.store import RoundStore, open_round_store
@@ -49,6 +50,8 @@ class _StoreRegistry:
 
 #: Largest metadata block accepted (an operator's bearer token is far smaller).
 MAX_METADATA_BYTES = 16 * 1024
+#: Largest message on the health-only port (a health check is a few bytes).
+HEALTH_MESSAGE_BYTES = 4 * 1024
 
 
 def load_result_keys(config: CoordinatorConfig) -> dict[str, Verifier] | None:
@@ -113,6 +116,7 @@ class Coordinator:
         self.operator_verifier = operator_verifier
         self.node_verifiers = load_result_keys(config)
         self.revocations = Revocations(config.revoked_serials, config.revocation_file)
+        self.metrics = CoordinatorMetrics()
         self.store = open_round_store(config)
         for entry in config.carriers:
             self.store.upsert_carrier(entry.id, entry.name)
@@ -129,6 +133,7 @@ class Coordinator:
                 revocations=self.revocations,
                 require_certificate=tls is not None,
             ),
+            metrics=self.metrics,
         )
         self.rounds = RoundManager(
             self.store,
@@ -140,8 +145,13 @@ class Coordinator:
             request_ttl=dt.timedelta(seconds=config.request_ttl_seconds),
             default_deadline=dt.timedelta(seconds=config.default_deadline_seconds),
             disconnect_grace=config.disconnect_grace_seconds,
+            metrics=self.metrics,
         )
         self.hub.listener = self.rounds
+        self.metrics.track(
+            carriers_connected=lambda: len(self.hub.sessions),
+            rounds_open=lambda: self.rounds.open_count,
+        )
         self.access = OperatorAccess(
             config.operators,
             revocations=self.revocations,
@@ -150,14 +160,23 @@ class Coordinator:
         )
         self.server: grpc.aio.Server | None = None
         self.port: int = 0
+        self.health_server: grpc.aio.Server | None = None
+        self.health_port: int = 0
         self.operator_server: grpc.aio.Server | None = None
         self.operator_port: int = 0
         self.health = health.aio.HealthServicer()
+        self.metrics_endpoint: MetricsEndpoint | None = None
+
+    @property
+    def metrics_port(self) -> int:
+        """The port serving /metrics (0 when metrics_address is unset or not started)."""
+        return self.metrics_endpoint.port if self.metrics_endpoint is not None else 0
 
     def _serve_operators(self, server: grpc.aio.Server) -> None:
         """The operator API, gRPC health and server reflection on ``server``."""
         operator_pb2_grpc.add_OversightServicer_to_server(
-            OversightService(self.store, self.rounds, self.hub, self.access), server
+            OversightService(self.store, self.rounds, self.hub, self.access, metrics=self.metrics),
+            server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(REFLECTED, server)
@@ -186,8 +205,15 @@ class Coordinator:
             port = server.add_secure_port(self.config.listen, self._credentials(True))
         await server.start()
         self.server, self.port = server, int(port)
+        if self.config.health_listen is not None:
+            await self._start_health_port(self.config.health_listen)
         if self.config.operator_listen is not None:
             await self._start_operator_port(self.config.operator_listen)
+        if self.config.metrics_address is not None:
+            host, metrics_port = split_host_port(self.config.metrics_address)
+            self.metrics_endpoint = await asyncio.to_thread(
+                MetricsEndpoint, self.metrics, host, metrics_port
+            )
         for service in ("", *REFLECTED[:-1]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
@@ -216,6 +242,16 @@ class Coordinator:
         self.operator_server, self.operator_port = server, int(port)
         log.info("operator API also on port %d (bearer tokens, no client certificates)", port)
 
+    async def _start_health_port(self, listen: str) -> None:
+        """The health service alone, in plaintext: a kubelet's gRPC probe neither speaks TLS
+        with a client certificate nor verifies one, and learns only SERVING or not here."""
+        server = grpc.aio.server(options=server_options(HEALTH_MESSAGE_BYTES))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+        port = server.add_insecure_port(listen)
+        await server.start()
+        self.health_server, self.health_port = server, int(port)
+        log.info("gRPC health service also on port %d (plaintext, health only)", port)
+
     async def wait(self) -> None:
         assert self.server is not None
         await self.server.wait_for_termination()
@@ -227,8 +263,15 @@ class Coordinator:
             if server is not None:
                 await server.stop(grace)
         self.server = self.operator_server = None
+        if self.metrics_endpoint is not None:
+            await asyncio.to_thread(self.metrics_endpoint.close)
+            self.metrics_endpoint = None
         await self.rounds.close()
         await asyncio.to_thread(self.store.close)
+        # Last: until then the probe port answers NOT_SERVING rather than refusing.
+        if self.health_server is not None:
+            await self.health_server.stop(grace)
+            self.health_server = None
 
     async def __aenter__(self) -> Coordinator:
         await self.start()

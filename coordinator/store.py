@@ -470,7 +470,12 @@ class RoundStore:
             row = conn.execute(
                 f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (record.round_id,)
             ).fetchone()
-        logger.info("round %s stored with %d carriers", record.round_id, len(carriers))
+        logger.info(
+            "round %s stored with %d carriers",
+            record.round_id,
+            len(carriers),
+            extra={"round_id": record.round_id},
+        )
         return self._round_from_row(row)
 
     def get_round(self, round_id: str) -> RoundRecord:

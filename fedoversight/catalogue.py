@@ -35,6 +35,7 @@ __all__ = [
     "StatisticSpec",
     "extended",
     "get_metric",
+    "latest_metrics",
     "metric_names",
     "metrics",
 ]
@@ -277,6 +278,143 @@ def _completion(k: int) -> FigureSpec:
     return FigureSpec(
         f"completion_{k:02d}", f"share of paid dollars paid within {k} months", names, formula
     )
+
+
+# --- data quality -----------------------------------------------------------------------------
+
+DATA_QUALITY = (
+    "Over rows dated in the period (medical by claim_start_date, pharmacy by fill_date):"
+    " rows outside the member's enrollment; medical lines with a place_of_service,"
+    " revenue_code or drg not in the shipped code lists; professional lines without a"
+    " place_of_service and institutional lines without a bill_type. Rows the node's"
+    " validation excluded are reported by `carrier-node check`, not here."
+)
+CONTROL_TOTALS = (
+    " Control totals: in each month for which the carrier declares the totals of its financial"
+    " reporting for a claims table (medical, pharmacy), the claims and paid dollars its data"
+    " holds beside the declared ones. Claims are distinct claim_ids of one member with a row"
+    " dated in the month; paid dollars sum paid_amount over those rows (all statuses and"
+    " versions), inside enrollment or not. Months without declared totals count zero on"
+    " both sides; a declared month without any row is a cell of its own."
+)
+DATA_QUALITY_DIMS = frozenset({D.CARRIER, D.MONTH, D.QUARTER, D.YEAR})
+#: Claims tables with control totals: statistic prefix, most rows of one member in a month.
+CONTROLLED = (("medical", 300), ("pharmacy", 60))
+
+DATA_QUALITY_STATISTICS: tuple[StatisticSpec, ...] = (
+    CLAIMANTS,
+    count("medical_rows", "medical rows", "claimants", bound=300),
+    count("pharmacy_rows", "pharmacy rows", "claimants", bound=60),
+    count(
+        "medical_outside_enrollment",
+        "medical rows outside enrollment",
+        "claimants",
+        bound=300,
+        part_of="medical_rows",
+    ),
+    count(
+        "pharmacy_outside_enrollment",
+        "pharmacy rows outside enrollment",
+        "claimants",
+        bound=60,
+        part_of="pharmacy_rows",
+    ),
+    count(
+        "invalid_place_of_service",
+        "unknown place_of_service",
+        "claimants",
+        bound=300,
+        part_of="medical_rows",
+    ),
+    count(
+        "invalid_revenue_code",
+        "unknown revenue_code",
+        "claimants",
+        bound=300,
+        part_of="medical_rows",
+    ),
+    count("invalid_drg", "unknown drg", "claimants", bound=300, part_of="medical_rows"),
+    count(
+        "missing_fields",
+        "lines missing place_of_service or bill_type",
+        "claimants",
+        bound=300,
+        part_of="medical_rows",
+    ),
+)
+DATA_QUALITY_FIGURES: tuple[FigureSpec, ...] = (
+    ratio(
+        "outside_enrollment_share",
+        "medical rows outside enrollment ÷ medical rows",
+        "medical_outside_enrollment",
+        "medical_rows",
+    ),
+)
+
+
+def _difference(
+    minuend: str, subtrahend: str, scale: float = 1.0
+) -> Callable[[FigureInputs], float]:
+    def formula(inputs: FigureInputs) -> float:
+        return (_num(inputs, minuend) - _num(inputs, subtrahend)) * scale
+
+    return formula
+
+
+def _control_statistics() -> tuple[StatisticSpec, ...]:
+    out: list[StatisticSpec] = []
+    for table, rows in CONTROLLED:
+        claims, paid = f"{table}_claims_in_data", f"{table}_paid_in_data_cents"
+        out += [
+            count(
+                claims,
+                f"{table} claims in the data, in months with control totals",
+                "claimants",
+                bound=rows,
+            ),
+            StatisticSpec(
+                f"{table}_claims_declared",
+                StatKind.COUNT,
+                f"{table} claims the carrier declares for those months",
+                rests_on="claimants",
+                bound=rows,
+                mirrors=claims,
+            ),
+            cents(paid, f"{table} paid in the data, in months with control totals"),
+            StatisticSpec(
+                f"{table}_paid_declared_cents",
+                StatKind.CENTS,
+                f"{table} paid the carrier declares for those months",
+                rests_on="claimants",
+                bound=MONTH_CENTS_BOUND,
+                mirrors=paid,
+            ),
+        ]
+    return tuple(out)
+
+
+def _control_figures() -> tuple[FigureSpec, ...]:
+    out: list[FigureSpec] = []
+    for table, _ in CONTROLLED:
+        claims = (f"{table}_claims_in_data", f"{table}_claims_declared")
+        paid = (f"{table}_paid_in_data_cents", f"{table}_paid_declared_cents")
+        out += [
+            ratio(f"{table}_claims_held", f"{table} claims in the data ÷ declared", *claims),
+            ratio(f"{table}_paid_held", f"{table} paid in the data ÷ declared", *paid),
+            FigureSpec(
+                f"{table}_claims_missing",
+                f"{table} claims declared less those in the data",
+                claims,
+                _difference(claims[1], claims[0]),
+            ),
+            FigureSpec(
+                f"{table}_paid_missing",
+                f"{table} paid dollars declared less those in the data",
+                paid,
+                _difference(paid[1], paid[0], 0.01),
+            ),
+        ]
+    return tuple(out)
 
 
 # --- the catalogue ----------------------------------------------------------------------------
@@ -808,63 +946,19 @@ METRICS: tuple[MetricSpec, ...] = (
         name="ops.data_quality",
         version=1,
         title="Data quality",
-        definition=(
-            "Over rows dated in the period (medical by claim_start_date, pharmacy by fill_date):"
-            " rows outside the member's enrollment; medical lines with a place_of_service,"
-            " revenue_code or drg not in the shipped code lists; professional lines without a"
-            " place_of_service and institutional lines without a bill_type. Rows the node's"
-            " validation excluded are reported by `carrier-node check`, not here."
-        ),
-        dimensions=frozenset({D.CARRIER, D.MONTH, D.QUARTER, D.YEAR}),
-        statistics=(
-            CLAIMANTS,
-            count("medical_rows", "medical rows", "claimants", bound=300),
-            count("pharmacy_rows", "pharmacy rows", "claimants", bound=60),
-            count(
-                "medical_outside_enrollment",
-                "medical rows outside enrollment",
-                "claimants",
-                bound=300,
-                part_of="medical_rows",
-            ),
-            count(
-                "pharmacy_outside_enrollment",
-                "pharmacy rows outside enrollment",
-                "claimants",
-                bound=60,
-                part_of="pharmacy_rows",
-            ),
-            count(
-                "invalid_place_of_service",
-                "unknown place_of_service",
-                "claimants",
-                bound=300,
-                part_of="medical_rows",
-            ),
-            count(
-                "invalid_revenue_code",
-                "unknown revenue_code",
-                "claimants",
-                bound=300,
-                part_of="medical_rows",
-            ),
-            count("invalid_drg", "unknown drg", "claimants", bound=300, part_of="medical_rows"),
-            count(
-                "missing_fields",
-                "lines missing place_of_service or bill_type",
-                "claimants",
-                bound=300,
-                part_of="medical_rows",
-            ),
-        ),
-        figures=(
-            ratio(
-                "outside_enrollment_share",
-                "medical rows outside enrollment ÷ medical rows",
-                "medical_outside_enrollment",
-                "medical_rows",
-            ),
-        ),
+        definition=DATA_QUALITY,
+        dimensions=DATA_QUALITY_DIMS,
+        statistics=DATA_QUALITY_STATISTICS,
+        figures=DATA_QUALITY_FIGURES,
+    ),
+    MetricSpec(
+        name="ops.data_quality",
+        version=2,
+        title="Data quality and control totals",
+        definition=DATA_QUALITY + CONTROL_TOTALS,
+        dimensions=DATA_QUALITY_DIMS,
+        statistics=(*DATA_QUALITY_STATISTICS, *_control_statistics()),
+        figures=(*DATA_QUALITY_FIGURES, *_control_figures()),
     ),
 )
 
@@ -902,6 +996,16 @@ def extended(*specs: MetricSpec) -> Iterator[None]:
             del versions[spec.version]
             if not versions:
                 del _BY_NAME[spec.name]
+
+
+def latest_metrics() -> tuple[MetricSpec, ...]:
+    """The latest version of each declared metric, in declaration order (what a suite asks
+    for; earlier versions stay declared for those who still ask for them)."""
+    latest: dict[str, MetricSpec] = {}
+    for spec in metrics():
+        if spec.name not in latest or spec.version > latest[spec.name].version:
+            latest[spec.name] = spec
+    return tuple(latest.values())
 
 
 def get_metric(name: str, version: int | None = None) -> MetricSpec:

@@ -50,7 +50,40 @@ def load_config(
         return model.model_validate(data)
     except ValidationError as exc:
         where = f" in {path}" if path else ""
-        raise ConfigError(f"invalid configuration{where}: {exc}") from exc
+        raise ConfigError(
+            f"invalid configuration{where}:\n{describe_validation_error(exc)}"
+        ) from exc
+
+
+#: What pydantic says, in the words of a config file.
+_MESSAGES = {
+    "extra_forbidden": "unknown key",
+    "missing": "required, not given",
+}
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem, each naming its key as the file spells it (``a.b``, ``a[2].b``)
+    and saying what is wrong, without pydantic's type names or documentation links."""
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        key = _key_path(error["loc"])
+        message = _MESSAGES.get(error["type"], error["msg"])
+        message = message.removeprefix("Value error, ").removeprefix("Assertion failed, ")
+        lines.append(f"  {key}: {message}" if key else f"  {message}")
+    return "\n".join(lines)
+
+
+def _key_path(loc: tuple[int | str, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif "[" in part or part.startswith(("function-", "union")):
+            continue  # pydantic's name of a type or validator, not a key of the file
+        else:
+            out += f".{part}" if out else part
+    return out
 
 
 def _resolve_paths(model: type[BaseModel], data: dict[str, Any], base: Path) -> dict[str, Any]:

@@ -49,6 +49,12 @@ class StatisticSpec:
     #: False for a total no member contributes to (rebates, paid by manufacturers): its
     #: largest contributions are its own rows, and there are no people for a floor to count.
     by_members: bool = True
+    #: For a total the carrier declares rather than one summed from its members' rows (control
+    #: totals): the statistic of the same cell, of the same kind, that it is compared with. It
+    #: is protected with that statistic's people — their support, record keys and largest
+    #: contribution — so where the two values are equal their consistent noise is the same,
+    #: and releasing both discloses no more than releasing one.
+    mirrors: str | None = None
 
 
 #: Inputs of a figure formula: combined statistic values by name (histograms as
@@ -97,6 +103,12 @@ class MetricSpec:
                 raise ValueError(f"{self.name}.{s.name} rests on no members statistic")
             if s.part_of is not None and kinds.get(s.part_of) is not s.kind:
                 raise ValueError(f"{self.name}.{s.name} is part of no statistic of its kind")
+            if s.mirrors is not None:
+                mirrored = next((m for m in self.statistics if m.name == s.mirrors), None)
+                if mirrored is None or mirrored.kind is not s.kind or mirrored.mirrors:
+                    raise ValueError(f"{self.name}.{s.name} mirrors no summed statistic")
+                if s.part_of is not None or s.rests_on != mirrored.rests_on:
+                    raise ValueError(f"{self.name}.{s.name} rests on other people than its mirror")
             summed = s.kind not in (StatKind.MEMBERS, StatKind.HISTOGRAM)
             if summed and s.by_members and (s.bound is None or s.rests_on is None):
                 raise ValueError(f"{self.name}.{s.name} declares no per-member bound or people")

@@ -14,6 +14,11 @@ from enum import StrEnum
 
 from fedoversight.dimensions import Dimension
 
+#: Version of the data schema: a change a carrier's extract must follow (a new required column,
+#: a changed type or code set) makes a new version; the plausibility rules
+#: (:mod:`fedoversight.plausibility`) name the version they were written for.
+SCHEMA_VERSION = 1
+
 
 class ColumnType(StrEnum):
     CODE = "code"  # a string code; leading zeros matter

@@ -85,6 +85,8 @@ class SimulatedFederation:
     policy: Policy | None = None
     #: A carrier's own policy where it differs from ``policy`` (carriers are sovereign).
     policies: Mapping[str, Policy] = field(default_factory=dict)
+    #: A carrier's own node settings, over ``node_settings`` (its control totals file, ...).
+    carrier_settings: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
     wiretap: WireTap | None = None
     engine_threads: int = 1
     heartbeat_seconds: int = 10
@@ -97,6 +99,9 @@ class SimulatedFederation:
     operator_port: bool = False
     #: Node settings (``NodeConfig`` fields) every node gets, over the harness's own.
     node_settings: Mapping[str, object] = field(default_factory=dict)
+    #: Serve the coordinator's Prometheus metrics here (``127.0.0.1:0``: a free port, then
+    #: ``coordinator.metrics_port``).
+    metrics_address: str | None = None
     #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
     round_store: PostgresStore | None = None
     #: Nodes answer from canned engines, one real engine per distinct data directory.
@@ -164,6 +169,7 @@ class SimulatedFederation:
             "revocation_file": self.revocation_file,
             "operator_listen": "127.0.0.1:0" if self.operator_port else None,
             "round_store": self.round_store,
+            "metrics_address": self.metrics_address,
         }
         if not self.insecure:
             pki = self.provision()
@@ -310,6 +316,7 @@ class SimulatedFederation:
                 result_signing_key=kit.result_signing_key,
             )
         settings.update(self.node_settings)
+        settings.update(self.carrier_settings.get(carrier_id, {}))
         settings.update(changes)
         return NodeConfig.model_validate(settings)
 

@@ -11,7 +11,7 @@ def monthly_suite(totals: bool = False) -> list[QuerySpec]:
     """Every metric of the catalogue by month (and by its category where it needs one); with
     ``totals``, each metric's whole-period figure as well (or by category only)."""
     out = []
-    for spec in catalogue.METRICS:
+    for spec in catalogue.latest_metrics():
         category = [min(spec.one_of)] if spec.one_of else []
         if totals:
             out.append(wire.make_query(spec.name, spec.version, category))

@@ -35,12 +35,13 @@ from carrier_node.data.validation import (
     Problem,
     _compatible,
 )
-from carrier_node.data.warehouse import _PG_TYPES
+from carrier_node.data.warehouse import PG_TYPES
 from carrier_node.query.sql import CHECKED_DIMENSIONS
-from fedoversight import codelists, dimensions
+from fedoversight import codelists, dimensions, plausibility
 from fedoversight.catalogue import get_metric
 from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
-from fedoversight.schema import MEDICAL_CLAIMS, TABLES, Column, ColumnType, Table
+from fedoversight.plausibility import RULES, rules_of
+from fedoversight.schema import MEDICAL_CLAIMS, SCHEMA_VERSION, TABLES, Column, ColumnType, Table
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -48,7 +49,10 @@ ROOT = Path(__file__).resolve().parent.parent
 GROUPING_FORMS = {d: f"^{dimensions.pattern(d)}$" for d in CHECKED_DIMENSIONS}
 OUT = ROOT / "docs" / "data-dictionary.md"
 CODELISTS = ROOT / "fedoversight" / "codelists"
-SOURCES = "fedoversight/schema.py, fedoversight/codelists/ and carrier_node/data/validation.py"
+SOURCES = (
+    "fedoversight/schema.py, fedoversight/codelists/, fedoversight/plausibility.py and"
+    " carrier_node/data/validation.py"
+)
 
 #: Parquet storage types tried against each schema type, as (label, DuckDB type name).
 STORAGE_KINDS: tuple[tuple[str, str], ...] = (
@@ -235,7 +239,7 @@ def types_table() -> list[str]:
         stored = [label for label, name in STORAGE_KINDS if _compatible(name, ctype)]
         lines.append(
             f"| {code(ctype)} | {cell(_TYPE_WORDS[ctype])} | {cell(CSV_TEXT[ctype])} |"
-            f" {', '.join(stored)} | {code(CANONICAL_TYPES[ctype])} | {code(_PG_TYPES[ctype])} |"
+            f" {', '.join(stored)} | {code(CANONICAL_TYPES[ctype])} | {code(PG_TYPES[ctype])} |"
         )
     return lines
 
@@ -326,6 +330,53 @@ def codelists_section() -> list[str]:
     return [*lines, ""]
 
 
+def plausibility_section() -> list[str]:
+    """The rules of fedoversight/plausibility.py, per table, with the rows they flag."""
+    intro = rst_to_md(
+        docstring_section(
+            plausibility.__doc__ or "",
+            "What an expression may use besides the table's columns:",
+            "Severities",
+        )
+    )
+    lines = [
+        "## Plausibility rules",
+        "",
+        f"Schema version {SCHEMA_VERSION}: {len(RULES)} rules. After validation,"
+        " `carrier-node check` runs these on the rows validation keeps, on files or pushed down"
+        " into the warehouse. A rule never excludes a row: each finding names table, file,"
+        " column, rule, the rows flagged and the first five of them (1-based row numbers within"
+        " the file; a warehouse row's `ctid`), never a value. *error*: the value cannot be"
+        " right; *warning*: possible, but unusual enough to look at. The rows a rule flags are"
+        " those where its condition (a sqlglot expression, shown here as DuckDB SQL) is true.",
+        "",
+        "What a condition may use besides the table's columns:",
+        "",
+        intro,
+        "",
+    ]
+    for table in TABLES:
+        rules = rules_of(table.name)
+        if not rules:
+            continue
+        lines += [
+            f"### {table.name}",
+            "",
+            "| rule | column | severity | meaning | flags a row when |",
+            "|---|---|---|---|---|",
+        ]
+        for r in rules:
+            condition = code(r.flags.sql(dialect="duckdb"))
+            for name, window in r.derived:
+                condition += f", where {code(name)} is {code(window.sql(dialect='duckdb'))}"
+            lines.append(
+                f"| `{r.name}` | `{r.column}` | {r.severity} | {cell(r.description)} |"
+                f" {cell(condition)} |"
+            )
+        lines.append("")
+    return lines
+
+
 def render() -> str:
     rules = rst_to_md(docstring_section(validation.__doc__ or "", "Rules:", "Nothing here"))
     lines = [
@@ -379,14 +430,18 @@ def render() -> str:
         " stored as a number is read, with a warning: its leading zeros may be lost.",
         "- Column names are matched whatever their case, in any order. Columns not named here"
         " are never read.",
-        "- `carrier-node check --data DIR` reports every problem of a directory (exit status 1"
-        " when any is an error). The node runs the same checks when it starts and again before"
-        " a request reads a file that has changed.",
+        "- `carrier-node check --data DIR` (or `--config node.toml`) reports every problem of a"
+        " directory, then the [plausibility rules](#plausibility-rules); its output and exit"
+        " statuses are in [operations.md](operations.md#checking-the-data). The node runs the"
+        " validation when it starts and again before a request reads a file that has changed.",
         "- A PostgreSQL warehouse (`[warehouse]` in `node.toml`) holds the same tables and"
         " columns in `schema_name`. The node checks that the required tables and their"
         " required columns exist, reads a missing optional column as empty, and casts every"
-        " column to its PostgreSQL type below; rows are not checked or excluded there, and a"
-        " value that does not cast fails the request.",
+        " column to its PostgreSQL type below; when answering, rows are not checked or excluded"
+        " there, and a value that does not cast fails the request. `carrier-node check --config`"
+        " pushes the checks into the warehouse: empty required values, codes outside their set"
+        " and spans ending before they start are counted (and left out of the plausibility"
+        " rules, as from files), then the rules run there.",
         "",
         "## Column types",
         "",
@@ -413,6 +468,7 @@ def render() -> str:
         " column is usable the table is unusable instead (an error, see above).",
         "",
     ]
+    lines += plausibility_section()
     for table in TABLES:
         lines += table_section(table)
     lines += codelists_section()

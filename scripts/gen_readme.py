@@ -15,8 +15,16 @@ END = "<!-- metrics:end -->"
 
 def table() -> str:
     lines = ["| metric | version | what it is | dimensions |", "|---|---|---|---|"]
+    earlier: dict[str, str] = {}
     for m in METRICS:
-        first = m.definition.split(". ")[0].rstrip(".") + "."
+        before = earlier.get(m.name)
+        earlier[m.name] = m.definition
+        if before is not None and m.definition.startswith(before):
+            # A version that adds to the one before it: what it adds.
+            added = m.definition.removeprefix(before).strip()
+            first = f"As version {m.version - 1}, and: " + added.split(". ")[0].rstrip(".") + "."
+        else:
+            first = m.definition.split(". ")[0].rstrip(".") + "."
         dims = ", ".join(sorted(m.dimensions))
         lines.append(f"| `{m.name}` | {m.version} | {first} | {dims} |")
     return "\n".join(lines)

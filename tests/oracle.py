@@ -110,6 +110,14 @@ Other metrics
   row's own calendar month. Codes are invalid when present and not in the shipped list
   (deprecated MS-DRGs are in the list); an empty code is missing. claimants are members with any
   medical or pharmacy row dated in the cell.
+- ops.data_quality control totals (version 2): a carrier's declared totals are the
+  ``control_totals`` entry of its tables (:func:`read_control_totals`, one row per table and
+  month); a month is controlled for a table when the carrier declares it, and only the rows
+  of controlled months count on the data's side. A claim is a distinct claim_id of one member
+  among the table's rows dated in the month (a claim_id two members share is a claim of each),
+  counted again in each month it has rows. A declared total rests on the members of the
+  data's total it is compared with: its support, largest contribution and record keys are
+  theirs (the catalogue's ``mirrors``).
 """
 
 from __future__ import annotations
@@ -117,6 +125,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
@@ -1070,7 +1079,7 @@ class _Union:
 
 
 _Facts = dict[str, pd.DataFrame]
-ENROLLED, CLAIMS, ROWS, FILLS, STAYS, VISITS, PEOPLE, LINES, REBATES = (
+ENROLLED, CLAIMS, ROWS, FILLS, STAYS, VISITS, PEOPLE, LINES, REBATES, CONTROLS = (
     "enrolled",
     "claims",
     "rows",
@@ -1080,7 +1089,28 @@ ENROLLED, CLAIMS, ROWS, FILLS, STAYS, VISITS, PEOPLE, LINES, REBATES = (
     "people",
     "lines",
     "rebates",
+    "controls",
 )
+#: The entry of a carrier's tables holding its declared control totals.
+CONTROL_TOTALS = "control_totals"
+_CONTROLLED = {"medical_claims": "medical", "pharmacy_claims": "pharmacy"}
+
+
+def read_control_totals(path: Path) -> pd.DataFrame:
+    """A carrier's control totals file as a frame: table, month (``YYYY-MM``), claims and
+    paid cents (``paid`` is exact decimal dollars, ``paid_cents`` integer cents)."""
+    data = tomllib.loads(path.read_text(encoding="utf-8"))
+    rows = []
+    for table, entries in data.items():
+        for entry in entries:
+            if "paid_cents" in entry:
+                paid = int(entry["paid_cents"])
+            else:
+                paid = int(Decimal(str(entry["paid"])) * 100)
+            rows.append((table, str(entry["month"]), int(entry["claims"]), paid))
+    return pd.DataFrame(rows, columns=["table", "month", "claims", "paid_cents"]).astype(
+        {"claims": "int64", "paid_cents": "int64"}
+    )
 
 
 def _enrollment_facts(u: _Union) -> _Facts:
@@ -1431,7 +1461,103 @@ def _data_quality_facts(u: _Union) -> _Facts:
     )
     rows["_medical_outside"] = rows["_medical"].to_numpy(dtype=bool) & outside
     rows["_pharmacy_outside"] = rows["_pharmacy"].to_numpy(dtype=bool) & outside
-    return {ROWS: rows}
+    controlled = _controlled_rows(u, medical, pharmacy)
+    rows = rows.assign(**{c: controlled[c].to_numpy() for c in controlled.columns})
+    return {ROWS: rows, CONTROLS: _declared(u, calendar)}
+
+
+def _declared_months(u: _Union) -> set[tuple[str, str, int]]:
+    """(carrier, table, month index) of every declared control total."""
+    out = set()
+    for carrier, tables in u.tables.items():
+        totals = tables.get(CONTROL_TOTALS)
+        if totals is None:
+            continue
+        for table, month in zip(totals["table"], totals["month"], strict=True):
+            year, number = str(month).split("-")
+            out.add((carrier, str(table), _month_index(int(year), int(number))))
+    return out
+
+
+def _controlled_rows(u: _Union, medical: pd.DataFrame, pharmacy: pd.DataFrame) -> pd.DataFrame:
+    """Row for row with the data-quality rows (medical, then pharmacy): each row's part of the
+    claims (1 on the first row of a member's claim_id in the month) and paid of its table in
+    a controlled month."""
+    declared = _declared_months(u)
+    parts = []
+    for table, frame, claim_ids, paid in (
+        (
+            "medical_claims",
+            medical,
+            u.field(medical, "claim_id"),
+            u.medical_cents("paid_amount")[medical.index.to_numpy()],
+        ),
+        (
+            "pharmacy_claims",
+            pharmacy,
+            pharmacy["claim_id"],
+            u.pharmacy_cents("paid_amount")[pharmacy.index.to_numpy()],
+        ),
+    ):
+        carriers = frame[_CARRIER].astype("str").to_numpy()
+        months = frame[_MONTH_INDEX].to_numpy(dtype=np.int64)
+        controlled = np.array(
+            [(c, table, int(m)) in declared for c, m in zip(carriers, months, strict=True)],
+            dtype=bool,
+        )
+        keys = pd.DataFrame(
+            {
+                "c": carriers,
+                "w": frame[_MEMBER].to_numpy(),
+                "m": months,
+                "id": claim_ids.astype("str").to_numpy(),
+            }
+        )
+        first = ~keys.duplicated().to_numpy(dtype=bool)
+        prefix = _CONTROLLED[table]
+        columns = {
+            f"_{p}_claims": np.zeros(len(frame), dtype=np.int64) for p in _CONTROLLED.values()
+        }
+        columns |= {
+            f"_{p}_paid": np.zeros(len(frame), dtype=np.int64) for p in _CONTROLLED.values()
+        }
+        columns[f"_{prefix}_claims"] = (controlled & first).astype(np.int64)
+        columns[f"_{prefix}_paid"] = np.where(controlled, np.asarray(paid, dtype=np.int64), 0)
+        parts.append(pd.DataFrame(columns))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _declared(u: _Union, calendar: Mapping[int, Month]) -> pd.DataFrame:
+    """One row per carrier and declared month of the period: its declared totals."""
+    rows = []
+    for carrier, tables in u.tables.items():
+        totals = tables.get(CONTROL_TOTALS)
+        if totals is None:
+            continue
+        for table, month, claims, paid in totals[
+            ["table", "month", "claims", "paid_cents"]
+        ].itertuples(index=False):
+            year, number = str(month).split("-")
+            index = _month_index(int(year), int(number))
+            if index not in calendar:
+                continue
+            prefix = _CONTROLLED[str(table)]
+            row = {f"_{p}_{w}": 0 for p in _CONTROLLED.values() for w in ("claims", "paid")}
+            row[f"_{prefix}_claims"], row[f"_{prefix}_paid"] = int(claims), int(paid)
+            m = calendar[index]
+            rows.append(
+                {
+                    _CARRIER: carrier,
+                    Dimension.MONTH.value: str(m),
+                    Dimension.QUARTER.value: m.quarter(),
+                    Dimension.YEAR.value: f"{m.year:04d}",
+                    **row,
+                }
+            )
+    columns = [_CARRIER, *(d.value for d in (Dimension.MONTH, Dimension.QUARTER, Dimension.YEAR))]
+    values = [f"_{p}_{w}" for p in _CONTROLLED.values() for w in ("claims", "paid")]
+    frame = pd.DataFrame(rows, columns=[*columns, *values])
+    return frame.astype({c: "str" for c in columns} | {c: "int64" for c in values})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1669,6 +1795,16 @@ METRICS: dict[str, _Metric] = {
             _rows_of("invalid_revenue_code", ROWS, "_invalid_revenue"),
             _rows_of("invalid_drg", ROWS, "_invalid_drg"),
             _rows_of("missing_fields", ROWS, "_missing_fields"),
+            *(
+                stat
+                for prefix in _CONTROLLED.values()
+                for stat in (
+                    _sum_of(f"{prefix}_claims_in_data", ROWS, f"_{prefix}_claims"),
+                    _sum_of(f"{prefix}_claims_declared", CONTROLS, f"_{prefix}_claims"),
+                    _sum_of(f"{prefix}_paid_in_data_cents", ROWS, f"_{prefix}_paid"),
+                    _sum_of(f"{prefix}_paid_declared_cents", CONTROLS, f"_{prefix}_paid"),
+                )
+            ),
         ),
         frozenset({Dimension.CARRIER, Dimension.MONTH, Dimension.QUARTER, Dimension.YEAR}),
         _data_quality_facts,
@@ -1789,6 +1925,18 @@ def _disclosure(
         mine = declared[stat.name]
         if stat.how == "histogram":
             continue  # see _histogram_disclosure
+        if mine.mirrors is not None:
+            # A declared total rests on the people of the data's total it mirrors.
+            (mirrored,) = [s for s in spec.statistics if s.name == mine.mirrors]
+            frame = facts[mirrored.facts]
+            present = [k for k in keys if k in frame.columns]
+            keys_of_stat = tuple(present)
+            if frame.empty:
+                continue
+            own = _statistic(stat, facts[stat.facts], present) if stat.name in clamps else None
+            stat_name, stat = stat.name, mirrored
+        else:
+            stat_name, own = stat.name, None
         if not mine.by_members:
             assert stat.column is not None
             top = (
@@ -1796,23 +1944,25 @@ def _disclosure(
                 .groupby(present, sort=False, observed=True)["_v"]
                 .max()
             )
-            frames.setdefault(keys_of_stat, []).append(pd.DataFrame({f"{stat.name}__top": top}))
+            frames.setdefault(keys_of_stat, []).append(pd.DataFrame({f"{stat_name}__top": top}))
             continue
         contributions = _per_member(stat, frame, present)
         per_member[stat.name] = contributions
         nonzero = contributions[contributions != 0]
         columns: dict[str, pd.Series] = {
-            f"{stat.name}__support": nonzero.groupby(
+            f"{stat_name}__support": nonzero.groupby(
                 level=present, sort=False, observed=True
             ).size(),
         }
         if mine.kind.magnitude:
-            columns[f"{stat.name}__top"] = (
+            columns[f"{stat_name}__top"] = (
                 contributions.abs().groupby(level=present, sort=False, observed=True).max()
             )
-        if stat.name in clamps:
+        if own is not None:
+            columns[f"{stat_name}__clamped"] = own  # nobody's data is in it to clamp
+        elif stat.name in clamps:
             bound = clamps[stat.name]
-            columns[f"{stat.name}__clamped"] = (
+            columns[f"{stat_name}__clamped"] = (
                 contributions.clip(-bound, bound)
                 .groupby(level=present, sort=False, observed=True)
                 .sum()
@@ -1821,8 +1971,8 @@ def _disclosure(
             record_keys = key_of(nonzero.index.get_level_values(_MEMBER))
             record_keys.index = nonzero.index
             grouped = record_keys.groupby(level=present, sort=False, observed=True)
-            columns[f"{stat.name}__kmin"] = grouped.min()
-            columns[f"{stat.name}__kmax"] = grouped.max()
+            columns[f"{stat_name}__kmin"] = grouped.min()
+            columns[f"{stat_name}__kmax"] = grouped.max()
         frames.setdefault(keys_of_stat, []).append(pd.DataFrame(columns))
     for stat in spec.statistics:
         part = declared[stat.name]
@@ -1997,8 +2147,9 @@ def compute(
         else:
             out[statistic.name] = out[statistic.name].fillna(0).astype("int64")
     people = [s.name for s in spec.statistics if s.how == "members"]
-    # A cell is people (or rebates, which no member makes: a class rebated that nobody filled).
-    rebated = [s.name for s in spec.statistics if s.facts == REBATES]
+    # A cell is people (or rebates or declared totals, which no member makes: a class rebated
+    # that nobody filled, a declared month without data).
+    rebated = [s.name for s in spec.statistics if s.facts in (REBATES, CONTROLS)]
     kept = (out[people] > 0).any(axis=1) | (out[rebated] != 0).any(axis=1)
     out = out[kept.to_numpy(dtype=bool)][[*columns, *extra]]
     if out.empty:

@@ -51,6 +51,7 @@ from fedoversight.errors import (
     RequestTooLargeError,
     error_code,
 )
+from fedoversight.logs import log_fields
 from fedoversight.v1 import federation_pb2, types_pb2
 
 log = logging.getLogger(__name__)
@@ -181,20 +182,22 @@ class Answering:
         _TIMING.set(timing)  # this task's context, and the threads it hands work to
         arrival = timing.timed("gate", Arrival.of)(signed)
         timing.request_id = arrival.request_id
-        try:
-            await self._answer(arrival)
-        except asyncio.CancelledError:
-            raise
-        except RECORDS_ERRORS as exc:
-            log.error(
-                "request %s: the node's records cannot be written (%s); refused",
-                arrival.request_id or "?",
-                type(exc).__name__,
-            )
-            self._send(refusal(arrival.request_id, arrival.round_id, RecordsUnavailableError()))
-        except Exception:
-            log.exception("request %s: unexpected failure; refused", arrival.request_id or "?")
-            self._send(refusal(arrival.request_id, arrival.round_id, OversightError()))
+        # The ids it claims are of the expected form (or empty): safe to log before checks.
+        with log_fields(request_id=arrival.request_id, round_id=arrival.round_id):
+            try:
+                await self._answer(arrival)
+            except asyncio.CancelledError:
+                raise
+            except RECORDS_ERRORS as exc:
+                log.error(
+                    "request %s: the node's records cannot be written (%s); refused",
+                    arrival.request_id or "?",
+                    type(exc).__name__,
+                )
+                self._send(refusal(arrival.request_id, arrival.round_id, RecordsUnavailableError()))
+            except Exception:
+                log.exception("request %s: unexpected failure; refused", arrival.request_id or "?")
+                self._send(refusal(arrival.request_id, arrival.round_id, OversightError()))
 
     async def _answer(self, arrival: Arrival) -> None:
         request_id = arrival.request_id

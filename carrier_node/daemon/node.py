@@ -27,7 +27,12 @@ from concurrent.futures import Executor
 from types import TracebackType
 from typing import Any
 
-from carrier_node.config import NodeConfig, audit_log_path, disclosure_secret_path
+from carrier_node.config import (
+    NodeConfig,
+    audit_log_path,
+    disclosure_secret_path,
+    load_control_totals,
+)
 from carrier_node.daemon.answering import RECORDS_ERRORS, Answering, AnswerTiming
 from carrier_node.daemon.connection import Connection, WireTap
 from carrier_node.daemon.gate import Arrival, RequestGate
@@ -45,6 +50,7 @@ from carrier_node.records.state import NodeState, ReviewStatus, node_state_path
 from fedoversight import catalogue
 from fedoversight.domain import RequestSpec
 from fedoversight.errors import ConfigError, RecordsUnavailableError
+from fedoversight.logs import log_fields
 from fedoversight.signing import Signer, Verifier
 from fedoversight.v1 import federation_pb2, types_pb2
 
@@ -86,6 +92,7 @@ class NodeDaemon:
         self._policy = policy or (
             Policy.load(config.policy_file) if config.policy_file else Policy()
         )
+        self._control_totals = load_control_totals(config)
         if signer is None and config.result_signing_key is not None:
             signer = Signer.load(config.result_signing_key)
         if signer is None and not config.insecure:
@@ -191,6 +198,7 @@ class NodeDaemon:
             record_secret=secret.record_secret,
             clamped=self.policy.differential_privacy.enabled,
             source=self._source,
+            control_totals=self._control_totals,
         )
         self.manual = ManualRelease(
             state=state,
@@ -267,9 +275,11 @@ class NodeDaemon:
 
     async def run(self) -> None:
         """Connect, answer, reconnect until :meth:`shutdown`."""
-        if self.records_open:
-            await self._started()
-        await self.connection.run(self._stopping)
+        # What the node logs meanwhile (and the tasks it starts) names its carrier.
+        with log_fields(carrier_id=self.config.carrier_id):
+            if self.records_open:
+                await self._started()
+            await self.connection.run(self._stopping)
 
     async def _started(self) -> None:
         """Open the source, log the start, resume manual release: once the records are open."""

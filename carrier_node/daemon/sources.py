@@ -11,6 +11,7 @@ import asyncio
 import logging
 
 from carrier_node.config import NodeConfig
+from carrier_node.data.control_totals import ControlTotals
 from carrier_node.data.source import DataSource
 from carrier_node.query.engine import Engine
 from fedoversight.errors import DataSourceError
@@ -26,10 +27,11 @@ class DataAccess:
         record_secret: str,
         clamped: bool,
         source: DataSource | None = None,
+        control_totals: ControlTotals | None = None,
     ) -> None:
         """``record_secret``: the node's secret for record keys; ``clamped``: statistics come
         with clamped sums too (differential privacy); ``source``: a source to use instead of
-        the configured one."""
+        the configured one; ``control_totals``: the carrier's declared totals."""
         self.config = config
         self.source = source
         self.engine: Engine | None = None
@@ -37,6 +39,7 @@ class DataAccess:
         self.error: DataSourceError | None = None
         self._record_secret = record_secret
         self._clamped = clamped
+        self._control_totals = control_totals
         self._lock = asyncio.Lock()
 
     async def open(self) -> None:
@@ -80,6 +83,7 @@ class DataAccess:
             self.config.carrier_id,
             record_secret=self._record_secret,
             clamped=self._clamped,
+            control_totals=self._control_totals,
         )
 
     def snapshot(self) -> str:

@@ -32,7 +32,8 @@ from fedoversight.schema import TABLES, ColumnType, Table
 
 log = logging.getLogger(__name__)
 
-_PG_TYPES = {
+#: The PostgreSQL type of each schema type (the views cast every column to it).
+PG_TYPES = {
     ColumnType.CODE: "TEXT",
     ColumnType.DATE: "DATE",
     ColumnType.MONEY: "DECIMAL(18, 2)",
@@ -84,7 +85,7 @@ class WarehouseConfig(BaseModel):
 def _view(schema: str, table: Table, present: set[str]) -> str:
     columns = []
     for column in table.columns:
-        typ = exp.DataType.build(_PG_TYPES[column.type], dialect="postgres")
+        typ = exp.DataType.build(PG_TYPES[column.type], dialect="postgres")
         source: exp.Expression = (
             exp.column(column.name, table="src") if column.name in present else exp.null()
         )
@@ -228,6 +229,12 @@ class PostgresSource:
         self.tables = frozenset(self._columns)
         return []
 
+    def catalog(self) -> dict[str, set[str]]:
+        """The schema's tables of the warehouse and their columns (from the catalog only)."""
+        self._connection()
+        names = {t.name for t in TABLES}
+        return {t: set(c) for t, c in self._columns.items() if t in names}
+
     def _connection(self) -> psycopg.Connection[Any]:
         con: psycopg.Connection[Any] | None = getattr(self._local, "con", None)
         if con is not None and not con.closed:
@@ -291,4 +298,4 @@ class PostgresSource:
             self._connections.clear()
 
 
-__all__ = ["PostgresSource", "WarehouseConfig"]
+__all__ = ["PG_TYPES", "PostgresSource", "WarehouseConfig"]

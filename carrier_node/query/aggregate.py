@@ -19,10 +19,11 @@ row its key, so a filtered query returns exactly the matching cells of the unfil
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from carrier_node.data.control_totals import ControlTotals
 from carrier_node.query import sql
 from fedoversight.catalogue import MetricSpec, StatisticSpec, StatKind, get_metric
 from fedoversight.codelists import drg_types, place_of_service_codes, revenue_codes
@@ -45,6 +46,8 @@ class BuildContext:
     record_secret: str = ""
     #: Whether statistics also come with clamped sums (differential privacy).
     clamped: bool = False
+    #: The carrier's declared monthly totals (ops.data_quality compares the data with them).
+    control_totals: ControlTotals = field(default_factory=ControlTotals)
 
     @property
     def clamps(self) -> dict[str, int]:
@@ -211,6 +214,9 @@ def member_aggregates(
             continue
         assert stat.kind is not StatKind.HISTOGRAM, "histograms have their own rows"
         out.append(_sum0(value.copy()).as_(name))
+        if stat.mirrors is not None:
+            out += _mirrored(stat, rows, key, clamps)
+            continue
         if not stat.by_members:
             top = (tops or {}).get(name, exp.Max(this=exp.Abs(this=value.copy())))
             out.append(exp.func("COALESCE", top.copy(), sql.num(0)).as_(name + TOP))
@@ -236,6 +242,28 @@ def member_aggregates(
                 this=exp.Sub(this=whole.copy(), expression=value.copy()), expression=sql.num(0)
             )
             out.append(exp.Count(this=_when(rest, sql.num(1))).as_(name + REST))
+    return out
+
+
+def _mirrored(
+    stat: StatisticSpec, rows: str, key: exp.Column, clamps: Mapping[str, int] | None
+) -> list[exp.Expr]:
+    """The disclosure columns of a declared total (``mirrors``): those of the statistic it
+    mirrors, from that statistic's per-member contributions. Under differential privacy its
+    "clamped" sum is its value: no member's data is in it to clamp."""
+    assert stat.mirrors is not None
+    mirrored = col(stat.mirrors, rows)
+    nonzero = exp.NEQ(this=mirrored.copy(), expression=sql.num(0))
+    out: list[exp.Expr] = [
+        exp.Count(this=_when(nonzero, sql.num(1))).as_(stat.name + SUPPORT),
+        exp.Min(this=_when(nonzero.copy(), key.copy())).as_(stat.name + KEY_LOW),
+        exp.Max(this=_when(nonzero.copy(), key.copy())).as_(stat.name + KEY_HIGH),
+    ]
+    if stat.kind.magnitude:
+        top = exp.Max(this=exp.Abs(this=mirrored.copy()))
+        out.append(exp.func("COALESCE", top, sql.num(0)).as_(stat.name + TOP))
+    if (clamps or {}).get(stat.name) is not None:
+        out.append(_sum0(col(stat.name, rows)).as_(stat.name + CLAMPED))
     return out
 
 

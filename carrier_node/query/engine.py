@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from carrier_node.budget import Budget
 from carrier_node.cells import RawTable
+from carrier_node.data.control_totals import ControlTotals
 from carrier_node.data.source import DataSource
 from carrier_node.query import render
 from carrier_node.query.decode import decode_cells
@@ -51,16 +52,19 @@ class Engine:
         *,
         record_secret: str | None = None,
         clamped: bool = False,
+        control_totals: ControlTotals | None = None,
     ) -> None:
         """``record_secret``: the node's secret for record keys (a fresh random one, for this
         engine only, when None: tools that need no consistency across processes); ``clamped``:
-        statistics come with clamped sums too (differential privacy)."""
+        statistics come with clamped sums too (differential privacy); ``control_totals``: the
+        carrier's declared monthly totals (ops.data_quality compares the data with them)."""
         self.source = source
         self.carrier_id = carrier_id
         self.schema = schema
         self.keying = Keying(
             record_secret if record_secret is not None else secrets.token_hex(16),
             clamped=clamped,
+            control_totals=control_totals or ControlTotals(),
         )
         if not self.keying.record_secret:
             raise ValueError("record keys need a secret")

@@ -8,10 +8,11 @@ the carrier key is a constant the decoder fills in (see :mod:`carrier_node.query
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlglot import exp
 
+from carrier_node.data.control_totals import ControlTotals
 from carrier_node.query import batch, metrics, sql
 from carrier_node.query.aggregate import BuildContext
 from fedoversight.domain import QuerySpec
@@ -24,11 +25,13 @@ ANY_CARRIER = "carrier"
 @dataclass(frozen=True)
 class Keying:
     """What a node's queries are built with besides the query: the secret of its record keys,
-    and whether statistics come with clamped sums."""
+    whether statistics come with clamped sums, and the carrier's control totals."""
 
     record_secret: str
     #: Whether statistics also come with clamped sums (differential privacy).
     clamped: bool = False
+    #: The carrier's declared monthly totals (see :mod:`carrier_node.data.control_totals`).
+    control_totals: ControlTotals = field(default_factory=ControlTotals)
 
 
 def expression(
@@ -45,6 +48,7 @@ def expression(
         tables=tables,
         record_secret=keying.record_secret,
         clamped=keying.clamped,
+        control_totals=keying.control_totals,
     )
     return sql.qualify_tables(metrics.build(context), schema)
 

@@ -321,9 +321,11 @@ def _outside_enrollment(
     share: float,
     rng: Rng,
 ) -> IntArray:
-    """Move about ``share`` of all items to a month in which the member is not enrolled."""
+    """Move about ``share`` of all items to a month in which the member is not enrolled (never
+    before the member was born)."""
     ws, we = car.window_start, car.window_end
-    before = _month_start(_month_of(m.first)) - ws
+    earliest = np.maximum(m.birth, ws)
+    before = np.maximum(_month_start(_month_of(m.first)) - earliest, 0)
     after_start = _month_start(_month_of(m.last) + 1)
     after = np.maximum(we - after_start + 1, 0)
     gap = (before + after)[member]
@@ -335,7 +337,7 @@ def _outside_enrollment(
     r = np.floor(rng.random(len(move)) * gap[move]).astype(np.int64)
     b = before[member[move]]
     new_day = day.copy()
-    new_day[move] = np.where(r < b, ws + r, after_start[member[move]] + r - b)
+    new_day[move] = np.where(r < b, earliest[member[move]] + r, after_start[member[move]] + r - b)
     return new_day
 
 

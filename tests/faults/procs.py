@@ -294,8 +294,8 @@ class Federation:
     # --- provisioning ---------------------------------------------------------------------
 
     def provision(self) -> None:
-        """Kits from the real ``oversight provision``, then the deployment's local settings:
-        the coordinator on 127.0.0.1, each node's data and state outside its kit."""
+        """Kits from the real ``oversight provision`` (the coordinator on 127.0.0.1, each node's
+        data and state outside its kit, as the plan says), then this test's local settings."""
         self.work.mkdir(parents=True, exist_ok=True)
         plan = self.work / "plan.toml"
         plan.write_text(
@@ -303,7 +303,15 @@ class Federation:
                 {
                     "coordinator_id": "faults-coordinator",
                     "coordinator_address": self.address,
-                    "carriers": [{"id": c, "name": f"Carrier {c}"} for c in self._carrier_data],
+                    "carriers": [
+                        {
+                            "id": c,
+                            "name": f"Carrier {c}",
+                            "data_dir": str(data_dir),
+                            "state_dir": str(self.work / "state" / c),
+                        }
+                        for c, data_dir in self._carrier_data.items()
+                    ],
                     "operators": [{"name": OPERATOR, "role": "operator"}],
                 }
             )
@@ -321,10 +329,9 @@ class Federation:
             raise RuntimeError(f"oversight provision failed:\n{done.stdout}\n{done.stderr}")
         config = self.coordinator_config
         data = tomllib.loads(config.read_text())
-        # Provisioned configs listen on every interface; these tests stay on loopback.
-        assert data["listen"] == f"0.0.0.0:{self.port}", data["listen"]
+        # Provisioned configs listen on loopback by default.
+        assert data["listen"] == f"127.0.0.1:{self.port}", data["listen"]
         data.update(
-            listen=f"127.0.0.1:{self.port}",
             store_path=str(self.work / "rounds.sqlite3"),
             disconnect_grace_seconds=self._grace,
             heartbeat_seconds=self._heartbeat,
@@ -347,10 +354,7 @@ class Federation:
                 ),
             )
             node.state_dir.mkdir(parents=True, exist_ok=True)
-            # The kit expects its data inside it: point it at the carrier's own.
-            node.set_config(
-                data_dir=str(data_dir), state_dir=str(node.state_dir), **self._node_settings
-            )
+            node.set_config(**self._node_settings)
             self.nodes[carrier_id] = node
         self.coordinator = Proc(
             "coordinator",

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from carrier_node.config import load_node_config
-from coordinator.config import load_coordinator_config
+from coordinator.config import load_coordinator_config, split_host_port
 from fedoversight.errors import ConfigError
 
 NODE = """
@@ -68,3 +68,33 @@ def test_a_node_reads_exactly_one_data_source(tmp_path: Path) -> None:
     config = load_node_config(warehouse_only)
     assert config.warehouse is not None and config.data_dir is None
     assert config.warehouse.password_file == tmp_path / "secrets/pg"
+
+
+@pytest.mark.parametrize(
+    ("address", "host", "port"),
+    [
+        ("127.0.0.1:9464", "127.0.0.1", 9464),
+        ("[::1]:0", "::1", 0),
+        ("metrics.local:80", "metrics.local", 80),
+    ],
+)
+def test_the_metrics_address_is_host_and_port(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, address: str, host: str, port: int
+) -> None:
+    path = tmp_path / "coordinator.toml"
+    path.write_text("insecure = true\n")
+    assert load_coordinator_config(path).metrics_address is None  # off by default
+    monkeypatch.setenv("OVERSIGHT_METRICS_ADDRESS", address)
+    config = load_coordinator_config(path)
+    assert config.metrics_address == address
+    assert split_host_port(address) == (host, port)
+
+
+@pytest.mark.parametrize(
+    "address", ["9464", "127.0.0.1", ":9464", "127.0.0.1:65536", "::1:9464", "host:port", "a b:1"]
+)
+def test_a_metrics_address_not_host_and_port_is_refused(tmp_path: Path, address: str) -> None:
+    path = tmp_path / "coordinator.toml"
+    path.write_text(f'insecure = true\nmetrics_address = "{address}"\n')
+    with pytest.raises(ConfigError, match="metrics_address"):
+        load_coordinator_config(path)

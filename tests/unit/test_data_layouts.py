@@ -542,7 +542,7 @@ def test_check_names_a_wrong_encoding_on_the_command_line(tmp_path: Path) -> Non
     declared = subprocess.run(
         [*command, "--csv-encoding", "utf-8"], capture_output=True, text=True, env=env, timeout=120
     )
-    assert declared.returncode == 1
+    assert declared.returncode == 2  # an error (docs/operations.md, "Checking the data")
     assert "eligibility.csv is not valid UTF-8" in declared.stdout
     assert 'csv_encoding = "latin-1"' in declared.stdout
     assert SECRET not in declared.stdout + declared.stderr
@@ -554,7 +554,7 @@ def test_check_names_a_wrong_encoding_on_the_command_line(tmp_path: Path) -> Non
     missing = subprocess.run(
         [*command[:-1], str(tmp_path / "nowhere")], capture_output=True, text=True, env=env
     )
-    assert missing.returncode == 1
+    assert missing.returncode == 2
     assert missing.stdout.count("does not exist") == 1
     assert "missing_file" not in missing.stdout
 

@@ -419,6 +419,23 @@ def test_providers_cover_every_npi(carrier: dict[str, pd.DataFrame]) -> None:
     assert _distinct(institutional, "facility_npi") <= organisations
 
 
+def test_nothing_is_dated_before_the_member_was_born(carrier: dict[str, pd.DataFrame]) -> None:
+    """Items moved outside enrollment go before a newborn's enrollment, never before birth."""
+    elig = carrier["eligibility"]
+    born = (
+        pd.Series(_dates(elig, "birth_date").to_numpy(), index=elig["member_id"].to_numpy())
+        .groupby(level=0)
+        .min()
+    )
+    newborns = born[born >= pd.Timestamp("2026-02-01")].index
+    assert len(newborns) > 10, "newborns with a month before their birth to misdate into"
+    for table, column in (("medical_claims", "claim_start_date"), ("pharmacy_claims", "fill_date")):
+        frame = carrier[table]
+        members = frame["member_id"].to_numpy()
+        day = _dates(frame, column).to_numpy()
+        assert not (day < born.reindex(members).to_numpy()).any(), table
+
+
 def test_claims_outside_enrollment(carrier: dict[str, pd.DataFrame]) -> None:
     elig, med = carrier["eligibility"], carrier["medical_claims"]
     start = _dates(elig, "enrollment_start_date").clip(lower=pd.Timestamp("2026-01-01"))

@@ -7,7 +7,8 @@ PostgreSQL warehouse the same checks are pushed down: the catalog gives missing 
 columns, one aggregate per table counts empty required values, codes outside their set and
 spans ending before they start (those rows are left out, as from files), and the rules run on
 the rest; a row is located by its ``ctid``. The same data gives the same findings from both,
-row positions aside.
+row positions aside. A validation finding about rows lists the first few as a rule's does, from
+one more pass over the table (only for a table with such rows).
 """
 
 from __future__ import annotations
@@ -15,19 +16,29 @@ from __future__ import annotations
 import datetime
 import logging
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import duckdb
 from sqlglot import exp
 
-from carrier_node.data.plausibility import FILE, RuleFinding, Runner, evaluate
+from carrier_node.data.plausibility import (
+    FILE,
+    RuleFinding,
+    Runner,
+    evaluate,
+    flag_alias,
+    locate_flags,
+)
 from carrier_node.data.report import CheckReport, Finding, Severity
 from carrier_node.data.validation import (
     RANGE_CHECKS,
     CsvEncoding,
     Problem,
+    TableCheck,
     check_tables,
     directory_problem,
+    raw_scan,
 )
 from carrier_node.data.warehouse import PG_TYPES, PostgresSource, WarehouseConfig
 from fedoversight.errors import DataSourceError
@@ -41,7 +52,12 @@ def _col(name: str, table: str | None = None) -> exp.Column:
     return exp.column(name, table=table, quoted=True)
 
 
-def validation_finding(problem: Problem) -> Finding:
+def validation_finding(problem: Problem, first_rows: tuple[int | str, ...] = ()) -> Finding:
+    message = problem.describe()
+    if first_rows:
+        where = ", ".join(str(p) for p in first_rows)
+        more = ", …" if problem.rows > len(first_rows) else ""
+        message = f"{message} (first at {where}{more})"
     return Finding(
         "validation",
         problem.severity,
@@ -50,7 +66,21 @@ def validation_finding(problem: Problem) -> Finding:
         problem.column,
         problem.kind,
         problem.rows,
-        problem.describe(),
+        message,
+        first_rows,
+    )
+
+
+def _flags(scan: exp.Query, conditions: Sequence[exp.Expr]) -> exp.Select:
+    """``SELECT FILE, ROW, __flag_0, …`` over a scan: one boolean per condition and row."""
+    flags = [
+        exp.alias_(
+            exp.func("coalesce", exp.Paren(this=c.copy()), exp.false()), flag_alias(i), quoted=True
+        )
+        for i, c in enumerate(conditions)
+    ]
+    return exp.select(_col(FILE), _col(ROW), *flags).from_(
+        scan.copy().subquery(exp.to_identifier("scan", quoted=True))
     )
 
 
@@ -86,6 +116,34 @@ def _duckdb_runner(con: duckdb.DuckDBPyConnection) -> Runner:
     return run
 
 
+def _located_findings(check: TableCheck, run: Runner) -> list[Finding]:
+    """A table's validation findings, each row-level one with its first rows: one pass over
+    the table's files for all of its row-level problems (none when it has none). A problem of
+    a table of several files becomes one finding per file holding such rows, as a plausibility
+    rule's does, its rows numbered within that file."""
+    if check.file is None or not check.row_conditions:
+        return [validation_finding(p) for p in check.problems]
+    data_file = check.file
+    conditions = check.row_conditions
+    flags = _flags(raw_scan(data_file), [c.flags for c in conditions])
+    located = locate_flags(flags, len(conditions), run, "duckdb")
+    index = {(c.column, c.kind): i for i, c in enumerate(conditions)}
+    findings: list[Finding] = []
+    for problem in check.problems:
+        at = index.get((problem.column, problem.kind))
+        if at is None or problem.rows == 0:
+            findings.append(validation_finding(problem))
+            continue
+        per_file = sorted((f, found) for (i, f), found in located.items() if i == at)
+        if not data_file.is_directory:
+            rows_at = per_file[0][1][1] if per_file else ()
+            findings.append(validation_finding(problem, rows_at))
+            continue
+        for file, (rows, rows_at) in per_file:
+            findings.append(validation_finding(replace(problem, file=file, rows=rows), rows_at))
+    return findings
+
+
 def check_files(
     directory: Path, as_of: datetime.date, csv_encoding: CsvEncoding = "auto"
 ) -> CheckReport:
@@ -96,12 +154,15 @@ def check_files(
         return CheckReport(
             "files", str(directory), as_of, "file_row", (validation_finding(missing),)
         )
+    # No progress bar: DuckDB draws it on standard output, where the JSON report goes.
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
     try:
         checks = check_tables(con, Path(directory), csv_encoding)
-        findings = [validation_finding(p) for c in checks for p in c.problems]
+        run = _duckdb_runner(con)
+        findings = [f for c in checks for f in _located_findings(c, run)]
         scans = {c.table.name: c.located for c in checks if c.located is not None}
-        found = evaluate(scans, _duckdb_runner(con), "duckdb", as_of)
+        found = evaluate(scans, run, "duckdb", as_of)
     finally:
         con.close()
     findings.extend(plausibility_finding(f) for f in found)
@@ -146,6 +207,38 @@ def _conditions(
     return found
 
 
+def _warehouse_first_rows(
+    source: PostgresSource, relation: exp.Expr, name: str, conditions: Sequence[exp.Expr]
+) -> dict[int, tuple[int | str, ...]]:
+    """The ``ctid`` of the first rows each condition flags (by its index): two queries for a
+    table's conditions together, none when there are none."""
+    if not conditions:
+        return {}
+    flags = [
+        exp.alias_(
+            exp.func("coalesce", exp.Paren(this=c.copy()), exp.false()), flag_alias(i), quoted=True
+        )
+        for i, c in enumerate(conditions)
+    ]
+    query = exp.select(
+        exp.alias_(exp.Literal.string(name), FILE, quoted=True),
+        exp.alias_(exp.column("ctid", table="src"), ROW, quoted=True),
+        *flags,
+    ).from_(relation.copy())
+    located = locate_flags(
+        query, len(conditions), _arrow_runner(source), "postgres", row_as_text=True
+    )
+    return {index: rows_at for (index, _), (_, rows_at) in located.items()}
+
+
+def _arrow_runner(source: PostgresSource) -> Runner:
+    def run(sql: str) -> Sequence[tuple[object, ...]]:
+        result = source.execute_arrow(sql)
+        return list(zip(*(c.to_pylist() for c in result.columns), strict=True))
+
+    return run
+
+
 def _warehouse_table(
     source: PostgresSource, schema: str, table: Table, present: set[str]
 ) -> tuple[list[Finding], exp.Select | None]:
@@ -182,15 +275,16 @@ def _warehouse_table(
     total, flagged = values[0], values[1 : 1 + len(conditions)]
     present_values = values[1 + len(conditions) :]
     unusable = False
-    for (column, kind, _), count, valued in zip(conditions, flagged, present_values, strict=True):
-        if not count:
-            continue
+    fired = [i for i, count in enumerate(flagged) if count]
+    first_rows = _warehouse_first_rows(source, relation, name, [conditions[i][2] for i in fired])
+    for at, i in enumerate(fired):
+        column, kind, _ = conditions[i]
+        count, valued = flagged[i], present_values[i]
         whole = count == (valued if kind == "invalid_value" else total) and kind != "bad_range"
         unusable = unusable or whole
         severity: Severity = "error" if whole else "warning"
-        findings.append(
-            validation_finding(Problem(table.name, name, column, kind, count, severity))
-        )
+        problem = Problem(table.name, name, column, kind, count, severity)
+        findings.append(validation_finding(problem, first_rows.get(at, ())))
     if unusable:
         return findings, None
     scan = exp.select(
@@ -237,11 +331,7 @@ def check_warehouse(config: WarehouseConfig, as_of: datetime.date) -> CheckRepor
             if scan is not None:
                 scans[table.name] = scan
 
-        def run(sql: str) -> Sequence[tuple[object, ...]]:
-            result = source.execute_arrow(sql)
-            return list(zip(*(c.to_pylist() for c in result.columns), strict=True))
-
-        found = evaluate(scans, run, "postgres", as_of, row_as_text=True)
+        found = evaluate(scans, _arrow_runner(source), "postgres", as_of, row_as_text=True)
     finally:
         source.close()
     findings.extend(plausibility_finding(f) for f in found)

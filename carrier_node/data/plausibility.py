@@ -84,7 +84,7 @@ def _uses_birth_date(rules: Sequence[Rule]) -> bool:
     return any(c.name == MEMBER_BIRTH_DATE for r in rules for c in r.flags.find_all(exp.Column))
 
 
-def _flag_alias(index: int) -> str:
+def flag_alias(index: int) -> str:
     return f"__flag_{index}"
 
 
@@ -128,7 +128,7 @@ def _flags_query(
     flags = [
         exp.alias_(
             exp.func("coalesce", exp.Paren(this=_bind_as_of(rule.flags, as_of)), exp.false()),
-            _flag_alias(i),
+            flag_alias(i),
             quoted=True,
         )
         for i, rule in enumerate(rules)
@@ -136,17 +136,17 @@ def _flags_query(
     return exp.select(_col(FILE), _col(ROW), *flags).from_(derived.subquery(_ident("derived")))
 
 
-def _counts_query(flags: exp.Select, rules: Sequence[Rule]) -> exp.Select:
+def _counts_query(flags: exp.Select, count: int) -> exp.Select:
     # Every output column named: a source may key its result by column name.
     counts = [
         exp.alias_(
             exp.Filter(
-                this=exp.Count(this=exp.Star()), expression=exp.Where(this=_col(_flag_alias(i)))
+                this=exp.Count(this=exp.Star()), expression=exp.Where(this=_col(flag_alias(i)))
             ),
             f"__count_{i}",
             quoted=True,
         )
-        for i in range(len(rules))
+        for i in range(count)
     ]
     return (
         exp.select(_col(FILE), *counts).from_(flags.subquery(_ident("flags"))).group_by(_col(FILE))
@@ -166,7 +166,7 @@ def _first_rows_query(
         ranked = (
             exp.select(_col(FILE), _col(ROW), exp.alias_(rank, "__rank", quoted=True))
             .from_(exp.Table(this=_ident("flags")))
-            .where(_col(_flag_alias(index)))
+            .where(_col(flag_alias(index)))
         )
         row: exp.Expr = _col(ROW)
         if row_as_text:
@@ -185,6 +185,42 @@ def _first_rows_query(
         query = exp.union(query, part, distinct=False)
     # The flags once, as a common table: each rule's part reads it.
     return query.with_(_ident("flags"), as_=flags, copy=False)
+
+
+def locate_flags(
+    flags: exp.Select,
+    count: int,
+    run: Runner,
+    dialect: str,
+    *,
+    row_as_text: bool = False,
+    first: int = FIRST_ROWS,
+) -> dict[tuple[int, str], tuple[int, tuple[int | str, ...]]]:
+    """Where the flags of a ``SELECT FILE, ROW, __flag_0, … __flag_{count-1}`` are true:
+    ``(flag index, file) -> (rows flagged, the first few positions in source order)``.
+
+    Two queries: the count of each flag per file, then (only when some flag is true) the first
+    positions of the flags that are.
+    """
+    counts = run(_counts_query(flags, count).sql(dialect=dialect))
+    per_file: dict[tuple[int, str], int] = {}
+    for row in counts:
+        file = str(row[0])
+        for index, n in enumerate(row[1:]):
+            if n:
+                per_file[(index, file)] = _number(n)
+    if not per_file:
+        return {}
+    fired = sorted({index for index, _ in per_file})
+    positions: dict[tuple[int, str], list[int | str]] = {}
+    listed = run(_first_rows_query(flags, fired, row_as_text, first).sql(dialect=dialect))
+    for flag_index, flag_file, position in listed:
+        value: int | str = str(position) if row_as_text else _number(position)
+        positions.setdefault((_number(flag_index), str(flag_file)), []).append(value)
+    return {
+        key: (n, tuple(sorted(positions.get(key, []), key=_position_order)))
+        for key, n in per_file.items()
+    }
 
 
 def evaluate(
@@ -211,26 +247,11 @@ def evaluate(
         if table.name not in scans or not rules:
             continue
         flags = _flags_query(table.name, rules, scans, as_of)
-        counts = run(_counts_query(flags, rules).sql(dialect=dialect))
-        per_file: dict[tuple[int, str], int] = {}
-        for row in counts:
-            file = str(row[0])
-            for index, count in enumerate(row[1:]):
-                if count:
-                    per_file[(index, file)] = _number(count)
-        if not per_file:
-            continue
-        fired = sorted({index for index, _ in per_file})
-        positions: dict[tuple[int, str], list[int | str]] = {}
-        listed = run(_first_rows_query(flags, fired, row_as_text, first).sql(dialect=dialect))
-        for rule_index, rule_file, position in listed:
-            value: int | str = str(position) if row_as_text else _number(position)
-            positions.setdefault((_number(rule_index), str(rule_file)), []).append(value)
-        for index, file in sorted(per_file):
-            rows_at = sorted(positions.get((index, file), []), key=_position_order)
-            findings.append(
-                RuleFinding(rules[index], file, per_file[(index, file)], tuple(rows_at))
-            )
+        located = locate_flags(
+            flags, len(rules), run, dialect, row_as_text=row_as_text, first=first
+        )
+        for (index, file), (count, rows_at) in sorted(located.items()):
+            findings.append(RuleFinding(rules[index], file, count, rows_at))
     return findings
 
 

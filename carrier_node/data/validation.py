@@ -354,6 +354,16 @@ def raw_scan(data_file: DataFile) -> exp.Query:
 
 
 @dataclass(frozen=True)
+class RowCondition:
+    """The rows of one row-level problem: a condition over :func:`raw_scan`'s columns (true,
+    false or NULL for a row it does not flag)."""
+
+    column: str | None
+    kind: str
+    flags: exp.Expr
+
+
+@dataclass(frozen=True)
 class TableCheck:
     """The outcome of checking one table."""
 
@@ -371,6 +381,10 @@ class TableCheck:
     #: The view's rows with where each is: its columns and ``__file``, ``__row`` (see
     #: :func:`raw_scan`); reads whole files, for locating rows. None when :attr:`view` is.
     located: exp.Select | None = None
+    #: What flags the rows of each row-level problem (``(column, kind)`` of a problem with
+    #: rows: a value that does not parse or is outside its set, an empty required value, a
+    #: span ending before it starts, a repeated key), over the columns of :func:`raw_scan`.
+    row_conditions: tuple[RowCondition, ...] = ()
 
     @property
     def usable(self) -> bool:
@@ -921,27 +935,39 @@ def _check_files(
         slot = slots.get((column, name))
         return 0 if slot is None else values[slot]
 
+    conditions: list[RowCondition] = []
     for plan in plans:
         if plan.raw is None:
             continue
         name = plan.column.name
         nonnull = stat(name, "nonnull")
         fail, code, null = stat(name, "fail"), stat(name, "code"), stat(name, "null")
+        unparsed = exp.and_(_not_null(plan.raw), _is_null(plan.typed))
         if fail and fail == nonnull:
             problems.append(problem(name, "wrong_type", fail, "error"))
-        elif code and fail + code == nonnull:
-            problems.append(problem(name, "invalid_value", nonnull, "error"))
+            conditions.append(RowCondition(name, "wrong_type", unparsed))
         elif fail + code:
-            problems.append(problem(name, "invalid_value", fail + code, "warning"))
-        if null and null == total:
-            problems.append(problem(name, "null_required", null, "error"))
-        elif null:
-            problems.append(problem(name, "null_required", null, "warning"))
+            severity: Severity = "error" if code and fail + code == nonnull else "warning"
+            problems.append(problem(name, "invalid_value", fail + code, severity))
+            flagged = [unparsed] if plan.can_fail else []
+            if plan.column.values is not None:
+                outside = exp.Not(this=plan.typed.copy().isin(*sorted(plan.column.values)))
+                flagged.append(exp.and_(_not_null(plan.typed), outside))
+            conditions.append(RowCondition(name, "invalid_value", exp.or_(*flagged)))
+        if null:
+            problems.append(
+                problem(name, "null_required", null, "error" if null == total else "warning")
+            )
+            conditions.append(RowCondition(name, "null_required", _is_null(plan.raw)))
     if span is not None and (bad := stat(RANGE_CHECKS[table.name][1], "bad_range")):
         problems.append(problem(RANGE_CHECKS[table.name][1], "bad_range", bad, "warning"))
+        before = exp.LT(this=span[1].copy(), expression=span[0].copy())
+        conditions.append(RowCondition(RANGE_CHECKS[table.name][1], "bad_range", before))
 
     if any(p.severity == "error" for p in problems):
-        return _Outcome(table, data_file, tuple(problems), None, total, total)
+        return _Outcome(
+            table, data_file, tuple(problems), None, total, total, row_conditions=tuple(conditions)
+        )
 
     typed = [exp.alias_(p.typed.copy(), p.column.name, quoted=True) for p in plans]
     view = exp.select(*typed).from_(data_file.source())
@@ -968,8 +994,31 @@ def _check_files(
             return unreadable(error, total)
         if repeated:
             problems.append(problem(None, "duplicate_key", repeated, "warning"))
+            key_plans = [p for p in plans if p.column.name in key]
+            conditions.append(RowCondition(None, "duplicate_key", _repeats_earlier(key_plans)))
     logger.info("%s: %s holds %d rows, %d excluded", table.name, file_name, total, excluded)
-    return _Outcome(table, data_file, tuple(problems), view, total, excluded, located)
+    return _Outcome(
+        table, data_file, tuple(problems), view, total, excluded, located, tuple(conditions)
+    )
+
+
+def _repeats_earlier(key: Sequence[_ColumnPlan]) -> exp.Expr:
+    """A row repeating the key of an earlier row (of an earlier file, or earlier in its file),
+    as :func:`_count_repeated` counts them: rows with a required part of the key empty are
+    not repeats."""
+    rank = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[p.typed.copy() for p in key],
+        order=exp.Order(
+            expressions=[
+                exp.Ordered(this=exp.column(FILE_COLUMN, quoted=True)),
+                exp.Ordered(this=exp.column(ROW_COLUMN, quoted=True)),
+            ]
+        ),
+    )
+    later = exp.GT(this=rank, expression=exp.Literal.number(1))
+    present = [_not_null(p.typed) for p in key if not p.column.nullable]
+    return exp.and_(later, *present)
 
 
 def _count_repeated(
@@ -1009,6 +1058,7 @@ def check_directory(directory: Path, csv_encoding: CsvEncoding = "auto") -> list
     if missing is not None:
         return [missing]
     con = duckdb.connect(":memory:")
+    con.execute("SET enable_progress_bar = false")
     try:
         checks = check_tables(con, Path(directory), csv_encoding)
         return [p for check in checks for p in check.problems]

@@ -99,8 +99,21 @@ def test_the_warehouse_gives_the_findings_of_the_files(
         ("sex", "invalid_value", 1, "warning"),
         ("program", "null_required", 1, "warning"),
     }
-    # The same rows: each ctid reported is the row of the file row number reported.
+    # The same rows: each ctid reported is the row of the file row number reported, for a
+    # validation finding as for a rule's.
     ranks = ranks_by_ctid(warehouse)
+    frame = pd.read_csv(directory / "eligibility.csv", dtype=str, keep_default_na=False)
+    planted = {
+        "sex": [i + 1 for i in frame.index[frame["sex"] == "X"]],
+        "program": [i + 1 for i in frame.index[frame["program"] == ""]],
+    }
+    for report in (files, pg):
+        located = {
+            f.column: [ranks[(f.table, r)] if isinstance(r, str) else r for r in f.first_rows]
+            for f in report.findings
+            if f.kind == "validation" and f.rule != "duplicate_key"  # files only: see summary
+        }
+        assert located == planted, report.source
     by_key = {(f.table, f.column, f.rule): f for f in files.findings if f.kind == "plausibility"}
     for f in pg.findings:
         if f.kind != "plausibility":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import gzip
+import json
 import os
 import subprocess
 import sys
@@ -29,6 +30,7 @@ from carrier_node.data.validation import (
     raw_scan,
 )
 from fedoversight.errors import DataSourceError
+from tests.plausibility_kit import clean_extract
 from tests.unit.test_datasource import (
     SECRET,
     Format,
@@ -590,3 +592,109 @@ def test_csv_dialects_are_found_once_and_read_alike(
         assert all(
             "auto_detect = false" in found[t].lower() for t in ("eligibility", "medical_claims")
         )
+
+
+# --- row numbers of validation findings --------------------------------------------------------
+
+#: Rows (0-based in the extract's eligibility file) planted with each problem, kept apart.
+PLANTED_ELIGIBILITY: dict[tuple[str, str], list[int]] = {
+    ("sex", "invalid_value"): [3, 40, 41, 97, 150, 222, 301],
+    ("birth_date", "invalid_value"): [12, 260],
+    ("member_id", "null_required"): [77],
+    ("enrollment_end_date", "bad_range"): [5, 280],
+}
+
+
+def plant_validation_problems(directory: Path) -> pd.DataFrame:
+    """Eligibility rows a validation excludes (a secret in a value that does not parse), and
+    two medical claim lines repeated at the end of their file."""
+    path = directory / "eligibility.csv"
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    for (column, kind), rows in PLANTED_ELIGIBILITY.items():
+        if kind == "invalid_value":
+            frame.loc[rows, column] = "X" if column == "sex" else SECRET
+        elif kind == "null_required":
+            frame.loc[rows, column] = ""
+        else:
+            frame.loc[rows, "enrollment_start_date"] = "2026-01-31"
+            frame.loc[rows, "enrollment_end_date"] = "2026-01-01"
+    frame.to_csv(path, index=False)
+    claims_path = directory / "medical_claims.csv"
+    claims = pd.read_csv(claims_path, dtype=str, keep_default_na=False)
+    pd.concat([claims, claims.iloc[[0, 5]]]).to_csv(claims_path, index=False)
+    return frame
+
+
+def check_json(directory: Path) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    cli = "from carrier_node.cli import main; main()"
+    done = subprocess.run(
+        [sys.executable, "-c", cli, "check", "--data", str(directory), "--format", "json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert SECRET not in done.stdout + done.stderr
+    document = json.loads(done.stdout)
+    assert isinstance(document, dict)
+    # Errors come from plausibility rules the planted rows trip (validation's are warnings).
+    assert done.returncode == document["exit_code"] == 2, done.stderr
+    return document
+
+
+def validation_rows(document: dict[str, object]) -> dict[tuple[str, str, str, str], object]:
+    findings = document["findings"]
+    assert isinstance(findings, list)
+    return {
+        (f["table"], f["file"], f["column"] or "", f["rule"]): (f["rows"], f["first_rows"])
+        for f in findings
+        if f["kind"] == "validation"
+    }
+
+
+def test_validation_findings_give_their_first_rows_in_a_csv_file(tmp_path: Path) -> None:
+    directory = clean_extract(tmp_path)
+    plant_validation_problems(directory)
+    claim_lines = len(pd.read_csv(directory / "medical_claims.csv", dtype=str))
+    got = validation_rows(check_json(directory))
+    expected: dict[tuple[str, str, str, str], object] = {
+        ("eligibility", "eligibility.csv", column, kind): (len(rows), [r + 1 for r in rows][:5])
+        for (column, kind), rows in PLANTED_ELIGIBILITY.items()
+    }
+    # The repeats are the last two lines: the earlier of each key is not one.
+    expected[("medical_claims", "medical_claims.csv", "", "duplicate_key")] = (
+        2,
+        [claim_lines - 1, claim_lines],
+    )
+    assert got == expected
+
+
+def test_validation_findings_give_their_first_rows_in_parquet_partitions(
+    tmp_path: Path,
+) -> None:
+    directory = clean_extract(tmp_path)
+    frame = plant_validation_problems(directory)
+    (directory / "eligibility.csv").unlink()
+    # Parquet keeps an empty text as a value: a required value is empty when it is null.
+    frame = frame.astype(object)
+    frame.loc[PLANTED_ELIGIBILITY[("member_id", "null_required")], "member_id"] = None
+    half = 200
+    names = []
+    for folder, rows in (
+        ("year=2026/month=01", frame.iloc[:half]),
+        ("year=2026/month=02", frame.iloc[half:]),
+    ):
+        target = directory / "eligibility" / folder
+        target.mkdir(parents=True)
+        rows.to_parquet(target / "part-0.parquet", index=False)
+        names.append(f"eligibility/{folder}/part-0.parquet")
+    got = {k: v for k, v in validation_rows(check_json(directory)).items() if k[0] == "eligibility"}
+    expected: dict[tuple[str, str, str, str], object] = {}
+    for (column, kind), rows in PLANTED_ELIGIBILITY.items():
+        early = [r + 1 for r in rows if r < half]
+        late = [r + 1 - half for r in rows if r >= half]
+        for name, numbers in zip(names, (early, late), strict=True):
+            if numbers:
+                expected[("eligibility", name, column, kind)] = (len(numbers), numbers[:5])
+    assert got == expected

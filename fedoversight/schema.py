@@ -3,8 +3,9 @@ carrier; the node, the synthetic generator and ``docs/data-dictionary.md``, gene
 ``scripts/gen_docs.py``, all read this one declaration).
 
 Codes are strings (leading zeros kept), dates ISO dates, amounts decimal dollars. The
-``description``, ``dimension`` and ``code_list`` of a column (and a table's ``description``) are
-documentation: nothing checks or computes with them.
+``description``, ``dimension``, ``code_list`` and ``example`` of a column (and a table's
+``description``) are documentation: the node neither checks nor computes with them (a test
+checks every example as the node checks a value).
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ class Column:
     #: The shipped code list (a file of ``fedoversight/codelists/``) the values are expected to
     #: come from; a value outside it is kept (documentation only).
     code_list: str | None = None
+    #: A value as a carrier's file holds it (synthetic: no real person), valid under the
+    #: column's type and code set (documentation; a test checks it as the node would).
+    example: str = ""
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,19 @@ C, D, M, B, N, INT = (
     ColumnType.NUMBER,
     ColumnType.INT,
 )
+#: Examples of the ten diagnosis columns (common chronic conditions, ICD-10-CM without the dot).
+_DIAGNOSIS_EXAMPLES = (
+    "E119",
+    "I10",
+    "E785",
+    "J449",
+    "N183",
+    "K219",
+    "M545",
+    "F329",
+    "G4733",
+    "Z7984",
+)
 CLAIM_STATUSES = frozenset({"paid", "denied", "reversed", "adjusted"})
 
 _STATUS = (
@@ -88,6 +105,7 @@ ELIGIBILITY = Table(
         Column(
             "member_id",
             C,
+            example="M000123",
             description=(
                 "The carrier's identifier of the member, the same in every table and over time."
                 " It never leaves the node."
@@ -96,6 +114,7 @@ ELIGIBILITY = Table(
         Column(
             "program",
             C,
+            example="FEHB",
             values=frozenset({"FEHB", "PSHB"}),
             dimension=Dimension.PROGRAM,
             description=(
@@ -106,6 +125,7 @@ ELIGIBILITY = Table(
         Column(
             "plan_code",
             C,
+            example="JN1",
             dimension=Dimension.PLAN_CODE,
             description=(
                 "The plan and option the member is enrolled in, as the program codes it (upper-case"
@@ -115,6 +135,7 @@ ELIGIBILITY = Table(
         Column(
             "birth_date",
             D,
+            example="1968-04-12",
             dimension=Dimension.AGE_BAND,
             description=(
                 "Date of birth. Age is in whole years on the first day of each month (on the"
@@ -124,6 +145,7 @@ ELIGIBILITY = Table(
         Column(
             "sex",
             C,
+            example="F",
             values=frozenset({"F", "M", "U"}),
             dimension=Dimension.SEX,
             description="F (female), M (male) or U (unknown).",
@@ -131,14 +153,21 @@ ELIGIBILITY = Table(
         Column(
             "state",
             C,
+            example="MD",
             nullable=True,
             dimension=Dimension.STATE,
             description=("State of residence: two-letter USPS code (e.g. MD); empty when unknown."),
         ),
-        Column("enrollment_start_date", D, description="First day of coverage of the span."),
+        Column(
+            "enrollment_start_date",
+            D,
+            description="First day of coverage of the span.",
+            example="2026-01-01",
+        ),
         Column(
             "enrollment_end_date",
             D,
+            example="2026-09-30",
             nullable=True,
             description=(
                 "Last day of coverage of the span (the span includes it); empty while the span is"
@@ -148,6 +177,7 @@ ELIGIBILITY = Table(
         Column(
             "medicare_primary",
             B,
+            example="false",
             dimension=Dimension.MEDICARE_PRIMARY,
             description=(
                 "True when Medicare pays first for the member during the span (the plan pays"
@@ -157,6 +187,7 @@ ELIGIBILITY = Table(
         Column(
             "subscriber_id",
             C,
+            example="M000123",
             required=False,
             nullable=True,
             description=(
@@ -167,6 +198,7 @@ ELIGIBILITY = Table(
         Column(
             "relationship",
             C,
+            example="self",
             required=False,
             nullable=True,
             description=(
@@ -177,6 +209,7 @@ ELIGIBILITY = Table(
         Column(
             "death_date",
             D,
+            example="2026-09-14",
             required=False,
             nullable=True,
             description=(
@@ -187,6 +220,7 @@ ELIGIBILITY = Table(
         Column(
             "enrollee_type",
             C,
+            example="active",
             required=False,
             nullable=True,
             values=frozenset({"active", "annuitant", "survivor"}),
@@ -199,6 +233,7 @@ ELIGIBILITY = Table(
         Column(
             "coverage_tier",
             C,
+            example="self_plus_one",
             required=False,
             nullable=True,
             description=(
@@ -208,6 +243,7 @@ ELIGIBILITY = Table(
         Column(
             "hdhp",
             B,
+            example="false",
             required=False,
             nullable=True,
             description=("True when the plan option is a high-deductible health plan."),
@@ -228,16 +264,18 @@ MEDICAL_CLAIMS = Table(
         Column(
             "claim_id",
             C,
+            example="C00004567",
             description=(
                 "The carrier's identifier of the claim, shared by its lines and their versions."
             ),
         ),
-        Column("claim_line", INT, description="Line number within the claim."),
-        Column("claim_status", C, values=CLAIM_STATUSES, description=_STATUS),
-        Column("member_id", C, description=_MEMBER),
+        Column("claim_line", INT, description="Line number within the claim.", example="1"),
+        Column("claim_status", C, values=CLAIM_STATUSES, description=_STATUS, example="paid"),
+        Column("member_id", C, description=_MEMBER, example="M000123"),
         Column(
             "claim_type",
             C,
+            example="institutional",
             values=frozenset({"institutional", "professional"}),
             description=(
                 "institutional (a facility's bill, 837I / UB-04) or professional (a"
@@ -247,12 +285,19 @@ MEDICAL_CLAIMS = Table(
         Column(
             "claim_start_date",
             D,
+            example="2026-03-02",
             description=("First date of service of the line; it dates the line to a month."),
         ),
-        Column("claim_end_date", D, description="Last date of service of the line."),
+        Column(
+            "claim_end_date",
+            D,
+            description="Last date of service of the line.",
+            example="2026-03-05",
+        ),
         Column(
             "admission_date",
             D,
+            example="2026-03-02",
             nullable=True,
             description=(
                 "Admission date of an inpatient claim: an acute stay starts here (else at"
@@ -262,6 +307,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "discharge_date",
             D,
+            example="2026-03-05",
             nullable=True,
             description=(
                 "Discharge date of an inpatient claim: an acute stay ends here (else at"
@@ -271,6 +317,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "discharge_status",
             C,
+            example="01",
             nullable=True,
             description=(
                 "Patient discharge status code of an institutional claim (two digits, e.g. 01"
@@ -280,6 +327,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "place_of_service",
             C,
+            example="11",
             nullable=True,
             code_list="place_of_service.csv",
             description=(
@@ -290,6 +338,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "bill_type",
             C,
+            example="111",
             nullable=True,
             description=(
                 "Type of bill of an institutional claim, three digits without the leading zero"
@@ -299,6 +348,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "revenue_code",
             C,
+            example="0450",
             nullable=True,
             code_list="revenue_center.csv",
             description=(
@@ -309,12 +359,14 @@ MEDICAL_CLAIMS = Table(
         Column(
             "hcpcs",
             C,
+            example="99213",
             nullable=True,
             description=("HCPCS / CPT procedure code of the line (five characters, e.g. 99213)."),
         ),
         Column(
             "drg",
             C,
+            example="470",
             nullable=True,
             code_list="ms_drg.csv",
             description=("MS-DRG of an inpatient claim, three digits (e.g. 470)."),
@@ -328,12 +380,14 @@ MEDICAL_CLAIMS = Table(
                     f"{'Principal' if i == 1 else 'Additional'} diagnosis ({i} of 10): ICD-10-CM"
                     " code without the dot (e.g. E119)."
                 ),
+                example=example,
             )
-            for i in range(1, 11)
+            for i, example in enumerate(_DIAGNOSIS_EXAMPLES, start=1)
         ),
         Column(
             "facility_npi",
             C,
+            example="1987654328",
             nullable=True,
             description=(
                 "NPI (ten digits) of the facility; a member's inpatient lines at one facility whose"
@@ -343,37 +397,42 @@ MEDICAL_CLAIMS = Table(
         Column(
             "rendering_npi",
             C,
+            example="1234567893",
             nullable=True,
             description=("NPI (ten digits) of the practitioner who rendered the service."),
         ),
         Column(
             "in_network",
             B,
+            example="true",
             nullable=True,
             description=(
                 "True when the provider was in the plan's network for this line; empty when"
                 " unknown."
             ),
         ),
-        Column("charge_amount", M, description="Billed charges (dollars)."),
+        Column("charge_amount", M, description="Billed charges (dollars).", example="1250.00"),
         Column(
             "allowed_amount",
             M,
+            example="812.40",
             description=(
                 "Amount allowed under the plan's terms: what the plan pays plus the member's share"
                 " (dollars)."
             ),
         ),
-        Column("paid_amount", M, description="Amount the plan paid (dollars)."),
+        Column("paid_amount", M, description="Amount the plan paid (dollars).", example="712.40"),
         Column(
             "paid_date",
             D,
+            example="2026-03-20",
             nullable=True,
             description=("Date the plan paid this row; empty when unpaid (e.g. denied)."),
         ),
         Column(
             "deductible_amount",
             M,
+            example="50.00",
             required=False,
             nullable=True,
             description=("Member's deductible on the line (dollars); empty counts as zero."),
@@ -381,6 +440,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "coinsurance_amount",
             M,
+            example="30.00",
             required=False,
             nullable=True,
             description=("Member's coinsurance on the line (dollars); empty counts as zero."),
@@ -388,6 +448,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "copay_amount",
             M,
+            example="20.00",
             required=False,
             nullable=True,
             description=("Member's copay on the line (dollars); empty counts as zero."),
@@ -395,6 +456,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "denial_reason",
             C,
+            example="CO-50",
             required=False,
             nullable=True,
             description=(
@@ -405,6 +467,7 @@ MEDICAL_CLAIMS = Table(
         Column(
             "claim_version",
             INT,
+            example="1",
             required=False,
             nullable=True,
             description=(
@@ -427,20 +490,30 @@ PHARMACY_CLAIMS = Table(
     "pharmacy_claims",
     (
         Column(
-            "claim_id", C, description=("The carrier's identifier of the fill, shared by its rows.")
+            "claim_id",
+            C,
+            description=("The carrier's identifier of the fill, shared by its rows."),
+            example="R00007890",
         ),
-        Column("claim_status", C, values=CLAIM_STATUSES, description=_STATUS),
-        Column("member_id", C, description=_MEMBER),
-        Column("fill_date", D, description="Date dispensed; it dates the row to a month."),
+        Column("claim_status", C, values=CLAIM_STATUSES, description=_STATUS, example="paid"),
+        Column("member_id", C, description=_MEMBER, example="M000123"),
+        Column(
+            "fill_date",
+            D,
+            description="Date dispensed; it dates the row to a month.",
+            example="2026-03-10",
+        ),
         Column(
             "paid_date",
             D,
+            example="2026-03-12",
             nullable=True,
             description=("Date the plan paid this row; empty when unpaid."),
         ),
         Column(
             "ndc",
             C,
+            example="00002771001",
             description=(
                 "National Drug Code: eleven digits (5-4-2, without hyphens), leading zeros kept."
             ),
@@ -448,6 +521,7 @@ PHARMACY_CLAIMS = Table(
         Column(
             "drug_class",
             C,
+            example="antidiabetic",
             nullable=True,
             dimension=Dimension.DRUG_CLASS,
             description=(
@@ -455,12 +529,15 @@ PHARMACY_CLAIMS = Table(
                 " `antidiabetic` and `statin`)."
             ),
         ),
-        Column("quantity", N, description="Quantity dispensed (metric decimal units)."),
-        Column("days_supply", INT, description="Days of supply dispensed."),
-        Column("generic", B, description="True for a generic drug."),
+        Column(
+            "quantity", N, description="Quantity dispensed (metric decimal units).", example="60"
+        ),
+        Column("days_supply", INT, description="Days of supply dispensed.", example="30"),
+        Column("generic", B, description="True for a generic drug.", example="true"),
         Column(
             "specialty",
             B,
+            example="false",
             required=False,
             nullable=True,
             description=(
@@ -471,18 +548,21 @@ PHARMACY_CLAIMS = Table(
         Column(
             "channel",
             C,
+            example="retail",
             values=frozenset({"retail", "mail", "specialty"}),
             description=("Where it was dispensed: retail, mail-order or specialty pharmacy."),
         ),
         Column(
             "allowed_amount",
             M,
+            example="24.50",
             description=("Amount allowed: what the plan pays plus the member's share (dollars)."),
         ),
-        Column("paid_amount", M, description="Amount the plan paid (dollars)."),
+        Column("paid_amount", M, description="Amount the plan paid (dollars).", example="14.50"),
         Column(
             "member_paid_amount",
             M,
+            example="10.00",
             description=("What the member paid: deductible, coinsurance and copay (dollars)."),
         ),
     ),
@@ -496,13 +576,19 @@ PHARMACY_CLAIMS = Table(
 PROVIDERS = Table(
     "providers",
     (
-        Column("npi", C, description="National Provider Identifier (ten digits)."),
         Column(
-            "entity_type", C, description=("NPPES entity type: 1 an individual, 2 an organisation.")
+            "npi", C, description="National Provider Identifier (ten digits).", example="1234567893"
+        ),
+        Column(
+            "entity_type",
+            C,
+            description=("NPPES entity type: 1 an individual, 2 an organisation."),
+            example="1",
         ),
         Column(
             "taxonomy",
             C,
+            example="207Q00000X",
             nullable=True,
             description=(
                 "Primary health care provider taxonomy code (ten characters, e.g. 207Q00000X)."
@@ -511,10 +597,16 @@ PROVIDERS = Table(
         Column(
             "state",
             C,
+            example="MD",
             nullable=True,
             description=("State of the practice location: two-letter USPS code."),
         ),
-        Column("in_network", B, description="True when the provider is in the plan's network."),
+        Column(
+            "in_network",
+            B,
+            description="True when the provider is in the plan's network.",
+            example="true",
+        ),
     ),
     required=False,
     description="One provider (a practitioner or an organisation) the claims name by NPI.",
@@ -526,6 +618,7 @@ REBATES = Table(
         Column(
             "quarter",
             C,
+            example="2026Q1",
             description=(
                 "Calendar quarter the rebate is for: YYYYQn or YYYY-Qn (e.g. 2026Q1; case and"
                 " spaces around it do not matter)."
@@ -534,6 +627,7 @@ REBATES = Table(
         Column(
             "drug_class",
             C,
+            example="antidiabetic",
             required=False,
             nullable=True,
             dimension=Dimension.DRUG_CLASS,
@@ -545,12 +639,16 @@ REBATES = Table(
         Column(
             "ndc",
             C,
+            example="00002771001",
             required=False,
             nullable=True,
             description=("NDC the rebate is for, when it is given per drug."),
         ),
         Column(
-            "rebate_amount", M, description=("Amount received from the manufacturer (dollars).")
+            "rebate_amount",
+            M,
+            description=("Amount received from the manufacturer (dollars)."),
+            example="15250.00",
         ),
     ),
     required=False,

@@ -280,13 +280,13 @@ def table_section(table: Table) -> list[str]:
             "",
         ]
     lines += [
-        "| column | type | presence | meaning | values | when a value is bad |",
-        "|---|---|---|---|---|---|",
+        "| column | type | presence | meaning | values | example | when a value is bad |",
+        "|---|---|---|---|---|---|---|",
     ]
     for c in table.columns:
         lines.append(
             f"| {code(c.name)} | {c.type} | {presence(c)} | {cell(c.description)} |"
-            f" {cell(allowed(c))} | {cell(when_bad(table, c))} |"
+            f" {cell(allowed(c))} | {code(c.example)} | {cell(when_bad(table, c))} |"
         )
     return [*lines, ""]
 
@@ -391,6 +391,10 @@ def render() -> str:
         " aggregates leave ([disclosure.md](disclosure.md)). The node reads them from a"
         " directory (`data_dir` in `node.toml`) or from a PostgreSQL schema (`[warehouse]`);"
         " [operations.md](operations.md) covers running it.",
+        "",
+        "Each column's *example* is a value as a CSV file would hold it, valid for the column"
+        " (a test checks each as the node checks a value). The examples are made up: no real"
+        " member, claim or provider.",
         "",
         *table_index(),
         "",

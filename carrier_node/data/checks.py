@@ -117,7 +117,7 @@ def _duckdb_runner(con: duckdb.DuckDBPyConnection) -> Runner:
 
 
 def _located_findings(check: TableCheck, run: Runner) -> list[Finding]:
-    """A table's validation findings, each row-level one with its first rows: one pass over
+    """A table's validation findings, each row-level one with its first rows: one query over
     the table's files for all of its row-level problems (none when it has none). A problem of
     a table of several files becomes one finding per file holding such rows, as a plausibility
     rule's does, its rows numbered within that file."""
@@ -126,7 +126,8 @@ def _located_findings(check: TableCheck, run: Runner) -> list[Finding]:
     data_file = check.file
     conditions = check.row_conditions
     flags = _flags(raw_scan(data_file), [c.flags for c in conditions])
-    located = locate_flags(flags, len(conditions), run, "duckdb")
+    # Each condition flags some row (it is recorded for a problem with rows): one query.
+    located = locate_flags(flags, len(conditions), run, "duckdb", all_true=True)
     index = {(c.column, c.kind): i for i, c in enumerate(conditions)}
     findings: list[Finding] = []
     for problem in check.problems:
@@ -210,8 +211,8 @@ def _conditions(
 def _warehouse_first_rows(
     source: PostgresSource, relation: exp.Expr, name: str, conditions: Sequence[exp.Expr]
 ) -> dict[int, tuple[int | str, ...]]:
-    """The ``ctid`` of the first rows each condition flags (by its index): two queries for a
-    table's conditions together, none when there are none."""
+    """The ``ctid`` of the first rows each condition flags (by its index; each flags some row):
+    one query for a table's conditions together, none when there are none."""
     if not conditions:
         return {}
     flags = [
@@ -226,7 +227,7 @@ def _warehouse_first_rows(
         *flags,
     ).from_(relation.copy())
     located = locate_flags(
-        query, len(conditions), _arrow_runner(source), "postgres", row_as_text=True
+        query, len(conditions), _arrow_runner(source), "postgres", row_as_text=True, all_true=True
     )
     return {index: rows_at for (index, _), (_, rows_at) in located.items()}
 

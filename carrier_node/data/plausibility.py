@@ -154,8 +154,10 @@ def _counts_query(flags: exp.Select, count: int) -> exp.Select:
 
 
 def _first_rows_query(
-    flags: exp.Select, fired: Sequence[int], row_as_text: bool, first: int
+    flags: exp.Select, fired: Sequence[int], row_as_text: bool, first: int, counted: bool = False
 ) -> exp.Query:
+    """Each fired flag's first positions per file; ``counted`` adds the rows it flags in the
+    file (``__n``) to each."""
     parts: list[exp.Select] = []
     for index in fired:
         rank = exp.Window(
@@ -168,6 +170,9 @@ def _first_rows_query(
             .from_(exp.Table(this=_ident("flags")))
             .where(_col(flag_alias(index)))
         )
+        per_file = exp.Window(this=exp.Count(this=exp.Star()), partition_by=[_col(FILE)])
+        if counted:
+            ranked = ranked.select(exp.alias_(per_file, "__n", quoted=True))
         row: exp.Expr = _col(ROW)
         if row_as_text:
             row = exp.cast(row, exp.DataType.build("TEXT"))
@@ -176,6 +181,7 @@ def _first_rows_query(
                 exp.alias_(exp.Literal.number(index), "__rule", quoted=True),
                 _col(FILE),
                 exp.alias_(row, ROW, quoted=True),
+                *([_col("__n")] if counted else []),
             )
             .from_(ranked.subquery(_ident("ranked")))
             .where(exp.LTE(this=_col("__rank"), expression=exp.Literal.number(first)))
@@ -195,13 +201,23 @@ def locate_flags(
     *,
     row_as_text: bool = False,
     first: int = FIRST_ROWS,
+    all_true: bool = False,
 ) -> dict[tuple[int, str], tuple[int, tuple[int | str, ...]]]:
     """Where the flags of a ``SELECT FILE, ROW, __flag_0, … __flag_{count-1}`` are true:
     ``(flag index, file) -> (rows flagged, the first few positions in source order)``.
 
     Two queries: the count of each flag per file, then (only when some flag is true) the first
-    positions of the flags that are.
+    positions of the flags that are. One when the caller knows each flag is true in some row
+    (``all_true``): the positions, each with its count.
     """
+    if all_true:
+        query = _first_rows_query(flags, range(count), row_as_text, first, counted=True)
+        found: dict[tuple[int, str], tuple[int, list[int | str]]] = {}
+        for flag_index, flag_file, position, n in run(query.sql(dialect=dialect)):
+            key = (_number(flag_index), str(flag_file))
+            at: int | str = str(position) if row_as_text else _number(position)
+            found.setdefault(key, (_number(n), []))[1].append(at)
+        return {key: (n, tuple(sorted(at, key=_position_order))) for key, (n, at) in found.items()}
     counts = run(_counts_query(flags, count).sql(dialect=dialect))
     per_file: dict[tuple[int, str], int] = {}
     for row in counts:

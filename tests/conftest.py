@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 
 BackendOpener = Callable[[], "Backend | Path"]
 StoreOpener = Callable[[], "RoundStore"]
+
+# A test worker of pytest-xdist starts with COLUMNS=80; the command lines' consoles, made when
+# their modules are imported, would keep that width for good and ignore a test's own COLUMNS.
+os.environ.pop("COLUMNS", None)
+os.environ.pop("LINES", None)
 
 #: The federation scale used by integration tests: 65 carriers of skewed sizes.
 FEDERATION = {"carriers": 65, "members": 12_000, "seed": 11, "year": 2026, "months": 3}

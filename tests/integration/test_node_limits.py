@@ -103,7 +103,11 @@ async def test_a_trivial_round_behind_a_heavy_one_is_answered_within_its_deadlin
     federation_data: dict[str, Path], tmp_path: Path
 ) -> None:
     dirs = largest(federation_data, 3)
-    async with SimulatedFederation(dirs, tmp_path / "run") as fed:
+    # Three nodes, their evaluations and the coordinator share one process (and its GIL) here,
+    # beside another test worker: 8 s to refuse and send at the deadline, not 2 s as a node
+    # process of its own needs.
+    settings = {"deadline_margin_seconds": 8.0}
+    async with SimulatedFederation(dirs, tmp_path / "run", node_settings=settings) as fed:
         assert fed.client is not None
         heavy_id = await fed.client.create_round(PERIOD, heavy_queries(), deadline_seconds=40)
         await asyncio.sleep(0.2)

@@ -118,12 +118,17 @@ async def test_a_trivial_round_behind_a_heavy_one_is_answered_within_its_deadlin
         assert heavy.state.is_open  # still being answered: the trivial one did not wait
         async for _ in fed.client.watch(heavy_id, timeout=60):
             pass
-        heavy = await fed.client.get_round(heavy_id)
-        # A clear end for every carrier: answered, or refused at the deadline.
-        for state, message in states(heavy).values():
-            assert state is CarrierRoundState.ANSWERED or (
-                state is CarrierRoundState.REFUSED and message == DeadlineExceededError.public
-            )
+        # A clear end for every carrier: answered, or refused at the deadline. (Read from the
+        # store: answered by three carriers, this round's tables exceed what one GetRound
+        # message may carry, a known gap in docs/operations.md.)
+        assert fed.coordinator is not None
+        ended = await asyncio.to_thread(fed.coordinator.store.carrier_rounds, heavy_id)
+        assert len(ended) == len(dirs)
+        for part in ended:
+            assert part.state is CarrierRoundState.ANSWERED or (
+                part.state is CarrierRoundState.REFUSED
+                and part.message == DeadlineExceededError.public
+            ), part
 
 
 async def test_a_node_whose_records_cannot_be_written_refuses_and_recovers(

@@ -272,5 +272,17 @@ class OperatorClient:
             raise from_rpc_error(exc) from exc
         return list(msg.carriers)
 
+    async def list_metrics(self) -> operator_pb2.ListMetricsResponse:
+        """The coordinator's metric catalogue (its version and every metric's description)."""
+        try:
+            msg: operator_pb2.ListMetricsResponse = await self._stub.ListMetrics(
+                operator_pb2.ListMetricsRequest(),
+                timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
+
 
 __all__ = ["OperatorClient", "OversightError", "Progress", "RoundOutcome"]

@@ -498,16 +498,19 @@ class AsyncClient:
         self,
         metric: str,
         *,
+        by: By | None = None,
         rounds: Iterable[str] | None = None,
         limit: int = DEFAULT_ROUNDS,
         latest: bool = True,
     ) -> pd.DataFrame:
         """``metric``'s rows from several finished rounds in one frame, oldest period first:
         the ``rounds`` given, or every finished round among the ``limit`` most recent that
-        asked it. With ``latest``, where rounds asked the same period, grouping and filters
-        again (a month run again as claims run out), only the newest round's rows are kept."""
+        asked it (grouped by exactly the dimensions ``by``, in any order, when given). With
+        ``latest``, where rounds asked the same period, grouping and filters again (a month
+        run again as claims run out), only the newest round's rows are kept."""
         summaries = await self._call(self._operator.list_rounds(limit))
         wanted = None if rounds is None else set(rounds)
+        grouping = None if by is None else set(_dimensions(by))
         chosen: dict[tuple[str, str], operator_pb2.RoundSummary] = {}
         for summary in summaries:  # newest first
             if wanted is not None and summary.round_id not in wanted:
@@ -517,6 +520,10 @@ class AsyncClient:
                 continue
             for query in summary.queries:
                 if query.metric != metric:
+                    continue
+                if grouping is not None and grouping != {
+                    wire.dimension_from_pb(d) for d in query.group_by
+                }:
                     continue
                 asked = (
                     str(wire.period_from_pb(summary.period)),
@@ -532,8 +539,9 @@ class AsyncClient:
                 " (raise limit=)"
             )
         if not chosen:
+            grouped = "" if grouping is None else f" grouped by ({', '.join(sorted(grouping))})"
             raise InvalidRequestError(
-                f"no finished round among the {limit} most recent asked {metric}"
+                f"no finished round among the {limit} most recent asked {metric}{grouped}"
             )
         order = sorted(
             {s.round_id: s for s in chosen.values()}.values(),
@@ -1063,6 +1071,7 @@ class Client:
         self,
         metric: str,
         *,
+        by: By | None = None,
         rounds: Iterable[str] | None = None,
         limit: int = DEFAULT_ROUNDS,
         latest: bool = True,
@@ -1071,6 +1080,7 @@ class Client:
         return self._call(
             self._async.trend(
                 metric,
+                by=by,
                 rounds=None if rounds is None else list(rounds),
                 limit=limit,
                 latest=latest,

@@ -28,6 +28,7 @@ from fedoversight.errors import (
     AuthenticationError,
     CoordinatorUnavailableError,
     InvalidRequestError,
+    NotFoundError,
     OversightError,
     UnknownMetricError,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "CoordinatorUnavailableError",
     "ForbiddenError",
     "InvalidRequestError",
+    "NotFoundError",
     "OversightError",
     "Progress",
     "RoundOutcome",

@@ -175,14 +175,12 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 
 def connection_from_env(
-    env_file: str | Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    **overrides: str | Path | None,
+    env_file: str | Path | None = None, **overrides: str | Path | None
 ) -> Connection:
     """The connection an operator kit describes: the arguments given, over the ``OVERSIGHT_*``
     variables of the environment, over those of ``env_file`` (as for the CLI, where flags beat
     the environment). Relative paths in the file are relative to the file's directory."""
-    environ = os.environ if environ is None else environ
+    environ = os.environ
     settings: dict[str, str | Path] = {}
     if env_file is not None:
         path = Path(env_file).expanduser()
@@ -1052,7 +1050,10 @@ class Client:
             while (progress := self._call(step())) is not None:
                 yield progress
         finally:
-            if not self._runner.loop.is_closed():
+            # An abandoned generator may be finalised anywhere; only a caller's thread waits.
+            if not self._runner.loop.is_closed() and (
+                threading.current_thread() is not self._runner.thread
+            ):
                 self._runner.call(finish())
 
     def outcome(self, round_id: str) -> RoundOutcome:

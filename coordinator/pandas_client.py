@@ -21,6 +21,7 @@ import difflib
 import logging
 import os
 import threading
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -821,6 +822,10 @@ class _LoopThread:
     def stop(self) -> None:
         if self.loop.is_closed():
             return
+        if threading.current_thread() is self.thread:
+            # Finalised from the loop's own thread: stop it; it cannot wait for itself.
+            self.loop.stop()
+            return
         with contextlib.suppress(RuntimeError):
             self.call(self.loop.shutdown_asyncgens())
         self.loop.call_soon_threadsafe(self.loop.stop)
@@ -867,6 +872,8 @@ class Client:
         except BaseException:
             self._runner.stop()
             raise
+        # A client dropped without close() still stops its thread when collected.
+        self._finalizer = weakref.finalize(self, self._runner.stop)
         self.connection = self._async.connection
 
     @classmethod
@@ -904,7 +911,7 @@ class Client:
         try:
             self._runner.call(self._async.close())
         finally:
-            self._runner.stop()
+            self._finalizer()
 
     def _call(self, coro: Coroutine[Any, Any, T]) -> T:
         if self._runner.loop.is_closed():

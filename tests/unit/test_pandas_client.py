@@ -5,6 +5,7 @@ tested in tests/integration/test_client.py)."""
 from __future__ import annotations
 
 import datetime as dt
+import gc
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ from coordinator.pandas_client import (
     ENV_SETTINGS,
     ROUND_COLUMNS,
     SCHEDULE_COLUMNS,
+    Client,
     build_query,
     carriers_frame,
     connection_from_env,
@@ -162,3 +164,21 @@ def test_carriers_never_seen_have_no_last_seen() -> None:
     assert frame["last_seen"].isna().tolist() == [True, False]
     assert frame["node_version"].isna().tolist() == [True, False]
     assert frame["connected"].tolist() == [False, True]
+
+
+def test_the_synchronous_client_stops_its_thread_when_closed_or_dropped() -> None:
+    """No connection is made until a call: these clients never reach the network."""
+    kept = Client("127.0.0.1:9", ca_cert=None)
+    thread = kept._runner.thread
+    assert thread.is_alive() and thread.daemon
+    kept.close()
+    kept.close()  # again: nothing
+    assert not thread.is_alive()
+    with pytest.raises(ConfigError, match="closed"):
+        kept.rounds()
+    dropped = Client("127.0.0.1:9", ca_cert=None)
+    thread = dropped._runner.thread
+    del dropped
+    gc.collect()
+    thread.join(timeout=10)
+    assert not thread.is_alive()

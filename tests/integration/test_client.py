@@ -310,6 +310,7 @@ async def test_errors_are_clear_and_never_grpc_errors(
         wrong_token = tmp_path / "wrong-token"
         wrong_token.write_text("not-the-token\n", encoding="utf-8")
         operator_port = fed.operator_address
+        signing_key = fed.pki.operator_signing_key
 
         def session() -> dict[str, OversightError | pd.DataFrame]:
             seen: dict[str, OversightError | pd.DataFrame] = {}
@@ -330,6 +331,9 @@ async def test_errors_are_clear_and_never_grpc_errors(
                 operator_port, ca_cert=token_kit.ca_cert, token_file=token_kit.token
             ) as client:
                 seen["token"] = client.run("enrollment.member_months", "2026-01")
+            # Signed on this side with the operator key (the coordinator dispatches it as is).
+            with Client.from_env(operator, signing_key=signing_key) as client:
+                seen["signed"] = client.run("enrollment.member_months", "2026-02")
             with Client(fed.address, ca_cert=token_kit.ca_cert, token_file=token_kit.token) as c:
                 seen["token on the main port"] = refusal(c.rounds)
             seen["no address"] = refusal(lambda: Client.from_env(tmp_path / "missing.env"))
@@ -365,6 +369,9 @@ async def test_errors_are_clear_and_never_grpc_errors(
     token_frame = seen["token"]
     assert isinstance(token_frame, pd.DataFrame)
     assert token_frame.attrs["state"] == "complete" and len(token_frame) > 0
+    signed = seen["signed"]
+    assert isinstance(signed, pd.DataFrame)
+    assert signed.attrs["state"] == "complete" and set(signed["period"]) == {"2026-02"}
     assert isinstance(error("token on the main port"), CoordinatorUnavailableError)
     assert "operator port only" in str(error("token on the main port"))
     assert isinstance(error("no address"), ConfigError)

@@ -19,7 +19,8 @@ A run due on 2026-12-05 06:30 UTC covers 2025-12 to 2026-11. Each run is a round
 exactly as ``CreateRound`` creates one (signed with the coordinator's operator key), with the
 idempotency key ``schedule:SUITE:DUE`` and the suite and due time recorded beside it in the
 round store: a due time runs once, across restarts. After downtime only the most recent due
-time not yet run is run (once, at start), not every month missed.
+time missed is run (once, at start), not every month missed. A suite that never ran waits for
+its first due time while the coordinator is up (nothing is caught up for it).
 
 A month is covered by every run whose window holds it, so it is computed again as claims run
 out: revision n of (suite, month) is the n-th such round, in due-time order, that finished
@@ -337,28 +338,37 @@ class RunLauncher(Protocol):
 
 
 class Scheduler:
-    """Runs each suite at its due times. ``has_run(suite, due)`` tells whether a due time ran
-    (the round store remembers); ``launch`` creates a run's round."""
+    """Runs each suite at its due times. ``last_run(suite)`` is the due time of the suite's
+    latest run (the round store remembers; None when it never ran); ``launch`` creates a run's
+    round."""
 
     def __init__(
         self,
         schedule: Schedule,
         *,
         clock: Clock,
-        has_run: Callable[[str, dt.datetime], Awaitable[bool]],
+        last_run: Callable[[str], Awaitable[dt.datetime | None]],
         launch: RunLauncher,
     ) -> None:
         self.schedule = schedule
         self.clock = clock
-        self._has_run = has_run
+        self._last_run = last_run
         self._launch = launch
+        #: A suite that never ran runs due times from here on.
+        self._since = clock.now()
         #: When a suite's failed run may be tried again.
         self._retry_at: dict[str, dt.datetime] = {}
         #: Round ids created, by (suite, due) (this process's runs, for logs and tests).
         self.launched: dict[tuple[str, dt.datetime], str] = {}
 
+    async def _is_done(self, suite: str, due: dt.datetime) -> bool:
+        """Whether ``due`` ran, or need not run: a run due then or later exists, or the suite
+        never ran and ``due`` came before this scheduler started."""
+        last = await self._last_run(suite)
+        return due <= last if last is not None else due < self._since
+
     async def run_due(self) -> list[str]:
-        """Run every suite's most recent due time that has not run yet; the rounds created."""
+        """Run every suite's most recent due time if it has not run; the rounds created."""
         now = self.clock.now()
         created = []
         for suite in self.schedule.suites:
@@ -368,7 +378,7 @@ class Scheduler:
             due = suite.last_due(now)
             run = Run(suite, due)
             try:
-                if await self._has_run(suite.name, due):
+                if await self._is_done(suite.name, due):
                     continue
                 round_id = await self._launch(run)
             except asyncio.CancelledError:

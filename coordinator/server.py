@@ -182,13 +182,13 @@ class Coordinator:
         self.scheduler = Scheduler(
             self.schedule,
             clock=clock or SystemClock(),
-            has_run=self._has_run,
+            last_run=self._last_run,
             launch=self._launch_run,
         )
         self._scheduling: asyncio.Task[None] | None = None
 
-    async def _has_run(self, suite: str, due: dt.datetime) -> bool:
-        return await self.rounds.db(self.store.has_scheduled, suite, due)
+    async def _last_run(self, suite: str) -> dt.datetime | None:
+        return await self.rounds.db(self.store.last_scheduled, suite)
 
     async def _launch_run(self, run: Run) -> str:
         """A suite's run, created as CreateRound creates a round the coordinator signs."""

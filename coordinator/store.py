@@ -537,14 +537,14 @@ class RoundStore:
             ).fetchall()
         return [self._round_from_row(r) for r in rows]
 
-    def has_scheduled(self, suite: str, scheduled_for: dt.datetime) -> bool:
-        """Whether the suite's run due at ``scheduled_for`` has a round."""
+    def last_scheduled(self, suite: str) -> dt.datetime | None:
+        """When the suite's latest run was due (None when it never ran)."""
         with self._db.reading() as conn:
             row = conn.execute(
-                "SELECT 1 FROM scheduled_rounds WHERE suite = ? AND scheduled_for = ?",
-                (suite, self._db.to_db(scheduled_for)),
+                "SELECT MAX(scheduled_for) AS due FROM scheduled_rounds WHERE suite = ?",
+                (suite,),
             ).fetchone()
-        return row is not None
+        return self._db.from_db(row["due"]) if row["due"] is not None else None
 
     def open_rounds(self) -> list[RoundRecord]:
         """Rounds not yet finished (created, dispatched or collecting), oldest first."""

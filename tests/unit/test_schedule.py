@@ -223,12 +223,13 @@ class Launches:
         self.ran: dict[tuple[str, dt.datetime], str] = {}
         self.failing = False
 
-    async def has_run(self, suite: str, due: dt.datetime) -> bool:
-        return (suite, due) in self.ran
+    async def last_run(self, suite: str) -> dt.datetime | None:
+        return max((due for name, due in self.ran if name == suite), default=None)
 
     async def launch(self, run: Run) -> str:
         if self.failing:
             raise InvalidRequestError("unknown carriers: gone")
+        assert run.key == idempotency_key(run.suite.name, run.due)
         round_id = f"r{len(self.ran) + 1}"
         self.ran[(run.suite.name, run.due)] = round_id
         return round_id
@@ -238,9 +239,14 @@ def scheduler(clock: ManualClock, launches: Launches, *suites: Suite) -> Schedul
     return Scheduler(
         Schedule.model_validate({"suite": [s.model_dump(by_alias=True) for s in suites]}),
         clock=clock,
-        has_run=launches.has_run,
+        last_run=launches.last_run,
         launch=launches.launch,
     )
+
+
+async def settle() -> None:
+    for _ in range(20):
+        await asyncio.sleep(0)
 
 
 async def test_a_due_time_runs_once_and_a_restart_does_not_run_it_again() -> None:
@@ -250,21 +256,24 @@ async def test_a_due_time_runs_once_and_a_restart_does_not_run_it_again() -> Non
     first = scheduler(clock, launches, s)
     task = asyncio.create_task(first.run())
     try:
-        await asyncio.sleep(0.01)
-        # The February run is past, but was never run: it is caught up at start, once.
-        assert list(launches.ran) == [("monthly-cost", utc(2026, 2, 5, 6, 30))]
+        await settle()
+        # A suite that never ran does not catch up February's due time: it waits for March's.
+        assert launches.ran == {}
         clock.set(utc(2026, 3, 5, 6, 29))
-        await asyncio.sleep(0.01)
-        assert len(launches.ran) == 1
+        await settle()
+        assert launches.ran == {}
         clock.set(utc(2026, 3, 5, 6, 30))
-        for _ in range(10):
-            await asyncio.sleep(0.01)
-        assert list(launches.ran)[1:] == [("monthly-cost", utc(2026, 3, 5, 6, 30))]
-        assert first.launched[("monthly-cost", utc(2026, 3, 5, 6, 30))] == "r2"
+        await settle()
+        assert list(launches.ran) == [("monthly-cost", utc(2026, 3, 5, 6, 30))]
+        assert first.launched[("monthly-cost", utc(2026, 3, 5, 6, 30))] == "r1"
+        clock.set(utc(2026, 4, 5, 6, 30))
+        await settle()
+        assert list(launches.ran)[1:] == [("monthly-cost", utc(2026, 4, 5, 6, 30))]
     finally:
         task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
     # A restart the same month finds the run done.
-    clock.set(utc(2026, 3, 20))
+    clock.set(utc(2026, 4, 20))
     assert await scheduler(clock, launches, s).run_due() == []
     assert len(launches.ran) == 2
 
@@ -274,14 +283,18 @@ async def test_after_downtime_only_the_latest_missed_due_time_runs() -> None:
     launches = Launches()
     s = suite()
     other = suite(name="other", day_of_month=20)
-    assert len(await scheduler(clock, launches, s, other).run_due()) == 2
-    # Down from March to July: April, May, June and July were missed by the first suite
-    # (April to June by the other); each runs its latest once.
+    launches.ran = {
+        ("monthly-cost", utc(2026, 3, 5, 6, 30)): "r0",
+        ("other", utc(2026, 2, 20, 6, 30)): "r00",
+    }
+    assert await scheduler(clock, launches, s, other).run_due() == []
+    # Down from March 10 to July 12: the first suite missed April to July, the other March to
+    # June; each runs its latest once.
     clock.set(utc(2026, 7, 12))
     again = scheduler(clock, launches, s, other)
     assert len(await again.run_due()) == 2
     assert await again.run_due() == []
-    assert list(launches.ran)[-2:] == [
+    assert list(launches.ran)[2:] == [
         ("monthly-cost", utc(2026, 7, 5, 6, 30)),
         ("other", utc(2026, 6, 20, 6, 30)),
     ]
@@ -289,15 +302,15 @@ async def test_after_downtime_only_the_latest_missed_due_time_runs() -> None:
 
 
 async def test_a_run_that_cannot_be_created_is_tried_again_later() -> None:
-    clock = ManualClock(utc(2026, 3, 5, 7))
+    clock = ManualClock(utc(2026, 3, 5, 6, 30))
     launches = Launches()
     launches.failing = True
     s = scheduler(clock, launches, suite())
     assert await s.run_due() == []
-    assert s.wake_at() == utc(2026, 3, 5, 7) + RETRY_AFTER
+    assert s.wake_at() == utc(2026, 3, 5, 6, 30) + RETRY_AFTER
     launches.failing = False
     assert await s.run_due() == []  # not before the retry time
-    clock.set(utc(2026, 3, 5, 7) + RETRY_AFTER)
+    clock.set(utc(2026, 3, 5, 6, 30) + RETRY_AFTER)
     assert await s.run_due() == ["r1"]
     assert launches.ran == {("monthly-cost", utc(2026, 3, 5, 6, 30)): "r1"}
 
@@ -311,11 +324,10 @@ async def test_the_manual_clock_wakes_sleepers_when_their_time_comes() -> None:
         woken.append(day)
 
     tasks = [asyncio.create_task(sleeper(d)) for d in (3, 2, 1)]
-    await asyncio.sleep(0)
-    await asyncio.sleep(0)
+    await settle()
     assert woken == [1]
     clock.set(utc(2026, 1, 2))
-    await asyncio.sleep(0)
+    await settle()
     assert woken == [1, 2]
     with pytest.raises(ValueError, match="does not go back"):
         clock.set(utc(2025, 1, 1))
@@ -355,3 +367,29 @@ def test_each_run_covering_a_month_is_its_next_revision() -> None:
         (2, "r3", RoundState.PARTIAL),
     ]
     assert revisions(rounds, Month.parse("2026-05")) == []
+
+
+def test_schedule_show_says_each_suite_and_its_next_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from typer.testing import CliRunner
+
+    from coordinator.cli import app
+
+    monkeypatch.setenv("COLUMNS", "200")
+    (tmp_path / "schedule.toml").write_text(SCHEDULE)
+    config = tmp_path / "coordinator.toml"
+    config.write_text('insecure = true\nschedule = "schedule.toml"\n')
+    result = CliRunner().invoke(
+        app, ["schedule", "show", "--config", str(config), "--at", "2026-12-01T00:00"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "monthly-cost — PMPM by month and state" in result.output
+    assert "next due 2026-12-05 06:00 UTC, covering 2025-12:2026-11" in result.output
+    assert "quarterly-util" in result.output
+    assert "next due 2026-12-10 00:00 UTC, covering 2025-12:2026-11" in result.output
+    # A schedule that does not hold is a usage error naming the problem.
+    (tmp_path / "schedule.toml").write_text('[[suite]]\nname = "x"\n')
+    result = CliRunner().invoke(app, ["schedule", "show", "--config", str(config)])
+    assert result.exit_code == 2
+    assert "suite[0].query: required" in result.output

@@ -27,6 +27,7 @@ from coordinator.store import RoundState, RoundStore
 from coordinator.store_postgres import PostgresBackend
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
+from fedoversight.errors import InvalidRequestError
 from fedoversight.periods import Period
 from fedoversight.v1 import operator_pb2
 from oversight_sim.harness import HARNESS_VIEWER, SimulatedFederation
@@ -141,6 +142,11 @@ async def test_a_suite_runs_on_its_due_times_and_february_gets_a_second_revision
         assert [(r.revision, r.round_id) for r in february] == [(1, first), (2, second)]
         assert [scheduled_for_of(r) for r in february] == [FIRST_DUE, SECOND_DUE]
         assert {round_state_from_pb(r.state) for r in february} == {RoundState.COMPLETE}
+        assert await client.list_revisions(SUITE, "2026-04") == []
+        assert await client.list_revisions("no-such-suite") == []
+        for suite, month in (("Not A Suite", ""), (SUITE, "February")):
+            with pytest.raises(InvalidRequestError):
+                await client.list_revisions(suite, month)
 
         # Each revision's values are the oracle's over the data of its time.
         now = {c: oracle.load_carrier(d) for c, d in dirs.items()}

@@ -86,9 +86,8 @@ ENV_SETTINGS = {
 }
 _PATH_SETTINGS = frozenset({"ca_cert", "cert", "key", "token_file", "signing_key"})
 
-#: Columns of :meth:`AsyncClient.rounds`, with their dtypes. A coordinator that runs
-#: scheduled suites also says, for each round a schedule ran, its ``suite`` and the time it
-#: was due (``scheduled_for``): those two columns follow when the operator API has them.
+#: Columns of :meth:`AsyncClient.rounds`, with their dtypes (``suite`` and ``scheduled_for``:
+#: NA for a round an operator created; see docs/scheduling.md).
 ROUND_COLUMNS: dict[str, str] = {
     "round_id": "string",
     "created_at": "datetime64[ns, UTC]",
@@ -100,9 +99,25 @@ ROUND_COLUMNS: dict[str, str] = {
     "carriers_asked": "Int64",
     "carriers_answered": "Int64",
     "metrics": "string",
-}
-SCHEDULE_COLUMNS: dict[str, str] = {
     "suite": "string",
+    "scheduled_for": "datetime64[ns, UTC]",
+}
+#: Columns of :meth:`AsyncClient.revisions`: one row per revision of a month in a suite.
+REVISION_COLUMNS: dict[str, str] = {
+    "suite": "string",
+    "month": "datetime64[ns]",
+    "revision": "Int64",
+    "latest": "boolean",
+    "round_id": "string",
+    "scheduled_for": "datetime64[ns, UTC]",
+    "finished_at": "datetime64[ns, UTC]",
+    "state": "string",
+}
+#: Columns :meth:`AsyncClient.suite_results` adds after a round frame's own.
+SUITE_COLUMNS: dict[str, str] = {
+    "suite": "string",
+    "revision": "Int64",
+    "latest": "boolean",
     "scheduled_for": "datetime64[ns, UTC]",
 }
 #: Columns of :meth:`AsyncClient.carriers`.
@@ -555,13 +570,80 @@ class AsyncClient:
         kept.attrs = combined.attrs
         return kept
 
-    async def rounds(self, limit: int = DEFAULT_ROUNDS) -> pd.DataFrame:
+    async def rounds(
+        self, limit: int = DEFAULT_ROUNDS, *, suite: str | None = None
+    ) -> pd.DataFrame:
         """The ``limit`` most recent rounds (at most 1,000), newest first: one row each (see
-        :data:`ROUND_COLUMNS`)."""
+        :data:`ROUND_COLUMNS`); only those a schedule ran for ``suite``, when given."""
         if not 0 < limit <= 1000:
             raise InvalidRequestError("limit is 1 to 1,000 rounds")
-        summaries = await self._call(self._operator.list_rounds(limit))
+        summaries = await self._call(self._operator.list_rounds(limit, suite=suite))
         return rounds_frame(summaries)
+
+    async def revisions(self, suite: str, month: str | None = None) -> pd.DataFrame:
+        """A scheduled suite's revisions (docs/scheduling.md), by month then revision: each
+        finished run of the suite that covered a month is a revision of it, 1 first, the last
+        one ``latest`` (see :data:`REVISION_COLUMNS`); of ``month`` (``"YYYY-MM"``) only when
+        given. A suite that never ran (or an unknown name) has none."""
+        rows = await self._call(self._operator.list_revisions(suite, month))
+        return revisions_frame(suite, rows)
+
+    async def suite_results(
+        self,
+        suite: str,
+        *,
+        month: str | None = None,
+        metric: str | None = None,
+        latest: bool = True,
+    ) -> pd.DataFrame:
+        """A scheduled suite's figures month by month: for each month its runs covered (or
+        ``month`` only), the rows of that month from its latest revision, or, with
+        ``latest=False``, from every revision, to see how the month moved as claims ran out.
+
+        The rows are those of the runs' frames whose ``month`` is that month (the suite's
+        queries grouped by month; others are left out), of ``metric`` when given, followed by
+        the columns of :data:`SUITE_COLUMNS` (``revision``, ``latest``, ...)."""
+        listed = await self.revisions(suite, month)
+        if latest:
+            listed = listed[listed["latest"]]
+        if listed.empty:
+            raise InvalidRequestError(
+                f"suite {suite!r} has no finished run"
+                + (f" covering {month}" if month else "")
+                + " (client.rounds(suite=...) lists its runs)"
+            )
+        fetched = await self.results_many(dict.fromkeys(listed["round_id"]))
+        parts: list[pd.DataFrame] = []
+        extra: dict[str, list[object]] = {c: [] for c in SUITE_COLUMNS}
+        for row in listed.itertuples(index=False):
+            if "month" not in fetched.columns:
+                break
+            rows = fetched[(fetched["round_id"] == row.round_id) & (fetched["month"] == row.month)]
+            if metric is not None:
+                rows = rows[rows["metric"] == metric]
+            parts.append(rows)
+            for column, value in (
+                ("suite", suite),
+                ("revision", row.revision),
+                ("latest", row.latest),
+                ("scheduled_for", row.scheduled_for),
+            ):
+                extra[column].extend([value] * len(rows))
+        if not any(len(p) for p in parts):
+            raise InvalidRequestError(
+                f"suite {suite!r} has no rows by month"
+                + (f" of {metric}" if metric else "")
+                + ": its queries do not group by month (read its rounds with client.results)"
+            )
+        combined = frames.concat(parts).reset_index(drop=True)
+        for column, dtype in SUITE_COLUMNS.items():
+            values = pd.Series(extra[column], dtype=object)
+            if dtype.startswith("datetime64"):
+                combined[column] = pd.to_datetime(values, utc=True).astype(dtype)
+            else:
+                combined[column] = values.astype(dtype)
+        combined.attrs = {"suite": suite, "rounds": fetched.attrs["rounds"]}
+        return combined
 
     async def carriers(self) -> pd.DataFrame:
         """The registered carriers, whether their nodes are connected now, and what each node
@@ -720,37 +802,44 @@ def _typed(rows: Sequence[Mapping[str, object]], columns: Mapping[str, str]) -> 
     return pd.DataFrame(data, columns=list(columns))
 
 
-def _schedule_fields() -> bool:
-    """Whether this operator API says which rounds a schedule ran (scheduled suites)."""
-    fields = operator_pb2.RoundSummary.DESCRIPTOR.fields_by_name
-    return all(name in fields for name in SCHEDULE_COLUMNS)
-
-
 def rounds_frame(summaries: Sequence[operator_pb2.RoundSummary]) -> pd.DataFrame:
-    columns = dict(ROUND_COLUMNS)
-    scheduled = _schedule_fields()
-    if scheduled:
-        columns.update(SCHEDULE_COLUMNS)
     rows = []
     for s in summaries:
         period = wire.period_from_pb(s.period)
-        row: dict[str, object] = {
-            "round_id": s.round_id,
-            "created_at": _timestamp(s, "created_at"),
-            "finished_at": _timestamp(s, "finished_at"),
-            "period": str(period),
-            "first_month": _month(str(period.first)),
-            "last_month": _month(str(period.last)),
-            "state": str(convert.round_state_from_pb(s.state)),
-            "carriers_asked": s.carriers_asked,
-            "carriers_answered": s.carriers_answered,
-            "metrics": ",".join(dict.fromkeys(q.metric for q in s.queries)),
+        rows.append(
+            {
+                "round_id": s.round_id,
+                "created_at": _timestamp(s, "created_at"),
+                "finished_at": _timestamp(s, "finished_at"),
+                "period": str(period),
+                "first_month": _month(str(period.first)),
+                "last_month": _month(str(period.last)),
+                "state": str(convert.round_state_from_pb(s.state)),
+                "carriers_asked": s.carriers_asked,
+                "carriers_answered": s.carriers_answered,
+                "metrics": ",".join(dict.fromkeys(q.metric for q in s.queries)),
+                "suite": s.suite or None,
+                "scheduled_for": _timestamp(s, "scheduled_for"),
+            }
+        )
+    return _typed(rows, ROUND_COLUMNS)
+
+
+def revisions_frame(suite: str, revisions: Sequence[operator_pb2.Revision]) -> pd.DataFrame:
+    rows = [
+        {
+            "suite": suite,
+            "month": _month(r.month),
+            "revision": r.revision,
+            "latest": r.latest,
+            "round_id": r.round_id,
+            "scheduled_for": _timestamp(r, "scheduled_for"),
+            "finished_at": _timestamp(r, "finished_at"),
+            "state": str(convert.round_state_from_pb(r.state)),
         }
-        if scheduled:
-            row["suite"] = getattr(s, "suite", "") or None
-            row["scheduled_for"] = _timestamp(s, "scheduled_for")
-        rows.append(row)
-    return _typed(rows, columns)
+        for r in revisions
+    ]
+    return _typed(rows, REVISION_COLUMNS)
 
 
 def carriers_frame(carriers: Sequence[operator_pb2.CarrierInfo]) -> pd.DataFrame:
@@ -1095,9 +1184,27 @@ class Client:
             )
         )
 
-    def rounds(self, limit: int = DEFAULT_ROUNDS) -> pd.DataFrame:
+    def rounds(self, limit: int = DEFAULT_ROUNDS, *, suite: str | None = None) -> pd.DataFrame:
         """The most recent rounds (see :meth:`AsyncClient.rounds`)."""
-        return self._call(self._async.rounds(limit))
+        return self._call(self._async.rounds(limit, suite=suite))
+
+    def revisions(self, suite: str, month: str | None = None) -> pd.DataFrame:
+        """A scheduled suite's revisions of each month (see :meth:`AsyncClient.revisions`)."""
+        return self._call(self._async.revisions(suite, month))
+
+    def suite_results(
+        self,
+        suite: str,
+        *,
+        month: str | None = None,
+        metric: str | None = None,
+        latest: bool = True,
+    ) -> pd.DataFrame:
+        """A scheduled suite's figures month by month, by revision (see
+        :meth:`AsyncClient.suite_results`)."""
+        return self._call(
+            self._async.suite_results(suite, month=month, metric=metric, latest=latest)
+        )
 
     def carriers(self) -> pd.DataFrame:
         """The registered carriers (see :meth:`AsyncClient.carriers`)."""
@@ -1111,8 +1218,9 @@ class Client:
 __all__ = [
     "CARRIER_COLUMNS",
     "METRIC_COLUMNS",
+    "REVISION_COLUMNS",
     "ROUND_COLUMNS",
-    "SCHEDULE_COLUMNS",
+    "SUITE_COLUMNS",
     "AsyncClient",
     "Client",
     "Connection",

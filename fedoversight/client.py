@@ -13,8 +13,9 @@ from __future__ import annotations
 from coordinator.pandas_client import (
     CARRIER_COLUMNS,
     METRIC_COLUMNS,
+    REVISION_COLUMNS,
     ROUND_COLUMNS,
-    SCHEDULE_COLUMNS,
+    SUITE_COLUMNS,
     AsyncClient,
     Client,
     Connection,
@@ -36,8 +37,9 @@ from fedoversight.errors import (
 __all__ = [
     "CARRIER_COLUMNS",
     "METRIC_COLUMNS",
+    "REVISION_COLUMNS",
     "ROUND_COLUMNS",
-    "SCHEDULE_COLUMNS",
+    "SUITE_COLUMNS",
     "AsyncClient",
     "AuthenticationError",
     "Client",

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import datetime as dt
 import re
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -26,11 +28,13 @@ import pytest
 
 from coordinator import export
 from coordinator.pandas_client import ENV_SETTINGS
+from coordinator.schedule import ManualClock
 from fedoversight.client import (
     CARRIER_COLUMNS,
     METRIC_COLUMNS,
+    REVISION_COLUMNS,
     ROUND_COLUMNS,
-    SCHEDULE_COLUMNS,
+    SUITE_COLUMNS,
     AsyncClient,
     AuthenticationError,
     Client,
@@ -42,14 +46,21 @@ from fedoversight.client import (
     UnknownMetricError,
 )
 from fedoversight.errors import ConfigError
-from fedoversight.v1 import operator_pb2
 from oversight_sim.harness import (
     HARNESS_OPERATOR,
     HARNESS_TOKEN_OPERATOR,
     HARNESS_VIEWER,
     SimulatedFederation,
 )
-from tests.integration.test_trust import small
+from tests.integration.test_schedule import (
+    EXACT,
+    FIRST_DUE,
+    SCHEDULE,
+    SECOND_DUE,
+    SUITE,
+    early_extract,
+)
+from tests.integration.test_trust import small, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "analysts.md"
@@ -246,8 +257,6 @@ async def test_frames_of_a_live_federation_are_typed_and_match_the_export(
     # Round summaries.
     rounds = seen["rounds"]
     columns = dict(ROUND_COLUMNS)
-    if all(f in operator_pb2.RoundSummary.DESCRIPTOR.fields_by_name for f in SCHEDULE_COLUMNS):
-        columns.update(SCHEDULE_COLUMNS)
     assert_dtypes(rounds, columns)
     assert list(rounds["round_id"]) == [
         many["round_id"].iloc[0],
@@ -497,3 +506,92 @@ async def test_every_sample_of_the_analysts_guide_runs(
     assert str(done["progress"].state) == "complete"
     pd.testing.assert_frame_equal(done["visits"], done["visits_again"])
     assert len(done["latest"]) == 5
+
+
+async def test_a_suites_two_revisions_of_a_month_on_a_fake_clock(
+    federation_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A schedule run on a clock moved by hand: February is computed before and after one
+    carrier's late claims arrive, and the client shows both revisions, the second latest."""
+    dirs = {
+        c: Path(shutil.copytree(d, tmp_path / "data" / c))
+        for c, d in small(federation_data, 3).items()
+    }
+    late = sorted(dirs)[0]
+    full = tmp_path / "medical_claims.full.parquet"
+    shutil.copyfile(dirs[late] / "medical_claims.parquet", full)
+    assert early_extract(dirs[late]) > 0
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text(SCHEDULE, encoding="utf-8")
+    clock = ManualClock(dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    async with SimulatedFederation(
+        dirs, tmp_path / "run", policy=EXACT, schedule=schedule, clock=clock
+    ) as fed:
+        assert fed.coordinator is not None
+        launched = fed.coordinator.scheduler.launched
+        env = operator_env(fed, HARNESS_VIEWER, tmp_path / "kit", fed.address)
+        with Client.from_env(env) as client:
+            clock.set(FIRST_DUE)
+            assert await wait_for(lambda: len(launched) == 1)
+            first = launched[(SUITE, FIRST_DUE)]
+            await asyncio.to_thread(lambda: list(client.watch(first)))
+            # February's late claims arrive; the next run computes it again.
+            replacement = dirs[late] / "medical_claims.parquet.new"
+            shutil.copyfile(full, replacement)
+            replacement.replace(dirs[late] / "medical_claims.parquet")
+            clock.set(SECOND_DUE)
+            assert await wait_for(lambda: len(launched) == 2)
+            second = launched[(SUITE, SECOND_DUE)]
+
+            def session() -> dict[str, pd.DataFrame]:
+                list(client.watch(second))
+                return {
+                    "rounds": client.rounds(suite=SUITE),
+                    "all rounds": client.rounds(),
+                    "revisions": client.revisions(SUITE),
+                    "february": client.revisions(SUITE, "2026-02"),
+                    "latest": client.suite_results(SUITE),
+                    "every": client.suite_results(SUITE, month="2026-02", latest=False),
+                    "none": client.revisions("no-such-suite"),
+                }
+
+            seen = await asyncio.to_thread(in_notebook, session)
+    rounds = seen["rounds"]
+    assert_dtypes(rounds, ROUND_COLUMNS)
+    assert list(rounds["round_id"]) == [second, first]
+    assert set(rounds["suite"]) == {SUITE}
+    assert [t.to_pydatetime() for t in rounds["scheduled_for"]] == [SECOND_DUE, FIRST_DUE]
+    assert list(seen["all rounds"]["round_id"]) == [second, first]
+    revisions = seen["revisions"]
+    assert_dtypes(revisions, REVISION_COLUMNS)
+    assert [
+        (m.strftime("%Y-%m"), r, i, bool(x))
+        for m, r, i, x in revisions[["month", "revision", "round_id", "latest"]].itertuples(
+            index=False
+        )
+    ] == [
+        ("2026-01", 1, first, True),
+        ("2026-02", 1, first, False),
+        ("2026-02", 2, second, True),
+        ("2026-03", 1, second, True),
+    ]
+    assert list(seen["february"]["revision"]) == [1, 2]
+    assert len(seen["none"]) == 0 and list(seen["none"].columns) == list(REVISION_COLUMNS)
+    # The latest figures of each month (February's from the second run).
+    latest = seen["latest"]
+    assert_dtypes(latest, {**expected_columns(["month"]), **SUITE_COLUMNS})
+    by_month = latest.groupby(latest["month"].dt.strftime("%Y-%m"))["round_id"].unique()
+    assert {m: list(ids) for m, ids in by_month.items()} == {
+        "2026-01": [first],
+        "2026-02": [second],
+        "2026-03": [second],
+    }
+    assert latest["latest"].all() and set(latest["suite"]) == {SUITE}
+    # Both revisions of February, and how it moved: the late claims raised what was paid.
+    every = seen["every"]
+    assert set(every["month"].dt.strftime("%Y-%m")) == {"2026-02"}
+    paid = every[(every["scope"] == "program") & (every["statistic"] == "paid_cents")]
+    moved = paid.set_index("revision")["value_int"]
+    assert list(moved.index) == [1, 2] and moved[2] > moved[1]
+    assert list(paid["latest"]) == [False, True]
+    assert [t.to_pydatetime() for t in paid["scheduled_for"]] == [FIRST_DUE, SECOND_DUE]

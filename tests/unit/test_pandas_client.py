@@ -8,6 +8,7 @@ import datetime as dt
 import gc
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
@@ -15,7 +16,6 @@ from coordinator.pandas_client import (
     CARRIER_COLUMNS,
     ENV_SETTINGS,
     ROUND_COLUMNS,
-    SCHEDULE_COLUMNS,
     Client,
     build_query,
     carriers_frame,
@@ -130,8 +130,6 @@ def test_round_summaries_are_a_typed_frame() -> None:
     )
     frame = rounds_frame([summary])
     columns = dict(ROUND_COLUMNS)
-    if all(f in operator_pb2.RoundSummary.DESCRIPTOR.fields_by_name for f in SCHEDULE_COLUMNS):
-        columns.update(SCHEDULE_COLUMNS)
     assert {c: str(t) for c, t in frame.dtypes.items()} == columns
     row = frame.iloc[0]
     assert row["created_at"].to_pydatetime() == created
@@ -144,6 +142,21 @@ def test_round_summaries_are_a_typed_frame() -> None:
     assert str(row["first_month"].date()) == "2026-01-01"
     assert str(row["last_month"].date()) == "2026-03-01"
     assert (row["carriers_asked"], row["carriers_answered"]) == (3, 2)
+    assert pd.isna(row["suite"]) and pd.isna(row["scheduled_for"])  # an operator's round
+    due = dt.datetime(2026, 4, 5, 6, 0, tzinfo=dt.UTC)
+    scheduled = rounds_frame(
+        [
+            operator_pb2.RoundSummary(
+                round_id="r-2",
+                period=wire.period_to_pb(Period.parse("2026-03")),
+                state=operator_pb2.ROUND_STATE_COMPLETE,
+                suite="monthly",
+                scheduled_for=stamp(due),
+            )
+        ]
+    ).iloc[0]
+    assert scheduled["suite"] == "monthly"
+    assert scheduled["scheduled_for"].to_pydatetime() == due
     empty = rounds_frame([])
     assert {c: str(t) for c, t in empty.dtypes.items()} == columns and len(empty) == 0
 

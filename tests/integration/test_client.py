@@ -469,7 +469,18 @@ async def test_every_sample_of_the_analysts_guide_runs(
     # Three of the larger carriers (rates worth comparing) and the smallest (values withheld).
     by_size = sorted(federation_data, key=lambda c: size_of(federation_data[c]))
     dirs = {c: federation_data[c] for c in sorted([*by_size[-4:-1], by_size[0]])}
-    async with SimulatedFederation(dirs, tmp_path / "run") as fed:
+    # The coordinator runs the page's suite twice, on a clock moved by hand.
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text(SCHEDULE, encoding="utf-8")
+    clock = ManualClock(dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    async with SimulatedFederation(dirs, tmp_path / "run", schedule=schedule, clock=clock) as fed:
+        assert fed.client is not None and fed.coordinator is not None
+        launched = fed.coordinator.scheduler.launched
+        for runs, due in enumerate((FIRST_DUE, SECOND_DUE), start=1):
+            clock.set(due)
+            assert await wait_for(lambda n=runs: len(launched) == n)
+            async for _ in fed.client.watch(launched[(SUITE, due)], timeout=120):
+                pass
         operator_env(fed, HARNESS_OPERATOR, notebook, fed.address)
         monkeypatch.chdir(notebook)
         done = await asyncio.to_thread(run_cells, cells)
@@ -502,6 +513,11 @@ async def test_every_sample_of_the_analysts_guide_runs(
     # January asked twice: two revisions, the same values.
     january = done["january"]
     assert january["round_id"].nunique() == 2 and january["value"].nunique() == 1
+    # The suite's runs, February's two revisions side by side.
+    assert list(done["runs"]["suite"]) == [SUITE, SUITE]
+    assert list(done["revisions"]["revision"]) == [1, 1, 2, 1]
+    paid = done["paid"]
+    assert list(paid["revision"]) == [1, 2] and paid["value"].notna().all()
     # The round followed to its end, read by both clients.
     assert str(done["progress"].state) == "complete"
     pd.testing.assert_frame_equal(done["visits"], done["visits_again"])

@@ -15,6 +15,7 @@ never reaches the caller.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime as dt
 import difflib
@@ -900,12 +901,14 @@ class _LoopThread:
         if threading.current_thread() is self.thread:
             coro.close()
             raise RuntimeError("the synchronous client cannot be called from its own loop")
-        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        future: concurrent.futures.Future[T] | None = None
         try:
+            future = asyncio.run_coroutine_threadsafe(coro, self.loop)
             return future.result()
         except BaseException:
             # Interrupted (a notebook's stop button): the call stops too.
-            future.cancel()
+            if future is not None:
+                future.cancel()
             raise
 
     def stop(self) -> None:

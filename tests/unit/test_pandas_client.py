@@ -4,8 +4,13 @@ tested in tests/integration/test_client.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import gc
+import os
+import signal
+import threading
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +22,7 @@ from coordinator.pandas_client import (
     ENV_SETTINGS,
     ROUND_COLUMNS,
     Client,
+    _LoopThread,
     build_query,
     carriers_frame,
     connection_from_env,
@@ -195,3 +201,33 @@ def test_the_synchronous_client_stops_its_thread_when_closed_or_dropped() -> Non
     gc.collect()
     thread.join(timeout=10)
     assert not thread.is_alive()
+
+
+def test_an_interrupted_call_stops_on_the_clients_loop_too() -> None:
+    """A notebook's stop button (SIGINT: KeyboardInterrupt while a call waits) cancels the
+    call on the client's own loop rather than leaving it running there."""
+    assert threading.current_thread() is threading.main_thread()  # where signals arrive
+    runner = _LoopThread()
+    started = threading.Event()
+    cancelled = threading.Event()
+
+    async def slow() -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    def interrupt() -> None:
+        if started.wait(10):
+            time.sleep(0.2)  # the caller is waiting for the call by now
+            os.kill(os.getpid(), signal.SIGINT)  # what a kernel's interrupt sends
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            runner.call(slow())
+        assert cancelled.wait(10)
+    finally:
+        runner.stop()

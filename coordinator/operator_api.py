@@ -324,6 +324,23 @@ class OversightService(operator_pb2_grpc.OversightServicer):
     ) -> operator_pb2.ListMetricsResponse:
         return metrics_response()
 
+    @guarded(Role.VIEWER)
+    async def WhoAmI(
+        self,
+        request: operator_pb2.WhoAmIRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.WhoAmIResponse:
+        return operator_pb2.WhoAmIResponse(
+            name=caller.name, role=_ROLES_PB[caller.role], via=caller.via
+        )
+
+
+_ROLES_PB = {
+    Role.VIEWER: operator_pb2.OPERATOR_ROLE_VIEWER,
+    Role.OPERATOR: operator_pb2.OPERATOR_ROLE_OPERATOR,
+}
+
 
 def carrier_results(store: RoundStore, carrier_id: str, rounds: int) -> list[StoredResult]:
     """Every signed result the store keeps from one carrier in the ``rounds`` most recent

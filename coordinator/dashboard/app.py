@@ -39,6 +39,7 @@ from starlette.templating import Jinja2Templates
 
 from coordinator import convert
 from coordinator.client import OperatorClient, Progress
+from coordinator.combine import PROGRAM_SCOPE
 from coordinator.config import Role
 from coordinator.dashboard import figures, results
 from coordinator.dashboard.sessions import COOKIE, Session, Sessions
@@ -283,7 +284,7 @@ class Dashboard:
         assert session.client is not None
         round_id = request.path_params["round_id"]
         outcome = await session.client.get_round(round_id)
-        sections = results.sections(outcome.tables)
+        sections = results.sections(outcome.tables, outcome.info())
         chosen = request.query_params.get("figure")
         shown = []
         for section in sections:
@@ -305,7 +306,7 @@ class Dashboard:
             open=outcome.state.is_open,
             sections=shown,
             disclosure=[
-                t for t in outcome.tables if t.scope != "program" and t.disclosure is not None
+                t for t in outcome.tables if t.scope != PROGRAM_SCOPE and t.disclosure is not None
             ],
         )
 

@@ -1,12 +1,7 @@
-"""A round's tables as the results page shows them: one section per query, each with its
-program table and every carrier's, every value marked withheld, incomplete or unreliable.
-
-**Unreliable** follows the NCHS data presentation standards: a rate resting on fewer than
-:data:`UNRELIABLE_BELOW` cases has a relative standard error of about 30% or more and is too
-small for a stable rate. The cases of a figure are its first input when that counts people or
-events (stays, visits, screened members), otherwise the members that input rests on (the
-claimants behind dollars). It is a flag on a released value, separate from withheld (not
-released at all) and incomplete (a sum that leaves out some carrier's value).
+"""A round's results as the round page shows them: one section per query, each with the typed
+tidy frame of its tables (:mod:`coordinator.frames`) and a table of its program and carrier
+cells, every value marked as the frame marks it: withheld, incomplete, unreliable (too small
+for a stable rate, NCHS data presentation standards), perturbed (with its documented noise).
 """
 
 from __future__ import annotations
@@ -15,15 +10,14 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from coordinator.combine import PROGRAM_SCOPE, CombinedCell, ScopedTable
+import pandas as pd
+
+from coordinator import frames
+from coordinator.combine import PROGRAM_SCOPE, ScopedTable
+from coordinator.export import RoundInfo
 from fedoversight import catalogue
-from fedoversight.catalogue import MetricSpec, StatKind
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import UnknownMetricError
-from fedoversight.histogram import Histogram
-
-#: Fewer cases than this make a rate unreliable (NCHS: a relative standard error of 30%).
-UNRELIABLE_BELOW = 20
 
 
 @dataclass(frozen=True)
@@ -35,7 +29,7 @@ class Value:
     incomplete: bool = False
     unreliable: bool = False
     perturbed: bool = False
-    #: What an incomplete or withheld value leaves out (a short phrase).
+    #: Why a value is marked (what it leaves out, why it is unreliable, its noise).
     note: str = ""
 
 
@@ -48,7 +42,7 @@ class Row:
 
 @dataclass(frozen=True)
 class Section:
-    """One query of the round: its tables, program first."""
+    """One query of the round: its frame and its table, program rows first."""
 
     index: int
     metric: str
@@ -59,7 +53,7 @@ class Section:
     columns: tuple[str, ...]
     figures: tuple[str, ...]
     rows: tuple[Row, ...]
-    tables: tuple[ScopedTable, ...]
+    frame: pd.DataFrame
 
     @property
     def counts(self) -> dict[str, int]:
@@ -81,143 +75,110 @@ def split_queries(tables: Sequence[ScopedTable]) -> list[list[ScopedTable]]:
     return groups
 
 
-def _spec(table: ScopedTable) -> MetricSpec | None:
+def sections(tables: Sequence[ScopedTable], info: RoundInfo | None = None) -> list[Section]:
+    return [section(i, group, info) for i, group in enumerate(split_queries(tables))]
+
+
+def section(index: int, tables: Sequence[ScopedTable], info: RoundInfo | None = None) -> Section:
+    first = tables[0]
+    frame = frames.frame_of(tables, info)
     try:
-        return catalogue.get_metric(table.metric, table.version)
+        spec = catalogue.get_metric(first.metric, first.version)
+        title = spec.title
     except UnknownMetricError:
-        return None
+        title = first.metric
+    dims = [str(d) for d in first.group_by]
+    is_figure = frame["kind"] == frames.FIGURE
+    figures = tuple(dict.fromkeys(str(s) for s in frame.loc[is_figure, "statistic"]))
+    stats = tuple(dict.fromkeys(str(s) for s in frame.loc[~is_figure, "statistic"]))
+    columns = (*figures, *stats)
+    cells: dict[tuple[str, tuple[str, ...]], dict[str, Value]] = {}
+    for record in frame.to_dict("records"):
+        key = tuple(_key_text(record.get(d)) for d in dims)
+        cells.setdefault((str(record["scope"]), key), {})[str(record["statistic"])] = _value(record)
+    rows = tuple(
+        Row(scope, key, tuple(values.get(c, Value("")) for c in columns))
+        for (scope, key), values in cells.items()
+    )
+    return Section(
+        index=index,
+        metric=first.metric,
+        version=first.version,
+        title=title,
+        group_by=tuple(first.group_by),
+        columns=columns,
+        figures=figures,
+        rows=rows,
+        frame=frame,
+    )
 
 
-def case_statistic(spec: MetricSpec, figure: str) -> str | None:
-    """The statistic counting the cases a figure rests on (see the module docstring)."""
-    stats = {s.name: s for s in spec.statistics}
-    fig = next((f for f in spec.figures if f.name == figure), None)
-    if fig is None or not fig.inputs:
-        return None
-    first = stats.get(fig.inputs[0])
-    if first is None:
-        return None
-    if first.kind in (StatKind.MEMBERS, StatKind.COUNT):
-        return first.name
-    return first.rests_on or None
+def _flag(value: object) -> bool:
+    return bool(value) if value is not None and value is not pd.NA else False
 
 
-def unreliable(spec: MetricSpec | None, cell: CombinedCell, figure: str) -> bool:
-    """Whether a figure of ``cell`` rests on too few cases for a stable rate."""
-    if spec is None:
+def _key_text(value: object) -> str:
+    if value is None or value is pd.NA or value is pd.NaT:
+        return ""
+    if isinstance(value, pd.Timestamp):
+        return str(value.strftime("%Y-%m"))
+    return str(value)
+
+
+def _value(record: dict[str, object]) -> Value:
+    kind = str(record["kind"])
+    notes = []
+    missing = record.get("missing_carriers")
+    if _present(missing):
+        text = f"leaves out {missing} carrier value(s)"
+        members = record.get("missing_members_at_most")
+        if _present(members):
+            text += f", on at most {members:,} members"
+        notes.append(text)
+    if _flag(record.get("withheld")):
+        return Value("withheld", withheld=True, note="; ".join(notes))
+    if _flag(record.get("unreliable")):
+        reason = record.get("unreliable_reason")
+        notes.append(f"unreliable: {reason}" if _present(reason) else "unreliable")
+    sd = record.get("noise_sd")
+    perturbed = str(record.get("status")) == frames.PERTURBED
+    if perturbed and _present(sd) and float(sd) > 0:  # type: ignore[arg-type]
+        notes.append(f"noise sd {_number(float(sd), kind)}")  # type: ignore[arg-type]
+    return Value(
+        _text(record, kind),
+        incomplete=_flag(record.get("incomplete")),
+        unreliable=_flag(record.get("unreliable")),
+        perturbed=perturbed,
+        note="; ".join(notes),
+    )
+
+
+def _present(value: object) -> bool:
+    if value is None or value is pd.NA:
         return False
-    name = case_statistic(spec, figure)
-    if name is None:
-        return False
-    try:
-        stat = cell.stat(name)
-    except KeyError:
-        return False
-    value = stat.value
-    if value is None or isinstance(value, Histogram) or stat.status.withheld:
-        return False
-    return float(value) < UNRELIABLE_BELOW
+    return not (isinstance(value, float) and math.isnan(value))
 
 
-def _number(value: float) -> str:
+def _text(record: dict[str, object], kind: str) -> str:
+    exact = record.get("value_int")
+    if _present(exact) and kind != frames.FIGURE:
+        number = int(exact)  # type: ignore[call-overload]
+        if kind == "cents":
+            return f"${number / 100:,.2f}"
+        return f"{number:,}"
+    value = record.get("value")
+    if not _present(value):
+        return "—"
+    return _number(float(value), kind)  # type: ignore[arg-type]
+
+
+def _number(value: float, kind: str) -> str:
     if not math.isfinite(value):
         return "—"
+    if kind == "cents":
+        return f"${value / 100:,.2f}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     if abs(value) >= 1:
         return f"{value:,.2f}"
     return f"{value:.4f}"
-
-
-def _stat_text(kind: StatKind | None, value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, float):
-        return _number(value)
-    if isinstance(value, int):
-        if kind is StatKind.CENTS:
-            return f"${value / 100:,.2f}"
-        return f"{value:,}"
-    return str(value)
-
-
-def section(index: int, tables: Sequence[ScopedTable]) -> Section:
-    first = tables[0]
-    spec = _spec(first)
-    kinds = {s.name: s.kind for s in spec.statistics} if spec else {}
-    figures = tuple(f.name for f in spec.figures) if spec else ()
-    stats = tuple(
-        s.name for s in (spec.statistics if spec else ()) if s.kind is not StatKind.HISTOGRAM
-    )
-    if spec is None and first.cells:
-        figures = tuple(f.name for f in first.cells[0].figures)
-        stats = tuple(s.name for s in first.cells[0].stats)
-    rows: list[Row] = []
-    for table in tables:
-        for cell in table.cells:
-            values: list[Value] = []
-            for name in figures:
-                try:
-                    fig = cell.figure(name)
-                except KeyError:
-                    values.append(Value(""))
-                    continue
-                missing = [cell.stat(s).missing for s in cell.incomplete_stats]
-                most = max((m.carriers for m in missing if m is not None), default=0)
-                if not math.isfinite(fig.value) and not fig.complete:
-                    values.append(
-                        Value("withheld", withheld=True, note="rests on a withheld value")
-                    )
-                    continue
-                values.append(
-                    Value(
-                        _number(fig.value),
-                        incomplete=not fig.complete,
-                        unreliable=unreliable(spec, cell, name),
-                        note=f"leaves out {most} carrier value(s)" if not fig.complete else "",
-                    )
-                )
-            for name in stats:
-                try:
-                    stat = cell.stat(name)
-                except KeyError:
-                    values.append(Value(""))
-                    continue
-                if stat.status.withheld or stat.value is None:
-                    values.append(Value("withheld", withheld=True, note=_missing(stat.missing)))
-                    continue
-                values.append(
-                    Value(
-                        _stat_text(kinds.get(name), stat.value),
-                        incomplete=stat.missing is not None,
-                        perturbed=str(stat.status) == "perturbed",
-                        note=_missing(stat.missing),
-                    )
-                )
-            rows.append(Row(table.scope, tuple(v for _, v in cell.key), tuple(values)))
-    return Section(
-        index=index,
-        metric=first.metric,
-        version=first.version,
-        title=spec.title if spec else first.metric,
-        group_by=tuple(first.group_by),
-        columns=(*figures, *stats),
-        figures=figures,
-        rows=tuple(rows),
-        tables=tuple(tables),
-    )
-
-
-def _missing(missing: object) -> str:
-    if missing is None:
-        return ""
-    carriers = getattr(missing, "carriers", 0)
-    members = getattr(missing, "members_at_most", None)
-    text = f"leaves out {carriers} carrier value(s)"
-    if members:
-        text += f", on at most {members:,} members"
-    return text
-
-
-def sections(tables: Sequence[ScopedTable]) -> list[Section]:
-    return [section(i, group) for i, group in enumerate(split_queries(tables))]

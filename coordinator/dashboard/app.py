@@ -37,7 +37,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from coordinator import convert
+from coordinator import convert, frames
 from coordinator.client import OperatorClient, Progress
 from coordinator.combine import PROGRAM_SCOPE
 from coordinator.config import Role
@@ -305,6 +305,8 @@ class Dashboard:
             outcome=outcome,
             open=outcome.state.is_open,
             sections=shown,
+            min_events=frames.UNRELIABLE_MIN_EVENTS,
+            min_members=frames.UNRELIABLE_MIN_MEMBERS,
             disclosure=[
                 t for t in outcome.tables if t.scope != PROGRAM_SCOPE and t.disclosure is not None
             ],

@@ -12,6 +12,9 @@ from coordinator.dashboard.results import Section
 from fedoversight.dimensions import Dimension
 
 _CATEGORIES = (Dimension.SERVICE_CATEGORY, Dimension.SERVICE_CATEGORY_2)
+#: Least height and left margin of a chart on the page (pixels).
+PAGE_HEIGHT = 440
+PAGE_LEFT_MARGIN = 90
 
 
 def charts(section: Section, statistic: str) -> list[tuple[str, go.Figure]]:
@@ -28,9 +31,13 @@ def charts(section: Section, statistic: str) -> list[tuple[str, go.Figure]]:
     out = []
     for kind, build in wanted:
         try:
-            out.append((kind, build()))
+            fig = build()
         except ValueError:  # nothing of that shape in this query (e.g. every value withheld)
             continue
+        # The page is wider than the report's column: room for the legend and axis titles.
+        fig.update_layout(height=max(fig.layout.height or 0, PAGE_HEIGHT))
+        fig.update_layout(margin={"l": max(fig.layout.margin.l or 0, PAGE_LEFT_MARGIN)})
+        out.append((kind, fig))
     return out
 
 

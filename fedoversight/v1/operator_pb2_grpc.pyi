@@ -60,6 +60,10 @@ class OversightStub:
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
     """
+    ListRevisions: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]
+    """A scheduled suite's revisions: for each month its runs covered, every round that computed
+    it, revision 1 first (docs/scheduling.md). Viewer role.
+    """
     WhoAmI: _grpc.UnaryUnaryMultiCallable[_operator_pb2.WhoAmIRequest, _operator_pb2.WhoAmIResponse]
     """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
     A client holding a credential it did not configure (a web dashboard given an operator's
@@ -89,6 +93,10 @@ class OversightAsyncStub(OversightStub):
     """Every signed result the coordinator keeps from one carrier (late ones included), oldest
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+    """
+    ListRevisions: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]  # type: ignore[assignment]
+    """A scheduled suite's revisions: for each month its runs covered, every round that computed
+    it, revision 1 first (docs/scheduling.md). Viewer role.
     """
     WhoAmI: _aio.UnaryUnaryMultiCallable[_operator_pb2.WhoAmIRequest, _operator_pb2.WhoAmIResponse]  # type: ignore[assignment]
     """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
@@ -164,6 +172,16 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         """Every signed result the coordinator keeps from one carrier (late ones included), oldest
         first: each carries the node's audit anchor, for the carrier's auditor to check the node's
         audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevisions(
+        self,
+        request: _operator_pb2.ListRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListRevisionsResponse, _abc.Awaitable[_operator_pb2.ListRevisionsResponse]]:
+        """A scheduled suite's revisions: for each month its runs covered, every round that computed
+        it, revision 1 first (docs/scheduling.md). Viewer role.
         """
 
     @_abc_1.abstractmethod

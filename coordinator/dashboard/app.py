@@ -21,6 +21,7 @@ from typing import Any
 from urllib.parse import quote
 
 import grpc
+import pandas as pd
 import plotly
 from starlette.applications import Starlette
 from starlette.datastructures import FormData
@@ -37,7 +38,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
 
-from coordinator import convert, frames
+from coordinator import charts, convert, frames
 from coordinator.client import OperatorClient, Progress
 from coordinator.combine import PROGRAM_SCOPE
 from coordinator.config import Role
@@ -64,6 +65,8 @@ CSP = (
 )
 #: Seconds a round page follows a round's progress at most.
 WATCH_SECONDS = 3600.0
+#: Most rounds (the newest) a suite's page reads the values of.
+MAX_SUITE_ROUNDS = 24
 
 ClientFactory = Callable[[str], OperatorClient]
 Handler = Callable[[Request, Session], Awaitable[Response]]
@@ -277,8 +280,66 @@ class Dashboard:
 
     async def rounds(self, request: Request, session: Session) -> Response:
         assert session.client is not None
-        summaries = await session.client.list_rounds(limit=100)
-        return self.render(request, "rounds.html", session, rounds=[_summary(s) for s in summaries])
+        suite = request.query_params.get("suite") or None
+        summaries = await session.client.list_rounds(limit=100, suite=suite)
+        return self.render(
+            request, "rounds.html", session, rounds=[_summary(s) for s in summaries], suite=suite
+        )
+
+    async def suite_page(self, request: Request, session: Session) -> Response:
+        """A scheduled suite's months and their revisions: each revision's program value of
+        the suite's first figure, how it moved from the revision before, and the trend of the
+        latest revisions."""
+        assert session.client is not None
+        suite = request.path_params["suite"]
+        found = await session.client.list_revisions(suite)
+        frames_by_round: dict[str, pd.DataFrame] = {}
+        for round_id in list(dict.fromkeys(r.round_id for r in found))[-MAX_SUITE_ROUNDS:]:
+            outcome = await session.client.get_round(round_id)
+            first = results.split_queries(outcome.tables)[:1]
+            if first:
+                frames_by_round[round_id] = frames.frame_of(first[0], outcome.info())
+        shown = next(iter(frames_by_round.values()), None)
+        metric = figure = None
+        if shown is not None and not shown.empty:
+            metric = str(shown["metric"].iloc[0])
+            figs = shown.loc[shown["kind"] == frames.FIGURE, "statistic"]
+            figure = str(figs.iloc[0]) if not figs.empty else str(shown["statistic"].iloc[0])
+        months: dict[str, list[dict[str, object]]] = {}
+        for revision in found:
+            frame = frames_by_round.get(revision.round_id)
+            value = _program_value(frame, figure, revision.month) if frame is not None else None
+            entries = months.setdefault(revision.month, [])
+            before = entries[-1]["value"] if entries else None
+            entries.append(
+                {
+                    "revision": revision.revision,
+                    "round_id": revision.round_id,
+                    "scheduled_for": _stamp(revision.scheduled_for),
+                    "finished_at": _stamp(revision.finished_at),
+                    "state": convert.round_state_from_pb(revision.state),
+                    "latest": revision.latest,
+                    "value": value,
+                    "moved": _moved(before, value),
+                }
+            )
+        chart = None
+        if frames_by_round and metric and figure:
+            try:
+                fig = charts.trend(frames.concat(list(frames_by_round.values())), metric, figure)
+                chart = figures.to_json(figures.for_page(fig))
+            except ValueError:
+                chart = None
+        return self.render(
+            request,
+            "suite.html",
+            session,
+            suite=suite,
+            months=months,
+            metric=metric,
+            figure=figure,
+            chart=chart,
+        )
 
     async def round_page(self, request: Request, session: Session) -> Response:
         assert session.client is not None
@@ -478,6 +539,7 @@ class Dashboard:
             Route("/carriers", s(self.carriers)),
             Route("/rounds", s(self.rounds)),
             Route("/rounds/{round_id}", s(self.round_page)),
+            Route("/suites/{suite}", s(self.suite_page)),
             Route("/rounds/{round_id}/events", s(self.round_events)),
             Route("/rounds/{round_id}/export.{format}", s(self.download)),
             Route("/launch", s(self.launch_page), methods=["GET"]),
@@ -544,8 +606,45 @@ def _stamp(value: Any) -> str:
     return _when(value.ToDatetime(dt.UTC))
 
 
+def _program_value(
+    frame: pd.DataFrame, statistic: str | None, month: str
+) -> dict[str, object] | None:
+    """The program's value of ``statistic`` in ``month`` and its marks (None: no such cell)."""
+    if statistic is None or "month" not in frame.columns:
+        return None
+    hit = frame[
+        (frame["scope"] == PROGRAM_SCOPE)
+        & (frame["statistic"] == statistic)
+        & (frame["month"] == pd.Timestamp(month))
+    ]
+    if len(hit) != 1:
+        return None
+    row = hit.iloc[0]
+    number = row["value"]
+    return {
+        "number": None if pd.isna(number) else float(number),
+        "withheld": bool(row["withheld"]),
+        "incomplete": bool(row["incomplete"]),
+        "unreliable": False if pd.isna(row["unreliable"]) else bool(row["unreliable"]),
+    }
+
+
+def _moved(before: object, now: dict[str, object] | None) -> str:
+    """How a month's value moved from the revision before ("" for the first)."""
+    if not isinstance(before, dict) or now is None:
+        return ""
+    old, new = before.get("number"), now.get("number")
+    if not isinstance(old, float) or not isinstance(new, float):
+        return ""
+    change = new - old
+    share = f" ({change / old:+.1%})" if old else ""
+    return f"{change:+,.2f}{share}"
+
+
 def _summary(s: operator_pb2.RoundSummary) -> dict[str, object]:
     return {
+        "suite": s.suite,
+        "scheduled_for": _stamp(s.scheduled_for) if s.HasField("scheduled_for") else "",
         "round_id": s.round_id,
         "state": convert.round_state_from_pb(s.state),
         "period": wire.period_from_pb(s.period) if s.HasField("period") else "",

@@ -34,11 +34,16 @@ def charts(section: Section, statistic: str) -> list[tuple[str, go.Figure]]:
             fig = build()
         except ValueError:  # nothing of that shape in this query (e.g. every value withheld)
             continue
-        # The page is wider than the report's column: room for the legend and axis titles.
-        fig.update_layout(height=max(fig.layout.height or 0, PAGE_HEIGHT))
-        fig.update_layout(margin={"l": max(fig.layout.margin.l or 0, PAGE_LEFT_MARGIN)})
-        out.append((kind, fig))
+        out.append((kind, for_page(fig)))
     return out
+
+
+def for_page(fig: go.Figure) -> go.Figure:
+    """The figure with room on the page for its legend and axis titles (the page is wider
+    than the report's column)."""
+    fig.update_layout(height=max(fig.layout.height or 0, PAGE_HEIGHT))
+    fig.update_layout(margin={"l": max(fig.layout.margin.l or 0, PAGE_LEFT_MARGIN)})
+    return fig
 
 
 def to_json(figure: go.Figure) -> str:

@@ -11,7 +11,9 @@ members).
   API (PERMISSION_DENIED shown);
 - an operator launches a round by month from the page, watches it to its end, finds the trend
   chart, downloads the CSV and finds it is the round's (checked against the API);
-- a round by state shows withheld badges and unreliable flags.
+- a round by state shows withheld badges and unreliable flags;
+- a scheduled suite (on a clock moved by hand) whose second run revises February: the suite's
+  page lists both revisions, marks the latest, says how the month moved and draws the trend.
 
 Screenshots go to ``$FEDOVERSIGHT_ARTEFACTS`` (default ``test-artefacts/dashboard``). Without
 Chromium the test skips with the reason, except in CI (``CI`` set), where it fails.
@@ -22,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import csv
+import datetime as dt
 import math
 import os
 import shutil
@@ -35,10 +38,19 @@ from pathlib import Path
 import pytest
 
 from coordinator.combine import PROGRAM_SCOPE
+from coordinator.schedule import ManualClock
 from fedoversight.dimensions import Dimension
 from oversight_sim.harness import HARNESS_TOKEN_OPERATOR, HARNESS_VIEWER, SimulatedFederation
 from tests.integration import planted
-from tests.integration.test_trust import small
+from tests.integration.test_schedule import (
+    EXACT,
+    FIRST_DUE,
+    SCHEDULE,
+    SECOND_DUE,
+    SUITE,
+    early_extract,
+)
+from tests.integration.test_trust import small, wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -378,3 +390,71 @@ async def test_viewer_and_operator_in_a_real_browser(
     table = next(t for t in by_state.tables if t.scope == victim)
     wy = next(c for c in table.cells if dict(c.key)[Dimension.STATE] == "WY")
     assert any(s.status.withheld for s in wy.stats)
+
+
+def suite_session(b: Browser, url: str, token: str, first: str, second: str) -> None:
+    """The suite's page: February's two revisions, the latest marked, and the trend."""
+    from selenium.webdriver.common.by import By
+
+    b.sign_in(url, token)
+    b.driver.get(f"{url}/suites/{SUITE}")
+    b.wait(lambda: b.css("#chart-suite-trend.js-plotly-plot .main-svg"), "the suite's trend")
+    february = b.css('#revisions tr[data-month="2026-02"]')
+    assert [r.get_attribute("data-revision") for r in february] == ["1", "2"]  # type: ignore[attr-defined]
+    assert first in february[0].text and second in february[1].text  # type: ignore[attr-defined]
+    assert "latest" in february[1].text and "latest" not in february[0].text  # type: ignore[attr-defined]
+    moved = february[1].find_element(By.CSS_SELECTOR, ".moved").text  # type: ignore[attr-defined]
+    assert moved.startswith("+"), moved
+    b.shot("viewer-suite-revisions")
+    b.driver.get(f"{url}/rounds")
+    assert len(b.css(f'#rounds a[href="/suites/{SUITE}"]')) == 2
+    b.shot("viewer-rounds")
+    assert not b.severe_console(), b.severe_console()
+
+
+async def test_a_suites_two_revisions_of_a_month_in_a_real_browser(
+    federation_data: dict[str, Path], tmp_path: Path, browser: Browser
+) -> None:
+    dirs = {
+        c: Path(shutil.copytree(d, tmp_path / "data" / c))
+        for c, d in small(federation_data, 2).items()
+    }
+    late = sorted(dirs)[0]
+    full = tmp_path / "medical_claims.full.parquet"
+    shutil.copyfile(dirs[late] / "medical_claims.parquet", full)
+    assert early_extract(dirs[late]) > 0
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text(SCHEDULE)
+    clock = ManualClock(dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    async with SimulatedFederation(
+        dirs, tmp_path / "run", policy=EXACT, schedule=schedule, clock=clock, operator_port=True
+    ) as fed:
+        assert fed.client is not None and fed.coordinator is not None and fed.pki is not None
+        launched = fed.coordinator.scheduler.launched
+        clock.set(FIRST_DUE + dt.timedelta(minutes=3))
+        assert await wait_for(lambda: len(launched) == 1)
+        async for _ in fed.client.watch(launched[(SUITE, FIRST_DUE)], timeout=120):
+            pass
+        replacement = dirs[late] / "medical_claims.parquet.new"
+        shutil.copyfile(full, replacement)
+        replacement.replace(dirs[late] / "medical_claims.parquet")
+        clock.set(SECOND_DUE)
+        assert await wait_for(lambda: len(launched) == 2)
+        async for _ in fed.client.watch(launched[(SUITE, SECOND_DUE)], timeout=120):
+            pass
+        kit = fed.pki.operators[HARNESS_VIEWER]
+        assert kit.token is not None
+        dashboard = await asyncio.to_thread(
+            Dashboard, fed.operator_address, kit.ca_cert, tmp_path / "dashboard.log"
+        )
+        try:
+            await asyncio.to_thread(
+                suite_session,
+                browser,
+                dashboard.url,
+                kit.token.read_text().strip(),
+                launched[(SUITE, FIRST_DUE)],
+                launched[(SUITE, SECOND_DUE)],
+            )
+        finally:
+            await asyncio.to_thread(dashboard.stop)

@@ -55,7 +55,9 @@ class FakeApi:
         self._who()
         return [operator_pb2.CarrierInfo(carrier_id="c001", connected=True, node_version="1.0")]
 
-    async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
+    async def list_rounds(
+        self, limit: int = 50, *, suite: str | None = None
+    ) -> list[operator_pb2.RoundSummary]:
         self._who()
         return []
 

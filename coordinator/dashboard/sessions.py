@@ -3,7 +3,8 @@ inside their operator API client) in this process's memory only.
 
 A visitor gets an anonymous session (for the login form's CSRF token); signing in replaces it
 with a new id, so an id planted before login is worthless after. Sessions end on logout, after
-``idle`` seconds unused, or when the oldest must make room.
+``idle`` seconds unused, or when more than ``limit`` are open: the oldest anonymous one first,
+then the oldest signed-in one.
 """
 
 from __future__ import annotations
@@ -66,8 +67,11 @@ class Sessions:
         )
         self._by_id[session.id] = session
         while len(self._by_id) > self._limit:
-            _, oldest = self._by_id.popitem(last=False)
-            await _close(oldest)
+            # Visitors who have not signed in make room first: opening the login page again
+            # and again never pushes out a signed-in user while such sessions remain.
+            anonymous = next((s for s in self._by_id.values() if s.user is None), None)
+            oldest = anonymous or next(iter(self._by_id.values()))
+            await self.end(oldest.id)
         return session
 
     async def sign_in(self, old: Session | None, user: Identity, client: OperatorClient) -> Session:

@@ -17,7 +17,7 @@ from coordinator.dashboard.app import PLOTLY_JS, Dashboard
 from coordinator.dashboard.sessions import COOKIE
 from coordinator.dashboard.settings import DashboardConfig, load_dashboard_config
 from coordinator.store import CarrierRoundState, RoundState
-from fedoversight.errors import AuthenticationError, PolicyRefusedError
+from fedoversight.errors import AuthenticationError, ConfigError, PolicyRefusedError
 from fedoversight.periods import Period
 from fedoversight.v1 import operator_pb2
 
@@ -287,6 +287,7 @@ def test_the_round_page_marks_withheld_and_unreliable_values(client: TestClient)
 
 
 def test_settings_read_a_toml_file_and_flags_override_it(tmp_path: Any) -> None:
+    (tmp_path / "ca.pem").write_text("a CA")
     path = tmp_path / "dashboard.toml"
     path.write_text(
         'coordinator = "oversight.example.gov:50052"\nca = "ca.pem"\nidle_minutes = 5\n'
@@ -296,3 +297,18 @@ def test_settings_read_a_toml_file_and_flags_override_it(tmp_path: Any) -> None:
     assert config.ca == tmp_path / "ca.pem"
     assert config.host_port == ("127.0.0.1", 9000)
     assert DashboardConfig().host_port == ("127.0.0.1", 8080)
+    for wrong in ({"listen": "8080"}, {"listen": "localhost:http"}, {"ca": tmp_path / "none"}):
+        with pytest.raises(ConfigError):
+            load_dashboard_config(None, **wrong)
+
+
+async def test_visitors_make_room_before_signed_in_users() -> None:
+    from coordinator.dashboard.sessions import Sessions
+
+    sessions = Sessions(idle=60, limit=3, clock=Clock())
+    api = FakeApi("op-token")
+    user = await sessions.sign_in(None, TOKENS["op-token"], api)  # type: ignore[arg-type]
+    for _ in range(10):
+        await sessions.new()
+    assert len(sessions) == 3
+    assert await sessions.get(user.id) is user and not api.closed

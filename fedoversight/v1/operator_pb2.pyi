@@ -928,7 +928,9 @@ class ListRevisionsRequest(_message.Message):
     SUITE_FIELD_NUMBER: _builtins.int
     MONTH_FIELD_NUMBER: _builtins.int
     suite: _builtins.str
-    """The suite's name, as the schedule file gives it."""
+    """The suite's name, as the schedule file gives it (a suite that never ran, or is not in the
+    schedule, has no revisions: an empty list; a name not of a suite's form is refused).
+    """
     month: _builtins.str
     """One month, "YYYY-MM" (empty: every month the suite's rounds covered)."""
     def __init__(

@@ -5,6 +5,7 @@ oracle computes from the data the carriers held at the time; a restart runs noth
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import shutil
 from collections.abc import Sequence
@@ -14,19 +15,23 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from pydantic import SecretStr
 
 from carrier_node.policy import Policy
 from coordinator.client import scheduled_for
 from coordinator.combine import ScopedTable
+from coordinator.config import PostgresStore
 from coordinator.convert import round_state_from_pb
 from coordinator.schedule import ManualClock
-from coordinator.store import RoundState
+from coordinator.store import RoundState, RoundStore
+from coordinator.store_postgres import PostgresBackend
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
+from fedoversight.errors import InvalidRequestError
 from fedoversight.periods import Period
 from fedoversight.v1 import operator_pb2
 from oversight_sim.harness import HARNESS_VIEWER, SimulatedFederation
-from tests import oracle
+from tests import oracle, postgres
 from tests.integration.helpers import compare
 from tests.integration.test_operator_api import cli, run_cli
 from tests.integration.test_trust import small, wait_for
@@ -137,6 +142,11 @@ async def test_a_suite_runs_on_its_due_times_and_february_gets_a_second_revision
         assert [(r.revision, r.round_id) for r in february] == [(1, first), (2, second)]
         assert [scheduled_for_of(r) for r in february] == [FIRST_DUE, SECOND_DUE]
         assert {round_state_from_pb(r.state) for r in february} == {RoundState.COMPLETE}
+        assert await client.list_revisions(SUITE, "2026-04") == []
+        assert await client.list_revisions("no-such-suite") == []
+        for suite, month in (("Not A Suite", ""), (SUITE, "February")):
+            with pytest.raises(InvalidRequestError):
+                await client.list_revisions(suite, month)
 
         # Each revision's values are the oracle's over the data of its time.
         now = {c: oracle.load_carrier(d) for c, d in dirs.items()}
@@ -177,3 +187,43 @@ async def test_a_suite_runs_on_its_due_times_and_february_gets_a_second_revision
 
 def scheduled_for_of(revision: operator_pb2.Revision) -> dt.datetime:
     return revision.scheduled_for.ToDatetime(tzinfo=dt.UTC)
+
+
+@pytest.mark.postgres
+async def test_a_suite_keeps_its_runs_in_a_postgresql_store(
+    federation_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """The suite and due time of a run, its revisions and the memory of what ran, with the
+    round store in PostgreSQL."""
+    schedule = tmp_path / "schedule.toml"
+    schedule.write_text(SCHEDULE)
+    clock = ManualClock(dt.datetime(2026, 3, 1, tzinfo=dt.UTC))
+    with postgres.fresh_schema() as schema:
+        store = PostgresStore(url=SecretStr(postgres.DSN), schema_name=schema)
+        async with SimulatedFederation(
+            small(federation_data, 2),
+            tmp_path / "run",
+            policy=EXACT,
+            schedule=schedule,
+            clock=clock,
+            round_store=store,
+        ) as fed:
+            assert fed.client is not None and fed.coordinator is not None
+            clock.set(FIRST_DUE)
+            launched = fed.coordinator.scheduler.launched
+            assert await wait_for(lambda: len(launched) == 1)
+            first = launched[(SUITE, FIRST_DUE)]
+            async for _ in fed.client.watch(first, timeout=120):
+                pass
+            rows = await fed.client.list_revisions(SUITE)
+            assert [(r.month, r.revision, r.round_id) for r in rows] == [
+                ("2026-01", 1, first),
+                ("2026-02", 1, first),
+            ]
+            restarted = await fed.restart_coordinator()
+            await asyncio.sleep(0.2)
+            assert restarted.scheduler.launched == {}
+        with RoundStore(PostgresBackend(store)) as elsewhere:
+            (record,) = elsewhere.list_rounds(suite=SUITE)
+            assert (record.round_id, record.scheduled_for) == (first, FIRST_DUE)
+            assert elsewhere.last_scheduled(SUITE) == FIRST_DUE

@@ -45,8 +45,8 @@ def suite(**changes: object) -> Suite:
     return Suite.model_validate(data)
 
 
-def utc(*parts: int) -> dt.datetime:
-    return dt.datetime(*parts, tzinfo=dt.UTC)  # type: ignore[misc]
+def utc(year: int, month: int, day: int, hour: int = 0, minute: int = 0) -> dt.datetime:
+    return dt.datetime(year, month, day, hour, minute, tzinfo=dt.UTC)
 
 
 # --- due times and windows --------------------------------------------------------------------

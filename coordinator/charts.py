@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from coordinator.frames import PROGRAM
 from fedoversight import catalogue
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import UnknownMetricError
@@ -53,7 +54,6 @@ __all__ = [
     "trend",
 ]
 
-PROGRAM = "program"
 #: Okabe & Ito's palette (without black, the program's colour), then Paul Tol's muted one for
 #: tables with more categories than that.
 PALETTE = (

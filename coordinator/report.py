@@ -176,13 +176,21 @@ def _round(attrs: dict[str, object], frame: pd.DataFrame) -> dict[str, object]:
     assert isinstance(carriers, list)
     asked = attrs.get("carriers_asked", first("carriers_asked"))
     answered = attrs.get("carriers_answered", first("carriers_answered"))
+    complete = bool(attrs.get("complete", asked == answered))
+    if complete:
+        note = "complete"
+    elif asked != answered:
+        note = "program values leave out the carriers that did not answer"
+    else:
+        note = "every carrier answered; values withheld by carriers' disclosure control are marked"
     return {
         "round_id": attrs.get("round_id", first("round_id")),
         "period": attrs.get("period", first("period")),
         "state": attrs.get("state", ""),
         "carriers_asked": asked,
         "carriers_answered": answered,
-        "complete": bool(attrs.get("complete", asked == answered)),
+        "complete": complete,
+        "completeness_note": note,
         "carriers": [
             {
                 "carrier_id": c.get("carrier_id", ""),

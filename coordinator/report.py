@@ -269,7 +269,9 @@ def _dimension_text(dimension: str, value: object) -> str:
 def _cell(row: pd.Series) -> ReportCell:
     marks: list[Mark] = []
     notes: list[str] = [f"status: {row.get('status')}"]
-    if _true(row.get("withheld")) or row.get("status") == "withheld":
+    withheld = _true(row.get("withheld")) or row.get("status") == "withheld"
+    if withheld or (_true(row.get("incomplete")) and not _has_value(row)):
+        # A figure of withheld statistics has no value for the same reason.
         marks.append(WITHHELD)
     if _true(row.get("incomplete")):
         marks.append(INCOMPLETE)

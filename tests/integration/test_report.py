@@ -1,6 +1,7 @@
 """``oversight report``, run as operators run it (a process of its own, mutual TLS) against a
-live federation on loopback: one self-contained page naming the round, its period and
-completeness, with charts and the program's values as the round has them."""
+live federation on loopback, with a viewer's credentials: one self-contained page naming the
+round, its period and completeness, with charts and the program's values as the round has
+them."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from coordinator.client import RoundOutcome
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
+from oversight_sim.harness import HARNESS_VIEWER, SimulatedFederation
 from tests.integration.test_operator_api import cli
 from tests.integration.test_trust import small
 
@@ -113,7 +114,7 @@ async def test_the_report_is_one_page_with_the_rounds_charts_and_values(
                 sys.executable,
                 "-c",
                 "from oversight_sim.cli import main; main()",
-                *cli(fed, "report", outcome.round_id, "--output", str(page)),
+                *cli(fed, "report", outcome.round_id, "-o", str(page), name=HARNESS_VIEWER),
             ],
             capture_output=True,
             text=True,

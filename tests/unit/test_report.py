@@ -6,9 +6,12 @@ from __future__ import annotations
 import datetime as dt
 import re
 from html.parser import HTMLParser
+from pathlib import Path
 
 import pandas as pd
+from typer.testing import CliRunner
 
+from coordinator.cli import app as oversight_app
 from coordinator.report import format_value, render_report
 from tests.unit.frame_kit import frame, row
 from tests.unit.test_charts import MONTHS, category_frame, monthly
@@ -114,3 +117,11 @@ def test_an_empty_round_still_says_what_it_is() -> None:
     html = render_report(empty)
     assert "0 of 4 carriers answered" in html
     assert "No chart applies" in html and "The round has no tables" in html
+
+
+def test_the_command_refuses_an_output_that_is_not_html(tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        oversight_app, ["report", "r-1", "--output", str(tmp_path / "report.pdf")]
+    )
+    assert result.exit_code == 2
+    assert "HTML" in result.output and not (tmp_path / "report.pdf").exists()

@@ -174,6 +174,7 @@ def _round(attrs: dict[str, object], frame: pd.DataFrame) -> dict[str, object]:
 
     carriers = attrs.get("carriers") or []
     assert isinstance(carriers, list)
+    late = attrs.get("late")
     asked = attrs.get("carriers_asked", first("carriers_asked"))
     answered = attrs.get("carriers_answered", first("carriers_answered"))
     complete = bool(attrs.get("complete", asked == answered))
@@ -199,7 +200,7 @@ def _round(attrs: dict[str, object], frame: pd.DataFrame) -> dict[str, object]:
             }
             for c in carriers
         ],
-        "late": list(attrs.get("late") or []),  # type: ignore[call-overload]
+        "late": [str(c) for c in late] if isinstance(late, list | tuple) else [],
         "metrics": [str(m) for m in pd.unique(frame["metric"])] if not frame.empty else [],
     }
 

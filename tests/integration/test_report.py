@@ -13,6 +13,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from coordinator.client import RoundOutcome
+from coordinator.frames import round_frame
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
@@ -23,6 +24,8 @@ from tests.integration.test_trust import small
 PERIOD = Period.parse("2026-01:2026-03")
 QUERIES = [
     QuerySpec("cost.pmpm", 1, group_by=(D.MONTH,)),
+    # Few admissions a month at a small carrier: some carrier values are withheld.
+    QuerySpec("util.inpatient", 1, group_by=(D.MONTH,)),
     QuerySpec("cost.pmpm_by_service_category", 1, group_by=(D.SERVICE_CATEGORY,)),
 ]
 
@@ -147,3 +150,14 @@ async def test_the_report_is_one_page_with_the_rounds_charts_and_values(
     expected = program_values(outcome, "cost.pmpm")
     assert expected and {k: shown[k] for k in expected} == expected
     assert "cost.pmpm_by_service_category" in parsed.tables
+    # Charted values withheld by a carrier's disclosure control are marked, one by one.
+    frame = round_frame(outcome)
+    # (the trend draws every scope's figures by month)
+    charted = frame[
+        (frame["kind"] == "figure") & frame["metric"].isin(["cost.pmpm", "util.inpatient"])
+    ]
+    withheld = charted[charted["withheld"] | (charted["value"].isna() & charted["incomplete"])]
+    assert not withheld.empty
+    for _, value in withheld.iterrows():
+        where = f"{value['scope']} · {value['month']:%Y-%m}: withheld by"
+        assert where in html, where

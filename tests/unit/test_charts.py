@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from coordinator import charts
+from coordinator import charts, frames
 from tests.unit.frame_kit import frame, row
 
 MONTHS = ("2026-01-01", "2026-02-01", "2026-03-01")
@@ -241,7 +241,7 @@ def test_a_breakdown_by_month_stacks_the_categories() -> None:
 
 
 def test_suggest_picks_the_charts_that_apply() -> None:
-    both = pd.concat([monthly(), category_frame()], ignore_index=True)
+    both = frames.concat([monthly(), category_frame()])
     suggested = charts.suggest(both)
     kinds = [(f.layout.meta["chart"], f.layout.meta["metric"]) for _, f in suggested]
     assert kinds == [

@@ -31,7 +31,7 @@ def report_frame() -> pd.DataFrame:
             {"carrier_id": "c001", "state": "answered", "message": ""},
             {"carrier_id": "c004", "state": "unavailable", "message": "did not answer in time"},
         ],
-        "late": [],
+        "late": ["c009"],
         "complete": False,
     }
     return f
@@ -84,6 +84,7 @@ def test_the_page_names_the_round_and_holds_everything_it_shows() -> None:
     assert ROUND in html and "2026-01:2026-03" in html and "2026-04-01 00:00 UTC" in html
     assert "3 of 4 carriers answered" in html
     assert "did not answer in time" in html
+    assert re.search(r"answered after the round finished[^<]*c009", html)
     assert "@media print" in html
 
 

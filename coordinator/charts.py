@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 import pandas as pd
 import plotly.graph_objects as go
 
+from coordinator.frames import PROGRAM
 from fedoversight import catalogue
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import UnknownMetricError
@@ -53,7 +54,6 @@ __all__ = [
     "trend",
 ]
 
-PROGRAM = "program"
 #: Okabe & Ito's palette (without black, the program's colour), then Paul Tol's muted one for
 #: tables with more categories than that.
 PALETTE = (
@@ -90,7 +90,7 @@ NOISE_TEXT = (
     "Error bars: ±1.96 × the standard deviation of the disclosure noise the value carries, as"
     " documented (docs/disclosure.md)."
 )
-NOT_PUBLISHED_TEXT = "noise not published (dollar noise under cell-key perturbation)"
+NOT_PUBLISHED_TEXT = "the noise is not published (dollar noise under cell-key perturbation)"
 
 _DIMENSIONS = frozenset(str(d) for d in Dimension)
 _MONTH = str(Dimension.MONTH)
@@ -127,6 +127,22 @@ def trend(
         name = "Program" if scope == PROGRAM else scope
         values = _display_values(part)
         has.add(part)
+        line = {"color": colour, "width": 3 if scope == PROGRAM else 1.5}
+        size = 9 if scope == PROGRAM else 7
+        # The legend draws a trace's first marker: its entry is a trace of its own, plain.
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="lines+markers",
+                name=name,
+                legendgroup=scope,
+                line=line,
+                marker={"symbol": "circle", "size": size, "color": colour},
+                hoverinfo="skip",
+                meta={"role": "legend", "scope": scope},
+            )
+        )
         fig.add_trace(
             go.Scatter(
                 x=list(part[_MONTH]),
@@ -134,11 +150,12 @@ def trend(
                 mode="lines+markers",
                 name=name,
                 legendgroup=scope,
+                showlegend=False,
                 connectgaps=False,
-                line={"color": colour, "width": 3 if scope == PROGRAM else 1.5},
+                line=line,
                 marker={
                     "symbol": _symbols(part),
-                    "size": 9 if scope == PROGRAM else 7,
+                    "size": size,
                     "color": colour,
                     "line": {"color": colour, "width": 1.5},
                 },
@@ -147,7 +164,7 @@ def trend(
                 meta={"role": PROGRAM if scope == PROGRAM else "value", "scope": scope},
             )
         )
-        withheld = part[_flag(part, "withheld")]
+        withheld = part[_withheld(part)]
         if not withheld.empty:
             fig.add_trace(
                 go.Scatter(
@@ -166,9 +183,12 @@ def trend(
                 )
             )
     _add_keys(fig, has)
+    entries = len(_scopes(rows)) + sum((has.withheld, has.incomplete, has.unreliable))
     fig.update_layout(
         yaxis2={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
-        xaxis={"title": {"text": "month"}, "tickformat": "%Y-%m", "dtick": "M1"},
+        xaxis={"title": {"text": "month"}, "type": "date", "tickformat": "%Y-%m", "dtick": "M1"},
+        # Room for every legend entry beside the plot (a scrolling legend does not print).
+        height=150 + 18 * len(has.notes()) + max(300, 28 * entries),
     )
     _finish(
         fig,
@@ -206,9 +226,11 @@ def comparison(
         raise ValueError(f"no carrier cells of {metric} {statistic} in the frame")
     unit = _unit(carriers)
     scale = _scale(carriers)
-    withheld_mask = _flag(carriers, "withheld") | carriers["value"].isna()
-    ranked = carriers[~withheld_mask].sort_values(["value", "scope"], ascending=[False, True])
-    withheld = carriers[withheld_mask].sort_values("scope")
+    withheld_mask = _withheld(carriers)
+    no_value = carriers["value"].isna() & ~withheld_mask
+    ranked = carriers[~withheld_mask & ~no_value].sort_values(
+        ["value", "scope"], ascending=[False, True]
+    )
     colours = _scope_colours(frame)
     has = _Flags()
     has.add(carriers)
@@ -238,26 +260,33 @@ def comparison(
         )
     else:
         unpublished = False
-    if not withheld.empty:
+    withheld = carriers[withheld_mask].sort_values("scope")
+    empty = carriers[no_value].sort_values("scope")
+    for part, role, text, hover in (
+        (withheld, "withheld", "withheld", WITHHELD_TEXT),
+        (empty, "no_value", "no value", "no value (nothing to divide by)"),
+    ):
+        if part.empty:
+            continue
         fig.add_trace(
             go.Scatter(
-                x=[0.0] * len(withheld),
-                y=list(withheld["scope"]),
+                x=[0.012] * len(part),
+                y=list(part["scope"]),
                 xaxis="x2",
                 mode="markers+text",
-                name="withheld",
+                name=text,
                 showlegend=False,
                 cliponaxis=False,
-                text=["withheld"] * len(withheld),
+                text=[text] * len(part),
                 textposition="middle right",
                 marker={
-                    "symbol": "x",
+                    "symbol": "x" if role == "withheld" else "circle-open-dot",
                     "size": 11,
-                    "color": [colours[s] for s in withheld["scope"]],
+                    "color": [colours[s] for s in part["scope"]],
                 },
-                hovertext=[f"{s}: {WITHHELD_TEXT}" for s in withheld["scope"]],
+                hovertext=[f"{s}: {hover}" for s in part["scope"]],
                 hoverinfo="text",
-                meta={"role": "withheld", "scope": list(withheld["scope"])},
+                meta={"role": role, "scope": list(part["scope"])},
             )
         )
     program = rows[(rows["scope"] == PROGRAM) & rows["value"].notna()]
@@ -274,7 +303,7 @@ def comparison(
             text=f"program {_format(value, unit)}",
             font={"size": 11},
         )
-    order = [*ranked["scope"], *withheld["scope"]]
+    order = [*ranked["scope"], *withheld["scope"], *empty["scope"]]
     fig.update_layout(
         yaxis={
             "categoryorder": "array",
@@ -283,12 +312,12 @@ def comparison(
             "type": "category",
         },
         xaxis2={"overlaying": "x", "range": [0, 1], "visible": False, "fixedrange": True},
-        height=max(320, 140 + 34 * len(order)),
     )
     notes = [NOISE_TEXT]
     if unpublished:
-        notes.append(f"No error bar where the {NOT_PUBLISHED_TEXT}.")
+        notes.append(f"No error bar where {NOT_PUBLISHED_TEXT}.")
     notes += has.notes()
+    fig.update_layout(height=150 + 18 * len(notes) + max(180, 34 * len(order)))
     when_text = f", {when}" if when else ""
     _finish(
         fig,
@@ -497,6 +526,13 @@ def _flag(rows: pd.DataFrame, column: str) -> pd.Series:
     return rows[column].astype("boolean").fillna(False).astype(bool)
 
 
+def _withheld(rows: pd.DataFrame) -> pd.Series:
+    """Values without a value because a carrier's disclosure control withheld them or the
+    statistics they rest on (a figure of withheld inputs)."""
+    missing = rows["value"].isna()
+    return _flag(rows, "withheld") | (missing & _flag(rows, "incomplete"))
+
+
 def _unit(rows: pd.DataFrame) -> str:
     kinds = set(rows["kind"].dropna()) if "kind" in rows.columns else set()
     return "dollars" if kinds == {"cents"} else ""
@@ -594,7 +630,7 @@ class _Flags:
         self.unreliable = False
 
     def add(self, rows: pd.DataFrame) -> None:
-        self.withheld |= bool(_flag(rows, "withheld").any())
+        self.withheld |= bool(_withheld(rows).any())
         self.incomplete |= bool(_flag(rows, "incomplete").any())
         self.unreliable |= bool(_flag(rows, "unreliable").any())
 
@@ -637,7 +673,7 @@ def _add_keys(fig: go.Figure, has: _Flags) -> None:
 
 
 def _ranked_bars(fig: go.Figure, rows: pd.DataFrame, dim: str, unit: str) -> None:
-    withheld_mask = _flag(rows, "withheld") | rows["value"].isna()
+    withheld_mask = _withheld(rows) | rows["value"].isna()
     ranked = rows[~withheld_mask].sort_values(["value", dim], ascending=[False, True])
     withheld = rows[withheld_mask].sort_values(dim)
     if not ranked.empty:
@@ -663,7 +699,7 @@ def _ranked_bars(fig: go.Figure, rows: pd.DataFrame, dim: str, unit: str) -> Non
     if not withheld.empty:
         fig.add_trace(
             go.Scatter(
-                x=[0.0] * len(withheld),
+                x=[0.012] * len(withheld),
                 y=[str(v) for v in withheld[dim]],
                 xaxis="x2",
                 mode="markers+text",
@@ -687,7 +723,7 @@ def _ranked_bars(fig: go.Figure, rows: pd.DataFrame, dim: str, unit: str) -> Non
             "type": "category",
         },
         xaxis2={"overlaying": "x", "range": [0, 1], "visible": False, "fixedrange": True},
-        height=max(320, 140 + 30 * len(order)),
+        height=150 + 18 * 3 + max(180, 30 * len(order)),
     )
 
 
@@ -713,7 +749,7 @@ def _stacked(fig: go.Figure, rows: pd.DataFrame, dim: str, unit: str) -> None:
                 meta={"role": "value", "scope": PROGRAM, "category": category},
             )
         )
-    withheld = rows[_flag(rows, "withheld") | rows["value"].isna()]
+    withheld = rows[_withheld(rows)]
     if not withheld.empty:
         fig.add_trace(
             go.Scatter(
@@ -732,7 +768,8 @@ def _stacked(fig: go.Figure, rows: pd.DataFrame, dim: str, unit: str) -> None:
     fig.update_layout(
         barmode="stack",
         yaxis2={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
-        xaxis={"title": {"text": "month"}, "tickformat": "%Y-%m", "dtick": "M1"},
+        xaxis={"title": {"text": "month"}, "type": "date", "tickformat": "%Y-%m", "dtick": "M1"},
+        height=150 + 18 * len(has.notes()) + max(300, 24 * (len(categories) + 1)),
     )
 
 

@@ -21,7 +21,9 @@ from coordinator import convert, readiness
 from coordinator.client import OperatorClient, Progress, RoundOutcome, scheduled_for
 from coordinator.config import CoordinatorConfig, load_coordinator_config
 from coordinator.export import FORMATS, write_export
+from coordinator.frames import round_frame
 from coordinator.receipts import verify_receipts, verify_round
+from coordinator.report import write_report
 from coordinator.schedule import load_schedule
 from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import (
@@ -791,6 +793,41 @@ def round_verify(
         f" {len(outcome.receipts)} receipts do not verify[/bold red]"
     )
     raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def report(
+    round_id: str,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the HTML file to write (e.g. report.html)")
+    ],
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
+    """Write a round's oversight report: one self-contained HTML page (charts, tables, the
+    round's completeness) that the browser prints to PDF."""
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise fail(InvalidRequestError("the report is HTML: name an .html file"), EXIT_USAGE)
+
+    async def main() -> RoundOutcome:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            return await client.get_round(round_id)
+
+    try:
+        outcome = asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+    write_report(round_frame(outcome), output)
+    console.print(
+        f"wrote {output}: round {outcome.round_id} ({outcome.period}), {outcome.state},"
+        f" {outcome.answered}/{len(outcome.carriers)} carriers answered"
+    )
 
 
 @app.command()

@@ -10,7 +10,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from coordinator import charts
+from coordinator import charts, frames
 from tests.unit.frame_kit import frame, row
 
 MONTHS = ("2026-01-01", "2026-02-01", "2026-03-01")
@@ -57,6 +57,10 @@ def test_a_trend_draws_the_program_and_each_carrier_by_month() -> None:
         assert list(lines[scope].y) == list(values)
         assert [pd.Timestamp(x) for x in lines[scope].x] == [pd.Timestamp(m) for m in MONTHS]
     assert lines["program"].name == "Program"
+    # Legend entries of their own, plain whatever the first point's marks.
+    legend = {t.meta["scope"]: t for t in traces(fig, "legend")}
+    assert set(legend) == set(PMPM) and {t.marker.symbol for t in legend.values()} == {"circle"}
+    assert not any(t.showlegend is not False for t in lines.values())
     assert lines["program"].line.color == charts.PROGRAM_COLOUR
     carrier_colours = {lines[c].line.color for c in ("c001", "c002", "c003")}
     assert len(carrier_colours) == 3 and carrier_colours <= set(charts.PALETTE)
@@ -237,7 +241,7 @@ def test_a_breakdown_by_month_stacks_the_categories() -> None:
 
 
 def test_suggest_picks_the_charts_that_apply() -> None:
-    both = pd.concat([monthly(), category_frame()], ignore_index=True)
+    both = frames.concat([monthly(), category_frame()])
     suggested = charts.suggest(both)
     kinds = [(f.layout.meta["chart"], f.layout.meta["metric"]) for _, f in suggested]
     assert kinds == [
@@ -267,3 +271,33 @@ def test_figures_serialise_without_nan() -> None:
         assert not any(
             isinstance(v, float) and math.isnan(v) for t in fig.data for v in (t.y or ())
         )
+
+
+def test_a_figure_of_withheld_statistics_is_marked_withheld_and_nothing_to_divide_by_is_not() -> (
+    None
+):
+    # A carrier's rate whose inputs its node withheld has no value and rests on withheld ones.
+    of_withheld = {**row("c002", "visits_per_1000", None), "withheld": False, "incomplete": True}
+    of_withheld["status"] = "incomplete"
+    no_value = {**row("c003", "visits_per_1000", None), "withheld": False, "status": "released"}
+    rows = [row("c001", "visits_per_1000", 480.0, month=MONTHS[0]), of_withheld, no_value]
+    for r in rows[1:]:
+        r["month"] = MONTHS[0]
+    data = frame([{**r, "metric": "util.ed_visits"} for r in rows])
+    fig = charts.comparison(data, "util.ed_visits", "visits_per_1000")
+    (withheld,) = traces(fig, "withheld")
+    assert list(withheld.y) == ["c002"]
+    (empty,) = traces(fig, "no_value")
+    assert list(empty.y) == ["c003"] and list(empty.text) == ["no value"]
+    trend_rows = [
+        {**r, "month": m}
+        for m in MONTHS[:2]
+        for r in (row("c001", "visits_per_1000", 480.0), of_withheld)
+    ]
+    fig = charts.trend(
+        frame([{**r, "metric": "util.ed_visits"} for r in trend_rows]),
+        "util.ed_visits",
+        "visits_per_1000",
+    )
+    (withheld,) = traces(fig, "withheld")
+    assert withheld.meta["scope"] == "c002" and len(withheld.x) == 2

@@ -297,7 +297,9 @@ def viewer_session(b: Browser, url: str, token: str) -> None:
     b.sign_out()
 
 
-def operator_session(b: Browser, url: str, token: str) -> tuple[str, str, Path]:
+def operator_session(
+    b: Browser, url: str, token: str, carriers: list[str]
+) -> tuple[str, str, Path]:
     """Launch a round by month and one by state; the first's CSV."""
     from selenium.webdriver.common.by import By
 
@@ -315,11 +317,13 @@ def operator_session(b: Browser, url: str, token: str) -> tuple[str, str, Path]:
     # The trend chart: a Plotly plot drawn from the served plotly.js, one line per carrier and
     # the program's.
     chart = b.wait(lambda: b.css("#query-0 .chart-trend.js-plotly-plot"), "the trend chart")
-    lines = b.driver.execute_script(
-        "return arguments[0].data.filter(t => t.mode === 'lines+markers').length",
+    # The traces drawn, by what each says it draws (coordinator.charts: "program", "value").
+    scopes = b.driver.execute_script(
+        "return arguments[0].data.filter(t => t.meta && ['program', 'value'].includes("
+        "t.meta.role)).map(t => t.meta.scope)",
         chart[0],  # type: ignore[index]
     )
-    assert lines == 4, lines
+    assert sorted(scopes) == sorted([PROGRAM_SCOPE, *carriers]), scopes
     assert b.css("#query-0 .chart-trend .main-svg")
     assert (
         b.css("#legend .flag.unreliable") and "NCHS" in b.driver.find_element(By.ID, "legend").text
@@ -361,7 +365,11 @@ async def test_viewer_and_operator_in_a_real_browser(
                 viewer_session, browser, url, viewer_kit.token.read_text().strip()
             )
             trend_round, state_round, csv_path = await asyncio.to_thread(
-                operator_session, browser, url, operator_kit.token.read_text().strip()
+                operator_session,
+                browser,
+                url,
+                operator_kit.token.read_text().strip(),
+                sorted(planted_carriers),
             )
             outcome = await fed.client.get_round(trend_round)
             by_state = await fed.client.get_round(state_round)

@@ -135,7 +135,10 @@ def _value(record: dict[str, object]) -> Value:
         if _present(members):
             text += f", on at most {members:,} members"
         notes.append(text)
-    if _flag(record.get("withheld")):
+    # No value because it or what it rests on was withheld (a carrier's rate of withheld
+    # statistics is flagged incomplete in the frame): shown withheld, as the charts draw it.
+    nothing = not _present(record.get("value")) and not _present(record.get("value_int"))
+    if _flag(record.get("withheld")) or (nothing and _flag(record.get("incomplete"))):
         return Value("withheld", withheld=True, note="; ".join(notes))
     if _flag(record.get("unreliable")):
         reason = record.get("unreliable_reason")

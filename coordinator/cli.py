@@ -18,12 +18,13 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from coordinator import convert, readiness
-from coordinator.client import OperatorClient, Progress, RoundOutcome
+from coordinator.client import OperatorClient, Progress, RoundOutcome, scheduled_for
 from coordinator.config import CoordinatorConfig, load_coordinator_config
 from coordinator.export import FORMATS, write_export
 from coordinator.frames import round_frame
 from coordinator.receipts import verify_receipts, verify_round
 from coordinator.report import write_report
+from coordinator.schedule import load_schedule
 from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import (
     CarrierRoundState,
@@ -54,8 +55,10 @@ def _oversight_typer() -> typer.Typer:
 app = _oversight_typer()
 round_app = typer.Typer(no_args_is_help=True, help="Run and read rounds.")
 metrics_app = typer.Typer(no_args_is_help=True, help="The metric catalogue.")
+schedule_app = typer.Typer(no_args_is_help=True, help="The suites the coordinator runs by itself.")
 app.add_typer(round_app, name="round")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(schedule_app, name="schedule")
 
 
 def build_app() -> typer.Typer:
@@ -495,28 +498,61 @@ def export(outcome: RoundOutcome, output: Path) -> None:
 def round_list(
     coordinator: AddressOpt = "127.0.0.1:50051",
     limit: int = 20,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            "--suite", help="only the rounds the schedule ran for this suite, with its revisions"
+        ),
+    ] = None,
     ca_cert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
     token_file: TokenOpt = None,
     server_name: ServerNameOpt = None,
 ) -> None:
-    """List recent rounds."""
+    """List recent rounds (a scheduled round with its suite and the time it was due).
+
+    With --suite, also each month's revisions: the n-th round of the suite that computed the
+    month (docs/scheduling.md)."""
 
     async def main() -> None:
         async with operator_client(
             coordinator, ca_cert, cert, key, token_file, server_name
         ) as client:
-            t = Table("round", "state", "period", "metrics", "answered")
-            for r in await client.list_rounds(limit):
+            t = Table("round", "state", "period", "metrics", "answered", "suite", "due")
+            for r in await client.list_rounds(limit, suite=suite):
+                due = scheduled_for(r)
                 t.add_row(
                     r.round_id,
                     str(convert.round_state_from_pb(r.state)),
                     f"{r.period.first_month}:{r.period.last_month}",
                     ",".join(q.metric for q in r.queries),
                     f"{r.carriers_answered}/{r.carriers_asked}",
+                    r.suite,
+                    f"{due:%Y-%m-%d %H:%M}" if due is not None else "",
                 )
             console.print(t)
+            if suite is None:
+                return
+            revisions = Table(
+                "month",
+                "revision",
+                "round",
+                "due",
+                "state",
+                "latest",
+                title=f"revisions of {suite}",
+            )
+            for v in await client.list_revisions(suite):
+                revisions.add_row(
+                    v.month,
+                    str(v.revision),
+                    v.round_id,
+                    f"{v.scheduled_for.ToDatetime(tzinfo=dt.UTC):%Y-%m-%d %H:%M}",
+                    str(convert.round_state_from_pb(v.state)),
+                    "yes" if v.latest else "",
+                )
+            console.print(revisions)
 
     try:
         asyncio.run(main())
@@ -957,6 +993,49 @@ def carriers(
         asyncio.run(main())
     except OversightError as exc:
         raise fail(exc) from exc
+
+
+@schedule_app.command("show")
+def schedule_show(
+    config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="as of this UTC time (ISO, e.g. 2026-12-01T00:00) instead of now"
+        ),
+    ] = None,
+) -> None:
+    """Show the schedule the config names: each suite in words, its next due time and the
+    months that run will cover. Exits 2 when the config or the schedule is not valid."""
+    try:
+        cfg = load_coordinator_config(config)
+        if cfg.schedule is None:
+            raise ConfigError(f'{config} names no schedule (schedule = "schedule.toml")')
+        schedule = load_schedule(cfg.schedule)
+        now = _utc_time(at) if at else dt.datetime.now(dt.UTC)
+    except OversightError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
+    if not schedule.suites:
+        console.print(f"{cfg.schedule}: no suites")
+        return
+    for suite in schedule.suites:
+        due = suite.next_due(now)
+        console.print(
+            f"[bold]{suite.name}[/bold]" + (f" — {suite.description}" if suite.description else "")
+        )
+        console.print(f"  {suite.describe()}", soft_wrap=True, highlight=False)
+        console.print(
+            f"  next due {due:%Y-%m-%d %H:%M} UTC, covering {suite.window(due)}",
+            highlight=False,
+        )
+
+
+def _utc_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequestError(f"not an ISO time: {text!r}") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 @metrics_app.command("list")

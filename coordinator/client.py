@@ -46,6 +46,9 @@ class RoundOutcome:
     tables: tuple[ScopedTable, ...]
     #: Carriers whose answer arrived after the round finished (kept apart, not in the tables).
     late: tuple[str, ...] = ()
+    #: For a round the coordinator's schedule ran: its suite, and when the run was due.
+    suite: str | None = None
+    scheduled_for: dt.datetime | None = None
 
     @property
     def answered(self) -> int:
@@ -205,6 +208,8 @@ class OperatorClient:
             ),
             tables=tuple(convert.table_from_pb(t) for t in msg.tables),
             late=tuple(c.carrier_id for c in msg.carriers if c.HasField("late_answer_at")),
+            suite=msg.summary.suite or None,
+            scheduled_for=scheduled_for(msg.summary),
         )
 
     async def run_round(
@@ -250,16 +255,35 @@ class OperatorClient:
             raise from_rpc_error(exc) from exc
         return msg
 
-    async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
+    async def list_rounds(
+        self, limit: int = 50, *, suite: str | None = None
+    ) -> list[operator_pb2.RoundSummary]:
+        """The most recent rounds, newest first (those the schedule ran for ``suite``, when
+        given; :func:`scheduled_for` reads a summary's due time)."""
         try:
             msg = await self._stub.ListRounds(
-                operator_pb2.ListRoundsRequest(limit=limit),
+                operator_pb2.ListRoundsRequest(limit=limit, suite=suite or ""),
                 timeout=CALL_TIMEOUT,
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
         return list(msg.rounds)
+
+    async def list_revisions(
+        self, suite: str, month: str | None = None
+    ) -> list[operator_pb2.Revision]:
+        """A scheduled suite's revisions, by month then revision (of ``month``, "YYYY-MM",
+        only when given)."""
+        try:
+            msg = await self._stub.ListRevisions(
+                operator_pb2.ListRevisionsRequest(suite=suite, month=month or ""),
+                timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return list(msg.revisions)
 
     async def list_carriers(self) -> list[operator_pb2.CarrierInfo]:
         try:
@@ -273,4 +297,11 @@ class OperatorClient:
         return list(msg.carriers)
 
 
-__all__ = ["OperatorClient", "OversightError", "Progress", "RoundOutcome"]
+def scheduled_for(summary: operator_pb2.RoundSummary) -> dt.datetime | None:
+    """When a scheduled round was due (None for a round an operator created)."""
+    if not summary.HasField("scheduled_for"):
+        return None
+    return summary.scheduled_for.ToDatetime(tzinfo=dt.UTC)
+
+
+__all__ = ["OperatorClient", "OversightError", "Progress", "RoundOutcome", "scheduled_for"]

@@ -60,6 +60,10 @@ class OversightStub:
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
     """
+    ListRevisions: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]
+    """A scheduled suite's revisions: for each month its runs covered, every round that computed
+    it, revision 1 first (docs/scheduling.md). Viewer role.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -84,6 +88,10 @@ class OversightAsyncStub(OversightStub):
     """Every signed result the coordinator keeps from one carrier (late ones included), oldest
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+    """
+    ListRevisions: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]  # type: ignore[assignment]
+    """A scheduled suite's revisions: for each month its runs covered, every round that computed
+    it, revision 1 first (docs/scheduling.md). Viewer role.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -154,6 +162,16 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         """Every signed result the coordinator keeps from one carrier (late ones included), oldest
         first: each carries the node's audit anchor, for the carrier's auditor to check the node's
         audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevisions(
+        self,
+        request: _operator_pb2.ListRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListRevisionsResponse, _abc.Awaitable[_operator_pb2.ListRevisionsResponse]]:
+        """A scheduled suite's revisions: for each month its runs covered, every round that computed
+        it, revision 1 first (docs/scheduling.md). Viewer role.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

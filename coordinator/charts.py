@@ -601,15 +601,15 @@ def _hover(
     out: list[str] = []
     for (_, row), value in zip(rows.iterrows(), values, strict=True):
         lines = [f"{label(row)}: {_format(value, unit)}"]
-        status = row.get("status")
-        if status == "perturbed":
-            sd = row.get("noise_sd")
-            if sd is None or pd.isna(sd):
-                lines.append(f"perturbed; {NOT_PUBLISHED_TEXT}")
-            else:
-                lines.append(f"perturbed; noise sd {_format(float(sd) * scale, unit)}")
-                if noise:
-                    lines.append(f"±1.96 sd: ±{_format(NOISE_Z * float(sd) * scale, unit)}")
+        sd = row.get("noise_sd")
+        known = sd is not None and not pd.isna(sd)
+        if known and float(sd) > 0:
+            # Perturbed, or an incomplete sum of perturbed values.
+            lines.append(f"perturbed; noise sd {_format(float(sd) * scale, unit)}")
+            if noise:
+                lines.append(f"±1.96 sd: ±{_format(NOISE_Z * float(sd) * scale, unit)}")
+        elif not known and row.get("status") == "perturbed":
+            lines.append(f"perturbed; {NOT_PUBLISHED_TEXT}")
         if bool(_truthy(row.get("withheld"))):
             lines.append(WITHHELD_TEXT)
         if bool(_truthy(row.get("incomplete"))):

@@ -10,8 +10,9 @@ names it (``{"chart": "trend" | "comparison" | "breakdown", "metric": ..., "stat
 
 What each value may be, and how it is drawn:
 
-- **withheld** (a carrier's disclosure control withheld it): no point; an ``x`` on the axis,
-  in the scope's colour, with the hover text :data:`WITHHELD_TEXT`;
+- **withheld** (a carrier's disclosure control withheld it, or the statistics a figure rests
+  on): no point; an ``x`` in the scope's colour with the hover text :data:`WITHHELD_TEXT` — in
+  trends on a strip under the plot with a row per scope, elsewhere at the axis;
 - **incomplete** (a program value leaving out withheld or unanswered carrier values): a
   diamond instead of a circle (a hatched bar in breakdowns);
 - **unreliable** (a rate resting on too few events or members, NCHS data presentation
@@ -121,6 +122,7 @@ def trend(
     fig = go.Figure()
     colours = _scope_colours(frame)
     has = _Flags()
+    strip: list[str] = []
     for scope in _scopes(rows):
         part = rows[rows["scope"] == scope]
         colour = colours[scope]
@@ -166,10 +168,12 @@ def trend(
         )
         withheld = part[_withheld(part)]
         if not withheld.empty:
+            # A strip under the plot, a row per carrier: no mark hides another or a value.
+            strip.append(name)
             fig.add_trace(
                 go.Scatter(
                     x=list(withheld[_MONTH]),
-                    y=[0.0] * len(withheld),
+                    y=[name] * len(withheld),
                     yaxis="y2",
                     mode="markers",
                     name=f"{name} withheld",
@@ -184,12 +188,15 @@ def trend(
             )
     _add_keys(fig, has)
     entries = len(_scopes(rows)) + sum((has.withheld, has.incomplete, has.unreliable))
+    # Room for every legend entry beside the plot (a scrolling legend does not print), and for
+    # the strip of withheld values under it.
+    plot = max(300, 28 * entries) + 20 * len(strip)
     fig.update_layout(
-        yaxis2={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
         xaxis={"title": {"text": "month"}, "type": "date", "tickformat": "%Y-%m", "dtick": "M1"},
-        # Room for every legend entry beside the plot (a scrolling legend does not print).
-        height=150 + 18 * len(has.notes()) + max(300, 28 * entries),
+        height=150 + 18 * len(has.notes()) + plot,
     )
+    if strip:
+        _withheld_strip(fig, strip, plot)
     _finish(
         fig,
         "trend",
@@ -594,15 +601,15 @@ def _hover(
     out: list[str] = []
     for (_, row), value in zip(rows.iterrows(), values, strict=True):
         lines = [f"{label(row)}: {_format(value, unit)}"]
-        status = row.get("status")
-        if status == "perturbed":
-            sd = row.get("noise_sd")
-            if sd is None or pd.isna(sd):
-                lines.append(f"perturbed; {NOT_PUBLISHED_TEXT}")
-            else:
-                lines.append(f"perturbed; noise sd {_format(float(sd) * scale, unit)}")
-                if noise:
-                    lines.append(f"±1.96 sd: ±{_format(NOISE_Z * float(sd) * scale, unit)}")
+        sd = row.get("noise_sd")
+        known = sd is not None and not pd.isna(sd)
+        if known and float(sd) > 0:
+            # Perturbed, or an incomplete sum of perturbed values.
+            lines.append(f"perturbed; noise sd {_format(float(sd) * scale, unit)}")
+            if noise:
+                lines.append(f"±1.96 sd: ±{_format(NOISE_Z * float(sd) * scale, unit)}")
+        elif not known and row.get("status") == "perturbed":
+            lines.append(f"perturbed; {NOT_PUBLISHED_TEXT}")
         if bool(_truthy(row.get("withheld"))):
             lines.append(WITHHELD_TEXT)
         if bool(_truthy(row.get("incomplete"))):
@@ -637,12 +644,33 @@ class _Flags:
     def notes(self) -> list[str]:
         notes = []
         if self.withheld:
-            notes.append(f"× on the axis: {WITHHELD_TEXT}.")
+            notes.append(f"×: {WITHHELD_TEXT}.")
         if self.incomplete:
             notes.append(f"◆ / hatched: {INCOMPLETE_TEXT}.")
         if self.unreliable:
             notes.append(f"Hollow / pale: {UNRELIABLE_TEXT}.")
         return notes
+
+
+def _withheld_strip(fig: go.Figure, rows: Sequence[str], plot: float) -> None:
+    """The y axis of the withheld marks: a row per scope under the values' plot, the month axis
+    at its foot."""
+    share = min(0.4, (20 * len(rows) + 10) / plot)
+    fig.update_layout(
+        yaxis={"domain": [share + 0.06, 1.0]},
+        yaxis2={
+            "domain": [0.0, share],
+            "type": "category",
+            "categoryorder": "array",
+            "categoryarray": list(rows),
+            "autorange": "reversed",
+            "showgrid": True,
+            "fixedrange": True,
+            "tickfont": {"size": 10},
+            "title": {"text": "withheld", "font": {"size": 11}},
+        },
+        xaxis={"anchor": "y2"},
+    )
 
 
 def _add_keys(fig: go.Figure, has: _Flags) -> None:

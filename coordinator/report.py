@@ -282,10 +282,12 @@ def _cell(row: pd.Series) -> ReportCell:
         reason = row.get("unreliable_reason")
         if reason is not None and not pd.isna(reason):
             notes.append(f"unreliable: {reason}")
-    if row.get("status") == "perturbed":
+    sd = row.get("noise_sd")
+    known = sd is not None and not pd.isna(sd)
+    # Perturbed, or an incomplete sum of perturbed values (its noise is documented).
+    if row.get("status") == "perturbed" or (known and float(sd) > 0):
         marks.append(PERTURBED)
-        sd = row.get("noise_sd")
-        if sd is None or pd.isna(sd):
+        if not known:
             notes.append("noise not published")
         else:
             scale = 0.01 if row.get("kind") == "cents" else 1.0

@@ -71,10 +71,13 @@ def test_a_trend_marks_withheld_on_the_axis_incomplete_and_unreliable_apart() ->
     (withheld,) = traces(fig, "withheld")
     assert withheld.meta["scope"] == "c002"
     assert withheld.marker.symbol == "x"
-    assert withheld.yaxis == "y2" and list(withheld.y) == [0.0]
+    assert withheld.yaxis == "y2" and list(withheld.y) == ["c002"]
     assert pd.Timestamp(withheld.x[0]) == pd.Timestamp(MONTHS[1])
     assert charts.WITHHELD_TEXT in withheld.hovertext[0]
-    assert fig.layout.yaxis2.overlaying == "y" and list(fig.layout.yaxis2.range) == [0, 1]
+    # The withheld strip is under the values' plot, the months at its foot.
+    strip, values = fig.layout.yaxis2.domain, fig.layout.yaxis.domain
+    assert strip[0] == 0.0 and strip[1] < values[0]
+    assert list(fig.layout.yaxis2.categoryarray) == ["c002"] and fig.layout.xaxis.anchor == "y2"
     lines = {t.meta["scope"]: t for t in fig.data if t.meta["role"] in ("program", "value")}
     assert list(lines["program"].marker.symbol) == ["circle", "diamond", "circle"]
     assert "incomplete" in lines["program"].hovertext[1]
@@ -301,3 +304,15 @@ def test_a_figure_of_withheld_statistics_is_marked_withheld_and_nothing_to_divid
     )
     (withheld,) = traces(fig, "withheld")
     assert withheld.meta["scope"] == "c002" and len(withheld.x) == 2
+
+
+def test_withheld_marks_of_several_carriers_in_a_month_have_a_row_each() -> None:
+    rows = [
+        {**row(scope, "allowed_pmpm", value), "month": m}
+        for m in MONTHS
+        for scope, value in (("c001", 400.0), ("c002", None), ("c003", None), ("c004", None))
+    ]
+    fig = charts.trend(frame(rows), "cost.pmpm", "allowed_pmpm")
+    rows_of = {t.meta["scope"]: set(t.y) for t in traces(fig, "withheld")}
+    assert rows_of == {"c002": {"c002"}, "c003": {"c003"}, "c004": {"c004"}}
+    assert list(fig.layout.yaxis2.categoryarray) == ["c002", "c003", "c004"]

@@ -126,3 +126,15 @@ def test_the_command_refuses_an_output_that_is_not_html(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2
     assert "HTML" in result.output and not (tmp_path / "report.pdf").exists()
+
+
+def test_an_incomplete_sum_of_perturbed_values_is_marked_perturbed_with_its_noise() -> None:
+    data = frame(
+        [row("program", "members", 1200.0, kind="members", incomplete=True, noise_sd=2.45)],
+        dims=(),
+    )
+    data.attrs = report_frame().attrs
+    html = render_report(data)
+    assert "1,200ip" in parse(html).cells
+    assert 'title="status: incomplete; leaves out carrier values: 1, members at most: 10;' in html
+    assert "noise sd 2.45" in html

@@ -21,7 +21,9 @@ from coordinator import convert, readiness
 from coordinator.client import OperatorClient, Progress, RoundOutcome, scheduled_for
 from coordinator.config import CoordinatorConfig, load_coordinator_config
 from coordinator.export import FORMATS, write_export
+from coordinator.frames import round_frame
 from coordinator.receipts import verify_receipts, verify_round
+from coordinator.report import write_report
 from coordinator.schedule import load_schedule
 from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import (
@@ -253,6 +255,55 @@ def serve(
         await coordinator.shutdown()
 
     asyncio.run(main())
+
+
+@app.command()
+def dashboard(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="dashboard TOML config (dashboard.toml)")
+    ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator", help="the coordinator's operator API, host:port (its operator_listen)"
+        ),
+    ] = None,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="CA certificate of the coordinator's (TLS)")
+    ] = None,
+    server_name: Annotated[
+        str | None, typer.Option(help="name expected in the coordinator's certificate")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="where to serve HTTP (default 127.0.0.1:8080; port 0: any)")
+    ] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines")] = False,
+) -> None:
+    """Serve the web dashboard: a client of the operator API, signing users in with their
+    bearer tokens (docs/dashboard.md)."""
+    configure_logging(json_format=json_logs)
+    try:
+        from coordinator.dashboard.serve import serve_dashboard
+        from coordinator.dashboard.settings import load_dashboard_config
+    except ImportError as exc:
+        raise fail(
+            ConfigError(
+                f"the dashboard needs its libraries ({exc.name}):"
+                " pip install 'fedoversight[dashboard]'"
+            )
+        ) from exc
+    try:
+        cfg = load_dashboard_config(
+            config, coordinator=coordinator, ca=ca, server_name=server_name, listen=listen
+        )
+    except OversightError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
+    if cfg.ca is None:
+        console.print(
+            "[bold red]no --ca[/bold red]: the dashboard talks to the coordinator in plaintext"
+            " (an insecure local demo only)."
+        )
+    asyncio.run(serve_dashboard(cfg, announce=lambda url: print(f"dashboard on {url}", flush=True)))
 
 
 def report_readiness(cfg: CoordinatorConfig) -> int:
@@ -742,6 +793,41 @@ def round_verify(
         f" {len(outcome.receipts)} receipts do not verify[/bold red]"
     )
     raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def report(
+    round_id: str,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the HTML file to write (e.g. report.html)")
+    ],
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
+    """Write a round's oversight report: one self-contained HTML page (charts, tables, the
+    round's completeness) that the browser prints to PDF."""
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise fail(InvalidRequestError("the report is HTML: name an .html file"), EXIT_USAGE)
+
+    async def main() -> RoundOutcome:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            return await client.get_round(round_id)
+
+    try:
+        outcome = asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+    write_report(round_frame(outcome), output)
+    console.print(
+        f"wrote {output}: round {outcome.round_id} ({outcome.period}), {outcome.state},"
+        f" {outcome.answered}/{len(outcome.carriers)} carriers answered"
+    )
 
 
 @app.command()

@@ -43,7 +43,7 @@ import pandas as pd
 
 from coordinator import convert, frames
 from coordinator.access import ForbiddenError
-from coordinator.client import OperatorClient, Progress, RoundOutcome
+from coordinator.client import Identity, OperatorClient, Progress, RoundOutcome
 from coordinator.store import RoundState
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
@@ -646,6 +646,11 @@ class AsyncClient:
         combined.attrs = {"suite": suite, "rounds": fetched.attrs["rounds"]}
         return combined
 
+    async def whoami(self) -> Identity:
+        """Who the coordinator takes you for: your name, role (a viewer reads, an operator
+        also runs rounds) and how you were recognised (certificate or token)."""
+        return await self._call(self._operator.whoami())
+
     async def carriers(self) -> pd.DataFrame:
         """The registered carriers, whether their nodes are connected now, and what each node
         said of itself (see :data:`CARRIER_COLUMNS`)."""
@@ -1209,6 +1214,10 @@ class Client:
             self._async.suite_results(suite, month=month, metric=metric, latest=latest)
         )
 
+    def whoami(self) -> Identity:
+        """Who the coordinator takes you for (see :meth:`AsyncClient.whoami`)."""
+        return self._call(self._async.whoami())
+
     def carriers(self) -> pd.DataFrame:
         """The registered carriers (see :meth:`AsyncClient.carriers`)."""
         return self._call(self._async.carriers())
@@ -1228,6 +1237,7 @@ __all__ = [
     "Client",
     "Connection",
     "ForbiddenError",
+    "Identity",
     "Progress",
     "RoundOutcome",
     "build_query",

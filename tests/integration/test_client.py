@@ -332,6 +332,10 @@ async def test_errors_are_clear_and_never_grpc_errors(
                 seen["unknown round"] = refusal(lambda: client.results("r-none"))
             seen["closed"] = refusal(client.rounds)
             with Client.from_env(viewer) as client:
+                identity = client.whoami()
+                seen["viewer is"] = pd.DataFrame(
+                    {"name": [identity.name], "role": [str(identity.role)], "via": [identity.via]}
+                )
                 seen["viewer reads"] = client.rounds()
                 seen["viewer runs"] = refusal(lambda: client.run("cost.pmpm", "2026-01"))
             with Client(operator_port, ca_cert=token_kit.ca_cert, token_file=wrong_token) as c:
@@ -370,6 +374,10 @@ async def test_errors_are_clear_and_never_grpc_errors(
     assert isinstance(error("unknown round"), NotFoundError)
     assert "closed" in str(error("closed"))
     assert isinstance(seen["viewer reads"], pd.DataFrame) and len(seen["viewer reads"]) == 0
+    viewer_is = seen["viewer is"]
+    assert isinstance(viewer_is, pd.DataFrame)
+    # The viewer's kit has a token too: sent with every call, it names the caller.
+    assert viewer_is.iloc[0].tolist() == [HARNESS_VIEWER, "viewer", "token"]
     assert isinstance(error("viewer runs"), ForbiddenError)
     assert "role viewer may not" in str(error("viewer runs"))
     assert isinstance(error("wrong token"), AuthenticationError)
@@ -487,6 +495,7 @@ async def test_every_sample_of_the_analysts_guide_runs(
     client = done["client"]
     with pytest.raises(OversightError, match="closed"):
         client.rounds()  # the last cell closed it
+    assert (done["me"].name, str(done["me"].role)) == (HARNESS_OPERATOR, "operator")
     assert sorted(done["carriers"]["carrier_id"]) == sorted(dirs)
     # The trend by carrier: months in time order, the program and each carrier a column.
     by_carrier = done["by_carrier"]

@@ -257,6 +257,55 @@ def serve(
     asyncio.run(main())
 
 
+@app.command()
+def dashboard(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="dashboard TOML config (dashboard.toml)")
+    ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator", help="the coordinator's operator API, host:port (its operator_listen)"
+        ),
+    ] = None,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="CA certificate of the coordinator's (TLS)")
+    ] = None,
+    server_name: Annotated[
+        str | None, typer.Option(help="name expected in the coordinator's certificate")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="where to serve HTTP (default 127.0.0.1:8080; port 0: any)")
+    ] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines")] = False,
+) -> None:
+    """Serve the web dashboard: a client of the operator API, signing users in with their
+    bearer tokens (docs/dashboard.md)."""
+    configure_logging(json_format=json_logs)
+    try:
+        from coordinator.dashboard.serve import serve_dashboard
+        from coordinator.dashboard.settings import load_dashboard_config
+    except ImportError as exc:
+        raise fail(
+            ConfigError(
+                f"the dashboard needs its libraries ({exc.name}):"
+                " pip install 'fedoversight[dashboard]'"
+            )
+        ) from exc
+    try:
+        cfg = load_dashboard_config(
+            config, coordinator=coordinator, ca=ca, server_name=server_name, listen=listen
+        )
+    except OversightError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
+    if cfg.ca is None:
+        console.print(
+            "[bold red]no --ca[/bold red]: the dashboard talks to the coordinator in plaintext"
+            " (an insecure local demo only)."
+        )
+    asyncio.run(serve_dashboard(cfg, announce=lambda url: print(f"dashboard on {url}", flush=True)))
+
+
 def report_readiness(cfg: CoordinatorConfig) -> int:
     """Print what ``serve --check`` found; the exit status (0 ready, 2 a problem)."""
     findings = readiness.check(cfg)

@@ -13,6 +13,7 @@ import grpc
 
 from coordinator import convert
 from coordinator.combine import ScopedTable
+from coordinator.config import Role
 from coordinator.export import RoundInfo
 from coordinator.rounds import new_request, sign_request
 from coordinator.store import CarrierRoundState, RoundState
@@ -25,6 +26,22 @@ from fedoversight.v1 import operator_pb2, operator_pb2_grpc
 
 #: Deadline of the operator's unary calls (every RPC has one).
 CALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the coordinator takes the caller for (``WhoAmI``)."""
+
+    name: str
+    role: Role
+    #: "certificate", "token" or "insecure".
+    via: str
+
+
+_ROLES = {
+    operator_pb2.OPERATOR_ROLE_VIEWER: Role.VIEWER,
+    operator_pb2.OPERATOR_ROLE_OPERATOR: Role.OPERATOR,
+}
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class OperatorClient:
         cert: Path | None = None,
         key: Path | None = None,
         token_file: Path | None = None,
+        token: str | None = None,
         signer: Signer | None = None,
         server_name: str | None = None,
         request_ttl: dt.timedelta = dt.timedelta(hours=1),
@@ -94,6 +112,8 @@ class OperatorClient:
         ]
         if (cert is None) != (key is None):
             raise ConfigError("give both the operator certificate and its key, or neither")
+        if token_file is not None and token is not None:
+            raise ConfigError("give a token file or a token, not both")
         self._metadata: tuple[tuple[str, str], ...] = ()
         if token_file is not None:
             try:
@@ -103,6 +123,10 @@ class OperatorClient:
             if not token:
                 raise ConfigError(f"token file {token_file} is empty")
             self._metadata = (("authorization", f"Bearer {token}"),)
+        elif token is not None:
+            if not token.strip():
+                raise ConfigError("the bearer token is empty")
+            self._metadata = (("authorization", f"Bearer {token.strip()}"),)
         self._signer = signer
         self._ttl = request_ttl
         if ca_cert is None:
@@ -296,6 +320,29 @@ class OperatorClient:
             raise from_rpc_error(exc) from exc
         return list(msg.carriers)
 
+    async def list_metrics(self) -> operator_pb2.ListMetricsResponse:
+        try:
+            msg: operator_pb2.ListMetricsResponse = await self._stub.ListMetrics(
+                operator_pb2.ListMetricsRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
+
+    async def whoami(self) -> Identity:
+        """The caller's name and role as the coordinator sees them (refused, as every call is,
+        for an unknown credential)."""
+        try:
+            msg = await self._stub.WhoAmI(
+                operator_pb2.WhoAmIRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        role = _ROLES.get(msg.role)
+        if role is None:
+            raise OversightError("the coordinator named no role")
+        return Identity(name=msg.name, role=role, via=msg.via)
+
 
 def scheduled_for(summary: operator_pb2.RoundSummary) -> dt.datetime | None:
     """When a scheduled round was due (None for a round an operator created)."""
@@ -304,4 +351,11 @@ def scheduled_for(summary: operator_pb2.RoundSummary) -> dt.datetime | None:
     return summary.scheduled_for.ToDatetime(tzinfo=dt.UTC)
 
 
-__all__ = ["OperatorClient", "OversightError", "Progress", "RoundOutcome", "scheduled_for"]
+__all__ = [
+    "Identity",
+    "OperatorClient",
+    "OversightError",
+    "Progress",
+    "RoundOutcome",
+    "scheduled_for",
+]

@@ -356,11 +356,28 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             revisions=[convert.revision_to_pb(v, finished[v.round_id]) for v in found],
         )
 
+    @guarded(Role.VIEWER)
+    async def WhoAmI(
+        self,
+        request: operator_pb2.WhoAmIRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.WhoAmIResponse:
+        return operator_pb2.WhoAmIResponse(
+            name=caller.name, role=_ROLES_PB[caller.role], via=caller.via
+        )
+
 
 def _suite(name: str) -> str:
     if not SUITE_NAME.fullmatch(name):
         raise InvalidRequestError("suite name is not of the expected form")
     return name
+
+
+_ROLES_PB = {
+    Role.VIEWER: operator_pb2.OPERATOR_ROLE_VIEWER,
+    Role.OPERATOR: operator_pb2.OPERATOR_ROLE_OPERATOR,
+}
 
 
 def carrier_results(store: RoundStore, carrier_id: str, rounds: int) -> list[StoredResult]:

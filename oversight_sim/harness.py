@@ -154,7 +154,8 @@ class SimulatedFederation:
                     carriers=tuple(CarrierPlan(id=c) for c in sorted(self.carrier_dirs)),
                     operators=(
                         OperatorPlan(name=HARNESS_OPERATOR, role=Role.OPERATOR),
-                        OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER),
+                        # The viewer has a token too: a web dashboard signs it in with one.
+                        OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER, token=True),
                         OperatorPlan(name=HARNESS_TOKEN_OPERATOR, role=Role.OPERATOR, token=True),
                     ),
                 ),

@@ -107,6 +107,27 @@ CARRIER_ROUND_STATE_NOT_CONNECTED: CarrierRoundState.ValueType  # 7
 """The deadline passed and the node never connected."""
 Global___CarrierRoundState: _TypeAlias = CarrierRoundState  # noqa: Y015
 
+class _OperatorRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OperatorRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OperatorRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPERATOR_ROLE_UNSPECIFIED: _OperatorRole.ValueType  # 0
+    OPERATOR_ROLE_VIEWER: _OperatorRole.ValueType  # 1
+    """Reads rounds, results, carriers, the catalogue and receipts."""
+    OPERATOR_ROLE_OPERATOR: _OperatorRole.ValueType  # 2
+    """Also creates rounds."""
+
+class OperatorRole(_OperatorRole, metaclass=_OperatorRoleEnumTypeWrapper): ...
+
+OPERATOR_ROLE_UNSPECIFIED: OperatorRole.ValueType  # 0
+OPERATOR_ROLE_VIEWER: OperatorRole.ValueType  # 1
+"""Reads rounds, results, carriers, the catalogue and receipts."""
+OPERATOR_ROLE_OPERATOR: OperatorRole.ValueType  # 2
+"""Also creates rounds."""
+Global___OperatorRole: _TypeAlias = OperatorRole  # noqa: Y015
+
 @_typing.final
 class CreateRoundRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -1001,3 +1022,47 @@ class ListRevisionsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListRevisionsResponse: _TypeAlias = ListRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class WhoAmIRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
+
+@_typing.final
+class WhoAmIResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    VIA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The operator's name as configured on the coordinator."""
+    role: Global___OperatorRole.ValueType
+    via: _builtins.str
+    """How the caller was recognised: "certificate", "token" or "insecure" (a demo coordinator
+    without TLS or operators).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: Global___OperatorRole.ValueType = ...,
+        via: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role", "via", b"via"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015

@@ -64,6 +64,11 @@ class OversightStub:
     """A scheduled suite's revisions: for each month its runs covered, every round that computed
     it, revision 1 first (docs/scheduling.md). Viewer role.
     """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_operator_pb2.WhoAmIRequest, _operator_pb2.WhoAmIResponse]
+    """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+    A client holding a credential it did not configure (a web dashboard given an operator's
+    bearer token) checks it with this call and shows only what the role allows.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -92,6 +97,11 @@ class OversightAsyncStub(OversightStub):
     ListRevisions: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]  # type: ignore[assignment]
     """A scheduled suite's revisions: for each month its runs covered, every round that computed
     it, revision 1 first (docs/scheduling.md). Viewer role.
+    """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_operator_pb2.WhoAmIRequest, _operator_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+    A client holding a credential it did not configure (a web dashboard given an operator's
+    bearer token) checks it with this call and shows only what the role allows.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -172,6 +182,17 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_operator_pb2.ListRevisionsResponse, _abc.Awaitable[_operator_pb2.ListRevisionsResponse]]:
         """A scheduled suite's revisions: for each month its runs covered, every round that computed
         it, revision 1 first (docs/scheduling.md). Viewer role.
+        """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _operator_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.WhoAmIResponse, _abc.Awaitable[_operator_pb2.WhoAmIResponse]]:
+        """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+        A client holding a credential it did not configure (a web dashboard given an operator's
+        bearer token) checks it with this call and shows only what the role allows.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

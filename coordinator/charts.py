@@ -5,8 +5,10 @@ report.
 Every builder is a pure function of the frame: it reads the rows of one metric and statistic,
 never the network, and returns a :class:`plotly.graph_objects.Figure` whose ``layout.meta``
 names it (``{"chart": "trend" | "comparison" | "breakdown", "metric": ..., "statistic":
-...}``) and whose traces say what they draw in their own ``meta`` (``{"role": "value" |
-"withheld" | "program" | "key", "scope": ...}``), so pages and tests find them.
+...}``) and whose traces say what they draw in their own ``meta`` (``{"role": ..., "scope": ...}``,
+the role one of ``program`` and ``value`` (values), ``withheld``, ``no_value``, ``noise``
+(error bars), ``legend`` (a legend entry) and ``key`` (the key to the marks)), so pages and
+tests find them.
 
 What each value may be, and how it is drawn:
 
@@ -244,8 +246,29 @@ def comparison(
     fig = go.Figure()
     if not ranked.empty:
         sd = ranked["noise_sd"].astype("Float64")
-        errors = [0.0 if pd.isna(v) else NOISE_Z * float(v) * scale for v in sd]
         unpublished = bool(sd.isna().any())
+        noisy = ranked[sd.fillna(0) > 0]
+        if not noisy.empty:
+            # Error bars on a trace of their own under the points: only where noise is
+            # documented (a zero-length bar would show through a hollow marker).
+            fig.add_trace(
+                go.Scatter(
+                    x=_display_values(noisy),
+                    y=list(noisy["scope"]),
+                    mode="markers",
+                    name="noise",
+                    showlegend=False,
+                    marker={"size": 1, "opacity": 0},
+                    error_x={
+                        "type": "data",
+                        "array": [NOISE_Z * float(v) * scale for v in noisy["noise_sd"]],
+                        "visible": True,
+                        "color": "#555555",
+                    },
+                    hoverinfo="skip",
+                    meta={"role": "noise", "scope": list(noisy["scope"])},
+                )
+            )
         fig.add_trace(
             go.Scatter(
                 x=_display_values(ranked),
@@ -253,7 +276,6 @@ def comparison(
                 mode="markers",
                 name="carriers",
                 showlegend=False,
-                error_x={"type": "data", "array": errors, "visible": True, "color": "#555555"},
                 marker={
                     "symbol": _symbols(ranked),
                     "size": 11,
@@ -777,28 +799,35 @@ def _stacked(fig: go.Figure, rows: pd.DataFrame, dim: str, unit: str) -> None:
                 meta={"role": "value", "scope": PROGRAM, "category": category},
             )
         )
-    withheld = rows[_withheld(rows)]
-    if not withheld.empty:
+    strip: list[str] = []
+    for i, category in enumerate(categories):
+        part = rows[rows[dim].astype("string") == category]
+        withheld = part[_withheld(part)]
+        if withheld.empty:
+            continue
+        strip.append(category)
         fig.add_trace(
             go.Scatter(
                 x=list(withheld[_MONTH]),
-                y=[0.0] * len(withheld),
+                y=[category] * len(withheld),
                 yaxis="y2",
                 mode="markers",
-                name="withheld",
-                cliponaxis=False,
-                marker={"symbol": "x", "size": 10, "color": "#555555"},
-                hovertext=[f"{r[dim]} · {_month(r)}: {WITHHELD_TEXT}" for _, r in _it(withheld)],
+                name=f"{category} withheld",
+                showlegend=False,
+                marker={"symbol": "x", "size": 10, "color": PALETTE[i % len(PALETTE)]},
+                hovertext=[f"{category} · {_month(r)}: {WITHHELD_TEXT}" for _, r in _it(withheld)],
                 hoverinfo="text",
-                meta={"role": "withheld", "scope": PROGRAM},
+                meta={"role": "withheld", "scope": PROGRAM, "category": category},
             )
         )
+    plot = max(300, 24 * (len(categories) + 1)) + 20 * len(strip)
     fig.update_layout(
         barmode="stack",
-        yaxis2={"overlaying": "y", "range": [0, 1], "visible": False, "fixedrange": True},
         xaxis={"title": {"text": "month"}, "type": "date", "tickformat": "%Y-%m", "dtick": "M1"},
-        height=150 + 18 * len(has.notes()) + max(300, 24 * (len(categories) + 1)),
+        height=150 + 18 * len(has.notes()) + plot,
     )
+    if strip:
+        _withheld_strip(fig, strip, plot)
 
 
 # --- titles, notes and layout -------------------------------------------------------------------

@@ -144,8 +144,11 @@ def test_a_comparison_ranks_carriers_with_error_bars_of_the_documented_noise() -
     (points,) = traces(fig, "value")
     assert list(points.y) == ["c002", "c001", "c004", "c005"]
     assert list(points.x) == [500.0, 300.0, 200.0, 25.0]
-    expected = [1.96 * 1.7, 1.96 * 2.45, 0.0, 1.96 * 1.7]
-    assert points.error_x.array == pytest.approx(expected)
+    # Error bars where the noise is documented and not zero (c004 is exact).
+    (noise,) = traces(fig, "noise")
+    assert list(noise.y) == ["c002", "c001", "c005"]
+    assert list(noise.x) == [500.0, 300.0, 25.0]
+    assert noise.error_x.array == pytest.approx([1.96 * 1.7, 1.96 * 2.45, 1.96 * 1.7])
     assert list(points.marker.symbol) == ["circle", "circle", "circle", "circle-open"]
     assert "unreliable" in points.hovertext[3]
     (withheld,) = traces(fig, "withheld")
@@ -170,7 +173,8 @@ def test_a_comparison_in_dollars_says_where_the_noise_is_not_published() -> None
     fig = charts.comparison(dollars, "cost.pmpm", "allowed_cents")
     (points,) = traces(fig, "value")
     assert list(points.x) == [6543.21, 2000.0, 1234.56]
-    assert points.error_x.array == pytest.approx([0.0, 1.96, 0.0])
+    (noise,) = traces(fig, "noise")
+    assert list(noise.y) == ["c003"] and noise.error_x.array == pytest.approx([1.96])
     notes = " ".join(a.text for a in fig.layout.annotations)
     assert "not published" in notes
     assert "dollars" in fig.layout.xaxis.title.text
@@ -240,7 +244,8 @@ def test_a_breakdown_by_month_stacks_the_categories() -> None:
     assert set(bars) == {"behavioral", "inpatient", "outpatient", "pharmacy"}
     assert list(bars["inpatient"].y) == [120.0, 120.0]
     (withheld,) = traces(fig, "withheld")
-    assert len(withheld.x) == 2
+    assert len(withheld.x) == 2 and set(withheld.y) == {"behavioral"}
+    assert withheld.yaxis == "y2" and list(fig.layout.yaxis2.categoryarray) == ["behavioral"]
 
 
 def test_suggest_picks_the_charts_that_apply() -> None:

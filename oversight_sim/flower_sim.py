@@ -11,7 +11,7 @@ state directory and policy file). Flower's simulation runs ClientApps in Ray wor
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import tomli_w
@@ -48,8 +48,7 @@ def write_node_tomls(fed: SimulatedFederation, policy_file: Path | None = None) 
 
 
 def run_flower_round(
-    carrier_dirs: Mapping[str, Path],
-    work_dir: Path,
+    fed: SimulatedFederation,
     period: Period,
     queries: Sequence[QuerySpec],
     *,
@@ -58,17 +57,17 @@ def run_flower_round(
     output: Path | None = None,
     cpus_per_node: float = 1.0,
 ) -> RoundOutcome:
-    """One round on Flower's simulation runtime, one simulated SuperNode per carrier; the
-    outcome as the ServerApp stored it (and exported it to ``output``)."""
+    """One round on Flower's simulation runtime, one simulated SuperNode per carrier of
+    ``fed`` (not started: its PKI and coordinator settings are used, under its work
+    directory); the outcome as the ServerApp stored it (and exported it to ``output``)."""
     from flwr.simulation import run_simulation
 
     from carrier_node.flower import make_client_app
     from coordinator.flower import RoundSettings, make_server_app
 
-    work_dir.mkdir(parents=True, exist_ok=True)
-    fed = SimulatedFederation(carrier_dirs, work_dir)
+    fed.work_dir.mkdir(parents=True, exist_ok=True)
     tomls = write_node_tomls(fed, policy_file)
-    carriers = sorted(carrier_dirs)
+    carriers = sorted(fed.carrier_dirs)
     outcomes: list[RoundOutcome] = []
     settings = RoundSettings(
         config=fed.coordinator_config(),

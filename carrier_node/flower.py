@@ -108,7 +108,7 @@ def make_client_app(partitions: Mapping[int, Path] | None = None) -> ClientApp:
         try:
             record = message.content[flower_wire.RECORD]
             signed = types_pb2.SignedRequest.FromString(
-                bytes(record[flower_wire.SIGNED_REQUEST])  # type: ignore[arg-type]
+                bytes(record[flower_wire.SIGNED_REQUEST])  # type: ignore[arg-type, unused-ignore]
             )
             answered = asyncio.run(answer(node_toml(context, partitions), signed))
         except Exception as exc:

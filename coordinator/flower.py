@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, ConfigRecordValues, Context, Message, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from coordinator.client import RoundOutcome
@@ -127,7 +127,7 @@ class FlowerLink:
             return False
         kind = message.WhichOneof("body")
         if kind == "request":
-            values: dict[str, bytes | str] = {
+            values: dict[str, ConfigRecordValues] = {
                 flower_wire.SIGNED_REQUEST: message.request.SerializeToString()
             }
             message_type = flower_wire.QUERY
@@ -181,7 +181,7 @@ class FlowerLink:
             await manager.on_disconnect(carrier_id)
             return
         try:
-            data = bytes(reply.content[flower_wire.RECORD][flower_wire.NODE_MESSAGE])  # type: ignore[arg-type]
+            data = bytes(reply.content[flower_wire.RECORD][flower_wire.NODE_MESSAGE])  # type: ignore[arg-type, unused-ignore]
             answer = federation_pb2.NodeMessage.FromString(data)
         except Exception:
             log.warning("%s: a reply without a node answer", carrier_id)
@@ -221,7 +221,7 @@ def discover(grid: Grid, carriers: Iterable[str], expected: int, timeout: float)
         if reply.has_error():
             log.warning("node %s did not say hello (%s)", reply.metadata.src_node_id, reply.error)
             continue
-        data = bytes(reply.content[flower_wire.RECORD][flower_wire.HELLO_MESSAGE])  # type: ignore[arg-type]
+        data = bytes(reply.content[flower_wire.RECORD][flower_wire.HELLO_MESSAGE])  # type: ignore[arg-type, unused-ignore]
         hello = federation_pb2.Hello.FromString(data)
         carrier = hello.carrier_id
         if carrier not in known:

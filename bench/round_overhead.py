@@ -40,6 +40,20 @@ Then, in the same run (targets of issue 17 printed beside each figure):
 ``--suite`` answers the full catalogue in each round of the latency phase instead of one
 trivial metric (the full suite's result sizes).
 
+``--transport flower`` (the ``flower`` extra) times instead one round's wall time on each
+transport, on the same ``--carriers`` synthetic carriers (default there: 10) with real
+engines: the native transport (coordinator and in-process nodes over gRPC) and Flower's
+simulation runtime (the ServerApp and one simulated SuperNode per carrier running the
+ClientApp shim, :mod:`oversight_sim.flower_sim`). The round's time is the one the round store
+records (created to finished) on both; Flower's run is shown whole too (Ray's start, the
+nodes' hello, the round, the acknowledgements).
+
+    python bench/round_overhead.py --transport flower [--carriers 10] [--rounds 3]
+
+Measured with ``--carriers 10 --rounds 2`` on 2 vCPU shared with other work: native round
+0.25 s median (0.16-0.34), Flower round 4.7 s (3.6-5.8; each simulated node starts the carrier's
+node daemon per message, on two Ray workers), the whole Flower run 56 s (Ray's start most of it).
+
 Measured with ``--rounds 50`` on 2 vCPU shared with other work (wall times vary with the
 load; CPU times much less): coordinator CPU per carrier per round 2.07 ms at 65 carriers and
 1.12 ms at 1,000, net of the idle heartbeat cost (gross 2.09 and 1.64): linear growth or
@@ -446,7 +460,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--overhead-carriers", type=int, default=3)
     parser.add_argument("--overhead-rounds", type=int, default=10)
     parser.add_argument("--overhead-suite-rounds", type=int, default=2)
+    parser.add_argument(
+        "--transport",
+        choices=("native", "flower"),
+        default="native",
+        help="flower: one round's time on the native transport beside Flower's",
+    )
     args = parser.parse_args(argv)
+    if args.transport == "flower":
+        return transport_comparison(
+            carriers=args.carriers if "--carriers" in (argv or sys.argv) else 10,
+            rounds=args.rounds if "--rounds" in (argv or sys.argv) else 3,
+            members=args.members,
+            suite=args.suite,
+        )
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         dirs = write_carriers(
@@ -530,6 +557,63 @@ def main(argv: list[str] | None = None) -> int:
         f" stop {big.stop_seconds:.1f} s, max RSS {big.max_rss_mb:.0f} MB"
     )
     report_node_overhead(overhead)
+    return 0
+
+
+# --- the native transport beside Flower's --------------------------------------------------
+
+
+async def native_round_times(
+    dirs: dict[str, Path], work: Path, rounds: int, suite: bool
+) -> list[float]:
+    """Each round's time as the round store records it (created to finished), native."""
+    async with SimulatedFederation(dirs, work) as fed:
+        assert fed.client is not None and fed.coordinator is not None
+        times = []
+        for _ in range(rounds):
+            outcome = await fed.client.run_round(PERIOD, queries(suite))  # type: ignore[arg-type]
+            record = fed.coordinator.store.get_round(outcome.round_id)
+            assert record.finished_at is not None and outcome.answered == len(dirs)
+            times.append((record.finished_at - record.created_at).total_seconds())
+    return times
+
+
+def transport_comparison(carriers: int, rounds: int, members: int, suite: bool) -> int:
+    from coordinator.store import RoundStore
+    from oversight_sim.flower_sim import run_flower_round
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        dirs = {
+            d.name: d
+            for d in write_carriers(
+                root / "data", SynthConfig(carriers=carriers, members=members, seed=3, months=3)
+            )
+        }
+        native = asyncio.run(native_round_times(dirs, root / "native", rounds, suite))
+        flower: list[float] = []
+        whole: list[float] = []
+        for i in range(rounds):
+            fed = SimulatedFederation(dirs, root / f"flower-{i}")
+            started = time.perf_counter()
+            outcome = run_flower_round(fed, PERIOD, queries(suite))  # type: ignore[arg-type]
+            whole.append(time.perf_counter() - started)
+            assert outcome.answered == carriers, outcome.carriers
+            with RoundStore(fed.coordinator_config().store_path) as store:
+                record = store.get_round(outcome.round_id)
+            assert record.finished_at is not None
+            flower.append((record.finished_at - record.created_at).total_seconds())
+    print(f"carriers={carriers} rounds={rounds} suite={suite} cpus={os.cpu_count()}")
+    print(
+        f"native round (store: created to finished): median {statistics.median(native):.2f} s"
+        f" (min {min(native):.2f}, max {max(native):.2f})"
+    )
+    print(
+        f"flower round (store: created to finished): median {statistics.median(flower):.2f} s"
+        f" (min {min(flower):.2f}, max {max(flower):.2f});"
+        f" whole simulation run {statistics.median(whole):.1f} s"
+    )
+    print(f"ratio (flower / native): {statistics.median(flower) / statistics.median(native):.1f}x")
     return 0
 
 

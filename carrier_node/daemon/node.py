@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine
@@ -57,6 +58,12 @@ from fedoversight.v1 import federation_pb2, types_pb2
 log = logging.getLogger(__name__)
 
 NODE_VERSION = "0.1.0"
+
+#: Where the answers of a request answered by :meth:`NodeDaemon.answer_here` go (in that
+#: task's context) instead of onto the stream.
+_HERE: contextvars.ContextVar[list[federation_pb2.NodeMessage] | None] = contextvars.ContextVar(
+    "answered_here", default=None
+)
 
 
 class NodeDaemon:
@@ -225,7 +232,7 @@ class NodeDaemon:
             discloser=Discloser(self.policy, secret, budget),
             results=self.results,
             manual=self.manual,
-            send=self.connection.send,
+            send=self._send,
             scheduler=Scheduler(
                 config.max_concurrent_requests,
                 max_queued=config.max_queued_requests,
@@ -340,6 +347,44 @@ class NodeDaemon:
         if self.records_open:
             self.audit.close()
 
+    # --- answering outside the stream (another transport carries the messages) -------------
+
+    async def start_here(self) -> None:
+        """Start without the stream, to answer requests another transport delivers
+        (:meth:`answer_here`): the data source opened, the start in the audit log."""
+        if self.records_open:
+            await self._started()
+
+    async def answer_here(
+        self, signed: types_pb2.SignedRequest
+    ) -> federation_pb2.NodeMessage | None:
+        """Answer one signed request delivered by another transport (Flower's ClientApp shim,
+        :mod:`carrier_node.flower`) and return the answer rather than sending it: the same
+        path as a request from the stream (:meth:`_on_request`: the gate's checks, the policy,
+        the engine, disclosure control, signing, the audit log, the outbox). None when nothing
+        is to be sent now (the result is held for the carrier's reviewer)."""
+        answers: list[federation_pb2.NodeMessage] = []
+
+        async def answer() -> None:
+            _HERE.set(answers)  # this task's context only
+            await self._on_request(signed)
+
+        await asyncio.ensure_future(answer())
+        return answers[-1] if answers else None
+
+    async def forget(self, request_id: str) -> None:
+        """The answer to ``request_id`` was stored by whoever asked: drop it from the outbox
+        (what the native stream's acknowledgement does)."""
+        await self._on_ack(request_id)
+
+    def _send(self, message: federation_pb2.NodeMessage) -> None:
+        """An answer: to :meth:`answer_here`'s caller when it asked, else onto the stream."""
+        here = _HERE.get()
+        if here is not None:
+            here.append(message)
+        else:
+            self.connection.send(message)
+
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -354,9 +399,7 @@ class NodeDaemon:
                 await self._started()
             else:
                 arrival = Arrival.of(signed)
-                self.connection.send(
-                    refusal(arrival.request_id, arrival.round_id, RecordsUnavailableError())
-                )
+                self._send(refusal(arrival.request_id, arrival.round_id, RecordsUnavailableError()))
                 return
         await self.answering.answer(signed)
 

@@ -8,7 +8,13 @@ import math
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator.combine import CombinedCell, FigureValue, ScopedTable
-from coordinator.store import CarrierRound, CarrierRoundState, RoundRecord, RoundState
+from coordinator.store import (
+    CarrierRound,
+    CarrierRoundState,
+    RoundPurpose,
+    RoundRecord,
+    RoundState,
+)
 from fedoversight import catalogue, wire
 from fedoversight.domain import RequestSpec, Status
 from fedoversight.v1 import operator_pb2, types_pb2
@@ -38,10 +44,14 @@ def carrier_state_from_pb(value: int) -> CarrierRoundState:
 
 
 def summary_to_pb(
-    record: RoundRecord, request: RequestSpec, carriers: list[CarrierRound]
+    record: RoundRecord,
+    request: RequestSpec,
+    carriers: list[CarrierRound],
+    kept: RoundPurpose | None = None,
 ) -> operator_pb2.RoundSummary:
-    """The round's summary; ``request`` is its request (``record.request_bytes`` decoded)."""
-    return operator_pb2.RoundSummary(
+    """The round's summary; ``request`` is its request (``record.request_bytes`` decoded),
+    ``kept`` what the store keeps of its purpose and retention."""
+    summary = operator_pb2.RoundSummary(
         round_id=record.round_id,
         state=_ROUND_STATE[record.state],
         period=wire.period_to_pb(request.period),
@@ -51,6 +61,14 @@ def summary_to_pb(
         created_at=ts(record.created_at),
         finished_at=ts(record.finished_at),
     )
+    if request.purpose is not None:
+        summary.purpose.CopyFrom(wire.purpose_to_pb(request.purpose))
+    if kept is not None:
+        if kept.retain_until is not None:
+            summary.retain_until.FromDatetime(kept.retain_until.astimezone(dt.UTC))
+        if kept.results_deleted_at is not None:
+            summary.results_deleted_at.FromDatetime(kept.results_deleted_at.astimezone(dt.UTC))
+    return summary
 
 
 def carrier_status_to_pb(c: CarrierRound) -> operator_pb2.CarrierStatus:

@@ -16,6 +16,7 @@ are left out of the tidy rows and given in full in the JSON.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Sequence
@@ -30,7 +31,7 @@ from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from fedoversight import catalogue
 from fedoversight.catalogue import StatKind
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import Missing, StatValue, StatValueType
+from fedoversight.domain import Missing, Purpose, StatValue, StatValueType
 from fedoversight.errors import InvalidRequestError, UnknownMetricError
 from fedoversight.histogram import Histogram
 
@@ -44,6 +45,9 @@ TIDY_COLUMNS_TAIL = (
     "missing_members_at_most",
     "carriers_asked",
     "carriers_answered",
+    "purpose",
+    "office",
+    "retain_until",
 )
 #: The formats :func:`write_export` writes, by file extension.
 FORMATS = (".csv", ".json", ".parquet")
@@ -60,6 +64,12 @@ class RoundInfo:
     carriers_answered: int = 0
     #: Each carrier asked: its state in the round, and why when it did not answer.
     carriers: tuple[tuple[str, str, str], ...] = ()
+    #: Why the round was asked (None for rounds created before purposes).
+    purpose: Purpose | None = None
+    #: Until when the coordinator keeps its results (None: indefinitely), and when it
+    #: deleted them.
+    retain_until: dt.datetime | None = None
+    results_deleted_at: dt.datetime | None = None
 
     def json(self) -> dict[str, object]:
         return {
@@ -69,7 +79,14 @@ class RoundInfo:
             "carriers_asked": self.carriers_asked,
             "carriers_answered": self.carriers_answered,
             "carriers": [{"carrier_id": c, "state": s, "message": m} for c, s, m in self.carriers],
+            "purpose": self.purpose.describe() if self.purpose is not None else None,
+            "retain_until": _iso(self.retain_until),
+            "results_deleted_at": _iso(self.results_deleted_at),
         }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 #: Status of a sum leaving out a suppressed value, and of a figure resting on one.
@@ -103,6 +120,9 @@ def tidy_rows(tables: Sequence[ScopedTable], info: RoundInfo | None = None) -> p
                 "scope": table.scope,
                 "carriers_asked": info.carriers_asked,
                 "carriers_answered": info.carriers_answered,
+                "purpose": info.purpose.code if info.purpose is not None else None,
+                "office": info.purpose.office if info.purpose is not None else None,
+                "retain_until": _iso(info.retain_until),
             }
             base.update({str(d): v for d, v in cell.key})
             for stat in cell.stats:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from pathlib import Path
@@ -17,6 +18,7 @@ from coordinator.config import CoordinatorConfig, split_host_port
 from coordinator.hub import NodeHub
 from coordinator.monitoring import CoordinatorMetrics, MetricsEndpoint
 from coordinator.operator_api import OversightService
+from coordinator.purposes import PurposeRegistry
 from coordinator.rounds import RoundManager
 from coordinator.store import RoundStore, open_round_store
 from fedoversight.errors import ConfigError
@@ -158,6 +160,8 @@ class Coordinator:
             tls=tls is not None,
             carrier_ids=[c.id for c in config.carriers],
         )
+        self.purposes = PurposeRegistry.from_config(config)
+        self._retention: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.port: int = 0
         self.health_server: grpc.aio.Server | None = None
@@ -175,7 +179,14 @@ class Coordinator:
     def _serve_operators(self, server: grpc.aio.Server) -> None:
         """The operator API, gRPC health and server reflection on ``server``."""
         operator_pb2_grpc.add_OversightServicer_to_server(
-            OversightService(self.store, self.rounds, self.hub, self.access, metrics=self.metrics),
+            OversightService(
+                self.store,
+                self.rounds,
+                self.hub,
+                self.access,
+                metrics=self.metrics,
+                purposes=self.purposes,
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -217,8 +228,20 @@ class Coordinator:
         for service in ("", *REFLECTED[:-1]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
+        self._retention = asyncio.create_task(self._sweep_retention())
         log.info("coordinator listening on port %d", self.port)
         return self.port
+
+    async def _sweep_retention(self) -> None:
+        """Delete expired results now and every ``retention_sweep_seconds``."""
+        while True:
+            try:
+                await self.rounds.delete_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("deleting expired results failed; trying again later")
+            await asyncio.sleep(self.config.retention_sweep_seconds)
 
     def _credentials(self, require_client_auth: bool) -> grpc.ServerCredentials:
         tls = self.config.tls
@@ -257,6 +280,11 @@ class Coordinator:
         await self.server.wait_for_termination()
 
     async def shutdown(self, grace: float = 2.0) -> None:
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+            self._retention = None
         await self.health.enter_graceful_shutdown()
         self.hub.close_all()
         for server in (self.operator_server, self.server):

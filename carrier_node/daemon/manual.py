@@ -20,7 +20,12 @@ from collections.abc import Callable, Sequence
 
 from carrier_node.daemon.gate import Arrival
 from carrier_node.daemon.io import IoThread
-from carrier_node.daemon.results import ResultMaker, released_entry, table_summary
+from carrier_node.daemon.results import (
+    ResultMaker,
+    purpose_entry,
+    released_entry,
+    table_summary,
+)
 from carrier_node.records.audit import AuditKind, AuditLog, JsonValue
 from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, query_record
 from fedoversight import wire
@@ -74,6 +79,7 @@ class ManualRelease:
             tables=[table_summary(t) for t in tables],
             period=str(request.period),
             queries=list[JsonValue](queries),
+            purpose=purpose_entry(request),
         )
         self._state.hold(
             HeldRelease(

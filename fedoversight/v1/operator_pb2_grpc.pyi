@@ -60,6 +60,14 @@ class OversightStub:
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
     """
+    ListPurposes: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListPurposesRequest, _operator_pb2.ListPurposesResponse]
+    """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+    those the caller's office may ask and read.
+    """
+    GetTransparencyReport: _grpc.UnaryUnaryMultiCallable[_operator_pb2.TransparencyRequest, _operator_pb2.TransparencyReport]
+    """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+    groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -84,6 +92,14 @@ class OversightAsyncStub(OversightStub):
     """Every signed result the coordinator keeps from one carrier (late ones included), oldest
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+    """
+    ListPurposes: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListPurposesRequest, _operator_pb2.ListPurposesResponse]  # type: ignore[assignment]
+    """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+    those the caller's office may ask and read.
+    """
+    GetTransparencyReport: _aio.UnaryUnaryMultiCallable[_operator_pb2.TransparencyRequest, _operator_pb2.TransparencyReport]  # type: ignore[assignment]
+    """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+    groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -154,6 +170,26 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         """Every signed result the coordinator keeps from one carrier (late ones included), oldest
         first: each carries the node's audit anchor, for the carrier's auditor to check the node's
         audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListPurposes(
+        self,
+        request: _operator_pb2.ListPurposesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListPurposesResponse, _abc.Awaitable[_operator_pb2.ListPurposesResponse]]:
+        """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+        those the caller's office may ask and read.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTransparencyReport(
+        self,
+        request: _operator_pb2.TransparencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.TransparencyReport, _abc.Awaitable[_operator_pb2.TransparencyReport]]:
+        """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+        groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

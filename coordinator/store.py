@@ -825,6 +825,11 @@ class RoundStore:
             if r.carrier_id in members and r.carrier_id not in stored:
                 new.setdefault(r.carrier_id, r)
         if finished is not None and finished["finished_at"] is not None:
+            expired = conn.execute(
+                "SELECT results_deleted_at FROM round_purposes WHERE round_id = ?", (round_id,)
+            ).fetchone()
+            if expired is not None and expired["results_deleted_at"] is not None:
+                return [], members  # its results were deleted on expiry: none is kept again
             if new:
                 conn.executemany(
                     f"INSERT INTO late_results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"

@@ -397,6 +397,31 @@ async def test_purposes_offices_retention_and_transparency(
         )
         assert json.loads(printed) == json.loads(json.dumps(mine.json()))
 
+    # On the coordinator's host, from the round store: the same report, and the access log
+    # with its chain checked.
+    config = tmp_path / "coordinator.toml"
+    config.write_text(
+        f'insecure = true\nstore_path = "{tmp_path / "run" / "rounds.sqlite3"}"\n'
+        'purpose_list_version = "2026.2"\n'
+    )
+    runner = CliRunner()
+    done = runner.invoke(
+        oversight_app, ["transparency", "--period", year, "--config", str(config), "--json"]
+    )
+    assert done.exit_code == 0, done.output
+    from_store = json.loads(done.output)
+    published = report.json()
+    for name, _ in TransparencyReport.SECTIONS:
+        assert from_store[name] == published[name], name
+    done = runner.invoke(oversight_app, ["access-log", "--config", str(config), "--json"])
+    assert done.exit_code == 0, done.output
+    entries = json.loads(done.output)
+    assert [e["action"] for e in entries][-1] == f"transparency:{Period.parse(year)}"
+    assert {(e["operator"], e["granted"]) for e in entries if e["round_id"] == cost.round_id} >= {
+        (QUALITY_VIEWER, False),
+        (HARNESS_VIEWER, True),
+    }
+
 
 def _carrier_cli(argv: list[str]) -> str:
     import contextlib

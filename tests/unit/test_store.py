@@ -408,6 +408,9 @@ def test_expired_results_are_deleted_and_their_digests_kept(store: RoundStore) -
     # Done once: nothing is expired any more, deleting again deletes nothing.
     assert store.expired_rounds(later + dt.timedelta(days=1)) == []
     assert store.delete_results("r1", later) == 0
+    # A late answer after the deletion is not kept again.
+    assert not store.save_result(_result("r1", "acme", b"again"))
+    assert store.results("r1", late=True) == []
     assert [r.result_bytes for r in store.results("r2")] == [b"kept-forever"]
     store.create_round(_round("r3", minutes=2), ["acme"])  # no purpose, no retention
     with pytest.raises(NotFoundError):

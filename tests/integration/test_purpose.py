@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import grpc
 import pytest
 from typer.testing import CliRunner
 
@@ -27,10 +28,12 @@ from coordinator.config import OfficeEntry, PurposeEntry, Role
 from coordinator.export import write_export
 from coordinator.provision import OperatorPlan
 from coordinator.receipts import verify_kept_copy, verify_round
+from coordinator.rounds import new_request, sign_request
 from coordinator.store import CarrierRoundState, KeptReceipt, RoundState
 from coordinator.transparency import TransparencyReport, report_from_pb
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
+from fedoversight.domain import Purpose
 from fedoversight.errors import (
     InvalidRequestError,
     OversightError,
@@ -40,7 +43,7 @@ from fedoversight.errors import (
 )
 from fedoversight.periods import Period
 from fedoversight.signing import Verifier
-from fedoversight.v1 import types_pb2
+from fedoversight.v1 import operator_pb2, operator_pb2_grpc, types_pb2
 from oversight_sim.harness import (
     HARNESS_OPERATOR,
     HARNESS_TOKEN_OPERATOR,
@@ -238,6 +241,32 @@ async def test_purposes_offices_retention_and_transparency(
             integrity.round_id,
             rates.round_id,
         }
+        # Requests operators sign themselves carry their own purpose, of their own office.
+        signer = fed.operator_signer
+        assert signer is not None
+        carriers_named = tuple(sorted(carriers))
+        stub = operator_pb2_grpc.OversightStub(fed.client._channel)
+        for declared, status in (
+            (None, grpc.StatusCode.INVALID_ARGUMENT),  # none declared
+            (  # an office not entitled, and not the caller's
+                Purpose("quality-oversight", "2026.2", "why", "actuarial"),
+                grpc.StatusCode.PERMISSION_DENIED,
+            ),
+            (  # a list version that is not the coordinator's
+                Purpose("plan-cost-oversight", "2026.1", "why", "actuarial"),
+                grpc.StatusCode.INVALID_ARGUMENT,
+            ),
+        ):
+            spec = new_request(
+                PERIOD, [PMPM], dt.timedelta(hours=1), carriers=carriers_named, purpose=declared
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.CreateRound(
+                    operator_pb2.CreateRoundRequest(signed_request=sign_request(spec, signer)),
+                    timeout=10,
+                )
+            assert refused.value.code() is status, declared
+        assert len(store.list_rounds(100)) == 4  # none of them made a round
         listed = await quality_viewer.list_purposes()
         assert listed.office == "quality"
         assert [p.code for p in listed.purposes if p.entitled] == ["quality-oversight"]
@@ -295,8 +324,8 @@ async def test_purposes_offices_retention_and_transparency(
                 receipt.received_at.ToDatetime(tzinfo=dt.UTC),
             )
             verifier = Verifier.load(keys / f"{receipt.carrier_id}.pub")
-            spec = verify_kept_copy(bytes(original.result.result), remains, verifier)
-            assert spec.round_id == cost.round_id
+            copy = verify_kept_copy(bytes(original.result.result), remains, verifier)
+            assert copy.round_id == cost.round_id
             with pytest.raises(OversightError):
                 verify_kept_copy(b"another result", remains, verifier)
             released = [

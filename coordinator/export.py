@@ -5,7 +5,8 @@ everything. :func:`write_export` picks the format by the file's extension (``.cs
 The tidy rows (CSV and Parquet) are one per scope, cell and statistic, and one per figure,
 each with the round's id and period, the metric and its version, the carriers the round
 asked and that answered, and the round's declared purpose, requesting office and the time
-until which the coordinator keeps its results (``retain_until``, empty: indefinitely). A withheld statistic has an empty value and its status; a sum that
+until which the coordinator keeps its results (``retain_until``, empty: indefinitely). A
+withheld statistic has an empty value and its status; a sum that
 leaves out a withheld (or unanswered) carrier value has status ``incomplete``, as has a figure
 resting on one, and says what it leaves out: from how many carriers (``missing_carriers``), at
 most how much in its own unit (``missing_at_most``, empty when unknown, as for dollars) and on

@@ -18,7 +18,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator.store import CarrierRoundState, RoundStore
 from fedoversight import wire
-from fedoversight.errors import OversightError
+from fedoversight.errors import REVIEWER_REJECTED, OversightError
 from fedoversight.periods import Period
 from fedoversight.v1 import operator_pb2, types_pb2
 
@@ -29,8 +29,9 @@ TOTAL = "total"
 
 
 def _fixed_messages() -> frozenset[str]:
-    """Every fixed public message of the error tree (what a refusal's message may be)."""
-    seen: set[str] = set()
+    """Every fixed public message of the error tree, and the reviewer's rejection (what a
+    refusal's message may be)."""
+    seen: set[str] = {REVIEWER_REJECTED}
     todo: list[type[OversightError]] = [OversightError]
     while todo:
         cls = todo.pop()

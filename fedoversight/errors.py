@@ -176,6 +176,11 @@ class NotFoundError(OversightError):
     status = grpc.StatusCode.NOT_FOUND
 
 
+#: What a node tells the coordinator when the carrier's reviewer rejects a held result (a
+#: refusal with the policy code; the reviewer's reason stays in the node's audit log).
+REVIEWER_REJECTED = "rejected by the carrier's reviewer"
+
+
 def public_message(error: BaseException) -> str:
     """The only text about an error that may leave the process that raised it."""
     if isinstance(error, RequestTooLargeError):

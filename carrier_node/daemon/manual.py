@@ -30,13 +30,10 @@ from carrier_node.records.audit import AuditKind, AuditLog, JsonValue
 from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, query_record
 from fedoversight import wire
 from fedoversight.domain import QueryTable, RequestSpec
-from fedoversight.errors import OversightError
+from fedoversight.errors import REVIEWER_REJECTED, OversightError
 from fedoversight.v1 import federation_pb2, types_pb2
 
 log = logging.getLogger(__name__)
-
-#: What the coordinator is told when the carrier's reviewer rejects a held result.
-REVIEWER_REJECTED = "rejected by the carrier's reviewer"
 
 
 class ManualRelease:

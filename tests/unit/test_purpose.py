@@ -260,3 +260,11 @@ async def test_a_node_refuses_by_purpose_before_anything_runs(tmp_path: Path) ->
         assert refused[1]["public_message"] == PurposeRefusedError.public
     finally:
         await node.shutdown()
+
+
+def test_a_reviewers_rejection_is_a_reason_the_report_names() -> None:
+    from fedoversight.errors import REVIEWER_REJECTED
+
+    assert refusal_reason(types_pb2.ERROR_CODE_POLICY_REFUSED, REVIEWER_REJECTED) == (
+        f"ERROR_CODE_POLICY_REFUSED: {REVIEWER_REJECTED}"
+    )

@@ -248,7 +248,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             # open round's snapshot keeps the same object until the carrier's state changes).
             converted: dict[str, tuple[object, operator_pb2.CarrierStatus]] = {}
 
-            def status(c: CarrierRound) -> operator_pb2.CarrierStatus:
+            def carrier_status(c: CarrierRound) -> operator_pb2.CarrierStatus:
                 seen = converted.get(c.carrier_id)
                 if seen is None or seen[0] is not c:
                     seen = converted[c.carrier_id] = (c, convert.carrier_status_to_pb(c))
@@ -264,7 +264,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                     summary=convert.summary_to_pb(
                         record, self._rounds.request_of(record), statuses, kept
                     ),
-                    carriers=[status(c) for c in statuses],
+                    carriers=[carrier_status(c) for c in statuses],
                 )
                 if not record.state.is_open:
                     status = grpc.StatusCode.OK

@@ -19,6 +19,7 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.prompt import Prompt
 from rich.table import Table
 
@@ -46,9 +47,12 @@ from carrier_node.records.review import (
     review_json,
 )
 from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, node_state_path
+from carrier_node.records.transparency import SECTIONS as REPORT_SECTIONS
+from carrier_node.records.transparency import audit_report
 from fedoversight.anchors import read_anchors
 from fedoversight.errors import OversightError
 from fedoversight.logs import configure_logging
+from fedoversight.periods import Period
 from fedoversight.signing import Signer, Verifier
 
 console = Console()
@@ -397,6 +401,14 @@ def _audit_path(config: Path | None, log_file: Path | None) -> Path:
         raise typer.Exit(2) from exc
 
 
+def _purpose_text(entry: dict[str, JsonValue]) -> str:
+    """``[purpose by office] `` of an admitted or refused entry ("" when none is recorded)."""
+    purpose = entry.get("purpose")
+    if not isinstance(purpose, dict):
+        return ""
+    return escape(f"[{purpose.get('code')} by {purpose.get('office')}] ")
+
+
 def _summary(entry: dict[str, JsonValue]) -> str:
     kind = entry.get("kind")
     if kind == "received":
@@ -404,11 +416,16 @@ def _summary(entry: dict[str, JsonValue]) -> str:
         return f"{signed}, key {entry.get('key_id')}, {entry.get('bytes')} bytes"
     if kind == "admitted":
         queries = entry.get("queries")
-        return f"{entry.get('period')}: " + "; ".join(
-            str(q) for q in (queries if isinstance(queries, list) else [])
+        return (
+            _purpose_text(entry)
+            + f"{entry.get('period')}: "
+            + "; ".join(str(q) for q in (queries if isinstance(queries, list) else []))
         )
     if kind == "refused":
-        return f"{entry.get('stage')}: {entry.get('code')} — {entry.get('reason')}"
+        return (
+            _purpose_text(entry)
+            + f"{entry.get('stage')}: {entry.get('code')} — {entry.get('reason')}"
+        )
     if kind == "released":
         tables = entry.get("tables")
         parts = []
@@ -470,6 +487,42 @@ def audit_show(
             _summary(e),
         )
     console.print(t)
+
+
+@audit_app.command("report")
+def audit_report_command(
+    period: Annotated[
+        str, typer.Option("--period", help="decisions made in: 2026, 2026Q1, 2026-01:2026-06")
+    ],
+    config: ConfigOpt = None,
+    log_file: LogOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+) -> None:
+    """A report to publish from the audit log: requests by declared purpose and office,
+    queries by metric and grouping, refusals by reason, releases, cells withheld."""
+    path = _audit_path(config, log_file)
+    if not path.exists():
+        console.print(f"[red]error:[/red] no audit log at {path}")
+        raise typer.Exit(2)
+    try:
+        report = audit_report(path, Period.parse(period))
+    except OversightError as exc:
+        console.print(f"[red]error:[/red] {exc.detail}")
+        raise typer.Exit(2) from exc
+    if as_json:
+        print(json.dumps(report.json(), indent=2, sort_keys=True))
+        return
+    console.print(f"Transparency report {report.period} from the audit log {path}")
+    for name, title in REPORT_SECTIONS:
+        rows = report.sections[name]
+        itemised = any(item for (_, _, item), _ in rows)
+        columns = ["purpose", "office", *(["item"] if itemised else []), "count"]
+        t = Table(*columns, title=title)
+        for (purpose, office, item), n in rows:
+            t.add_row(purpose, office, *([escape(item)] if itemised else []), f"{n:,}")
+        if not rows:
+            t.add_row(*(["none"] + [""] * (len(columns) - 1)))
+        console.print(t)
 
 
 #: Exit codes of ``carrier-node audit verify`` (docs/operations.md lists them).
@@ -660,6 +713,15 @@ def _show_review(view: Review) -> None:
         f"[bold]request {held.request_id}[/bold] (round {held.round_id}), period"
         f" {held.period}: {held.status}; held since {held.created_at[:19]}"
     )
+    purpose = view.purpose
+    if purpose is None:
+        console.print("[yellow]purpose: none declared[/yellow]")
+    else:
+        console.print(
+            f"purpose: [bold]{escape(purpose.get('code', ''))}[/bold] (list"
+            f" {escape(purpose.get('list_version', ''))}), asked by office"
+            f" {escape(purpose.get('office', ''))}: {escape(purpose.get('justification', ''))}"
+        )
     if held.decided_at:
         console.print(
             f"decided by {held.reviewer} at {held.decided_at[:19]}"

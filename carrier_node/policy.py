@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -21,8 +22,16 @@ from pydantic import (
 from fedoversight.catalogue import metrics
 from fedoversight.config import describe_validation_error
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import QuerySpec
-from fedoversight.errors import ConfigError, PolicyRefusedError
+from fedoversight.domain import Purpose, QuerySpec
+from fedoversight.errors import (
+    ConfigError,
+    PolicyRefusedError,
+    PurposeDimensionError,
+    PurposeGranularityError,
+    PurposeMissingError,
+    PurposeRefusedError,
+    PurposeScopeError,
+)
 
 #: The program floor: no released cell may rest on fewer members (CMS cell-size policy).
 PROGRAM_FLOOR = 11
@@ -165,6 +174,70 @@ class DifferentialPrivacy(BaseModel):
     )
 
 
+_PURPOSE_CODE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+
+
+class PurposeRule(BaseModel):
+    """What the carrier answers for one purpose (narrower than the policy's own lists)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metrics: tuple[str, ...] | None = Field(
+        default=None, description="metric names answered for the purpose (all when absent)"
+    )
+    dimensions: tuple[Dimension, ...] | None = Field(
+        default=None,
+        description="dimensions a query of the purpose may group or filter by (all when absent)",
+    )
+    max_group_by: int | None = Field(
+        default=None, ge=0, description="most dimensions one query of the purpose may group by"
+    )
+    forbidden_groupings: tuple[tuple[Dimension, ...], ...] = Field(
+        default=(),
+        description="combinations of dimensions no query of the purpose may group by together"
+        ' (e.g. [["month", "age_band", "sex"]]: a grouping holding all three is refused)',
+    )
+
+    @field_validator("metrics")
+    @classmethod
+    def _known(cls, value: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        known = {m.name for m in metrics()}
+        for name in value or ():
+            if name not in known:
+                raise ValueError(f"unknown metric {name!r} in a purpose rule")
+        return value
+
+
+class PurposePolicy(BaseModel):
+    """Which declared purposes the carrier accepts, and what it answers for each."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    require: bool = Field(
+        default=False,
+        description="refuse requests that declare no purpose (those of coordinators that"
+        " predate purposes)",
+    )
+    accepted: tuple[str, ...] | None = Field(
+        default=None,
+        description="purpose codes accepted (any purpose when absent); others are refused",
+    )
+    rules: dict[str, PurposeRule] = Field(
+        default_factory=dict, description="per purpose code: what is answered for it"
+    )
+
+    @model_validator(mode="after")
+    def _codes(self) -> PurposePolicy:
+        for code in (*(self.accepted or ()), *self.rules):
+            if not _PURPOSE_CODE.fullmatch(code):
+                raise ValueError(f"purpose code {code!r}: lowercase letters, digits and '-'")
+        if self.accepted is not None:
+            stray = sorted(set(self.rules) - set(self.accepted))
+            if stray:
+                raise ValueError(f"rules for purposes not accepted: {stray}")
+        return self
+
+
 class Policy(BaseModel):
     """A carrier's policy file (TOML), validated; unknown keys are rejected."""
 
@@ -193,6 +266,10 @@ class Policy(BaseModel):
     differential_privacy: DifferentialPrivacy = Field(
         default_factory=DifferentialPrivacy,
         description="formal differential privacy instead (the strict option)",
+    )
+    purposes: PurposePolicy = Field(
+        default_factory=PurposePolicy,
+        description="which declared purposes are accepted, and what is answered for each",
     )
     max_request_cells: int = Field(
         default=DEFAULT_MAX_REQUEST_CELLS,
@@ -296,6 +373,32 @@ class Policy(BaseModel):
             ("release", release),
             ("largest request", f"{self.max_request_cells:,} cells, estimated before it runs"),
         ]
+        purposes = self.purposes
+        accepted = (
+            "any declared purpose"
+            if purposes.accepted is None
+            else ", ".join(purposes.accepted) or "none"
+        )
+        answers.append(
+            (
+                "purposes",
+                accepted
+                + ("; a purpose is required" if purposes.require else "; requests without one too"),
+            )
+        )
+        for code, rule in sorted(purposes.rules.items()):
+            parts = []
+            if rule.metrics is not None:
+                parts.append("metrics " + ", ".join(sorted(rule.metrics)))
+            if rule.dimensions is not None:
+                parts.append(
+                    "dimensions " + (", ".join(sorted(map(str, rule.dimensions))) or "none")
+                )
+            if rule.max_group_by is not None:
+                parts.append(f"at most {rule.max_group_by} grouping dimensions")
+            for combination in rule.forbidden_groupings:
+                parts.append("never " + " x ".join(map(str, combination)))
+            answers.append((f"for {code}", "; ".join(parts) or "as above"))
         sizes = [
             (
                 "minimum cell size",
@@ -339,6 +442,33 @@ class Policy(BaseModel):
             ("Cell sizes", sizes),
             ("Protection of released values", protection),
         ]
+
+    def check_purpose(self, purpose: Purpose | None) -> None:
+        """Refuse a request whose declared purpose this policy does not accept."""
+        if purpose is None:
+            if self.purposes.require:
+                raise PurposeMissingError("no purpose declared")
+            return
+        accepted = self.purposes.accepted
+        if accepted is not None and purpose.code not in accepted:
+            raise PurposeRefusedError(f"purpose {purpose.code} not accepted")
+
+    def check_for_purpose(self, purpose: Purpose | None, query: QuerySpec) -> None:
+        """Refuse a query this policy does not answer for the request's purpose."""
+        rule = self.purposes.rules.get(purpose.code) if purpose is not None else None
+        if rule is None:
+            return
+        if rule.metrics is not None and query.metric not in rule.metrics:
+            raise PurposeScopeError("metric not answered for the purpose")
+        used = set(query.group_by) | {d for d, _ in query.filters}
+        if rule.dimensions is not None and not used <= set(rule.dimensions):
+            raise PurposeDimensionError("dimension not answered for the purpose")
+        if rule.max_group_by is not None and len(query.group_by) > rule.max_group_by:
+            raise PurposeGranularityError("too many grouping dimensions for the purpose")
+        grouped = set(query.group_by)
+        for combination in rule.forbidden_groupings:
+            if combination and set(combination) <= grouped:
+                raise PurposeGranularityError("a grouping the purpose forbids")
 
     def check(self, query: QuerySpec) -> None:
         """Refuse a query this policy does not answer."""

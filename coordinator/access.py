@@ -11,7 +11,9 @@ node hello and every operator call, is the identity the certificate names:
   own CA can never vouch for another carrier;
 - an operator API caller is an operator or a viewer, known by its certificate's common name or
   by a bearer token (``authorization: Bearer ...``) whose SHA-256 is configured; carrier
-  certificates carry no operator rights.
+  certificates carry no operator rights. Where offices are configured the caller belongs to
+  one, and sees rounds of the purposes its office is entitled to only (the operator API checks
+  that per round).
 """
 
 from __future__ import annotations
@@ -176,6 +178,8 @@ class Caller:
     role: Role
     #: How the caller was recognised: "certificate", "token" or "insecure".
     via: str
+    #: The caller's office (None: offices are not configured, or an open demo).
+    office: str | None = None
 
     _RANK: ClassVar[dict[Role, int]] = {Role.VIEWER: 1, Role.OPERATOR: 2}
 
@@ -219,12 +223,12 @@ class OperatorAccess:
             digest = hashlib.sha256(token.encode()).hexdigest()
             for expected, entry in self._tokens:
                 if hmac.compare_digest(expected, digest):
-                    return Caller(entry.name, entry.role, "token")
+                    return Caller(entry.name, entry.role, "token", entry.office)
             raise AuthenticationError("unknown token")
         if peer.info is not None:
             known = self._by_name.get(peer.info.common_name)
             if known is not None:
-                return Caller(known.name, known.role, "certificate")
+                return Caller(known.name, known.role, "certificate", known.office)
             if peer.info.common_name in self._carriers:
                 raise AuthenticationError("a carrier certificate has no operator rights")
             raise AuthenticationError("certificate not registered as an operator")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import functools
+import json
 import signal
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,11 +29,13 @@ from coordinator.schedule import load_schedule
 from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import (
     CarrierRoundState,
+    KeptReceipt,
     RoundState,
     RoundStore,
     StoredResult,
     open_round_store,
 )
+from coordinator.transparency import TransparencyReport, build_report, report_from_pb
 from fedoversight import catalogue, wire
 from fedoversight.anchors import AnchoredResult, anchored_result, write_anchors
 from fedoversight.dimensions import Dimension
@@ -394,6 +397,27 @@ def show_carriers(outcome: RoundOutcome) -> None:
         )
 
 
+def show_purpose(outcome: RoundOutcome) -> None:
+    """Say why the round was asked, and how long its results are kept."""
+    purpose = outcome.purpose
+    if purpose is None:
+        console.print("purpose: none declared (a round created before purposes)")
+    else:
+        console.print(
+            f"purpose: {purpose.code} (list {purpose.list_version}), asked by office"
+            f" {purpose.office}: {escape(purpose.justification)}"
+        )
+    if outcome.results_deleted_at is not None:
+        console.print(
+            f"results deleted on expiry at {outcome.results_deleted_at:%Y-%m-%d %H:%M:%S} UTC;"
+            " the signed request and the receipts' digests remain (oversight round verify)"
+        )
+    elif outcome.retain_until is not None:
+        console.print(f"results kept until {outcome.retain_until:%Y-%m-%d %H:%M:%S} UTC")
+    else:
+        console.print("results kept indefinitely")
+
+
 def show_verdict(outcome: RoundOutcome) -> None:
     asked = len(outcome.carriers)
     text = f"round {outcome.round_id}: {outcome.state}, {outcome.answered} of {asked} carriers"
@@ -478,6 +502,15 @@ def round_run(
         Path | None, typer.Option("--output", help="export: .csv or .parquet (tidy) or .json")
     ] = None,
     per_carrier: Annotated[bool, typer.Option(help="print each carrier's table too")] = False,
+    purpose: Annotated[
+        str,
+        typer.Option(
+            "--purpose", help="why: a purpose code of the coordinator's list (default: its own)"
+        ),
+    ] = "",
+    justification: Annotated[
+        str, typer.Option("--justification", help="why, in words (1 to 1,000 characters)")
+    ] = "",
     ca_cert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
@@ -517,6 +550,8 @@ def round_run(
                     quorum=quorum,
                     deadline_seconds=deadline,
                     on_progress=display,
+                    purpose=purpose,
+                    justification=justification,
                 )
 
     try:
@@ -525,6 +560,7 @@ def round_run(
         raise fail(exc) from exc
     show_outcome(outcome, per_carrier=per_carrier)
     show_carriers(outcome)
+    show_purpose(outcome)
     if output is not None:
         export(outcome, output)
     show_verdict(outcome)
@@ -568,7 +604,17 @@ def round_list(
         async with operator_client(
             coordinator, ca_cert, cert, key, token_file, server_name
         ) as client:
-            t = Table("round", "state", "period", "metrics", "answered", "suite", "due")
+            t = Table(
+                "round",
+                "state",
+                "period",
+                "metrics",
+                "answered",
+                "purpose",
+                "results",
+                "suite",
+                "due",
+            )
             for r in await client.list_rounds(limit, suite=suite):
                 due = scheduled_for(r)
                 t.add_row(
@@ -577,6 +623,8 @@ def round_list(
                     f"{r.period.first_month}:{r.period.last_month}",
                     ",".join(q.metric for q in r.queries),
                     f"{r.carriers_answered}/{r.carriers_asked}",
+                    f"{r.purpose.code} ({r.purpose.office})" if r.HasField("purpose") else "",
+                    _retention_text(r),
                     r.suite,
                     f"{due:%Y-%m-%d %H:%M}" if due is not None else "",
                 )
@@ -609,6 +657,15 @@ def round_list(
         raise fail(exc) from exc
 
 
+def _retention_text(summary: operator_pb2.RoundSummary) -> str:
+    if summary.HasField("results_deleted_at"):
+        deleted = summary.results_deleted_at.ToDatetime(tzinfo=dt.UTC)
+        return f"deleted {deleted:%Y-%m-%d}"
+    if summary.HasField("retain_until"):
+        return f"kept until {summary.retain_until.ToDatetime(tzinfo=dt.UTC):%Y-%m-%d}"
+    return "kept"
+
+
 @round_app.command("show")
 def round_show(
     round_id: str,
@@ -634,6 +691,7 @@ def round_show(
         raise fail(exc) from exc
     show_outcome(outcome, per_carrier=per_carrier)
     show_carriers(outcome)
+    show_purpose(outcome)
     show_verdict(outcome)
     raise typer.Exit(_ROUND_EXIT.get(outcome.state, EXIT_ERROR))
 
@@ -734,10 +792,24 @@ def round_verify(
                         r.received_at.ToDatetime(tzinfo=dt.UTC),
                     )
                     for r in receipts.receipts
+                    if r.result.result
                 ],
                 list(receipts.answered),
                 operator_verifier=Verifier.load(operator_key),
                 node_verifiers={p.stem: Verifier.load(p) for p in result_keys.glob("*.pub")},
+                kept=[
+                    KeptReceipt(
+                        round_id,
+                        r.carrier_id,
+                        False,
+                        bytes(r.result_sha256).hex(),
+                        bytes(r.result.signature),
+                        r.result.key_id,
+                        r.received_at.ToDatetime(tzinfo=dt.UTC),
+                    )
+                    for r in receipts.receipts
+                    if not r.result.result
+                ],
             )
         else:
             if config is None:
@@ -772,7 +844,11 @@ def round_verify(
     for r in outcome.receipts:
         t.add_row(
             r.carrier_id,
-            "[green]valid[/green]" if r.ok else "[red]INVALID[/red]",
+            "[red]INVALID[/red]"
+            if not r.ok
+            else f"deleted on expiry, digest {r.result_sha256[:16]} kept"
+            if r.deleted
+            else "[green]valid[/green]",
             r.key_id,
             r.data_snapshot[:16],
             f"{r.received_at:%Y-%m-%d %H:%M:%S}" if r.received_at else "",
@@ -1085,6 +1161,166 @@ def _utc_time(text: str) -> dt.datetime:
     except ValueError:
         raise InvalidRequestError(f"not an ISO time: {text!r}") from None
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
+@app.command()
+def purposes(
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
+    """List the coordinator's purposes, their retention, and those your office may use."""
+
+    async def main() -> None:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            listed = await client.list_purposes()
+        t = Table(
+            "purpose", "title", "retention", "your office", title=f"purposes {listed.list_version}"
+        )
+        for p in listed.purposes:
+            t.add_row(
+                p.code + (" (default)" if p.code == listed.default_purpose else ""),
+                p.title,
+                f"{p.retention_days} days" if p.retention_days else "indefinite",
+                "entitled" if p.entitled else "-",
+            )
+        console.print(t)
+        if listed.office:
+            console.print(f"your office: {listed.office}")
+
+    try:
+        asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+
+
+def show_transparency(report: TransparencyReport) -> None:
+    console.print(
+        f"Transparency report {report.period} (purpose list {report.list_version}), generated"
+        f" {report.generated_at:%Y-%m-%d %H:%M} UTC"
+    )
+    for name, title in TransparencyReport.SECTIONS:
+        counts = report.section(name)
+        itemised = any(c.item for c in counts)
+        columns = ["purpose", "office", *(["item"] if itemised else []), "count"]
+        t = Table(*columns, title=title)
+        for c in counts:
+            t.add_row(c.purpose, c.office, *([escape(c.item)] if itemised else []), f"{c.count:,}")
+        if not counts:
+            t.add_row(*(["none"] + [""] * (len(columns) - 1)))
+        console.print(t)
+
+
+@app.command()
+def transparency(
+    period: Annotated[
+        str, typer.Option("--period", help="rounds created in: 2026, 2026Q1, 2026-01:2026-06")
+    ],
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="read the round store this coordinator config names"),
+    ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator", envvar="OVERSIGHT_ADDRESS", help="ask a running coordinator instead"
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the report as JSON")] = False,
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
+    """A report to publish: rounds by purpose and office, what was asked, carriers'
+    refusals by reason, cells withheld, results deleted on expiry (counts only)."""
+    try:
+        span = Period.parse(period)
+        if coordinator is not None:
+
+            async def fetch() -> operator_pb2.TransparencyReport:
+                async with operator_client(
+                    coordinator, ca_cert, cert, key, token_file, server_name
+                ) as client:
+                    return await client.transparency_report(str(span))
+
+            report = report_from_pb(asyncio.run(fetch()))
+        else:
+            if config is None:
+                raise InvalidRequestError("give --config (a round store) or --coordinator")
+            cfg = load_coordinator_config(config)
+            with open_round_store(cfg) as store:
+                report = build_report(store, span, cfg.purpose_list_version)
+    except OversightError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        print(json.dumps(report.json(), indent=2, sort_keys=True))
+    else:
+        show_transparency(report)
+
+
+@app.command("access-log")
+def access_log(
+    config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
+    round_id: Annotated[
+        str | None, typer.Option("--round", help="only the reads of this round")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the entries as JSON")] = False,
+) -> None:
+    """Show the coordinator's append-only access log (every read of results, and every
+    refusal) and check its hash chain: exit 5 when an entry was changed or removed."""
+    try:
+        cfg = load_coordinator_config(config)
+        with open_round_store(cfg) as store:
+            entries = store.access_log(round_id)
+            ok, count, problem = store.verify_access_log()
+    except OversightError as exc:
+        raise fail(exc) from exc
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "seq": e.seq,
+                        "at": e.at.isoformat(),
+                        "operator": e.operator,
+                        "office": e.office,
+                        "via": e.via,
+                        "action": e.action,
+                        "round_id": e.round_id,
+                        "purpose": e.purpose,
+                        "granted": e.granted,
+                    }
+                    for e in entries
+                ],
+                indent=2,
+            )
+        )
+    else:
+        t = Table("#", "at", "operator", "office", "action", "round", "purpose", "granted")
+        for e in entries:
+            t.add_row(
+                str(e.seq),
+                f"{e.at:%Y-%m-%d %H:%M:%S}",
+                e.operator,
+                e.office,
+                e.action,
+                e.round_id,
+                e.purpose,
+                "yes" if e.granted else "[red]DENIED[/red]",
+            )
+        console.print(t)
+    if not ok:
+        console.print(f"[bold red]access log does not verify: {problem}[/bold red]")
+        raise typer.Exit(EXIT_INVALID)
+    if not as_json:
+        console.print(f"access log: {count} entries, chain verified")
 
 
 @metrics_app.command("list")

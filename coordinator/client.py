@@ -13,12 +13,12 @@ import grpc
 
 from coordinator import convert
 from coordinator.combine import ScopedTable
-from coordinator.config import Role
+from coordinator.config import AGENCY_OFFICE, Role
 from coordinator.export import RoundInfo
 from coordinator.rounds import new_request, sign_request
 from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
-from fedoversight.domain import QuerySpec
+from fedoversight.domain import Purpose, QuerySpec
 from fedoversight.errors import ConfigError, OversightError, from_rpc_error
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
@@ -66,6 +66,11 @@ class RoundOutcome:
     #: For a round the coordinator's schedule ran: its suite, and when the run was due.
     suite: str | None = None
     scheduled_for: dt.datetime | None = None
+    #: Why the round was asked (None for rounds created before purposes).
+    purpose: Purpose | None = None
+    #: Until when its results are kept (None: indefinitely), and when they were deleted.
+    retain_until: dt.datetime | None = None
+    results_deleted_at: dt.datetime | None = None
 
     @property
     def answered(self) -> int:
@@ -80,6 +85,9 @@ class RoundOutcome:
             carriers_asked=len(self.carriers),
             carriers_answered=self.answered,
             carriers=tuple((c, str(s), m) for c, s, m in self.carriers),
+            purpose=self.purpose,
+            retain_until=self.retain_until,
+            results_deleted_at=self.results_deleted_at,
         )
 
 
@@ -168,7 +176,12 @@ class OperatorClient:
         quorum: int = 0,
         deadline_seconds: int = 0,
         idempotency_key: str | None = None,
+        purpose: str = "",
+        justification: str = "",
     ) -> str:
+        """Create a round; ``purpose``: a code of the coordinator's list ("": its default),
+        ``justification``: why it is asked ("": the coordinator records the purpose's
+        title)."""
         request = operator_pb2.CreateRoundRequest(
             carriers=list(carriers),
             quorum=quorum,
@@ -179,12 +192,17 @@ class OperatorClient:
             # The request names its carriers: all registered ones unless some are given.
             named = list(carriers) or [c.carrier_id for c in await self.list_carriers()]
             deadline = dt.timedelta(seconds=deadline_seconds) if deadline_seconds else None
-            spec = new_request(period, queries, self._ttl, carriers=named, deadline=deadline)
+            declared = await self.signed_purpose(purpose, justification)
+            spec = new_request(
+                period, queries, self._ttl, carriers=named, deadline=deadline, purpose=declared
+            )
             request.signed_request.CopyFrom(sign_request(spec, self._signer))
             del request.carriers[:]
         else:
             request.period.CopyFrom(wire.period_to_pb(period))
             request.queries.extend(wire.query_to_pb(q) for q in queries)
+            request.purpose = purpose
+            request.justification = justification
         try:
             summary = await self._stub.CreateRound(
                 request, timeout=CALL_TIMEOUT, metadata=self._metadata
@@ -192,6 +210,41 @@ class OperatorClient:
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
         return str(summary.round_id)
+
+    async def signed_purpose(self, code: str, justification: str) -> Purpose:
+        """The purpose a request signed here declares: of the coordinator's current list, for
+        the caller's office (what the coordinator checks it against)."""
+        listed = await self.list_purposes()
+        code = code or listed.default_purpose
+        found = next((p for p in listed.purposes if p.code == code), None)
+        if found is None:
+            raise ConfigError("give a purpose of the coordinator's list (oversight purposes)")
+        return wire.make_purpose(
+            code,
+            listed.list_version,
+            justification or found.title,
+            listed.office or AGENCY_OFFICE,
+        )
+
+    async def list_purposes(self) -> operator_pb2.ListPurposesResponse:
+        try:
+            msg: operator_pb2.ListPurposesResponse = await self._stub.ListPurposes(
+                operator_pb2.ListPurposesRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
+
+    async def transparency_report(self, period: str) -> operator_pb2.TransparencyReport:
+        try:
+            msg: operator_pb2.TransparencyReport = await self._stub.GetTransparencyReport(
+                operator_pb2.TransparencyRequest(period=period),
+                timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
 
     async def watch(self, round_id: str, timeout: float) -> AsyncIterator[Progress]:
         try:
@@ -222,6 +275,7 @@ class OperatorClient:
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
+        summary = msg.summary
         return RoundOutcome(
             round_id=round_id,
             state=convert.round_state_from_pb(msg.summary.state),
@@ -234,6 +288,9 @@ class OperatorClient:
             late=tuple(c.carrier_id for c in msg.carriers if c.HasField("late_answer_at")),
             suite=msg.summary.suite or None,
             scheduled_for=scheduled_for(msg.summary),
+            purpose=wire.purpose_from_pb(summary.purpose) if summary.HasField("purpose") else None,
+            retain_until=_time(summary, "retain_until"),
+            results_deleted_at=_time(summary, "results_deleted_at"),
         )
 
     async def run_round(
@@ -245,10 +302,18 @@ class OperatorClient:
         quorum: int = 0,
         deadline_seconds: int = 300,
         on_progress: Callable[[Progress], None] | None = None,
+        purpose: str = "",
+        justification: str = "",
     ) -> RoundOutcome:
         """Create a round, follow it to its end, and return its tables."""
         round_id = await self.create_round(
-            period, queries, carriers=carriers, quorum=quorum, deadline_seconds=deadline_seconds
+            period,
+            queries,
+            carriers=carriers,
+            quorum=quorum,
+            deadline_seconds=deadline_seconds,
+            purpose=purpose,
+            justification=justification,
         )
         async for progress in self.watch(round_id, timeout=deadline_seconds + 60):
             if on_progress is not None:
@@ -349,6 +414,13 @@ def scheduled_for(summary: operator_pb2.RoundSummary) -> dt.datetime | None:
     if not summary.HasField("scheduled_for"):
         return None
     return summary.scheduled_for.ToDatetime(tzinfo=dt.UTC)
+
+
+def _time(summary: operator_pb2.RoundSummary, name: str) -> dt.datetime | None:
+    if not summary.HasField(name):  # type: ignore[arg-type]
+        return None
+    value: dt.datetime = getattr(summary, name).ToDatetime(tzinfo=dt.UTC)
+    return value
 
 
 __all__ = [

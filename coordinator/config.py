@@ -134,11 +134,75 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
+_PURPOSE_CODE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+_LIST_VERSION = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+
+#: The office of every request and caller when no offices are configured.
+AGENCY_OFFICE = "agency"
+
+
+class PurposeEntry(BaseModel):
+    """One purpose of the coordinator's closed list (docs/purpose.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    code: str = Field(description="the code requests carry: [a-z][a-z0-9-]{0,63}")
+    title: str = Field(description="what the purpose is, in words")
+    retention_days: int = Field(
+        default=0,
+        ge=0,
+        le=36_500,
+        description="days a round's results are kept after it is created (0: indefinitely);"
+        " then the coordinator deletes them, keeping the receipts' digests",
+    )
+
+    @field_validator("code")
+    @classmethod
+    def _code(cls, value: str) -> str:
+        if not _PURPOSE_CODE.fullmatch(value):
+            raise ValueError("purpose code: lowercase letters, digits and '-', a letter first")
+        return value
+
+
+#: The list a coordinator has when its configuration names none.
+DEFAULT_PURPOSES = (
+    PurposeEntry(code="plan-cost-oversight", title="Plan cost oversight", retention_days=1825),
+    PurposeEntry(code="quality-oversight", title="Quality oversight", retention_days=1825),
+    PurposeEntry(
+        code="rate-negotiation-support", title="Rate negotiation support", retention_days=730
+    ),
+    PurposeEntry(code="program-integrity", title="Program integrity", retention_days=2555),
+)
+DEFAULT_PURPOSE_LIST_VERSION = "2026.1"
+
+
+class OfficeEntry(BaseModel):
+    """An office of the agency: its operators ask and read rounds of its purposes only."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="the office's name (letters, digits, '_', '.', '@', '-')")
+    purposes: tuple[str, ...] = Field(
+        description="codes of the purposes it may ask rounds of and read the results of"
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.fullmatch(value):
+            raise ValueError("office name: letters, digits, '_', '.', '@' or '-'")
+        return value
+
+
 class OperatorEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     name: str = Field(description="the common name of the operator's client certificate")
     role: Role = Field(description="operator (runs rounds) or viewer (reads results)")
+    office: str | None = Field(
+        default=None,
+        description="the office the operator belongs to (required once offices are configured)",
+    )
     token_sha256: str | None = Field(
         default=None,
         description="SHA-256 (hex) of a bearer token that authenticates this operator instead"
@@ -232,6 +296,29 @@ class CoordinatorConfig(BaseModel):
         description="schedule file (TOML) of the suites the coordinator runs by itself each"
         " month (docs/scheduling.md); they are signed with operator_signing_key",
     )
+    purpose_list_version: str = Field(
+        default=DEFAULT_PURPOSE_LIST_VERSION,
+        description="version of the purpose list (raise it whenever the list changes)",
+    )
+    purposes: tuple[PurposeEntry, ...] = Field(
+        default=DEFAULT_PURPOSES,
+        description="the closed list of purposes a round may declare, each with its retention",
+    )
+    default_purpose: str = Field(
+        default="plan-cost-oversight",
+        description='purpose given to rounds created without one ("": such rounds are'
+        " refused); operator-signed requests must always carry their own",
+    )
+    offices: tuple[OfficeEntry, ...] = Field(
+        default=(),
+        description="the agency's offices and the purposes each is entitled to; when empty,"
+        " every operator may ask and read rounds of every purpose (office 'agency')",
+    )
+    retention_sweep_seconds: float = Field(
+        default=3600.0,
+        gt=0,
+        description="how often expired results are looked for and deleted",
+    )
     metrics_address: str | None = Field(
         default=None,
         description="host:port serving Prometheus metrics at /metrics over plain HTTP (off"
@@ -253,7 +340,43 @@ class CoordinatorConfig(BaseModel):
             raise ValueError("an operator name is listed twice")
         if set(names) & set(carriers):
             raise ValueError("an operator may not share its name with a carrier")
+        self._check_purposes()
         return self
+
+    def _check_purposes(self) -> None:
+        if not _LIST_VERSION.fullmatch(self.purpose_list_version):
+            raise ValueError("purpose_list_version: letters, digits, '_', '.', ':' or '-'")
+        codes = [p.code for p in self.purposes]
+        if len(set(codes)) != len(codes):
+            raise ValueError("a purpose code is listed twice")
+        if self.default_purpose and self.default_purpose not in codes:
+            raise ValueError("default_purpose is not in the purpose list")
+        offices = [o.name for o in self.offices]
+        if len(set(offices)) != len(offices):
+            raise ValueError("an office is listed twice")
+        for office in self.offices:
+            unknown = set(office.purposes) - set(codes)
+            if unknown:
+                raise ValueError(
+                    f"office {office.name}: purposes not in the list: {sorted(unknown)}"
+                )
+        for operator in self.operators:
+            if self.offices and operator.office not in offices:
+                raise ValueError(
+                    f"operator {operator.name}: office must be one of the configured offices"
+                )
+            if not self.offices and operator.office is not None:
+                raise ValueError(f"operator {operator.name}: an office, but no offices configured")
+
+    def purpose(self, code: str) -> PurposeEntry | None:
+        return next((p for p in self.purposes if p.code == code), None)
+
+    def entitled(self, office: str | None) -> frozenset[str]:
+        """The purposes an office may ask and read (every one when offices are not used)."""
+        if not self.offices or office is None:
+            return frozenset(p.code for p in self.purposes)
+        found = next((o for o in self.offices if o.name == office), None)
+        return frozenset(found.purposes) if found is not None else frozenset()
 
     @field_validator("metrics_address")
     @classmethod

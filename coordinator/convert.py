@@ -9,7 +9,13 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from coordinator.schedule import Revision
-from coordinator.store import CarrierRound, CarrierRoundState, RoundRecord, RoundState
+from coordinator.store import (
+    CarrierRound,
+    CarrierRoundState,
+    RoundPurpose,
+    RoundRecord,
+    RoundState,
+)
 from fedoversight import catalogue, wire
 from fedoversight.domain import RequestSpec, Status
 from fedoversight.v1 import operator_pb2, types_pb2
@@ -39,10 +45,14 @@ def carrier_state_from_pb(value: int) -> CarrierRoundState:
 
 
 def summary_to_pb(
-    record: RoundRecord, request: RequestSpec, carriers: list[CarrierRound]
+    record: RoundRecord,
+    request: RequestSpec,
+    carriers: list[CarrierRound],
+    kept: RoundPurpose | None = None,
 ) -> operator_pb2.RoundSummary:
-    """The round's summary; ``request`` is its request (``record.request_bytes`` decoded)."""
-    return operator_pb2.RoundSummary(
+    """The round's summary; ``request`` is its request (``record.request_bytes`` decoded),
+    ``kept`` what the store keeps of its purpose and retention."""
+    summary = operator_pb2.RoundSummary(
         round_id=record.round_id,
         state=_ROUND_STATE[record.state],
         period=wire.period_to_pb(request.period),
@@ -54,6 +64,15 @@ def summary_to_pb(
         suite=record.suite or "",
         scheduled_for=ts(record.scheduled_for),
     )
+
+    if request.purpose is not None:
+        summary.purpose.CopyFrom(wire.purpose_to_pb(request.purpose))
+    if kept is not None:
+        if kept.retain_until is not None:
+            summary.retain_until.FromDatetime(kept.retain_until.astimezone(dt.UTC))
+        if kept.results_deleted_at is not None:
+            summary.results_deleted_at.FromDatetime(kept.results_deleted_at.astimezone(dt.UTC))
+    return summary
 
 
 def revision_to_pb(

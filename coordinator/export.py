@@ -3,8 +3,10 @@ everything. :func:`write_export` picks the format by the file's extension (``.cs
 ``.parquet``, ``.json``) and refuses any other.
 
 The tidy rows (CSV and Parquet) are one per scope, cell and statistic, and one per figure,
-each with the round's id and period, the metric and its version, and the carriers the round
-asked and that answered. A withheld statistic has an empty value and its status; a sum that
+each with the round's id and period, the metric and its version, the carriers the round
+asked and that answered, and the round's declared purpose, requesting office and the time
+until which the coordinator keeps its results (``retain_until``, empty: indefinitely). A
+withheld statistic has an empty value and its status; a sum that
 leaves out a withheld (or unanswered) carrier value has status ``incomplete``, as has a figure
 resting on one, and says what it leaves out: from how many carriers (``missing_carriers``), at
 most how much in its own unit (``missing_at_most``, empty when unknown, as for dollars) and on
@@ -16,6 +18,7 @@ are left out of the tidy rows and given in full in the JSON.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 from collections.abc import Sequence
@@ -30,7 +33,7 @@ from coordinator.combine import CombinedCell, FigureValue, ScopedTable
 from fedoversight import catalogue
 from fedoversight.catalogue import StatKind
 from fedoversight.dimensions import Dimension
-from fedoversight.domain import Missing, StatValue, StatValueType
+from fedoversight.domain import Missing, Purpose, StatValue, StatValueType
 from fedoversight.errors import InvalidRequestError, UnknownMetricError
 from fedoversight.histogram import Histogram
 
@@ -44,6 +47,9 @@ TIDY_COLUMNS_TAIL = (
     "missing_members_at_most",
     "carriers_asked",
     "carriers_answered",
+    "purpose",
+    "office",
+    "retain_until",
 )
 #: The formats :func:`write_export` writes, by file extension.
 FORMATS = (".csv", ".json", ".parquet")
@@ -60,6 +66,12 @@ class RoundInfo:
     carriers_answered: int = 0
     #: Each carrier asked: its state in the round, and why when it did not answer.
     carriers: tuple[tuple[str, str, str], ...] = ()
+    #: Why the round was asked (None for rounds created before purposes).
+    purpose: Purpose | None = None
+    #: Until when the coordinator keeps its results (None: indefinitely), and when it
+    #: deleted them.
+    retain_until: dt.datetime | None = None
+    results_deleted_at: dt.datetime | None = None
 
     def json(self) -> dict[str, object]:
         return {
@@ -69,7 +81,14 @@ class RoundInfo:
             "carriers_asked": self.carriers_asked,
             "carriers_answered": self.carriers_answered,
             "carriers": [{"carrier_id": c, "state": s, "message": m} for c, s, m in self.carriers],
+            "purpose": self.purpose.describe() if self.purpose is not None else None,
+            "retain_until": _iso(self.retain_until),
+            "results_deleted_at": _iso(self.results_deleted_at),
         }
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 #: Status of a sum leaving out a suppressed value, and of a figure resting on one.
@@ -103,6 +122,9 @@ def tidy_rows(tables: Sequence[ScopedTable], info: RoundInfo | None = None) -> p
                 "scope": table.scope,
                 "carriers_asked": info.carriers_asked,
                 "carriers_answered": info.carriers_answered,
+                "purpose": info.purpose.code if info.purpose is not None else None,
+                "office": info.purpose.office if info.purpose is not None else None,
+                "retain_until": _iso(info.retain_until),
             }
             base.update({str(d): v for d, v in cell.key})
             for stat in cell.stats:

@@ -22,7 +22,8 @@ in ``value_int``, months as datetimes — and with what a reader needs to judge 
   which count is short.
 
 ``frame.attrs`` describes the round (id, period, state, each carrier asked and its outcome,
-``complete`` when every carrier answered and no value is withheld).
+``complete`` when every carrier answered and no value is withheld; its declared ``purpose``
+and until when its results are kept, ``retain_until``).
 """
 
 from __future__ import annotations
@@ -452,4 +453,6 @@ def _attrs(info: RoundInfo, frame: pd.DataFrame) -> dict[str, object]:
         "carriers": [{"carrier_id": c, "state": s, "message": m} for c, s, m in info.carriers],
         "late": [],
         "complete": info.carriers_answered == info.carriers_asked and not withheld,
+        "purpose": info.purpose.describe() if info.purpose is not None else None,
+        "retain_until": info.retain_until.isoformat() if info.retain_until else None,
     }

@@ -17,10 +17,19 @@ from coordinator.combine import ScopedTable
 from coordinator.config import Role
 from coordinator.hub import NodeHub
 from coordinator.monitoring import CoordinatorMetrics
+from coordinator.purposes import PurposeRegistry
 from coordinator.results import TABLES_KEPT
 from coordinator.rounds import RoundManager, check_registered
 from coordinator.schedule import SUITE_NAME, ScheduledRound, revisions
-from coordinator.store import CarrierRound, CarrierRoundState, RoundStore, StoredResult
+from coordinator.store import (
+    CarrierRound,
+    CarrierRoundState,
+    KeptReceipt,
+    RoundPurpose,
+    RoundStore,
+    StoredResult,
+)
+from coordinator.transparency import build_report, report_to_pb
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import (
@@ -29,7 +38,7 @@ from fedoversight.errors import (
     OversightError,
     grpc_status,
 )
-from fedoversight.periods import Month
+from fedoversight.periods import Month, Period
 from fedoversight.v1 import operator_pb2, operator_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -102,8 +111,11 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         access: OperatorAccess,
         *,
         metrics: CoordinatorMetrics | None = None,
+        purposes: PurposeRegistry | None = None,
     ) -> None:
+        """``purposes``: the purpose list, offices and retention (the defaults when None)."""
         self.metrics = metrics if metrics is not None else CoordinatorMetrics()
+        self.purposes = purposes if purposes is not None else PurposeRegistry.default()
         self._store = store
         self._rounds = rounds
         self._hub = hub
@@ -137,7 +149,10 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         if request.HasField("signed_request"):
             if request.HasField("period") or request.queries:
                 raise InvalidRequestError("a signed request carries its own period and queries")
+            if request.purpose or request.justification:
+                raise InvalidRequestError("a signed request carries its own purpose")
             spec = self._rounds.check_signed_request(request.signed_request)
+            self.purposes.check_signed(caller, spec)
             signed = types_pb2.SignedRequest()
             signed.CopyFrom(request.signed_request)
             if request.carriers and sorted(set(request.carriers)) != list(spec.carriers):
@@ -156,6 +171,9 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 deadline_seconds=request.deadline_seconds,
                 idempotency_key=request.idempotency_key or None,
                 request=spec,
+                retain_until=self.purposes.retain_until(spec.purpose.code, spec.issued_at)
+                if spec.purpose is not None
+                else None,
             )
         else:
             if not request.HasField("period") or not request.queries:
@@ -169,9 +187,12 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 quorum=request.quorum,
                 deadline_seconds=request.deadline_seconds,
                 idempotency_key=request.idempotency_key or None,
+                purpose=self.purposes.for_new_round(caller, request.purpose, request.justification),
+                retention=self.purposes.retain_until,
             )
+        asked = self._rounds.request_of(record).purpose
         log.info(
-            "round %s created by %s (%s, %s)",
+            "round %s created by %s (%s, %s, purpose %s)",
             record.round_id,
             caller.name,
             caller.via,
@@ -180,24 +201,54 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             else "signed by the coordinator"
             if record.signature
             else "unsigned",
+            asked.code if asked is not None else "none",
             extra={"round_id": record.round_id},
         )
         record, statuses = await self._rounds.snapshot(record.round_id)
-        return convert.summary_to_pb(record, self._rounds.request_of(record), statuses)
+        kept = await self._rounds.db(self._store.round_purpose, record.round_id)
+        return convert.summary_to_pb(record, self._rounds.request_of(record), statuses, kept)
+
+    async def _readable(
+        self, caller: Caller, round_id: str, action: str | None
+    ) -> RoundPurpose | None:
+        """The round's purpose record when the caller's office may read the round; refused
+        (PERMISSION_DENIED) otherwise. With ``action`` the read, or its refusal, is appended
+        to the access log first."""
+        kept = await self._rounds.db(self._store.round_purpose, round_id)
+        code = kept.purpose if kept is not None else None
+        granted = self.purposes.may_read(caller, code)
+        if action is not None:
+            await self._rounds.db(
+                functools.partial(
+                    self._store.log_access,
+                    operator=caller.name,
+                    office=self.purposes.office_of(caller),
+                    via=caller.via,
+                    action=action,
+                    round_id=round_id,
+                    purpose=code or "",
+                    granted=granted,
+                )
+            )
+        if not granted:
+            raise ForbiddenError(f"office {caller.office} is not entitled to this round's purpose")
+        return kept
 
     async def WatchRound(
         self, request: operator_pb2.RoundRef, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[operator_pb2.RoundProgress]:
         status = grpc.StatusCode.CANCELLED
         try:
-            self.access.require(context, Role.VIEWER)
+            caller = self.access.require(context, Role.VIEWER)
             round_id = _round_id(request)
+            await self._rounds.db(self._store.get_round, round_id)  # NOT_FOUND first
+            kept = await self._readable(caller, round_id, None)
             loop = asyncio.get_running_loop()
             # Each carrier's status as last sent, converted again only when it changed (an
             # open round's snapshot keeps the same object until the carrier's state changes).
             converted: dict[str, tuple[object, operator_pb2.CarrierStatus]] = {}
 
-            def status(c: CarrierRound) -> operator_pb2.CarrierStatus:
+            def carrier_status(c: CarrierRound) -> operator_pb2.CarrierStatus:
                 seen = converted.get(c.carrier_id)
                 if seen is None or seen[0] is not c:
                     seen = converted[c.carrier_id] = (c, convert.carrier_status_to_pb(c))
@@ -211,9 +262,9 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 record, statuses = await self._rounds.snapshot(round_id)
                 yield operator_pb2.RoundProgress(
                     summary=convert.summary_to_pb(
-                        record, self._rounds.request_of(record), statuses
+                        record, self._rounds.request_of(record), statuses, kept
                     ),
-                    carriers=[status(c) for c in statuses],
+                    carriers=[carrier_status(c) for c in statuses],
                 )
                 if not record.state.is_open:
                     status = grpc.StatusCode.OK
@@ -241,10 +292,15 @@ class OversightService(operator_pb2_grpc.OversightServicer):
     ) -> operator_pb2.Round:
         round_id = _round_id(request)
         record, statuses = await self._rounds.snapshot(round_id)
+        kept = await self._readable(caller, round_id, "round")
+        summary = convert.summary_to_pb(record, self._rounds.request_of(record), statuses, kept)
+        carriers = [convert.carrier_status_to_pb(c) for c in statuses]
+        if kept is not None and kept.results_deleted_at is not None:
+            return operator_pb2.Round(summary=summary, carriers=carriers)  # values gone
         tables = await self._rounds.tables(record)
         return operator_pb2.Round(
-            summary=convert.summary_to_pb(record, self._rounds.request_of(record), statuses),
-            carriers=[convert.carrier_status_to_pb(c) for c in statuses],
+            summary=summary,
+            carriers=carriers,
             tables=self._tables_pb(round_id, tables),  # copied into the reply
         )
 
@@ -254,15 +310,22 @@ class OversightService(operator_pb2_grpc.OversightServicer):
     ) -> operator_pb2.RoundReceipts:
         round_id = _round_id(request)
         record, statuses = await self._rounds.snapshot(round_id)
-        results = await self._rounds.db(self._store.results, round_id)
-        return operator_pb2.RoundReceipts(
+        kept = await self._readable(caller, round_id, "receipts")
+        reply = operator_pb2.RoundReceipts(
             round_id=round_id,
             request=types_pb2.SignedRequest(
                 request=record.request_bytes, signature=record.signature, key_id=record.key_id
             ),
-            receipts=[_receipt(r) for r in results],
             answered=[s.carrier_id for s in statuses if s.state is CarrierRoundState.ANSWERED],
         )
+        if kept is not None and kept.results_deleted_at is not None:
+            reply.results_deleted_at.FromDatetime(kept.results_deleted_at)
+            kept_receipts = await self._rounds.db(self._store.kept_receipts, round_id)
+            reply.receipts.extend(_kept_receipt(r) for r in kept_receipts)
+        else:
+            results = await self._rounds.db(self._store.results, round_id)
+            reply.receipts.extend(_receipt(r) for r in results)
+        return reply
 
     @guarded(Role.VIEWER)
     async def GetAnchors(
@@ -275,6 +338,23 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             raise InvalidRequestError("carrier id is not of the expected form")
         rounds = min(request.rounds or DEFAULT_ANCHOR_ROUNDS, MAX_ANCHOR_ROUNDS)
         results = await self._rounds.db(carrier_results, self._store, request.carrier_id, rounds)
+        kept = await self._rounds.db(self._store.round_purposes, [r.round_id for r in results])
+        results = [
+            r
+            for r in results
+            if self.purposes.may_read(
+                caller, kept[r.round_id].purpose if r.round_id in kept else None
+            )
+        ]
+        await self._rounds.db(
+            functools.partial(
+                self._store.log_access,
+                operator=caller.name,
+                office=self.purposes.office_of(caller),
+                via=caller.via,
+                action=f"anchors:{request.carrier_id}",
+            )
+        )
         return operator_pb2.CarrierAnchors(
             carrier_id=request.carrier_id,
             receipts=[_receipt(r) for r in results],
@@ -292,10 +372,16 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         records = await self._rounds.db(
             functools.partial(self._store.list_rounds, limit, suite=suite)
         )
+        kept = await self._rounds.db(self._store.round_purposes, [r.round_id for r in records])
         out = []
         for record in records:
+            this = kept.get(record.round_id)
+            if not self.purposes.may_read(caller, this.purpose if this is not None else None):
+                continue  # another office's round: not even listed
             statuses = await self._rounds.db(self._store.carrier_rounds, record.round_id)
-            out.append(convert.summary_to_pb(record, self._rounds.request_of(record), statuses))
+            out.append(
+                convert.summary_to_pb(record, self._rounds.request_of(record), statuses, this)
+            )
         return operator_pb2.ListRoundsResponse(rounds=out)
 
     @guarded(Role.VIEWER)
@@ -366,6 +452,51 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         return operator_pb2.WhoAmIResponse(
             name=caller.name, role=_ROLES_PB[caller.role], via=caller.via
         )
+
+    @guarded(Role.VIEWER)
+    async def ListPurposes(
+        self,
+        request: operator_pb2.ListPurposesRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.ListPurposesResponse:
+        entitled = self.purposes.entitled(caller)
+        return operator_pb2.ListPurposesResponse(
+            list_version=self.purposes.list_version,
+            purposes=[
+                operator_pb2.PurposeInfo(
+                    code=p.code,
+                    title=p.title,
+                    retention_days=p.retention_days,
+                    entitled=p.code in entitled,
+                )
+                for p in self.purposes.purposes
+            ],
+            default_purpose=self.purposes.default_purpose,
+            office=self.purposes.office_of(caller) if self.purposes.offices else "",
+        )
+
+    @guarded(Role.VIEWER)
+    async def GetTransparencyReport(
+        self,
+        request: operator_pb2.TransparencyRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.TransparencyReport:
+        period = Period.parse(request.period)
+        report = await self._rounds.db(
+            build_report, self._store, period, self.purposes.list_version
+        )
+        await self._rounds.db(
+            functools.partial(
+                self._store.log_access,
+                operator=caller.name,
+                office=self.purposes.office_of(caller),
+                via=caller.via,
+                action=f"transparency:{period}",
+            )
+        )
+        return report_to_pb(report)
 
 
 def _suite(name: str) -> str:
@@ -440,6 +571,16 @@ def metrics_response() -> operator_pb2.ListMetricsResponse:
     )
 
 
+def _kept_receipt(kept: KeptReceipt) -> operator_pb2.Receipt:
+    """What remains of a receipt once its round's results were deleted on expiry."""
+    return operator_pb2.Receipt(
+        carrier_id=kept.carrier_id,
+        result=types_pb2.SignedResult(signature=kept.signature, key_id=kept.key_id),
+        received_at=convert.ts(kept.received_at),
+        result_sha256=bytes.fromhex(kept.result_sha256),
+    )
+
+
 def _receipt(result: StoredResult) -> operator_pb2.Receipt:
     """A stored result as the operator API gives it: the signed bytes, as received."""
     return operator_pb2.Receipt(
@@ -448,4 +589,5 @@ def _receipt(result: StoredResult) -> operator_pb2.Receipt:
             result=result.result_bytes, signature=result.signature, key_id=result.key_id
         ),
         received_at=convert.ts(result.received_at),
+        result_sha256=wire.digest(result.result_bytes),
     )

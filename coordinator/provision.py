@@ -45,7 +45,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from coordinator.config import Role
+from coordinator.config import OfficeEntry, Role
 from coordinator.provision_k8s import write_k8s_kit
 from fedoversight.dimensions import Dimension, accepts
 from fedoversight.errors import ConfigError
@@ -108,6 +108,9 @@ class OperatorPlan(BaseModel):
     name: str = Field(description="operator name (the common name of its certificate)")
     role: Role = Field(default=Role.OPERATOR, description="operator or viewer")
     token: bool = Field(default=False, description="also issue a bearer token file")
+    office: str | None = Field(
+        default=None, description="its office (one of the plan's offices, when it has any)"
+    )
 
 
 class ProvisionPlan(BaseModel):
@@ -142,6 +145,10 @@ class ProvisionPlan(BaseModel):
     carriers: tuple[CarrierPlan, ...] = Field(description="the carriers to provision")
     operators: tuple[OperatorPlan, ...] = Field(
         default=(OperatorPlan(name="operator"),), description="operator API identities"
+    )
+    offices: tuple[OfficeEntry, ...] = Field(
+        default=(),
+        description="the agency's offices and the purposes each is entitled to (docs/purpose.md)",
     )
 
     @field_validator("coordinator_address", "listen")
@@ -431,6 +438,14 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         raise ConfigError("a carrier id appears twice in the plan")
     if {o.name for o in plan.operators} & set(ids):
         raise ConfigError("an operator may not share its name with a carrier")
+    offices = {o.name for o in plan.offices}
+    for op in plan.operators:
+        if (op.office in offices) != bool(offices):
+            raise ConfigError(
+                f"operator {op.name}: name one of the plan's offices"
+                if offices
+                else f"operator {op.name}: an office, but the plan has no offices"
+            )
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out} is not empty: refusing to overwrite an existing federation")
     out.mkdir(parents=True, exist_ok=True)
@@ -478,6 +493,8 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         op_kit = _operator_kit(op, ca, out / "operators" / op.name, plan, now)
         operators[op.name] = op_kit
         op_entry = {"name": op.name, "role": str(op.role)}
+        if op.office is not None:
+            op_entry["office"] = op.office
         if op_kit.token is not None:
             token = op_kit.token.read_bytes().strip()
             op_entry["token_sha256"] = hashlib.sha256(token).hexdigest()
@@ -496,6 +513,8 @@ def provision(plan: ProvisionPlan, out: Path, *, now: dt.datetime | None = None)
         "operators": operator_entries,
         "tls": {"ca_cert": "ca.crt", "cert": "coordinator.crt", "key": "coordinator.key"},
     }
+    if plan.offices:
+        config["offices"] = [o.model_dump(mode="json") for o in plan.offices]
     coordinator_config = write_public(
         coord_dir / "coordinator.toml",
         _COORDINATOR_HEADER.encode() + tomli_w.dumps(config).encode(),

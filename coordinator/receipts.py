@@ -14,7 +14,7 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from coordinator.store import CarrierRoundState, RoundStore, StoredResult
+from coordinator.store import CarrierRoundState, KeptReceipt, RoundStore, StoredResult
 from fedoversight import wire
 from fedoversight.catalogue import get_metric
 from fedoversight.domain import RequestSpec, ResultSpec
@@ -98,6 +98,11 @@ class ReceiptCheck:
     key_id: str
     data_snapshot: str
     received_at: dt.datetime | None
+    #: The result was deleted on expiry: what remains is its digest (hex) and signature, for
+    #: the carrier's audit log or any kept copy of the bytes to be checked against
+    #: (:func:`verify_kept_copy`).
+    result_sha256: str = ""
+    deleted: bool = False
 
 
 @dataclass(frozen=True)
@@ -121,7 +126,8 @@ def verify_round(
     node_verifiers: Mapping[str, Verifier],
     require_signatures: bool = True,
 ) -> RoundVerification:
-    """Re-check the round's signed request and every stored receipt (from the round store)."""
+    """Re-check the round's signed request and every stored receipt (from the round store);
+    of a round whose results were deleted on expiry, what remains of each receipt."""
     record = store.get_round(round_id)
     answered = [
         s.carrier_id
@@ -138,6 +144,7 @@ def verify_round(
         operator_verifier=operator_verifier,
         node_verifiers=node_verifiers,
         require_signatures=require_signatures,
+        kept=store.kept_receipts(round_id),
     )
 
 
@@ -150,10 +157,13 @@ def verify_receipts(
     operator_verifier: Verifier | None,
     node_verifiers: Mapping[str, Verifier],
     require_signatures: bool = True,
+    kept: Sequence[KeptReceipt] = (),
 ) -> RoundVerification:
     """Check a round's signed request and every receipt, with the auditor's own keys: the
     request signed by the operator key, each result signed by its carrier's key and answering
-    exactly that request. A carrier recorded as answered without a receipt fails too."""
+    exactly that request. A carrier recorded as answered without a receipt fails too.
+    ``kept``: what remains of receipts whose results were deleted on expiry (each stands for
+    its receipt: a digest of the expected form and a signature, marked deleted)."""
     request_bytes = bytes(signed.request)
     request_ok, request_reason = True, ""
     request: RequestSpec | None = None
@@ -191,9 +201,47 @@ def verify_receipts(
                 carrier_id, True, "", result.key_id, spec.data_snapshot, result.received_at
             )
         )
+    for receipt in kept:
+        if receipt.carrier_id in stored or receipt.late:
+            continue
+        stored_digest = receipt.result_sha256
+        well_formed = len(stored_digest) == 64 and bool(receipt.signature)
+        checks.append(
+            ReceiptCheck(
+                receipt.carrier_id,
+                well_formed,
+                "" if well_formed else "the kept digest or signature is malformed",
+                receipt.key_id,
+                "",
+                receipt.received_at,
+                result_sha256=stored_digest,
+                deleted=True,
+            )
+        )
+    checks.sort(key=lambda c: c.carrier_id)
+    have = {c.carrier_id for c in checks}
     for carrier_id in answered:
-        if carrier_id not in stored:
+        if carrier_id not in have:
             checks.append(
                 ReceiptCheck(carrier_id, False, "answered but no receipt stored", "", "", None)
             )
     return RoundVerification(round_id, request_ok, request_reason, tuple(checks))
+
+
+def verify_kept_copy(
+    result_bytes: bytes, receipt: KeptReceipt, verifier: Verifier | None
+) -> ResultSpec:
+    """Check a copy of a deleted result (the carrier's audit log keeps each released result;
+    an export or an auditor may too) against what the coordinator kept of its receipt: the
+    bytes' SHA-256 is the kept digest and the kept signature verifies on them with the
+    carrier's key."""
+    if wire.digest(result_bytes).hex() != receipt.result_sha256:
+        raise AuthenticationError("the copy is not the result the receipt names")
+    return verify_result(
+        receipt.carrier_id,
+        result_bytes,
+        receipt.signature,
+        receipt.key_id,
+        verifier=verifier,
+        require_signature=verifier is not None,
+    )

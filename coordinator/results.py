@@ -64,3 +64,7 @@ class TableCache:
         while len(self._kept) > self._size:
             self._kept.popitem(last=False)
         return kept
+
+    def drop(self, round_id: str) -> None:
+        """Forget the round's tables (its results were deleted)."""
+        self._kept.pop(round_id, None)

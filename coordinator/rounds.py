@@ -30,13 +30,14 @@ from coordinator.results import TABLES_KEPT, ResultsKey, TableCache, round_table
 from coordinator.store import (
     CarrierRound,
     CarrierRoundState,
+    RoundPurpose,
     RoundRecord,
     RoundState,
     RoundStore,
     StoredResult,
 )
 from fedoversight import catalogue, wire
-from fedoversight.domain import QuerySpec, RequestSpec, ResultSpec
+from fedoversight.domain import Purpose, QuerySpec, RequestSpec, ResultSpec
 from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
 from fedoversight.logs import log_fields
 from fedoversight.periods import Period
@@ -121,9 +122,11 @@ def new_request(
     now: dt.datetime | None = None,
     carriers: Sequence[str] = (),
     deadline: dt.timedelta | None = None,
+    purpose: Purpose | None = None,
 ) -> RequestSpec:
     """A fresh request (new round id, nonce and validity window) addressed to ``carriers``,
-    ready to be signed; ``deadline``: the round's, which nodes take as their time budget."""
+    ready to be signed; ``deadline``: the round's, which nodes take as their time budget;
+    ``purpose``: why it is asked."""
     issued = now or _now()
     round_id = f"r-{issued:%Y%m%d%H%M%S}-{uuid.uuid4().hex[:8]}"
     return RequestSpec(
@@ -137,6 +140,7 @@ def new_request(
         nonce=os.urandom(16),
         carriers=tuple(sorted(set(carriers))),
         answer_by=issued + deadline if deadline is not None else None,
+        purpose=purpose,
     )
 
 
@@ -214,12 +218,20 @@ class RoundManager:
         queries: Sequence[QuerySpec],
         carriers: Sequence[str],
         deadline_seconds: int = 0,
+        purpose: Purpose | None = None,
     ) -> RequestSpec:
         """A request for a round with this deadline (the default one when 0)."""
         deadline = (
             dt.timedelta(seconds=deadline_seconds) if deadline_seconds else self._default_deadline
         )
-        return new_request(period, queries, self._request_ttl, carriers=carriers, deadline=deadline)
+        return new_request(
+            period,
+            queries,
+            self._request_ttl,
+            carriers=carriers,
+            deadline=deadline,
+            purpose=purpose,
+        )
 
     def sign(self, request: RequestSpec) -> types_pb2.SignedRequest:
         """Sign a request the coordinator built with the operator key it holds."""
@@ -256,14 +268,22 @@ class RoundManager:
         deadline_seconds: int = 0,
         idempotency_key: str | None = None,
         scheduled: tuple[str, dt.datetime] | None = None,
+        purpose: Purpose | None = None,
+        retention: Callable[[str, dt.datetime], dt.datetime | None] | None = None,
     ) -> RoundRecord:
         """A round whose request the coordinator builds and signs with the operator key it
         holds (CreateRound without a signed request, and the schedule's runs); ``carriers``
-        empty: every registered carrier. See :meth:`create_round`."""
+        empty: every registered carrier. ``retention`` gives the results' expiry from the
+        purpose's code and the request's issue time. See :meth:`create_round`."""
         registered = [c for c, _ in await self.db(self._store.carriers)]
         carriers = list(carriers) or registered
         check_registered(carriers, registered)
-        spec = self.build_request(period, queries, carriers, deadline_seconds)
+        spec = self.build_request(period, queries, carriers, deadline_seconds, purpose)
+        retain_until = (
+            retention(purpose.code, spec.issued_at)
+            if retention is not None and purpose is not None
+            else None
+        )
         return await self.create_round(
             self.sign(spec),
             carriers,
@@ -272,6 +292,7 @@ class RoundManager:
             idempotency_key=idempotency_key,
             request=spec,
             scheduled=scheduled,
+            retain_until=retain_until,
         )
 
     async def create_round(
@@ -284,11 +305,13 @@ class RoundManager:
         idempotency_key: str | None = None,
         request: RequestSpec | None = None,
         scheduled: tuple[str, dt.datetime] | None = None,
+        retain_until: dt.datetime | None = None,
     ) -> RoundRecord:
         """Store a round for ``signed`` and dispatch it. ``request`` is ``signed.request`` as
         :meth:`build_request` built it or :meth:`check_signed_request` decoded it (the bytes
         are then not decoded again); without it the bytes are decoded here. ``scheduled``:
-        (suite, due time) of a round a schedule runs, stored with it."""
+        (suite, due time) of a round a schedule runs, stored with it. The request's purpose is
+        stored with the round, its results kept until ``retain_until`` (None: indefinitely)."""
         if request is None:
             request = wire.decode_request_bytes(bytes(signed.request))
         else:
@@ -317,17 +340,28 @@ class RoundManager:
             suite=scheduled[0] if scheduled is not None else None,
             scheduled_for=scheduled[1] if scheduled is not None else None,
         )
-        stored = await self.db(self._store.create_round, record, list(carriers))
+        purpose = None
+        if request.purpose is not None:
+            purpose = RoundPurpose(
+                round_id=request.round_id,
+                purpose=request.purpose.code,
+                list_version=request.purpose.list_version,
+                office=request.purpose.office,
+                justification=request.purpose.justification,
+                retain_until=retain_until,
+            )
+        stored = await self.db(self._store.create_round, record, list(carriers), purpose)
         if stored.round_id != record.round_id:
             before = self.request_of(stored)
-            if (before.period, before.queries, before.carriers) != (
+            if (before.period, before.queries, before.carriers, _code(before)) != (
                 request.period,
                 request.queries,
                 request.carriers,
+                _code(request),
             ):
                 raise InvalidRequestError(
                     "this idempotency key was used for another round: a different period,"
-                    " queries or carriers"
+                    " queries, carriers or purpose"
                 )
             log.info(
                 "idempotent create: round %s exists",
@@ -580,6 +614,43 @@ class RoundManager:
             raise InvalidRequestError("a result for no known round") from None
         check_answers(result, record.request_bytes, self.request_of(record))
 
+    # --- retention -----------------------------------------------------------------------
+
+    async def delete_expired(self, now: dt.datetime | None = None) -> list[str]:
+        """Delete the results of every finished round past its retention (keeping the
+        receipts' digests); returns the rounds whose results were deleted."""
+        now = now or _now()
+        deleted = []
+        for round_id in await self.db(self._store.expired_rounds, now):
+            if round_id in self._open:
+                continue
+            results = await self.db(self._store.results, round_id)
+            withheld = partly = 0
+            for stored in results:
+                try:
+                    result = wire.decode_result_bytes(stored.result_bytes)
+                except OversightError:
+                    continue
+                for table in result.tables:
+                    withheld += table.disclosure.cells_withheld
+                    partly += table.disclosure.cells_partly_withheld
+            await self.db(
+                functools.partial(
+                    self._store.delete_results,
+                    round_id,
+                    now,
+                    cells_withheld=withheld,
+                    cells_partly_withheld=partly,
+                )
+            )
+            self._tables.drop(round_id)
+            self._finished.pop(round_id, None)
+            deleted.append(round_id)
+            await self._notify()
+        if deleted:
+            log.info("results of %d rounds deleted on expiry", len(deleted))
+        return deleted
+
     # --- finishing ------------------------------------------------------------------------
 
     async def _deadline(self, live: _OpenRound) -> None:
@@ -782,6 +853,10 @@ def check_registered(carriers: Sequence[str], registered: Sequence[str]) -> None
     if unknown:
         shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
         raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
+
+
+def _code(request: RequestSpec) -> str | None:
+    return request.purpose.code if request.purpose is not None else None
 
 
 def _check_addressed(request: RequestSpec) -> None:

@@ -126,6 +126,14 @@ class Suite(BaseModel):
     deadline_seconds: int = Field(
         default=0, ge=0, description="the round's deadline (0: the coordinator's default)"
     )
+    purpose: str = Field(
+        default="",
+        description="the purpose its rounds declare, from the coordinator's list (empty: the"
+        " default purpose); the description is their justification",
+    )
+    office: str = Field(
+        default="", description="the office its rounds are asked for (empty: agency)"
+    )
 
     @field_validator("name")
     @classmethod

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 from pathlib import Path
@@ -17,9 +18,19 @@ from coordinator.config import CoordinatorConfig, split_host_port
 from coordinator.hub import NodeHub
 from coordinator.monitoring import CoordinatorMetrics, MetricsEndpoint
 from coordinator.operator_api import OversightService
+from coordinator.purposes import PurposeRegistry
 from coordinator.rounds import RoundManager
-from coordinator.schedule import Clock, Run, Schedule, Scheduler, SystemClock, load_schedule
+from coordinator.schedule import (
+    Clock,
+    Run,
+    Schedule,
+    Scheduler,
+    Suite,
+    SystemClock,
+    load_schedule,
+)
 from coordinator.store import RoundStore, open_round_store
+from fedoversight.domain import Purpose
 from fedoversight.errors import ConfigError
 from fedoversight.signing import Signer, Verifier
 from fedoversight.tls import check_identity_files, load_certificate
@@ -171,6 +182,10 @@ class Coordinator:
             tls=tls is not None,
             carrier_ids=[c.id for c in config.carriers],
         )
+        self.purposes = PurposeRegistry.from_config(config)
+        for suite in self.schedule.suites:
+            self._suite_purpose(suite)  # a suite's purpose must be of the list: refuse to start
+        self._retention: asyncio.Task[None] | None = None
         self.server: grpc.aio.Server | None = None
         self.port: int = 0
         self.health_server: grpc.aio.Server | None = None
@@ -190,6 +205,9 @@ class Coordinator:
     async def _last_run(self, suite: str) -> dt.datetime | None:
         return await self.rounds.db(self.store.last_scheduled, suite)
 
+    def _suite_purpose(self, suite: Suite) -> Purpose:
+        return self.purposes.for_suite(suite.name, suite.purpose, suite.office, suite.description)
+
     async def _launch_run(self, run: Run) -> str:
         """A suite's run, created as CreateRound creates a round the coordinator signs."""
         record = await self.rounds.launch(
@@ -200,6 +218,8 @@ class Coordinator:
             deadline_seconds=run.suite.deadline_seconds,
             idempotency_key=run.key,
             scheduled=(run.suite.name, run.due),
+            purpose=self._suite_purpose(run.suite),
+            retention=self.purposes.retain_until,
         )
         return record.round_id
 
@@ -211,7 +231,14 @@ class Coordinator:
     def _serve_operators(self, server: grpc.aio.Server) -> None:
         """The operator API, gRPC health and server reflection on ``server``."""
         operator_pb2_grpc.add_OversightServicer_to_server(
-            OversightService(self.store, self.rounds, self.hub, self.access, metrics=self.metrics),
+            OversightService(
+                self.store,
+                self.rounds,
+                self.hub,
+                self.access,
+                metrics=self.metrics,
+                purposes=self.purposes,
+            ),
             server,
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
@@ -255,8 +282,20 @@ class Coordinator:
         await self.rounds.resume()
         if self.schedule.suites:
             self._scheduling = asyncio.create_task(self.scheduler.run(), name="schedule")
+        self._retention = asyncio.create_task(self._sweep_retention())
         log.info("coordinator listening on port %d", self.port)
         return self.port
+
+    async def _sweep_retention(self) -> None:
+        """Delete expired results now and every ``retention_sweep_seconds``."""
+        while True:
+            try:
+                await self.rounds.delete_expired()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("deleting expired results failed; trying again later")
+            await asyncio.sleep(self.config.retention_sweep_seconds)
 
     def _credentials(self, require_client_auth: bool) -> grpc.ServerCredentials:
         tls = self.config.tls
@@ -299,6 +338,11 @@ class Coordinator:
             self._scheduling.cancel()
             await asyncio.gather(self._scheduling, return_exceptions=True)
             self._scheduling = None
+        if self._retention is not None:
+            self._retention.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retention
+            self._retention = None
         await self.health.enter_graceful_shutdown()
         self.hub.close_all()
         for server in (self.operator_server, self.server):

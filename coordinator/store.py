@@ -18,6 +18,7 @@ with a fixed width, so they sort as text); naive datetimes are refused rather th
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import sqlite3
 import threading
@@ -108,6 +109,78 @@ class CarrierRound:
 
 
 @dataclass(frozen=True)
+class RoundPurpose:
+    """What the store keeps of a round's purpose, and of its results' retention."""
+
+    round_id: str
+    #: The purpose's code, the list's version, the requesting office and its justification
+    #: (as in the round's signed request).
+    purpose: str
+    list_version: str
+    office: str
+    justification: str
+    #: Until when its results are kept (None: indefinitely).
+    retain_until: dt.datetime | None = None
+    #: When its results were deleted on expiry (None while they are kept).
+    results_deleted_at: dt.datetime | None = None
+    #: Cells the carriers withheld entirely, and partly, in the results deleted (counted when
+    #: they were deleted, for the transparency report).
+    cells_withheld: int = 0
+    cells_partly_withheld: int = 0
+
+
+@dataclass(frozen=True)
+class KeptReceipt:
+    """What remains of a carrier's signed result once its round's results were deleted on
+    expiry: the digest of the signed bytes, the signature and key id, when it came."""
+
+    round_id: str
+    carrier_id: str
+    late: bool
+    result_sha256: str
+    signature: bytes
+    key_id: str
+    received_at: dt.datetime
+
+
+@dataclass(frozen=True)
+class AccessEntry:
+    """One entry of the append-only access log: who read (or was refused) what, and when.
+    Each entry's hash covers the one before it, so an entry changed or removed shows."""
+
+    seq: int
+    at: dt.datetime
+    operator: str
+    office: str
+    #: How the caller was recognised: certificate, token or insecure.
+    via: str
+    #: What was read: round, receipts, export, anchors, ...
+    action: str
+    round_id: str
+    purpose: str
+    granted: bool
+    prev_hash: str
+    entry_hash: str
+
+
+def access_hash(prev_hash: str, entry: AccessEntry) -> str:
+    """The hash of an access log entry: SHA-256 of the previous hash and the entry's fields."""
+    fields = [
+        prev_hash,
+        str(entry.seq),
+        utc(entry.at).isoformat(timespec="microseconds"),
+        entry.operator,
+        entry.office,
+        entry.via,
+        entry.action,
+        entry.round_id,
+        entry.purpose,
+        "1" if entry.granted else "0",
+    ]
+    return hashlib.sha256("\x1f".join(fields).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
 class StoredResult:
     round_id: str
     carrier_id: str
@@ -178,6 +251,58 @@ CREATE TABLE IF NOT EXISTS scheduled_rounds (
 """
 # scheduled_rounds came after schema version 1 was fixed: it is created (empty) in a store
 # made before it, and a coordinator that does not know it leaves it alone, so the version stays.
+
+#: Purposes, retention and the access log (issue of purposes): a step of its own after the
+#: base schema, every table created when missing, so a store of the base schema gains them on
+#: its next open without a version change.
+_PURPOSE_SCHEMA = """
+CREATE TABLE IF NOT EXISTS round_purposes (
+    round_id TEXT PRIMARY KEY REFERENCES rounds (round_id),
+    purpose TEXT NOT NULL,
+    list_version TEXT NOT NULL,
+    office TEXT NOT NULL,
+    justification TEXT NOT NULL,
+    retain_until {time},
+    results_deleted_at {time},
+    cells_withheld INTEGER NOT NULL DEFAULT 0,
+    cells_partly_withheld INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS round_purposes_by_expiry ON round_purposes (retain_until);
+CREATE TABLE IF NOT EXISTS kept_receipts (
+    round_id TEXT NOT NULL REFERENCES rounds (round_id),
+    carrier_id TEXT NOT NULL,
+    late INTEGER NOT NULL,
+    result_sha256 TEXT NOT NULL,
+    signature {blob} NOT NULL,
+    key_id TEXT NOT NULL,
+    received_at {time} NOT NULL,
+    PRIMARY KEY (round_id, carrier_id, late)
+);
+CREATE TABLE IF NOT EXISTS access_log (
+    seq INTEGER PRIMARY KEY,
+    at {time} NOT NULL,
+    operator TEXT NOT NULL,
+    office TEXT NOT NULL,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    round_id TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    granted INTEGER NOT NULL,
+    prev_hash TEXT NOT NULL,
+    entry_hash TEXT NOT NULL
+)
+"""
+
+#: The hash before the access log's first entry.
+ACCESS_GENESIS = "0" * 64
+
+_PURPOSE_COLUMNS = (
+    "round_id, purpose, list_version, office, justification, retain_until,"
+    " results_deleted_at, cells_withheld, cells_partly_withheld"
+)
+_ACCESS_COLUMNS = (
+    "seq, at, operator, office, via, action, round_id, purpose, granted, prev_hash, entry_hash"
+)
 
 _ROUND_COLUMNS = (
     "round_id, request_bytes, signature, key_id, state, quorum, deadline_at, created_at,"
@@ -287,6 +412,7 @@ class Backend(ABC):
         text = _SCHEMA.format(
             blob=self.blob_type, time=self.time_type, sequence=self.insertion_column
         )
+        text += ";" + _PURPOSE_SCHEMA.format(blob=self.blob_type, time=self.time_type)
         return [statement for statement in text.split(";") if statement.strip()]
 
     @contextmanager
@@ -447,8 +573,11 @@ class RoundStore:
 
     # --- rounds --------------------------------------------------------------------------------
 
-    def create_round(self, record: RoundRecord, carriers: Sequence[str]) -> RoundRecord:
-        """Store a round and a pending entry per carrier; return what is stored.
+    def create_round(
+        self, record: RoundRecord, carriers: Sequence[str], purpose: RoundPurpose | None = None
+    ) -> RoundRecord:
+        """Store a round and a pending entry per carrier (and its purpose, when it has one);
+        return what is stored.
 
         When ``record.idempotency_key`` was used before, nothing is written and the round
         created with it is returned. A record with ``suite`` and ``scheduled_for`` is stored
@@ -497,6 +626,22 @@ class RoundStore:
                     "INSERT INTO scheduled_rounds (round_id, suite, scheduled_for)"
                     " VALUES (?, ?, ?)",
                     (record.round_id, record.suite, self._db.to_db(record.scheduled_for)),
+                )
+            if purpose is not None:
+                conn.execute(
+                    f"INSERT INTO round_purposes ({_PURPOSE_COLUMNS})"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.round_id,
+                        purpose.purpose,
+                        purpose.list_version,
+                        purpose.office,
+                        purpose.justification,
+                        self._time_or_none(purpose.retain_until),
+                        None,
+                        0,
+                        0,
+                    ),
                 )
             row = conn.execute(
                 f"{_ROUND_SELECT} WHERE r.round_id = ?", (record.round_id,)
@@ -729,6 +874,11 @@ class RoundStore:
             if r.carrier_id in members and r.carrier_id not in stored:
                 new.setdefault(r.carrier_id, r)
         if finished is not None and finished["finished_at"] is not None:
+            expired = conn.execute(
+                "SELECT results_deleted_at FROM round_purposes WHERE round_id = ?", (round_id,)
+            ).fetchone()
+            if expired is not None and expired["results_deleted_at"] is not None:
+                return [], members  # its results were deleted on expiry: none is kept again
             if new:
                 conn.executemany(
                     f"INSERT INTO late_results ({_RESULT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)"
@@ -794,6 +944,234 @@ class RoundStore:
                 (round_id,),
             ).fetchall()
         return [(r["carrier_id"], self._db.from_db(r["received_at"])) for r in rows]
+
+    # --- purposes, retention and the access log ----------------------------------------------
+
+    def _time_or_none(self, value: dt.datetime | None) -> object:
+        return self._db.to_db(value) if value is not None else None
+
+    def _purpose_from_row(self, row: Any) -> RoundPurpose:
+        retain, deleted = row["retain_until"], row["results_deleted_at"]
+        return RoundPurpose(
+            round_id=row["round_id"],
+            purpose=row["purpose"],
+            list_version=row["list_version"],
+            office=row["office"],
+            justification=row["justification"],
+            retain_until=self._db.from_db(retain) if retain is not None else None,
+            results_deleted_at=self._db.from_db(deleted) if deleted is not None else None,
+            cells_withheld=int(row["cells_withheld"]),
+            cells_partly_withheld=int(row["cells_partly_withheld"]),
+        )
+
+    def round_purpose(self, round_id: str) -> RoundPurpose | None:
+        """The round's purpose (None for a round created before purposes)."""
+        return self.round_purposes([round_id]).get(round_id)
+
+    def round_purposes(self, round_ids: Sequence[str]) -> dict[str, RoundPurpose]:
+        """The purposes of these rounds, by round id (rounds without one left out)."""
+        out: dict[str, RoundPurpose] = {}
+        ids = list(dict.fromkeys(round_ids))
+        with self._db.reading() as conn:
+            for chunk in _chunks(ids):
+                for row in conn.execute(
+                    f"SELECT {_PURPOSE_COLUMNS} FROM round_purposes"
+                    f" WHERE round_id IN ({_marks(chunk)})",
+                    tuple(chunk),
+                ):
+                    out[row["round_id"]] = self._purpose_from_row(row)
+        return out
+
+    def rounds_created(self, start: dt.datetime, end: dt.datetime) -> list[RoundRecord]:
+        """Rounds created at or after ``start`` and before ``end``, oldest first."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"{_ROUND_SELECT} WHERE r.created_at >= ? AND r.created_at < ?"
+                f" ORDER BY r.created_at, r.{self._db.insertion_order}",
+                (self._db.to_db(start), self._db.to_db(end)),
+            ).fetchall()
+        return [self._round_from_row(r) for r in rows]
+
+    def expired_rounds(self, now: dt.datetime) -> list[str]:
+        """Finished rounds whose results are past their retention and not yet deleted."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                "SELECT p.round_id FROM round_purposes AS p JOIN rounds AS r"
+                " ON r.round_id = p.round_id"
+                " WHERE p.retain_until IS NOT NULL AND p.retain_until <= ?"
+                " AND p.results_deleted_at IS NULL AND r.finished_at IS NOT NULL"
+                " ORDER BY p.retain_until",
+                (self._db.to_db(now),),
+            ).fetchall()
+        return [r["round_id"] for r in rows]
+
+    def delete_results(
+        self,
+        round_id: str,
+        now: dt.datetime,
+        *,
+        cells_withheld: int = 0,
+        cells_partly_withheld: int = 0,
+    ) -> int:
+        """Delete a round's results (late ones too), keeping of each its digest, signature,
+        key id and arrival (:meth:`kept_receipts`), and record when and what the carriers had
+        withheld in them, in one transaction. Returns how many results were deleted (0 when
+        they were already)."""
+        with self._db.transaction() as conn:
+            self._lock_round(conn, round_id)
+            row = conn.execute(
+                "SELECT results_deleted_at FROM round_purposes WHERE round_id = ?", (round_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError("the round has no purpose and no retention")
+            if row["results_deleted_at"] is not None:
+                return 0
+            kept = []
+            for late, table in ((0, "results"), (1, "late_results")):
+                for r in conn.execute(
+                    f"SELECT {_RESULT_COLUMNS} FROM {table} WHERE round_id = ?", (round_id,)
+                ).fetchall():
+                    kept.append(
+                        (
+                            round_id,
+                            r["carrier_id"],
+                            late,
+                            hashlib.sha256(bytes(r["result_bytes"])).hexdigest(),
+                            bytes(r["signature"]),
+                            r["key_id"],
+                            r["received_at"],
+                        )
+                    )
+            if kept:
+                conn.executemany(
+                    "INSERT INTO kept_receipts (round_id, carrier_id, late, result_sha256,"
+                    " signature, key_id, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT DO NOTHING",
+                    kept,
+                )
+            conn.execute("DELETE FROM results WHERE round_id = ?", (round_id,))
+            conn.execute("DELETE FROM late_results WHERE round_id = ?", (round_id,))
+            conn.execute(
+                "UPDATE round_purposes SET results_deleted_at = ?, cells_withheld = ?,"
+                " cells_partly_withheld = ? WHERE round_id = ?",
+                (self._db.to_db(now), cells_withheld, cells_partly_withheld, round_id),
+            )
+        logger.info(
+            "round %s: %d results deleted on expiry (digests kept)",
+            round_id,
+            len(kept),
+            extra={"round_id": round_id},
+        )
+        return len(kept)
+
+    def kept_receipts(self, round_id: str, *, late: bool = False) -> list[KeptReceipt]:
+        """What remains of a round's results deleted on expiry, by carrier."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                "SELECT round_id, carrier_id, late, result_sha256, signature, key_id,"
+                " received_at FROM kept_receipts WHERE round_id = ? AND late = ?"
+                " ORDER BY carrier_id",
+                (round_id, 1 if late else 0),
+            ).fetchall()
+        return [
+            KeptReceipt(
+                round_id=r["round_id"],
+                carrier_id=r["carrier_id"],
+                late=bool(r["late"]),
+                result_sha256=r["result_sha256"],
+                signature=bytes(r["signature"]),
+                key_id=r["key_id"],
+                received_at=self._db.from_db(r["received_at"]),
+            )
+            for r in rows
+        ]
+
+    def log_access(
+        self,
+        *,
+        operator: str,
+        office: str,
+        via: str,
+        action: str,
+        round_id: str = "",
+        purpose: str = "",
+        granted: bool = True,
+        at: dt.datetime | None = None,
+    ) -> AccessEntry:
+        """Append an entry to the access log (committed before this returns)."""
+        with self._db.transaction() as conn:
+            last = conn.execute(
+                "SELECT seq, entry_hash FROM access_log ORDER BY seq DESC LIMIT 1"
+            ).fetchone()
+            seq, prev = (int(last["seq"]) + 1, last["entry_hash"]) if last else (1, ACCESS_GENESIS)
+            entry = AccessEntry(
+                seq=seq,
+                at=utc(at or _now()),
+                operator=operator,
+                office=office,
+                via=via,
+                action=action,
+                round_id=round_id,
+                purpose=purpose,
+                granted=granted,
+                prev_hash=prev,
+                entry_hash="",
+            )
+            entry = AccessEntry(**{**entry.__dict__, "entry_hash": access_hash(prev, entry)})
+            conn.execute(
+                f"INSERT INTO access_log ({_ACCESS_COLUMNS})"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    entry.seq,
+                    self._db.to_db(entry.at),
+                    entry.operator,
+                    entry.office,
+                    entry.via,
+                    entry.action,
+                    entry.round_id,
+                    entry.purpose,
+                    1 if entry.granted else 0,
+                    entry.prev_hash,
+                    entry.entry_hash,
+                ),
+            )
+        return entry
+
+    def access_log(self, round_id: str | None = None) -> list[AccessEntry]:
+        """The access log, oldest first (only a round's entries with ``round_id``)."""
+        where, args = ("WHERE round_id = ?", (round_id,)) if round_id is not None else ("", ())
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_ACCESS_COLUMNS} FROM access_log {where} ORDER BY seq", args
+            ).fetchall()
+        return [
+            AccessEntry(
+                seq=int(r["seq"]),
+                at=self._db.from_db(r["at"]),
+                operator=r["operator"],
+                office=r["office"],
+                via=r["via"],
+                action=r["action"],
+                round_id=r["round_id"],
+                purpose=r["purpose"],
+                granted=bool(r["granted"]),
+                prev_hash=r["prev_hash"],
+                entry_hash=r["entry_hash"],
+            )
+            for r in rows
+        ]
+
+    def verify_access_log(self) -> tuple[bool, int, str]:
+        """Re-check the access log's chain: (holds, entries, the first problem or "")."""
+        entries = self.access_log()
+        prev = ACCESS_GENESIS
+        for expected_seq, entry in enumerate(entries, start=1):
+            if entry.seq != expected_seq:
+                return False, len(entries), f"entry {expected_seq} is missing"
+            if entry.prev_hash != prev or access_hash(prev, entry) != entry.entry_hash:
+                return False, len(entries), f"entry {entry.seq} was changed"
+            prev = entry.entry_hash
+        return True, len(entries), ""
 
     # --- the carrier registry ------------------------------------------------------------------
 

@@ -79,6 +79,28 @@ class QuerySpec:
 
 
 @dataclass(frozen=True)
+class Purpose:
+    """Why a round is asked (inside the signed request; docs/purpose.md)."""
+
+    #: A code of the coordinator's closed list of purposes.
+    code: str
+    #: The version of that list.
+    list_version: str
+    #: The requesting office's reason, in its own words.
+    justification: str
+    #: The requesting office.
+    office: str
+
+    def describe(self) -> dict[str, str]:
+        return {
+            "code": self.code,
+            "list_version": self.list_version,
+            "justification": self.justification,
+            "office": self.office,
+        }
+
+
+@dataclass(frozen=True)
 class RequestSpec:
     request_id: str
     round_id: str
@@ -93,6 +115,8 @@ class RequestSpec:
     #: When the round needs the answer (its deadline; None: ``expires_at``). A node stops
     #: evaluating past it and refuses.
     answer_by: dt.datetime | None = None
+    #: Why it is asked (None: a request of a coordinator that predates purposes).
+    purpose: Purpose | None = None
 
     @property
     def deadline(self) -> dt.datetime:

@@ -7,7 +7,11 @@
     ├── InvalidRequestError         a request that fails decoding or validation
     │   ├── UnknownMetricError      not in the catalogue, or a version the node does not have
     │   └── PolicyRefusedError      valid, but the carrier's policy does not answer it
-    │       └── RequestTooLargeError  estimated larger than the carrier's policy admits
+    │       ├── RequestTooLargeError  estimated larger than the carrier's policy admits
+    │       ├── PurposeRefusedError   a purpose the policy does not accept (or none declared:
+    │       │                         PurposeMissingError)
+    │       └── PurposeScopeError     a metric, dimension (PurposeDimensionError) or granularity
+    │                                 (PurposeGranularityError) not answered for the purpose
     ├── AuthenticationError         unsigned, tampered, expired or replayed; unknown identity
     ├── DisclosureRefusedError      answering would expose a small group
     ├── DataSourceError             the carrier's data cannot be read or fails validation
@@ -70,6 +74,30 @@ class PolicyRefusedError(InvalidRequestError):
     public = "the carrier's policy does not answer this request"
     code = types_pb2.ERROR_CODE_POLICY_REFUSED
     status = grpc.StatusCode.PERMISSION_DENIED
+
+
+class PurposeRefusedError(PolicyRefusedError):
+    public = "the carrier's policy does not accept this purpose"
+    code = types_pb2.ERROR_CODE_PURPOSE_REFUSED
+
+
+class PurposeMissingError(PurposeRefusedError):
+    public = "the carrier's policy requires a declared purpose and the request declares none"
+
+
+class PurposeScopeError(PolicyRefusedError):
+    """A metric, dimension or granularity the carrier does not answer for the purpose."""
+
+    public = "the carrier's policy does not answer this metric for this purpose"
+    code = types_pb2.ERROR_CODE_PURPOSE_SCOPE
+
+
+class PurposeDimensionError(PurposeScopeError):
+    public = "the carrier's policy does not answer this dimension for this purpose"
+
+
+class PurposeGranularityError(PurposeScopeError):
+    public = "the carrier's policy does not answer this granularity for this purpose"
 
 
 class AuthenticationError(OversightError):
@@ -156,6 +184,11 @@ class NotFoundError(OversightError):
     public = "not found"
     code = types_pb2.ERROR_CODE_INVALID_REQUEST
     status = grpc.StatusCode.NOT_FOUND
+
+
+#: What a node tells the coordinator when the carrier's reviewer rejects a held result (a
+#: refusal with the policy code; the reviewer's reason stays in the node's audit log).
+REVIEWER_REJECTED = "rejected by the carrier's reviewer"
 
 
 def public_message(error: BaseException) -> str:

@@ -24,6 +24,7 @@ from fedoversight.domain import (
     Missing,
     NoiseScale,
     Perturbation,
+    Purpose,
     QuerySpec,
     QueryTable,
     RequestSpec,
@@ -44,6 +45,10 @@ MAX_FILTER_VALUES = 200
 MAX_PARAMETERS = 16
 MAX_CARRIERS = 10_000
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+#: A purpose's code, and an office's name.
+PURPOSE_CODE_RE = re.compile(r"[a-z][a-z0-9-]{0,63}")
+OFFICE_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}")
+MAX_JUSTIFICATION = 1000
 
 _DIM_TO_PB: dict[Dimension, types_pb2.Dimension.ValueType] = {
     d: types_pb2.Dimension.Value(f"DIMENSION_{d.name}") for d in Dimension
@@ -191,7 +196,42 @@ def request_to_pb(req: RequestSpec) -> types_pb2.MetricRequest:
     )
     if req.answer_by is not None:
         msg.answer_by.CopyFrom(_ts(req.answer_by))
+    if req.purpose is not None:
+        msg.purpose.CopyFrom(purpose_to_pb(req.purpose))
     return msg
+
+
+def purpose_to_pb(purpose: Purpose) -> types_pb2.Purpose:
+    return types_pb2.Purpose(
+        code=purpose.code,
+        list_version=purpose.list_version,
+        justification=purpose.justification,
+        office=purpose.office,
+    )
+
+
+def check_justification(text: str) -> str:
+    """A justification: 1 to 1,000 printable characters (no control characters)."""
+    if not 1 <= len(text) <= MAX_JUSTIFICATION or not text.isprintable() or not text.strip():
+        raise InvalidRequestError(
+            f"a justification is 1 to {MAX_JUSTIFICATION} printable characters"
+        )
+    return text
+
+
+def make_purpose(code: str, list_version: str, justification: str, office: str) -> Purpose:
+    """A validated purpose (of the wire's form; whether the list has it is the caller's)."""
+    if not PURPOSE_CODE_RE.fullmatch(code):
+        raise InvalidRequestError("purpose code is not of the expected form")
+    if not ID_RE.fullmatch(list_version):
+        raise InvalidRequestError("purpose list version is not of the expected form")
+    if not OFFICE_RE.fullmatch(office):
+        raise InvalidRequestError("office is not of the expected form")
+    return Purpose(code, list_version, check_justification(justification), office)
+
+
+def purpose_from_pb(msg: types_pb2.Purpose) -> Purpose:
+    return make_purpose(msg.code, msg.list_version, msg.justification, msg.office)
 
 
 def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
@@ -220,6 +260,7 @@ def request_from_pb(msg: types_pb2.MetricRequest) -> RequestSpec:
             nonce=bytes(msg.nonce),
             carriers=tuple(_check_id(c, "carrier id") for c in msg.carriers),
             answer_by=_from_ts(msg.answer_by) if msg.HasField("answer_by") else None,
+            purpose=purpose_from_pb(msg.purpose) if msg.HasField("purpose") else None,
         )
     except OversightError:
         raise

@@ -115,6 +115,13 @@ class SimulatedFederation:
     node_processes: int = 0
     on_answered: Callable[[AnswerTiming], None] | None = None
     connect_timeout: float = 60.0
+    #: Coordinator settings (``CoordinatorConfig`` fields: purposes, offices, ...) over the
+    #: harness's own.
+    coordinator_settings: Mapping[str, object] = field(default_factory=dict)
+    #: More operators to provision (each gets a kit), beside the harness's three.
+    extra_operators: tuple[OperatorPlan, ...] = ()
+    #: The office of each operator, by name (with offices in ``coordinator_settings``).
+    operator_offices: Mapping[str, str] = field(default_factory=dict)
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
@@ -157,6 +164,7 @@ class SimulatedFederation:
                         # The viewer has a token too: a web dashboard signs it in with one.
                         OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER, token=True),
                         OperatorPlan(name=HARNESS_TOKEN_OPERATOR, role=Role.OPERATOR, token=True),
+                        *self.extra_operators,
                     ),
                 ),
                 self.work_dir / "pki",
@@ -194,10 +202,12 @@ class SimulatedFederation:
                         token_sha256=hashlib.sha256(o.token.read_bytes().strip()).hexdigest()
                         if o.token
                         else None,
+                        office=self.operator_offices.get(o.name),
                     )
                     for o in pki.operators.values()
                 ),
             )
+        settings.update(self.coordinator_settings)
         return CoordinatorConfig.model_validate(settings)
 
     async def start(self, connect_timeout: float | None = None) -> None:

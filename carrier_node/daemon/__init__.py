@@ -2,8 +2,8 @@
 
 from carrier_node.daemon.answering import AnswerTiming
 from carrier_node.daemon.connection import WireTap, channel_options
-from carrier_node.daemon.manual import REVIEWER_REJECTED
 from carrier_node.daemon.node import NODE_VERSION, NodeDaemon
+from fedoversight.errors import REVIEWER_REJECTED
 
 __all__ = [
     "NODE_VERSION",

@@ -34,7 +34,7 @@ from carrier_node.daemon import cost
 from carrier_node.daemon.gate import Arrival, RequestGate
 from carrier_node.daemon.io import IoThread
 from carrier_node.daemon.manual import ManualRelease
-from carrier_node.daemon.results import ResultMaker, refusal, released_entry
+from carrier_node.daemon.results import ResultMaker, purpose_entry, refusal, released_entry
 from carrier_node.daemon.scheduler import Scheduler
 from carrier_node.daemon.sources import DataAccess
 from carrier_node.disclosure import Discloser
@@ -50,6 +50,7 @@ from fedoversight.errors import (
     RecordsUnavailableError,
     RequestTooLargeError,
     error_code,
+    public_message,
 )
 from fedoversight.logs import log_fields
 from fedoversight.v1 import federation_pb2, types_pb2
@@ -308,26 +309,30 @@ class Answering:
             },
         )
         stage = "gate"
+        request: RequestSpec | None = None
         try:
             request = self._gate.admit(arrival, now=now, unanswered=unanswered)
             stage = "data source"
             if self._data.error is not None:
                 raise self._data.error
+            stage = "purpose"
+            self.policy.check_purpose(request.purpose)
             stage = "policy"
             for query in request.queries:
                 self.policy.check(query)
+                self.policy.check_for_purpose(request.purpose, query)
             stage = "cost"
             cells = cost.estimate(request).cells
             if cells > self.policy.max_request_cells:
                 raise RequestTooLargeError(cells, self.policy.max_request_cells)
         except OversightError as exc:
-            self._audit_refusal(received, stage, exc)
+            self._audit_refusal(received, stage, exc, request)
             log.warning(
                 "request %s refused at the %s: %s", request_id or "?", stage, type(exc).__name__
             )
             raise
         except Exception as exc:  # nothing above should raise anything else; refuse anyway
-            self._audit_refusal(received, stage, exc)
+            self._audit_refusal(received, stage, exc, request)
             log.error(
                 "request %s: unexpected %s at the %s", request_id or "?", type(exc).__name__, stage
             )
@@ -343,6 +348,7 @@ class Answering:
                         "period": f"{request.period.first}:{request.period.last}",
                         "queries": [describe(q) for q in request.queries],
                         "expires_at": request.expires_at.isoformat(),
+                        "purpose": purpose_entry(request),
                     },
                 ),
             ]
@@ -354,24 +360,23 @@ class Answering:
         received: tuple[AuditKind, str, str, dict[str, JsonValue]],
         stage: str,
         exc: BaseException,
+        request: RequestSpec | None = None,
     ) -> None:
+        """Log a refusal; ``request``: the request once it passed the gate (its purpose and
+        queries are then recorded too)."""
         _, request_id, round_id, _ = received
         reason = exc.detail if isinstance(exc, OversightError) else type(exc).__name__
-        self._audit.append_many(
-            [
-                received,
-                (
-                    AuditKind.REFUSED,
-                    request_id,
-                    round_id,
-                    {
-                        "stage": stage,
-                        "code": types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
-                        "reason": reason,
-                    },
-                ),
-            ]
-        )
+        fields: dict[str, JsonValue] = {
+            "stage": stage,
+            "code": types_pb2.ErrorCode.Name(error_code(exc)),  # type: ignore[arg-type]
+            "reason": reason,
+            "public_message": public_message(exc),
+        }
+        if request is not None:
+            fields["purpose"] = purpose_entry(request)
+            fields["period"] = f"{request.period.first}:{request.period.last}"
+            fields["queries"] = [describe(q) for q in request.queries]
+        self._audit.append_many([received, (AuditKind.REFUSED, request_id, round_id, fields)])
 
     def budget_for(self, request: RequestSpec, now: dt.datetime | None = None) -> Budget:
         """The request's time budget: to its deadline less the margin (a fifth of the time

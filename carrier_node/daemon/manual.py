@@ -20,18 +20,20 @@ from collections.abc import Callable, Sequence
 
 from carrier_node.daemon.gate import Arrival
 from carrier_node.daemon.io import IoThread
-from carrier_node.daemon.results import ResultMaker, released_entry, table_summary
+from carrier_node.daemon.results import (
+    ResultMaker,
+    purpose_entry,
+    released_entry,
+    table_summary,
+)
 from carrier_node.records.audit import AuditKind, AuditLog, JsonValue
 from carrier_node.records.state import HeldRelease, NodeState, ReviewStatus, query_record
 from fedoversight import wire
 from fedoversight.domain import QueryTable, RequestSpec
-from fedoversight.errors import OversightError
+from fedoversight.errors import REVIEWER_REJECTED, OversightError
 from fedoversight.v1 import federation_pb2, types_pb2
 
 log = logging.getLogger(__name__)
-
-#: What the coordinator is told when the carrier's reviewer rejects a held result.
-REVIEWER_REJECTED = "rejected by the carrier's reviewer"
 
 
 class ManualRelease:
@@ -74,6 +76,7 @@ class ManualRelease:
             tables=[table_summary(t) for t in tables],
             period=str(request.period),
             queries=list[JsonValue](queries),
+            purpose=purpose_entry(request),
         )
         self._state.hold(
             HeldRelease(

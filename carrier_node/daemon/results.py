@@ -93,6 +93,13 @@ def released_entry(
     }
 
 
+def purpose_entry(request: RequestSpec) -> JsonValue:
+    """The request's declared purpose as the audit log records it (None when it has none)."""
+    if request.purpose is None:
+        return None
+    return dict[str, JsonValue](request.purpose.describe())
+
+
 def table_summary(table: QueryTable) -> dict[str, JsonValue]:
     """What the audit log says of one released (or held) table."""
     d = table.disclosure

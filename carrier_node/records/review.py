@@ -90,6 +90,9 @@ class Review:
     held: HeldRelease
     result: ResultSpec
     tables: tuple[TableReview, ...]
+    #: The purpose the signed request declared (code, list version, justification, office),
+    #: as the audit log recorded it on admission; None when it declared none.
+    purpose: dict[str, str] | None = None
 
     @property
     def expired(self) -> bool:
@@ -191,7 +194,21 @@ def review(held: HeldRelease, audit_path: Path) -> Review:
                 )
             cells.append(CellReview(cell.key, cell.status, tuple(stats), old is not None))
         tables.append(TableReview(query, table, prev, tuple(cells)))
-    return Review(held, result, tuple(tables))
+    return Review(held, result, tuple(tables), declared_purpose(audit_path, held.request_id))
+
+
+def declared_purpose(audit_path: Path, request_id: str) -> dict[str, str] | None:
+    """The purpose the audit log recorded when it admitted ``request_id`` (the last admission
+    of it; None when it declared none)."""
+    found: dict[str, str] | None = None
+    for _, entry in read_entries(audit_path):
+        if entry is None or entry.get("request_id") != request_id:
+            continue
+        if entry.get("kind") != "admitted":
+            continue
+        raw = entry.get("purpose")
+        found = {str(k): str(v) for k, v in raw.items()} if isinstance(raw, dict) else None
+    return found
 
 
 # --- presentation ---------------------------------------------------------------------------
@@ -314,6 +331,7 @@ def review_json(view: Review) -> dict[str, JsonValue]:
         "expires_at": held.expires_at,
         "expired": view.expired,
         "period": held.period,
+        "purpose": dict[str, JsonValue](view.purpose) if view.purpose is not None else None,
         "reviewer": held.reviewer,
         "decided_at": held.decided_at,
         "data_snapshot": view.result.data_snapshot,

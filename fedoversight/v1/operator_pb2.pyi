@@ -139,6 +139,8 @@ class CreateRoundRequest(_message.Message):
     DEADLINE_SECONDS_FIELD_NUMBER: _builtins.int
     IDEMPOTENCY_KEY_FIELD_NUMBER: _builtins.int
     SIGNED_REQUEST_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
     quorum: _builtins.int
     """Carriers that must answer for the round not to fail (0: one). A round where every
     carrier asked answered is complete; one that met its quorum without some is partial.
@@ -152,6 +154,13 @@ class CreateRoundRequest(_message.Message):
     created; the same key with another period, queries or carriers is refused. Empty for a
     fresh round.
     """
+    purpose: _builtins.str
+    """The round's purpose: a code of the coordinator's list (ListPurposes); empty: the list's
+    default purpose, or refused when the list has none. Empty when signed_request is set (the
+    signed request carries its own). The requesting office is the caller's.
+    """
+    justification: _builtins.str
+    """Why the round is asked (1 to 1,000 printable characters); empty: the purpose's title."""
     @_builtins.property
     def period(self) -> _types_pb2.Period:
         """The months asked (first and last inclusive). Empty when signed_request is set."""
@@ -186,10 +195,12 @@ class CreateRoundRequest(_message.Message):
         deadline_seconds: _builtins.int = ...,
         idempotency_key: _builtins.str = ...,
         signed_request: _types_pb2.SignedRequest | None = ...,
+        purpose: _builtins.str = ...,
+        justification: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["period", b"period", "signed_request", b"signed_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers", b"carriers", "deadline_seconds", b"deadline_seconds", "idempotency_key", b"idempotency_key", "period", b"period", "queries", b"queries", "quorum", b"quorum", "signed_request", b"signed_request"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers", b"carriers", "deadline_seconds", b"deadline_seconds", "idempotency_key", b"idempotency_key", "justification", b"justification", "period", b"period", "purpose", b"purpose", "queries", b"queries", "quorum", b"quorum", "signed_request", b"signed_request"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -268,6 +279,9 @@ class RoundSummary(_message.Message):
     FINISHED_AT_FIELD_NUMBER: _builtins.int
     SUITE_FIELD_NUMBER: _builtins.int
     SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    RETAIN_UNTIL_FIELD_NUMBER: _builtins.int
+    RESULTS_DELETED_AT_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     state: Global___RoundState.ValueType
     carriers_asked: _builtins.int
@@ -289,6 +303,20 @@ class RoundSummary(_message.Message):
 
     @_builtins.property
     def scheduled_for(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def purpose(self) -> _types_pb2.Purpose:
+        """Why the round was asked (absent for rounds created before purposes)."""
+
+    @_builtins.property
+    def retain_until(self) -> _timestamp_pb2.Timestamp:
+        """Until when its results are kept (its purpose's retention; absent: kept indefinitely)."""
+
+    @_builtins.property
+    def results_deleted_at(self) -> _timestamp_pb2.Timestamp:
+        """When its results were deleted on expiry (absent while they are kept): the round's tables
+        are gone, its signed request and its receipts' digests and signatures remain.
+        """
+
     def __init__(
         self,
         *,
@@ -302,10 +330,13 @@ class RoundSummary(_message.Message):
         finished_at: _timestamp_pb2.Timestamp | None = ...,
         suite: _builtins.str = ...,
         scheduled_for: _timestamp_pb2.Timestamp | None = ...,
+        purpose: _types_pb2.Purpose | None = ...,
+        retain_until: _timestamp_pb2.Timestamp | None = ...,
+        results_deleted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "scheduled_for", b"scheduled_for"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "purpose", b"purpose", "results_deleted_at", b"results_deleted_at", "retain_until", b"retain_until", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers_answered", b"carriers_answered", "carriers_asked", b"carriers_asked", "created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "queries", b"queries", "round_id", b"round_id", "scheduled_for", b"scheduled_for", "state", b"state", "suite", b"suite"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers_answered", b"carriers_answered", "carriers_asked", b"carriers_asked", "created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "purpose", b"purpose", "queries", b"queries", "results_deleted_at", b"results_deleted_at", "retain_until", b"retain_until", "round_id", b"round_id", "scheduled_for", b"scheduled_for", "state", b"state", "suite", b"suite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -494,9 +525,18 @@ class Receipt(_message.Message):
     CARRIER_ID_FIELD_NUMBER: _builtins.int
     RESULT_FIELD_NUMBER: _builtins.int
     RECEIVED_AT_FIELD_NUMBER: _builtins.int
+    RESULT_SHA256_FIELD_NUMBER: _builtins.int
     carrier_id: _builtins.str
+    result_sha256: _builtins.bytes
+    """SHA-256 of the signed result bytes: the carrier's audit log records the same digest for
+    the release, and any kept copy of the bytes verifies against it and the signature.
+    """
     @_builtins.property
-    def result(self) -> _types_pb2.SignedResult: ...
+    def result(self) -> _types_pb2.SignedResult:
+        """After the round's results were deleted on expiry: the signature and key id only (the
+        result bytes are gone; result_sha256 names them).
+        """
+
     @_builtins.property
     def received_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -505,10 +545,11 @@ class Receipt(_message.Message):
         carrier_id: _builtins.str = ...,
         result: _types_pb2.SignedResult | None = ...,
         received_at: _timestamp_pb2.Timestamp | None = ...,
+        result_sha256: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["received_at", b"received_at", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "received_at", b"received_at", "result", b"result"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "received_at", b"received_at", "result", b"result", "result_sha256", b"result_sha256"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -522,6 +563,7 @@ class RoundReceipts(_message.Message):
     REQUEST_FIELD_NUMBER: _builtins.int
     RECEIPTS_FIELD_NUMBER: _builtins.int
     ANSWERED_FIELD_NUMBER: _builtins.int
+    RESULTS_DELETED_AT_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     @_builtins.property
     def request(self) -> _types_pb2.SignedRequest:
@@ -535,6 +577,10 @@ class RoundReceipts(_message.Message):
     def answered(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Carriers the round records as answered (each must have a receipt)."""
 
+    @_builtins.property
+    def results_deleted_at(self) -> _timestamp_pb2.Timestamp:
+        """When the round's results were deleted on expiry (absent while they are kept)."""
+
     def __init__(
         self,
         *,
@@ -542,10 +588,11 @@ class RoundReceipts(_message.Message):
         request: _types_pb2.SignedRequest | None = ...,
         receipts: _abc.Iterable[Global___Receipt] | None = ...,
         answered: _abc.Iterable[_builtins.str] | None = ...,
+        results_deleted_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "results_deleted_at", b"results_deleted_at"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "receipts", b"receipts", "request", b"request", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answered", b"answered", "receipts", b"receipts", "request", b"request", "results_deleted_at", b"results_deleted_at", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1066,3 +1113,211 @@ class WhoAmIResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015
+
+@_typing.final
+class ListPurposesRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPurposesRequest: _TypeAlias = ListPurposesRequest  # noqa: Y015
+
+@_typing.final
+class PurposeInfo(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    TITLE_FIELD_NUMBER: _builtins.int
+    RETENTION_DAYS_FIELD_NUMBER: _builtins.int
+    ENTITLED_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    title: _builtins.str
+    retention_days: _builtins.int
+    """How long results of rounds of this purpose are kept (0: indefinitely)."""
+    entitled: _builtins.bool
+    """Whether the caller's office may ask rounds of this purpose and read their results."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        title: _builtins.str = ...,
+        retention_days: _builtins.int = ...,
+        entitled: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "entitled", b"entitled", "retention_days", b"retention_days", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PurposeInfo: _TypeAlias = PurposeInfo  # noqa: Y015
+
+@_typing.final
+class ListPurposesResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LIST_VERSION_FIELD_NUMBER: _builtins.int
+    PURPOSES_FIELD_NUMBER: _builtins.int
+    DEFAULT_PURPOSE_FIELD_NUMBER: _builtins.int
+    OFFICE_FIELD_NUMBER: _builtins.int
+    list_version: _builtins.str
+    """The list's version (what requests name in Purpose.list_version)."""
+    default_purpose: _builtins.str
+    """The purpose given to rounds created without one ("" when such rounds are refused)."""
+    office: _builtins.str
+    """The caller's office ("" when offices are not configured)."""
+    @_builtins.property
+    def purposes(self) -> _containers.RepeatedCompositeFieldContainer[Global___PurposeInfo]: ...
+    def __init__(
+        self,
+        *,
+        list_version: _builtins.str = ...,
+        purposes: _abc.Iterable[Global___PurposeInfo] | None = ...,
+        default_purpose: _builtins.str = ...,
+        office: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["default_purpose", b"default_purpose", "list_version", b"list_version", "office", b"office", "purposes", b"purposes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListPurposesResponse: _TypeAlias = ListPurposesResponse  # noqa: Y015
+
+@_typing.final
+class TransparencyRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    """Rounds created in this period: a year (2026), a quarter (2026Q1), a month (2026-01) or
+    months (2026-01:2026-06).
+    """
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["period", b"period"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransparencyRequest: _TypeAlias = TransparencyRequest  # noqa: Y015
+
+@_typing.final
+class TransparencyCount(_message.Message):
+    """One count of a transparency report: of rounds of a purpose asked by an office, and of an
+    item (a metric name, a grouping such as "month x age_band", a refusal reason), where the
+    table has items.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    OFFICE_FIELD_NUMBER: _builtins.int
+    ITEM_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    purpose: _builtins.str
+    office: _builtins.str
+    item: _builtins.str
+    count: _builtins.int
+    def __init__(
+        self,
+        *,
+        purpose: _builtins.str = ...,
+        office: _builtins.str = ...,
+        item: _builtins.str = ...,
+        count: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "item", b"item", "office", b"office", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransparencyCount: _TypeAlias = TransparencyCount  # noqa: Y015
+
+@_typing.final
+class TransparencyReport(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PERIOD_FIELD_NUMBER: _builtins.int
+    LIST_VERSION_FIELD_NUMBER: _builtins.int
+    GENERATED_AT_FIELD_NUMBER: _builtins.int
+    ROUNDS_FIELD_NUMBER: _builtins.int
+    CARRIERS_ASKED_FIELD_NUMBER: _builtins.int
+    CARRIERS_ANSWERED_FIELD_NUMBER: _builtins.int
+    METRICS_FIELD_NUMBER: _builtins.int
+    GROUPINGS_FIELD_NUMBER: _builtins.int
+    REFUSALS_FIELD_NUMBER: _builtins.int
+    CELLS_WITHHELD_FIELD_NUMBER: _builtins.int
+    CELLS_PARTLY_WITHHELD_FIELD_NUMBER: _builtins.int
+    RESULTS_DELETED_FIELD_NUMBER: _builtins.int
+    period: _builtins.str
+    list_version: _builtins.str
+    @_builtins.property
+    def generated_at(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def rounds(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]:
+        """Rounds created in the period."""
+
+    @_builtins.property
+    def carriers_asked(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]:
+        """Carriers asked in those rounds, and carriers that answered."""
+
+    @_builtins.property
+    def carriers_answered(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]: ...
+    @_builtins.property
+    def metrics(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]:
+        """Queries by metric, and by grouping."""
+
+    @_builtins.property
+    def groupings(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]: ...
+    @_builtins.property
+    def refusals(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]:
+        """Carriers' refusals by reason ("CODE: fixed public message")."""
+
+    @_builtins.property
+    def cells_withheld(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]:
+        """Cells carriers withheld entirely, and partly, in the results they returned (rounds whose
+        results were deleted count what they held before).
+        """
+
+    @_builtins.property
+    def cells_partly_withheld(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]: ...
+    @_builtins.property
+    def results_deleted(self) -> _containers.RepeatedCompositeFieldContainer[Global___TransparencyCount]:
+        """Rounds whose results were deleted on expiry."""
+
+    def __init__(
+        self,
+        *,
+        period: _builtins.str = ...,
+        list_version: _builtins.str = ...,
+        generated_at: _timestamp_pb2.Timestamp | None = ...,
+        rounds: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        carriers_asked: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        carriers_answered: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        metrics: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        groupings: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        refusals: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        cells_withheld: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        cells_partly_withheld: _abc.Iterable[Global___TransparencyCount] | None = ...,
+        results_deleted: _abc.Iterable[Global___TransparencyCount] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["generated_at", b"generated_at"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers_answered", b"carriers_answered", "carriers_asked", b"carriers_asked", "cells_partly_withheld", b"cells_partly_withheld", "cells_withheld", b"cells_withheld", "generated_at", b"generated_at", "groupings", b"groupings", "list_version", b"list_version", "metrics", b"metrics", "period", b"period", "refusals", b"refusals", "results_deleted", b"results_deleted", "rounds", b"rounds"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TransparencyReport: _TypeAlias = TransparencyReport  # noqa: Y015

@@ -84,6 +84,16 @@ class OversightStub:
                 request_serializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIRequest.SerializeToString,
                 response_deserializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIResponse.FromString,
                 _registered_method=True)
+        self.ListPurposes = channel.unary_unary(
+                '/fedoversight.v1.Oversight/ListPurposes',
+                request_serializer=fedoversight_dot_v1_dot_operator__pb2.ListPurposesRequest.SerializeToString,
+                response_deserializer=fedoversight_dot_v1_dot_operator__pb2.ListPurposesResponse.FromString,
+                _registered_method=True)
+        self.GetTransparencyReport = channel.unary_unary(
+                '/fedoversight.v1.Oversight/GetTransparencyReport',
+                request_serializer=fedoversight_dot_v1_dot_operator__pb2.TransparencyRequest.SerializeToString,
+                response_deserializer=fedoversight_dot_v1_dot_operator__pb2.TransparencyReport.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
@@ -165,6 +175,22 @@ class OversightServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListPurposes(self, request, context):
+        """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+        those the caller's office may ask and read.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTransparencyReport(self, request, context):
+        """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+        groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -217,6 +243,16 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.WhoAmI,
                     request_deserializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIRequest.FromString,
                     response_serializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIResponse.SerializeToString,
+            ),
+            'ListPurposes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListPurposes,
+                    request_deserializer=fedoversight_dot_v1_dot_operator__pb2.ListPurposesRequest.FromString,
+                    response_serializer=fedoversight_dot_v1_dot_operator__pb2.ListPurposesResponse.SerializeToString,
+            ),
+            'GetTransparencyReport': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTransparencyReport,
+                    request_deserializer=fedoversight_dot_v1_dot_operator__pb2.TransparencyRequest.FromString,
+                    response_serializer=fedoversight_dot_v1_dot_operator__pb2.TransparencyReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -489,6 +525,60 @@ class Oversight:
             '/fedoversight.v1.Oversight/WhoAmI',
             fedoversight_dot_v1_dot_operator__pb2.WhoAmIRequest.SerializeToString,
             fedoversight_dot_v1_dot_operator__pb2.WhoAmIResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListPurposes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedoversight.v1.Oversight/ListPurposes',
+            fedoversight_dot_v1_dot_operator__pb2.ListPurposesRequest.SerializeToString,
+            fedoversight_dot_v1_dot_operator__pb2.ListPurposesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTransparencyReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedoversight.v1.Oversight/GetTransparencyReport',
+            fedoversight_dot_v1_dot_operator__pb2.TransparencyRequest.SerializeToString,
+            fedoversight_dot_v1_dot_operator__pb2.TransparencyReport.FromString,
             options,
             channel_credentials,
             insecure,

@@ -69,6 +69,14 @@ class OversightStub:
     A client holding a credential it did not configure (a web dashboard given an operator's
     bearer token) checks it with this call and shows only what the role allows.
     """
+    ListPurposes: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListPurposesRequest, _operator_pb2.ListPurposesResponse]
+    """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+    those the caller's office may ask and read.
+    """
+    GetTransparencyReport: _grpc.UnaryUnaryMultiCallable[_operator_pb2.TransparencyRequest, _operator_pb2.TransparencyReport]
+    """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+    groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -102,6 +110,14 @@ class OversightAsyncStub(OversightStub):
     """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
     A client holding a credential it did not configure (a web dashboard given an operator's
     bearer token) checks it with this call and shows only what the role allows.
+    """
+    ListPurposes: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListPurposesRequest, _operator_pb2.ListPurposesResponse]  # type: ignore[assignment]
+    """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+    those the caller's office may ask and read.
+    """
+    GetTransparencyReport: _aio.UnaryUnaryMultiCallable[_operator_pb2.TransparencyRequest, _operator_pb2.TransparencyReport]  # type: ignore[assignment]
+    """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+    groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -193,6 +209,26 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
         A client holding a credential it did not configure (a web dashboard given an operator's
         bearer token) checks it with this call and shows only what the role allows.
+        """
+
+    @_abc_1.abstractmethod
+    def ListPurposes(
+        self,
+        request: _operator_pb2.ListPurposesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListPurposesResponse, _abc.Awaitable[_operator_pb2.ListPurposesResponse]]:
+        """The coordinator's list of purposes (closed and versioned), with each one's retention, and
+        those the caller's office may ask and read.
+        """
+
+    @_abc_1.abstractmethod
+    def GetTransparencyReport(
+        self,
+        request: _operator_pb2.TransparencyRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.TransparencyReport, _abc.Awaitable[_operator_pb2.TransparencyReport]]:
+        """Counts to publish of the rounds created in a period: by purpose and office, the metrics and
+        groupings asked, carriers' refusals by reason, cells withheld, results deleted on expiry.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

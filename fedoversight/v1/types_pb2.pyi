@@ -199,6 +199,12 @@ class _ErrorCodeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorCode.V
     """
     ERROR_CODE_NODE_STOPPING: _ErrorCode.ValueType  # 18
     """The node stopped while evaluating the request (it was shut down)."""
+    ERROR_CODE_PURPOSE_REFUSED: _ErrorCode.ValueType  # 40
+    """The carrier's policy does not accept the request's purpose, or requires a purpose and the
+    request declares none.
+    """
+    ERROR_CODE_PURPOSE_SCOPE: _ErrorCode.ValueType  # 41
+    """The carrier accepts the purpose, but not this metric, dimension or granularity for it."""
 
 class ErrorCode(_ErrorCode, metaclass=_ErrorCodeEnumTypeWrapper):
     """Why something was refused. Codes are a closed set; the message is fixed per code and never
@@ -244,6 +250,12 @@ nothing until that is fixed.
 """
 ERROR_CODE_NODE_STOPPING: ErrorCode.ValueType  # 18
 """The node stopped while evaluating the request (it was shut down)."""
+ERROR_CODE_PURPOSE_REFUSED: ErrorCode.ValueType  # 40
+"""The carrier's policy does not accept the request's purpose, or requires a purpose and the
+request declares none.
+"""
+ERROR_CODE_PURPOSE_SCOPE: ErrorCode.ValueType  # 41
+"""The carrier accepts the purpose, but not this metric, dimension or granularity for it."""
 Global___ErrorCode: _TypeAlias = ErrorCode  # noqa: Y015
 
 @_typing.final
@@ -383,6 +395,7 @@ class MetricRequest(_message.Message):
     NONCE_FIELD_NUMBER: _builtins.int
     CARRIERS_FIELD_NUMBER: _builtins.int
     ANSWER_BY_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """Ids of the request and of its round: [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}."""
     round_id: _builtins.str
@@ -416,6 +429,12 @@ class MetricRequest(_message.Message):
         request. Past it the node stops evaluating, frees the slot and refuses. Unset: expires_at.
         """
 
+    @_builtins.property
+    def purpose(self) -> Global___Purpose:
+        """Why the round is asked (docs/purpose.md). Unset only in requests of coordinators that
+        predate purposes: a node refuses those when its policy requires a purpose.
+        """
+
     def __init__(
         self,
         *,
@@ -429,14 +448,53 @@ class MetricRequest(_message.Message):
         nonce: _builtins.bytes = ...,
         carriers: _abc.Iterable[_builtins.str] | None = ...,
         answer_by: _timestamp_pb2.Timestamp | None = ...,
+        purpose: Global___Purpose | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "expires_at", b"expires_at", "issued_at", b"issued_at", "period", b"period"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "expires_at", b"expires_at", "issued_at", b"issued_at", "period", b"period", "purpose", b"purpose"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "carriers", b"carriers", "catalogue_version", b"catalogue_version", "expires_at", b"expires_at", "issued_at", b"issued_at", "nonce", b"nonce", "period", b"period", "queries", b"queries", "request_id", b"request_id", "round_id", b"round_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answer_by", b"answer_by", "carriers", b"carriers", "catalogue_version", b"catalogue_version", "expires_at", b"expires_at", "issued_at", b"issued_at", "nonce", b"nonce", "period", b"period", "purpose", b"purpose", "queries", b"queries", "request_id", b"request_id", "round_id", b"round_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___MetricRequest: _TypeAlias = MetricRequest  # noqa: Y015
+
+@_typing.final
+class Purpose(_message.Message):
+    """Why a round is asked: a purpose of the coordinator's closed, versioned list, the requesting
+    office's justification, and that office. It is inside the signed request, so the carrier's
+    reviewer, policy and audit log see exactly what the agency declared. The justification is
+    the agency's own words; nothing in it comes from a carrier.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CODE_FIELD_NUMBER: _builtins.int
+    LIST_VERSION_FIELD_NUMBER: _builtins.int
+    JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    OFFICE_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The purpose's code in the list: [a-z][a-z0-9-]{0,63}, e.g. "plan-cost-oversight"."""
+    list_version: _builtins.str
+    """The version of the list it is taken from: [A-Za-z0-9][A-Za-z0-9_.:-]{0,63}."""
+    justification: _builtins.str
+    """Why the round is asked: 1 to 1,000 printable characters, no control characters."""
+    office: _builtins.str
+    """The requesting office: [A-Za-z0-9][A-Za-z0-9_.@-]{0,63}."""
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        list_version: _builtins.str = ...,
+        justification: _builtins.str = ...,
+        office: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "justification", b"justification", "list_version", b"list_version", "office", b"office"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Purpose: _TypeAlias = Purpose  # noqa: Y015
 
 @_typing.final
 class SignedRequest(_message.Message):

@@ -163,6 +163,10 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
         assert code == 0
         shown = json.loads(out)
         assert shown["status"] == "held" and not shown["expired"]
+        # The reviewer sees why the round was asked: the coordinator's default purpose here.
+        assert shown["purpose"]["code"] == "plan-cost-oversight"
+        assert shown["purpose"]["office"] == "agency"
+        assert "default purpose" in shown["purpose"]["justification"]
         auto_tables = [t for t in auto.tables if t.scope == manual]
         statuses: set[str] = set()
         for table, before in zip(shown["tables"], auto_tables, strict=True):
@@ -185,6 +189,7 @@ async def test_a_held_result_waits_for_approval_then_goes_out_as_auto_would(
         assert "perturbed" in statuses and "withheld" in statuses
         code, out = cli(capsys, "approve", request_id, "--config", str(toml))
         assert code == 0  # not a terminal: shown, nothing decided
+        assert "purpose: plan-cost-oversight" in out
         assert "withheld" in out and "perturbed" in out and auto.round_id in out
         assert node._state.held_release(request_id).status is ReviewStatus.HELD  # type: ignore[union-attr]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import json
 import math
 from pathlib import Path
@@ -28,6 +29,7 @@ from fedoversight.domain import (
     DisclosureSummary,
     Missing,
     Perturbation,
+    Purpose,
     QueryTable,
     Status,
     StatValue,
@@ -500,6 +502,9 @@ def test_tidy_rows_shape_columns_and_values() -> None:
         "missing_members_at_most",
         "carriers_asked",
         "carriers_answered",
+        "purpose",
+        "office",
+        "retain_until",
     )
     # cost.pmpm: 2 scopes × 2 cells × (5 stats + 2 figures); member months: 1 cell × (2 + 1)
     assert len(frame) == 2 * 2 * 7 + 3
@@ -541,6 +546,8 @@ INFO = RoundInfo(
         ("blue", "answered", ""),
         ("cove", "refused", "the carrier's policy does not answer this"),
     ),
+    purpose=Purpose("quality-oversight", "2026.1", "HEDIS-style screening rates", "quality"),
+    retain_until=dt.datetime(2031, 1, 1, tzinfo=dt.UTC),
 )
 
 
@@ -567,8 +574,15 @@ def test_write_csv(tmp_path: Path) -> None:
         "missing_members_at_most",
         "carriers_asked",
         "carriers_answered",
+        "purpose",
+        "office",
+        "retain_until",
     ]
     assert len(body) == 31
+    # Every row says why the round was asked, by whom, and until when its results are kept.
+    assert {(r["purpose"], r["office"], r["retain_until"]) for r in body} == {
+        ("quality-oversight", "quality", "2031-01-01T00:00:00+00:00")
+    }
     assert {
         (
             r["round_id"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 
 import pandas as pd
@@ -18,6 +19,7 @@ from fedoversight.domain import (
     Missing,
     NoiseScale,
     Perturbation,
+    Purpose,
     QueryTable,
     Status,
     StatValue,
@@ -36,6 +38,8 @@ INFO = RoundInfo(
     carriers_asked=3,
     carriers_answered=2,
     carriers=(("acme", "answered", ""), ("bolt", "answered", ""), ("cove", "timed_out", "x")),
+    purpose=Purpose("plan-cost-oversight", "2026.1", "premium review", "actuarial"),
+    retain_until=dt.datetime(2031, 3, 1, tzinfo=dt.UTC),
 )
 
 
@@ -107,6 +111,9 @@ def test_columns_are_typed_and_attrs_describe_the_round() -> None:
     assert frame.attrs["complete"] is False
     assert [c["carrier_id"] for c in frame.attrs["carriers"]] == ["acme", "bolt", "cove"]
     assert frame.attrs["carriers"][2]["state"] == "timed_out"
+    assert frame.attrs["purpose"]["code"] == "plan-cost-oversight"
+    assert frame.attrs["purpose"]["office"] == "actuarial"
+    assert frame.attrs["retain_until"] == "2031-03-01T00:00:00+00:00"
 
 
 def test_values_match_the_tidy_export_and_integers_stay_exact() -> None:

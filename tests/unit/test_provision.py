@@ -314,3 +314,32 @@ def test_cli_provision_gives_the_daemons_kits_to_the_image_user(tmp_path: Path) 
     # The CA and the operators' kits stay with whoever provisioned.
     assert (out / "ca" / "ca.key").stat().st_uid == 0
     assert (out / "operators" / "operator" / "operator.key").stat().st_uid == 0
+
+
+def test_a_plan_with_offices_writes_them_and_each_operators_office(tmp_path: Path) -> None:
+    plan = tmp_path / "plan.toml"
+    plan.write_text(
+        '[[carriers]]\nid = "c001"\n\n'
+        '[[offices]]\nname = "actuarial"\npurposes = ["plan-cost-oversight"]\n\n'
+        '[[offices]]\nname = "quality"\npurposes = ["quality-oversight"]\n\n'
+        '[[operators]]\nname = "alice"\noffice = "actuarial"\n\n'
+        '[[operators]]\nname = "quinn"\nrole = "viewer"\noffice = "quality"\n'
+    )
+    done = provision(load_plan(plan), tmp_path / "out")
+    config = load_coordinator_config(done.coordinator_config)
+    assert {o.name: o.purposes for o in config.offices} == {
+        "actuarial": ("plan-cost-oversight",),
+        "quality": ("quality-oversight",),
+    }
+    assert {o.name: o.office for o in config.operators} == {
+        "alice": "actuarial",
+        "quinn": "quality",
+    }
+    # With offices, every operator names one of them.
+    plan.write_text(
+        '[[carriers]]\nid = "c001"\n\n'
+        '[[offices]]\nname = "actuarial"\npurposes = ["plan-cost-oversight"]\n\n'
+        '[[operators]]\nname = "alice"\n'
+    )
+    with pytest.raises(ConfigError, match="offices"):
+        provision(load_plan(plan), tmp_path / "again")

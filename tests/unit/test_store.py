@@ -18,6 +18,7 @@ import pytest
 from coordinator.store import (
     SCHEMA_VERSION,
     CarrierRoundState,
+    RoundPurpose,
     RoundRecord,
     RoundState,
     RoundStore,
@@ -401,3 +402,98 @@ def test_a_store_from_before_schedules_gets_their_table(open_store: StoreOpener)
         with store.backend.reading() as conn:
             row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
         assert row["v"] == SCHEMA_VERSION
+
+
+def _purpose(round_id: str = "r1", *, days: int | None = 30) -> RoundPurpose:
+    return RoundPurpose(
+        round_id=round_id,
+        purpose="plan-cost-oversight",
+        list_version="2026.1",
+        office="actuarial",
+        justification="premium review for the 2027 rate year",
+        retain_until=T0 + dt.timedelta(days=days) if days is not None else None,
+    )
+
+
+def test_a_round_keeps_its_purpose_and_retention(store: RoundStore) -> None:
+    store.create_round(_round("r1"), ["acme"], _purpose("r1"))
+    store.create_round(_round("r2", minutes=1), ["acme"])  # a round without a purpose
+    assert store.round_purpose("r1") == _purpose("r1")
+    assert store.round_purpose("r2") is None
+    assert set(store.round_purposes(["r1", "r2", "nope"])) == {"r1"}
+    created = store.rounds_created(T0, T0 + dt.timedelta(minutes=1))
+    assert [r.round_id for r in created] == ["r1"]  # the end is excluded
+
+
+def test_expired_results_are_deleted_and_their_digests_kept(store: RoundStore) -> None:
+    import hashlib
+
+    store.create_round(_round("r1"), ["acme", "blue"], _purpose("r1", days=30))
+    store.create_round(_round("r2", minutes=1), ["acme"], _purpose("r2", days=None))
+    store.save_result(_result("r1", "acme", b"acme-result"))
+    store.save_result(_result("r2", "acme", b"kept-forever"))
+    later = T0 + dt.timedelta(days=31)
+    assert store.expired_rounds(later) == []  # r1 is still open: nothing goes
+    store.set_round_state("r1", RoundState.PARTIAL, T0 + dt.timedelta(minutes=5))
+    store.set_round_state("r2", RoundState.COMPLETE, T0 + dt.timedelta(minutes=5))
+    store.save_result(_result("r1", "blue", b"late-blue"))  # kept apart as late
+    assert store.expired_rounds(T0 + dt.timedelta(days=29)) == []
+    assert store.expired_rounds(later) == ["r1"]
+    assert store.delete_results("r1", later, cells_withheld=3, cells_partly_withheld=1) == 2
+    assert store.results("r1") == [] and store.results("r1", late=True) == []
+    assert store.result_keys("r1") == []
+    (kept,) = store.kept_receipts("r1")
+    assert kept.carrier_id == "acme" and not kept.late
+    assert kept.result_sha256 == hashlib.sha256(b"acme-result").hexdigest()
+    assert (kept.signature, kept.key_id) == (b"node-sig", "acme-key")
+    assert kept.received_at == T0 + dt.timedelta(seconds=30)
+    (late,) = store.kept_receipts("r1", late=True)
+    assert late.result_sha256 == hashlib.sha256(b"late-blue").hexdigest()
+    record = store.round_purpose("r1")
+    assert record is not None and record.results_deleted_at == later
+    assert (record.cells_withheld, record.cells_partly_withheld) == (3, 1)
+    # Done once: nothing is expired any more, deleting again deletes nothing.
+    assert store.expired_rounds(later + dt.timedelta(days=1)) == []
+    assert store.delete_results("r1", later) == 0
+    # A late answer after the deletion is not kept again.
+    assert not store.save_result(_result("r1", "acme", b"again"))
+    assert store.results("r1", late=True) == []
+    assert [r.result_bytes for r in store.results("r2")] == [b"kept-forever"]
+    store.create_round(_round("r3", minutes=2), ["acme"])  # no purpose, no retention
+    with pytest.raises(NotFoundError):
+        store.delete_results("r3", later)
+
+
+def test_the_access_log_is_appended_and_its_chain_verifies(store: RoundStore) -> None:
+    first = store.log_access(
+        operator="alice",
+        office="actuarial",
+        via="certificate",
+        action="round",
+        round_id="r1",
+        purpose="plan-cost-oversight",
+    )
+    second = store.log_access(
+        operator="quinn",
+        office="quality",
+        via="token",
+        action="round",
+        round_id="r1",
+        purpose="plan-cost-oversight",
+        granted=False,
+    )
+    assert (first.seq, second.seq) == (1, 2)
+    assert second.prev_hash == first.entry_hash
+    entries = store.access_log()
+    assert [(e.operator, e.granted) for e in entries] == [("alice", True), ("quinn", False)]
+    assert [e.seq for e in store.access_log("r1")] == [1, 2]
+    assert store.access_log("r2") == []
+    assert store.verify_access_log() == (True, 2, "")
+    # An entry changed after the fact, or removed, shows.
+    with store.backend.transaction() as conn:
+        conn.execute("UPDATE access_log SET granted = 1 WHERE seq = 2")
+    assert store.verify_access_log() == (False, 2, "entry 2 was changed")
+    with store.backend.transaction() as conn:
+        conn.execute("DELETE FROM access_log WHERE seq = 1")
+    ok, _, problem = store.verify_access_log()
+    assert not ok and problem == "entry 1 is missing"

@@ -133,10 +133,13 @@ def test_tables_live_in_their_own_schema_and_commits_are_durable(pg_config: Post
             (pg_config.schema_name,),
         ).fetchall()
         assert [t[0] for t in tables] == [
+            "access_log",
             "carrier_rounds",
             "carriers",
+            "kept_receipts",
             "late_results",
             "results",
+            "round_purposes",
             "rounds",
             "scheduled_rounds",
             "schema_version",

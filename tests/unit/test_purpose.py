@@ -19,6 +19,7 @@ from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import Purpose, RequestSpec
 from fedoversight.errors import (
+    ConfigError,
     InvalidRequestError,
     PurposeDimensionError,
     PurposeGranularityError,
@@ -205,6 +206,23 @@ def test_rounds_without_a_purpose_get_the_default_or_are_refused() -> None:
         registry().for_new_round(QUINN, "plan-cost-oversight", "why")
     with pytest.raises(InvalidRequestError, match="printable"):
         registry().for_new_round(ALICE, "plan-cost-oversight", "bad\x00text")
+
+
+def test_a_scheduled_suite_declares_a_purpose_of_the_list_for_an_entitled_office() -> None:
+    given = registry().for_suite("monthly", "", "actuarial", "PMPM by month")
+    assert (given.code, given.office, given.justification) == (
+        "plan-cost-oversight",
+        "actuarial",
+        "PMPM by month",
+    )
+    untold = registry().for_suite("monthly", "plan-cost-oversight", "actuarial", "")
+    assert "monthly" in untold.justification
+    with pytest.raises(ConfigError, match="not in the coordinator's list"):
+        registry().for_suite("monthly", "marketing", "actuarial", "")
+    with pytest.raises(ConfigError, match="not entitled"):
+        registry().for_suite("monthly", "plan-cost-oversight", "quality", "")
+    with pytest.raises(ConfigError, match="no default purpose"):
+        registry(default="").for_suite("monthly", "", "actuarial", "")
 
 
 def test_signed_requests_must_declare_a_purpose_of_the_callers_office() -> None:

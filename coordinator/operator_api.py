@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import functools
 import logging
 from collections import OrderedDict
@@ -401,6 +402,11 @@ class OversightService(operator_pb2_grpc.OversightServicer):
                 info.catalogue_version = session.catalogue_version
                 info.node_version = session.node_version
                 info.last_seen.FromDatetime(session.last_seen)
+            seen = self._rounds.last_disclosure.get(carrier_id)
+            if seen is not None:
+                info.disclosure_round_id = seen[0]
+                info.disclosure_at.FromDatetime(seen[1].astimezone(dt.UTC))
+                info.disclosure.CopyFrom(wire.disclosure_to_pb(seen[2]))
             carriers.append(info)
         return operator_pb2.ListCarriersResponse(carriers=carriers)
 

@@ -37,7 +37,7 @@ from coordinator.store import (
     StoredResult,
 )
 from fedoversight import catalogue, wire
-from fedoversight.domain import Purpose, QuerySpec, RequestSpec, ResultSpec
+from fedoversight.domain import DisclosureSummary, Purpose, QuerySpec, RequestSpec, ResultSpec
 from fedoversight.errors import AuthenticationError, InvalidRequestError, OversightError
 from fedoversight.logs import log_fields
 from fedoversight.periods import Period
@@ -204,6 +204,9 @@ class RoundManager:
         # A finished round's results as decoded on arrival, until its tables are computed
         # from them (the most recently finished rounds).
         self._finished: OrderedDict[str, dict[str, ResultSpec]] = OrderedDict()
+        #: Each carrier's latest answer since start: its round, when it came, and what its
+        #: node said of the protection applied (its policy in force).
+        self.last_disclosure: dict[str, tuple[str, dt.datetime, DisclosureSummary]] = {}
 
     async def db(self, call: Callable[..., T], *args: object) -> T:
         """Run a round-store call on the store's own thread."""
@@ -498,6 +501,12 @@ class RoundManager:
             return
         if fresh:
             self._metrics.results_received.inc()
+            if result.tables:
+                self.last_disclosure[carrier_id] = (
+                    result.round_id,
+                    stored.received_at,
+                    result.tables[0].disclosure,
+                )
         if live is None:
             log.info(
                 "a late result from %s for round %s, which has finished: kept apart",

@@ -275,6 +275,7 @@ class Dashboard:
             "carriers.html",
             session,
             carriers=carriers,
+            policies={c.carrier_id: policy_summary(c) for c in carriers},
             connected=sum(c.connected for c in carriers),
         )
 
@@ -666,4 +667,31 @@ def _progress(p: Progress) -> dict[str, object]:
             {"carrier_id": c, "state": str(s), "answered": s is CarrierRoundState.ANSWERED}
             for c, s in p.carriers
         ],
+    }
+
+
+def policy_summary(carrier: operator_pb2.CarrierInfo) -> dict[str, str] | None:
+    """A carrier's policy in force as its latest answer described it, in words (None before
+    one): method, floor, noise parameters and the policy's digest."""
+    if not carrier.HasField("disclosure"):
+        return None
+    d = wire.disclosure_from_pb(
+        carrier.disclosure, [n.statistic for n in carrier.disclosure.noise_scales]
+    )
+    noise = ""
+    if d.perturbation is not None:
+        p = d.perturbation
+        noise = (
+            f"counts ±{p.count_max_noise} (variance {p.count_variance:g}); dollars"
+            f" {p.p_percent:g}–{p.p_percent * (1 + p.spread):g}% of the largest member"
+        )
+    elif d.noise_mechanism:
+        noise = d.noise_mechanism
+    return {
+        "method": str(d.method),
+        "floor": f"{d.min_cell_size} members",
+        "noise": noise,
+        "digest": d.policy_digest[:12],
+        "round_id": carrier.disclosure_round_id,
+        "at": carrier.disclosure_at.ToDatetime(tzinfo=dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }

@@ -717,6 +717,9 @@ class CarrierInfo(_message.Message):
     CATALOGUE_VERSION_FIELD_NUMBER: _builtins.int
     NODE_VERSION_FIELD_NUMBER: _builtins.int
     LAST_SEEN_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_ROUND_ID_FIELD_NUMBER: _builtins.int
+    DISCLOSURE_AT_FIELD_NUMBER: _builtins.int
     carrier_id: _builtins.str
     display_name: _builtins.str
     connected: _builtins.bool
@@ -724,8 +727,18 @@ class CarrierInfo(_message.Message):
     catalogue_version: _builtins.str
     """What the connected node said of itself (empty when not connected)."""
     node_version: _builtins.str
+    disclosure_round_id: _builtins.str
     @_builtins.property
     def last_seen(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def disclosure(self) -> _types_pb2.DisclosureSummary:
+        """The carrier's policy in force as its latest answer since the coordinator started described
+        it (absent before one): its method, floor, perturbation parameters and policy digest, with
+        that answer's counts of cells. From the answer to round disclosure_round_id, at disclosure_at.
+        """
+
+    @_builtins.property
+    def disclosure_at(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -735,10 +748,13 @@ class CarrierInfo(_message.Message):
         catalogue_version: _builtins.str = ...,
         node_version: _builtins.str = ...,
         last_seen: _timestamp_pb2.Timestamp | None = ...,
+        disclosure: _types_pb2.DisclosureSummary | None = ...,
+        disclosure_round_id: _builtins.str = ...,
+        disclosure_at: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["last_seen", b"last_seen"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["disclosure", b"disclosure", "disclosure_at", b"disclosure_at", "last_seen", b"last_seen"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "catalogue_version", b"catalogue_version", "connected", b"connected", "display_name", b"display_name", "last_seen", b"last_seen", "node_version", b"node_version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carrier_id", b"carrier_id", "catalogue_version", b"catalogue_version", "connected", b"connected", "disclosure", b"disclosure", "disclosure_at", b"disclosure_at", "disclosure_round_id", b"disclosure_round_id", "display_name", b"display_name", "last_seen", b"last_seen", "node_version", b"node_version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -344,6 +344,12 @@ def operator_session(
     # A value both withheld and unreliable is not shown: the two marks never share a cell.
     assert not b.css("td.withheld.unreliable")
     b.shot("operator-round-by-state")
+    # The carriers' page now shows each carrier's policy as its latest answer described it.
+    b.driver.get(f"{url}/carriers")
+    methods = [e.text for e in b.css("#carriers td.policy-method")]  # type: ignore[attr-defined]
+    assert methods == ["cell-key perturbation"] * 3, methods
+    assert "11 members" in b.driver.find_element(By.ID, "carriers").text
+    b.shot("operator-carriers-policies")
     assert not b.severe_console(), b.severe_console()
     return trend_round, state_round, path
 

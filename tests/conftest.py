@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from tests import oracle, postgres
+from fedoversight.testing import oracle
+from tests import postgres
 
 if TYPE_CHECKING:
     from coordinator.store import Backend, RoundStore

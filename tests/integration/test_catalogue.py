@@ -143,7 +143,7 @@ def test_metric_matches_the_oracle(
 def test_percentiles_are_within_the_stated_bound(
     outcomes: list[RoundOutcome], oracle_tables: dict[str, dict[str, pd.DataFrame]]
 ) -> None:
-    from tests import oracle
+    from fedoversight.testing import oracle
 
     distribution = query_tables(outcomes[0].tables, 3)  # cost.distribution, no grouping
     program = distribution[0]

@@ -39,9 +39,15 @@ from coordinator.config import (
 from coordinator.provision import CarrierPlan, OperatorPlan, Provisioned, ProvisionPlan, provision
 from coordinator.server import Coordinator
 from fedoversight.signing import Signer
+from fedoversight.v1 import types_pb2
 from oversight_sim.canned import CannedAnswers, CannedEngine, canned_answers
 
 log = logging.getLogger(__name__)
+
+#: ``(carrier_id, signed request, deliver)``: see :attr:`SimulatedFederation.request_hook`.
+RequestHook = Callable[
+    [str, types_pb2.SignedRequest, Callable[[types_pb2.SignedRequest], None]], None
+]
 
 
 HARNESS_OPERATOR = "harness-operator"
@@ -109,10 +115,16 @@ class SimulatedFederation:
     #: Worker processes hosting the nodes (0: the nodes run in this process).
     node_processes: int = 0
     on_answered: Callable[[AnswerTiming], None] | None = None
+    #: Called instead of an in-process node's own handler with each request it receives:
+    #: ``request_hook(carrier_id, signed, deliver)``, where ``deliver(signed)`` hands the
+    #: request to the node (a hook may delay it, or not call it at all: faults mid-round).
+    request_hook: RequestHook | None = None
     connect_timeout: float = 60.0
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: Nodes killed by :meth:`kill_node`, their records still open.
+    _killed: dict[str, list[NodeDaemon]] = field(default_factory=dict)
     #: Evaluation threads shared by every node: in one process, a pool per node would run
     #: every node's evaluations at once and starve the event loop they all share.
     _evaluations: ThreadPoolExecutor = field(
@@ -324,21 +336,29 @@ class SimulatedFederation:
         config = self.node_config(carrier_id, **changes)
         policy = self.policies.get(carrier_id, self.policy)
         if not self.canned:
-            return NodeDaemon(
+            node = NodeDaemon(
                 config,
                 policy=policy,
                 wiretap=self.wiretap,
                 on_answered=self.on_answered,
                 evaluation_executor=self._evaluations,
             )
-        answers = self.answers.get(self.carrier_dirs[carrier_id])
-        if answers is None:
-            answers = self.answers[self.carrier_dirs[carrier_id]] = CannedAnswers(
-                self.carrier_dirs[carrier_id], threads=self.engine_threads
+        else:
+            answers = self.answers.get(self.carrier_dirs[carrier_id])
+            if answers is None:
+                answers = self.answers[self.carrier_dirs[carrier_id]] = CannedAnswers(
+                    self.carrier_dirs[carrier_id], threads=self.engine_threads
+                )
+            node = canned_node(
+                config, policy, answers, self.wiretap, self.on_answered, self._evaluations
             )
-        return canned_node(
-            config, policy, answers, self.wiretap, self.on_answered, self._evaluations
-        )
+        if self.request_hook is not None:
+            hook = self.request_hook
+            # The connection's handler is the node's entry for requests; wrapping it here keeps
+            # fault injection in the simulator, out of the daemon.
+            deliver = node.connection._on_request
+            node.connection._on_request = lambda signed: hook(carrier_id, signed, deliver)
+        return node
 
     async def stop_node(self, carrier_id: str) -> None:
         """Take a carrier away (as if its node vanished)."""
@@ -348,6 +368,22 @@ class SimulatedFederation:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
+    async def kill_node(self, carrier_id: str) -> None:
+        """Take a carrier away abruptly, as if its process were killed: the stream is cut
+        with no goodbye and nothing it was doing is finished or refused. Its records are
+        closed at :meth:`stop` (or by :meth:`start_node`, which starts it again)."""
+        node = self.nodes.pop(carrier_id)
+        task = self._tasks.pop(carrier_id)
+        task.cancel()
+        node.connection.close()
+        await asyncio.gather(task, return_exceptions=True)
+        self._killed.setdefault(carrier_id, []).append(node)
+
+    async def _close_killed(self, carrier_id: str | None = None) -> None:
+        ids = list(self._killed) if carrier_id is None else [carrier_id]
+        for node in (n for c in ids for n in self._killed.pop(c, [])):
+            await asyncio.gather(node.shutdown(), return_exceptions=True)
+
     async def start_node(
         self, carrier_id: str, connect_timeout: float = 60.0, **changes: object
     ) -> NodeDaemon:
@@ -356,6 +392,7 @@ class SimulatedFederation:
         connected; ``changes``: node settings for this start."""
         if carrier_id in self.nodes:
             raise RuntimeError(f"node {carrier_id} is running")
+        await self._close_killed(carrier_id)
         node = self.make_node(carrier_id, **changes)
         if self.canned:
             await asyncio.to_thread(self.answers[self.carrier_dirs[carrier_id]].open)
@@ -370,6 +407,7 @@ class SimulatedFederation:
             await self.client.close()
         if self.nodes:
             await asyncio.gather(*(self.stop_node(c) for c in list(self.nodes)))
+        await self._close_killed()
         if self._workers:
             await self._stop_workers()
         if self.coordinator is not None:

@@ -10,7 +10,8 @@
 - the async harness underneath, for tests under an async plugin:
   :class:`SimulatedFederation` and its identities :data:`OPERATOR`, :data:`VIEWER`,
   :data:`TOKEN_OPERATOR`;
-- synthetic data: :class:`SynthConfig`, :func:`write_carriers`, :func:`spread`;
+- synthetic data: :class:`SynthConfig`, :func:`write_carriers`, :func:`spread`, and
+  :func:`load_directory` (a carrier directory into a PostgreSQL schema: a warehouse);
 - the oracle: :mod:`fedoversight.testing.oracle` (plain pandas over the carriers' files).
 
 Importing this package imports none of them: each name is loaded on first use, so the plugin
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
     from oversight_sim.harness import HARNESS_TOKEN_OPERATOR as TOKEN_OPERATOR
     from oversight_sim.harness import HARNESS_VIEWER as VIEWER
     from oversight_sim.harness import SimulatedFederation
+    from oversight_sim.pgload import load_directory
     from oversight_sim.runner import Client, Federation, start_federation
     from oversight_sim.scenario import Fault, Plant, Scenario, load_scenario, scenario_from
     from oversight_sim.synth import SynthConfig, write_carriers
@@ -53,6 +55,7 @@ _EXPORTS: dict[str, tuple[str, str]] = {
     "SynthConfig": ("oversight_sim.synth", "SynthConfig"),
     "TOKEN_OPERATOR": ("oversight_sim.harness", "HARNESS_TOKEN_OPERATOR"),
     "VIEWER": ("oversight_sim.harness", "HARNESS_VIEWER"),
+    "load_directory": ("oversight_sim.pgload", "load_directory"),
     "load_scenario": ("oversight_sim.scenario", "load_scenario"),
     "scenario_from": ("oversight_sim.scenario", "scenario_from"),
     "spread": ("oversight_sim.canned", "spread"),
@@ -75,6 +78,7 @@ __all__ = [
     "Scenario",
     "SimulatedFederation",
     "SynthConfig",
+    "load_directory",
     "load_scenario",
     "scenario_from",
     "spread",

@@ -17,7 +17,7 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.histogram import RELATIVE_ERROR_BOUND, Histogram, bin_index
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
+from fedoversight.testing import SimulatedFederation
 from tests.integration.helpers import compare, query_tables
 
 PERIOD = Period.parse("2026-01:2026-03")

@@ -27,4 +27,3 @@ def test_a_killed_node_is_left_out_and_the_total_says_so(federation, operator_cl
     again = operator_client.run("enrollment.member_months", PERIOD)
     assert set(states(again).values()) == {"answered"}
     assert again.attrs["complete"]
-

@@ -21,7 +21,8 @@ process of its own (a ``--phase`` sub-invocation), so its peak resident memory, 
   plain SQL text here, written for this grouping only), with the two largest member
   contributions of each dollar total but not the rest of the engine's disclosure columns;
 - ``pandas``: the independent pandas oracle of ``fedoversight/testing/oracle.py`` (carrier
-  scope only; tables loaded once and prepared frames shared across metrics, as a pandas analyst would).
+  scope only; tables loaded once and prepared frames shared across metrics, as a pandas
+  analyst would).
 
 The cells of the three are compared (the benchmark fails when they differ); wall times, peak
 memory, the ratios and the engine's time extrapolated linearly to 5.7 million members are

@@ -327,9 +327,12 @@ class SimulatedFederation:
                 operator_public_key=kit.operator_public_key,
                 result_signing_key=kit.result_signing_key,
             )
-        settings.update(self.node_settings)
-        settings.update(self.carrier_settings.get(carrier_id, {}))
-        settings.update(changes)
+        own = {**self.node_settings, **self.carrier_settings.get(carrier_id, {}), **changes}
+        if own.get("warehouse") is not None and "data_dir" not in own:
+            # A carrier on its warehouse: its directory is what was loaded there (the oracle
+            # reads it), not the node's source.
+            settings["data_dir"] = None
+        settings.update(own)
         return NodeConfig.model_validate(settings)
 
     def make_node(self, carrier_id: str, **changes: object) -> NodeDaemon:
@@ -367,6 +370,15 @@ class SimulatedFederation:
         task = self._tasks.pop(carrier_id)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await self._close_source(node)
+
+    async def _close_source(self, node: NodeDaemon) -> None:
+        """Close a stopped node's own data source (a process would exit; this one goes on).
+        A canned node's source is its dataset's, shared: closed with it, never here."""
+        # No data while its records were never opened; close() is not part of the protocol.
+        close = getattr(getattr(node, "data", None) and node.data.source, "close", None)
+        if not self.canned and callable(close):
+            await asyncio.to_thread(close)
 
     async def kill_node(self, carrier_id: str) -> None:
         """Take a carrier away abruptly, as if its process were killed: the stream is cut
@@ -383,6 +395,7 @@ class SimulatedFederation:
         ids = list(self._killed) if carrier_id is None else [carrier_id]
         for node in (n for c in ids for n in self._killed.pop(c, [])):
             await asyncio.gather(node.shutdown(), return_exceptions=True)
+            await self._close_source(node)
 
     async def start_node(
         self, carrier_id: str, connect_timeout: float = 60.0, **changes: object

@@ -3,10 +3,18 @@ scenario files, typed frames, the oracle, faults."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import pandas as pd
 import pytest
 
-from fedoversight.testing import Federation, oracle
+from fedoversight.testing import Federation, oracle, scenario_from
+from tests import postgres
+
+if TYPE_CHECKING:
+    from fedoversight.testing.plugin import CarrierSets
 
 PERIOD = "2026-01:2026-03"
 
@@ -124,3 +132,42 @@ def test_the_marker_changes_the_scenario_and_files_can_be_replaced(
     r1, r2 = before.attrs["round_id"], after.attrs["round_id"]
     assert values[(r1, "c001")] != values[(r1, "c002")]
     assert values[(r2, "c002")] == values[(r2, "c001")] == values[(r1, "c001")]
+
+
+@pytest.fixture
+def warehouse_schema(carrier_sets: CarrierSets) -> Iterator[str]:
+    """c002's files of the small scenario loaded into a fresh PostgreSQL schema."""
+    from fedoversight.testing import load_directory
+
+    data = carrier_sets.get(scenario_from(SMALL))
+    with postgres.fresh_schema() as schema:
+        with postgres.connect() as conn:
+            load_directory(conn, schema, data["c002"])
+        yield schema
+
+
+#: Two exact carriers; the warehouse test puts c002 on PostgreSQL.
+SMALL = {"carriers": 2, "members": 900, "seed": 12, "policy": {"perturbation": {"enabled": False}}}
+
+
+@pytest.mark.postgres
+def test_a_carrier_on_its_warehouse_answers_as_from_its_files(
+    carrier_sets: CarrierSets, warehouse_schema: str, tmp_path: Path
+) -> None:
+    scenario = scenario_from(SMALL)
+    on_files = carrier_sets.get(scenario)
+    on_warehouse = scenario.with_changes(
+        node_settings={"c002": {"warehouse": {"dbname": "test", "schema_name": warehouse_schema}}}
+    )
+    with Federation(on_warehouse, on_files, tmp_path / "run") as federation:
+        assert federation.harness.nodes["c002"].config.warehouse is not None
+        frame = federation.client.run("cost.pmpm", PERIOD, by=["month"])
+    assert frame.attrs["carriers_answered"] == 2
+    want = oracle.expected("cost.pmpm", on_files, PERIOD, by=["month"]).set_index(
+        ["scope", "month"]
+    )
+    released = frame[(frame["kind"] != "figure") & ~frame["withheld"] & ~frame["incomplete"]]
+    assert set(released["scope"]) == {"program", "c001", "c002"}
+    for row in released.itertuples():
+        key = (row.scope, row.month.strftime("%Y-%m"))
+        assert row.value_int == want.loc[key, row.statistic], (key, row.statistic)

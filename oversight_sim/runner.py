@@ -297,33 +297,33 @@ class Client:
         period: Period | str,
         by: Iterable[str | Dimension] | str = (),
         filters: Mapping[str | Dimension, Sequence[str] | str] | None = None,
+        carriers: Sequence[str] = (),
         *,
         version: int = 0,
         parameters: Mapping[str, float] | None = None,
-        carriers: Sequence[str] = (),
         quorum: int = 0,
-        deadline_seconds: int | None = None,
+        deadline: int | None = None,
     ) -> pd.DataFrame:
         """Run one metric (the catalogue's latest version unless ``version``) over ``period``
         (``"2026-01:2026-03"``), grouped ``by`` dimensions and ``filters`` (dimension to
-        values), and return the round's typed tidy frame."""
+        values), asking ``carriers`` (all when empty), and return the round's typed tidy frame.
+        The arguments are those of ``fedoversight.client.Client.run``."""
         query = wire.make_query(metric, version, _dimensions(by), _filters(filters), parameters)
-        return self.run_queries(
-            period, [query], carriers=carriers, quorum=quorum, deadline_seconds=deadline_seconds
-        )
+        return self.run_queries(period, [query], carriers, quorum=quorum, deadline=deadline)
 
     def run_queries(
         self,
         period: Period | str,
         queries: Sequence[QuerySpec],
-        *,
         carriers: Sequence[str] = (),
+        *,
         quorum: int = 0,
-        deadline_seconds: int | None = None,
+        deadline: int | None = None,
     ) -> pd.DataFrame:
-        """Run several queries (``fedoversight.wire.make_query``) in one round."""
+        """Run several queries (``fedoversight.wire.make_query``) in one round; ``deadline``
+        in seconds (the scenario's ``deadline_seconds`` when not given)."""
         span = Period.parse(period) if isinstance(period, str) else period
-        deadline = deadline_seconds or self.federation.scenario.deadline_seconds
+        deadline = deadline or self.federation.scenario.deadline_seconds
         self.federation.begin_round()
         outcome = self.federation.call(
             self.operator.run_round(

@@ -18,10 +18,13 @@ from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from coordinator import convert, readiness
-from coordinator.client import OperatorClient, Progress, RoundOutcome
+from coordinator.client import OperatorClient, Progress, RoundOutcome, scheduled_for
 from coordinator.config import CoordinatorConfig, load_coordinator_config
 from coordinator.export import FORMATS, write_export
+from coordinator.frames import round_frame
 from coordinator.receipts import verify_receipts, verify_round
+from coordinator.report import write_report
+from coordinator.schedule import load_schedule
 from coordinator.server import Coordinator, load_result_keys
 from coordinator.store import (
     CarrierRoundState,
@@ -52,8 +55,10 @@ def _oversight_typer() -> typer.Typer:
 app = _oversight_typer()
 round_app = typer.Typer(no_args_is_help=True, help="Run and read rounds.")
 metrics_app = typer.Typer(no_args_is_help=True, help="The metric catalogue.")
+schedule_app = typer.Typer(no_args_is_help=True, help="The suites the coordinator runs by itself.")
 app.add_typer(round_app, name="round")
 app.add_typer(metrics_app, name="metrics")
+app.add_typer(schedule_app, name="schedule")
 
 
 def build_app() -> typer.Typer:
@@ -250,6 +255,55 @@ def serve(
         await coordinator.shutdown()
 
     asyncio.run(main())
+
+
+@app.command()
+def dashboard(
+    config: Annotated[
+        Path | None, typer.Option("--config", help="dashboard TOML config (dashboard.toml)")
+    ] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(
+            "--coordinator", help="the coordinator's operator API, host:port (its operator_listen)"
+        ),
+    ] = None,
+    ca: Annotated[
+        Path | None, typer.Option("--ca", help="CA certificate of the coordinator's (TLS)")
+    ] = None,
+    server_name: Annotated[
+        str | None, typer.Option(help="name expected in the coordinator's certificate")
+    ] = None,
+    listen: Annotated[
+        str | None, typer.Option(help="where to serve HTTP (default 127.0.0.1:8080; port 0: any)")
+    ] = None,
+    json_logs: Annotated[bool, typer.Option("--json-logs", help="JSON log lines")] = False,
+) -> None:
+    """Serve the web dashboard: a client of the operator API, signing users in with their
+    bearer tokens (docs/dashboard.md)."""
+    configure_logging(json_format=json_logs)
+    try:
+        from coordinator.dashboard.serve import serve_dashboard
+        from coordinator.dashboard.settings import load_dashboard_config
+    except ImportError as exc:
+        raise fail(
+            ConfigError(
+                f"the dashboard needs its libraries ({exc.name}):"
+                " pip install 'fedoversight[dashboard]'"
+            )
+        ) from exc
+    try:
+        cfg = load_dashboard_config(
+            config, coordinator=coordinator, ca=ca, server_name=server_name, listen=listen
+        )
+    except OversightError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
+    if cfg.ca is None:
+        console.print(
+            "[bold red]no --ca[/bold red]: the dashboard talks to the coordinator in plaintext"
+            " (an insecure local demo only)."
+        )
+    asyncio.run(serve_dashboard(cfg, announce=lambda url: print(f"dashboard on {url}", flush=True)))
 
 
 def report_readiness(cfg: CoordinatorConfig) -> int:
@@ -493,28 +547,61 @@ def export(outcome: RoundOutcome, output: Path) -> None:
 def round_list(
     coordinator: AddressOpt = "127.0.0.1:50051",
     limit: int = 20,
+    suite: Annotated[
+        str | None,
+        typer.Option(
+            "--suite", help="only the rounds the schedule ran for this suite, with its revisions"
+        ),
+    ] = None,
     ca_cert: CaOpt = None,
     cert: CertOpt = None,
     key: KeyOpt = None,
     token_file: TokenOpt = None,
     server_name: ServerNameOpt = None,
 ) -> None:
-    """List recent rounds."""
+    """List recent rounds (a scheduled round with its suite and the time it was due).
+
+    With --suite, also each month's revisions: the n-th round of the suite that computed the
+    month (docs/scheduling.md)."""
 
     async def main() -> None:
         async with operator_client(
             coordinator, ca_cert, cert, key, token_file, server_name
         ) as client:
-            t = Table("round", "state", "period", "metrics", "answered")
-            for r in await client.list_rounds(limit):
+            t = Table("round", "state", "period", "metrics", "answered", "suite", "due")
+            for r in await client.list_rounds(limit, suite=suite):
+                due = scheduled_for(r)
                 t.add_row(
                     r.round_id,
                     str(convert.round_state_from_pb(r.state)),
                     f"{r.period.first_month}:{r.period.last_month}",
                     ",".join(q.metric for q in r.queries),
                     f"{r.carriers_answered}/{r.carriers_asked}",
+                    r.suite,
+                    f"{due:%Y-%m-%d %H:%M}" if due is not None else "",
                 )
             console.print(t)
+            if suite is None:
+                return
+            revisions = Table(
+                "month",
+                "revision",
+                "round",
+                "due",
+                "state",
+                "latest",
+                title=f"revisions of {suite}",
+            )
+            for v in await client.list_revisions(suite):
+                revisions.add_row(
+                    v.month,
+                    str(v.revision),
+                    v.round_id,
+                    f"{v.scheduled_for.ToDatetime(tzinfo=dt.UTC):%Y-%m-%d %H:%M}",
+                    str(convert.round_state_from_pb(v.state)),
+                    "yes" if v.latest else "",
+                )
+            console.print(revisions)
 
     try:
         asyncio.run(main())
@@ -706,6 +793,41 @@ def round_verify(
         f" {len(outcome.receipts)} receipts do not verify[/bold red]"
     )
     raise typer.Exit(EXIT_INVALID)
+
+
+@app.command()
+def report(
+    round_id: str,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="the HTML file to write (e.g. report.html)")
+    ],
+    coordinator: AddressOpt = "127.0.0.1:50051",
+    ca_cert: CaOpt = None,
+    cert: CertOpt = None,
+    key: KeyOpt = None,
+    token_file: TokenOpt = None,
+    server_name: ServerNameOpt = None,
+) -> None:
+    """Write a round's oversight report: one self-contained HTML page (charts, tables, the
+    round's completeness) that the browser prints to PDF."""
+    if output.suffix.lower() not in (".html", ".htm"):
+        raise fail(InvalidRequestError("the report is HTML: name an .html file"), EXIT_USAGE)
+
+    async def main() -> RoundOutcome:
+        async with operator_client(
+            coordinator, ca_cert, cert, key, token_file, server_name
+        ) as client:
+            return await client.get_round(round_id)
+
+    try:
+        outcome = asyncio.run(main())
+    except OversightError as exc:
+        raise fail(exc) from exc
+    write_report(round_frame(outcome), output)
+    console.print(
+        f"wrote {output}: round {outcome.round_id} ({outcome.period}), {outcome.state},"
+        f" {outcome.answered}/{len(outcome.carriers)} carriers answered"
+    )
 
 
 @app.command()
@@ -920,6 +1042,49 @@ def carriers(
         asyncio.run(main())
     except OversightError as exc:
         raise fail(exc) from exc
+
+
+@schedule_app.command("show")
+def schedule_show(
+    config: Annotated[Path, typer.Option("--config", help="coordinator TOML config")],
+    at: Annotated[
+        str | None,
+        typer.Option(
+            "--at", help="as of this UTC time (ISO, e.g. 2026-12-01T00:00) instead of now"
+        ),
+    ] = None,
+) -> None:
+    """Show the schedule the config names: each suite in words, its next due time and the
+    months that run will cover. Exits 2 when the config or the schedule is not valid."""
+    try:
+        cfg = load_coordinator_config(config)
+        if cfg.schedule is None:
+            raise ConfigError(f'{config} names no schedule (schedule = "schedule.toml")')
+        schedule = load_schedule(cfg.schedule)
+        now = _utc_time(at) if at else dt.datetime.now(dt.UTC)
+    except OversightError as exc:
+        raise fail(exc, EXIT_USAGE) from exc
+    if not schedule.suites:
+        console.print(f"{cfg.schedule}: no suites")
+        return
+    for suite in schedule.suites:
+        due = suite.next_due(now)
+        console.print(
+            f"[bold]{suite.name}[/bold]" + (f" — {suite.description}" if suite.description else "")
+        )
+        console.print(f"  {suite.describe()}", soft_wrap=True, highlight=False)
+        console.print(
+            f"  next due {due:%Y-%m-%d %H:%M} UTC, covering {suite.window(due)}",
+            highlight=False,
+        )
+
+
+def _utc_time(text: str) -> dt.datetime:
+    try:
+        value = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequestError(f"not an ISO time: {text!r}") from None
+    return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
 @metrics_app.command("list")

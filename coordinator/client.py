@@ -13,6 +13,7 @@ import grpc
 
 from coordinator import convert
 from coordinator.combine import ScopedTable
+from coordinator.config import Role
 from coordinator.export import RoundInfo
 from coordinator.rounds import new_request, sign_request
 from coordinator.store import CarrierRoundState, RoundState
@@ -25,6 +26,22 @@ from fedoversight.v1 import operator_pb2, operator_pb2_grpc
 
 #: Deadline of the operator's unary calls (every RPC has one).
 CALL_TIMEOUT = 60.0
+
+
+@dataclass(frozen=True)
+class Identity:
+    """Who the coordinator takes the caller for (``WhoAmI``)."""
+
+    name: str
+    role: Role
+    #: "certificate", "token" or "insecure".
+    via: str
+
+
+_ROLES = {
+    operator_pb2.OPERATOR_ROLE_VIEWER: Role.VIEWER,
+    operator_pb2.OPERATOR_ROLE_OPERATOR: Role.OPERATOR,
+}
 
 
 @dataclass(frozen=True)
@@ -46,6 +63,9 @@ class RoundOutcome:
     tables: tuple[ScopedTable, ...]
     #: Carriers whose answer arrived after the round finished (kept apart, not in the tables).
     late: tuple[str, ...] = ()
+    #: For a round the coordinator's schedule ran: its suite, and when the run was due.
+    suite: str | None = None
+    scheduled_for: dt.datetime | None = None
 
     @property
     def answered(self) -> int:
@@ -80,6 +100,7 @@ class OperatorClient:
         cert: Path | None = None,
         key: Path | None = None,
         token_file: Path | None = None,
+        token: str | None = None,
         signer: Signer | None = None,
         server_name: str | None = None,
         request_ttl: dt.timedelta = dt.timedelta(hours=1),
@@ -91,6 +112,8 @@ class OperatorClient:
         ]
         if (cert is None) != (key is None):
             raise ConfigError("give both the operator certificate and its key, or neither")
+        if token_file is not None and token is not None:
+            raise ConfigError("give a token file or a token, not both")
         self._metadata: tuple[tuple[str, str], ...] = ()
         if token_file is not None:
             try:
@@ -100,6 +123,10 @@ class OperatorClient:
             if not token:
                 raise ConfigError(f"token file {token_file} is empty")
             self._metadata = (("authorization", f"Bearer {token}"),)
+        elif token is not None:
+            if not token.strip():
+                raise ConfigError("the bearer token is empty")
+            self._metadata = (("authorization", f"Bearer {token.strip()}"),)
         self._signer = signer
         self._ttl = request_ttl
         if ca_cert is None:
@@ -205,6 +232,8 @@ class OperatorClient:
             ),
             tables=tuple(convert.table_from_pb(t) for t in msg.tables),
             late=tuple(c.carrier_id for c in msg.carriers if c.HasField("late_answer_at")),
+            suite=msg.summary.suite or None,
+            scheduled_for=scheduled_for(msg.summary),
         )
 
     async def run_round(
@@ -250,16 +279,35 @@ class OperatorClient:
             raise from_rpc_error(exc) from exc
         return msg
 
-    async def list_rounds(self, limit: int = 50) -> list[operator_pb2.RoundSummary]:
+    async def list_rounds(
+        self, limit: int = 50, *, suite: str | None = None
+    ) -> list[operator_pb2.RoundSummary]:
+        """The most recent rounds, newest first (those the schedule ran for ``suite``, when
+        given; :func:`scheduled_for` reads a summary's due time)."""
         try:
             msg = await self._stub.ListRounds(
-                operator_pb2.ListRoundsRequest(limit=limit),
+                operator_pb2.ListRoundsRequest(limit=limit, suite=suite or ""),
                 timeout=CALL_TIMEOUT,
                 metadata=self._metadata,
             )
         except grpc.aio.AioRpcError as exc:
             raise from_rpc_error(exc) from exc
         return list(msg.rounds)
+
+    async def list_revisions(
+        self, suite: str, month: str | None = None
+    ) -> list[operator_pb2.Revision]:
+        """A scheduled suite's revisions, by month then revision (of ``month``, "YYYY-MM",
+        only when given)."""
+        try:
+            msg = await self._stub.ListRevisions(
+                operator_pb2.ListRevisionsRequest(suite=suite, month=month or ""),
+                timeout=CALL_TIMEOUT,
+                metadata=self._metadata,
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return list(msg.revisions)
 
     async def list_carriers(self) -> list[operator_pb2.CarrierInfo]:
         try:
@@ -272,5 +320,42 @@ class OperatorClient:
             raise from_rpc_error(exc) from exc
         return list(msg.carriers)
 
+    async def list_metrics(self) -> operator_pb2.ListMetricsResponse:
+        try:
+            msg: operator_pb2.ListMetricsResponse = await self._stub.ListMetrics(
+                operator_pb2.ListMetricsRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        return msg
 
-__all__ = ["OperatorClient", "OversightError", "Progress", "RoundOutcome"]
+    async def whoami(self) -> Identity:
+        """The caller's name and role as the coordinator sees them (refused, as every call is,
+        for an unknown credential)."""
+        try:
+            msg = await self._stub.WhoAmI(
+                operator_pb2.WhoAmIRequest(), timeout=CALL_TIMEOUT, metadata=self._metadata
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise from_rpc_error(exc) from exc
+        role = _ROLES.get(msg.role)
+        if role is None:
+            raise OversightError("the coordinator named no role")
+        return Identity(name=msg.name, role=role, via=msg.via)
+
+
+def scheduled_for(summary: operator_pb2.RoundSummary) -> dt.datetime | None:
+    """When a scheduled round was due (None for a round an operator created)."""
+    if not summary.HasField("scheduled_for"):
+        return None
+    return summary.scheduled_for.ToDatetime(tzinfo=dt.UTC)
+
+
+__all__ = [
+    "Identity",
+    "OperatorClient",
+    "OversightError",
+    "Progress",
+    "RoundOutcome",
+    "scheduled_for",
+]

@@ -227,6 +227,11 @@ class CoordinatorConfig(BaseModel):
     max_message_bytes: int = Field(
         default=16 * 1024 * 1024, ge=1024, description="largest message accepted or sent"
     )
+    schedule: Path | None = Field(
+        default=None,
+        description="schedule file (TOML) of the suites the coordinator runs by itself each"
+        " month (docs/scheduling.md); they are signed with operator_signing_key",
+    )
     metrics_address: str | None = Field(
         default=None,
         description="host:port serving Prometheus metrics at /metrics over plain HTTP (off"

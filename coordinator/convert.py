@@ -8,6 +8,7 @@ import math
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from coordinator.combine import CombinedCell, FigureValue, ScopedTable
+from coordinator.schedule import Revision
 from coordinator.store import CarrierRound, CarrierRoundState, RoundRecord, RoundState
 from fedoversight import catalogue, wire
 from fedoversight.domain import RequestSpec, Status
@@ -50,6 +51,22 @@ def summary_to_pb(
         carriers_answered=sum(1 for c in carriers if c.state is CarrierRoundState.ANSWERED),
         created_at=ts(record.created_at),
         finished_at=ts(record.finished_at),
+        suite=record.suite or "",
+        scheduled_for=ts(record.scheduled_for),
+    )
+
+
+def revision_to_pb(
+    revision: Revision, finished_at: dt.datetime | None = None
+) -> operator_pb2.Revision:
+    return operator_pb2.Revision(
+        month=str(revision.month),
+        revision=revision.revision,
+        round_id=revision.round_id,
+        scheduled_for=ts(revision.scheduled_for),
+        state=_ROUND_STATE[revision.state],
+        latest=revision.latest,
+        finished_at=ts(finished_at),
     )
 
 

@@ -365,22 +365,26 @@ def _table_rows(
             finite = math.isfinite(fig.value)
             reason = _unreliable(spec, fig.name, values) if spec and finite else None
             sd = _figure_sd(spec, fig.name, values, sds) if spec and finite else None
-            perturbed = any(
-                s.status is Status.PERTURBED
-                for s in cell.stats
-                if spec and _input_of(spec, fig.name, s.name)
-            )
+            inputs = [s for s in cell.stats if spec and _input_of(spec, fig.name, s.name)]
+            perturbed = any(s.status is Status.PERTURBED for s in inputs)
+            # A carrier's rate on a value its node withheld is withheld with it; a program
+            # rate on a sum that leaves a carrier out is incomplete.
+            withheld = not program and any(s.status is Status.WITHHELD for s in inputs)
+            if withheld:
+                status = WITHHELD
+            elif not fig.complete:
+                status = INCOMPLETE
+            else:
+                status = PERTURBED if perturbed else RELEASED
             yield {
                 **base,
                 "statistic": fig.name,
                 "kind": FIGURE,
-                "value": fig.value if finite else None,
+                "value": fig.value if finite and not withheld else None,
                 "value_int": None,
-                "status": RELEASED
-                if fig.complete and not perturbed
-                else (PERTURBED if fig.complete else INCOMPLETE),
-                "withheld": False,
-                "incomplete": not fig.complete,
+                "status": status,
+                "withheld": withheld,
+                "incomplete": not fig.complete and not withheld,
                 "noise_sd": sd,
                 "unreliable": reason is not None,
                 "unreliable_reason": reason,

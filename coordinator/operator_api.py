@@ -18,7 +18,8 @@ from coordinator.config import Role
 from coordinator.hub import NodeHub
 from coordinator.monitoring import CoordinatorMetrics
 from coordinator.results import TABLES_KEPT
-from coordinator.rounds import RoundManager
+from coordinator.rounds import RoundManager, check_registered
+from coordinator.schedule import SUITE_NAME, ScheduledRound, revisions
 from coordinator.store import CarrierRound, CarrierRoundState, RoundStore, StoredResult
 from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension
@@ -28,6 +29,7 @@ from fedoversight.errors import (
     OversightError,
     grpc_status,
 )
+from fedoversight.periods import Month
 from fedoversight.v1 import operator_pb2, operator_pb2_grpc, types_pb2
 
 log = logging.getLogger(__name__)
@@ -132,7 +134,6 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         context: grpc.aio.ServicerContext,
         caller: Caller,
     ) -> operator_pb2.RoundSummary:
-        registered = [c for c, _ in await self._rounds.db(self._store.carriers)]
         if request.HasField("signed_request"):
             if request.HasField("period") or request.queries:
                 raise InvalidRequestError("a signed request carries its own period and queries")
@@ -146,30 +147,29 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             carriers = list(spec.carriers)
             if not carriers:
                 raise InvalidRequestError("a signed request names the carriers it asks")
+            registered = [c for c, _ in await self._rounds.db(self._store.carriers)]
+            check_registered(carriers, registered)
+            record = await self._rounds.create_round(
+                signed,
+                carriers,
+                quorum=request.quorum,
+                deadline_seconds=request.deadline_seconds,
+                idempotency_key=request.idempotency_key or None,
+                request=spec,
+            )
         else:
             if not request.HasField("period") or not request.queries:
                 raise InvalidRequestError("a round needs a period and at least one query")
             if len(request.queries) > wire.MAX_QUERIES:
                 raise InvalidRequestError("too many queries in one round")
-            period = wire.period_from_pb(request.period)
-            queries = [wire.query_from_pb(q) for q in request.queries]
-            carriers = list(request.carriers) or registered
-            spec = None
-        unknown = sorted(set(carriers) - set(registered))
-        if unknown:
-            shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
-            raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
-        if spec is None:
-            spec = self._rounds.build_request(period, queries, carriers, request.deadline_seconds)
-            signed = self._rounds.sign(spec)
-        record = await self._rounds.create_round(
-            signed,
-            carriers,
-            quorum=request.quorum,
-            deadline_seconds=request.deadline_seconds,
-            idempotency_key=request.idempotency_key or None,
-            request=spec,
-        )
+            record = await self._rounds.launch(
+                wire.period_from_pb(request.period),
+                [wire.query_from_pb(q) for q in request.queries],
+                list(request.carriers),
+                quorum=request.quorum,
+                deadline_seconds=request.deadline_seconds,
+                idempotency_key=request.idempotency_key or None,
+            )
         log.info(
             "round %s created by %s (%s, %s)",
             record.round_id,
@@ -178,7 +178,7 @@ class OversightService(operator_pb2_grpc.OversightServicer):
             "signed by the operator"
             if request.HasField("signed_request")
             else "signed by the coordinator"
-            if signed.signature
+            if record.signature
             else "unsigned",
             extra={"round_id": record.round_id},
         )
@@ -288,7 +288,10 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         caller: Caller,
     ) -> operator_pb2.ListRoundsResponse:
         limit = min(request.limit or 50, MAX_LIST)
-        records = await self._rounds.db(self._store.list_rounds, limit)
+        suite = _suite(request.suite) if request.suite else None
+        records = await self._rounds.db(
+            functools.partial(self._store.list_rounds, limit, suite=suite)
+        )
         out = []
         for record in records:
             statuses = await self._rounds.db(self._store.carrier_rounds, record.round_id)
@@ -323,6 +326,58 @@ class OversightService(operator_pb2_grpc.OversightServicer):
         caller: Caller,
     ) -> operator_pb2.ListMetricsResponse:
         return metrics_response()
+
+    @guarded(Role.VIEWER)
+    async def ListRevisions(
+        self,
+        request: operator_pb2.ListRevisionsRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.ListRevisionsResponse:
+        suite = _suite(request.suite)
+        month = Month.parse(request.month) if request.month else None
+        records = await self._rounds.db(self._store.suite_rounds, suite)
+        finished = {r.round_id: r.finished_at for r in records}
+        found = revisions(
+            [
+                ScheduledRound(
+                    round_id=r.round_id,
+                    scheduled_for=r.scheduled_for,
+                    period=self._rounds.request_of(r).period,
+                    state=r.state,
+                )
+                for r in records
+                if r.scheduled_for is not None and not r.state.is_open
+            ],
+            month,
+        )
+        return operator_pb2.ListRevisionsResponse(
+            suite=suite,
+            revisions=[convert.revision_to_pb(v, finished[v.round_id]) for v in found],
+        )
+
+    @guarded(Role.VIEWER)
+    async def WhoAmI(
+        self,
+        request: operator_pb2.WhoAmIRequest,
+        context: grpc.aio.ServicerContext,
+        caller: Caller,
+    ) -> operator_pb2.WhoAmIResponse:
+        return operator_pb2.WhoAmIResponse(
+            name=caller.name, role=_ROLES_PB[caller.role], via=caller.via
+        )
+
+
+def _suite(name: str) -> str:
+    if not SUITE_NAME.fullmatch(name):
+        raise InvalidRequestError("suite name is not of the expected form")
+    return name
+
+
+_ROLES_PB = {
+    Role.VIEWER: operator_pb2.OPERATOR_ROLE_VIEWER,
+    Role.OPERATOR: operator_pb2.OPERATOR_ROLE_OPERATOR,
+}
 
 
 def carrier_results(store: RoundStore, carrier_id: str, rounds: int) -> list[StoredResult]:

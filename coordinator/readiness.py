@@ -3,8 +3,9 @@
 Everything a start would open or rely on is checked without binding a port or changing
 anything: the coordinator's own certificate and key, the trust bundle, the operator keys, that
 some operator can use the operator API, that every registered carrier has a result-signing key
-(without one, every result it sends is rejected), the revocation file, and the round store
-(opened, its schema version checked; a SQLite file that does not exist yet is not created).
+(without one, every result it sends is rejected), the revocation file, the schedule (its suites
+valid, and a key to sign their rounds), and the round store (opened, its schema version
+checked; a SQLite file that does not exist yet is not created).
 
 A *problem* means the coordinator would start but not work as configured, or would not start:
 the check exits with status 2. A *warning* (a certificate close to expiry, an insecure demo) is
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coordinator.config import CoordinatorConfig
+from coordinator.schedule import load_schedule
 from fedoversight.errors import OversightError
 from fedoversight.signing import Signer, Verifier
 from fedoversight.tls import check_identity_files, load_certificates
@@ -56,6 +58,7 @@ def check(config: CoordinatorConfig, *, now: dt.datetime | None = None) -> list[
         *_operators(config),
         *_carriers(config),
         *_revocations(config),
+        *_schedule(config),
         *_store(config),
     ]
 
@@ -103,6 +106,19 @@ def _operator_keys(config: CoordinatorConfig) -> list[Finding]:
             )
         )
     return found
+
+
+def _schedule(config: CoordinatorConfig) -> list[Finding]:
+    if config.schedule is None:
+        return []
+    try:
+        schedule = load_schedule(config.schedule)
+    except OversightError as exc:
+        return [_problem(exc.detail)]
+    if schedule.suites and config.operator_signing_key is None and not config.insecure:
+        return [_problem("a schedule needs operator_signing_key: its rounds are signed with it")]
+    names = ", ".join(s.name for s in schedule.suites) or "none"
+    return [_ok(f"schedule {config.schedule.name}: {len(schedule.suites)} suite(s) ({names})")]
 
 
 def _operators(config: CoordinatorConfig) -> list[Finding]:

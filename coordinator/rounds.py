@@ -246,6 +246,34 @@ class RoundManager:
             raise AuthenticationError("the signed request is outside its validity window")
         return request
 
+    async def launch(
+        self,
+        period: Period,
+        queries: Sequence[QuerySpec],
+        carriers: Sequence[str] = (),
+        *,
+        quorum: int = 0,
+        deadline_seconds: int = 0,
+        idempotency_key: str | None = None,
+        scheduled: tuple[str, dt.datetime] | None = None,
+    ) -> RoundRecord:
+        """A round whose request the coordinator builds and signs with the operator key it
+        holds (CreateRound without a signed request, and the schedule's runs); ``carriers``
+        empty: every registered carrier. See :meth:`create_round`."""
+        registered = [c for c, _ in await self.db(self._store.carriers)]
+        carriers = list(carriers) or registered
+        check_registered(carriers, registered)
+        spec = self.build_request(period, queries, carriers, deadline_seconds)
+        return await self.create_round(
+            self.sign(spec),
+            carriers,
+            quorum=quorum,
+            deadline_seconds=deadline_seconds,
+            idempotency_key=idempotency_key,
+            request=spec,
+            scheduled=scheduled,
+        )
+
     async def create_round(
         self,
         signed: types_pb2.SignedRequest,
@@ -255,10 +283,12 @@ class RoundManager:
         deadline_seconds: int = 0,
         idempotency_key: str | None = None,
         request: RequestSpec | None = None,
+        scheduled: tuple[str, dt.datetime] | None = None,
     ) -> RoundRecord:
         """Store a round for ``signed`` and dispatch it. ``request`` is ``signed.request`` as
         :meth:`build_request` built it or :meth:`check_signed_request` decoded it (the bytes
-        are then not decoded again); without it the bytes are decoded here."""
+        are then not decoded again); without it the bytes are decoded here. ``scheduled``:
+        (suite, due time) of a round a schedule runs, stored with it."""
         if request is None:
             request = wire.decode_request_bytes(bytes(signed.request))
         else:
@@ -284,6 +314,8 @@ class RoundManager:
             deadline_at=created + deadline,
             created_at=created,
             idempotency_key=idempotency_key or None,
+            suite=scheduled[0] if scheduled is not None else None,
+            scheduled_for=scheduled[1] if scheduled is not None else None,
         )
         stored = await self.db(self._store.create_round, record, list(carriers))
         if stored.round_id != record.round_id:
@@ -742,6 +774,14 @@ def _compute_tables(
     """The round's tables from its results, decoding those not decoded yet (returned too)."""
     fresh = {r.carrier_id: wire.decode_result_bytes(r.result_bytes) for r in undecoded}
     return round_tables(request, {**decoded, **fresh}), fresh
+
+
+def check_registered(carriers: Sequence[str], registered: Sequence[str]) -> None:
+    """Refuse carriers that are not registered (naming a few, those of a well-formed id)."""
+    unknown = sorted(set(carriers) - set(registered))
+    if unknown:
+        shown = [c for c in unknown if wire.ID_RE.fullmatch(c)][:5]
+        raise InvalidRequestError(f"unknown carriers: {', '.join(shown) or '(malformed)'}")
 
 
 def _check_addressed(request: RequestSpec) -> None:

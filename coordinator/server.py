@@ -18,6 +18,7 @@ from coordinator.hub import NodeHub
 from coordinator.monitoring import CoordinatorMetrics, MetricsEndpoint
 from coordinator.operator_api import OversightService
 from coordinator.rounds import RoundManager
+from coordinator.schedule import Clock, Run, Schedule, Scheduler, SystemClock, load_schedule
 from coordinator.store import RoundStore, open_round_store
 from fedoversight.errors import ConfigError
 from fedoversight.signing import Signer, Verifier
@@ -95,7 +96,14 @@ def server_options(max_message_bytes: int) -> list[tuple[str, int]]:
 class Coordinator:
     """The coordinator daemon. ``async with Coordinator(config) as c:`` serves until exit."""
 
-    def __init__(self, config: CoordinatorConfig, *, signer: Signer | None = None) -> None:
+    def __init__(
+        self,
+        config: CoordinatorConfig,
+        *,
+        signer: Signer | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        """``clock``: what the schedule's due times are read from (the host's by default)."""
         self.config = config
         if signer is None and config.operator_signing_key is not None:
             signer = Signer.load(config.operator_signing_key)
@@ -114,6 +122,11 @@ class Coordinator:
         ):
             raise ConfigError("operator_public_key is not the public half of operator_signing_key")
         self.operator_verifier = operator_verifier
+        self.schedule = load_schedule(config.schedule) if config.schedule else Schedule()
+        if self.schedule.suites and signer is None and not config.insecure:
+            raise ConfigError(
+                "a schedule needs operator_signing_key: its rounds are signed with it"
+            )
         self.node_verifiers = load_result_keys(config)
         self.revocations = Revocations(config.revoked_serials, config.revocation_file)
         self.metrics = CoordinatorMetrics()
@@ -166,6 +179,29 @@ class Coordinator:
         self.operator_port: int = 0
         self.health = health.aio.HealthServicer()
         self.metrics_endpoint: MetricsEndpoint | None = None
+        self.scheduler = Scheduler(
+            self.schedule,
+            clock=clock or SystemClock(),
+            last_run=self._last_run,
+            launch=self._launch_run,
+        )
+        self._scheduling: asyncio.Task[None] | None = None
+
+    async def _last_run(self, suite: str) -> dt.datetime | None:
+        return await self.rounds.db(self.store.last_scheduled, suite)
+
+    async def _launch_run(self, run: Run) -> str:
+        """A suite's run, created as CreateRound creates a round the coordinator signs."""
+        record = await self.rounds.launch(
+            run.period,
+            run.suite.query_specs(),
+            run.suite.carriers,
+            quorum=run.suite.quorum,
+            deadline_seconds=run.suite.deadline_seconds,
+            idempotency_key=run.key,
+            scheduled=(run.suite.name, run.due),
+        )
+        return record.round_id
 
     @property
     def metrics_port(self) -> int:
@@ -217,6 +253,8 @@ class Coordinator:
         for service in ("", *REFLECTED[:-1]):
             await self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         await self.rounds.resume()
+        if self.schedule.suites:
+            self._scheduling = asyncio.create_task(self.scheduler.run(), name="schedule")
         log.info("coordinator listening on port %d", self.port)
         return self.port
 
@@ -257,6 +295,10 @@ class Coordinator:
         await self.server.wait_for_termination()
 
     async def shutdown(self, grace: float = 2.0) -> None:
+        if self._scheduling is not None:
+            self._scheduling.cancel()
+            await asyncio.gather(self._scheduling, return_exceptions=True)
+            self._scheduling = None
         await self.health.enter_graceful_shutdown()
         self.hub.close_all()
         for server in (self.operator_server, self.server):

@@ -88,6 +88,9 @@ class RoundRecord:
     finished_at: dt.datetime | None = None
     #: Client-chosen key making round creation idempotent.
     idempotency_key: str | None = None
+    #: For a round a schedule ran: its suite, and the time it was due.
+    suite: str | None = None
+    scheduled_for: dt.datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -166,11 +169,26 @@ CREATE TABLE IF NOT EXISTS carriers (
     display_name TEXT NOT NULL DEFAULT '',
     registered_at {time} NOT NULL
 );
+CREATE TABLE IF NOT EXISTS scheduled_rounds (
+    round_id TEXT PRIMARY KEY REFERENCES rounds (round_id),
+    suite TEXT NOT NULL,
+    scheduled_for {time} NOT NULL,
+    UNIQUE (suite, scheduled_for)
+);
 """
+# scheduled_rounds came after schema version 1 was fixed: it is created (empty) in a store
+# made before it, and a coordinator that does not know it leaves it alone, so the version stays.
 
 _ROUND_COLUMNS = (
     "round_id, request_bytes, signature, key_id, state, quorum, deadline_at, created_at,"
     " finished_at, idempotency_key"
+)
+#: A round's columns, with the suite and due time of a scheduled round (rounds are ``r``).
+_ROUND_SELECT = (
+    "SELECT "
+    + ", ".join(f"r.{c.strip()}" for c in _ROUND_COLUMNS.split(","))
+    + ", s.suite, s.scheduled_for FROM rounds AS r"
+    " LEFT JOIN scheduled_rounds AS s ON s.round_id = r.round_id"
 )
 _RESULT_COLUMNS = "round_id, carrier_id, result_bytes, signature, key_id, received_at"
 
@@ -398,6 +416,10 @@ class RoundStore:
             created_at=self._db.from_db(row["created_at"]),
             finished_at=self._db.from_db(finished) if finished is not None else None,
             idempotency_key=row["idempotency_key"],
+            suite=row["suite"],
+            scheduled_for=self._db.from_db(row["scheduled_for"])
+            if row["scheduled_for"] is not None
+            else None,
         )
 
     def _lock_round(self, conn: Connection, round_id: str) -> Any:
@@ -429,8 +451,11 @@ class RoundStore:
         """Store a round and a pending entry per carrier; return what is stored.
 
         When ``record.idempotency_key`` was used before, nothing is written and the round
-        created with it is returned.
+        created with it is returned. A record with ``suite`` and ``scheduled_for`` is stored
+        as that suite's run due then (in the same transaction).
         """
+        if (record.suite is None) != (record.scheduled_for is None):
+            raise InvalidRequestError("a scheduled round has both a suite and a due time")
         if len(set(carriers)) != len(carriers):
             raise InvalidRequestError("a carrier is named twice in a round")
         with self._db.transaction() as conn:
@@ -455,7 +480,7 @@ class RoundStore:
             if not inserted:
                 if record.idempotency_key is not None:
                     row = conn.execute(
-                        f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE idempotency_key = ?",
+                        f"{_ROUND_SELECT} WHERE r.idempotency_key = ?",
                         (record.idempotency_key,),
                     ).fetchone()
                     if row is not None:
@@ -467,8 +492,14 @@ class RoundStore:
                 " VALUES (?, ?, ?, ?)",
                 [(record.round_id, c, str(CarrierRoundState.PENDING), now) for c in carriers],
             )
+            if record.suite is not None and record.scheduled_for is not None:
+                conn.execute(
+                    "INSERT INTO scheduled_rounds (round_id, suite, scheduled_for)"
+                    " VALUES (?, ?, ?)",
+                    (record.round_id, record.suite, self._db.to_db(record.scheduled_for)),
+                )
             row = conn.execute(
-                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (record.round_id,)
+                f"{_ROUND_SELECT} WHERE r.round_id = ?", (record.round_id,)
             ).fetchone()
         logger.info(
             "round %s stored with %d carriers",
@@ -480,30 +511,48 @@ class RoundStore:
 
     def get_round(self, round_id: str) -> RoundRecord:
         with self._db.reading() as conn:
-            row = conn.execute(
-                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE round_id = ?", (round_id,)
-            ).fetchone()
+            row = conn.execute(f"{_ROUND_SELECT} WHERE r.round_id = ?", (round_id,)).fetchone()
         if row is None:
             raise NotFoundError("no such round")
         return self._round_from_row(row)
 
-    def list_rounds(self, limit: int = 50) -> list[RoundRecord]:
-        """The ``limit`` most recently created rounds, newest first."""
+    def list_rounds(self, limit: int = 50, *, suite: str | None = None) -> list[RoundRecord]:
+        """The ``limit`` most recently created rounds, newest first (only those a schedule
+        ran for ``suite``, when given)."""
+        where, args = ("", ()) if suite is None else (" WHERE s.suite = ?", (suite,))
         with self._db.reading() as conn:
             rows = conn.execute(
-                f"SELECT {_ROUND_COLUMNS} FROM rounds"
-                f" ORDER BY created_at DESC, {self._db.insertion_order} DESC LIMIT ?",
-                (max(0, limit),),
+                f"{_ROUND_SELECT}{where}"
+                f" ORDER BY r.created_at DESC, r.{self._db.insertion_order} DESC LIMIT ?",
+                (*args, max(0, limit)),
             ).fetchall()
         return [self._round_from_row(r) for r in rows]
+
+    def suite_rounds(self, suite: str) -> list[RoundRecord]:
+        """Every round a schedule ran for ``suite``, in order of the times they were due."""
+        with self._db.reading() as conn:
+            rows = conn.execute(
+                f"{_ROUND_SELECT} WHERE s.suite = ? ORDER BY s.scheduled_for, r.round_id",
+                (suite,),
+            ).fetchall()
+        return [self._round_from_row(r) for r in rows]
+
+    def last_scheduled(self, suite: str) -> dt.datetime | None:
+        """When the suite's latest run was due (None when it never ran)."""
+        with self._db.reading() as conn:
+            row = conn.execute(
+                "SELECT MAX(scheduled_for) AS due FROM scheduled_rounds WHERE suite = ?",
+                (suite,),
+            ).fetchone()
+        return self._db.from_db(row["due"]) if row["due"] is not None else None
 
     def open_rounds(self) -> list[RoundRecord]:
         """Rounds not yet finished (created, dispatched or collecting), oldest first."""
         states = sorted(str(s) for s in _OPEN_ROUND_STATES)
         with self._db.reading() as conn:
             rows = conn.execute(
-                f"SELECT {_ROUND_COLUMNS} FROM rounds WHERE state IN (?, ?, ?)"
-                f" ORDER BY created_at, {self._db.insertion_order}",
+                f"{_ROUND_SELECT} WHERE r.state IN (?, ?, ?)"
+                f" ORDER BY r.created_at, r.{self._db.insertion_order}",
                 states,
             ).fetchall()
         return [self._round_from_row(r) for r in rows]

@@ -37,6 +37,7 @@ from coordinator.config import (
     ServerTls,
 )
 from coordinator.provision import CarrierPlan, OperatorPlan, Provisioned, ProvisionPlan, provision
+from coordinator.schedule import Clock
 from coordinator.server import Coordinator
 from fedoversight.signing import Signer
 from fedoversight.v1 import types_pb2
@@ -110,6 +111,10 @@ class SimulatedFederation:
     metrics_address: str | None = None
     #: Keep the round store in PostgreSQL rather than in ``work_dir/rounds.sqlite3``.
     round_store: PostgresStore | None = None
+    #: The coordinator's schedule file (its suites run by themselves), and the clock their
+    #: due times are read from (the host's when None; a ``ManualClock`` to rehearse months).
+    schedule: Path | None = None
+    clock: Clock | None = None
     #: Nodes answer from canned engines, one real engine per distinct data directory.
     canned: bool = False
     #: Worker processes hosting the nodes (0: the nodes run in this process).
@@ -161,7 +166,8 @@ class SimulatedFederation:
                     carriers=tuple(CarrierPlan(id=c) for c in sorted(self.carrier_dirs)),
                     operators=(
                         OperatorPlan(name=HARNESS_OPERATOR, role=Role.OPERATOR),
-                        OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER),
+                        # The viewer has a token too: a web dashboard signs it in with one.
+                        OperatorPlan(name=HARNESS_VIEWER, role=Role.VIEWER, token=True),
                         OperatorPlan(name=HARNESS_TOKEN_OPERATOR, role=Role.OPERATOR, token=True),
                     ),
                 ),
@@ -182,6 +188,7 @@ class SimulatedFederation:
             "operator_listen": "127.0.0.1:0" if self.operator_port else None,
             "round_store": self.round_store,
             "metrics_address": self.metrics_address,
+            "schedule": self.schedule,
         }
         if not self.insecure:
             pki = self.provision()
@@ -212,7 +219,7 @@ class SimulatedFederation:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if not self.insecure:
             await asyncio.to_thread(self.provision)
-        self.coordinator = Coordinator(self.coordinator_config())
+        self.coordinator = Coordinator(self.coordinator_config(), clock=self.clock)
         await self.coordinator.start()
         if self.node_processes:
             try:
@@ -293,6 +300,17 @@ class SimulatedFederation:
                 process.kill()
             conn.close()
         self._workers.clear()
+
+    async def restart_coordinator(self) -> Coordinator:
+        """Stop the coordinator and start it again on the same port and round store (as after
+        a reboot); the nodes and the operator client reconnect by themselves."""
+        assert self.coordinator is not None
+        port = self.coordinator.port
+        await self.coordinator.shutdown(grace=0.5)
+        config = self.coordinator_config().model_copy(update={"listen": f"127.0.0.1:{port}"})
+        self.coordinator = Coordinator(config, clock=self.clock)
+        await self.coordinator.start()
+        return self.coordinator
 
     def operator_client(self, name: str = HARNESS_OPERATOR) -> OperatorClient:
         """A client for the operator API as the harness operator (or viewer)."""

@@ -26,17 +26,19 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from fedoversight.v1 import types_pb2 as fedoversight_dot_v1_dot_types__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64oversight/v1/operator.proto\x12\x0f\x66\x65\x64oversight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1b\x66\x65\x64oversight/v1/types.proto\"\xf3\x01\n\x12\x43reateRoundRequest\x12\'\n\x06period\x18\x01 \x01(\x0b\x32\x17.fedoversight.v1.Period\x12\'\n\x07queries\x18\x02 \x03(\x0b\x32\x16.fedoversight.v1.Query\x12\x10\n\x08\x63\x61rriers\x18\x03 \x03(\t\x12\x0e\n\x06quorum\x18\x04 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x05 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x36\n\x0esigned_request\x18\x07 \x01(\x0b\x32\x1e.fedoversight.v1.SignedRequest\"\x1c\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\"\xcb\x01\n\rCarrierStatus\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".fedoversight.v1.CarrierRoundState\x12.\n\nerror_code\x18\x03 \x01(\x0e\x32\x1a.fedoversight.v1.ErrorCode\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x32\n\x0elate_answer_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xb2\x02\n\x0cRoundSummary\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.fedoversight.v1.RoundState\x12\'\n\x06period\x18\x03 \x01(\x0b\x32\x17.fedoversight.v1.Period\x12\'\n\x07queries\x18\x04 \x03(\x0b\x32\x16.fedoversight.v1.Query\x12\x16\n\x0e\x63\x61rriers_asked\x18\x05 \x01(\r\x12\x19\n\x11\x63\x61rriers_answered\x18\x06 \x01(\r\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\rRoundProgress\x12.\n\x07summary\x18\x01 \x01(\x0b\x32\x1d.fedoversight.v1.RoundSummary\x12\x30\n\x08\x63\x61rriers\x18\x02 \x03(\x0b\x32\x1e.fedoversight.v1.CarrierStatus\"7\n\x06\x46igure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\"\xd1\x01\n\x0c\x43ombinedCell\x12&\n\x03key\x18\x01 \x03(\x0b\x32\x19.fedoversight.v1.GroupKey\x12.\n\nstatistics\x18\x02 \x03(\x0b\x32\x1a.fedoversight.v1.Statistic\x12(\n\x07\x66igures\x18\x03 \x03(\x0b\x32\x17.fedoversight.v1.Figure\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.fedoversight.v1.CellStatus\x12\x12\n\nincomplete\x18\x05 \x01(\x08\"\xd8\x01\n\x0bScopedTable\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x16\n\x0emetric_version\x18\x03 \x01(\r\x12,\n\x08group_by\x18\x04 \x03(\x0e\x32\x1a.fedoversight.v1.Dimension\x12,\n\x05\x63\x65lls\x18\x05 \x03(\x0b\x32\x1d.fedoversight.v1.CombinedCell\x12\x36\n\ndisclosure\x18\x06 \x01(\x0b\x32\".fedoversight.v1.DisclosureSummary\"\x97\x01\n\x05Round\x12.\n\x07summary\x18\x01 \x01(\x0b\x32\x1d.fedoversight.v1.RoundSummary\x12\x30\n\x08\x63\x61rriers\x18\x02 \x03(\x0b\x32\x1e.fedoversight.v1.CarrierStatus\x12,\n\x06tables\x18\x03 \x03(\x0b\x32\x1c.fedoversight.v1.ScopedTable\"}\n\x07Receipt\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1d.fedoversight.v1.SignedResult\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\rRoundReceipts\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12/\n\x07request\x18\x02 \x01(\x0b\x32\x1e.fedoversight.v1.SignedRequest\x12*\n\x08receipts\x18\x03 \x03(\x0b\x32\x18.fedoversight.v1.Receipt\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\"4\n\x0e\x41nchorsRequest\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12\x0e\n\x06rounds\x18\x02 \x01(\r\"P\n\x0e\x43\x61rrierAnchors\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12*\n\x08receipts\x18\x02 \x03(\x0b\x32\x18.fedoversight.v1.Receipt\"\"\n\x11ListRoundsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\"C\n\x12ListRoundsResponse\x12-\n\x06rounds\x18\x01 \x03(\x0b\x32\x1d.fedoversight.v1.RoundSummary\"\x15\n\x13ListCarriersRequest\"\xaa\x01\n\x0b\x43\x61rrierInfo\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x19\n\x11\x63\x61talogue_version\x18\x04 \x01(\t\x12\x14\n\x0cnode_version\x18\x05 \x01(\t\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x14ListCarriersResponse\x12.\n\x08\x63\x61rriers\x18\x01 \x03(\x0b\x32\x1c.fedoversight.v1.CarrierInfo\"\x14\n\x12ListMetricsRequest\"x\n\x13MetricStatisticInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08rests_on\x18\x04 \x01(\t\x12\x0f\n\x07part_of\x18\x05 \x01(\t\x12\r\n\x05\x62ound\x18\x06 \x01(\x03\"k\n\x13MetricParameterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x01\x12\x0f\n\x07minimum\x18\x04 \x01(\x01\x12\x0f\n\x07maximum\x18\x05 \x01(\x01\"E\n\x10MetricFigureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\"\xf3\x02\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\ndefinition\x18\x04 \x01(\t\x12.\n\ndimensions\x18\x05 \x03(\x0e\x32\x1a.fedoversight.v1.Dimension\x12\x38\n\nstatistics\x18\x06 \x03(\x0b\x32$.fedoversight.v1.MetricStatisticInfo\x12\x0f\n\x07\x66igures\x18\x07 \x03(\t\x12\x39\n\x0e\x66igure_details\x18\x08 \x03(\x0b\x32!.fedoversight.v1.MetricFigureInfo\x12\x38\n\nparameters\x18\t \x03(\x0b\x32$.fedoversight.v1.MetricParameterInfo\x12\x33\n\x0fgroup_by_one_of\x18\n \x03(\x0e\x32\x1a.fedoversight.v1.Dimension\"^\n\x13ListMetricsResponse\x12\x19\n\x11\x63\x61talogue_version\x18\x01 \x01(\t\x12,\n\x07metrics\x18\x02 \x03(\x0b\x32\x1b.fedoversight.v1.MetricInfo*\xc5\x01\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUND_STATE_CREATED\x10\x01\x12\x1a\n\x16ROUND_STATE_DISPATCHED\x10\x02\x12\x1a\n\x16ROUND_STATE_COLLECTING\x10\x03\x12\x18\n\x14ROUND_STATE_COMPLETE\x10\x04\x12\x17\n\x13ROUND_STATE_PARTIAL\x10\x05\x12\x16\n\x12ROUND_STATE_FAILED\x10\x06*\xaa\x02\n\x11\x43\x61rrierRoundState\x12#\n\x1f\x43\x41RRIER_ROUND_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43\x41RRIER_ROUND_STATE_PENDING\x10\x01\x12\x1c\n\x18\x43\x41RRIER_ROUND_STATE_SENT\x10\x02\x12 \n\x1c\x43\x41RRIER_ROUND_STATE_ANSWERED\x10\x03\x12\x1f\n\x1b\x43\x41RRIER_ROUND_STATE_REFUSED\x10\x04\x12$\n CARRIER_ROUND_STATE_DISCONNECTED\x10\x05\x12!\n\x1d\x43\x41RRIER_ROUND_STATE_TIMED_OUT\x10\x06\x12%\n!CARRIER_ROUND_STATE_NOT_CONNECTED\x10\x07\x32\x90\x05\n\tOversight\x12Q\n\x0b\x43reateRound\x12#.fedoversight.v1.CreateRoundRequest\x1a\x1d.fedoversight.v1.RoundSummary\x12I\n\nWatchRound\x12\x19.fedoversight.v1.RoundRef\x1a\x1e.fedoversight.v1.RoundProgress0\x01\x12=\n\x08GetRound\x12\x19.fedoversight.v1.RoundRef\x1a\x16.fedoversight.v1.Round\x12U\n\nListRounds\x12\".fedoversight.v1.ListRoundsRequest\x1a#.fedoversight.v1.ListRoundsResponse\x12[\n\x0cListCarriers\x12$.fedoversight.v1.ListCarriersRequest\x1a%.fedoversight.v1.ListCarriersResponse\x12X\n\x0bListMetrics\x12#.fedoversight.v1.ListMetricsRequest\x1a$.fedoversight.v1.ListMetricsResponse\x12H\n\x0bGetReceipts\x12\x19.fedoversight.v1.RoundRef\x1a\x1e.fedoversight.v1.RoundReceipts\x12N\n\nGetAnchors\x12\x1f.fedoversight.v1.AnchorsRequest\x1a\x1f.fedoversight.v1.CarrierAnchorsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x64oversight/v1/operator.proto\x12\x0f\x66\x65\x64oversight.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1b\x66\x65\x64oversight/v1/types.proto\"\xf3\x01\n\x12\x43reateRoundRequest\x12\'\n\x06period\x18\x01 \x01(\x0b\x32\x17.fedoversight.v1.Period\x12\'\n\x07queries\x18\x02 \x03(\x0b\x32\x16.fedoversight.v1.Query\x12\x10\n\x08\x63\x61rriers\x18\x03 \x03(\t\x12\x0e\n\x06quorum\x18\x04 \x01(\r\x12\x18\n\x10\x64\x65\x61\x64line_seconds\x18\x05 \x01(\r\x12\x17\n\x0fidempotency_key\x18\x06 \x01(\t\x12\x36\n\x0esigned_request\x18\x07 \x01(\x0b\x32\x1e.fedoversight.v1.SignedRequest\"\x1c\n\x08RoundRef\x12\x10\n\x08round_id\x18\x01 \x01(\t\"\xcb\x01\n\rCarrierStatus\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12\x31\n\x05state\x18\x02 \x01(\x0e\x32\".fedoversight.v1.CarrierRoundState\x12.\n\nerror_code\x18\x03 \x01(\x0e\x32\x1a.fedoversight.v1.ErrorCode\x12\x0f\n\x07message\x18\x04 \x01(\t\x12\x32\n\x0elate_answer_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xf4\x02\n\x0cRoundSummary\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12*\n\x05state\x18\x02 \x01(\x0e\x32\x1b.fedoversight.v1.RoundState\x12\'\n\x06period\x18\x03 \x01(\x0b\x32\x17.fedoversight.v1.Period\x12\'\n\x07queries\x18\x04 \x03(\x0b\x32\x16.fedoversight.v1.Query\x12\x16\n\x0e\x63\x61rriers_asked\x18\x05 \x01(\r\x12\x19\n\x11\x63\x61rriers_answered\x18\x06 \x01(\r\x12.\n\ncreated_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x66inished_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05suite\x18\t \x01(\t\x12\x31\n\rscheduled_for\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"q\n\rRoundProgress\x12.\n\x07summary\x18\x01 \x01(\x0b\x32\x1d.fedoversight.v1.RoundSummary\x12\x30\n\x08\x63\x61rriers\x18\x02 \x03(\x0b\x32\x1e.fedoversight.v1.CarrierStatus\"7\n\x06\x46igure\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01\x12\x10\n\x08\x63omplete\x18\x03 \x01(\x08\"\xd1\x01\n\x0c\x43ombinedCell\x12&\n\x03key\x18\x01 \x03(\x0b\x32\x19.fedoversight.v1.GroupKey\x12.\n\nstatistics\x18\x02 \x03(\x0b\x32\x1a.fedoversight.v1.Statistic\x12(\n\x07\x66igures\x18\x03 \x03(\x0b\x32\x17.fedoversight.v1.Figure\x12+\n\x06status\x18\x04 \x01(\x0e\x32\x1b.fedoversight.v1.CellStatus\x12\x12\n\nincomplete\x18\x05 \x01(\x08\"\xd8\x01\n\x0bScopedTable\x12\r\n\x05scope\x18\x01 \x01(\t\x12\x0e\n\x06metric\x18\x02 \x01(\t\x12\x16\n\x0emetric_version\x18\x03 \x01(\r\x12,\n\x08group_by\x18\x04 \x03(\x0e\x32\x1a.fedoversight.v1.Dimension\x12,\n\x05\x63\x65lls\x18\x05 \x03(\x0b\x32\x1d.fedoversight.v1.CombinedCell\x12\x36\n\ndisclosure\x18\x06 \x01(\x0b\x32\".fedoversight.v1.DisclosureSummary\"\x97\x01\n\x05Round\x12.\n\x07summary\x18\x01 \x01(\x0b\x32\x1d.fedoversight.v1.RoundSummary\x12\x30\n\x08\x63\x61rriers\x18\x02 \x03(\x0b\x32\x1e.fedoversight.v1.CarrierStatus\x12,\n\x06tables\x18\x03 \x03(\x0b\x32\x1c.fedoversight.v1.ScopedTable\"}\n\x07Receipt\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12-\n\x06result\x18\x02 \x01(\x0b\x32\x1d.fedoversight.v1.SignedResult\x12/\n\x0breceived_at\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\rRoundReceipts\x12\x10\n\x08round_id\x18\x01 \x01(\t\x12/\n\x07request\x18\x02 \x01(\x0b\x32\x1e.fedoversight.v1.SignedRequest\x12*\n\x08receipts\x18\x03 \x03(\x0b\x32\x18.fedoversight.v1.Receipt\x12\x10\n\x08\x61nswered\x18\x04 \x03(\t\"4\n\x0e\x41nchorsRequest\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12\x0e\n\x06rounds\x18\x02 \x01(\r\"P\n\x0e\x43\x61rrierAnchors\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12*\n\x08receipts\x18\x02 \x03(\x0b\x32\x18.fedoversight.v1.Receipt\"1\n\x11ListRoundsRequest\x12\r\n\x05limit\x18\x01 \x01(\r\x12\r\n\x05suite\x18\x02 \x01(\t\"C\n\x12ListRoundsResponse\x12-\n\x06rounds\x18\x01 \x03(\x0b\x32\x1d.fedoversight.v1.RoundSummary\"\x15\n\x13ListCarriersRequest\"\xaa\x01\n\x0b\x43\x61rrierInfo\x12\x12\n\ncarrier_id\x18\x01 \x01(\t\x12\x14\n\x0c\x64isplay_name\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x19\n\x11\x63\x61talogue_version\x18\x04 \x01(\t\x12\x14\n\x0cnode_version\x18\x05 \x01(\t\x12-\n\tlast_seen\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x14ListCarriersResponse\x12.\n\x08\x63\x61rriers\x18\x01 \x03(\x0b\x32\x1c.fedoversight.v1.CarrierInfo\"\x14\n\x12ListMetricsRequest\"x\n\x13MetricStatisticInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\x10\n\x08rests_on\x18\x04 \x01(\t\x12\x0f\n\x07part_of\x18\x05 \x01(\t\x12\r\n\x05\x62ound\x18\x06 \x01(\x03\"k\n\x13MetricParameterInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x65\x66\x61ult\x18\x03 \x01(\x01\x12\x0f\n\x07minimum\x18\x04 \x01(\x01\x12\x0f\n\x07maximum\x18\x05 \x01(\x01\"E\n\x10MetricFigureInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x0e\n\x06inputs\x18\x03 \x03(\t\"\xf3\x02\n\nMetricInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\r\x12\r\n\x05title\x18\x03 \x01(\t\x12\x12\n\ndefinition\x18\x04 \x01(\t\x12.\n\ndimensions\x18\x05 \x03(\x0e\x32\x1a.fedoversight.v1.Dimension\x12\x38\n\nstatistics\x18\x06 \x03(\x0b\x32$.fedoversight.v1.MetricStatisticInfo\x12\x0f\n\x07\x66igures\x18\x07 \x03(\t\x12\x39\n\x0e\x66igure_details\x18\x08 \x03(\x0b\x32!.fedoversight.v1.MetricFigureInfo\x12\x38\n\nparameters\x18\t \x03(\x0b\x32$.fedoversight.v1.MetricParameterInfo\x12\x33\n\x0fgroup_by_one_of\x18\n \x03(\x0e\x32\x1a.fedoversight.v1.Dimension\"^\n\x13ListMetricsResponse\x12\x19\n\x11\x63\x61talogue_version\x18\x01 \x01(\t\x12,\n\x07metrics\x18\x02 \x03(\x0b\x32\x1b.fedoversight.v1.MetricInfo\"4\n\x14ListRevisionsRequest\x12\r\n\x05suite\x18\x01 \x01(\t\x12\r\n\x05month\x18\x02 \x01(\t\"\xdd\x01\n\x08Revision\x12\r\n\x05month\x18\x01 \x01(\t\x12\x10\n\x08revision\x18\x02 \x01(\r\x12\x10\n\x08round_id\x18\x03 \x01(\t\x12\x31\n\rscheduled_for\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12*\n\x05state\x18\x05 \x01(\x0e\x32\x1b.fedoversight.v1.RoundState\x12\x0e\n\x06latest\x18\x06 \x01(\x08\x12/\n\x0b\x66inished_at\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"T\n\x15ListRevisionsResponse\x12\r\n\x05suite\x18\x01 \x01(\t\x12,\n\trevisions\x18\x02 \x03(\x0b\x32\x19.fedoversight.v1.Revision\"\x0f\n\rWhoAmIRequest\"X\n\x0eWhoAmIResponse\x12\x0c\n\x04name\x18\x01 \x01(\t\x12+\n\x04role\x18\x02 \x01(\x0e\x32\x1d.fedoversight.v1.OperatorRole\x12\x0b\n\x03via\x18\x03 \x01(\t*\xc5\x01\n\nRoundState\x12\x1b\n\x17ROUND_STATE_UNSPECIFIED\x10\x00\x12\x17\n\x13ROUND_STATE_CREATED\x10\x01\x12\x1a\n\x16ROUND_STATE_DISPATCHED\x10\x02\x12\x1a\n\x16ROUND_STATE_COLLECTING\x10\x03\x12\x18\n\x14ROUND_STATE_COMPLETE\x10\x04\x12\x17\n\x13ROUND_STATE_PARTIAL\x10\x05\x12\x16\n\x12ROUND_STATE_FAILED\x10\x06*\xaa\x02\n\x11\x43\x61rrierRoundState\x12#\n\x1f\x43\x41RRIER_ROUND_STATE_UNSPECIFIED\x10\x00\x12\x1f\n\x1b\x43\x41RRIER_ROUND_STATE_PENDING\x10\x01\x12\x1c\n\x18\x43\x41RRIER_ROUND_STATE_SENT\x10\x02\x12 \n\x1c\x43\x41RRIER_ROUND_STATE_ANSWERED\x10\x03\x12\x1f\n\x1b\x43\x41RRIER_ROUND_STATE_REFUSED\x10\x04\x12$\n CARRIER_ROUND_STATE_DISCONNECTED\x10\x05\x12!\n\x1d\x43\x41RRIER_ROUND_STATE_TIMED_OUT\x10\x06\x12%\n!CARRIER_ROUND_STATE_NOT_CONNECTED\x10\x07*c\n\x0cOperatorRole\x12\x1d\n\x19OPERATOR_ROLE_UNSPECIFIED\x10\x00\x12\x18\n\x14OPERATOR_ROLE_VIEWER\x10\x01\x12\x1a\n\x16OPERATOR_ROLE_OPERATOR\x10\x02\x32\xbb\x06\n\tOversight\x12Q\n\x0b\x43reateRound\x12#.fedoversight.v1.CreateRoundRequest\x1a\x1d.fedoversight.v1.RoundSummary\x12I\n\nWatchRound\x12\x19.fedoversight.v1.RoundRef\x1a\x1e.fedoversight.v1.RoundProgress0\x01\x12=\n\x08GetRound\x12\x19.fedoversight.v1.RoundRef\x1a\x16.fedoversight.v1.Round\x12U\n\nListRounds\x12\".fedoversight.v1.ListRoundsRequest\x1a#.fedoversight.v1.ListRoundsResponse\x12[\n\x0cListCarriers\x12$.fedoversight.v1.ListCarriersRequest\x1a%.fedoversight.v1.ListCarriersResponse\x12X\n\x0bListMetrics\x12#.fedoversight.v1.ListMetricsRequest\x1a$.fedoversight.v1.ListMetricsResponse\x12H\n\x0bGetReceipts\x12\x19.fedoversight.v1.RoundRef\x1a\x1e.fedoversight.v1.RoundReceipts\x12N\n\nGetAnchors\x12\x1f.fedoversight.v1.AnchorsRequest\x1a\x1f.fedoversight.v1.CarrierAnchors\x12^\n\rListRevisions\x12%.fedoversight.v1.ListRevisionsRequest\x1a&.fedoversight.v1.ListRevisionsResponse\x12I\n\x06WhoAmI\x12\x1e.fedoversight.v1.WhoAmIRequest\x1a\x1f.fedoversight.v1.WhoAmIResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'fedoversight.v1.operator_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ROUNDSTATE']._serialized_start=3239
-  _globals['_ROUNDSTATE']._serialized_end=3436
-  _globals['_CARRIERROUNDSTATE']._serialized_start=3439
-  _globals['_CARRIERROUNDSTATE']._serialized_end=3737
+  _globals['_ROUNDSTATE']._serialized_start=3791
+  _globals['_ROUNDSTATE']._serialized_end=3988
+  _globals['_CARRIERROUNDSTATE']._serialized_start=3991
+  _globals['_CARRIERROUNDSTATE']._serialized_end=4289
+  _globals['_OPERATORROLE']._serialized_start=4291
+  _globals['_OPERATORROLE']._serialized_end=4390
   _globals['_CREATEROUNDREQUEST']._serialized_start=114
   _globals['_CREATEROUNDREQUEST']._serialized_end=357
   _globals['_ROUNDREF']._serialized_start=359
@@ -44,47 +46,57 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CARRIERSTATUS']._serialized_start=390
   _globals['_CARRIERSTATUS']._serialized_end=593
   _globals['_ROUNDSUMMARY']._serialized_start=596
-  _globals['_ROUNDSUMMARY']._serialized_end=902
-  _globals['_ROUNDPROGRESS']._serialized_start=904
-  _globals['_ROUNDPROGRESS']._serialized_end=1017
-  _globals['_FIGURE']._serialized_start=1019
-  _globals['_FIGURE']._serialized_end=1074
-  _globals['_COMBINEDCELL']._serialized_start=1077
-  _globals['_COMBINEDCELL']._serialized_end=1286
-  _globals['_SCOPEDTABLE']._serialized_start=1289
-  _globals['_SCOPEDTABLE']._serialized_end=1505
-  _globals['_ROUND']._serialized_start=1508
-  _globals['_ROUND']._serialized_end=1659
-  _globals['_RECEIPT']._serialized_start=1661
-  _globals['_RECEIPT']._serialized_end=1786
-  _globals['_ROUNDRECEIPTS']._serialized_start=1789
-  _globals['_ROUNDRECEIPTS']._serialized_end=1933
-  _globals['_ANCHORSREQUEST']._serialized_start=1935
-  _globals['_ANCHORSREQUEST']._serialized_end=1987
-  _globals['_CARRIERANCHORS']._serialized_start=1989
-  _globals['_CARRIERANCHORS']._serialized_end=2069
-  _globals['_LISTROUNDSREQUEST']._serialized_start=2071
-  _globals['_LISTROUNDSREQUEST']._serialized_end=2105
-  _globals['_LISTROUNDSRESPONSE']._serialized_start=2107
-  _globals['_LISTROUNDSRESPONSE']._serialized_end=2174
-  _globals['_LISTCARRIERSREQUEST']._serialized_start=2176
-  _globals['_LISTCARRIERSREQUEST']._serialized_end=2197
-  _globals['_CARRIERINFO']._serialized_start=2200
-  _globals['_CARRIERINFO']._serialized_end=2370
-  _globals['_LISTCARRIERSRESPONSE']._serialized_start=2372
-  _globals['_LISTCARRIERSRESPONSE']._serialized_end=2442
-  _globals['_LISTMETRICSREQUEST']._serialized_start=2444
-  _globals['_LISTMETRICSREQUEST']._serialized_end=2464
-  _globals['_METRICSTATISTICINFO']._serialized_start=2466
-  _globals['_METRICSTATISTICINFO']._serialized_end=2586
-  _globals['_METRICPARAMETERINFO']._serialized_start=2588
-  _globals['_METRICPARAMETERINFO']._serialized_end=2695
-  _globals['_METRICFIGUREINFO']._serialized_start=2697
-  _globals['_METRICFIGUREINFO']._serialized_end=2766
-  _globals['_METRICINFO']._serialized_start=2769
-  _globals['_METRICINFO']._serialized_end=3140
-  _globals['_LISTMETRICSRESPONSE']._serialized_start=3142
-  _globals['_LISTMETRICSRESPONSE']._serialized_end=3236
-  _globals['_OVERSIGHT']._serialized_start=3740
-  _globals['_OVERSIGHT']._serialized_end=4396
+  _globals['_ROUNDSUMMARY']._serialized_end=968
+  _globals['_ROUNDPROGRESS']._serialized_start=970
+  _globals['_ROUNDPROGRESS']._serialized_end=1083
+  _globals['_FIGURE']._serialized_start=1085
+  _globals['_FIGURE']._serialized_end=1140
+  _globals['_COMBINEDCELL']._serialized_start=1143
+  _globals['_COMBINEDCELL']._serialized_end=1352
+  _globals['_SCOPEDTABLE']._serialized_start=1355
+  _globals['_SCOPEDTABLE']._serialized_end=1571
+  _globals['_ROUND']._serialized_start=1574
+  _globals['_ROUND']._serialized_end=1725
+  _globals['_RECEIPT']._serialized_start=1727
+  _globals['_RECEIPT']._serialized_end=1852
+  _globals['_ROUNDRECEIPTS']._serialized_start=1855
+  _globals['_ROUNDRECEIPTS']._serialized_end=1999
+  _globals['_ANCHORSREQUEST']._serialized_start=2001
+  _globals['_ANCHORSREQUEST']._serialized_end=2053
+  _globals['_CARRIERANCHORS']._serialized_start=2055
+  _globals['_CARRIERANCHORS']._serialized_end=2135
+  _globals['_LISTROUNDSREQUEST']._serialized_start=2137
+  _globals['_LISTROUNDSREQUEST']._serialized_end=2186
+  _globals['_LISTROUNDSRESPONSE']._serialized_start=2188
+  _globals['_LISTROUNDSRESPONSE']._serialized_end=2255
+  _globals['_LISTCARRIERSREQUEST']._serialized_start=2257
+  _globals['_LISTCARRIERSREQUEST']._serialized_end=2278
+  _globals['_CARRIERINFO']._serialized_start=2281
+  _globals['_CARRIERINFO']._serialized_end=2451
+  _globals['_LISTCARRIERSRESPONSE']._serialized_start=2453
+  _globals['_LISTCARRIERSRESPONSE']._serialized_end=2523
+  _globals['_LISTMETRICSREQUEST']._serialized_start=2525
+  _globals['_LISTMETRICSREQUEST']._serialized_end=2545
+  _globals['_METRICSTATISTICINFO']._serialized_start=2547
+  _globals['_METRICSTATISTICINFO']._serialized_end=2667
+  _globals['_METRICPARAMETERINFO']._serialized_start=2669
+  _globals['_METRICPARAMETERINFO']._serialized_end=2776
+  _globals['_METRICFIGUREINFO']._serialized_start=2778
+  _globals['_METRICFIGUREINFO']._serialized_end=2847
+  _globals['_METRICINFO']._serialized_start=2850
+  _globals['_METRICINFO']._serialized_end=3221
+  _globals['_LISTMETRICSRESPONSE']._serialized_start=3223
+  _globals['_LISTMETRICSRESPONSE']._serialized_end=3317
+  _globals['_LISTREVISIONSREQUEST']._serialized_start=3319
+  _globals['_LISTREVISIONSREQUEST']._serialized_end=3371
+  _globals['_REVISION']._serialized_start=3374
+  _globals['_REVISION']._serialized_end=3595
+  _globals['_LISTREVISIONSRESPONSE']._serialized_start=3597
+  _globals['_LISTREVISIONSRESPONSE']._serialized_end=3681
+  _globals['_WHOAMIREQUEST']._serialized_start=3683
+  _globals['_WHOAMIREQUEST']._serialized_end=3698
+  _globals['_WHOAMIRESPONSE']._serialized_start=3700
+  _globals['_WHOAMIRESPONSE']._serialized_end=3788
+  _globals['_OVERSIGHT']._serialized_start=4393
+  _globals['_OVERSIGHT']._serialized_end=5220
 # @@protoc_insertion_point(module_scope)

@@ -107,6 +107,27 @@ CARRIER_ROUND_STATE_NOT_CONNECTED: CarrierRoundState.ValueType  # 7
 """The deadline passed and the node never connected."""
 Global___CarrierRoundState: _TypeAlias = CarrierRoundState  # noqa: Y015
 
+class _OperatorRole:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _OperatorRoleEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_OperatorRole.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    OPERATOR_ROLE_UNSPECIFIED: _OperatorRole.ValueType  # 0
+    OPERATOR_ROLE_VIEWER: _OperatorRole.ValueType  # 1
+    """Reads rounds, results, carriers, the catalogue and receipts."""
+    OPERATOR_ROLE_OPERATOR: _OperatorRole.ValueType  # 2
+    """Also creates rounds."""
+
+class OperatorRole(_OperatorRole, metaclass=_OperatorRoleEnumTypeWrapper): ...
+
+OPERATOR_ROLE_UNSPECIFIED: OperatorRole.ValueType  # 0
+OPERATOR_ROLE_VIEWER: OperatorRole.ValueType  # 1
+"""Reads rounds, results, carriers, the catalogue and receipts."""
+OPERATOR_ROLE_OPERATOR: OperatorRole.ValueType  # 2
+"""Also creates rounds."""
+Global___OperatorRole: _TypeAlias = OperatorRole  # noqa: Y015
+
 @_typing.final
 class CreateRoundRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
@@ -245,11 +266,17 @@ class RoundSummary(_message.Message):
     CARRIERS_ANSWERED_FIELD_NUMBER: _builtins.int
     CREATED_AT_FIELD_NUMBER: _builtins.int
     FINISHED_AT_FIELD_NUMBER: _builtins.int
+    SUITE_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
     round_id: _builtins.str
     state: Global___RoundState.ValueType
     carriers_asked: _builtins.int
     """Carriers the round asked, and how many of them answered."""
     carriers_answered: _builtins.int
+    suite: _builtins.str
+    """For a round the coordinator's schedule ran: the suite's name, and the time the run was
+    due (UTC). Empty and absent for a round an operator created.
+    """
     @_builtins.property
     def period(self) -> _types_pb2.Period: ...
     @_builtins.property
@@ -260,6 +287,8 @@ class RoundSummary(_message.Message):
     def finished_at(self) -> _timestamp_pb2.Timestamp:
         """When the round finished (absent while it is open)."""
 
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -271,10 +300,12 @@ class RoundSummary(_message.Message):
         carriers_answered: _builtins.int = ...,
         created_at: _timestamp_pb2.Timestamp | None = ...,
         finished_at: _timestamp_pb2.Timestamp | None = ...,
+        suite: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "period", b"period"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "scheduled_for", b"scheduled_for"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers_answered", b"carriers_answered", "carriers_asked", b"carriers_asked", "created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "queries", b"queries", "round_id", b"round_id", "state", b"state"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["carriers_answered", b"carriers_answered", "carriers_asked", b"carriers_asked", "created_at", b"created_at", "finished_at", b"finished_at", "period", b"period", "queries", b"queries", "round_id", b"round_id", "scheduled_for", b"scheduled_for", "state", b"state", "suite", b"suite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -575,16 +606,20 @@ class ListRoundsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     LIMIT_FIELD_NUMBER: _builtins.int
+    SUITE_FIELD_NUMBER: _builtins.int
     limit: _builtins.int
     """Most rounds to return (0: 50; at most 1,000)."""
+    suite: _builtins.str
+    """Only the rounds the schedule ran for this suite (empty: every round)."""
     def __init__(
         self,
         *,
         limit: _builtins.int = ...,
+        suite: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limit", b"limit", "suite", b"suite"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -885,3 +920,149 @@ class ListMetricsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListMetricsResponse: _TypeAlias = ListMetricsResponse  # noqa: Y015
+
+@_typing.final
+class ListRevisionsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUITE_FIELD_NUMBER: _builtins.int
+    MONTH_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    """The suite's name, as the schedule file gives it (a suite that never ran, or is not in the
+    schedule, has no revisions: an empty list; a name not of a suite's form is refused).
+    """
+    month: _builtins.str
+    """One month, "YYYY-MM" (empty: every month the suite's rounds covered)."""
+    def __init__(
+        self,
+        *,
+        suite: _builtins.str = ...,
+        month: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["month", b"month", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevisionsRequest: _TypeAlias = ListRevisionsRequest  # noqa: Y015
+
+@_typing.final
+class Revision(_message.Message):
+    """One revision of a month in a suite: the n-th round of the suite that covered the month, in
+    the order the rounds were due, among those that finished with figures (complete or partial;
+    open and failed rounds are not revisions). Read its values with GetRound(round_id), in the
+    program table's cells whose month key is this month.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONTH_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    ROUND_ID_FIELD_NUMBER: _builtins.int
+    SCHEDULED_FOR_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
+    FINISHED_AT_FIELD_NUMBER: _builtins.int
+    month: _builtins.str
+    """"YYYY-MM"."""
+    revision: _builtins.int
+    """1 for the first computation of the month, then 2, 3, ..."""
+    round_id: _builtins.str
+    state: Global___RoundState.ValueType
+    """ROUND_STATE_COMPLETE or ROUND_STATE_PARTIAL."""
+    latest: _builtins.bool
+    """The month's newest revision."""
+    @_builtins.property
+    def scheduled_for(self) -> _timestamp_pb2.Timestamp:
+        """When the run was due (UTC)."""
+
+    @_builtins.property
+    def finished_at(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        month: _builtins.str = ...,
+        revision: _builtins.int = ...,
+        round_id: _builtins.str = ...,
+        scheduled_for: _timestamp_pb2.Timestamp | None = ...,
+        state: Global___RoundState.ValueType = ...,
+        latest: _builtins.bool = ...,
+        finished_at: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "scheduled_for", b"scheduled_for"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["finished_at", b"finished_at", "latest", b"latest", "month", b"month", "revision", b"revision", "round_id", b"round_id", "scheduled_for", b"scheduled_for", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Revision: _TypeAlias = Revision  # noqa: Y015
+
+@_typing.final
+class ListRevisionsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUITE_FIELD_NUMBER: _builtins.int
+    REVISIONS_FIELD_NUMBER: _builtins.int
+    suite: _builtins.str
+    @_builtins.property
+    def revisions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Revision]:
+        """By month, then revision."""
+
+    def __init__(
+        self,
+        *,
+        suite: _builtins.str = ...,
+        revisions: _abc.Iterable[Global___Revision] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["revisions", b"revisions", "suite", b"suite"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListRevisionsResponse: _TypeAlias = ListRevisionsResponse  # noqa: Y015
+
+@_typing.final
+class WhoAmIRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIRequest: _TypeAlias = WhoAmIRequest  # noqa: Y015
+
+@_typing.final
+class WhoAmIResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ROLE_FIELD_NUMBER: _builtins.int
+    VIA_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The operator's name as configured on the coordinator."""
+    role: Global___OperatorRole.ValueType
+    via: _builtins.str
+    """How the caller was recognised: "certificate", "token" or "insecure" (a demo coordinator
+    without TLS or operators).
+    """
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        role: Global___OperatorRole.ValueType = ...,
+        via: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "role", b"role", "via", b"via"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WhoAmIResponse: _TypeAlias = WhoAmIResponse  # noqa: Y015

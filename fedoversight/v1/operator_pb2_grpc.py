@@ -74,6 +74,16 @@ class OversightStub:
                 request_serializer=fedoversight_dot_v1_dot_operator__pb2.AnchorsRequest.SerializeToString,
                 response_deserializer=fedoversight_dot_v1_dot_operator__pb2.CarrierAnchors.FromString,
                 _registered_method=True)
+        self.ListRevisions = channel.unary_unary(
+                '/fedoversight.v1.Oversight/ListRevisions',
+                request_serializer=fedoversight_dot_v1_dot_operator__pb2.ListRevisionsRequest.SerializeToString,
+                response_deserializer=fedoversight_dot_v1_dot_operator__pb2.ListRevisionsResponse.FromString,
+                _registered_method=True)
+        self.WhoAmI = channel.unary_unary(
+                '/fedoversight.v1.Oversight/WhoAmI',
+                request_serializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIRequest.SerializeToString,
+                response_deserializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIResponse.FromString,
+                _registered_method=True)
 
 
 class OversightServicer:
@@ -138,6 +148,23 @@ class OversightServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListRevisions(self, request, context):
+        """A scheduled suite's revisions: for each month its runs covered, every round that computed
+        it, revision 1 first (docs/scheduling.md). Viewer role.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WhoAmI(self, request, context):
+        """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+        A client holding a credential it did not configure (a web dashboard given an operator's
+        bearer token) checks it with this call and shows only what the role allows.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_OversightServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -180,6 +207,16 @@ def add_OversightServicer_to_server(servicer, server):
                     servicer.GetAnchors,
                     request_deserializer=fedoversight_dot_v1_dot_operator__pb2.AnchorsRequest.FromString,
                     response_serializer=fedoversight_dot_v1_dot_operator__pb2.CarrierAnchors.SerializeToString,
+            ),
+            'ListRevisions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListRevisions,
+                    request_deserializer=fedoversight_dot_v1_dot_operator__pb2.ListRevisionsRequest.FromString,
+                    response_serializer=fedoversight_dot_v1_dot_operator__pb2.ListRevisionsResponse.SerializeToString,
+            ),
+            'WhoAmI': grpc.unary_unary_rpc_method_handler(
+                    servicer.WhoAmI,
+                    request_deserializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIRequest.FromString,
+                    response_serializer=fedoversight_dot_v1_dot_operator__pb2.WhoAmIResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -398,6 +435,60 @@ class Oversight:
             '/fedoversight.v1.Oversight/GetAnchors',
             fedoversight_dot_v1_dot_operator__pb2.AnchorsRequest.SerializeToString,
             fedoversight_dot_v1_dot_operator__pb2.CarrierAnchors.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListRevisions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedoversight.v1.Oversight/ListRevisions',
+            fedoversight_dot_v1_dot_operator__pb2.ListRevisionsRequest.SerializeToString,
+            fedoversight_dot_v1_dot_operator__pb2.ListRevisionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WhoAmI(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/fedoversight.v1.Oversight/WhoAmI',
+            fedoversight_dot_v1_dot_operator__pb2.WhoAmIRequest.SerializeToString,
+            fedoversight_dot_v1_dot_operator__pb2.WhoAmIResponse.FromString,
             options,
             channel_credentials,
             insecure,

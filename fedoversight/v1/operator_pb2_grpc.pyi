@@ -60,6 +60,15 @@ class OversightStub:
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
     """
+    ListRevisions: _grpc.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]
+    """A scheduled suite's revisions: for each month its runs covered, every round that computed
+    it, revision 1 first (docs/scheduling.md). Viewer role.
+    """
+    WhoAmI: _grpc.UnaryUnaryMultiCallable[_operator_pb2.WhoAmIRequest, _operator_pb2.WhoAmIResponse]
+    """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+    A client holding a credential it did not configure (a web dashboard given an operator's
+    bearer token) checks it with this call and shows only what the role allows.
+    """
 
 @_typing.type_check_only
 class OversightAsyncStub(OversightStub):
@@ -84,6 +93,15 @@ class OversightAsyncStub(OversightStub):
     """Every signed result the coordinator keeps from one carrier (late ones included), oldest
     first: each carries the node's audit anchor, for the carrier's auditor to check the node's
     audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+    """
+    ListRevisions: _aio.UnaryUnaryMultiCallable[_operator_pb2.ListRevisionsRequest, _operator_pb2.ListRevisionsResponse]  # type: ignore[assignment]
+    """A scheduled suite's revisions: for each month its runs covered, every round that computed
+    it, revision 1 first (docs/scheduling.md). Viewer role.
+    """
+    WhoAmI: _aio.UnaryUnaryMultiCallable[_operator_pb2.WhoAmIRequest, _operator_pb2.WhoAmIResponse]  # type: ignore[assignment]
+    """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+    A client holding a credential it did not configure (a web dashboard given an operator's
+    bearer token) checks it with this call and shows only what the role allows.
     """
 
 class OversightServicer(metaclass=_abc_1.ABCMeta):
@@ -154,6 +172,27 @@ class OversightServicer(metaclass=_abc_1.ABCMeta):
         """Every signed result the coordinator keeps from one carrier (late ones included), oldest
         first: each carries the node's audit anchor, for the carrier's auditor to check the node's
         audit log against (`oversight anchors`, then `carrier-node audit verify --anchors`).
+        """
+
+    @_abc_1.abstractmethod
+    def ListRevisions(
+        self,
+        request: _operator_pb2.ListRevisionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.ListRevisionsResponse, _abc.Awaitable[_operator_pb2.ListRevisionsResponse]]:
+        """A scheduled suite's revisions: for each month its runs covered, every round that computed
+        it, revision 1 first (docs/scheduling.md). Viewer role.
+        """
+
+    @_abc_1.abstractmethod
+    def WhoAmI(
+        self,
+        request: _operator_pb2.WhoAmIRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_operator_pb2.WhoAmIResponse, _abc.Awaitable[_operator_pb2.WhoAmIResponse]]:
+        """Who the caller is to the coordinator: its name and role (any operator or viewer may ask).
+        A client holding a credential it did not configure (a web dashboard given an operator's
+        bearer token) checks it with this call and shows only what the role allows.
         """
 
 def add_OversightServicer_to_server(servicer: OversightServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -224,3 +224,12 @@ def test_a_rate_over_fewer_than_thirty_people_is_unreliable() -> None:
     # 300 member months and 24 claimants are enough events; 25 people are too few.
     assert row["unreliable"]
     assert row["unreliable_reason"] == f"members below {frames.UNRELIABLE_MIN_MEMBERS}"
+
+
+def test_a_carrier_rate_on_a_withheld_value_is_withheld_with_it() -> None:
+    frame = frames.frame_of(_tables(), INFO)
+    rate = _row(frame, "acme", "2026-02", "allowed_pmpm")  # its member months were withheld
+    assert rate["withheld"] and rate["status"] == "withheld"
+    assert not rate["incomplete"] and pd.isna(rate["value"])
+    program = _row(frame, frames.PROGRAM, "2026-02", "allowed_pmpm")
+    assert program["incomplete"] and not program["withheld"]

@@ -122,3 +122,22 @@ def test_an_existing_store_is_opened_and_one_of_another_schema_refused(
     done = check(coordinator_toml)
     assert done.returncode == 2, done.stdout + done.stderr
     assert "round store: round store schema version 2 is not 1" in done.stdout
+
+
+def test_the_schedule_is_checked_and_needs_the_signing_key(coordinator_toml: Path) -> None:
+    schedule = coordinator_toml.parent / "schedule.toml"
+    schedule.write_text(
+        '[[suite]]\nname = "monthly"\n[[suite.query]]\nmetric = "cost.pmpm"\ngroup_by = ["month"]\n'
+    )
+    edit(coordinator_toml, schedule="schedule.toml")
+    done = check(coordinator_toml)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "schedule schedule.toml: 1 suite(s) (monthly)" in done.stdout
+    edit(coordinator_toml, operator_signing_key=None)
+    done = check(coordinator_toml)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "a schedule needs operator_signing_key" in done.stdout
+    schedule.write_text('[[suite]]\nname = "monthly"\n[[suite.query]]\nmetric = "cost.none"\n')
+    done = check(coordinator_toml)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "suite[0].query[0]: cost.none: unknown metric" in done.stdout

@@ -354,3 +354,50 @@ def test_a_store_of_another_schema_version_is_refused(open_store: StoreOpener) -
         conn.execute("UPDATE schema_version SET version = ?", (SCHEMA_VERSION + 1,))
     with pytest.raises(ConfigError, match="schema version"):
         open_store()
+
+
+def test_a_scheduled_round_keeps_its_suite_and_due_time(store: RoundStore) -> None:
+    due = dt.datetime(2026, 3, 5, 6, 30, tzinfo=dt.UTC)
+    later = dt.datetime(2026, 4, 5, 6, 30, tzinfo=dt.UTC)
+    store.create_round(_round("r1"), ["acme"])
+    second = replace(
+        _round("r3", minutes=2, key="schedule:cost:2"), suite="cost", scheduled_for=later
+    )
+    first = replace(_round("r2", minutes=1, key="schedule:cost:1"), suite="cost", scheduled_for=due)
+    other = replace(_round("r4", minutes=3), suite="other", scheduled_for=due)
+    for record in (second, first, other):
+        assert store.create_round(record, ["acme"]) == record
+    assert store.get_round("r2").suite == "cost"
+    assert store.get_round("r2").scheduled_for == due
+    assert store.get_round("r1").suite is None and store.get_round("r1").scheduled_for is None
+    # Newest first, only the suite's; the suite's rounds in order of their due times.
+    assert [r.round_id for r in store.list_rounds(suite="cost")] == ["r3", "r2"]
+    assert [r.round_id for r in store.list_rounds()] == ["r4", "r3", "r2", "r1"]
+    assert [r.round_id for r in store.suite_rounds("cost")] == ["r2", "r3"]
+    assert store.suite_rounds("none") == []
+    assert store.last_scheduled("cost") == later
+    assert store.last_scheduled("other") == due
+    assert store.last_scheduled("another") is None
+    # The same run again (its key) is the round stored, written once.
+    again = replace(first, round_id="r9")
+    assert store.create_round(again, ["acme"]).round_id == "r2"
+    assert len(store.suite_rounds("cost")) == 2
+    # Open rounds carry it too (what a restart resumes).
+    assert {r.round_id: r.suite for r in store.open_rounds()}["r3"] == "cost"
+    with pytest.raises(InvalidRequestError):
+        store.create_round(replace(_round("r5"), suite="cost"), ["acme"])
+
+
+def test_a_store_from_before_schedules_gets_their_table(open_store: StoreOpener) -> None:
+    with open_store() as store:
+        store.create_round(_round("r1"), ["acme"])
+        with store.backend.transaction() as conn:
+            conn.execute("DROP TABLE scheduled_rounds")
+    with open_store() as store:
+        assert store.get_round("r1").suite is None
+        due = dt.datetime(2026, 3, 5, tzinfo=dt.UTC)
+        store.create_round(replace(_round("r2"), suite="cost", scheduled_for=due), ["acme"])
+        assert store.last_scheduled("cost") == due
+        with store.backend.reading() as conn:
+            row = conn.execute("SELECT MAX(version) AS v FROM schema_version").fetchone()
+        assert row["v"] == SCHEMA_VERSION

@@ -138,6 +138,7 @@ def test_tables_live_in_their_own_schema_and_commits_are_durable(pg_config: Post
             "late_results",
             "results",
             "rounds",
+            "scheduled_rounds",
             "schema_version",
         ]
         versions = con.execute(

@@ -388,7 +388,21 @@ def _table_rows(
                 "noise_sd": sd,
                 "unreliable": reason is not None,
                 "unreliable_reason": reason,
+                **_figure_missing(spec, fig.name, cell.stats),
             }
+
+
+def _figure_missing(
+    spec: MetricSpec | None, figure: str, stats: Sequence[StatValue]
+) -> dict[str, object]:
+    """A figure leaves out what its inputs leave out: the most carriers any of them misses (as
+    the tidy export says, :func:`coordinator.export.tidy_rows`)."""
+    carriers = [
+        s.missing.carriers
+        for s in stats
+        if s.missing is not None and (spec is None or _input_of(spec, figure, s.name))
+    ]
+    return {"missing_carriers": max(carriers)} if carriers else {}
 
 
 def _input_of(spec: MetricSpec, figure: str, stat: str) -> bool:

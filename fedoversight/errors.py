@@ -17,6 +17,7 @@
     │   ├── RecordsUnavailableError its state or audit log cannot be written
     │   └── NodeStoppingError       it was shut down during the evaluation
     ├── CarrierUnavailableError     a carrier is not connected or went away mid-round
+    ├── CoordinatorUnavailableError an operator's client cannot reach the coordinator
     └── RoundTimeoutError           a round ran past its deadline
 
 Every error has a fixed public message per class (a request too large also says its estimate
@@ -132,6 +133,15 @@ class NodeStoppingError(NodeUnableError):
 
 class CarrierUnavailableError(OversightError):
     public = "the carrier is not available"
+    code = types_pb2.ERROR_CODE_INTERNAL
+    status = grpc.StatusCode.UNAVAILABLE
+
+
+class CoordinatorUnavailableError(OversightError):
+    """Raised on the operator's side only: the coordinator did not answer at all (no
+    connection, a TLS handshake refused), as opposed to a carrier it could not reach."""
+
+    public = "the coordinator cannot be reached"
     code = types_pb2.ERROR_CODE_INTERNAL
     status = grpc.StatusCode.UNAVAILABLE
 

@@ -23,13 +23,12 @@ import pandas as pd
 from carrier_node.policy import Policy
 from coordinator.client import OperatorClient, RoundOutcome
 from coordinator.frames import round_frame
-from fedoversight import wire
 from fedoversight.dimensions import Dimension
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
 from fedoversight.v1 import types_pb2
 from oversight_sim.carrier_sets import CarrierSet
-from oversight_sim.harness import SimulatedFederation
+from oversight_sim.harness import HARNESS_OPERATOR, SimulatedFederation
 from oversight_sim.scenario import Fault, Scenario
 
 log = logging.getLogger(__name__)
@@ -116,6 +115,9 @@ class Federation:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
+        if self._client is not None:
+            self._client.close()
+            self._client = None
         try:
             if loop.is_running():
                 self.call(self._stop(), timeout=120)
@@ -255,48 +257,64 @@ class Federation:
             deliver(signed)
 
 
-def _dimensions(by: Iterable[str | Dimension] | str) -> list[Dimension]:
-    if isinstance(by, str):
-        by = [by] if by else []
-    return [Dimension(d) for d in by]
-
-
-def _filters(
-    filters: Mapping[str | Dimension, Sequence[str] | str] | None,
-) -> dict[Dimension, tuple[str, ...]]:
-    return {
-        Dimension(d): (v,) if isinstance(v, str) else tuple(v) for d, v in (filters or {}).items()
-    }
-
-
 class Client:
     """The operator's side of a running :class:`Federation`: rounds in, typed frames out.
 
-    Every frame is :func:`coordinator.frames.round_frame` of the round: one row per scope
+    Rounds run through the analysts' client, ``fedoversight.client.Client`` (:attr:`analyst`,
+    connected as the harness operator), so a test reads exactly what a notebook does: every
+    frame is :func:`coordinator.frames.round_frame` of the round, one row per scope
     (``program`` or a carrier), cell and statistic or figure, with ``withheld``,
     ``incomplete``, ``noise_sd`` and ``unreliable`` beside each value; ``frame.attrs`` holds
-    the round's id, state and each carrier's outcome.
+    the round's id, state and each carrier's outcome. Rounds run through :meth:`run`,
+    :meth:`run_many` and :meth:`run_queries` count for the scenario's faults and refreshes;
+    the analysts' client's other methods (``trend``, ``rounds``, ``carriers``, ...) are
+    reached through :attr:`analyst`.
     """
 
-    def __init__(self, federation: Federation, operator: OperatorClient | None = None) -> None:
+    def __init__(self, federation: Federation) -> None:
+        from fedoversight.client import Client as AnalystsClient
+
         self.federation = federation
-        self._operator = operator
-        #: The last round's outcome as the operator API returned it.
-        self.last_outcome: RoundOutcome | None = None
+        pki = federation.harness.pki
+        if pki is None:
+            self.analyst = AnalystsClient(federation.address)
+        else:
+            kit = pki.operators[HARNESS_OPERATOR]
+            self.analyst = AnalystsClient(
+                federation.address, ca_cert=kit.ca_cert, cert=kit.cert, key=kit.key
+            )
+        #: The id of the last round run through this client.
+        self.last_round_id: str | None = None
+
+    def close(self) -> None:
+        """Close the analysts' client (the federation does, when it stops)."""
+        self.analyst.close()
 
     @property
     def operator(self) -> OperatorClient:
-        """The async operator client underneath (its calls run with ``federation.call``)."""
-        client = self._operator or self.federation.harness.client
+        """The async operator client of the harness (its calls run with ``federation.call``)."""
+        client = self.federation.harness.client
         assert client is not None
         return client
+
+    @property
+    def last_outcome(self) -> RoundOutcome | None:
+        """The last round's outcome as the operator API gives it now."""
+        return None if self.last_round_id is None else self.outcome(self.last_round_id)
+
+    def _deadline(self, deadline: int | None) -> int:
+        return deadline or self.federation.scenario.deadline_seconds
+
+    def _ran(self, frame: pd.DataFrame) -> pd.DataFrame:
+        self.last_round_id = str(frame.attrs["round_id"])
+        return frame
 
     def run(
         self,
         metric: str,
         period: Period | str,
-        by: Iterable[str | Dimension] | str = (),
-        filters: Mapping[str | Dimension, Sequence[str] | str] | None = None,
+        by: Sequence[str | Dimension] | str = (),
+        filters: Mapping[str, str | Iterable[str]] | None = None,
         carriers: Sequence[str] = (),
         *,
         version: int = 0,
@@ -306,10 +324,47 @@ class Client:
     ) -> pd.DataFrame:
         """Run one metric (the catalogue's latest version unless ``version``) over ``period``
         (``"2026-01:2026-03"``), grouped ``by`` dimensions and ``filters`` (dimension to
-        values), asking ``carriers`` (all when empty), and return the round's typed tidy frame.
-        The arguments are those of ``fedoversight.client.Client.run``."""
-        query = wire.make_query(metric, version, _dimensions(by), _filters(filters), parameters)
-        return self.run_queries(period, [query], carriers, quorum=quorum, deadline=deadline)
+        values), asking ``carriers`` (all when empty), and return the round's typed tidy frame:
+        ``fedoversight.client.Client.run``, ``deadline`` the scenario's when not given."""
+        self.federation.begin_round()
+        return self._ran(
+            self.analyst.run(
+                metric,
+                period,
+                by if isinstance(by, str) else [str(d) for d in by],
+                filters,
+                carriers,
+                version=version,
+                parameters=parameters,
+                quorum=quorum,
+                deadline=self._deadline(deadline),
+            )
+        )
+
+    def run_many(
+        self,
+        metrics: Sequence[str],
+        period: Period | str,
+        by: Sequence[str | Dimension] | str = (),
+        filters: Mapping[str, str | Iterable[str]] | None = None,
+        carriers: Sequence[str] = (),
+        *,
+        quorum: int = 0,
+        deadline: int | None = None,
+    ) -> pd.DataFrame:
+        """Several metrics in one round (``fedoversight.client.Client.run_many``)."""
+        self.federation.begin_round()
+        return self._ran(
+            self.analyst.run_many(
+                metrics,
+                period,
+                by if isinstance(by, str) else [str(d) for d in by],
+                filters,
+                carriers,
+                quorum=quorum,
+                deadline=self._deadline(deadline),
+            )
+        )
 
     def run_queries(
         self,
@@ -320,27 +375,26 @@ class Client:
         quorum: int = 0,
         deadline: int | None = None,
     ) -> pd.DataFrame:
-        """Run several queries (``fedoversight.wire.make_query``) in one round; ``deadline``
-        in seconds (the scenario's ``deadline_seconds`` when not given)."""
+        """Several queries (``fedoversight.wire.make_query``), each grouped its own way, in
+        one round (through the harness's operator client)."""
         span = Period.parse(period) if isinstance(period, str) else period
-        deadline = deadline or self.federation.scenario.deadline_seconds
+        seconds = self._deadline(deadline)
         self.federation.begin_round()
         outcome = self.federation.call(
             self.operator.run_round(
-                span, queries, carriers=carriers, quorum=quorum, deadline_seconds=deadline
+                span, queries, carriers=carriers, quorum=quorum, deadline_seconds=seconds
             ),
-            timeout=deadline + CALL_MARGIN_SECONDS,
+            timeout=seconds + CALL_MARGIN_SECONDS,
         )
-        self.last_outcome = outcome
-        return round_frame(outcome)
+        return self._ran(round_frame(outcome))
 
     def outcome(self, round_id: str) -> RoundOutcome:
         """A round as the operator API returns it now (tables, carriers' outcomes)."""
-        return self.federation.call(self.operator.get_round(round_id))
+        return self.analyst.outcome(round_id)
 
     def results(self, round_id: str) -> pd.DataFrame:
         """A round's typed tidy frame as it stands now (late answers included)."""
-        return round_frame(self.outcome(round_id))
+        return self.analyst.results(round_id)
 
 
 def start_federation(

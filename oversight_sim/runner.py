@@ -115,9 +115,14 @@ class Federation:
         loop, thread = self._loop, self._thread
         if loop is None or thread is None:
             return
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        client, self._client = self._client, None
+        try:
+            if client is not None:
+                client.close()
+        finally:
+            self._stop_loop(loop, thread)
+
+    def _stop_loop(self, loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
         try:
             if loop.is_running():
                 self.call(self._stop(), timeout=120)

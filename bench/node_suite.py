@@ -20,8 +20,9 @@ process of its own (a ``--phase`` sub-invocation), so its peak resident memory, 
 - ``sql``: the same aggregates as hand-written DuckDB SQL over the Parquet files (the baseline:
   plain SQL text here, written for this grouping only), with the two largest member
   contributions of each dollar total but not the rest of the engine's disclosure columns;
-- ``pandas``: the independent pandas oracle of ``tests/oracle.py`` (carrier scope only; tables
-  loaded once and prepared frames shared across metrics, as a pandas analyst would).
+- ``pandas``: the independent pandas oracle of ``fedoversight/testing/oracle.py`` (carrier
+  scope only; tables loaded once and prepared frames shared across metrics, as a pandas
+  analyst would).
 
 The cells of the three are compared (the benchmark fails when they differ); wall times, peak
 memory, the ratios and the engine's time extrapolated linearly to 5.7 million members are
@@ -1030,7 +1031,7 @@ def phase_sql(directory: Path, period: Period) -> PhaseResult:
 def _pandas(directory: Path, period: Period, shared: bool) -> PhaseResult:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
-    from tests import oracle
+    from fedoversight.testing import oracle
 
     started = time.perf_counter()
     tables = {CARRIER: oracle.load_carrier(directory)}

@@ -53,7 +53,10 @@ def demo(
         typer.Option("--data", help="existing carrier directories instead of synthetic ones"),
     ] = None,
     metrics: Annotated[str, typer.Option("--metrics", help="metrics to run")] = DEFAULT_SUITE,
-    period: Annotated[str, typer.Option("--period", help="months to cover")] = "2026-01:2026-12",
+    period: Annotated[
+        str | None,
+        typer.Option("--period", help="months to cover [default: the data's year]"),
+    ] = None,
     by: Annotated[str, typer.Option("--by", help="group-by dimensions")] = "",
     output: Annotated[Path | None, typer.Option("--output", help="tidy CSV to write")] = None,
     out_dir: Annotated[Path, typer.Option("--out-dir", help="where data and results go")] = Path(
@@ -62,15 +65,40 @@ def demo(
     carriers: Annotated[int, typer.Option(help="synthetic carriers")] = 65,
     members: Annotated[int, typer.Option(help="synthetic members in all")] = 20_000,
     seed: Annotated[int, typer.Option(help="synthetic data seed")] = 7,
+    scenario: Annotated[
+        Path | None,
+        typer.Option(
+            "--scenario",
+            help="a scenario file (TOML: carriers, planted groups, policies, faults;"
+            " see docs/testing.md) instead of --data/--carriers/--members/--seed",
+        ),
+    ] = None,
     verbose: Annotated[bool, typer.Option("--verbose", help="log to stderr")] = False,
 ) -> None:
     """Synthesise carriers, start a coordinator and their nodes on loopback, run a suite."""
-    from oversight_sim.demo import run_demo
+    from oversight_sim.demo import run_demo, run_scenario_demo
+    from oversight_sim.scenario import load_scenario
 
     configure_logging("INFO" if verbose else "WARNING")
     try:
         queries = parse_queries(metrics, by)
-        span = Period.parse(period)
+        if scenario is not None:
+            if data is not None:
+                raise typer.BadParameter("--data and --scenario exclude each other")
+            described = load_scenario(scenario)
+            span = Period.parse(
+                period or f"{described.year}-01:{described.year}-{described.months:02d}"
+            )
+            run_scenario_demo(
+                described,
+                out_dir=out_dir,
+                period=span,
+                queries=queries,
+                output=output,
+                console=console,
+            )
+            return
+        span = Period.parse(period or "2026-01:2026-12")
     except OversightError as exc:
         raise fail(exc) from exc
     run_demo(

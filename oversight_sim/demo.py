@@ -19,6 +19,7 @@ from coordinator.export import write_csv, write_json
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
 from oversight_sim.harness import SimulatedFederation
+from oversight_sim.scenario import Scenario
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,60 @@ def disclosure_line(tables: Sequence[ScopedTable]) -> str:
         f" {cells:,} ({whole:,} wholly, {partly:,} partly); program cells leaving a carrier's"
         f" value out: {incomplete:,} of {len(program):,}"
     )
+
+
+def run_scenario_demo(
+    scenario: Scenario,
+    *,
+    out_dir: Path,
+    period: Period,
+    queries: Sequence[QuerySpec],
+    output: Path | None,
+    console: Console,
+) -> DemoResult:
+    """``oversight demo --scenario FILE``: the scenario's carriers (written under
+    ``out_dir/carriers`` unless they are the carriers' own), its policies and faults; as many
+    rounds of the suite as its faults and late claims need (one at least)."""
+    from oversight_sim.carrier_sets import write_carrier_set
+    from oversight_sim.runner import Federation
+
+    started = time.perf_counter()
+    with console.status(f"writing the carriers of {scenario.name or 'the scenario'}"):
+        carriers = write_carrier_set(scenario, out_dir / "carriers")
+    rounds = max(
+        [1] + [f.round for f in scenario.faults] + [r.after_round + 1 for r in carriers.refreshes]
+    )
+    outcomes = []
+    with (
+        tempfile.TemporaryDirectory(prefix="oversight-demo-") as tmp,
+        Federation(scenario, carriers, Path(tmp) / "run") as federation,
+    ):
+        console.print(
+            f"coordinator and {len(carriers)} carrier nodes connected on loopback"
+            + ("" if scenario.secure else " (insecure)")
+        )
+        for _ in range(rounds):
+            with console.status(f"round {federation.rounds + 1} of {rounds}"):
+                federation.client.run_queries(period, queries)
+            outcome = federation.client.last_outcome
+            assert outcome is not None
+            outcomes.append(outcome)
+            answered = sum(1 for _, s, _ in outcome.carriers if s == "answered")
+            console.print(
+                f"round {outcome.round_id}: {outcome.state}, {answered}/"
+                f"{len(outcome.carriers)} carriers answered"
+            )
+    last = outcomes[-1]
+    print_tables(last.tables, console, period)
+    console.print(disclosure_line(last.tables))
+    csv_path = output or out_dir / "results.csv"
+    csv_path.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(last.tables, csv_path, last.info())
+    write_json(last.tables, csv_path.with_suffix(".json"), last.info())
+    console.print(f"results of the last round written to {csv_path}")
+    seconds = time.perf_counter() - started
+    console.print(f"demo finished in {seconds:.1f}s")
+    return DemoResult(tuple(outcomes), seconds)
 
 
 def run_demo(

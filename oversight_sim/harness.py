@@ -40,9 +40,15 @@ from coordinator.provision import CarrierPlan, OperatorPlan, Provisioned, Provis
 from coordinator.schedule import Clock
 from coordinator.server import Coordinator
 from fedoversight.signing import Signer
+from fedoversight.v1 import types_pb2
 from oversight_sim.canned import CannedAnswers, CannedEngine, canned_answers
 
 log = logging.getLogger(__name__)
+
+#: ``(carrier_id, signed request, deliver)``: see :attr:`SimulatedFederation.request_hook`.
+RequestHook = Callable[
+    [str, types_pb2.SignedRequest, Callable[[types_pb2.SignedRequest], None]], None
+]
 
 
 HARNESS_OPERATOR = "harness-operator"
@@ -114,6 +120,10 @@ class SimulatedFederation:
     #: Worker processes hosting the nodes (0: the nodes run in this process).
     node_processes: int = 0
     on_answered: Callable[[AnswerTiming], None] | None = None
+    #: Called instead of an in-process node's own handler with each request it receives:
+    #: ``request_hook(carrier_id, signed, deliver)``, where ``deliver(signed)`` hands the
+    #: request to the node (a hook may delay it, or not call it at all: faults mid-round).
+    request_hook: RequestHook | None = None
     connect_timeout: float = 60.0
     #: Coordinator settings (``CoordinatorConfig`` fields: purposes, offices, ...) over the
     #: harness's own.
@@ -125,6 +135,8 @@ class SimulatedFederation:
     coordinator: Coordinator | None = None
     nodes: dict[str, NodeDaemon] = field(default_factory=dict)
     _tasks: dict[str, asyncio.Task[None]] = field(default_factory=dict)
+    #: Nodes killed by :meth:`kill_node`, their records still open.
+    _killed: dict[str, list[NodeDaemon]] = field(default_factory=dict)
     #: Evaluation threads shared by every node: in one process, a pool per node would run
     #: every node's evaluations at once and starve the event loop they all share.
     _evaluations: ThreadPoolExecutor = field(
@@ -343,30 +355,41 @@ class SimulatedFederation:
                 operator_public_key=kit.operator_public_key,
                 result_signing_key=kit.result_signing_key,
             )
-        settings.update(self.node_settings)
-        settings.update(self.carrier_settings.get(carrier_id, {}))
-        settings.update(changes)
+        own = {**self.node_settings, **self.carrier_settings.get(carrier_id, {}), **changes}
+        if own.get("warehouse") is not None and "data_dir" not in own:
+            # A carrier on its warehouse: its directory is what was loaded there (the oracle
+            # reads it), not the node's source.
+            settings["data_dir"] = None
+        settings.update(own)
         return NodeConfig.model_validate(settings)
 
     def make_node(self, carrier_id: str, **changes: object) -> NodeDaemon:
         config = self.node_config(carrier_id, **changes)
         policy = self.policies.get(carrier_id, self.policy)
         if not self.canned:
-            return NodeDaemon(
+            node = NodeDaemon(
                 config,
                 policy=policy,
                 wiretap=self.wiretap,
                 on_answered=self.on_answered,
                 evaluation_executor=self._evaluations,
             )
-        answers = self.answers.get(self.carrier_dirs[carrier_id])
-        if answers is None:
-            answers = self.answers[self.carrier_dirs[carrier_id]] = CannedAnswers(
-                self.carrier_dirs[carrier_id], threads=self.engine_threads
+        else:
+            answers = self.answers.get(self.carrier_dirs[carrier_id])
+            if answers is None:
+                answers = self.answers[self.carrier_dirs[carrier_id]] = CannedAnswers(
+                    self.carrier_dirs[carrier_id], threads=self.engine_threads
+                )
+            node = canned_node(
+                config, policy, answers, self.wiretap, self.on_answered, self._evaluations
             )
-        return canned_node(
-            config, policy, answers, self.wiretap, self.on_answered, self._evaluations
-        )
+        if self.request_hook is not None:
+            hook = self.request_hook
+            # The connection's handler is the node's entry for requests; wrapping it here keeps
+            # fault injection in the simulator, out of the daemon.
+            deliver = node.connection._on_request
+            node.connection._on_request = lambda signed: hook(carrier_id, signed, deliver)
+        return node
 
     async def stop_node(self, carrier_id: str) -> None:
         """Take a carrier away (as if its node vanished)."""
@@ -375,6 +398,32 @@ class SimulatedFederation:
         task = self._tasks.pop(carrier_id)
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+        await self._close_source(node)
+
+    async def _close_source(self, node: NodeDaemon) -> None:
+        """Close a stopped node's own data source (a process would exit; this one goes on).
+        A canned node's source is its dataset's, shared: closed with it, never here."""
+        # No data while its records were never opened; close() is not part of the protocol.
+        close = getattr(getattr(node, "data", None) and node.data.source, "close", None)
+        if not self.canned and callable(close):
+            await asyncio.to_thread(close)
+
+    async def kill_node(self, carrier_id: str) -> None:
+        """Take a carrier away abruptly, as if its process were killed: the stream is cut
+        with no goodbye and nothing it was doing is finished or refused. Its records are
+        closed at :meth:`stop` (or by :meth:`start_node`, which starts it again)."""
+        node = self.nodes.pop(carrier_id)
+        task = self._tasks.pop(carrier_id)
+        task.cancel()
+        node.connection.close()
+        await asyncio.gather(task, return_exceptions=True)
+        self._killed.setdefault(carrier_id, []).append(node)
+
+    async def _close_killed(self, carrier_id: str | None = None) -> None:
+        ids = list(self._killed) if carrier_id is None else [carrier_id]
+        for node in (n for c in ids for n in self._killed.pop(c, [])):
+            await asyncio.gather(node.shutdown(), return_exceptions=True)
+            await self._close_source(node)
 
     async def start_node(
         self, carrier_id: str, connect_timeout: float = 60.0, **changes: object
@@ -384,6 +433,7 @@ class SimulatedFederation:
         connected; ``changes``: node settings for this start."""
         if carrier_id in self.nodes:
             raise RuntimeError(f"node {carrier_id} is running")
+        await self._close_killed(carrier_id)
         node = self.make_node(carrier_id, **changes)
         if self.canned:
             await asyncio.to_thread(self.answers[self.carrier_dirs[carrier_id]].open)
@@ -398,6 +448,7 @@ class SimulatedFederation:
             await self.client.close()
         if self.nodes:
             await asyncio.gather(*(self.stop_node(c) for c in list(self.nodes)))
+        await self._close_killed()
         if self._workers:
             await self._stop_workers()
         if self.coordinator is not None:

@@ -1,4 +1,5 @@
-"""Shared fixtures: synthetic carriers (written once per session) and their oracle tables."""
+"""Shared fixtures: the 65 synthetic carriers of the integration tests (written once per
+session by the plugin's carrier_sets) and their oracle tables; round store backends."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ import pandas as pd
 import pytest
 from pydantic import SecretStr
 
-from tests import oracle, postgres
+from tests import postgres
+
+# The package's pytest plugin (fedoversight.testing), which an install registers by its
+# pytest11 entry point anyway; named here so a checkout whose install predates it has it too.
+pytest_plugins = ["fedoversight.testing.plugin"]
 
 if TYPE_CHECKING:
     from coordinator.store import Backend, RoundStore
+    from fedoversight.testing.plugin import CarrierSets
 
 BackendOpener = Callable[[], "Backend | Path"]
 StoreOpener = Callable[[], "RoundStore"]
@@ -29,17 +35,17 @@ FEDERATION = {"carriers": 65, "members": 12_000, "seed": 11, "year": 2026, "mont
 
 
 @pytest.fixture(scope="session")
-def federation_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from oversight_sim.synth import SynthConfig, write_carriers
+def federation_data(carrier_sets: CarrierSets) -> dict[str, Path]:
+    from fedoversight.testing import scenario_from
 
-    root = tmp_path_factory.mktemp("carriers")
-    dirs = write_carriers(root, SynthConfig(**FEDERATION))  # type: ignore[arg-type]
-    return {d.name: d for d in dirs}
+    return dict(carrier_sets.get(scenario_from(FEDERATION)))
 
 
 @pytest.fixture(scope="session")
-def oracle_tables(federation_data: dict[str, Path]) -> dict[str, dict[str, pd.DataFrame]]:
-    return {c: oracle.load_carrier(d) for c, d in federation_data.items()}
+def oracle_tables(carrier_sets: CarrierSets) -> dict[str, dict[str, pd.DataFrame]]:
+    from fedoversight.testing import scenario_from
+
+    return carrier_sets.carrier_tables(scenario_from(FEDERATION))
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

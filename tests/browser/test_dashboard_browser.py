@@ -40,7 +40,7 @@ import pytest
 from coordinator.combine import PROGRAM_SCOPE
 from coordinator.schedule import ManualClock
 from fedoversight.dimensions import Dimension
-from oversight_sim.harness import HARNESS_TOKEN_OPERATOR, HARNESS_VIEWER, SimulatedFederation
+from fedoversight.testing import TOKEN_OPERATOR, VIEWER, SimulatedFederation
 from tests.integration import planted
 from tests.integration.test_schedule import (
     EXACT,
@@ -359,8 +359,8 @@ async def test_viewer_and_operator_in_a_real_browser(
 ) -> None:
     async with SimulatedFederation(planted_carriers, tmp_path / "run", operator_port=True) as fed:
         assert fed.pki is not None and fed.client is not None
-        operator_kit = fed.pki.operators[HARNESS_TOKEN_OPERATOR]
-        viewer_kit = fed.pki.operators[HARNESS_VIEWER]
+        operator_kit = fed.pki.operators[TOKEN_OPERATOR]
+        viewer_kit = fed.pki.operators[VIEWER]
         assert operator_kit.token is not None and viewer_kit.token is not None
         dashboard = await asyncio.to_thread(
             Dashboard, fed.operator_address, operator_kit.ca_cert, tmp_path / "dashboard.log"
@@ -456,7 +456,7 @@ async def test_a_suites_two_revisions_of_a_month_in_a_real_browser(
         assert await wait_for(lambda: len(launched) == 2)
         async for _ in fed.client.watch(launched[(SUITE, SECOND_DUE)], timeout=120):
             pass
-        kit = fed.pki.operators[HARNESS_VIEWER]
+        kit = fed.pki.operators[VIEWER]
         assert kit.token is not None
         dashboard = await asyncio.to_thread(
             Dashboard, fed.operator_address, kit.ca_cert, tmp_path / "dashboard.log"

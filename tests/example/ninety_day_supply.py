@@ -6,7 +6,7 @@ goes to its own home (the guide says where):
 
 1. the declaration (``fedoversight/catalogue.py``, in ``METRICS``);
 2. the node's builder (a family module of ``carrier_node/query/metrics/``, here ``rx.py``);
-3. the test oracle's reading of the definition (``tests/oracle.py``, in ``METRICS``).
+3. the test oracle's reading of the definition (``fedoversight/testing/oracle.py``, in ``METRICS``).
 
 Nothing else is written for it: the operator API lists it, policies may name it, nodes
 advertise it, the aggregation layer gives its statistics their disclosure columns from their
@@ -29,7 +29,7 @@ from fedoversight.catalogue import (
     members,
     ratio,
 )
-from tests import oracle
+from fedoversight.testing import oracle
 
 LONG_SUPPLY_DAYS = 84
 

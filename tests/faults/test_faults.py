@@ -83,7 +83,7 @@ REPLAYED_REASON = "the request was seen before"
 
 @pytest.fixture(scope="module")
 def fed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Federation]:
-    from oversight_sim.synth import SynthConfig, write_carriers
+    from fedoversight.testing import SynthConfig, write_carriers
 
     root = tmp_path_factory.mktemp("faults")
     dirs = write_carriers(root / "data", SynthConfig(**SYNTH))  # type: ignore[arg-type]

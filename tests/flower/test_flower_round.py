@@ -23,7 +23,7 @@ from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.periods import Period
 from fedoversight.signing import Verifier
-from oversight_sim.harness import SimulatedFederation
+from fedoversight.testing import SimulatedFederation
 
 # Flower pins typer < 0.21, which uses what click 8.5 deprecates (the Flower venv's pair).
 pytestmark = pytest.mark.filterwarnings("ignore:'click.utils.:DeprecationWarning")
@@ -43,7 +43,7 @@ POLICY_TOML = "[perturbation]\nenabled = false\n"
 
 @pytest.fixture(scope="module")
 def carriers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from oversight_sim.synth import SynthConfig, write_carriers
+    from fedoversight.testing import SynthConfig, write_carriers
 
     root = tmp_path_factory.mktemp("flower-carriers")
     config = SynthConfig(carriers=CARRIERS, members=3_000, seed=7, year=2026, months=3)

@@ -14,7 +14,7 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec, Status, StatValue, StatValueType
 from fedoversight.histogram import Histogram
 from fedoversight.periods import Period
-from tests import oracle
+from fedoversight.testing import oracle
 
 Key = tuple[str, tuple[str, ...]]
 

@@ -21,8 +21,7 @@ from fedoversight import catalogue, wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.errors import UnknownMetricError
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
-from tests import oracle
+from fedoversight.testing import SimulatedFederation, oracle
 from tests.example import ninety_day_supply as example
 from tests.integration.helpers import compare, query_tables
 from tests.integration.test_operator_api import cli, run_cli, wide_terminal  # noqa: F401

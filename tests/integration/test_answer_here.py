@@ -16,16 +16,16 @@ from coordinator.rounds import new_request, sign_request
 from fedoversight import wire
 from fedoversight.periods import Period
 from fedoversight.signing import Signer, Verifier
+from fedoversight.testing import SimulatedFederation
 from fedoversight.v1 import types_pb2
 from oversight_sim.flower_sim import write_node_tomls
-from oversight_sim.harness import SimulatedFederation
 
 PERIOD = Period.parse("2026-01:2026-03")
 
 
 @pytest.fixture(scope="module")
 def carrier(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from oversight_sim.synth import SynthConfig, write_carriers
+    from fedoversight.testing import SynthConfig, write_carriers
 
     root = tmp_path_factory.mktemp("answer-here")
     (one,) = write_carriers(root, SynthConfig(carriers=1, members=1_500, seed=3, months=3))

@@ -50,9 +50,7 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec, Status, StatValue, Withheld
 from fedoversight.histogram import Histogram, bin_index
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
-from oversight_sim.synth import SynthConfig, write_carriers
-from tests import oracle
+from fedoversight.testing import SimulatedFederation, SynthConfig, oracle, write_carriers
 from tests.integration import planted
 from tests.integration.helpers import as_count, query_tables
 

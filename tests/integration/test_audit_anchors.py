@@ -20,7 +20,7 @@ from coordinator.store import RoundState
 from fedoversight import wire
 from fedoversight.anchors import read_anchors
 from fedoversight.signing import Signer, Verifier
-from oversight_sim.harness import HARNESS_VIEWER, SimulatedFederation
+from fedoversight.testing import VIEWER, SimulatedFederation
 from tests.integration.test_trust import PERIOD, small
 
 QUERY = wire.make_query("enrollment.member_months")
@@ -60,7 +60,7 @@ async def test_anchors_exported_by_the_coordinator_prove_the_log_and_catch_tampe
             outcome = await fed.client.run_round(PERIOD, [QUERY], deadline_seconds=120)
             assert outcome.state is RoundState.COMPLETE
             rounds.append(outcome.round_id)
-        kit = fed.pki.operators[HARNESS_VIEWER]  # reading anchors needs no more than a viewer
+        kit = fed.pki.operators[VIEWER]  # reading anchors needs no more than a viewer
         connection = [
             "--coordinator",
             fed.address,

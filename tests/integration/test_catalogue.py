@@ -17,7 +17,7 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.histogram import RELATIVE_ERROR_BOUND, Histogram, bin_index
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
+from fedoversight.testing import SimulatedFederation
 from tests.integration.helpers import compare, query_tables
 
 PERIOD = Period.parse("2026-01:2026-03")
@@ -143,7 +143,7 @@ def test_metric_matches_the_oracle(
 def test_percentiles_are_within_the_stated_bound(
     outcomes: list[RoundOutcome], oracle_tables: dict[str, dict[str, pd.DataFrame]]
 ) -> None:
-    from tests import oracle
+    from fedoversight.testing import oracle
 
     distribution = query_tables(outcomes[0].tables, 3)  # cost.distribution, no grouping
     program = distribution[0]

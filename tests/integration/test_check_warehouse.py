@@ -22,7 +22,7 @@ import pytest
 from carrier_node.data.checks import check_files, check_warehouse
 from carrier_node.data.report import CheckReport
 from carrier_node.data.warehouse import WarehouseConfig
-from oversight_sim.pgload import load_directory
+from fedoversight.testing import load_directory
 from tests import postgres
 from tests.plausibility_kit import AS_OF, Key, break_extract, clean_extract
 from tests.postgres import fresh_schema

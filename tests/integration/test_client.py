@@ -46,10 +46,10 @@ from fedoversight.client import (
     UnknownMetricError,
 )
 from fedoversight.errors import ConfigError
-from oversight_sim.harness import (
-    HARNESS_OPERATOR,
-    HARNESS_TOKEN_OPERATOR,
-    HARNESS_VIEWER,
+from fedoversight.testing import (
+    OPERATOR,
+    TOKEN_OPERATOR,
+    VIEWER,
     SimulatedFederation,
 )
 from tests.integration.test_schedule import (
@@ -195,7 +195,7 @@ async def test_frames_of_a_live_federation_are_typed_and_match_the_export(
     dirs = small(federation_data, 3)
     async with SimulatedFederation(dirs, tmp_path / "run") as fed:
         assert fed.pki is not None
-        env = operator_env(fed, HARNESS_OPERATOR, tmp_path / "kit", fed.address)
+        env = operator_env(fed, OPERATOR, tmp_path / "kit", fed.address)
 
         def session() -> dict[str, Any]:
             with Client.from_env(env) as client:
@@ -319,9 +319,9 @@ async def test_errors_are_clear_and_never_grpc_errors(
     dirs = small(federation_data, 2)
     async with SimulatedFederation(dirs, tmp_path / "run", operator_port=True) as fed:
         assert fed.pki is not None
-        operator = operator_env(fed, HARNESS_OPERATOR, tmp_path / "operator", fed.address)
-        viewer = operator_env(fed, HARNESS_VIEWER, tmp_path / "viewer", fed.address)
-        token_kit = fed.pki.operators[HARNESS_TOKEN_OPERATOR]
+        operator = operator_env(fed, OPERATOR, tmp_path / "operator", fed.address)
+        viewer = operator_env(fed, VIEWER, tmp_path / "viewer", fed.address)
+        token_kit = fed.pki.operators[TOKEN_OPERATOR]
         assert token_kit.token is not None
         wrong_token = tmp_path / "wrong-token"
         wrong_token.write_text("not-the-token\n", encoding="utf-8")
@@ -384,7 +384,7 @@ async def test_errors_are_clear_and_never_grpc_errors(
     viewer_is = seen["viewer is"]
     assert isinstance(viewer_is, pd.DataFrame)
     # The viewer's kit has a token too: sent with every call, it names the caller.
-    assert viewer_is.iloc[0].tolist() == [HARNESS_VIEWER, "viewer", "token"]
+    assert viewer_is.iloc[0].tolist() == [VIEWER, "viewer", "token"]
     assert isinstance(error("viewer runs"), ForbiddenError)
     assert "role viewer may not" in str(error("viewer runs"))
     assert isinstance(error("wrong token"), AuthenticationError)
@@ -413,7 +413,7 @@ async def test_a_trend_keeps_the_newest_revision_of_each_period(
     ``trend`` keeps the newest (and, with ``latest=False``, every one)."""
     dirs = small(federation_data, 2)
     async with SimulatedFederation(dirs, tmp_path / "run") as fed:
-        env = operator_env(fed, HARNESS_OPERATOR, tmp_path / "kit", fed.address)
+        env = operator_env(fed, OPERATOR, tmp_path / "kit", fed.address)
 
         def session() -> tuple[list[str], pd.DataFrame, pd.DataFrame, pd.DataFrame]:
             with Client.from_env(env) as client:
@@ -496,13 +496,13 @@ async def test_every_sample_of_the_analysts_guide_runs(
             assert await wait_for(lambda n=runs: len(launched) == n)
             async for _ in fed.client.watch(launched[(SUITE, due)], timeout=120):
                 pass
-        operator_env(fed, HARNESS_OPERATOR, notebook, fed.address)
+        operator_env(fed, OPERATOR, notebook, fed.address)
         monkeypatch.chdir(notebook)
         done = await asyncio.to_thread(run_cells, cells)
     client = done["client"]
     with pytest.raises(OversightError, match="closed"):
         client.rounds()  # the last cell closed it
-    assert (done["me"].name, str(done["me"].role)) == (HARNESS_OPERATOR, "operator")
+    assert (done["me"].name, str(done["me"].role)) == (OPERATOR, "operator")
     assert sorted(done["carriers"]["carrier_id"]) == sorted(dirs)
     # The trend by carrier: months in time order, the program and each carrier a column.
     by_carrier = done["by_carrier"]
@@ -561,7 +561,7 @@ async def test_a_suites_two_revisions_of_a_month_on_a_fake_clock(
     ) as fed:
         assert fed.coordinator is not None
         launched = fed.coordinator.scheduler.launched
-        env = operator_env(fed, HARNESS_VIEWER, tmp_path / "kit", fed.address)
+        env = operator_env(fed, VIEWER, tmp_path / "kit", fed.address)
         with Client.from_env(env) as client:
             clock.set(FIRST_DUE)
             assert await wait_for(lambda: len(launched) == 1)

@@ -30,10 +30,14 @@ from coordinator.store import RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
-from oversight_sim.pgload import load_directory
-from oversight_sim.synth import SynthConfig, write_carriers
-from tests import oracle, postgres
+from fedoversight.testing import (
+    SimulatedFederation,
+    SynthConfig,
+    load_directory,
+    oracle,
+    write_carriers,
+)
+from tests import postgres
 from tests.integration.helpers import compare, query_tables
 
 PERIOD = Period.parse("2026-01:2026-03")

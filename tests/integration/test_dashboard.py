@@ -21,7 +21,7 @@ from coordinator.dashboard.settings import DashboardConfig
 from coordinator.schedule import ManualClock
 from fedoversight.dimensions import Dimension
 from fedoversight.errors import AuthenticationError
-from oversight_sim.harness import HARNESS_TOKEN_OPERATOR, HARNESS_VIEWER, SimulatedFederation
+from fedoversight.testing import TOKEN_OPERATOR, VIEWER, SimulatedFederation
 from tests.integration.test_schedule import (
     EXACT,
     FIRST_DUE,
@@ -48,11 +48,9 @@ async def test_whoami_names_each_token_and_the_dashboard_signs_in_with_it(
     ) as fed:
         assert fed.pki is not None
         kits = fed.pki.operators
-        ca = kits[HARNESS_VIEWER].ca_cert
-        tokens = {
-            n: kits[n].token.read_text().strip() for n in (HARNESS_VIEWER, HARNESS_TOKEN_OPERATOR)
-        }  # type: ignore[union-attr]
-        for name, role in ((HARNESS_VIEWER, Role.VIEWER), (HARNESS_TOKEN_OPERATOR, Role.OPERATOR)):
+        ca = kits[VIEWER].ca_cert
+        tokens = {n: kits[n].token.read_text().strip() for n in (VIEWER, TOKEN_OPERATOR)}  # type: ignore[union-attr]
+        for name, role in ((VIEWER, Role.VIEWER), (TOKEN_OPERATOR, Role.OPERATOR)):
             async with OperatorClient(fed.operator_address, ca_cert=ca, token=tokens[name]) as c:
                 who = await c.whoami()
             assert (who.name, who.role, who.via) == (name, role, "token")
@@ -64,13 +62,13 @@ async def test_whoami_names_each_token_and_the_dashboard_signs_in_with_it(
             config = DashboardConfig(coordinator=fed.operator_address, ca=ca)
             with TestClient(Dashboard(config).app(), follow_redirects=False) as client:
                 refused = _sign_in(client, "not-a-token")
-                accepted = _sign_in(client, tokens[HARNESS_VIEWER])
+                accepted = _sign_in(client, tokens[VIEWER])
                 return refused, accepted, client.get("/carriers").text
 
         refused, accepted, carriers = await asyncio.to_thread(browse)
     assert refused == 401
     assert accepted == 303
-    assert HARNESS_VIEWER in carriers and "1 of 1 carriers' nodes are connected" in carriers
+    assert VIEWER in carriers and "1 of 1 carriers' nodes are connected" in carriers
 
 
 async def test_the_suite_page_shows_both_revisions_of_a_month_and_how_it_moved(
@@ -107,7 +105,7 @@ async def test_the_suite_page_shows_both_revisions_of_a_month_and_how_it_moved(
         async for _ in fed.client.watch(second, timeout=120):
             pass
         february = {r: _pmpm(await fed.client.get_round(r), "2026-02") for r in (first, second)}
-        kit = fed.pki.operators[HARNESS_VIEWER]
+        kit = fed.pki.operators[VIEWER]
         token = kit.token.read_text().strip()  # type: ignore[union-attr]
 
         def browse() -> tuple[str, str]:

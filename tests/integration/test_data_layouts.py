@@ -26,7 +26,7 @@ from fedoversight.catalogue import METRICS
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
+from fedoversight.testing import SimulatedFederation
 
 PERIOD = Period.parse("2026-01:2026-03")
 SECRET = "2b7e151628aed2a6abf7158809cf4f3c"
@@ -84,7 +84,7 @@ def repartition(plain: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def layouts(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
-    from oversight_sim.synth import SynthConfig, write_carriers
+    from fedoversight.testing import SynthConfig, write_carriers
 
     root = tmp_path_factory.mktemp("layouts")
     (plain,) = write_carriers(

@@ -40,7 +40,7 @@ from carrier_node.config import NodeConfig
 from coordinator.client import OperatorClient
 from coordinator.config import CoordinatorConfig
 from fedoversight.errors import OversightError
-from oversight_sim.synth import SynthConfig, write_carriers
+from fedoversight.testing import SynthConfig, write_carriers
 from tests.faults.procs import (
     CARRIER_NODE,
     OVERSIGHT,

@@ -27,8 +27,8 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import RequestSpec
 from fedoversight.errors import UnknownMetricError
 from fedoversight.periods import Period
+from fedoversight.testing import SimulatedFederation
 from fedoversight.v1 import federation_pb2, types_pb2
-from oversight_sim.harness import SimulatedFederation
 from tests.integration.helpers import compare, query_tables
 
 PERIOD = Period.parse("2026-01:2026-03")

@@ -28,8 +28,8 @@ from coordinator.store import CarrierRoundState, RoundState
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.periods import Period
+from fedoversight.testing import SimulatedFederation
 from fedoversight.v1 import types_pb2
-from oversight_sim.harness import SimulatedFederation
 
 PERIOD = Period.parse("2026-01:2026-03")
 QUERIES = [
@@ -42,7 +42,7 @@ MANUAL = Policy(release_mode="manual")
 @pytest.fixture(scope="module")
 def carriers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Three small carriers (the last one small enough to have cells suppressed)."""
-    from oversight_sim.synth import SynthConfig, write_carriers
+    from fedoversight.testing import SynthConfig, write_carriers
 
     root = tmp_path_factory.mktemp("manual-carriers")
     dirs = write_carriers(root, SynthConfig(carriers=3, members=3000, seed=5, months=3))

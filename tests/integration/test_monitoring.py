@@ -30,7 +30,7 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.errors import ConfigError
 from fedoversight.logs import LOG_FIELDS, log_handler
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
+from fedoversight.testing import SimulatedFederation
 from tests.faults.procs import Federation, free_port
 
 PERIOD = Period.parse("2026-01:2026-03")

@@ -25,8 +25,8 @@ from fedoversight.errors import (
     RequestTooLargeError,
 )
 from fedoversight.periods import Period
+from fedoversight.testing import SimulatedFederation
 from fedoversight.v1 import federation_pb2, types_pb2
-from oversight_sim.harness import SimulatedFederation
 
 PERIOD = Period.parse("2026-01:2026-03")
 TRIVIAL = [wire.make_query("enrollment.member_months", group_by=[D.MONTH])]

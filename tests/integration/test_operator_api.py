@@ -38,8 +38,8 @@ from fedoversight.domain import RequestSpec, Status
 from fedoversight.errors import InvalidRequestError, OversightError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
+from fedoversight.testing import OPERATOR, TOKEN_OPERATOR, SimulatedFederation
 from fedoversight.v1 import types_pb2
-from oversight_sim.harness import HARNESS_OPERATOR, HARNESS_TOKEN_OPERATOR, SimulatedFederation
 from tests.integration.test_trust import small, wait_for
 from tests.unit.trust_kit import result_for
 
@@ -47,7 +47,7 @@ PERIOD = Period.parse("2026-01:2026-03")
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def cli(fed: SimulatedFederation, *args: str, name: str = HARNESS_OPERATOR) -> list[str]:
+def cli(fed: SimulatedFederation, *args: str, name: str = OPERATOR) -> list[str]:
     """The operator's TLS options for the CLI."""
     assert fed.pki is not None
     kit = fed.pki.operators[name]
@@ -392,7 +392,7 @@ async def test_health_reflection_a_token_operator_and_receipts_through_the_api(
     dirs = small(federation_data, 2)
     async with SimulatedFederation(dirs, tmp_path / "run", operator_port=True) as fed:
         assert fed.pki is not None and fed.client is not None
-        kit = fed.pki.operators[HARNESS_TOKEN_OPERATOR]
+        kit = fed.pki.operators[TOKEN_OPERATOR]
         assert kit.token is not None
         # A token alone (no client certificate) on the operator port.
         async with OperatorClient(
@@ -446,7 +446,7 @@ async def test_health_reflection_a_token_operator_and_receipts_through_the_api(
         assert code == 5 and "INVALID" in out
         # A client made of the .proto files and reflection alone lists metrics, launches a
         # round and reads it.
-        kit = pki.operators[HARNESS_OPERATOR]
+        kit = pki.operators[OPERATOR]
         done = await asyncio.to_thread(
             subprocess.run,
             [

@@ -19,9 +19,8 @@ from coordinator.store_postgres import PostgresBackend
 from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.periods import Period
-from oversight_sim.harness import SimulatedFederation
-from oversight_sim.synth import SynthConfig, write_carriers
-from tests import oracle, postgres
+from fedoversight.testing import SimulatedFederation, SynthConfig, oracle, write_carriers
+from tests import postgres
 from tests.integration.helpers import compare
 
 PERIOD = Period.parse("2026-01:2026-02")

@@ -43,13 +43,8 @@ from fedoversight.errors import (
 )
 from fedoversight.periods import Period
 from fedoversight.signing import Verifier
+from fedoversight.testing import OPERATOR, TOKEN_OPERATOR, VIEWER, SimulatedFederation
 from fedoversight.v1 import operator_pb2, operator_pb2_grpc, types_pb2
-from oversight_sim.harness import (
-    HARNESS_OPERATOR,
-    HARNESS_TOKEN_OPERATOR,
-    HARNESS_VIEWER,
-    SimulatedFederation,
-)
 
 PERIOD = Period.parse("2026-01:2026-03")
 PMPM = wire.make_query("cost.pmpm", group_by=[D.AGE_BAND])
@@ -89,7 +84,7 @@ STRICT = Policy(
 
 @pytest.fixture(scope="module")
 def carriers(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    from oversight_sim.synth import SynthConfig, write_carriers
+    from fedoversight.testing import SynthConfig, write_carriers
 
     root = tmp_path_factory.mktemp("purpose-carriers")
     dirs = write_carriers(root, SynthConfig(carriers=3, members=3000, seed=7, months=3))
@@ -111,9 +106,9 @@ def federation(carriers: dict[str, Path], work: Path, strict: str) -> SimulatedF
             OperatorPlan(name=QUALITY_OPERATOR, role=Role.OPERATOR),
         ),
         operator_offices={
-            HARNESS_OPERATOR: "actuarial",
-            HARNESS_VIEWER: "actuarial",
-            HARNESS_TOKEN_OPERATOR: "actuarial",
+            OPERATOR: "actuarial",
+            VIEWER: "actuarial",
+            TOKEN_OPERATOR: "actuarial",
             QUALITY_VIEWER: "quality",
             QUALITY_OPERATOR: "quality",
         },
@@ -146,7 +141,7 @@ async def test_purposes_offices_retention_and_transparency(
         store = fed.coordinator.store
         quality = fed.operator_client(QUALITY_OPERATOR)
         quality_viewer = fed.operator_client(QUALITY_VIEWER)
-        actuarial_viewer = fed.operator_client(HARNESS_VIEWER)
+        actuarial_viewer = fed.operator_client(VIEWER)
 
         # 1. A purpose every carrier accepts: in the signed request, the store, every node's
         # audit log and the export.
@@ -278,15 +273,15 @@ async def test_purposes_offices_retention_and_transparency(
         reads = [(e.operator, e.office, e.action, e.round_id, e.granted) for e in log]
         assert (QUALITY_VIEWER, "quality", "round", cost.round_id, False) in reads
         assert (QUALITY_VIEWER, "quality", "receipts", cost.round_id, False) in reads
-        assert (HARNESS_VIEWER, "actuarial", "round", screening.round_id, False) in reads
-        assert (HARNESS_VIEWER, "actuarial", "round", cost.round_id, True) in reads
-        assert (HARNESS_OPERATOR, "actuarial", "receipts", cost.round_id, True) in reads
+        assert (VIEWER, "actuarial", "round", screening.round_id, False) in reads
+        assert (VIEWER, "actuarial", "round", cost.round_id, True) in reads
+        assert (OPERATOR, "actuarial", "receipts", cost.round_id, True) in reads
         cost_reads = [e for e in store.access_log(cost.round_id) if e.action == "round"]
         # run_round reads it once, the actuarial viewer once; the quality viewer was refused.
         assert [(e.operator, e.granted) for e in cost_reads] == [
-            (HARNESS_OPERATOR, True),
+            (OPERATOR, True),
             (QUALITY_VIEWER, False),
-            (HARNESS_VIEWER, True),
+            (VIEWER, True),
         ]
         assert all(e.purpose == "plan-cost-oversight" for e in cost_reads)
         assert store.verify_access_log()[0]
@@ -344,7 +339,7 @@ async def test_purposes_offices_retention_and_transparency(
         assert {r.carrier_id for r in verification.receipts if r.deleted} == set(carriers)
 
         # `oversight round show` says so; `round verify` through the API still passes.
-        kit = fed.pki.operators[HARNESS_OPERATOR]
+        kit = fed.pki.operators[OPERATOR]
         tls = ["--ca-cert", str(kit.ca_cert), "--cert", str(kit.cert), "--key", str(kit.key)]
         runner = CliRunner()
         shown = await asyncio.to_thread(
@@ -448,7 +443,7 @@ async def test_purposes_offices_retention_and_transparency(
     assert [e["action"] for e in entries][-1] == f"transparency:{Period.parse(year)}"
     assert {(e["operator"], e["granted"]) for e in entries if e["round_id"] == cost.round_id} >= {
         (QUALITY_VIEWER, False),
-        (HARNESS_VIEWER, True),
+        (VIEWER, True),
     }
 
 

@@ -17,7 +17,7 @@ from coordinator.frames import round_frame
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
-from oversight_sim.harness import HARNESS_VIEWER, SimulatedFederation
+from fedoversight.testing import VIEWER, SimulatedFederation
 from tests.integration.test_operator_api import cli
 from tests.integration.test_trust import small
 
@@ -117,7 +117,7 @@ async def test_the_report_is_one_page_with_the_rounds_charts_and_values(
                 sys.executable,
                 "-c",
                 "from oversight_sim.cli import main; main()",
-                *cli(fed, "report", outcome.round_id, "-o", str(page), name=HARNESS_VIEWER),
+                *cli(fed, "report", outcome.round_id, "-o", str(page), name=VIEWER),
             ],
             capture_output=True,
             text=True,

@@ -29,9 +29,9 @@ from fedoversight import wire
 from fedoversight.dimensions import Dimension as D
 from fedoversight.errors import InvalidRequestError
 from fedoversight.periods import Period
+from fedoversight.testing import VIEWER, SimulatedFederation, oracle
 from fedoversight.v1 import operator_pb2
-from oversight_sim.harness import HARNESS_VIEWER, SimulatedFederation
-from tests import oracle, postgres
+from tests import postgres
 from tests.integration.helpers import compare
 from tests.integration.test_operator_api import cli, run_cli
 from tests.integration.test_trust import small, wait_for
@@ -138,7 +138,7 @@ async def test_a_suite_runs_on_its_due_times_and_february_gets_a_second_revision
             ("2026-02", 2, second, True),
             ("2026-03", 1, second, True),
         ]
-        february = await fed.operator_client(HARNESS_VIEWER).list_revisions(SUITE, "2026-02")
+        february = await fed.operator_client(VIEWER).list_revisions(SUITE, "2026-02")
         assert [(r.revision, r.round_id) for r in february] == [(1, first), (2, second)]
         assert [scheduled_for_of(r) for r in february] == [FIRST_DUE, SECOND_DUE]
         assert {round_state_from_pb(r.state) for r in february} == {RoundState.COMPLETE}

@@ -27,9 +27,9 @@ from fedoversight.domain import RequestSpec
 from fedoversight.errors import AuthenticationError, OversightError, PolicyRefusedError
 from fedoversight.periods import Period
 from fedoversight.signing import Signer
+from fedoversight.testing import OPERATOR, VIEWER, SimulatedFederation
 from fedoversight.tls import load_certificate
 from fedoversight.v1 import federation_pb2, federation_pb2_grpc, types_pb2
-from oversight_sim.harness import HARNESS_OPERATOR, HARNESS_VIEWER, SimulatedFederation
 
 PERIOD = Period.parse("2026-01:2026-03")
 QUERY = wire.make_query("enrollment.member_months")
@@ -92,7 +92,7 @@ async def test_mutual_tls_roles_signed_rounds_and_receipts(
         # A round the operator signed on their own side is dispatched exactly as signed.
         signer = fed.operator_signer
         assert signer is not None
-        kit = fed.pki.operators[HARNESS_OPERATOR]
+        kit = fed.pki.operators[OPERATOR]
         async with OperatorClient(
             fed.address, ca_cert=kit.ca_cert, cert=kit.cert, key=kit.key, signer=signer
         ) as own:
@@ -128,7 +128,7 @@ async def test_mutual_tls_roles_signed_rounds_and_receipts(
             )
         assert refused.value.code() is grpc.StatusCode.UNAUTHENTICATED
         # A viewer reads but may not run rounds.
-        async with fed.operator_client(HARNESS_VIEWER) as viewer:
+        async with fed.operator_client(VIEWER) as viewer:
             assert len(await viewer.list_carriers()) == 3
             assert (await viewer.get_round(outcome.round_id)).state is RoundState.COMPLETE
             with pytest.raises(PolicyRefusedError, match="may not"):

@@ -21,7 +21,7 @@ from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.errors import DataSourceError
 from fedoversight.periods import Period
-from oversight_sim.pgload import load_directory
+from fedoversight.testing import load_directory
 from tests import postgres
 from tests.postgres import fresh_schema
 

@@ -32,8 +32,8 @@ from fedoversight.catalogue import StatKind, get_metric
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec, QueryTable, RequestSpec
 from fedoversight.periods import Period
+from fedoversight.testing import oracle
 from oversight_sim.synth import SynthConfig, write_carriers
-from tests import oracle
 from tests.integration.helpers import as_count, expected_withheld
 
 PERIOD = Period.parse("2026-01:2026-03")

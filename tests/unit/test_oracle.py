@@ -17,7 +17,7 @@ from fedoversight.catalogue import StatKind, get_metric, metric_names
 from fedoversight.dimensions import Dimension
 from fedoversight.histogram import N_BINS, Histogram, bin_index
 from fedoversight.periods import Period
-from tests.oracle import METRICS, compute, load_carrier, service_categories_of
+from fedoversight.testing.oracle import METRICS, compute, load_carrier, service_categories_of
 
 Q1 = Period.parse("2024Q1")
 D = Dimension

@@ -14,7 +14,7 @@ from fedoversight.codelists import (
     drg_types,
     service_category_rules,
 )
-from tests.oracle import service_categories_of
+from fedoversight.testing.oracle import service_categories_of
 
 FIELDS = ("claim_type", "place_of_service", "bill_type", "revenue_code", "hcpcs", "drg")
 CLAIM_TYPES = ("institutional", "professional")

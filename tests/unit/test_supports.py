@@ -19,8 +19,8 @@ from fedoversight.catalogue import METRICS, StatKind, get_metric
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
+from fedoversight.testing import oracle
 from oversight_sim.synth import SynthConfig, write_carriers
-from tests import oracle
 
 PERIOD = Period.parse("2026-01:2026-03")
 SECRET = "6f1c0d2e9a8b7c6d5e4f3a2b1c0d9e8f"

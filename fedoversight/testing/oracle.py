@@ -2181,3 +2181,28 @@ def member_period_allowed(
     """Every member's period allowed total in cents (the raw values cost.distribution bins)."""
     people = _person_facts(_Union(tables_by_carrier, period, {}))[PEOPLE]
     return people["_total"].astype("int64")
+
+
+def expected(
+    metric: str,
+    carriers: Mapping[str, Path | Mapping[str, pd.DataFrame]],
+    period: Period | str,
+    by: Sequence[Dimension | str] = (),
+    filters: Mapping[Dimension | str, Sequence[str]] | None = None,
+    parameters: Mapping[str, float] | None = None,
+) -> pd.DataFrame:
+    """:func:`compute` for a test: ``carriers`` maps carrier id to its data directory (read
+    with :func:`load_carrier`) or to its tables already read; ``period`` may be text
+    (``"2026-01:2026-03"``) and dimensions their names."""
+    tables: dict[str, Mapping[str, pd.DataFrame]] = {}
+    for carrier, value in sorted(carriers.items()):
+        tables[carrier] = load_carrier(value) if isinstance(value, Path) else value
+    span = Period.parse(period) if isinstance(period, str) else period
+    return compute(
+        metric,
+        tables,
+        span,
+        [Dimension(d) for d in by],
+        {Dimension(d): list(v) for d, v in (filters or {}).items()},
+        parameters,
+    )

@@ -143,8 +143,9 @@ def test_the_suite_shares_member_months_and_fills() -> None:
 
 
 def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
-    """pmpm, member cost share, out-of-network share, the persons' totals and data quality all
-    read one shared per-member-month block: no other statement of the batch groups the claim
+    """pmpm, member cost share, out-of-network share, the persons' totals, the claims lag and
+    data quality all read one shared per-member-month block (directly, or through the block
+    joining it to the member months once): no other statement of the batch groups the claim
     rows by member and month on its own."""
     from carrier_node.query import metrics
 
@@ -157,22 +158,28 @@ def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
         if "AS pharmacy_member_paid_cents" in _sql(t.body) and "invalid_drg" in _sql(t.body)
     ]
     assert len(spend) == 1
+    enrolled = [t for t in plan.shared if spend[0].name in _sql(t.body) and t is not spend[0]]
+    assert len(enrolled) == 1, "the spend of enrolled member months, one block"
+    blocks = (spend[0].name, enrolled[0].name)
     readers = {
         q.metric
         for q, tree in zip(queries, plan.queries, strict=True)
-        if spend[0].name in _sql(tree)
+        if any(name in _sql(tree) for name in blocks)
     }
-    persons = [t for t in plan.shared if spend[0].name in _sql(t.body) and t is not spend[0]]
     assert {
         "cost.pmpm",
         "cost.member_cost_share_pmpm",
         "cost.out_of_network_share",
+        "ops.claims_lag",
         "ops.data_quality",
     } <= readers
+    persons = [t for t in plan.shared if enrolled[0].name in _sql(t.body)]
     assert persons, "the persons' period totals read the block too"
-    # Nowhere else is the deductible (a medical-only column) summed from the rows.
+    # Nowhere else is the deductible (a medical-only column) summed from the rows, nor the
+    # paid date read.
     others = [*plan.queries, *(t.body for t in plan.shared if t is not spend[0])]
     assert not any("deductible_amount" in _sql(tree) for tree in others)
+    assert not any("paid_date" in _sql(tree) for tree in others)
 
 
 def _evaluate_each(engine: Engine) -> list[RawTable]:

@@ -589,15 +589,16 @@ def enrolled_spend_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
 
 
 def one_row_per_member_month(query: exp.Select, group_by: Sequence[Dimension]) -> exp.Select:
-    """``query`` (aggregates per cell and member, see :func:`per_member`, over rows holding a
-    member month at most once) without its aggregation where its cells are months: a cell
-    then holds each member's one row, whose values are the member's sums (SUM, MIN and MAX of
-    one value are the value), and grouping the rows again would be wasted work."""
+    """``query`` (aggregates per cell and member, see :func:`per_member`, over rows holding
+    each member month at most once per cell key) without its aggregation where its cells are
+    months: a cell then holds each member's one row, whose values are the member's sums (SUM,
+    MIN and MAX of one value are the value), and grouping the rows again would be wasted work.
+    Only the select list is rewritten (a subquery it reads keeps its aggregates)."""
     if Dimension.MONTH not in group_by:
         return query
 
     def plain(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, (exp.Sum, exp.Min, exp.Max)):
+        if isinstance(node, (exp.Sum, exp.Min, exp.Max)) and isinstance(node.this, exp.Expr):
             return node.this
         return node
 

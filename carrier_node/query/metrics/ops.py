@@ -91,7 +91,11 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
         sql.ADJUDICATED_STATUSES,
     )
     cell_keys = keys(ctx)
-    members = per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r"))
+    # adjudicated_rows holds a member month once: where the cells are months, each joined row
+    # is its member's contribution already.
+    members = one_row_per_member_month(
+        per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r")), ctx.group_by
+    )
     return with_ctes(
         member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics()),
         [

@@ -25,7 +25,7 @@ from sqlglot import exp
 
 from carrier_node.data.control_totals import ControlTotals
 from carrier_node.query import sql
-from fedoversight.catalogue import MetricSpec, StatisticSpec, StatKind, get_metric
+from fedoversight.catalogue import LAG_MONTHS, MetricSpec, StatisticSpec, StatKind, get_metric
 from fedoversight.codelists import drg_types, place_of_service_codes, revenue_codes
 from fedoversight.dimensions import MEMBER_DIMENSIONS, Dimension
 from fedoversight.domain import QuerySpec
@@ -435,76 +435,178 @@ def attributed_months(ctx: BuildContext, *, last_month_only: bool) -> exp.Select
 
 
 #: Claim rows of the period summed per member and month: one row per member month with a
-#: medical row (``medical_rows`` > 0) and one per member month with a fill (``pharmacy_rows``
-#: > 0, the medical-only totals NULL or 0). Every version counts. The metrics that sum rows per
-#: member month read this instead of the rows: cost.pmpm, member cost share, the out-of-network
-#: share, the persons' period allowed and data quality. Summed again per member and cell it
-#: gives exactly the sums over the rows (SUM skips NULL alike), and in a batch the rows are read
-#: and grouped once for all of them.
+#: medical row (``medical_rows`` > 0) or a fill (``pharmacy_rows`` > 0; the medical-only totals
+#: are NULL where the month has no medical row). Every version counts. The medical and pharmacy
+#: rows are read once, as one union grouped once. The metrics that sum rows per member month
+#: read this instead of the rows: cost.pmpm, member cost share, the out-of-network share, the
+#: persons' period allowed, the claims lag (paid cents by months to payment, ``lag_rows`` the
+#: rows with a paid date not before the incurred month) and data quality. Summed again per
+#: member and cell it gives exactly the sums over the rows (SUM skips NULL alike), and in a batch
+#: the rows are read and grouped once for all of them. The sums are BIGINT: a member month's
+#: cents are far inside its range, and DuckDB's wider SUM type doubled the block's memory.
 _SPEND = """
-SELECT c.member_id AS member_id,
-       CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-       COUNT(*) AS medical_rows,
-       CAST(0 AS BIGINT) AS pharmacy_rows,
-       SUM(CAST(c.allowed_amount * 100 AS BIGINT)) AS allowed_cents,
-       SUM(CAST(c.paid_amount * 100 AS BIGINT)) AS paid_cents,
-       SUM(CAST(COALESCE(c.deductible_amount, 0) * 100 AS BIGINT)) AS deductible_cents,
-       SUM(CAST(COALESCE(c.coinsurance_amount, 0) * 100 AS BIGINT)) AS coinsurance_cents,
-       SUM(CAST(COALESCE(c.copay_amount, 0) * 100 AS BIGINT)) AS copay_cents,
-       CAST(0 AS BIGINT) AS pharmacy_member_paid_cents,
-       SUM(CASE WHEN NOT c.in_network THEN CAST(c.allowed_amount * 100 AS BIGINT) ELSE 0 END)
-         AS out_of_network_allowed_cents,
-       SUM(CASE WHEN c.in_network IS NOT NULL THEN CAST(c.allowed_amount * 100 AS BIGINT)
-                ELSE 0 END) AS known_network_allowed_cents,
-       SUM(CASE WHEN c.place_of_service IS NOT NULL AND NOT :pos_known THEN 1 ELSE 0 END)
-         AS invalid_place_of_service,
-       SUM(CASE WHEN c.revenue_code IS NOT NULL AND NOT :revenue_known THEN 1 ELSE 0 END)
-         AS invalid_revenue_code,
-       SUM(CASE WHEN c.drg IS NOT NULL AND NOT :drg_known THEN 1 ELSE 0 END) AS invalid_drg,
-       SUM(CASE WHEN (c.claim_type = 'professional' AND c.place_of_service IS NULL)
-                  OR (c.claim_type = 'institutional' AND c.bill_type IS NULL)
-                THEN 1 ELSE 0 END) AS missing_fields
+SELECT u.member_id AS member_id, u.month_start AS month_start,
+       CAST(SUM(u.medical_row) AS BIGINT) AS medical_rows,
+       CAST(SUM(u.pharmacy_row) AS BIGINT) AS pharmacy_rows,
+       CAST(SUM(u.allowed_cents) AS BIGINT) AS allowed_cents,
+       CAST(SUM(u.paid_cents) AS BIGINT) AS paid_cents,
+       CAST(SUM(u.deductible_cents) AS BIGINT) AS deductible_cents,
+       CAST(SUM(u.coinsurance_cents) AS BIGINT) AS coinsurance_cents,
+       CAST(SUM(u.copay_cents) AS BIGINT) AS copay_cents,
+       CAST(SUM(u.pharmacy_member_paid_cents) AS BIGINT) AS pharmacy_member_paid_cents,
+       CAST(SUM(u.out_of_network_allowed_cents) AS BIGINT) AS out_of_network_allowed_cents,
+       CAST(SUM(u.known_network_allowed_cents) AS BIGINT) AS known_network_allowed_cents,
+       CAST(SUM(u.invalid_place_of_service) AS BIGINT) AS invalid_place_of_service,
+       CAST(SUM(u.invalid_revenue_code) AS BIGINT) AS invalid_revenue_code,
+       CAST(SUM(u.invalid_drg) AS BIGINT) AS invalid_drg,
+       CAST(SUM(u.missing_fields) AS BIGINT) AS missing_fields,
+       CAST(SUM(CASE WHEN u.lag >= 0 THEN 1 ELSE 0 END) AS BIGINT) AS lag_rows,
+       :lag_sums
 FROM (
-  SELECT x.member_id AS member_id, x.claim_start_date AS claim_start_date,
-         x.claim_type AS claim_type, x.allowed_amount AS allowed_amount,
-         x.paid_amount AS paid_amount, x.deductible_amount AS deductible_amount,
-         x.coinsurance_amount AS coinsurance_amount, x.copay_amount AS copay_amount,
-         x.in_network AS in_network,
-         NULLIF(x.place_of_service, '') AS place_of_service,
-         NULLIF(x.revenue_code, '') AS revenue_code, NULLIF(x.drg, '') AS drg,
-         NULLIF(x.bill_type, '') AS bill_type
-  FROM medical_claims AS x
-  WHERE x.claim_start_date BETWEEN :start AND :end
-) AS c
-GROUP BY c.member_id, CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE)
-UNION ALL
-SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
-       CAST(0 AS BIGINT) AS medical_rows,
-       COUNT(*) AS pharmacy_rows,
-       SUM(CAST(p.allowed_amount * 100 AS BIGINT)) AS allowed_cents,
-       SUM(CAST(p.paid_amount * 100 AS BIGINT)) AS paid_cents,
-       CAST(0 AS BIGINT) AS deductible_cents, CAST(0 AS BIGINT) AS coinsurance_cents,
-       CAST(0 AS BIGINT) AS copay_cents,
-       SUM(CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT)) AS pharmacy_member_paid_cents,
-       CAST(NULL AS BIGINT) AS out_of_network_allowed_cents,
-       CAST(NULL AS BIGINT) AS known_network_allowed_cents,
-       CAST(0 AS BIGINT) AS invalid_place_of_service, CAST(0 AS BIGINT) AS invalid_revenue_code,
-       CAST(0 AS BIGINT) AS invalid_drg, CAST(0 AS BIGINT) AS missing_fields
-FROM pharmacy_claims AS p
-WHERE p.fill_date BETWEEN :start AND :end
-GROUP BY p.member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE)
+  SELECT c.member_id AS member_id,
+         CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
+         1 AS medical_row,
+         0 AS pharmacy_row,
+         CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+         CAST(c.paid_amount * 100 AS BIGINT) AS paid_cents,
+         CAST(COALESCE(c.deductible_amount, 0) * 100 AS BIGINT) AS deductible_cents,
+         CAST(COALESCE(c.coinsurance_amount, 0) * 100 AS BIGINT) AS coinsurance_cents,
+         CAST(COALESCE(c.copay_amount, 0) * 100 AS BIGINT) AS copay_cents,
+         CAST(0 AS BIGINT) AS pharmacy_member_paid_cents,
+         CASE WHEN NOT c.in_network THEN CAST(c.allowed_amount * 100 AS BIGINT) ELSE 0 END
+           AS out_of_network_allowed_cents,
+         CASE WHEN c.in_network IS NOT NULL THEN CAST(c.allowed_amount * 100 AS BIGINT)
+              ELSE 0 END AS known_network_allowed_cents,
+         CASE WHEN c.place_of_service IS NOT NULL AND NOT :pos_known THEN 1 ELSE 0 END
+           AS invalid_place_of_service,
+         CASE WHEN c.revenue_code IS NOT NULL AND NOT :revenue_known THEN 1 ELSE 0 END
+           AS invalid_revenue_code,
+         CASE WHEN c.drg IS NOT NULL AND NOT :drg_known THEN 1 ELSE 0 END AS invalid_drg,
+         CASE WHEN (c.claim_type = 'professional' AND c.place_of_service IS NULL)
+                OR (c.claim_type = 'institutional' AND c.bill_type IS NULL)
+              THEN 1 ELSE 0 END AS missing_fields,
+         CASE WHEN c.lag_months >= :last_lag THEN :last_lag ELSE c.lag_months END AS lag
+  FROM (
+    SELECT x.member_id AS member_id, x.claim_start_date AS claim_start_date,
+           x.claim_type AS claim_type, x.allowed_amount AS allowed_amount,
+           x.paid_amount AS paid_amount, x.deductible_amount AS deductible_amount,
+           x.coinsurance_amount AS coinsurance_amount, x.copay_amount AS copay_amount,
+           x.in_network AS in_network,
+           NULLIF(x.place_of_service, '') AS place_of_service,
+           NULLIF(x.revenue_code, '') AS revenue_code, NULLIF(x.drg, '') AS drg,
+           NULLIF(x.bill_type, '') AS bill_type,
+           CAST((EXTRACT(YEAR FROM x.paid_date) - EXTRACT(YEAR FROM x.claim_start_date)) * 12
+                + EXTRACT(MONTH FROM x.paid_date) - EXTRACT(MONTH FROM x.claim_start_date)
+                AS BIGINT) AS lag_months
+    FROM medical_claims AS x
+    WHERE x.claim_start_date BETWEEN :start AND :end
+  ) AS c
+  UNION ALL
+  SELECT p.member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE),
+         0, 1,
+         CAST(p.allowed_amount * 100 AS BIGINT),
+         CAST(p.paid_amount * 100 AS BIGINT),
+         CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT),
+         CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT),
+         CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
+         0, 0, 0, 0, CAST(NULL AS BIGINT)
+  FROM pharmacy_claims AS p
+  WHERE p.fill_date BETWEEN :start AND :end
+) AS u
+GROUP BY u.member_id, u.month_start
 """
+
+
+def lag_column(k: int) -> str:
+    """The spend column of paid cents ``k`` months after the incurred month (the last bucket:
+    that many or more)."""
+    return f"paid_lag_{k:02d}_cents"
 
 
 def member_month_spend(ctx: BuildContext) -> exp.Query:
     """The period's claim rows summed per member and month (see :data:`_SPEND`)."""
-    return sql.fill_query(
+    lag, paid = col("lag", "u"), col("paid_cents", "u")
+    tree = sql.fill_query(
         _SPEND,
         pos_known=sql.codes_in(col("place_of_service", "c"), sorted(place_of_service_codes())),
         revenue_known=sql.codes_in(col("revenue_code", "c"), sorted(revenue_codes())),
         drg_known=sql.codes_in(col("drg", "c"), sorted(drg_types())),
+        last_lag=sql.num(LAG_MONTHS),
+        lag_sums=exp.Placeholder(this="lag_sums"),
         **ctx.period_values(),
     )
+    # The lag buckets as columns in place of the placeholder (one per bucket).
+    select = tree.find(exp.Select)
+    assert select is not None
+    buckets = [
+        exp.cast(
+            exp.Sum(this=exp.Case().when(lag.copy().eq(k), paid.copy()).else_(sql.num(0))),
+            "BIGINT",
+        ).as_(lag_column(k))
+        for k in range(LAG_MONTHS + 1)
+    ]
+    select.set(
+        "expressions",
+        [
+            e
+            for e in select.expressions
+            for e in (buckets if isinstance(e, exp.Placeholder) else [e])
+        ],
+    )
+    return tree
+
+
+#: Each enrolled member month with a claim row (the member months ``mm`` of the query, so
+#: with the member's dimensions and record key) and its spend: one row per member month, which
+#: the metrics summing spend per member and cell read without joining the member months again.
+_ENROLLED_SPEND = """
+SELECT mm.*, s.medical_rows AS medical_rows, s.pharmacy_rows AS pharmacy_rows,
+       s.allowed_cents AS allowed_cents, s.paid_cents AS paid_cents,
+       s.deductible_cents AS deductible_cents, s.coinsurance_cents AS coinsurance_cents,
+       s.copay_cents AS copay_cents, s.pharmacy_member_paid_cents AS pharmacy_member_paid_cents,
+       s.out_of_network_allowed_cents AS out_of_network_allowed_cents,
+       s.known_network_allowed_cents AS known_network_allowed_cents,
+       s.lag_rows AS lag_rows, :lags
+FROM spend AS s
+JOIN mm ON s.member_id = mm.member_id AND s.month_start = mm.month_start
+"""
+
+
+def enrolled_spend_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
+    """CTEs ``spend`` and ``enrolled_spend`` (see :data:`_ENROLLED_SPEND`); they read ``mm``."""
+    tree = sql.fill(_ENROLLED_SPEND, lags=exp.Placeholder(this="lags"))
+    tree.set(
+        "expressions",
+        [
+            e
+            for e in tree.expressions
+            for e in (
+                [col(lag_column(k), "s").as_(lag_column(k)) for k in range(LAG_MONTHS + 1)]
+                if isinstance(e, exp.Placeholder)
+                else [e]
+            )
+        ],
+    )
+    return [("spend", member_month_spend(ctx)), ("enrolled_spend", tree)]
+
+
+def one_row_per_member_month(query: exp.Select, group_by: Sequence[Dimension]) -> exp.Select:
+    """``query`` (aggregates per cell and member, see :func:`per_member`, over rows holding
+    each member month at most once per cell key) without its aggregation where its cells are
+    months: a cell then holds each member's one row, whose values are the member's sums (SUM,
+    MIN and MAX of one value are the value), and grouping the rows again would be wasted work.
+    Only the select list is rewritten (a subquery it reads keeps its aggregates)."""
+    if Dimension.MONTH not in group_by:
+        return query
+
+    def plain(node: exp.Expr) -> exp.Expr:
+        if isinstance(node, (exp.Sum, exp.Min, exp.Max)) and isinstance(node.this, exp.Expr):
+            return node.this
+        return node
+
+    query.set("expressions", [e.transform(plain, copy=False) for e in query.expressions])
+    query.set("group", None)
+    return query
 
 
 _LATEST_MONTH = """

@@ -26,7 +26,7 @@ from fedoversight.codelists import (
 )
 from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
 from fedoversight.histogram import EDGES_CENTS, N_BINS
-from fedoversight.periods import Month, Period
+from fedoversight.periods import Period
 
 READ_DIALECT = "duckdb"
 
@@ -428,27 +428,6 @@ def starts_with(column: exp.Expr, prefix: str) -> exp.Expr:
 def not_starting_with(column: exp.Expr, prefix: str) -> exp.Expr:
     """``column`` is missing or does not begin with ``prefix``."""
     return exp.or_(column.copy().is_(exp.null()), exp.not_(starts_with(column, prefix)))
-
-
-def months_around_cte(period: Period) -> exp.Expr:
-    """VALUES ``x(month_start, month_end, previous_month_start, next_month_start)`` for the
-    period's months and the month on each side of it."""
-    first = period.first
-    before = Month(first.year - 1, 12) if first.month == 1 else Month(first.year, first.month - 1)
-    months = [before, *period.months(), period.last.next()]
-    rows = []
-    for m in months:
-        previous = Month(m.year - 1, 12) if m.month == 1 else Month(m.year, m.month - 1)
-        rows.append(
-            (
-                date_lit(m.first_day),
-                date_lit(m.last_day),
-                date_lit(previous.first_day),
-                date_lit(m.next().first_day),
-            )
-        )
-    columns = ["month_start", "month_end", "previous_month_start", "next_month_start"]
-    return exp.values(rows, alias="x", columns=columns)
 
 
 def quarters_cte(period: Period) -> exp.Expr:

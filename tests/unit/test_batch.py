@@ -143,8 +143,9 @@ def test_the_suite_shares_member_months_and_fills() -> None:
 
 
 def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
-    """pmpm, member cost share, out-of-network share, the persons' totals and data quality all
-    read one shared per-member-month block: no other statement of the batch groups the claim
+    """pmpm, member cost share, out-of-network share, the persons' totals, the claims lag and
+    data quality all read one shared per-member-month block (directly, or through the block
+    joining it to the member months once): no other statement of the batch groups the claim
     rows by member and month on its own."""
     from carrier_node.query import metrics
 
@@ -157,22 +158,28 @@ def test_the_suite_groups_claim_rows_per_member_month_once() -> None:
         if "AS pharmacy_member_paid_cents" in _sql(t.body) and "invalid_drg" in _sql(t.body)
     ]
     assert len(spend) == 1
+    enrolled = [t for t in plan.shared if spend[0].name in _sql(t.body) and t is not spend[0]]
+    assert len(enrolled) == 1, "the spend of enrolled member months, one block"
+    blocks = (spend[0].name, enrolled[0].name)
     readers = {
         q.metric
         for q, tree in zip(queries, plan.queries, strict=True)
-        if spend[0].name in _sql(tree)
+        if any(name in _sql(tree) for name in blocks)
     }
-    persons = [t for t in plan.shared if spend[0].name in _sql(t.body) and t is not spend[0]]
     assert {
         "cost.pmpm",
         "cost.member_cost_share_pmpm",
         "cost.out_of_network_share",
+        "ops.claims_lag",
         "ops.data_quality",
     } <= readers
+    persons = [t for t in plan.shared if enrolled[0].name in _sql(t.body)]
     assert persons, "the persons' period totals read the block too"
-    # Nowhere else is the deductible (a medical-only column) summed from the rows.
+    # Nowhere else is the deductible (a medical-only column) summed from the rows, nor the
+    # paid date read.
     others = [*plan.queries, *(t.body for t in plan.shared if t is not spend[0])]
     assert not any("deductible_amount" in _sql(tree) for tree in others)
+    assert not any("paid_date" in _sql(tree) for tree in others)
 
 
 def _evaluate_each(engine: Engine) -> list[RawTable]:
@@ -251,3 +258,50 @@ def test_a_carrier_filtered_out_gets_no_cells_in_a_batch(
     assert got[1].cells == () and got[1].query == elsewhere
     assert got[2].cells == alone.cells and got[2].cells
     assert got[2].query == queries[2]  # as evaluated here: the carrier filter is answered
+
+
+def test_rows_holding_a_member_month_once_are_not_grouped_again_by_month() -> None:
+    """Cells by month over rows with one row per member month: the per-member aggregation is
+    dropped from the select list (a subquery keeps its own), and the rows are the same."""
+    from carrier_node.query.aggregate import one_row_per_member_month, per_member
+    from fedoversight.dimensions import Dimension
+
+    def query() -> exp.Select:
+        grouped = _q(
+            "SELECT l.member_id AS member_id, l.month_start AS month_start,"
+            " SUM(l.cents) AS cents FROM lines AS l GROUP BY l.member_id, l.month_start"
+        )
+        rows = _q(
+            "SELECT 1 AS claimants, SUM(r.cents) AS cents FROM r"
+            " JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start"
+        )
+        assert isinstance(rows, exp.Select)
+        rows.set("from_", exp.From(this=grouped.subquery("r")))
+        return per_member(rows, [exp.column("month", "mm")], exp.column("member_id", "r"))
+
+    by_month = one_row_per_member_month(query(), (Dimension.MONTH,))
+    assert by_month.args.get("group") is None
+    assert "SUM(l.cents)" in _sql(by_month)  # the subquery's own sum stays
+    assert "SUM(r.cents)" not in _sql(by_month) and "MIN(mm.member_key)" not in _sql(by_month)
+    by_plan = one_row_per_member_month(query(), (Dimension.PLAN_CODE,))
+    assert _sql(by_plan) == _sql(query())
+
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE lines AS SELECT * FROM (VALUES ('a', DATE '2026-01-01', 5),"
+        " ('a', DATE '2026-01-01', 7), ('a', DATE '2026-02-01', 1), ('b', DATE '2026-01-01', 2))"
+        " AS t(member_id, month_start, cents)"
+    )
+    con.execute(
+        "CREATE TABLE mm AS SELECT * FROM (VALUES ('a', DATE '2026-01-01', '2026-01', 'ka'),"
+        " ('a', DATE '2026-02-01', '2026-02', 'ka'), ('b', DATE '2026-01-01', '2026-01', 'kb'))"
+        " AS t(member_id, month_start, month, member_key)"
+    )
+    columns = "month, member_id, member_key, claimants, cents"
+    rows = sorted(con.sql(f"SELECT {columns} FROM ({_sql(by_month)})").fetchall())
+    assert rows == sorted(con.sql(f"SELECT {columns} FROM ({_sql(query())})").fetchall())
+    assert rows == [
+        ("2026-01", "a", "ka", 1, 12),
+        ("2026-01", "b", "kb", 1, 2),
+        ("2026-02", "a", "ka", 1, 1),
+    ]

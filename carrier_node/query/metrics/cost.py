@@ -14,14 +14,15 @@ from carrier_node.query.aggregate import (
     BuildContext,
     attributed_months,
     col,
+    enrolled_spend_ctes,
     keys,
     member_cells,
     member_month_cells,
     member_month_ctes,
-    member_month_spend,
     member_month_totals,
     numerator_columns,
     numerator_value,
+    one_row_per_member_month,
     per_member,
     with_ctes,
 )
@@ -38,15 +39,49 @@ _CLAIM_STATISTICS = ("claimants", "allowed_cents", "paid_cents")
 
 def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Select:
     """Claim lines of enrolled member months, summed by ``dims`` and member, then by ``dims``
-    (claimants are the members with a line)."""
+    (claimants are the members with a line). Without a line dimension, the batch's enrolled
+    spend (one row per member month) is summed instead of the lines."""
     member_dims = tuple(d for d in dims if d in MEMBER_DIMENSIONS)
     line_dims = tuple(d for d in dims if d not in MEMBER_DIMENSIONS)
+    if not _by_line(ctx):
+        query = exp.select(
+            exp.Literal.number(1).as_("claimants"),
+            *[exp.Sum(this=exp.column(name, MM)).as_(name) for name in _CLAIM_STATISTICS[1:]],
+        ).from_(exp.alias_(exp.to_table("enrolled_spend"), MM))
+        cell_keys = [exp.column(d.value, MM) for d in member_dims]
+        members = one_row_per_member_month(
+            per_member(query, cell_keys, exp.column("member_id", MM)), ctx.group_by
+        )
+        return member_cells(
+            ctx, members, [k.name for k in cell_keys], ctx.statistics(*_CLAIM_STATISTICS)
+        )
+    # The lines summed per member, month and line key first: the member months are then
+    # joined to one row per member month and key rather than to every line, and each row is
+    # one member's contribution to its cell where the cells are months.
+    line = exp.alias_(exp.to_table("lines"), "l")
+    grouped = exp.select(
+        exp.column("member_id", "l").as_("member_id"),
+        exp.column("month_start", "l").as_("month_start"),
+        *[exp.column(d.value, "l").as_(d.value) for d in line_dims],
+        *[exp.Sum(this=exp.column(name, "l")).as_(name) for name in _CLAIM_STATISTICS[1:]],
+    ).from_(line)
+    for dim, values in ctx.query.filters:
+        if dim not in MEMBER_DIMENSIONS:
+            grouped = grouped.where(
+                exp.column(dim.value, "l").isin(*[sql.lit(v) for v in values]), copy=False
+            )
+    grouped = grouped.group_by(
+        exp.column("member_id", "l"),
+        exp.column("month_start", "l"),
+        *[exp.column(d.value, "l") for d in line_dims],
+        copy=False,
+    )
     query = (
         exp.select(
             exp.Literal.number(1).as_("claimants"),
             *[exp.Sum(this=exp.column(name, "l")).as_(name) for name in _CLAIM_STATISTICS[1:]],
         )
-        .from_(exp.alias_(exp.to_table("lines"), "l"))
+        .from_(grouped.subquery("l"))
         .join(
             exp.alias_(exp.to_table("mm"), "mm"),
             on=exp.and_(
@@ -55,14 +90,13 @@ def _claims_by_cell(ctx: BuildContext, dims: tuple[Dimension, ...]) -> exp.Selec
             ),
         )
     )
-    for dim, values in ctx.query.filters:
-        if dim in line_dims or (dim not in MEMBER_DIMENSIONS):
-            query = query.where(exp.column(dim.value, "l").isin(*[sql.lit(v) for v in values]))
     cell_keys = [
         *[exp.column(d.value, "mm") for d in member_dims],
         *[exp.column(d.value, "l") for d in line_dims],
     ]
-    members = per_member(query, cell_keys, exp.column("member_id", "l"))
+    members = one_row_per_member_month(
+        per_member(query, cell_keys, exp.column("member_id", "l")), ctx.group_by
+    )
     return member_cells(
         ctx, members, [k.name for k in cell_keys], ctx.statistics(*_CLAIM_STATISTICS)
     )
@@ -99,7 +133,11 @@ def pmpm(ctx: BuildContext) -> exp.Select:
         )
     ctes: list[tuple[str, exp.Expr]] = [
         *member_month_ctes(ctx),
-        ("lines", _lines(ctx)),
+        *(
+            [("lines", sql.claim_lines(ctx.period, _category_levels(ctx)))]
+            if _by_line(ctx)
+            else enrolled_spend_ctes(ctx)
+        ),
         (
             "den",
             member_month_totals(
@@ -145,14 +183,12 @@ def _with_every_category(
     )
 
 
-def _lines(ctx: BuildContext) -> exp.Expr:
-    """What the cost query sums: the claim rows with their categories; without a category or
-    other line dimension to group or filter by, the member-month totals that other cost
-    metrics read too (the same sums, computed once in a batch)."""
+def _by_line(ctx: BuildContext) -> bool:
+    """Whether a cost query groups or filters by a line dimension (a service category), so
+    sums claim lines; else it sums the member-month totals other cost metrics read too (the
+    same sums, computed once in a batch)."""
     used = (*ctx.group_by, *(d for d, _ in ctx.query.filters))
-    if all(d in MEMBER_DIMENSIONS for d in used):
-        return member_month_spend(ctx)
-    return sql.claim_lines(ctx.period, _category_levels(ctx))
+    return not all(d in MEMBER_DIMENSIONS for d in used)
 
 
 def _category_levels(ctx: BuildContext) -> frozenset[int]:
@@ -170,14 +206,13 @@ def _category_levels(ctx: BuildContext) -> frozenset[int]:
 # Per cell and member (see member_cells).
 _COST_SHARE = """
 SELECT 1 AS claimants,
-       SUM(r.deductible_cents + r.coinsurance_cents + r.copay_cents
-           + r.pharmacy_member_paid_cents) AS cost_share_cents,
-       SUM(r.deductible_cents) AS deductible_cents,
-       SUM(r.coinsurance_cents) AS coinsurance_cents,
-       SUM(r.copay_cents) AS copay_cents,
-       SUM(r.pharmacy_member_paid_cents) AS pharmacy_member_paid_cents
-FROM spend AS r
-JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+       SUM(mm.deductible_cents + mm.coinsurance_cents + mm.copay_cents
+           + mm.pharmacy_member_paid_cents) AS cost_share_cents,
+       SUM(mm.deductible_cents) AS deductible_cents,
+       SUM(mm.coinsurance_cents) AS coinsurance_cents,
+       SUM(mm.copay_cents) AS copay_cents,
+       SUM(mm.pharmacy_member_paid_cents) AS pharmacy_member_paid_cents
+FROM enrolled_spend AS mm
 """
 
 COST_SHARE_CENTS = (
@@ -195,18 +230,19 @@ def member_cost_share(ctx: BuildContext) -> exp.Select:
     """Medical deductible + coinsurance + copay and pharmacy member paid (missing: 0), all
     claim versions, in enrolled member months."""
     cell_keys = keys(ctx)
-    members = per_member(sql.fill(_COST_SHARE), cell_keys, col("member_id", "r"))
+    members = one_row_per_member_month(
+        per_member(sql.fill(_COST_SHARE), cell_keys, col("member_id", MM)), ctx.group_by
+    )
     statistics = ctx.statistics(*COST_SHARE_STATISTICS)
     numerator = member_cells(ctx, members, [k.name for k in cell_keys], statistics)
-    return member_month_cells(ctx, numerator, statistics, [("spend", member_month_spend(ctx))])
+    return member_month_cells(ctx, numerator, statistics, enrolled_spend_ctes(ctx))
 
 
 # --- per-member period allowed ----------------------------------------------------------------
 
 _MEMBER_TOTALS = """
 SELECT a.member_id AS member_id, SUM(a.allowed_cents) AS allowed_cents
-FROM spend AS a
-JOIN mm ON a.member_id = mm.member_id AND a.month_start = mm.month_start
+FROM enrolled_spend AS a
 GROUP BY a.member_id
 """
 
@@ -223,7 +259,7 @@ def _person_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
     cost.pmpm: every version, in any enrolled month of the period; 0 when none)."""
     return [
         *member_month_ctes(ctx, filtered=False),
-        ("spend", member_month_spend(ctx)),
+        *enrolled_spend_ctes(ctx),
         ("member_totals", sql.fill(_MEMBER_TOTALS)),
         ("attributed", attributed_months(ctx, last_month_only=False)),
         ("persons", sql.fill(_PERSONS)),
@@ -312,11 +348,10 @@ def high_cost_claimants(ctx: BuildContext) -> exp.Select:
 
 # Per cell and member (see member_cells).
 _NETWORK = """
-SELECT 1 AS claimants, SUM(r.out_of_network_allowed_cents) AS out_of_network_allowed_cents,
-       SUM(r.known_network_allowed_cents) AS known_network_allowed_cents
-FROM spend AS r
-JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
-WHERE r.medical_rows > 0
+SELECT 1 AS claimants, SUM(mm.out_of_network_allowed_cents) AS out_of_network_allowed_cents,
+       SUM(mm.known_network_allowed_cents) AS known_network_allowed_cents
+FROM enrolled_spend AS mm
+WHERE mm.medical_rows > 0
 """
 
 NETWORK_CENTS = ("out_of_network_allowed_cents", "known_network_allowed_cents")
@@ -331,6 +366,8 @@ def out_of_network_share(ctx: BuildContext) -> exp.Select:
     A ratio of two dollar totals, but both totals are released, so each is protected like
     any other."""
     cell_keys = keys(ctx)
-    members = per_member(sql.fill(_NETWORK), cell_keys, col("member_id", "r"))
+    members = one_row_per_member_month(
+        per_member(sql.fill(_NETWORK), cell_keys, col("member_id", MM)), ctx.group_by
+    )
     query = member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics())
-    return with_ctes(query, [*member_month_ctes(ctx), ("spend", member_month_spend(ctx))])
+    return with_ctes(query, [*member_month_ctes(ctx), *enrolled_spend_ctes(ctx)])

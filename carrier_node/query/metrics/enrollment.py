@@ -7,6 +7,7 @@ from sqlglot import exp
 from carrier_node.query import sql
 from carrier_node.query.aggregate import (
     KEY,
+    MM,
     BuildContext,
     col,
     distinct_members,
@@ -17,6 +18,7 @@ from carrier_node.query.aggregate import (
     with_ctes,
 )
 from carrier_node.query.registry import implements
+from fedoversight.periods import Month
 
 
 @implements("enrollment.member_months")
@@ -29,28 +31,77 @@ def member_months(ctx: BuildContext) -> exp.Select:
 
 
 # A member is enrolled in a month when any span overlaps it (filters do not apply here: a member
-# who switched plans was enrolled the month before, whatever that month's plan).
-_ENROLLED_AROUND = """
-SELECT DISTINCT e.member_id AS member_id, x.previous_month_start AS previous_month_start,
-       x.next_month_start AS next_month_start
+# who switched plans was enrolled the month before, whatever that month's plan). Each member's
+# enrolled months around the period are one row of flags (``in_00`` the month before the
+# period, ``in_01`` its first month, ...), grouped once from the spans: a member month is an add
+# when its previous month's flag is 0, a term when its next month's is. (Looking the neighbour
+# months up by joining the member months to the enrolled months twice was the costliest step.)
+_ENROLLED_FLAGS = """
+SELECT e.member_id AS member_id, :flags
 FROM eligibility AS e
-JOIN around AS x
-  ON e.enrollment_start_date <= x.month_end
- AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= x.month_start)
+WHERE e.enrollment_start_date <= :last_day
+  AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= :first_day)
+GROUP BY e.member_id
 """
 
-# One row per member month (the in-force span's; each neighbour month joins once).
+# One row per member month (the in-force span's), with its member's flags.
 _CHURN = """
 SELECT mm.*,
-       CASE WHEN e_prev.member_id IS NULL THEN 1 ELSE 0 END AS added,
-       CASE WHEN e_next.member_id IS NULL THEN 1 ELSE 0 END AS termed,
+       CASE WHEN :previous = 1 THEN 0 ELSE 1 END AS added,
+       CASE WHEN :next = 1 THEN 0 ELSE 1 END AS termed,
        CASE WHEN mm.death_date BETWEEN mm.month_start AND mm.month_end THEN 1 ELSE 0 END AS died
 FROM mm
-LEFT JOIN enrolled AS e_prev
-  ON e_prev.member_id = mm.member_id AND e_prev.next_month_start = mm.month_start
-LEFT JOIN enrolled AS e_next
-  ON e_next.member_id = mm.member_id AND e_next.previous_month_start = mm.month_start
+JOIN enrolled AS f ON f.member_id = mm.member_id
 """
+
+
+def _flag(index: int) -> str:
+    return f"in_{index:02d}"
+
+
+def _enrolled_flags(ctx: BuildContext) -> exp.Select:
+    """Per member with a span overlapping the period or a month beside it: a flag (0 or 1) per
+    such month, whether a span overlaps it."""
+    months = _months_around(ctx)
+    flags = exp.Placeholder(this="flags")
+    tree = sql.fill(
+        _ENROLLED_FLAGS,
+        flags=flags,
+        first_day=sql.date_lit(months[0].first_day),
+        last_day=sql.date_lit(months[-1].last_day),
+    )
+    start, end = col("enrollment_start_date", "e"), col("enrollment_end_date", "e")
+    columns: list[exp.Expr] = []
+    for index, month in enumerate(months):
+        overlaps = exp.and_(
+            start.copy() <= sql.date_lit(month.last_day),
+            exp.or_(end.copy().is_(exp.null()), end.copy() >= sql.date_lit(month.first_day)),
+        )
+        case = exp.Case().when(overlaps, sql.num(1)).else_(sql.num(0))
+        columns.append(exp.Max(this=case).as_(_flag(index)))
+    tree.set(
+        "expressions",
+        [c for e in tree.expressions for c in (columns if isinstance(e, exp.Placeholder) else [e])],
+    )
+    return tree
+
+
+def _months_around(ctx: BuildContext) -> list[Month]:
+    first = ctx.period.first
+    before = Month(first.year - 1, 12) if first.month == 1 else Month(first.year, first.month - 1)
+    return [before, *ctx.period.months(), ctx.period.last.next()]
+
+
+def _neighbour_flag(ctx: BuildContext, offset: int) -> exp.Expr:
+    """The flag of the month ``offset`` months from the member month's own (-1 or 1)."""
+    case = exp.Case()
+    for index, month in enumerate(ctx.period.months(), start=1):
+        case = case.when(
+            col("month_start", MM).eq(sql.date_lit(month.first_day)),
+            col(_flag(index + offset), "f"),
+            copy=False,
+        )
+    return case
 
 
 @implements("enrollment.churn")
@@ -65,12 +116,12 @@ def churn(ctx: BuildContext) -> exp.Select:
             *distinct_members(name, member, key, col(flag, rows).eq(1)), copy=False
         )
     query = members_counted(query, ctx.group_by)
+    churn_rows = sql.fill(_CHURN, previous=_neighbour_flag(ctx, -1), next=_neighbour_flag(ctx, 1))
     return with_ctes(
         query,
         [
             *member_month_ctes(ctx, spans=True),  # the span's death date
-            ("around", exp.select("*").from_(sql.months_around_cte(ctx.period))),
-            ("enrolled", sql.fill(_ENROLLED_AROUND)),
-            (rows, sql.fill(_CHURN)),
+            ("enrolled", _enrolled_flags(ctx)),
+            (rows, churn_rows),
         ],
     )

@@ -7,13 +7,17 @@ from sqlglot import exp
 from carrier_node.data.control_totals import CONTROLLED_TABLES, ControlTotal
 from carrier_node.query import sql
 from carrier_node.query.aggregate import (
+    MM,
     BuildContext,
     col,
+    enrolled_spend_ctes,
     keys,
+    lag_column,
     matches,
     member_cells,
     member_month_ctes,
     member_month_spend,
+    one_row_per_member_month,
     per_member,
     with_ctes,
 )
@@ -24,28 +28,13 @@ from fedoversight.periods import Month
 # --- claims lag -------------------------------------------------------------------------------
 
 # Months from the incurred month to the paid month, LAG_MONTHS taking that many or more; a paid
-# date in a month before the incurred month is in no bucket (the row does not count).
-_LAG_ROWS = """
-SELECT member_id, month_start, paid_cents,
-       CASE WHEN lag_months >= :last THEN :last ELSE lag_months END AS lag
-FROM (
-  SELECT c.member_id AS member_id,
-         CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-         CAST(c.paid_amount * 100 AS BIGINT) AS paid_cents,
-         CAST((EXTRACT(YEAR FROM c.paid_date) - EXTRACT(YEAR FROM c.claim_start_date)) * 12
-              + EXTRACT(MONTH FROM c.paid_date) - EXTRACT(MONTH FROM c.claim_start_date)
-              AS BIGINT) AS lag_months
-  FROM medical_claims AS c
-  WHERE c.claim_start_date BETWEEN :start AND :end AND c.paid_date IS NOT NULL
-) AS l
-WHERE lag_months >= 0
-"""
-
-# Per cell and member (see member_cells): the member's paid in each lag bucket.
+# date in a month before the incurred month is in no bucket (the row does not count). The
+# buckets are summed per member month with the batch's other claim totals (see
+# aggregate.member_month_spend); a member month counts where a row of it has a bucket.
 _LAG_MEMBERS = """
 SELECT 1 AS claimants
-FROM lag_rows AS r
-JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+FROM enrolled_spend AS mm
+WHERE mm.lag_rows > 0
 """
 
 
@@ -56,14 +45,15 @@ def claims_lag(ctx: BuildContext) -> exp.Select:
     cell_keys = keys(ctx)
     query = sql.fill(_LAG_MEMBERS)
     for k in range(LAG_MONTHS + 1):
-        in_bucket = col("lag", "r").eq(k)
-        paid = exp.Case().when(in_bucket, col("paid_cents", "r")).else_(sql.num(0))
-        query = query.select(exp.Sum(this=paid).as_(f"paid_lag_{k:02d}_cents"), copy=False)
-    members = per_member(query, cell_keys, col("member_id", "r"))
-    rows = sql.fill(_LAG_ROWS, last=sql.num(LAG_MONTHS), **ctx.period_values())
+        query = query.select(
+            exp.Sum(this=col(lag_column(k), MM)).as_(f"paid_lag_{k:02d}_cents"), copy=False
+        )
+    members = one_row_per_member_month(
+        per_member(query, cell_keys, col("member_id", MM)), ctx.group_by
+    )
     return with_ctes(
         member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics()),
-        [*member_month_ctes(ctx), ("lag_rows", rows)],
+        [*member_month_ctes(ctx), *enrolled_spend_ctes(ctx)],
     )
 
 
@@ -101,7 +91,11 @@ def denial_rate(ctx: BuildContext) -> exp.Select:
         sql.ADJUDICATED_STATUSES,
     )
     cell_keys = keys(ctx)
-    members = per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r"))
+    # adjudicated_rows holds a member month once: where the cells are months, each joined row
+    # is its member's contribution already.
+    members = one_row_per_member_month(
+        per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r")), ctx.group_by
+    )
     return with_ctes(
         member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics()),
         [

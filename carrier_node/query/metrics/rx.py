@@ -17,6 +17,7 @@ from carrier_node.query.aggregate import (
     matches,
     member_cells,
     member_month_ctes,
+    one_row_per_member_month,
     per_member,
     with_ctes,
 )
@@ -75,20 +76,30 @@ WHERE p.claim_id IN (
 GROUP BY p.claim_id
 """
 
+# Summed per member and month first: the member months are then joined to one row per member
+# month rather than to every row (the sums are the same).
 _SPECIALTY_ROWS = """
-SELECT p.member_id AS member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
-       CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents,
-       CASE WHEN :specialty THEN 1 ELSE 0 END AS specialty
-FROM pharmacy_claims AS p
-JOIN fill_profile AS f ON f.claim_id = p.claim_id
-WHERE p.fill_date BETWEEN :start AND :end
+SELECT r.member_id AS member_id, r.month_start AS month_start,
+       MAX(r.specialty) AS specialty,
+       SUM(r.allowed_cents) AS allowed_cents,
+       SUM(CASE WHEN r.specialty = 1 THEN r.allowed_cents ELSE 0 END) AS specialty_allowed_cents
+FROM (
+  SELECT p.member_id AS member_id,
+         CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE) AS month_start,
+         CAST(p.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+         CASE WHEN :specialty THEN 1 ELSE 0 END AS specialty
+  FROM pharmacy_claims AS p
+  JOIN fill_profile AS f ON f.claim_id = p.claim_id
+  WHERE p.fill_date BETWEEN :start AND :end
+) AS r
+GROUP BY r.member_id, r.month_start
 """
 
 # Per cell and member (see member_cells).
 _SPECIALTY = """
 SELECT 1 AS fill_members, MAX(r.specialty) AS specialty_members,
        SUM(r.allowed_cents) AS pharmacy_allowed_cents,
-       SUM(CASE WHEN r.specialty = 1 THEN r.allowed_cents ELSE 0 END) AS specialty_allowed_cents
+       SUM(r.specialty_allowed_cents) AS specialty_allowed_cents
 FROM specialty_rows AS r
 JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 """
@@ -112,7 +123,9 @@ def specialty_share(ctx: BuildContext) -> exp.Select:
         specialty = exp.or_(specialty, exp.paren(costly.expressions[0].copy()))
     rows = sql.fill(_SPECIALTY_ROWS, specialty=specialty, **ctx.period_values())
     cell_keys = keys(ctx)
-    members = per_member(sql.fill(_SPECIALTY), cell_keys, col("member_id", "r"))
+    members = one_row_per_member_month(
+        per_member(sql.fill(_SPECIALTY), cell_keys, col("member_id", "r")), ctx.group_by
+    )
     query = member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics())
     return with_ctes(
         query,

@@ -12,6 +12,7 @@ import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
+from coordinator import charts
 from coordinator.client import RoundOutcome
 from coordinator.frames import round_frame
 from fedoversight.dimensions import Dimension as D
@@ -151,14 +152,24 @@ async def test_the_report_is_one_page_with_the_rounds_charts_and_values(
     expected = program_values(outcome, "cost.pmpm")
     assert expected and {k: shown[k] for k in expected} == expected
     assert "cost.pmpm_by_service_category" in parsed.tables
-    # Charted values withheld by a carrier's disclosure control are marked, one by one.
+    # Charted values withheld by a carrier's disclosure control are marked, one by one: for
+    # each trend the report draws, every value of its metric and figure that has none because
+    # a carrier withheld it (or what it rests on).
     frame = round_frame(outcome)
-    # (the trend draws every scope's figures by month)
-    charted = frame[
-        (frame["kind"] == "figure") & frame["metric"].isin(["cost.pmpm", "util.inpatient"])
+    trends = [
+        fig.layout.meta
+        for _, fig in charts.suggest(frame)
+        if (fig.layout.meta or {}).get("chart") == "trend"
     ]
-    withheld = charted[charted["withheld"] | (charted["value"].isna() & charted["incomplete"])]
-    assert not withheld.empty
-    for _, value in withheld.iterrows():
-        where = f"{value['scope']} · {value['month']:%Y-%m}: withheld by"
-        assert where in html, where
+    assert trends
+    marked = 0
+    for meta in trends:
+        drawn = frame[
+            (frame["metric"] == meta["metric"]) & (frame["statistic"] == meta["statistic"])
+        ]
+        withheld = drawn[drawn["withheld"] | (drawn["value"].isna() & drawn["incomplete"])]
+        for _, value in withheld.iterrows():
+            where = f"{value['scope']} · {value['month']:%Y-%m}: withheld by"
+            assert where in html, where
+            marked += 1
+    assert marked, "the planted small carriers withhold some charted value"

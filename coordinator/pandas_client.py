@@ -330,6 +330,8 @@ class AsyncClient:
         parameters: Mapping[str, float] | None = None,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[True] = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame: ...
@@ -347,6 +349,8 @@ class AsyncClient:
         parameters: Mapping[str, float] | None = None,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[False],
         on_progress: Callable[[Progress], None] | None = None,
     ) -> str: ...
@@ -363,6 +367,8 @@ class AsyncClient:
         parameters: Mapping[str, float] | None = None,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame | str:
@@ -378,7 +384,15 @@ class AsyncClient:
         one)."""
         query = build_query(metric, by, filters, parameters, version)
         return await self._ask(
-            [query], period, carriers, quorum, deadline, wait=wait, on_progress=on_progress
+            [query],
+            period,
+            carriers,
+            quorum,
+            deadline,
+            purpose=purpose,
+            justification=justification,
+            wait=wait,
+            on_progress=on_progress,
         )
 
     @overload
@@ -392,6 +406,8 @@ class AsyncClient:
         *,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[True] = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame: ...
@@ -407,6 +423,8 @@ class AsyncClient:
         *,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[False],
         on_progress: Callable[[Progress], None] | None = None,
     ) -> str: ...
@@ -421,6 +439,8 @@ class AsyncClient:
         *,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame | str:
@@ -434,7 +454,15 @@ class AsyncClient:
             raise InvalidRequestError("name at least one metric")
         queries = [build_query(m, by, filters, None, 0) for m in metrics]
         return await self._ask(
-            queries, period, carriers, quorum, deadline, wait=wait, on_progress=on_progress
+            queries,
+            period,
+            carriers,
+            quorum,
+            deadline,
+            purpose=purpose,
+            justification=justification,
+            wait=wait,
+            on_progress=on_progress,
         )
 
     async def _ask(
@@ -445,6 +473,8 @@ class AsyncClient:
         quorum: int,
         deadline: int,
         *,
+        purpose: str = "",
+        justification: str = "",
         wait: bool,
         on_progress: Callable[[Progress], None] | None,
     ) -> pd.DataFrame | str:
@@ -455,7 +485,13 @@ class AsyncClient:
             raise InvalidRequestError("a round's deadline is a positive number of seconds")
         round_id = await self._call(
             self._operator.create_round(
-                span, queries, carriers=list(carriers), quorum=quorum, deadline_seconds=deadline
+                span,
+                queries,
+                carriers=list(carriers),
+                quorum=quorum,
+                deadline_seconds=deadline,
+                purpose=purpose,
+                justification=justification,
             )
         )
         if not wait:
@@ -1029,6 +1065,8 @@ class Client:
         parameters: Mapping[str, float] | None = None,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[True] = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame: ...
@@ -1046,6 +1084,8 @@ class Client:
         parameters: Mapping[str, float] | None = None,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[False],
         on_progress: Callable[[Progress], None] | None = None,
     ) -> str: ...
@@ -1062,6 +1102,8 @@ class Client:
         parameters: Mapping[str, float] | None = None,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame | str:
@@ -1070,7 +1112,15 @@ class Client:
         query = build_query(metric, by, filters, parameters, version)
         return self._call(
             self._async._ask(
-                [query], period, carriers, quorum, deadline, wait=wait, on_progress=on_progress
+                [query],
+                period,
+                carriers,
+                quorum,
+                deadline,
+                purpose=purpose,
+                justification=justification,
+                wait=wait,
+                on_progress=on_progress,
             )
         )
 
@@ -1085,6 +1135,8 @@ class Client:
         *,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[True] = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame: ...
@@ -1100,6 +1152,8 @@ class Client:
         *,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: Literal[False],
         on_progress: Callable[[Progress], None] | None = None,
     ) -> str: ...
@@ -1114,6 +1168,8 @@ class Client:
         *,
         quorum: int = 0,
         deadline: int = DEFAULT_DEADLINE,
+        purpose: str = "",
+        justification: str = "",
         wait: bool = True,
         on_progress: Callable[[Progress], None] | None = None,
     ) -> pd.DataFrame | str:
@@ -1128,12 +1184,23 @@ class Client:
                     carriers,
                     quorum=quorum,
                     deadline=deadline,
+                    purpose=purpose,
+                    justification=justification,
                     on_progress=on_progress,
                 )
             )
         return self._call(
             self._async.run_many(
-                metrics, period, by, filters, carriers, quorum=quorum, deadline=deadline, wait=False
+                metrics,
+                period,
+                by,
+                filters,
+                carriers,
+                quorum=quorum,
+                deadline=deadline,
+                purpose=purpose,
+                justification=justification,
+                wait=False,
             )
         )
 

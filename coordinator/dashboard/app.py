@@ -446,6 +446,7 @@ class Dashboard:
             )
         catalogue = await session.client.list_metrics()
         carriers = await session.client.list_carriers()
+        purposes = await session.client.list_purposes()
         dims = sorted(
             {wire.dimension_from_pb(d) for m in catalogue.metrics for d in m.dimensions},
             key=list(Dimension).index,
@@ -460,7 +461,11 @@ class Dashboard:
             metrics=catalogue.metrics,
             dimensions=[d for d in dims if d is not Dimension.CARRIER],
             carriers=carriers,
+            purposes=[p for p in purposes.purposes if p.entitled],
+            default_purpose=purposes.default_purpose,
             chosen={
+                "purpose": _text(form, "purpose") if form else "",
+                "justification": _text(form, "justification") if form else "",
                 "metric": form.getlist("metric") if form else [],
                 "by": form.getlist("by") if form else [],
                 "carriers": form.getlist("carrier") if form else [],
@@ -501,6 +506,8 @@ class Dashboard:
                 carriers=[str(c) for c in form.getlist("carrier")],
                 quorum=max(0, quorum),
                 deadline_seconds=max(0, deadline),
+                purpose=_text(form, "purpose") or "",
+                justification=_text(form, "justification") or "",
             )
         except OversightError as exc:
             status = getattr(exc, "status", None)

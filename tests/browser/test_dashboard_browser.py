@@ -306,6 +306,8 @@ def operator_session(
     b.sign_in(url, token)
     assert b.css("#nav-launch")
     trend_round = b.launch(url, "cost.pmpm", "month")
+    # Launched for the office's default purpose, which the round's page states.
+    assert "plan-cost-oversight" in b.driver.find_element(By.ID, "purpose").text
     # Its progress, live: every carrier of the round listed, each ending answered.
     rows = b.css("#progress tbody tr")
     assert len(rows) == 3

@@ -204,7 +204,13 @@ async def test_frames_of_a_live_federation_are_typed_and_match_the_export(
                 round_id = seen["inpatient"].attrs["round_id"]
                 seen["outcome"] = client.outcome(round_id)
                 seen["again"] = client.results(round_id)
-                seen["pmpm"] = client.run("cost.pmpm", PERIOD, by=("month",))
+                seen["pmpm"] = client.run(
+                    "cost.pmpm",
+                    PERIOD,
+                    by=("month",),
+                    purpose="quality-oversight",
+                    justification="PMPM beside the quality measures",
+                )
                 seen["pmpm_outcome"] = client.outcome(seen["pmpm"].attrs["round_id"])
                 seen["many"] = client.run_many(["cost.pmpm", "util.ed_visits"], "2026Q1")
                 seen["rounds"] = client.rounds(limit=10)
@@ -237,6 +243,10 @@ async def test_frames_of_a_live_federation_are_typed_and_match_the_export(
     assert all(c["state"] == "answered" for c in attrs["carriers"])
     assert attrs["late"] == []
     assert attrs["complete"] is (not bool(inpatient["withheld"].any()))
+    # The purpose declared, inside the signed request; the default where none was given.
+    assert seen["pmpm"].attrs["purpose"]["code"] == "quality-oversight"
+    assert seen["pmpm"].attrs["purpose"]["justification"] == "PMPM beside the quality measures"
+    assert attrs["purpose"]["code"] == "plan-cost-oversight"
     # Values: those of the tidy export of the same round, row for row.
     tidy = export.tidy_rows(outcome.tables, outcome.info())
     same_values(inpatient, tidy, ["state"])

@@ -32,6 +32,7 @@ class FakeApi:
     a viewer creating a round: PERMISSION_DENIED)."""
 
     created: ClassVar[list[tuple[Period, int]]] = []
+    purposes: ClassVar[list[tuple[object, object]]] = []
 
     def __init__(self, token: str) -> None:
         self.token = token
@@ -61,16 +62,32 @@ class FakeApi:
         self._who()
         return []
 
+    async def list_purposes(self) -> operator_pb2.ListPurposesResponse:
+        self._who()
+        return operator_pb2.ListPurposesResponse(
+            list_version="2026.1",
+            purposes=[
+                operator_pb2.PurposeInfo(
+                    code="plan-cost-oversight", title="Plan cost oversight", entitled=True
+                ),
+                operator_pb2.PurposeInfo(
+                    code="program-integrity", title="Program integrity", entitled=False
+                ),
+            ],
+            default_purpose="plan-cost-oversight",
+        )
+
     async def list_metrics(self) -> operator_pb2.ListMetricsResponse:
         self._who()
         from coordinator.operator_api import metrics_response
 
         return metrics_response()
 
-    async def create_round(self, period: Period, queries: Sequence[Any], **_: object) -> str:
+    async def create_round(self, period: Period, queries: Sequence[Any], **kwargs: object) -> str:
         if self._who().role is not Role.OPERATOR:
             raise PolicyRefusedError("role viewer may not do this (needs operator)")
         FakeApi.created.append((period, len(queries)))
+        FakeApi.purposes.append((kwargs.get("purpose"), kwargs.get("justification")))
         return "r-20260101000000-abcdef12"
 
     async def get_round(self, round_id: str) -> RoundOutcome:
@@ -201,12 +218,18 @@ def test_a_viewer_has_no_launch_form_and_the_api_refuses_its_launch(client: Test
 def test_an_operator_launches_from_the_form(client: TestClient) -> None:
     FakeApi.created.clear()
     html = sign_in(client, "op-token")
+    FakeApi.purposes.clear()
     page = client.get("/launch")
     assert 'id="launch-form"' in page.text and "cost.pmpm" in page.text
+    # Only the purposes the office is entitled to, the default chosen.
+    assert 'value="plan-cost-oversight" selected' in page.text
+    assert "program-integrity" not in page.text
     reply = client.post(
         "/launch",
         data={
             "csrf": csrf_of(html),
+            "purpose": "plan-cost-oversight",
+            "justification": "premium review",
             "metric": ["cost.pmpm", "util.ed_visits"],
             "by": "month",
             "period": "2026-01:2026-03",
@@ -215,6 +238,7 @@ def test_an_operator_launches_from_the_form(client: TestClient) -> None:
     assert reply.status_code == 303
     assert reply.headers["location"] == "/rounds/r-20260101000000-abcdef12"
     assert FakeApi.created == [(Period.parse("2026-01:2026-03"), 2)]
+    assert FakeApi.purposes == [("plan-cost-oversight", "premium review")]
     bad = client.post("/launch", data={"csrf": csrf_of(html), "metric": "cost.pmpm", "period": "x"})
     assert bad.status_code == 400 and "not a month" in bad.text
 

@@ -18,6 +18,7 @@ row its key, so a filtered query returns exactly the matching cells of the unfil
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -525,6 +526,17 @@ def lag_column(k: int) -> str:
 
 def member_month_spend(ctx: BuildContext) -> exp.Query:
     """The period's claim rows summed per member and month (see :data:`_SPEND`)."""
+    return _member_month_spend(ctx.period).copy()
+
+
+@functools.lru_cache(maxsize=32)
+def _member_month_spend(period: Period) -> exp.Query:
+    """:func:`member_month_spend` of ``period``, built once (most queries of a batch read it;
+    callers copy it)."""
+    values = {
+        "start": sql.date_lit(period.start_date),
+        "end": sql.date_lit(period.end_date),
+    }
     lag, paid = col("lag", "u"), col("paid_cents", "u")
     tree = sql.fill_query(
         _SPEND,
@@ -533,7 +545,7 @@ def member_month_spend(ctx: BuildContext) -> exp.Query:
         drg_known=sql.codes_in(col("drg", "c"), sorted(drg_types())),
         last_lag=sql.num(LAG_MONTHS),
         lag_sums=exp.Placeholder(this="lag_sums"),
-        **ctx.period_values(),
+        **values,
     )
     # The lag buckets as columns in place of the placeholder (one per bucket).
     select = tree.find(exp.Select)

@@ -68,7 +68,9 @@ class BatchPlan:
 
 
 def _digest(body: exp.Expr) -> str:
-    text = body.sql(dialect="duckdb")
+    """The name of a block computing ``body`` (the planner's own copy: rendered in place,
+    as the batch renders it later, without a copy of a large tree for each block)."""
+    text = body.sql(dialect="duckdb", copy=False)
     return PREFIX + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
@@ -99,7 +101,10 @@ def _rename_references(tree: exp.Expr, names: dict[str, str], *, copy: bool = Tr
 
 def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query] | None:
     """The query's top-level CTEs renamed after their content, and the query without them;
-    None when the query's shape is not one this planner rewrites (then it runs as it is)."""
+    None when the query's shape is not one this planner rewrites (then it runs as it is).
+
+    The query is the planner's to rewrite: its CTE bodies are renamed in place (the WITH
+    itself stays on ``query``)."""
     with_ = query.args.get("with_")
     if with_ is None or with_.args.get("recursive"):
         return None
@@ -114,12 +119,15 @@ def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query
     # A WITH below the top level could shadow a name: such queries are left alone.
     if any(True for _ in outer.find_all(exp.With)):
         return None
+    bodies = [cte.this for cte in with_.expressions]
+    if any(
+        not isinstance(body, exp.Query) or any(True for _ in body.find_all(exp.With))
+        for body in bodies
+    ):
+        return None  # checked before anything is renamed: such a query runs as it was given
     names: dict[str, str] = {}
-    for cte in with_.expressions:
-        body = cte.this
-        if any(True for _ in body.find_all(exp.With)) or not isinstance(body, exp.Query):
-            return None
-        renamed = _rename_references(body, names)
+    for cte, body in zip(with_.expressions, bodies, strict=True):
+        renamed = _rename_references(body, names, copy=False)
         assert isinstance(renamed, exp.Query)
         name = _digest(renamed)
         names[cte.alias] = name
@@ -134,14 +142,22 @@ def _references(tree: exp.Expr, names: set[str]) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table) if not t.args.get("db") and t.name in names}
 
 
-def plan(queries: Sequence[exp.Query], *, min_uses: int = 2) -> BatchPlan:
+def plan(
+    queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
+) -> BatchPlan:
     """Share the blocks that ``min_uses`` or more of ``queries`` compute.
 
     A shared block whose only reader is one other shared block is not made a table of its own:
     it goes into that block's statement as a CTE, where the engine streams it and reads only
     the columns used (a table of its own would hold every column of every row, e.g. all of a
     period's claim lines, for one reader).
+
+    ``owned``: the queries are the planner's to rewrite in place (the engine builds them for
+    the plan alone); else they are copied first and stay as they were. Copying a large tree
+    costs about as much as rendering it.
     """
+    if not owned:
+        queries = [q.copy() for q in queries]
     canonical = [_canonical(q) for q in queries]
     uses: Counter[str] = Counter()
     last_use: dict[str, int] = {}

@@ -86,7 +86,9 @@ def render_batch(
     min_uses: int = 2,
 ) -> RenderedBatch:
     planned = batch.plan(
-        [expression(tables, schema, period, q, keying) for q in queries], min_uses=min_uses
+        [expression(tables, schema, period, q, keying) for q in queries],
+        min_uses=min_uses,
+        owned=True,  # built for this call alone
     )
     return RenderedBatch(
         shared=tuple((t.name, t.create_statement(dialect), t.last_use) for t in planned.shared),

@@ -409,8 +409,14 @@ def codes_in(column: exp.Expr, codes: Sequence[str]) -> exp.Expr:
     """``column`` is one of ``codes`` (NULL when the column is NULL, as ``IN`` reads)."""
     if len(codes) <= LONG_CODE_LIST:
         return column.isin(*[lit(c) for c in codes])
+    return column.isin(query=_code_table(tuple(codes)).copy())
+
+
+@cache
+def _code_table(codes: tuple[str, ...]) -> exp.Select:
+    """``SELECT code FROM (VALUES ...)`` of ``codes``, built once per list (callers copy it)."""
     table = exp.values([(lit(c),) for c in codes], alias="code_list", columns=["code"])
-    return column.isin(query=exp.select(exp.column("code", "code_list")).from_(table))
+    return exp.select(exp.column("code", "code_list")).from_(table)
 
 
 def code_range(column: exp.Expr, low: str, high: str) -> exp.Expr:

@@ -142,9 +142,7 @@ def _references(tree: exp.Expr, names: set[str]) -> set[str]:
     return {t.name for t in tree.find_all(exp.Table) if not t.args.get("db") and t.name in names}
 
 
-def plan(
-    queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
-) -> BatchPlan:
+def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False) -> BatchPlan:
     """Share the blocks that ``min_uses`` or more of ``queries`` compute.
 
     A shared block whose only reader is one other shared block is not made a table of its own:

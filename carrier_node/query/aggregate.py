@@ -406,14 +406,14 @@ def member_month_ctes(
     attributes of the span in force when the query's keys or filters need them, or when
     ``spans`` says the metric reads them (birth or death date, sex); else only the calendar."""
     filters = ctx.member_filters if filtered else {}
+    member_months = sql.member_months(
+        ctx.carrier_id, filters, spans=spans or needs_spans(ctx), secret=ctx.record_secret
+    )
+    ranked = any(t.name == "multi_span" for t in member_months.find_all(exp.Table))
     return [
         ("months", exp.select("*").from_(sql.months_cte(ctx.period))),
-        (
-            MM,
-            sql.member_months(
-                ctx.carrier_id, filters, spans=spans or needs_spans(ctx), secret=ctx.record_secret
-            ),
-        ),
+        *([sql.multi_span_members()] if ranked else []),
+        (MM, member_months),
     ]
 
 

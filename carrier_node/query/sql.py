@@ -92,9 +92,12 @@ SELECT EXTRACT(YEAR FROM u.month_start) - EXTRACT(YEAR FROM u.birth_date)
 
 # The span in force in a month is the latest-starting one (ties: greatest plan code, then the
 # latest end, open first). Most members have one span, and only the member months of members
-# with several are ranked (a window over every member month is the costliest step otherwise).
-# The rank is filtered inside that branch: a filter on the whole union made PostgreSQL guess
-# some hundred member months where there are millions, and plan nested loops that ran for hours.
+# with several (CTE ``multi_span``, see :func:`multi_span_members`) are ranked: a window over
+# every member month is the costliest step otherwise, and so was counting each member's spans
+# with a window (twice, once per branch). A missing member id, which validation excludes, is
+# ranked with its kind as before. The rank is filtered inside that branch: a filter on the whole
+# union made PostgreSQL guess some hundred member months where there are millions, and plan
+# nested loops that ran for hours.
 _MEMBER_MONTHS = """
 SELECT sm.member_id AS member_id, sm.month_start AS month_start, sm.month_end AS month_end,
        :carrier AS carrier, sm.program AS program, :plan_code AS plan_code, sm.month AS month,
@@ -110,13 +113,14 @@ FROM (
            e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
            m.month, m.quarter, m.year, e.member_key, 1 AS span_rank
     FROM (
-      SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count, :key AS member_key
+      SELECT s.*, :key AS member_key
       FROM eligibility AS s
+      WHERE s.member_id IS NOT NULL
+        AND NOT EXISTS (SELECT 1 FROM multi_span AS x WHERE x.member_id = s.member_id)
     ) AS e
     JOIN months AS m
       ON e.enrollment_start_date <= m.month_end
      AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
-    WHERE e.span_count = 1
     UNION ALL
     SELECT * FROM (
       SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
@@ -128,18 +132,34 @@ FROM (
                         e.enrollment_end_date DESC NULLS FIRST
              ) AS span_rank
       FROM (
-        SELECT s.*, COUNT(*) OVER (PARTITION BY s.member_id) AS span_count, :key AS member_key
+        SELECT s.*, :key AS member_key
         FROM eligibility AS s
+        WHERE s.member_id IS NULL
+           OR s.member_id IN (SELECT x.member_id FROM multi_span AS x)
       ) AS e
       JOIN months AS m
         ON e.enrollment_start_date <= m.month_end
        AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
-      WHERE e.span_count > 1
     ) AS ranked
     WHERE ranked.span_rank = 1
   ) AS u
 ) AS sm
 """
+
+
+_MULTI_SPAN = """
+SELECT e.member_id AS member_id
+FROM eligibility AS e
+WHERE e.member_id IS NOT NULL
+GROUP BY e.member_id
+HAVING COUNT(*) > 1
+"""
+
+
+def multi_span_members() -> tuple[str, exp.Select]:
+    """The CTE ``multi_span``: members with more than one enrollment span, whose member months
+    :func:`member_months` ranks (it reads this CTE when it chooses the span in force)."""
+    return ("multi_span", fill(_MULTI_SPAN))
 
 
 #: Member dimensions a member month has whichever enrollment span is in force.

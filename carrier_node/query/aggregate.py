@@ -441,7 +441,9 @@ def attributed_months(ctx: BuildContext, *, last_month_only: bool) -> exp.Select
 #: rows are read once, as one union grouped once. The metrics that sum rows per member month
 #: read this instead of the rows: cost.pmpm, member cost share, the out-of-network share, the
 #: persons' period allowed, the claims lag (paid cents by months to payment, ``lag_rows`` the
-#: rows with a paid date not before the incurred month) and data quality. Summed again per
+#: rows with a paid date not before the incurred month), data quality and the denial rate (its
+#: adjudicated lines: each medical line's latest row, see :func:`sql.latest_medical_rows`,
+#: when paid, adjusted or denied; the CTE ``later_versions`` comes first). Summed again per
 #: member and cell it gives exactly the sums over the rows (SUM skips NULL alike), and in a batch
 #: the rows are read and grouped once for all of them. The sums are BIGINT: a member month's
 #: cents are far inside its range, and DuckDB's wider SUM type doubled the block's memory.
@@ -462,6 +464,10 @@ SELECT u.member_id AS member_id, u.month_start AS month_start,
        CAST(SUM(u.invalid_drg) AS BIGINT) AS invalid_drg,
        CAST(SUM(u.missing_fields) AS BIGINT) AS missing_fields,
        CAST(SUM(CASE WHEN u.lag >= 0 THEN 1 ELSE 0 END) AS BIGINT) AS lag_rows,
+       CAST(SUM(u.adjudicated_line) AS BIGINT) AS adjudicated_lines,
+       CAST(SUM(u.denied_line) AS BIGINT) AS denied_lines,
+       CAST(SUM(u.adjudicated_charge_cents) AS BIGINT) AS adjudicated_charge_cents,
+       CAST(SUM(u.denied_charge_cents) AS BIGINT) AS denied_charge_cents,
        :lag_sums
 FROM (
   SELECT c.member_id AS member_id,
@@ -486,7 +492,14 @@ FROM (
          CASE WHEN (c.claim_type = 'professional' AND c.place_of_service IS NULL)
                 OR (c.claim_type = 'institutional' AND c.bill_type IS NULL)
               THEN 1 ELSE 0 END AS missing_fields,
-         CASE WHEN c.lag_months >= :last_lag THEN :last_lag ELSE c.lag_months END AS lag
+         CASE WHEN c.lag_months >= :last_lag THEN :last_lag ELSE c.lag_months END AS lag,
+         c.adjudicated AS adjudicated_line,
+         CASE WHEN c.adjudicated = 1 AND c.claim_status = 'denied' THEN 1 ELSE 0 END
+           AS denied_line,
+         CASE WHEN c.adjudicated = 1 THEN CAST(c.charge_amount * 100 AS BIGINT) END
+           AS adjudicated_charge_cents,
+         CASE WHEN c.adjudicated = 1 AND c.claim_status = 'denied'
+              THEN CAST(c.charge_amount * 100 AS BIGINT) ELSE 0 END AS denied_charge_cents
   FROM (
     SELECT x.member_id AS member_id, x.claim_start_date AS claim_start_date,
            x.claim_type AS claim_type, x.allowed_amount AS allowed_amount,
@@ -498,8 +511,15 @@ FROM (
            NULLIF(x.bill_type, '') AS bill_type,
            CAST((EXTRACT(YEAR FROM x.paid_date) - EXTRACT(YEAR FROM x.claim_start_date)) * 12
                 + EXTRACT(MONTH FROM x.paid_date) - EXTRACT(MONTH FROM x.claim_start_date)
-                AS BIGINT) AS lag_months
+                AS BIGINT) AS lag_months,
+           x.claim_status AS claim_status, x.charge_amount AS charge_amount,
+           CASE WHEN (later.last_version IS NULL
+                      OR COALESCE(x.claim_version, 1) >= later.last_version)
+                 AND x.claim_status IN ('paid', 'adjusted', 'denied')
+                THEN 1 ELSE 0 END AS adjudicated
     FROM medical_claims AS x
+    LEFT JOIN later_versions AS later
+      ON later.claim_id = x.claim_id AND later.claim_line = x.claim_line
     WHERE x.claim_start_date BETWEEN :start AND :end
   ) AS c
   UNION ALL
@@ -510,7 +530,7 @@ FROM (
          CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT),
          CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT),
          CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
-         0, 0, 0, 0, CAST(NULL AS BIGINT)
+         0, 0, 0, 0, CAST(NULL AS BIGINT), 0, 0, CAST(NULL AS BIGINT), 0
   FROM pharmacy_claims AS p
   WHERE p.fill_date BETWEEN :start AND :end
 ) AS u
@@ -578,14 +598,17 @@ SELECT mm.*, s.medical_rows AS medical_rows, s.pharmacy_rows AS pharmacy_rows,
        s.copay_cents AS copay_cents, s.pharmacy_member_paid_cents AS pharmacy_member_paid_cents,
        s.out_of_network_allowed_cents AS out_of_network_allowed_cents,
        s.known_network_allowed_cents AS known_network_allowed_cents,
-       s.lag_rows AS lag_rows, :lags
+       s.lag_rows AS lag_rows, s.adjudicated_lines AS adjudicated_lines,
+       s.denied_lines AS denied_lines, s.adjudicated_charge_cents AS adjudicated_charge_cents,
+       s.denied_charge_cents AS denied_charge_cents, :lags
 FROM spend AS s
 JOIN mm ON s.member_id = mm.member_id AND s.month_start = mm.month_start
 """
 
 
 def enrolled_spend_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
-    """CTEs ``spend`` and ``enrolled_spend`` (see :data:`_ENROLLED_SPEND`); they read ``mm``."""
+    """CTEs ``later_versions``, ``spend`` and ``enrolled_spend`` (see
+    :data:`_ENROLLED_SPEND`); they read ``mm``."""
     tree = sql.fill(_ENROLLED_SPEND, lags=exp.Placeholder(this="lags"))
     tree.set(
         "expressions",
@@ -599,7 +622,7 @@ def enrolled_spend_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
             )
         ],
     )
-    return [("spend", member_month_spend(ctx)), ("enrolled_spend", tree)]
+    return [sql.later_versions(), ("spend", member_month_spend(ctx)), ("enrolled_spend", tree)]
 
 
 def one_row_per_member_month(query: exp.Select, group_by: Sequence[Dimension]) -> exp.Select:

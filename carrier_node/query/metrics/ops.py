@@ -59,26 +59,15 @@ def claims_lag(ctx: BuildContext) -> exp.Select:
 
 # --- denial rate ------------------------------------------------------------------------------
 
-# Per member and month first: the join to the member months then reads one row per member
-# month rather than one per line (the sums are the same).
-_ADJUDICATED_ROWS = """
-SELECT a.member_id AS member_id,
-       CAST(DATE_TRUNC('MONTH', a.claim_start_date) AS DATE) AS month_start,
-       COUNT(*) AS lines,
-       SUM(CASE WHEN a.claim_status = 'denied' THEN 1 ELSE 0 END) AS denied_lines,
-       SUM(CAST(a.charge_amount * 100 AS BIGINT)) AS charge_cents,
-       SUM(CASE WHEN a.claim_status = 'denied' THEN CAST(a.charge_amount * 100 AS BIGINT)
-                ELSE 0 END) AS denied_charge_cents
-FROM adjudicated AS a
-GROUP BY a.member_id, CAST(DATE_TRUNC('MONTH', a.claim_start_date) AS DATE)
-"""
-
-# Per cell and member (see member_cells).
+# Per cell and member (see member_cells), from the adjudicated lines summed per member month
+# with the batch's other claim totals (see aggregate.member_month_spend): a member month counts
+# where it has an adjudicated line.
 _DENIALS = """
-SELECT 1 AS claimants, SUM(r.lines) AS lines, SUM(r.denied_lines) AS denied_lines,
-       SUM(r.charge_cents) AS charge_cents, SUM(r.denied_charge_cents) AS denied_charge_cents
-FROM adjudicated_rows AS r
-JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
+SELECT 1 AS claimants, SUM(mm.adjudicated_lines) AS lines, SUM(mm.denied_lines) AS denied_lines,
+       SUM(mm.adjudicated_charge_cents) AS charge_cents,
+       SUM(mm.denied_charge_cents) AS denied_charge_cents
+FROM enrolled_spend AS mm
+WHERE mm.adjudicated_lines > 0
 """
 
 
@@ -86,24 +75,15 @@ JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 def denial_rate(ctx: BuildContext) -> exp.Select:
     """Per medical line, its latest row when paid, adjusted or denied, dated in the period in
     an enrolled member month; the denied ones apart, by count and charge."""
-    adjudicated = sql.latest_medical_rows(
-        lambda a: sql.in_period(col("claim_start_date", a), ctx.period),
-        sql.ADJUDICATED_STATUSES,
-    )
     cell_keys = keys(ctx)
-    # adjudicated_rows holds a member month once: where the cells are months, each joined row
-    # is its member's contribution already.
+    # enrolled_spend holds a member month once: where the cells are months, each row is its
+    # member's contribution already.
     members = one_row_per_member_month(
-        per_member(sql.fill(_DENIALS), cell_keys, col("member_id", "r")), ctx.group_by
+        per_member(sql.fill(_DENIALS), cell_keys, col("member_id", MM)), ctx.group_by
     )
     return with_ctes(
         member_cells(ctx, members, [k.name for k in cell_keys], ctx.statistics()),
-        [
-            *member_month_ctes(ctx),
-            sql.later_versions(),
-            ("adjudicated", adjudicated),
-            ("adjudicated_rows", sql.fill(_ADJUDICATED_ROWS)),
-        ],
+        [*member_month_ctes(ctx), *enrolled_spend_ctes(ctx)],
     )
 
 
@@ -164,6 +144,7 @@ def data_quality(ctx: BuildContext) -> exp.Select:
     ctes: list[tuple[str, exp.Expr]] = [
         *member_month_ctes(ctx, filtered=False),
         ("quality_months", quality_months),
+        sql.later_versions(),
         ("spend", member_month_spend(ctx)),
     ]
     if ctx.query.version != 1:

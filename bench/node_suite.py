@@ -3,7 +3,7 @@ hand-written DuckDB SQL and plain pandas over the same files.
 
     python bench/node_suite.py [--members 2000000] [--months 1] [--year] [--data-dir DIR]
                                [--pandas shared|per-metric|both|none] [--repeat 1]
-                               [--memory-limit 1GB] [--partitioned]
+                               [--memory-limit 1GB] [--partitioned] [--[no-]polars]
 
 One carrier is synthesised with :mod:`oversight_sim.synth` and written as Parquet (cached under
 ``--data-dir``, so a re-run skips synthesis; ``--year`` means 200,000 members over twelve
@@ -28,6 +28,23 @@ The cells of the three are compared (the benchmark fails when they differ); wall
 memory, the ratios and the engine's time extrapolated linearly to 5.7 million members are
 printed against the targets.
 
+Where polars is installed (``pip install '.[bench]'``; ``--no-polars`` leaves it out, and a
+run without polars says it skipped it), two more phases measure the engine against a tuned
+Polars implementation of eight metrics (member months, churn, cost PMPM, ED visits, inpatient
+stays, 30-day readmissions, generic dispensing rate, denial rate; by month):
+
+- ``engine-subset``: the engine over those eight queries alone, rendered and evaluated as one
+  batch (as ``engine``, without disclosure control): render and evaluate times, like for like;
+- ``polars``: ``bench/polars_baseline.py``, written for speed from the catalogue's definitions
+  with Polars' lazy API over the same Parquet files (Polars' default threads: the machine's
+  cores). It computes the eight in one plan, so its time is that plan's (printed as shared,
+  as the engine's shared blocks are); each metric's own part is reading its cells off it.
+
+Both run in every round of ``--repeat``, alternating with the others. The report prints their
+per-metric and total seconds, the ratio engine-subset (render + evaluate) / Polars against the
+target (at most 1.2x), each one's peak memory, and compares both phases' cells with the engine
+phase's (the benchmark fails when they differ).
+
 ``--partitioned`` adds a phase ``engine-partitioned``: the engine over the same data with the
 medical and pharmacy claims split into monthly Hive-style folders
 (``medical_claims/year=2026/month=01/part-0.parquet``, by service and fill date; cached beside
@@ -49,7 +66,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import duckdb
 import pyarrow as pa
@@ -70,6 +87,7 @@ from fedoversight.periods import Month, Period
 from oversight_sim.suites import monthly_suite
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
 CARRIER = "c001"
 SEED = 7
 YEAR = 2026
@@ -80,6 +98,19 @@ TARGET_SQL_RATIO = 1.5  # engine ÷ hand DuckDB SQL, at most
 TARGET_PANDAS_RATIO = 4.0  # pandas ÷ engine, at least
 TARGET_PEAK_BYTES = 4 * 1024**3
 TARGET_SUITE_SECONDS = 120.0
+#: The "Polars baseline" issue: the engine on these metrics (render + evaluate, as one batch)
+#: within this factor of a tuned Polars implementation of them, in the same run.
+TARGET_POLARS_RATIO = 1.2
+POLARS_METRICS = (
+    "enrollment.member_months",
+    "enrollment.churn",
+    "cost.pmpm",
+    "util.ed_visits",
+    "util.inpatient",
+    "outcome.readmission_30d",
+    "rx.generic_dispensing_rate",
+    "ops.denial_rate",
+)
 
 #: Carries ``--memory-limit`` to the engine phase's process (the node's engine_memory_limit).
 MEMORY_LIMIT_ENV = "NODE_SUITE_MEMORY_LIMIT"
@@ -953,17 +984,23 @@ def _timed(
     return seconds, cells
 
 
-def phase_engine(directory: Path, period: Period) -> PhaseResult:
-    import datetime as dt
+@dataclasses.dataclass
+class _EngineRun:
+    source: Any  # carrier_node.data.files.FileSource, open (the caller closes it)
+    raws: list[Any]  # carrier_node.cells.RawTable, one per query
+    seconds: dict[str, float]
+    cells: dict[str, Cells]
+    extra: dict[str, float]
 
-    from carrier_node.cells import RawTable
+
+def _run_engine(
+    directory: Path, period: Period, queries: list[QuerySpec], secret: str
+) -> _EngineRun:
+    """The engine over the carrier's files: open the source (validates every file once),
+    render the queries' SQL as one batch (cold), evaluate them as one request; each timed."""
     from carrier_node.data.files import FileSource
-    from carrier_node.disclosure import Discloser, NodeSecret
-    from carrier_node.policy import Policy
     from carrier_node.query.engine import Engine
-    from fedoversight.domain import RequestSpec
 
-    queries = suite_queries()
     started = time.perf_counter()
     limit = os.environ.get(MEMORY_LIMIT_ENV) or None
     source = FileSource(
@@ -973,17 +1010,39 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
     )
     source.open()
     opened = time.perf_counter() - started
-    policy, secret = Policy(), NodeSecret.generate()
-    engine = Engine(source, CARRIER, record_secret=secret.record_secret)
+    engine = Engine(source, CARRIER, record_secret=secret)
     started = time.perf_counter()
     engine.render_batch(period, tuple(queries))  # cold rendering of the SQL text, timed apart
     rendered = time.perf_counter() - started
-    # The suite as one request: blocks several metrics share are computed once (timed apart,
+    # The queries as one request: blocks several metrics share are computed once (timed apart,
     # as "shared"); each metric's own time is its query's.
-    raws: list[RawTable] = engine.evaluate_many(period, queries)
+    raws = engine.evaluate_many(period, queries)
     timing = engine.last_batch
-    seconds = {q.metric: t for q, t in zip(queries, timing.query_seconds, strict=True)}
-    cells = {raw.query.metric: cells_of_raw(raw) for raw in raws}
+    return _EngineRun(
+        source,
+        raws,
+        {q.metric: t for q, t in zip(queries, timing.query_seconds, strict=True)},
+        {raw.query.metric: cells_of_raw(raw) for raw in raws},
+        {
+            "open": opened,
+            "render": rendered,
+            "shared": timing.shared_seconds,
+            "shared_blocks": timing.shared_blocks,
+        },
+    )
+
+
+def phase_engine(directory: Path, period: Period) -> PhaseResult:
+    import datetime as dt
+
+    from carrier_node.disclosure import Discloser, NodeSecret
+    from carrier_node.policy import Policy
+    from fedoversight.domain import RequestSpec
+
+    queries = suite_queries()
+    policy, secret = Policy(), NodeSecret.generate()
+    run = _run_engine(directory, period, queries, secret.record_secret)
+    raws, source = run.raws, run.source
     now = dt.datetime.now(dt.UTC)
     request = RequestSpec(
         request_id="bench",
@@ -1003,17 +1062,46 @@ def phase_engine(directory: Path, period: Period) -> PhaseResult:
     )
     source.close()
     return PhaseResult(
-        seconds,
-        cells,
+        run.seconds,
+        run.cells,
         {
-            "open": opened,
-            "render": rendered,
+            **run.extra,
             "protect": protected,
-            "shared": timing.shared_seconds,
-            "shared_blocks": timing.shared_blocks,
             "cells_released": released,
             "cells": sum(len(t.cells) for t in tables),
         },
+    )
+
+
+def polars_queries() -> list[QuerySpec]:
+    """The metrics of the Polars baseline, at the suite's grouping (by month)."""
+    return [q for q in monthly_suite() if q.metric in POLARS_METRICS]
+
+
+def phase_engine_subset(directory: Path, period: Period) -> PhaseResult:
+    """The engine over the Polars baseline's metrics only, as one batch (render and evaluate;
+    no disclosure control): like for like with ``polars``."""
+    from carrier_node.disclosure import NodeSecret
+
+    run = _run_engine(directory, period, polars_queries(), NodeSecret.generate().record_secret)
+    run.source.close()
+    return PhaseResult(run.seconds, run.cells, run.extra)
+
+
+def phase_polars(directory: Path, period: Period) -> PhaseResult:
+    """The tuned Polars (lazy API) implementation of ``bench/polars_baseline.py``: one plan
+    for all its metrics, timed as the shared part; each metric's own time is turning the
+    per-month table into its cells."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    import polars_baseline
+
+    assert set(polars_baseline.METRICS) == set(POLARS_METRICS)
+    result = polars_baseline.compute(directory, period)
+    return PhaseResult(
+        {m: result.seconds[m] for m in POLARS_METRICS},
+        {m: cast(Cells, result.cells[m]) for m in POLARS_METRICS},  # ints only
+        {"shared": result.shared, "lookup": result.lookup},
     )
 
 
@@ -1079,6 +1167,8 @@ PHASES: dict[str, Callable[[Path, Period], PhaseResult]] = {
     "sql": phase_sql,
     "pandas": phase_pandas,
     "pandas-per-metric": phase_pandas_per_metric,
+    "engine-subset": phase_engine_subset,
+    "polars": phase_polars,
 }
 
 
@@ -1258,6 +1348,53 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
     return 0 if ok else 1
 
 
+def report_polars(runs: dict[str, PhaseRun]) -> int:
+    """The engine on the Polars baseline's metrics (one batch: render + evaluate) against the
+    tuned Polars implementation of them, measured in this run; cells compared with the
+    engine phase's."""
+    engine, polars = runs["engine-subset"].result, runs["polars"].result
+    print()
+    print(f"{'metric':34s} {'engine-subset':>13s} {'polars':>8s}")
+    for m in POLARS_METRICS:
+        print(f"{m:34s} {engine.seconds[m]:13.2f} {polars.seconds[m]:8.2f}")
+    blocks, plan = engine.extra["shared"], polars.extra["shared"]
+    print(f"{'(shared blocks / the one plan)':34s} {blocks:13.2f} {plan:8.2f}")
+    render = engine.extra["render"]
+    print(f"{'(render SQL, cold)':34s} {render:13.2f}")
+    engine_total = render + blocks + sum(engine.seconds.values())
+    polars_total = plan + sum(polars.seconds.values())
+    print(f"{'total (seconds)':34s} {engine_total:13.2f} {polars_total:8.2f}")
+    print()
+    print(
+        f"engine-subset: the {len(POLARS_METRICS)} metrics as one batch, render (cold)"
+        f" {render:.2f} s + evaluate ({int(engine.extra['shared_blocks'])} shared blocks"
+        f" {blocks:.2f} s, then each metric's query); peak RSS"
+        f" {_gb(runs['engine-subset'].peak_bytes)}"
+    )
+    print(
+        f"polars: one lazy plan for all {len(POLARS_METRICS)} (after"
+        f" {polars.extra['lookup']:.2f} s finding the medical lines with a later version);"
+        " each metric's own part is reading its cells off the plan's per-month table;"
+        f" peak RSS {_gb(runs['polars'].peak_bytes)}"
+    )
+    reference = {m: runs["engine"].result.cells[m] for m in POLARS_METRICS}
+    ok = True
+    for name, cells in (("engine-subset", engine.cells), ("polars", polars.cells)):
+        diff = differences(reference, cells)
+        ok &= not diff
+        print(
+            f"cells engine vs {name} (statistics): "
+            + (f"identical for the {len(reference)} metrics" if not diff else f"DIFFER in {diff}")
+        )
+    ratio = engine_total / polars_total
+    met = "met" if ratio <= TARGET_POLARS_RATIO else "MISSED"
+    print(
+        f"  engine-subset / Polars (render + evaluate) {ratio:7.2f}x"
+        f"  (<= {TARGET_POLARS_RATIO}x)  {met}"
+    )
+    return 0 if ok else 1
+
+
 def report_partitioned(plain: Sequence[PhaseRun], split: Sequence[PhaseRun]) -> int:
     """Partitioned against plain, measured alternately in this run: per metric the fastest
     round of each, and the spread of the plain rounds (the noise)."""
@@ -1303,6 +1440,28 @@ def report_partitioned(plain: Sequence[PhaseRun], split: Sequence[PhaseRun]) -> 
         " within noise)"
     )
     return 0 if not diff else 1
+
+
+#: Phases run in every round of ``--repeat`` (the others in the first only).
+REPEATED = ("engine", "sql", "engine-subset", "polars")
+
+
+def polars_wanted(option: bool | None) -> bool:
+    """``--polars`` / ``--no-polars``, else whether polars can be imported (said when not)."""
+    if option is False:
+        return False
+    try:
+        import polars
+    except ImportError:
+        if option:
+            raise SystemExit("--polars: polars is not installed (pip install '.[bench]')") from None
+        print(
+            "polars baseline: skipped, polars is not installed"
+            " (pip install '.[bench]' to run it, --no-polars to say so)"
+        )
+        return False
+    print(f"polars baseline: polars {polars.__version__}, {polars.thread_pool_size()} threads")
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -1352,6 +1511,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="also run the engine over the same data with its claims in monthly Hive-style"
         " partition folders, alternating with the plain engine phase, and compare",
     )
+    parser.add_argument(
+        "--polars",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also run the tuned Polars baseline of bench/polars_baseline.py and the engine"
+        " over the same metrics alone, alternating like the engine and SQL phases (default:"
+        " on when polars is installed)",
+    )
     parser.add_argument("--phase", choices=sorted(PHASES), help=argparse.SUPPRESS)
     parser.add_argument("--phase-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--phase-period", help=argparse.SUPPRESS)
@@ -1397,6 +1564,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             phases.append("pandas")
         if args.pandas in ("per-metric", "both"):
             phases.append("pandas-per-metric")
+        if polars_wanted(args.polars):
+            phases += ["engine-subset", "polars"]
         split_dir = None
         if args.partitioned:
             split_dir, files = partitioned_copy(directory)
@@ -1408,7 +1577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         rounds: dict[str, list[PhaseRun]] = {}
         for index in range(max(1, args.repeat)):
             for name in phases:
-                if index == 0 or name in ("engine", "sql"):
+                if index == 0 or name in REPEATED:
                     rounds.setdefault(name, []).append(
                         run_phase(name, directory, period, Path(tmp))
                     )
@@ -1419,8 +1588,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         split_runs = rounds.pop("engine-partitioned", [])
         runs = {name: fastest(done) for name, done in rounds.items()}
         if args.repeat > 1:
-            print(f"engine and sql phases: fastest of {args.repeat} rounds per metric")
+            repeated = ", ".join(name for name in phases if name in REPEATED)
+            print(f"{repeated} phases: fastest of {args.repeat} rounds per metric")
         code = report(runs, members, months)
+        if "polars" in runs:
+            code = max(code, report_polars(runs))
         if split_runs:
             code = max(code, report_partitioned(rounds["engine"], split_runs))
         print(f"machine at end: load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")

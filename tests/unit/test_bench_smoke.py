@@ -45,8 +45,29 @@ def test_node_suite_runs_every_phase_and_the_cells_agree(
     assert out.count("identical for all metrics") == 2
     metrics = node_suite.suite_queries()
     assert all(q.metric in out for q in metrics)
+    # The Polars baseline runs by default where polars is installed, and says so where not.
+    if importlib.util.find_spec("polars") is None:
+        assert "polars baseline: skipped, polars is not installed" in out
+    else:
+        for phase in ("engine-subset", "polars"):
+            assert f"cells engine vs {phase} (statistics): identical for the 8 metrics" in out
+        assert re.search(r"engine-subset / Polars \(render \+ evaluate\) +[0-9.]+x", out)
     # A second run finds the carrier cached.
     assert (tmp_path / "members2000-months1-seed7" / "complete").exists()
+
+
+def test_polars_baseline_matches_the_hand_sql_over_several_months(tmp_path: Path) -> None:
+    """Over two months (each span and claim of the period by its month), the Polars
+    baseline's cells equal the hand SQL's, which equal the engine's (the test above)."""
+    pytest.importorskip("polars", reason="polars is not installed (pip install '.[bench]')")
+    node_suite = _script("node_suite")
+    directory, _ = node_suite.carrier_data(tmp_path, 2000, 2)
+    period = node_suite.period_of(2)
+    polars = node_suite.phase_polars(directory, period)
+    assert sorted(polars.cells) == sorted(node_suite.POLARS_METRICS)
+    assert all(len(cells) == 2 for cells in polars.cells.values()), polars.cells
+    sql = node_suite.phase_sql(directory, period)
+    assert node_suite.differences(polars.cells, sql.cells) == []
 
 
 def test_node_suite_compares_partitioned_claims_with_plain_files(
@@ -54,7 +75,7 @@ def test_node_suite_compares_partitioned_claims_with_plain_files(
 ) -> None:
     node_suite = _script("node_suite")
     argv = ["--members", "2000", "--months", "2", "--data-dir", str(tmp_path), "--pandas", "none"]
-    code = node_suite.main([*argv, "--partitioned"])
+    code = node_suite.main([*argv, "--partitioned", "--no-polars"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "medical_claims in 2 monthly files" in out

@@ -92,12 +92,19 @@ CARRIER = "c001"
 SEED = 7
 YEAR = 2026
 
-#: Targets of the "large carriers" issue.
+#: Targets of the "large carriers" issue (still held), then of the "node's monthly suite at
+#: the speed of a tight independent implementation" issue, which tightened them.
 TARGET_MEMBERS = 5_700_000
 TARGET_SQL_RATIO = 1.5  # engine ÷ hand DuckDB SQL, at most
 TARGET_PANDAS_RATIO = 4.0  # pandas ÷ engine, at least
-TARGET_PEAK_BYTES = 4 * 1024**3
-TARGET_SUITE_SECONDS = 120.0
+#: The monthly suite at 2M members (TARGET_AT_MEMBERS): render + evaluate + protect, seconds.
+TARGET_AT_MEMBERS = 2_000_000
+TARGET_SUITE_SECONDS = 11.0
+#: The same, linear to TARGET_MEMBERS.
+TARGET_SCALED_SECONDS = 30.0
+TARGET_PEAK_BYTES = 3 * 1024**3
+TARGET_RENDER_SECONDS = 0.3  # cold render of the suite's SQL
+TARGET_OPEN_SECONDS = 1.0  # opening (validating) the carrier's files
 #: The "Polars baseline" issue: the engine on these metrics (render + evaluate, as one batch)
 #: within this factor of a tuned Polars implementation of them, in the same run.
 TARGET_POLARS_RATIO = 1.2
@@ -1327,23 +1334,32 @@ def report(runs: dict[str, PhaseRun], members: int, months: int) -> int:
             )
     peak = runs["engine"].peak_bytes
     print(
-        f"  engine phase peak RSS              {_gb(peak):>8s}  (< 4 GB)"
-        f"  {verdict(peak < TARGET_PEAK_BYTES)}"
+        f"  engine phase peak RSS              {_gb(peak):>8s}  (<= {_gb(TARGET_PEAK_BYTES)})"
+        f"  {verdict(peak <= TARGET_PEAK_BYTES)}"
+    )
+    suite = engine_total + protect
+    monthly = months == 1
+    at_size = monthly and members == TARGET_AT_MEMBERS
+    scope = "" if at_size else "  (the target is for the monthly suite at 2M members)"
+    print(
+        f"  render + evaluate + protect        {suite:7.2f} s  (<= {TARGET_SUITE_SECONDS:.0f} s"
+        f" at 2M)  {verdict(suite <= TARGET_SUITE_SECONDS) if at_size else scope}"
     )
     scale = TARGET_MEMBERS / members
-    label = "monthly" if months == 1 else f"{months}-month"
-    verdict_time = (
-        verdict(engine_total * scale < TARGET_SUITE_SECONDS)
-        if months == 1
-        else ("(the target is for the monthly suite)")
+    label = "monthly" if monthly else f"{months}-month"
+    print(
+        f"  {label} suite at 5.7M members, linear {suite * scale:7.1f} s"
+        f"  (<= {TARGET_SCALED_SECONDS:.0f} s on 2 cores)"
+        f"  {verdict(suite * scale <= TARGET_SCALED_SECONDS) if monthly else scope}"
     )
     print(
-        f"  {label} suite at 5.7M members, linear {engine_total * scale:7.1f} s"
-        f"  (< {TARGET_SUITE_SECONDS:.0f} s on 2 cores)  {verdict_time}"
+        f"  cold render                        {render:7.2f} s  (<= {TARGET_RENDER_SECONDS} s)"
+        f"  {verdict(render <= TARGET_RENDER_SECONDS)}"
     )
+    opened = engine.extra["open"]
     print(
-        f"    with protect {(engine_total + protect) * scale:.1f} s;"
-        f" node start (open) scaled {engine.extra['open'] * scale:.1f} s"
+        f"  open (validation)                  {opened:7.2f} s  (<= {TARGET_OPEN_SECONDS:.0f} s"
+        f" at 2M)  {verdict(opened <= TARGET_OPEN_SECONDS) if at_size else scope}"
     )
     return 0 if ok else 1
 

@@ -201,6 +201,20 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
                 main = with_cte(main, name, body)
         rewritten.append(main)
 
+    # Each shared block computes only the columns its readers in this batch use (a request of
+    # a few metrics reads a few of the member-month totals, say): readers first, so a block
+    # pruned narrows what it reads of its own sources.
+    for name in reversed(order):
+        if name not in shared_names:
+            continue
+        readers = [q for q in rewritten if name in _references(q, {name})]
+        readers += [
+            bodies[other]
+            for other in shared_names
+            if other != name and name in _references(bodies[other], {name})
+        ]
+        _prune(bodies[name], name, readers)
+
     def statement(name: str) -> exp.Query:
         """The block's body, with the shared blocks it reads that are not tables as CTEs."""
         inlined: list[str] = []
@@ -221,3 +235,67 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
         if name in tables
     )
     return BatchPlan(shared=shared, queries=tuple(rewritten))
+
+
+def _identifiers(tree: exp.Expr) -> set[str]:
+    return {i.name.lower() for i in tree.find_all(exp.Identifier)}
+
+
+def _star_of(tree: exp.Expr, name: str) -> bool:
+    """Whether ``tree`` selects every column of a table it reads as ``name`` (``*`` or
+    ``alias.*``; a ``*`` with no table counts for every table)."""
+    aliases = {
+        t.alias_or_name.lower()
+        for t in tree.find_all(exp.Table)
+        if t.name == name and not t.args.get("db")
+    }
+    for select in tree.find_all(exp.Select):
+        for projection in select.expressions:
+            if isinstance(projection, exp.Star):
+                return True
+            if (
+                isinstance(projection, exp.Column)
+                and isinstance(projection.this, exp.Star)
+                and (not projection.table or projection.table.lower() in aliases)
+            ):
+                return True
+    return False
+
+
+def _prune(body: exp.Query, name: str, readers: Sequence[exp.Expr]) -> None:
+    """Drop (in place) the output columns of the shared block ``name`` that none of its
+    ``readers`` can name.
+
+    Conservative: a column stays when its name appears as any identifier of any reader (of
+    whichever table), or in the block's own clauses besides its select list; nothing is dropped
+    when a reader selects the block's ``*``, or from a body whose select list decides its rows
+    or their order (DISTINCT, GROUP BY ALL, positional GROUP BY or ORDER BY, set operations).
+    A column dropped wrongly would make the statement fail to bind, never change a value.
+    """
+    if not isinstance(body, exp.Select) or body.args.get("distinct"):
+        return
+    if any(_star_of(reader, name) for reader in readers):
+        return
+    clauses = [body.args.get(k) for k in ("group", "order", "having", "qualify")]
+    for clause in clauses:
+        if clause is None:
+            continue
+        if isinstance(clause, exp.Group) and clause.args.get("all"):
+            return
+        if any(isinstance(e, exp.Literal) for e in clause.expressions):
+            return
+        for ordered in clause.find_all(exp.Ordered):
+            if isinstance(ordered.this, exp.Literal):
+                return
+    used = set().union(*(_identifiers(reader) for reader in readers))
+    used |= set().union(*(_identifiers(c) for c in clauses if c is not None))
+    kept = [
+        e
+        for e in body.expressions
+        if isinstance(e, exp.Star)
+        or (isinstance(e, exp.Column) and isinstance(e.this, exp.Star))
+        or not e.alias_or_name
+        or e.alias_or_name.lower() in used
+    ]
+    if kept and len(kept) < len(body.expressions):
+        body.set("expressions", kept)

@@ -122,6 +122,57 @@ def test_what_a_table_reads_is_a_table_made_before_it() -> None:
     assert _run_plan(plan) == _run_each(queries)
 
 
+_TOTALS = (
+    "WITH t AS (SELECT x % 3 AS k, SUM(x) AS total, COUNT(*) AS n, MAX(x) AS top"
+    " FROM eligibility GROUP BY x % 3)"
+)
+
+
+def _columns(table: batch.SharedTable) -> list[str]:
+    body = table.body
+    assert isinstance(body, exp.Select)
+    return [e.alias_or_name for e in body.expressions]
+
+
+def test_a_shared_block_computes_only_the_columns_its_readers_use() -> None:
+    queries = [_q(_TOTALS + " SELECT k, total FROM t"), _q(_TOTALS + " SELECT t.k, t.n FROM t")]
+    plan = batch.plan(queries)
+    (t,) = plan.shared
+    assert _columns(t) == ["k", "total", "n"]  # top: read by neither
+    assert _run_plan(plan) == _run_each(queries)
+
+
+def test_a_block_pruned_narrows_what_it_reads_of_the_block_below() -> None:
+    text = _TOTALS + ", u AS (SELECT k, total, n FROM t)"
+    queries = [_q(text + " SELECT k, total FROM u"), _q(text + " SELECT k FROM u WHERE k > 0")]
+    plan = batch.plan(queries, min_uses=1)
+    (u,) = plan.shared  # t, read by u alone, is a CTE of u's statement
+    assert _columns(u) == ["k", "total"]
+    (t,) = u.body.args["with_"].expressions
+    assert [e.alias_or_name for e in t.this.expressions] == ["k", "total"]  # n: read by u no more
+    assert _run_plan(plan) == _run_each(queries)
+
+
+def test_no_column_is_dropped_where_a_reader_takes_them_all_or_the_list_decides_rows() -> None:
+    star = [_q(_TOTALS + " SELECT k FROM t"), _q(_TOTALS + " SELECT t.* FROM t")]
+    (t,) = batch.plan(star).shared
+    assert _columns(t) == ["k", "total", "n", "top"]
+    distinct = "WITH d AS (SELECT DISTINCT x % 2 AS a, x % 3 AS b FROM eligibility)"
+    queries = [_q(distinct + " SELECT a FROM d"), _q(distinct + " SELECT COUNT(*) FROM d")]
+    plan = batch.plan(queries)
+    (d,) = plan.shared
+    assert _columns(d) == ["a", "b"]  # dropping b would merge rows
+    assert _run_plan(plan) == _run_each(queries)
+    grouped_all = (
+        "WITH g AS (SELECT x % 2 AS a, x % 3 AS b, SUM(x) AS s FROM eligibility GROUP BY ALL)"
+    )
+    queries = [_q(grouped_all + " SELECT a, s FROM g"), _q(grouped_all + " SELECT s FROM g")]
+    plan = batch.plan(queries)
+    (g,) = plan.shared
+    assert _columns(g) == ["a", "b", "s"]
+    assert _run_plan(plan) == _run_each(queries)
+
+
 def test_a_query_with_a_nested_with_runs_as_it_is() -> None:
     nested = _q(
         "WITH a AS (SELECT 1 AS x) SELECT * FROM (WITH a AS (SELECT 2 AS x) SELECT x FROM a)"

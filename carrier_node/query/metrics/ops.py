@@ -116,9 +116,11 @@ LEFT JOIN mm AS e ON e.member_id = r.member_id AND e.month_start = r.month_start
 """
 
 
-def _quality_rows(ctx: BuildContext) -> exp.Select:
+def _quality_rows(ctx: BuildContext, *, one_per_member_month: bool) -> exp.Select:
     """Per member (one row per cell and member) the data-quality statistics of ``ctx``'s
-    version, from ``quality_rows`` (version 2: with the control totals) or ``spend``."""
+    version, from ``quality_rows`` (version 2: with the control totals) or ``spend``.
+    ``one_per_member_month``: the rows read hold each member month once (``spend`` alone), so
+    where the cells are months a row is its member's contribution, not grouped again."""
     cell_keys = [col(d.value, "m") for d in ctx.group_by]
     template = _QUALITY if ctx.query.version == 1 else _QUALITY_CONTROLLED
     rows = per_member(
@@ -129,7 +131,7 @@ def _quality_rows(ctx: BuildContext) -> exp.Select:
     )
     for dim, values in ctx.query.filters:
         rows = rows.where(matches(col(dim.value, "m"), values))
-    return rows
+    return one_row_per_member_month(rows, ctx.group_by) if one_per_member_month else rows
 
 
 @implements("ops.data_quality", version=1)
@@ -139,7 +141,10 @@ def data_quality(ctx: BuildContext) -> exp.Select:
     codes, missing place of service or bill type; from version 2, the claims and paid dollars
     of the months with control totals beside the declared ones."""
     cell_keys = [d.value for d in ctx.group_by]
-    query = member_cells(ctx, _quality_rows(ctx), cell_keys, ctx.statistics())
+    declared = _declared_months(ctx) if ctx.query.version != 1 else {}
+    # Nothing declared: quality_rows is the spend rows alone, one per member month.
+    rows = _quality_rows(ctx, one_per_member_month=not declared)
+    query = member_cells(ctx, rows, cell_keys, ctx.statistics())
     quality_months = sql.fill(_QUALITY_MONTHS, carrier=sql.lit(ctx.carrier_id))
     ctes: list[tuple[str, exp.Expr]] = [
         *member_month_ctes(ctx, filtered=False),
@@ -148,7 +153,6 @@ def data_quality(ctx: BuildContext) -> exp.Select:
         ("spend", member_month_spend(ctx)),
     ]
     if ctx.query.version != 1:
-        declared = _declared_months(ctx)
         # Nothing declared in the period: no claims table is read a second time.
         claims = (
             sql.fill_query(_CONTROLLED_CLAIMS, **ctx.period_values())

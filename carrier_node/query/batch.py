@@ -204,15 +204,25 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     # Each shared block computes only the columns its readers in this batch use (a request of
     # a few metrics reads a few of the member-month totals, say): readers first, so a block
     # pruned narrows what it reads of its own sources.
+    # (What each tree reads is looked up once: pruning a select list leaves its tables.)
+    query_reads = [_references(q, shared_names) for q in rewritten]
+    block_reads = {n: _references(bodies[n], shared_names) - {n} for n in shared_names}
+    # A block is a reader of the blocks below it once it has been pruned itself (readers
+    # first), so what it reads is gathered then, once.
+    gathered: dict[int, _Reader] = {}
+
+    def reader(tree: exp.Expr) -> _Reader:
+        if id(tree) not in gathered:
+            gathered[id(tree)] = _Reader.of(tree)
+        return gathered[id(tree)]
+
     for name in reversed(order):
         if name not in shared_names:
             continue
-        readers = [q for q in rewritten if name in _references(q, {name})]
-        readers += [
-            bodies[other]
-            for other in shared_names
-            if other != name and name in _references(bodies[other], {name})
+        readers = [
+            reader(q) for q, reads in zip(rewritten, query_reads, strict=True) if name in reads
         ]
+        readers += [reader(bodies[o]) for o, reads in block_reads.items() if name in reads]
         _prune(bodies[name], name, readers)
 
     def statement(name: str) -> exp.Query:
@@ -237,32 +247,48 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     return BatchPlan(shared=shared, queries=tuple(rewritten))
 
 
-def _identifiers(tree: exp.Expr) -> set[str]:
-    return {i.name.lower() for i in tree.find_all(exp.Identifier)}
+@dataclass(frozen=True)
+class _Reader:
+    """What pruning needs of a tree reading shared blocks, gathered in one walk."""
+
+    #: Every identifier of the tree (lower case): a column of that name may be read.
+    identifiers: frozenset[str]
+    #: The qualifiers of its ``alias.*`` projections ("" for a bare ``*``).
+    stars: frozenset[str]
+    #: The aliases under which it reads each table.
+    aliases: dict[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, tree: exp.Expr) -> _Reader:
+        identifiers: set[str] = set()
+        stars: set[str] = set()
+        aliases: dict[str, set[str]] = {}
+        for node in tree.walk():
+            if isinstance(node, exp.Identifier):
+                identifiers.add(node.name.lower())
+            elif isinstance(node, exp.Table) and not node.args.get("db"):
+                aliases.setdefault(node.name, set()).add(node.alias_or_name.lower())
+            elif isinstance(node, exp.Select):
+                for projection in node.expressions:
+                    if isinstance(projection, exp.Star):
+                        stars.add("")
+                    elif isinstance(projection, exp.Column) and isinstance(
+                        projection.this, exp.Star
+                    ):
+                        stars.add((projection.table or "").lower())
+        return cls(
+            frozenset(identifiers),
+            frozenset(stars),
+            {name: frozenset(found) for name, found in aliases.items()},
+        )
+
+    def takes_all_of(self, name: str) -> bool:
+        """Whether it selects every column of the table ``name`` (``*`` or ``alias.*``; a
+        ``*`` with no table counts for every table)."""
+        return "" in self.stars or bool(self.stars & self.aliases.get(name, frozenset()))
 
 
-def _star_of(tree: exp.Expr, name: str) -> bool:
-    """Whether ``tree`` selects every column of a table it reads as ``name`` (``*`` or
-    ``alias.*``; a ``*`` with no table counts for every table)."""
-    aliases = {
-        t.alias_or_name.lower()
-        for t in tree.find_all(exp.Table)
-        if t.name == name and not t.args.get("db")
-    }
-    for select in tree.find_all(exp.Select):
-        for projection in select.expressions:
-            if isinstance(projection, exp.Star):
-                return True
-            if (
-                isinstance(projection, exp.Column)
-                and isinstance(projection.this, exp.Star)
-                and (not projection.table or projection.table.lower() in aliases)
-            ):
-                return True
-    return False
-
-
-def _prune(body: exp.Query, name: str, readers: Sequence[exp.Expr]) -> None:
+def _prune(body: exp.Query, name: str, readers: Sequence[_Reader]) -> None:
     """Drop (in place) the output columns of the shared block ``name`` that none of its
     ``readers`` can name.
 
@@ -274,7 +300,7 @@ def _prune(body: exp.Query, name: str, readers: Sequence[exp.Expr]) -> None:
     """
     if not isinstance(body, exp.Select) or body.args.get("distinct"):
         return
-    if any(_star_of(reader, name) for reader in readers):
+    if any(reader.takes_all_of(name) for reader in readers):
         return
     clauses = [body.args.get(k) for k in ("group", "order", "having", "qualify")]
     for clause in clauses:
@@ -287,8 +313,8 @@ def _prune(body: exp.Query, name: str, readers: Sequence[exp.Expr]) -> None:
         for ordered in clause.find_all(exp.Ordered):
             if isinstance(ordered.this, exp.Literal):
                 return
-    used = set().union(*(_identifiers(reader) for reader in readers))
-    used |= set().union(*(_identifiers(c) for c in clauses if c is not None))
+    used = set().union(*(reader.identifiers for reader in readers))
+    used |= {i.name.lower() for c in clauses if c is not None for i in c.find_all(exp.Identifier)}
     kept = [
         e
         for e in body.expressions

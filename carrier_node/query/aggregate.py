@@ -437,104 +437,130 @@ def attributed_months(ctx: BuildContext, *, last_month_only: bool) -> exp.Select
 
 #: Claim rows of the period summed per member and month: one row per member month with a
 #: medical row (``medical_rows`` > 0) or a fill (``pharmacy_rows`` > 0; the medical-only totals
-#: are NULL where the month has no medical row). Every version counts. The medical and pharmacy
-#: rows are read once, as one union grouped once. The metrics that sum rows per member month
-#: read this instead of the rows: cost.pmpm, member cost share, the out-of-network share, the
-#: persons' period allowed, the claims lag (paid cents by months to payment, ``lag_rows`` the
-#: rows with a paid date not before the incurred month), data quality and the denial rate (its
-#: adjudicated lines: each medical line's latest row, see :func:`sql.latest_medical_rows`,
-#: when paid, adjusted or denied; the CTE ``later_versions`` comes first). Summed again per
-#: member and cell it gives exactly the sums over the rows (SUM skips NULL alike), and in a batch
-#: the rows are read and grouped once for all of them. The sums are BIGINT: a member month's
-#: cents are far inside its range, and DuckDB's wider SUM type doubled the block's memory.
+#: are NULL where the month has no medical row). Every version counts. The metrics that sum rows
+#: per member month read this instead of the rows: cost.pmpm, member cost share, the
+#: out-of-network share, the persons' period allowed, the claims lag (paid cents by months to
+#: payment, ``lag_rows`` the rows with a paid date not before the incurred month), data quality
+#: and the denial rate (its adjudicated lines: each medical line's latest row, see
+#: :func:`sql.latest_medical_rows`, when paid, adjusted or denied; the CTE ``later_versions``
+#: comes first). Summed again per member and cell it gives exactly the sums over the rows (SUM
+#: skips NULL alike), and in a batch the rows are read and grouped once for all of them.
+#:
+#: The medical rows and the fills are grouped apart and the two joined (grouping them as one
+#: union made every fill carry the medical columns through the aggregation), each total as the
+#: union's SUM would have it: a side without rows adds nothing, a side whose rows all hold
+#: NULL adds NULL, and a total one side holds as 0 on every row is that side's ``zero`` (0
+#: where it has rows). The sums are BIGINT: a member month's cents are far inside its range,
+#: and DuckDB's wider SUM type doubled the block's memory.
 _SPEND = """
-SELECT u.member_id AS member_id, u.month_start AS month_start,
-       CAST(SUM(u.medical_row) AS BIGINT) AS medical_rows,
-       CAST(SUM(u.pharmacy_row) AS BIGINT) AS pharmacy_rows,
-       CAST(SUM(u.allowed_cents) AS BIGINT) AS allowed_cents,
-       CAST(SUM(u.paid_cents) AS BIGINT) AS paid_cents,
-       CAST(SUM(u.deductible_cents) AS BIGINT) AS deductible_cents,
-       CAST(SUM(u.coinsurance_cents) AS BIGINT) AS coinsurance_cents,
-       CAST(SUM(u.copay_cents) AS BIGINT) AS copay_cents,
-       CAST(SUM(u.pharmacy_member_paid_cents) AS BIGINT) AS pharmacy_member_paid_cents,
-       CAST(SUM(u.out_of_network_allowed_cents) AS BIGINT) AS out_of_network_allowed_cents,
-       CAST(SUM(u.known_network_allowed_cents) AS BIGINT) AS known_network_allowed_cents,
-       CAST(SUM(u.invalid_place_of_service) AS BIGINT) AS invalid_place_of_service,
-       CAST(SUM(u.invalid_revenue_code) AS BIGINT) AS invalid_revenue_code,
-       CAST(SUM(u.invalid_drg) AS BIGINT) AS invalid_drg,
-       CAST(SUM(u.missing_fields) AS BIGINT) AS missing_fields,
-       CAST(SUM(CASE WHEN u.lag >= 0 THEN 1 ELSE 0 END) AS BIGINT) AS lag_rows,
-       CAST(SUM(u.adjudicated_line) AS BIGINT) AS adjudicated_lines,
-       CAST(SUM(u.denied_line) AS BIGINT) AS denied_lines,
-       CAST(SUM(u.adjudicated_charge_cents) AS BIGINT) AS adjudicated_charge_cents,
-       CAST(SUM(u.denied_charge_cents) AS BIGINT) AS denied_charge_cents,
-       :lag_sums
+SELECT COALESCE(m.member_id, p.member_id) AS member_id,
+       COALESCE(m.month_start, p.month_start) AS month_start,
+       COALESCE(m.medical_rows, p.zero) AS medical_rows,
+       COALESCE(p.pharmacy_rows, m.zero) AS pharmacy_rows,
+       COALESCE(m.allowed_cents + p.allowed_cents, m.allowed_cents, p.allowed_cents)
+         AS allowed_cents,
+       COALESCE(m.paid_cents + p.paid_cents, m.paid_cents, p.paid_cents) AS paid_cents,
+       COALESCE(m.deductible_cents, p.zero) AS deductible_cents,
+       COALESCE(m.coinsurance_cents, p.zero) AS coinsurance_cents,
+       COALESCE(m.copay_cents, p.zero) AS copay_cents,
+       COALESCE(p.pharmacy_member_paid_cents, m.zero) AS pharmacy_member_paid_cents,
+       m.out_of_network_allowed_cents AS out_of_network_allowed_cents,
+       m.known_network_allowed_cents AS known_network_allowed_cents,
+       COALESCE(m.invalid_place_of_service, p.zero) AS invalid_place_of_service,
+       COALESCE(m.invalid_revenue_code, p.zero) AS invalid_revenue_code,
+       COALESCE(m.invalid_drg, p.zero) AS invalid_drg,
+       COALESCE(m.missing_fields, p.zero) AS missing_fields,
+       COALESCE(m.lag_rows, p.zero) AS lag_rows,
+       COALESCE(m.adjudicated_lines, p.zero) AS adjudicated_lines,
+       COALESCE(m.denied_lines, p.zero) AS denied_lines,
+       m.adjudicated_charge_cents AS adjudicated_charge_cents,
+       COALESCE(m.denied_charge_cents, p.zero) AS denied_charge_cents,
+       :lag_columns
 FROM (
-  SELECT c.member_id AS member_id,
-         CAST(DATE_TRUNC('MONTH', c.claim_start_date) AS DATE) AS month_start,
-         1 AS medical_row,
-         0 AS pharmacy_row,
-         CAST(c.allowed_amount * 100 AS BIGINT) AS allowed_cents,
-         CAST(c.paid_amount * 100 AS BIGINT) AS paid_cents,
-         CAST(COALESCE(c.deductible_amount, 0) * 100 AS BIGINT) AS deductible_cents,
-         CAST(COALESCE(c.coinsurance_amount, 0) * 100 AS BIGINT) AS coinsurance_cents,
-         CAST(COALESCE(c.copay_amount, 0) * 100 AS BIGINT) AS copay_cents,
-         CAST(0 AS BIGINT) AS pharmacy_member_paid_cents,
-         CASE WHEN NOT c.in_network THEN CAST(c.allowed_amount * 100 AS BIGINT) ELSE 0 END
-           AS out_of_network_allowed_cents,
-         CASE WHEN c.in_network IS NOT NULL THEN CAST(c.allowed_amount * 100 AS BIGINT)
-              ELSE 0 END AS known_network_allowed_cents,
-         CASE WHEN c.place_of_service IS NOT NULL AND NOT :pos_known THEN 1 ELSE 0 END
-           AS invalid_place_of_service,
-         CASE WHEN c.revenue_code IS NOT NULL AND NOT :revenue_known THEN 1 ELSE 0 END
-           AS invalid_revenue_code,
-         CASE WHEN c.drg IS NOT NULL AND NOT :drg_known THEN 1 ELSE 0 END AS invalid_drg,
-         CASE WHEN (c.claim_type = 'professional' AND c.place_of_service IS NULL)
-                OR (c.claim_type = 'institutional' AND c.bill_type IS NULL)
-              THEN 1 ELSE 0 END AS missing_fields,
-         CASE WHEN c.lag_months >= :last_lag THEN :last_lag ELSE c.lag_months END AS lag,
-         c.adjudicated AS adjudicated_line,
-         CASE WHEN c.adjudicated = 1 AND c.claim_status = 'denied' THEN 1 ELSE 0 END
-           AS denied_line,
-         CASE WHEN c.adjudicated = 1 THEN CAST(c.charge_amount * 100 AS BIGINT) END
-           AS adjudicated_charge_cents,
-         CASE WHEN c.adjudicated = 1 AND c.claim_status = 'denied'
-              THEN CAST(c.charge_amount * 100 AS BIGINT) ELSE 0 END AS denied_charge_cents
+  SELECT c.member_id AS member_id, c.month_start AS month_start, CAST(0 AS BIGINT) AS zero,
+         CAST(COUNT(*) AS BIGINT) AS medical_rows,
+         CAST(SUM(c.allowed_cents) AS BIGINT) AS allowed_cents,
+         CAST(SUM(c.paid_cents) AS BIGINT) AS paid_cents,
+         CAST(SUM(c.deductible_cents) AS BIGINT) AS deductible_cents,
+         CAST(SUM(c.coinsurance_cents) AS BIGINT) AS coinsurance_cents,
+         CAST(SUM(c.copay_cents) AS BIGINT) AS copay_cents,
+         CAST(SUM(c.out_of_network_allowed_cents) AS BIGINT) AS out_of_network_allowed_cents,
+         CAST(SUM(c.known_network_allowed_cents) AS BIGINT) AS known_network_allowed_cents,
+         CAST(SUM(c.invalid_place_of_service) AS BIGINT) AS invalid_place_of_service,
+         CAST(SUM(c.invalid_revenue_code) AS BIGINT) AS invalid_revenue_code,
+         CAST(SUM(c.invalid_drg) AS BIGINT) AS invalid_drg,
+         CAST(SUM(c.missing_fields) AS BIGINT) AS missing_fields,
+         CAST(SUM(CASE WHEN c.lag >= 0 THEN 1 ELSE 0 END) AS BIGINT) AS lag_rows,
+         CAST(SUM(c.adjudicated) AS BIGINT) AS adjudicated_lines,
+         CAST(SUM(c.denied_line) AS BIGINT) AS denied_lines,
+         CAST(SUM(c.adjudicated_charge_cents) AS BIGINT) AS adjudicated_charge_cents,
+         CAST(SUM(c.denied_charge_cents) AS BIGINT) AS denied_charge_cents,
+         :lag_sums
   FROM (
-    SELECT x.member_id AS member_id, x.claim_start_date AS claim_start_date,
-           x.claim_type AS claim_type, x.allowed_amount AS allowed_amount,
-           x.paid_amount AS paid_amount, x.deductible_amount AS deductible_amount,
-           x.coinsurance_amount AS coinsurance_amount, x.copay_amount AS copay_amount,
-           x.in_network AS in_network,
-           NULLIF(x.place_of_service, '') AS place_of_service,
-           NULLIF(x.revenue_code, '') AS revenue_code, NULLIF(x.drg, '') AS drg,
-           NULLIF(x.bill_type, '') AS bill_type,
-           CAST((EXTRACT(YEAR FROM x.paid_date) - EXTRACT(YEAR FROM x.claim_start_date)) * 12
-                + EXTRACT(MONTH FROM x.paid_date) - EXTRACT(MONTH FROM x.claim_start_date)
-                AS BIGINT) AS lag_months,
-           x.claim_status AS claim_status, x.charge_amount AS charge_amount,
-           CASE WHEN (later.last_version IS NULL
-                      OR COALESCE(x.claim_version, 1) >= later.last_version)
-                 AND x.claim_status IN ('paid', 'adjusted', 'denied')
-                THEN 1 ELSE 0 END AS adjudicated
-    FROM medical_claims AS x
-    LEFT JOIN later_versions AS later
-      ON later.claim_id = x.claim_id AND later.claim_line = x.claim_line
-    WHERE x.claim_start_date BETWEEN :start AND :end
+    SELECT r.member_id AS member_id,
+           CAST(DATE_TRUNC('MONTH', r.claim_start_date) AS DATE) AS month_start,
+           CAST(r.allowed_amount * 100 AS BIGINT) AS allowed_cents,
+           CAST(r.paid_amount * 100 AS BIGINT) AS paid_cents,
+           CAST(COALESCE(r.deductible_amount, 0) * 100 AS BIGINT) AS deductible_cents,
+           CAST(COALESCE(r.coinsurance_amount, 0) * 100 AS BIGINT) AS coinsurance_cents,
+           CAST(COALESCE(r.copay_amount, 0) * 100 AS BIGINT) AS copay_cents,
+           CASE WHEN NOT r.in_network THEN CAST(r.allowed_amount * 100 AS BIGINT) ELSE 0 END
+             AS out_of_network_allowed_cents,
+           CASE WHEN r.in_network IS NOT NULL THEN CAST(r.allowed_amount * 100 AS BIGINT)
+                ELSE 0 END AS known_network_allowed_cents,
+           CASE WHEN r.place_of_service IS NOT NULL AND NOT :pos_known THEN 1 ELSE 0 END
+             AS invalid_place_of_service,
+           CASE WHEN r.revenue_code IS NOT NULL AND NOT :revenue_known THEN 1 ELSE 0 END
+             AS invalid_revenue_code,
+           CASE WHEN r.drg IS NOT NULL AND NOT :drg_known THEN 1 ELSE 0 END AS invalid_drg,
+           CASE WHEN (r.claim_type = 'professional' AND r.place_of_service IS NULL)
+                  OR (r.claim_type = 'institutional' AND r.bill_type IS NULL)
+                THEN 1 ELSE 0 END AS missing_fields,
+           CASE WHEN r.lag_months >= :last_lag THEN :last_lag ELSE r.lag_months END AS lag,
+           r.adjudicated AS adjudicated,
+           CASE WHEN r.adjudicated = 1 AND r.claim_status = 'denied' THEN 1 ELSE 0 END
+             AS denied_line,
+           CASE WHEN r.adjudicated = 1 THEN CAST(r.charge_amount * 100 AS BIGINT) END
+             AS adjudicated_charge_cents,
+           CASE WHEN r.adjudicated = 1 AND r.claim_status = 'denied'
+                THEN CAST(r.charge_amount * 100 AS BIGINT) ELSE 0 END AS denied_charge_cents
+    FROM (
+      SELECT x.member_id AS member_id, x.claim_start_date AS claim_start_date,
+             x.claim_type AS claim_type, x.allowed_amount AS allowed_amount,
+             x.paid_amount AS paid_amount, x.deductible_amount AS deductible_amount,
+             x.coinsurance_amount AS coinsurance_amount, x.copay_amount AS copay_amount,
+             x.in_network AS in_network,
+             NULLIF(x.place_of_service, '') AS place_of_service,
+             NULLIF(x.revenue_code, '') AS revenue_code, NULLIF(x.drg, '') AS drg,
+             NULLIF(x.bill_type, '') AS bill_type,
+             CAST((EXTRACT(YEAR FROM x.paid_date) - EXTRACT(YEAR FROM x.claim_start_date)) * 12
+                  + EXTRACT(MONTH FROM x.paid_date) - EXTRACT(MONTH FROM x.claim_start_date)
+                  AS BIGINT) AS lag_months,
+             x.claim_status AS claim_status, x.charge_amount AS charge_amount,
+             CASE WHEN (later.last_version IS NULL
+                        OR COALESCE(x.claim_version, 1) >= later.last_version)
+                   AND x.claim_status IN ('paid', 'adjusted', 'denied')
+                  THEN 1 ELSE 0 END AS adjudicated
+      FROM medical_claims AS x
+      LEFT JOIN later_versions AS later
+        ON later.claim_id = x.claim_id AND later.claim_line = x.claim_line
+      WHERE x.claim_start_date BETWEEN :start AND :end
+    ) AS r
   ) AS c
-  UNION ALL
-  SELECT p.member_id, CAST(DATE_TRUNC('MONTH', p.fill_date) AS DATE),
-         0, 1,
-         CAST(p.allowed_amount * 100 AS BIGINT),
-         CAST(p.paid_amount * 100 AS BIGINT),
-         CAST(0 AS BIGINT), CAST(0 AS BIGINT), CAST(0 AS BIGINT),
-         CAST(COALESCE(p.member_paid_amount, 0) * 100 AS BIGINT),
-         CAST(NULL AS BIGINT), CAST(NULL AS BIGINT),
-         0, 0, 0, 0, CAST(NULL AS BIGINT), 0, 0, CAST(NULL AS BIGINT), 0
-  FROM pharmacy_claims AS p
-  WHERE p.fill_date BETWEEN :start AND :end
-) AS u
-GROUP BY u.member_id, u.month_start
+  GROUP BY c.member_id, c.month_start
+) AS m
+FULL OUTER JOIN (
+  SELECT f.member_id AS member_id, CAST(DATE_TRUNC('MONTH', f.fill_date) AS DATE) AS month_start,
+         CAST(0 AS BIGINT) AS zero, CAST(COUNT(*) AS BIGINT) AS pharmacy_rows,
+         CAST(SUM(CAST(f.allowed_amount * 100 AS BIGINT)) AS BIGINT) AS allowed_cents,
+         CAST(SUM(CAST(f.paid_amount * 100 AS BIGINT)) AS BIGINT) AS paid_cents,
+         CAST(SUM(CAST(COALESCE(f.member_paid_amount, 0) * 100 AS BIGINT)) AS BIGINT)
+           AS pharmacy_member_paid_cents
+  FROM pharmacy_claims AS f
+  WHERE f.fill_date BETWEEN :start AND :end
+  GROUP BY f.member_id, CAST(DATE_TRUNC('MONTH', f.fill_date) AS DATE)
+) AS p
+  ON p.member_id = m.member_id AND p.month_start = m.month_start
 """
 
 
@@ -557,34 +583,45 @@ def _member_month_spend(period: Period) -> exp.Query:
         "start": sql.date_lit(period.start_date),
         "end": sql.date_lit(period.end_date),
     }
-    lag, paid = col("lag", "u"), col("paid_cents", "u")
+    lag, paid = col("lag", "c"), col("paid_cents", "c")
     tree = sql.fill_query(
         _SPEND,
-        pos_known=sql.codes_in(col("place_of_service", "c"), sorted(place_of_service_codes())),
-        revenue_known=sql.codes_in(col("revenue_code", "c"), sorted(revenue_codes())),
-        drg_known=sql.codes_in(col("drg", "c"), sorted(drg_types())),
+        pos_known=sql.codes_in(col("place_of_service", "r"), sorted(place_of_service_codes())),
+        revenue_known=sql.codes_in(col("revenue_code", "r"), sorted(revenue_codes())),
+        drg_known=sql.codes_in(col("drg", "r"), sorted(drg_types())),
         last_lag=sql.num(LAG_MONTHS),
         lag_sums=exp.Placeholder(this="lag_sums"),
+        lag_columns=exp.Placeholder(this="lag_columns"),
         **values,
     )
-    # The lag buckets as columns in place of the placeholder (one per bucket).
-    select = tree.find(exp.Select)
-    assert select is not None
-    buckets = [
+    # The lag buckets as columns in place of the placeholders: summed per member month of the
+    # medical rows, and taken from there (a fill is in no bucket).
+    sums = [
         exp.cast(
             exp.Sum(this=exp.Case().when(lag.copy().eq(k), paid.copy()).else_(sql.num(0))),
             "BIGINT",
         ).as_(lag_column(k))
         for k in range(LAG_MONTHS + 1)
     ]
-    select.set(
-        "expressions",
-        [
-            e
-            for e in select.expressions
-            for e in (buckets if isinstance(e, exp.Placeholder) else [e])
-        ],
-    )
+    columns = [
+        exp.func("COALESCE", col(lag_column(k), "m"), col("zero", "p")).as_(lag_column(k))
+        for k in range(LAG_MONTHS + 1)
+    ]
+    for select in tree.find_all(exp.Select):
+        for name, replacement in (("lag_sums", sums), ("lag_columns", columns)):
+            if any(isinstance(e, exp.Placeholder) and e.name == name for e in select.expressions):
+                select.set(
+                    "expressions",
+                    [
+                        e
+                        for e in select.expressions
+                        for e in (
+                            replacement
+                            if isinstance(e, exp.Placeholder) and e.name == name
+                            else [e]
+                        )
+                    ],
+                )
     return tree
 
 

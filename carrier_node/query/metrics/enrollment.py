@@ -36,11 +36,22 @@ def member_months(ctx: BuildContext) -> exp.Select:
 # period, ``in_01`` its first month, ...), grouped once from the spans: a member month is an add
 # when its previous month's flag is 0, a term when its next month's is. (Looking the neighbour
 # months up by joining the member months to the enrolled months twice was the costliest step.)
+#
+# A member with one span (not in ``multi_span``, see sql.multi_span_members) has that span's
+# flags as they are; only the spans of members with several are grouped.
 _ENROLLED_FLAGS = """
 SELECT e.member_id AS member_id, :flags
 FROM eligibility AS e
 WHERE e.enrollment_start_date <= :last_day
   AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= :first_day)
+  AND e.member_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM multi_span AS x WHERE x.member_id = e.member_id)
+UNION ALL
+SELECT e.member_id AS member_id, :grouped_flags
+FROM eligibility AS e
+WHERE e.enrollment_start_date <= :last_day
+  AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= :first_day)
+  AND (e.member_id IS NULL OR e.member_id IN (SELECT x.member_id FROM multi_span AS x))
 GROUP BY e.member_id
 """
 
@@ -59,30 +70,41 @@ def _flag(index: int) -> str:
     return f"in_{index:02d}"
 
 
-def _enrolled_flags(ctx: BuildContext) -> exp.Select:
+def _enrolled_flags(ctx: BuildContext) -> exp.Query:
     """Per member with a span overlapping the period or a month beside it: a flag (0 or 1) per
-    such month, whether a span overlaps it."""
+    such month, whether a span overlaps it. Reads the CTE ``multi_span``."""
     months = _months_around(ctx)
-    flags = exp.Placeholder(this="flags")
-    tree = sql.fill(
+    tree = sql.fill_query(
         _ENROLLED_FLAGS,
-        flags=flags,
+        flags=exp.Placeholder(this="flags"),
+        grouped_flags=exp.Placeholder(this="grouped_flags"),
         first_day=sql.date_lit(months[0].first_day),
         last_day=sql.date_lit(months[-1].last_day),
     )
     start, end = col("enrollment_start_date", "e"), col("enrollment_end_date", "e")
-    columns: list[exp.Expr] = []
+    flags: list[exp.Expr] = []
+    grouped: list[exp.Expr] = []
     for index, month in enumerate(months):
         overlaps = exp.and_(
             start.copy() <= sql.date_lit(month.last_day),
             exp.or_(end.copy().is_(exp.null()), end.copy() >= sql.date_lit(month.first_day)),
         )
         case = exp.Case().when(overlaps, sql.num(1)).else_(sql.num(0))
-        columns.append(exp.Max(this=case).as_(_flag(index)))
-    tree.set(
-        "expressions",
-        [c for e in tree.expressions for c in (columns if isinstance(e, exp.Placeholder) else [e])],
-    )
+        flags.append(case.as_(_flag(index)))
+        grouped.append(exp.Max(this=case.copy()).as_(_flag(index)))
+    for select in tree.find_all(exp.Select):
+        for name, columns in (("flags", flags), ("grouped_flags", grouped)):
+            if any(isinstance(e, exp.Placeholder) and e.name == name for e in select.expressions):
+                select.set(
+                    "expressions",
+                    [
+                        c
+                        for e in select.expressions
+                        for c in (
+                            columns if isinstance(e, exp.Placeholder) and e.name == name else [e]
+                        )
+                    ],
+                )
     return tree
 
 
@@ -117,10 +139,13 @@ def churn(ctx: BuildContext) -> exp.Select:
         )
     query = members_counted(query, ctx.group_by)
     churn_rows = sql.fill(_CHURN, previous=_neighbour_flag(ctx, -1), next=_neighbour_flag(ctx, 1))
+    month_ctes = member_month_ctes(ctx, spans=True)  # the span's death date
+    if not any(name == "multi_span" for name, _ in month_ctes):
+        month_ctes.insert(0, sql.multi_span_members())
     return with_ctes(
         query,
         [
-            *member_month_ctes(ctx, spans=True),  # the span's death date
+            *month_ctes,
             ("enrolled", _enrolled_flags(ctx)),
             (rows, churn_rows),
         ],

@@ -48,6 +48,8 @@ class SharedTable:
     #: Index of the last query that reads it (directly or through another shared table):
     #: the table can be dropped once that query has run.
     last_use: int
+    #: Index of the first query that reads it (likewise): the table need not exist before.
+    first_use: int = 0
 
     def create_statement(self, dialect: str) -> str:
         create = exp.Create(
@@ -159,6 +161,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     canonical = [_canonical(q) for q in queries]
     uses: Counter[str] = Counter()
     last_use: dict[str, int] = {}
+    first_use: dict[str, int] = {}
     bodies: dict[str, exp.Query] = {}
     order: list[str] = []
     for index, entry in enumerate(canonical):
@@ -170,6 +173,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
                 bodies[name] = body
                 order.append(name)
             last_use[name] = index
+            first_use.setdefault(name, index)
         uses.update({name for name, _ in ctes})
     shared_names = {name for name in order if uses[name] >= min_uses}
 
@@ -211,7 +215,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     # first), so what it reads is gathered then, once.
     gathered: dict[int, _Reader] = {}
 
-    def reader(tree: exp.Expr) -> _Reader:
+    def gather(tree: exp.Expr) -> _Reader:
         if id(tree) not in gathered:
             gathered[id(tree)] = _Reader.of(tree)
         return gathered[id(tree)]
@@ -220,9 +224,9 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
         if name not in shared_names:
             continue
         readers = [
-            reader(q) for q, reads in zip(rewritten, query_reads, strict=True) if name in reads
+            gather(q) for q, reads in zip(rewritten, query_reads, strict=True) if name in reads
         ]
-        readers += [reader(bodies[o]) for o, reads in block_reads.items() if name in reads]
+        readers += [gather(bodies[o]) for o, reads in block_reads.items() if name in reads]
         _prune(bodies[name], name, readers)
 
     def statement(name: str) -> exp.Query:
@@ -240,7 +244,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
         return body
 
     shared = tuple(
-        SharedTable(name, statement(name), uses[name], last_use[name])
+        SharedTable(name, statement(name), uses[name], last_use[name], first_use[name])
         for name in order
         if name in tables
     )

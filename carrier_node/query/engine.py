@@ -142,7 +142,7 @@ class Engine:
     ) -> list[tuple[pa.Table, float]]:
         """Each query's result table and the seconds its own SQL took."""
         if len(queries) < self._min_uses():
-            shared: tuple[tuple[str, str, int], ...] = ()
+            shared: tuple[tuple[str, str, int, int], ...] = ()
             texts = tuple(self.render(period, q) for q in queries)
         else:
             rendered = self.render_batch(period, queries)
@@ -154,11 +154,21 @@ class Engine:
             if limit is not None and math.isfinite(budget.remaining()):
                 limit(budget.remaining())  # the source's own guard, should an interrupt be lost
             try:
-                started = time.perf_counter()
-                for name, statement, _ in shared:
+                for index, text in enumerate(texts):
+                    # A shared table is made just before the first query that needs it and
+                    # dropped after the last, so only the tables in use take memory (in
+                    # creation order: a table made from another comes after it).
+                    started = time.perf_counter()
+                    for name, statement, first_use, _ in shared:
+                        if first_use == index:
+                            budget.check("the engine")
+                            session.create_table(name, statement)
+                    shared_seconds += time.perf_counter() - started
                     budget.check("the engine")
-                    session.create_table(name, statement)
-                shared_seconds = time.perf_counter() - started
+                    out.append(self._timed(session.execute_arrow, text))
+                    for name, _, _, last_use in shared:
+                        if last_use == index:
+                            session.drop_table(name)
                 if shared:
                     log.info(
                         "computed %d blocks shared by the batch's %d queries in %.3fs",
@@ -166,12 +176,6 @@ class Engine:
                         len(queries),
                         shared_seconds,
                     )
-                for index, text in enumerate(texts):
-                    budget.check("the engine")
-                    out.append(self._timed(session.execute_arrow, text))
-                    for name, _, last_use in shared:
-                        if last_use == index:
-                            session.drop_table(name)
             except Exception:
                 budget.check("the engine")  # interrupted: the budget's error, not the source's
                 raise

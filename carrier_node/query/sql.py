@@ -619,6 +619,48 @@ HAVING SUM(CASE WHEN p.claim_status IN ('denied', 'reversed') THEN 1 ELSE 0 END)
 """
 
 
+# Every fill (claim_id) with a row dated in the period, over all of its rows: what the fill
+# metrics read of it. One grouping of the pharmacy rows serves the final-action fills (no row
+# denied or reversed) and the specialty profile alike; a batch keeps only the columns its
+# queries read.
+_PHARMACY_FILLS = """
+SELECT p.claim_id AS claim_id, MIN(p.member_id) AS member_id, MIN(p.fill_date) AS fill_date,
+       MAX(p.drug_class) AS drug_class, MAX(p.days_supply) AS days_supply,
+       MAX(CASE WHEN p.generic THEN 1 ELSE 0 END) AS generic,
+       MAX(CASE WHEN p.specialty THEN 1 ELSE 0 END) AS flagged,
+       SUM(CAST(p.allowed_amount * 100 AS BIGINT)) AS net_allowed_cents,
+       SUM(CASE WHEN p.claim_status IN ('denied', 'reversed') THEN 1 ELSE 0 END) AS voided_rows
+FROM pharmacy_claims AS p
+WHERE p.claim_id IN (
+  SELECT k.claim_id FROM pharmacy_claims AS k WHERE k.fill_date BETWEEN :start AND :end
+)
+GROUP BY p.claim_id
+"""
+
+_KEPT_FILLS = """
+SELECT f.claim_id AS claim_id, f.member_id AS member_id, f.fill_date AS fill_date,
+       f.drug_class AS drug_class, f.days_supply AS days_supply, f.generic AS generic
+FROM pharmacy_fills AS f
+WHERE f.voided_rows = 0 AND f.fill_date BETWEEN :start AND :end
+"""
+
+
+def pharmacy_fills(period: Period) -> tuple[str, exp.Select]:
+    """The CTE ``pharmacy_fills``: per fill with a row in the period, over all its rows, the
+    least member and fill date, the greatest drug class and days supply, whether a row is
+    generic or specialty (``flagged``), the net allowed cents and the denied or reversed rows
+    (``voided_rows``)."""
+    values = {"start": date_lit(period.start_date), "end": date_lit(period.end_date)}
+    return ("pharmacy_fills", fill(_PHARMACY_FILLS, **values))
+
+
+def fill_ctes(period: Period) -> list[tuple[str, exp.Select]]:
+    """CTEs ``pharmacy_fills`` and ``final_fills`` (as :func:`final_fills` with no candidate,
+    read off the fills' profile)."""
+    values = {"start": date_lit(period.start_date), "end": date_lit(period.end_date)}
+    return [pharmacy_fills(period), ("final_fills", fill(_KEPT_FILLS, **values))]
+
+
 def final_fills(period: Period, candidate: LineCondition | None = None) -> exp.Select:
     """Final-action fills dated (earliest fill_date of their rows) in the period: ``claim_id,
     member_id, fill_date, drug_class`` (greatest of the rows), ``days_supply`` (greatest),

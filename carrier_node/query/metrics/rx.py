@@ -48,7 +48,7 @@ JOIN mm ON r.member_id = mm.member_id AND r.month_start = mm.month_start
 
 def _fill_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
     return [
-        ("final_fills", sql.final_fills(ctx.period)),
+        *sql.fill_ctes(ctx.period),
         ("classed_fills", sql.fill(_CLASSED_FILLS, drug_class=_drug_class("x"))),
     ]
 
@@ -64,16 +64,12 @@ def generic_dispensing_rate(ctx: BuildContext) -> exp.Select:
 
 # --- specialty share --------------------------------------------------------------------------
 
-# Every row of a fill with a row in the period decides whether the fill is specialty.
+# Every row of a fill with a row in the period decides whether the fill is specialty (read off
+# the fills' profile, sql.pharmacy_fills, which the batch's other fill metrics share).
 _FILL_PROFILE = """
-SELECT p.claim_id AS claim_id, MAX(CASE WHEN p.specialty THEN 1 ELSE 0 END) AS flagged,
-       SUM(CAST(p.allowed_amount * 100 AS BIGINT)) AS net_allowed_cents,
-       MAX(p.days_supply) AS days_supply
-FROM pharmacy_claims AS p
-WHERE p.claim_id IN (
-  SELECT k.claim_id FROM pharmacy_claims AS k WHERE k.fill_date BETWEEN :start AND :end
-)
-GROUP BY p.claim_id
+SELECT f.claim_id AS claim_id, f.flagged AS flagged, f.net_allowed_cents AS net_allowed_cents,
+       f.days_supply AS days_supply
+FROM pharmacy_fills AS f
 """
 
 # Summed per member and month first: the member months are then joined to one row per member
@@ -131,7 +127,8 @@ def specialty_share(ctx: BuildContext) -> exp.Select:
         query,
         [
             *member_month_ctes(ctx),
-            ("fill_profile", sql.fill(_FILL_PROFILE, **ctx.period_values())),
+            sql.pharmacy_fills(ctx.period),
+            ("fill_profile", sql.fill(_FILL_PROFILE)),
             ("specialty_rows", rows),
         ],
     )

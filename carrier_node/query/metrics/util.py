@@ -146,5 +146,5 @@ def scripts(ctx: BuildContext) -> exp.Select:
         ctx,
         numerator,
         ctx.statistics(*stats),
-        [("final_fills", sql.final_fills(ctx.period))],
+        sql.fill_ctes(ctx.period),
     )

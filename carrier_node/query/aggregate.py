@@ -607,6 +607,8 @@ def _member_month_spend(period: Period) -> exp.Query:
         exp.func("COALESCE", col(lag_column(k), "m"), col("zero", "p")).as_(lag_column(k))
         for k in range(LAG_MONTHS + 1)
     ]
+    rows = next(q for q in tree.find_all(exp.Subquery) if q.alias == "c")
+    rows.this.meta[sql.FENCE] = True  # each row's lag, read by every bucket, computed once
     for select in tree.find_all(exp.Select):
         for name, replacement in (("lag_sums", sums), ("lag_columns", columns)):
             if any(isinstance(e, exp.Placeholder) and e.name == name for e in select.expressions):

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
-from carrier_node.query.sql import with_cte
+from carrier_node.query.sql import for_dialect, with_cte
 
 #: Prefix of a shared block's table name (the rest is a digest of its content).
 PREFIX = "shared_"
@@ -55,7 +55,7 @@ class SharedTable:
         create = exp.Create(
             this=exp.to_table(self.name),
             kind="TABLE",
-            expression=self.body.copy(),
+            expression=for_dialect(self.body.copy(), dialect),
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
         )
         return create.sql(dialect=dialect, copy=False)  # ``create`` holds a copy of its own

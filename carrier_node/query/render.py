@@ -63,7 +63,8 @@ def render(
     keying: Keying,
 ) -> str:
     # The tree is built for this call alone: the generator may work on it without a copy.
-    return expression(tables, schema, period, query, keying).sql(dialect=dialect, copy=False)
+    tree = sql.for_dialect(expression(tables, schema, period, query, keying), dialect)
+    return tree.sql(dialect=dialect, copy=False)
 
 
 @dataclass(frozen=True)
@@ -95,5 +96,7 @@ def render_batch(
             (t.name, t.create_statement(dialect), t.first_use, t.last_use) for t in planned.shared
         ),
         # The plan is this call's alone: the generator may work on it without a copy.
-        queries=tuple(q.sql(dialect=dialect, copy=False) for q in planned.queries),
+        queries=tuple(
+            sql.for_dialect(q, dialect).sql(dialect=dialect, copy=False) for q in planned.queries
+        ),
     )

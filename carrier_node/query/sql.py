@@ -514,6 +514,24 @@ WHERE (later.last_version IS NULL OR COALESCE(c.claim_version, 1) >= later.last_
 INLINE = "fedoversight_inline"
 
 
+#: Key of a SELECT's ``meta`` marking a subquery whose columns the query above reads several
+#: times each (the spend block's per-row months to payment, read by every lag bucket):
+#: PostgreSQL pulls such a subquery up and evaluates its expressions again at every reference
+#: (the claims lag took 3x as long), so there it is rendered with ``OFFSET 0``, the documented
+#: way to keep it a subquery. DuckDB needs nothing (see :func:`for_dialect`).
+FENCE = "fedoversight_fence"
+
+
+def for_dialect(tree: QueryT, dialect: str) -> QueryT:
+    """``tree`` (changed in place) as it is rendered for ``dialect``: on PostgreSQL, each
+    subquery marked :data:`FENCE` gets ``OFFSET 0``."""
+    if dialect == "postgres":
+        for select in tree.find_all(exp.Select):
+            if select.meta.get(FENCE) and not select.args.get("offset"):
+                select.offset(0, copy=False)
+    return tree
+
+
 def with_cte(query: SelectT, name: str, body: exp.Expr) -> SelectT:
     """``query`` with the CTE ``name AS (body)`` added (in place), inlined when ``body`` is
     marked :data:`INLINE`."""

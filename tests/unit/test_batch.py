@@ -408,3 +408,20 @@ def test_rows_holding_a_member_month_once_are_not_grouped_again_by_month() -> No
         ("2026-01", "b", "kb", 1, 2),
         ("2026-02", "a", "ka", 1, 1),
     ]
+
+
+def test_postgres_reads_each_rows_lag_once_and_duckdb_renders_it_plain() -> None:
+    """The spend block's per-row projection is kept a subquery on PostgreSQL (``OFFSET 0``):
+    pulled up, its months to payment were computed again in each of the 13 lag buckets and the
+    claims lag took 3x as long at 200k members. DuckDB's text has no fence."""
+    from carrier_node.query import render
+    from carrier_node.query.render import Keying
+
+    query = next(q for q in monthly_suite() if q.metric == "ops.claims_lag")
+    keying = Keying("secret")
+    postgres = render.render("postgres", None, None, PERIOD, query, keying)
+    duckdb_text = render.render("duckdb", None, None, PERIOD, query, keying)
+    assert postgres.count("OFFSET 0") == 1
+    assert "OFFSET" not in duckdb_text
+    batch_text = render.render_batch("postgres", None, None, PERIOD, (query, query), keying, 1)
+    assert sum(s.count("OFFSET 0") for _, s, _, _ in batch_text.shared) == 1

@@ -57,17 +57,6 @@ import polars as pl
 
 from fedoversight.periods import Month, Period
 
-METRICS = (
-    "enrollment.member_months",
-    "enrollment.churn",
-    "cost.pmpm",
-    "util.ed_visits",
-    "util.inpatient",
-    "outcome.readmission_30d",
-    "rx.generic_dispensing_rate",
-    "ops.denial_rate",
-)
-
 #: util.ed_visits: revenue_code 0450–0452, 0459 or 0981, HCPCS 99281–99285, or place of
 #: service 23 (a range is over codes of its length, so these are all of them).
 ED_REVENUE = ("0450", "0451", "0452", "0459", "0981")
@@ -166,6 +155,10 @@ _STATISTICS: dict[str, dict[str, str]] = {
         "denied_charge_cents": "denied_charge",
     },
 }
+
+#: The metrics this baseline computes (node_suite.POLARS_METRICS names the same, without
+#: importing polars).
+METRICS = tuple(_STATISTICS)
 
 #: A month is a cell of the metric where this column is above zero; by default member_months
 #: (a cell for every month with member months, zero where nothing else is counted).

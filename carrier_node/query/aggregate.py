@@ -584,18 +584,8 @@ def _member_month_spend(period: Period) -> exp.Query:
         "end": sql.date_lit(period.end_date),
     }
     lag, paid = col("lag", "c"), col("paid_cents", "c")
-    tree = sql.fill_query(
-        _SPEND,
-        pos_known=sql.codes_in(col("place_of_service", "r"), sorted(place_of_service_codes())),
-        revenue_known=sql.codes_in(col("revenue_code", "r"), sorted(revenue_codes())),
-        drg_known=sql.codes_in(col("drg", "r"), sorted(drg_types())),
-        last_lag=sql.num(LAG_MONTHS),
-        lag_sums=exp.Placeholder(this="lag_sums"),
-        lag_columns=exp.Placeholder(this="lag_columns"),
-        **values,
-    )
-    # The lag buckets as columns in place of the placeholders: summed per member month of the
-    # medical rows, and taken from there (a fill is in no bucket).
+    # The lag buckets: summed per member month of the medical rows, and taken from there (a
+    # fill is in no bucket).
     sums = [
         exp.cast(
             exp.Sum(this=exp.Case().when(lag.copy().eq(k), paid.copy()).else_(sql.num(0))),
@@ -607,23 +597,17 @@ def _member_month_spend(period: Period) -> exp.Query:
         exp.func("COALESCE", col(lag_column(k), "m"), col("zero", "p")).as_(lag_column(k))
         for k in range(LAG_MONTHS + 1)
     ]
+    tree = sql.fill_query(
+        _SPEND,
+        {"lag_sums": sums, "lag_columns": columns},
+        pos_known=sql.codes_in(col("place_of_service", "r"), sorted(place_of_service_codes())),
+        revenue_known=sql.codes_in(col("revenue_code", "r"), sorted(revenue_codes())),
+        drg_known=sql.codes_in(col("drg", "r"), sorted(drg_types())),
+        last_lag=sql.num(LAG_MONTHS),
+        **values,
+    )
     rows = next(q for q in tree.find_all(exp.Subquery) if q.alias == "c")
     rows.this.meta[sql.FENCE] = True  # each row's lag, read by every bucket, computed once
-    for select in tree.find_all(exp.Select):
-        for name, replacement in (("lag_sums", sums), ("lag_columns", columns)):
-            if any(isinstance(e, exp.Placeholder) and e.name == name for e in select.expressions):
-                select.set(
-                    "expressions",
-                    [
-                        e
-                        for e in select.expressions
-                        for e in (
-                            replacement
-                            if isinstance(e, exp.Placeholder) and e.name == name
-                            else [e]
-                        )
-                    ],
-                )
     return tree
 
 
@@ -648,19 +632,8 @@ JOIN mm ON s.member_id = mm.member_id AND s.month_start = mm.month_start
 def enrolled_spend_ctes(ctx: BuildContext) -> list[tuple[str, exp.Expr]]:
     """CTEs ``later_versions``, ``spend`` and ``enrolled_spend`` (see
     :data:`_ENROLLED_SPEND`); they read ``mm``."""
-    tree = sql.fill(_ENROLLED_SPEND, lags=exp.Placeholder(this="lags"))
-    tree.set(
-        "expressions",
-        [
-            e
-            for e in tree.expressions
-            for e in (
-                [col(lag_column(k), "s").as_(lag_column(k)) for k in range(LAG_MONTHS + 1)]
-                if isinstance(e, exp.Placeholder)
-                else [e]
-            )
-        ],
-    )
+    lags = [col(lag_column(k), "s").as_(lag_column(k)) for k in range(LAG_MONTHS + 1)]
+    tree = sql.fill(_ENROLLED_SPEND, {"lags": lags})
     return [sql.later_versions(), ("spend", member_month_spend(ctx)), ("enrolled_spend", tree)]
 
 

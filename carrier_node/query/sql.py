@@ -379,20 +379,26 @@ def _template(text: str) -> exp.Expr:
     return parse(text)
 
 
-def fill(template: str, **values: exp.Expr) -> exp.Select:
+def fill(
+    template: str, spread: Mapping[str, Sequence[exp.Expr]] | None = None, /, **values: exp.Expr
+) -> exp.Select:
     """The parsed SELECT ``template`` with every ``:name`` placeholder replaced by a copy of its
-    value."""
-    tree = fill_query(template, **values)
+    value; a placeholder standing as an item of a select list and named in ``spread`` (given
+    by position) becomes that list of columns (copies) instead."""
+    tree = fill_query(template, spread, **values)
     assert isinstance(tree, exp.Select)
     return tree
 
 
-def fill_query(template: str, **values: exp.Expr) -> exp.Query:
+def fill_query(
+    template: str, spread: Mapping[str, Sequence[exp.Expr]] | None = None, /, **values: exp.Expr
+) -> exp.Query:
     """As :func:`fill`, for any query (e.g. a UNION ALL)."""
     missing: list[str] = []
+    spread = spread or {}
 
     def replace(node: exp.Expr) -> exp.Expr:
-        if isinstance(node, exp.Placeholder):
+        if isinstance(node, exp.Placeholder) and node.name not in spread:
             value = values.get(node.name)
             if value is None:
                 missing.append(node.name)
@@ -401,8 +407,17 @@ def fill_query(template: str, **values: exp.Expr) -> exp.Query:
         return node
 
     tree = _template(template).copy().transform(replace, copy=False)
-    if missing:
-        raise ValueError(f"template placeholders without a value: {sorted(set(missing))}")
+    for select in tree.find_all(exp.Select) if spread else ():
+        items: list[exp.Expr] = []
+        for item in select.expressions:
+            if isinstance(item, exp.Placeholder) and item.name in spread:
+                items += [c.copy() for c in spread[item.name]]
+            else:
+                items.append(item)
+        select.set("expressions", items)
+    left = [n.name for n in tree.find_all(exp.Placeholder) if n.name in spread]
+    if missing or left:
+        raise ValueError(f"template placeholders without a value: {sorted({*missing, *left})}")
     assert isinstance(tree, exp.Query)
     return tree
 

@@ -74,13 +74,6 @@ def _enrolled_flags(ctx: BuildContext) -> exp.Query:
     """Per member with a span overlapping the period or a month beside it: a flag (0 or 1) per
     such month, whether a span overlaps it. Reads the CTE ``multi_span``."""
     months = _months_around(ctx)
-    tree = sql.fill_query(
-        _ENROLLED_FLAGS,
-        flags=exp.Placeholder(this="flags"),
-        grouped_flags=exp.Placeholder(this="grouped_flags"),
-        first_day=sql.date_lit(months[0].first_day),
-        last_day=sql.date_lit(months[-1].last_day),
-    )
     start, end = col("enrollment_start_date", "e"), col("enrollment_end_date", "e")
     flags: list[exp.Expr] = []
     grouped: list[exp.Expr] = []
@@ -92,19 +85,12 @@ def _enrolled_flags(ctx: BuildContext) -> exp.Query:
         case = exp.Case().when(overlaps, sql.num(1)).else_(sql.num(0))
         flags.append(case.as_(_flag(index)))
         grouped.append(exp.Max(this=case.copy()).as_(_flag(index)))
-    for select in tree.find_all(exp.Select):
-        for name, columns in (("flags", flags), ("grouped_flags", grouped)):
-            if any(isinstance(e, exp.Placeholder) and e.name == name for e in select.expressions):
-                select.set(
-                    "expressions",
-                    [
-                        c
-                        for e in select.expressions
-                        for c in (
-                            columns if isinstance(e, exp.Placeholder) and e.name == name else [e]
-                        )
-                    ],
-                )
+    tree = sql.fill_query(
+        _ENROLLED_FLAGS,
+        {"flags": flags, "grouped_flags": grouped},
+        first_day=sql.date_lit(months[0].first_day),
+        last_day=sql.date_lit(months[-1].last_day),
+    )
     return tree
 
 

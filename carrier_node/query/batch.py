@@ -15,9 +15,11 @@ temporary table, computed once and read by every query that needs it:
 2. A CTE used by two or more queries (``min_uses``) is shared: the queries lose it from their
    ``WITH``. Whatever a shared CTE reads is shared too (it has the same name in the same
    queries). A shared CTE read by a query or by several shared CTEs becomes a temporary table
-   (``CREATE TEMPORARY TABLE ... AS``), created in dependency order and dropped after the last
-   query that reads it; one read only by a single other shared CTE goes into that one's
-   statement as a CTE instead.
+   (``CREATE TEMPORARY TABLE ... AS``), created in dependency order just before the first
+   query that reads it and dropped after the last; one read only by a single other shared CTE
+   goes into that one's statement as a CTE instead.
+3. A shared block computes only the output columns its readers in the batch name (see
+   :func:`_prune`): a request of a few metrics reads a few of the member-month totals.
 
 Everything stays expressions: the names are digests, the bodies the metrics' own trees.
 """

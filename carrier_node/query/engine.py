@@ -111,7 +111,8 @@ class Engine:
 
         Blocks that several of them compute (member months, final-action fills, stays, ...) are
         computed once into temporary tables of one session of the source and read by each
-        query that needs them; the tables are dropped after their last reader.
+        query that needs them; a table is made just before its first reader and dropped after
+        its last, so only the blocks in use take memory.
 
         ``budget``: checked before each statement; cancelling it interrupts the statement
         running (where the source can: DuckDB's interrupt, PostgreSQL's cancel), and the

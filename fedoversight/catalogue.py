@@ -56,9 +56,11 @@ ATTRIBUTION = (
 )
 FINAL_ACTION = (
     " Utilization counts final-action claims only: for a medical claim line (claim_id,"
-    " claim_line) the row with the greatest claim_version (missing counts as 1), kept when its"
-    " claim_status is paid or adjusted; a pharmacy fill (claim_id) is kept when none of its rows"
-    " is denied or reversed, and counts once."
+    " claim_line) the row with the greatest claim_version (missing or below 1 counts as 1; rows"
+    " tied on it, a repeated key, all count), kept when its claim_status is paid or adjusted; a"
+    " pharmacy fill (claim_id) is kept when none of its rows is denied or reversed, and counts"
+    " once, with the least member_id and fill_date of its rows, the greatest drug_class and"
+    " days_supply, generic when any row is."
 )
 STAYS = (
     " An acute stay is built from final-action institutional lines whose bill_type begins"

@@ -472,8 +472,8 @@ MEDICAL_CLAIMS = Table(
             nullable=True,
             description=(
                 "Version of the line: 1 for the original, one more for each later row (a reversal,"
-                " then its adjustment); empty counts as 1. A line's final action is its row of the"
-                " greatest version."
+                " then its adjustment); empty (or below 1) counts as 1. A line's final action is"
+                " its row of the greatest version; rows sharing it (a repeated key) all count."
             ),
         ),
     ),
@@ -569,7 +569,8 @@ PHARMACY_CLAIMS = Table(
     description=(
         "One row of one prescription fill. A reversed fill is a further row of the same"
         " claim_id with status reversed and negated amounts; a fill counts in utilization when"
-        " none of its rows is denied or reversed, once."
+        " none of its rows is denied or reversed, once: with the least member_id and fill_date"
+        " of its rows, the greatest drug_class and days_supply, generic when any row is."
     ),
 )
 

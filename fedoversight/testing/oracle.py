@@ -41,11 +41,13 @@ Enrollment and attribution
 Final action (``FINAL_ACTION``)
 
 - A medical line's final row is decided over all rows of the carrier's table, whatever their
-  dates; the final row's own fields (date, codes, member) are then used. Rows of one line that
-  tie on the greatest claim_version (a missing version is 1) go to the later row in the table.
-- A kept pharmacy fill (no row denied or reversed) with several rows takes its fields (member,
-  fill_date, drug_class, generic, days_supply) from its later row in the table. A missing
-  days_supply is 0; a missing generic flag is not generic.
+  dates; the final row's own fields (date, codes, member) are then used. A missing version, or
+  one below 1, is 1. Rows of one line that tie on the greatest claim_version (a repeated key)
+  are all final: each counts, as each does in dollar totals (no row order decides).
+- A kept pharmacy fill (no row denied or reversed) with several rows takes the least member_id
+  and fill_date of its rows, the greatest drug_class (of those present) and days_supply, and
+  is generic when any row is. A missing days_supply is 0; a missing generic flag is not
+  generic.
 - Codes are compared exactly as written (case and leading zeros matter); ranges such as HCPCS
   99202–99215 are inclusive over codes of the same length.
 
@@ -786,7 +788,10 @@ def _medical(table: pd.DataFrame) -> pd.DataFrame:
             _MEMBER_ID: _codes(table[_MEMBER_ID]),
             _ROW: np.arange(len(table)),
             "claim_line": pd.to_numeric(table["claim_line"]).astype("Int64"),
-            "_version": pd.to_numeric(_optional(table, "claim_version")).astype("Int64").fillna(1),
+            "_version": pd.to_numeric(_optional(table, "claim_version"))
+            .astype("Int64")
+            .fillna(1)
+            .clip(lower=1),
             "claim_status": _codes(table["claim_status"]).astype("category"),
             "_start": start,
             _MONTH_INDEX: _month_indexes(start),
@@ -814,6 +819,8 @@ def _pharmacy(table: pd.DataFrame) -> pd.DataFrame:
             "claim_status": _codes(table["claim_status"]),
             _MONTH_INDEX: _month_indexes(fill),
             Dimension.DRUG_CLASS.value: _dimension_text(_optional(table, "drug_class")),
+            "_drug_class_code": _codes(_optional(table, "drug_class")).replace("", pd.NA),
+            "_member_text": _codes(table[_MEMBER_ID]),
             "_generic": _bools(_optional(table, "generic"), "generic").fillna(False).astype(bool),
             "_specialty": specialty.fillna(False).astype(bool),
             "_days_supply": pd.to_numeric(_optional(table, "days_supply"))
@@ -990,7 +997,8 @@ class _Union:
 
     @cached_property
     def final_rows(self) -> pd.DataFrame:
-        """The final row of every medical line: greatest version, ties to the later row."""
+        """The final rows of every medical line: those of its greatest version (all of them
+        when several rows share it)."""
         medical = self.medical
         claim = self.field(medical, "claim_id")
         line = (
@@ -1001,7 +1009,8 @@ class _Union:
         ordered = medical.assign(_line=line).sort_values(
             ["_line", "_version", _ROW], kind="mergesort"
         )
-        return ordered.drop_duplicates("_line", keep="last")
+        greatest = ordered.groupby("_line", sort=False)["_version"].transform("max")
+        return ordered[(ordered["_version"] == greatest).to_numpy(dtype=bool)]
 
     @cached_property
     def final_action(self) -> pd.DataFrame:
@@ -1058,7 +1067,8 @@ class _Union:
 
     @cached_property
     def kept_fills(self) -> pd.DataFrame:
-        """Final-action fills, one row each (fields of the later row of the fill)."""
+        """Final-action fills, one row each: the least member_id and fill month of its rows,
+        the greatest drug class (of those present) and days supply, generic when a row is."""
         rows = self.pharmacy
         voided = (
             rows["claim_status"]
@@ -1067,7 +1077,25 @@ class _Union:
             .transform("any")
         )
         kept = rows[~voided.to_numpy(dtype=bool)]
-        return kept.drop_duplicates([_CARRIER, "claim_id"], keep="last")
+        keys = [_CARRIER, "claim_id"]
+        # The row of the least member id stands for the fill (its member and row number).
+        first = kept.sort_values(
+            [*keys, "_member_text"], kind="mergesort", na_position="last"
+        ).drop_duplicates(keys, keep="first")
+        grouped = kept.groupby(keys, sort=False, dropna=False, observed=True)
+        profile = grouped.agg(
+            **{
+                _MONTH_INDEX: (_MONTH_INDEX, "min"),
+                "_drug_class_code": ("_drug_class_code", "max"),
+                "_generic": ("_generic", "any"),
+                "_days_supply": ("_days_supply", "max"),
+            }
+        ).reset_index()
+        fills = first.drop(
+            columns=[_MONTH_INDEX, "_drug_class_code", "_generic", "_days_supply"]
+        ).merge(profile, on=keys, how="left", validate="one_to_one")
+        fills[Dimension.DRUG_CLASS.value] = _dimension_text(fills["_drug_class_code"])
+        return fills
 
     def fills_in_period(self) -> pd.DataFrame:
         fills = self.kept_fills

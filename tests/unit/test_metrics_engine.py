@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pandas as pd
 import pyarrow as pa
 import pytest
 import sqlglot
@@ -23,12 +24,13 @@ from carrier_node.policy import Policy
 from carrier_node.query import metrics
 from carrier_node.query.aggregate import BuildContext, histogram_columns
 from carrier_node.query.engine import Engine
-from fedoversight.catalogue import METRICS, StatKind
+from fedoversight.catalogue import METRICS, StatKind, get_metric
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec, Status
 from fedoversight.histogram import EDGES_CENTS, N_BINS, Histogram, bin_index
 from fedoversight.periods import Period
 from fedoversight.schema import TABLES, ColumnType
+from fedoversight.testing import oracle
 
 CARRIER = "c042"
 Q1 = Period.parse("2026Q1")
@@ -1045,6 +1047,59 @@ def test_denial_rate_uses_the_latest_version_of_each_line() -> None:
         "denied_lines": 1,
         "charge_cents": 19500,
         "denied_charge_cents": 4000,
+    }
+
+
+def _oracle_cells(data: Data, metric: str, period: Period, group_by: list[D]) -> Cells:
+    """The pandas oracle's cells (this carrier's scope) over the same rows."""
+    frames = {name: pd.DataFrame(rows) for name, rows in data.rows.items()}
+    out = oracle.compute(metric, {CARRIER: frames}, period, group_by)
+    dims = [d.value for d in group_by]
+    statistics = [s.name for s in get_metric(metric).statistics]
+    return {
+        tuple(str(row[d]) for d in dims): {name: row[name] for name in statistics}
+        for row in out[out["scope"] == CARRIER].to_dict("records")
+    }
+
+
+def test_tied_versions_and_fills_of_several_rows_as_the_catalogue_defines() -> None:
+    """Rows of a line tied on its greatest version are all final (no row order decides, so a
+    warehouse answers alike); a version below 1 counts as 1; a fill of several rows takes the
+    least member and fill date, the greatest drug class and days supply, generic when a row
+    is. The engine and the oracle agree on each, and on the figures worked out here."""
+    january = Period.parse("2026-01")
+    data = Data().member("a").member("b")
+    for version, status in ((1, "paid"), (2, "denied"), (2, "denied")):
+        data.medical(
+            "a",
+            "2026-01-05",
+            claim_id="t",
+            claim_version=version,
+            claim_status=status,
+            charge_amount="10.00",
+        )
+    for version in (0, 1):  # both count as version 1: tied, both final
+        data.medical("a", "2026-01-06", claim_id="u", claim_version=version, charge_amount="10.00")
+    data.fill("a", "2026-01-20", claim_id="f1", drug_class="statin", days_supply=30, generic=False)
+    data.fill("a", "2026-01-10", claim_id="f1", drug_class="antidiabetic", days_supply=90)
+    # Rows of two members: the least member id, the earliest date (January, not February).
+    data.fill("b", "2026-02-01", claim_id="f2", drug_class=None, days_supply=None, generic=False)
+    data.fill("a", "2026-01-31", claim_id="f2", drug_class="statin", days_supply=10, generic=False)
+    cases = [
+        ("ops.denial_rate", []),
+        ("util.scripts", []),
+        ("rx.generic_dispensing_rate", [D.DRUG_CLASS]),
+        ("rx.spend_by_class", [D.DRUG_CLASS]),
+        ("util.ed_visits", []),
+    ]
+    engine = {m: run(data, m, january, g) for m, g in cases}
+    for metric, group_by in cases:
+        assert engine[metric] == _oracle_cells(data, metric, january, group_by), metric
+    denial = one(engine["ops.denial_rate"])
+    assert (denial["lines"], denial["denied_lines"], denial["charge_cents"]) == (4, 2, 4000)
+    assert one(engine["util.scripts"])["days_supply"] == 100  # f1: 90, f2: 10
+    assert engine["rx.generic_dispensing_rate"] == {
+        ("statin",): {"fill_members": 1, "fills": 2, "generic_fills": 1}
     }
 
 

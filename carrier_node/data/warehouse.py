@@ -89,7 +89,13 @@ def _view(schema: str, table: Table, present: set[str]) -> str:
         source: exp.Expression = (
             exp.column(column.name, table="src") if column.name in present else exp.null()
         )
-        columns.append(exp.cast(source, typ).as_(column.name))
+        typed: exp.Expr = exp.cast(source, typ)
+        if column.type is ColumnType.CODE:
+            # Codes compare byte by byte, as the catalogue reads them and DuckDB does: under
+            # a language collation (a warehouse's default) a range such as E0100-E9999 would
+            # take 'e0150', and the least of two member ids could be another row's.
+            typed = exp.Collate(this=typed, expression=exp.to_identifier("C", quoted=True))
+        columns.append(typed.as_(column.name))
     select = exp.select(*columns).from_(
         exp.alias_(exp.table_(table.name, db=schema, quoted=True), "src")
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import psycopg.sql
 import pytest
 
 from carrier_node.data.files import FileSource
@@ -180,3 +181,73 @@ def test_a_statement_is_cancelled_or_timed_out_and_the_connection_goes_on(
         assert pg.execute_arrow("SELECT 1 AS one").column("one")[0].as_py() == 1
     finally:
         pg.close()
+
+
+@pytest.mark.postgres
+def test_codes_compare_byte_by_byte_whatever_the_warehouse_collation(tmp_path: Path) -> None:
+    """A warehouse whose text columns sort by a language (ICU en-US here) gives the cells of
+    the DuckDB path: a code range takes no lower-case code, and a fill of two members' rows
+    goes to the member whose id is least byte by byte ('A4' before 'a_3'), as in DuckDB."""
+    from tests.unit.test_metrics_engine import Data, _write_csv
+
+    data = (
+        Data()
+        .member("A4", sex="F")
+        .member("a_3", sex="M")
+        .fill("a_3", "2026-01-10", claim_id="f1")
+        .fill("A4", "2026-01-10", claim_id="f1")
+        .medical("A4", "2026-01-12", hcpcs="e0150", allowed_amount="50.00", paid_amount="40.00")
+        .medical("A4", "2026-01-13", hcpcs="E0150", allowed_amount="70.00", paid_amount="60.00")
+    )
+    for table, rows in data.rows.items():
+        _write_csv(tmp_path, table, rows)
+    period = Period.parse("2026-01")
+    requests = [
+        wire.make_query("util.scripts", group_by=[D.SEX]),
+        wire.make_query("cost.pmpm_by_service_category", group_by=[D.SERVICE_CATEGORY_2]),
+    ]
+    with fresh_schema() as schema:
+        con = postgres.connect()
+        try:
+            collation = con.execute(
+                "SELECT 1 FROM pg_collation WHERE collname = 'en-US-x-icu'"
+            ).fetchone()
+            if collation is None:
+                pytest.skip("this PostgreSQL has no ICU collation en-US-x-icu")
+            load_directory(con, schema, tmp_path)
+            columns = con.execute(
+                "SELECT table_name, column_name FROM information_schema.columns"
+                " WHERE table_schema = %s AND data_type = 'text'",
+                (schema,),
+            ).fetchall()
+            for table, column in columns:
+                con.execute(
+                    psycopg.sql.SQL(
+                        'ALTER TABLE {}.{} ALTER COLUMN {} TYPE text COLLATE "en-US-x-icu"'
+                    ).format(
+                        *(psycopg.sql.Identifier(n) for n in (schema, str(table), str(column)))
+                    )
+                )
+            files = FileSource(tmp_path)
+            files.open()
+            pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
+            pg.open()
+            try:
+                expected = Engine(files, "c001", record_secret=SECRET).evaluate_many(
+                    period, requests
+                )
+                got = Engine(pg, "c001", record_secret=SECRET).evaluate_many(period, requests)
+            finally:
+                pg.close()
+                files.close()
+        finally:
+            con.close()
+    scripts = {c.key: c.value("fills") for c in expected[0].cells}
+    assert scripts == {((D.SEX, "F"),): 1, ((D.SEX, "M"),): 0}
+    allowed = {
+        dict(c.key)[D.SERVICE_CATEGORY_2]: c.value("allowed_cents")
+        for c in expected[1].cells
+        if c.value("allowed_cents")
+    }
+    assert allowed == {"durable medical equipment": 7000, "office-based other": 5000}
+    assert [t.cells for t in got] == [t.cells for t in expected]

@@ -10,6 +10,12 @@ the bad rows left out. The views read the files on each query; nothing is materi
 is valid for its file as validated (it filters only by the checks some row failed): when a file
 changes, every table is validated again before the next batch reads them, and a batch during
 which a file changed fails rather than return what it read.
+
+Opening does not count repeated claim keys: they change nothing the views read (every row is
+kept, and the catalogue counts rows tied on a line's greatest version alike), and counting
+them means grouping every claim line (at 2M members, more than the rest of the checks
+together). :meth:`FileSource.data_quality` counts them when first asked, and
+``carrier-node check`` reports them with the rows they are on.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from carrier_node.data.validation import (
     candidate_files,
     check_directory,
     check_tables,
+    count_repeats,
     directory_problem,
 )
 from fedoversight.errors import DataSourceError
@@ -127,6 +134,8 @@ class FileSource:
             self._config["temp_directory"] = str(temp_directory)
         self._con: duckdb.DuckDBPyConnection | None = None
         self._checks: tuple[TableCheck, ...] = ()
+        #: Repeated keys per table, counted when first asked (see :meth:`data_quality`).
+        self._repeats: dict[str, int | None] = {}
         self._lock = threading.Lock()
         #: The :meth:`snapshot` of the files the views were made for, and why they are unusable
         #: when the last validation found them so (raised until the files change again).
@@ -167,7 +176,7 @@ class FileSource:
         if missing is not None:
             logger.error("%s", missing.describe())
             raise DataSourceError("required data unusable: " + missing.describe())
-        checks = check_tables(con, self.directory, self.csv_encoding)
+        checks = check_tables(con, self.directory, self.csv_encoding, count_repeats=False)
         problems = [p for check in checks for p in check.problems]
         for p in problems:
             log = logger.error if p.severity == "error" else logger.warning
@@ -182,6 +191,7 @@ class FileSource:
             else:
                 self._drop_view(con, check.table.name)
         self._checks = checks
+        self._repeats = {}
         self.tables = frozenset(c.table.name for c in checks if c.usable)
         self._validated, self._unusable = snapshot, None
         return problems
@@ -299,7 +309,27 @@ class FileSource:
                     counts[f"{p.table}.{p.column or '*'}.{p.kind}"] = p.rows
             if check.usable:
                 counts[f"{check.table.name}.*.excluded"] = check.excluded
+            if check.usable and check.repeats is not None:
+                repeated = self._repeated_keys(check)
+                if repeated:
+                    counts[f"{check.table.name}.*.duplicate_key"] = repeated
         return counts
+
+    def _repeated_keys(self, check: TableCheck) -> int | None:
+        """The rows of a table repeating an earlier key, counted once per validation (None
+        when the files could not be read for it)."""
+        with self._lock:
+            name = check.table.name
+            if name not in self._repeats and self._con is not None:
+                repeated = count_repeats(self._con.cursor(), check)
+                if repeated:
+                    logger.warning(
+                        "%s: %d rows repeat an earlier key; kept, counted",
+                        name,
+                        repeated,
+                    )
+                self._repeats[name] = repeated
+            return self._repeats.get(name)
 
     def close(self) -> None:
         with self._lock:
@@ -310,6 +340,7 @@ class FileSource:
             self._con.close()
             self._con = None
         self._checks = ()
+        self._repeats = {}
         self.tables = frozenset()
         self._validated = self._unusable = None
 

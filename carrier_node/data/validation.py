@@ -6,7 +6,9 @@ Hive-style ``year=2026/month=01/`` folders), read as one table by column name. C
 decoded as declared (``csv_encoding``) or as detected. Each table is checked in one aggregate
 pass over its files: every count (values that do not parse, empty required values, codes
 outside a closed set, end dates before start dates) is a ``count(*) FILTER (WHERE …)`` of the
-same query. The outcome is a list of located :class:`Problem` values and, for each usable
+same query; a Parquet column read as stored takes its count of empty values from the files'
+footers when every row group records one (a required column without any is then not read).
+The outcome is a list of located :class:`Problem` values and, for each usable
 table, the ``SELECT`` that reads the files into the canonical types with the bad rows left out;
 :mod:`carrier_node.data.files` turns those into views. The ``SELECT`` filters by the conditions
 some row of the checked files fails, only: a clean table's view is a plain projection, so a
@@ -25,7 +27,8 @@ Rules:
   that is present but unreadable is not the same as an absent one), a code outside its closed
   set, or an enrollment span that ends before it starts is *excluded* and counted (a warning).
 - Repeated medical claim keys ``(claim_id, claim_line, claim_version)`` are counted, not
-  excluded.
+  excluded: by ``carrier-node check``, and by the node when its data figures are asked for (a
+  node does not count them when it opens its files: they change nothing it reads).
 - An empty file among a table's files is skipped, and an optional column some of them lack
   reads as empty in their rows (warnings naming the file).
 
@@ -385,6 +388,10 @@ class TableCheck:
     #: rows: a value that does not parse or is outside its set, an empty required value, a
     #: span ending before it starts, a repeated key), over the columns of :func:`raw_scan`.
     row_conditions: tuple[RowCondition, ...] = ()
+    #: Where repeated keys were not counted (``count_repeats=False``): the two queries of
+    #: :func:`count_repeats`, which counts them when asked; None when they were counted or
+    #: the table has no key whose repeats are counted.
+    repeats: tuple[exp.Query, exp.Query] | None = None
 
     @property
     def usable(self) -> bool:
@@ -551,14 +558,17 @@ def _not_null(e: exp.Expr) -> exp.Expr:
     return exp.Not(this=_is_null(e))
 
 
-def _keep_conditions(plans: Sequence[_ColumnPlan], table: Table) -> list[exp.Expr]:
-    """The conditions a row must meet to appear in the view."""
+def _keep_conditions(
+    plans: Sequence[_ColumnPlan], table: Table, no_nulls: frozenset[str] = frozenset()
+) -> list[exp.Expr]:
+    """The conditions a row must meet to appear in the view; a required column of
+    ``no_nulls`` (read as stored, holding no NULL: see :func:`_parquet_nulls`) needs none."""
     conditions: list[exp.Expr] = []
     for plan in plans:
         if plan.raw is None:
             continue
         column = plan.column
-        if not column.nullable:
+        if not column.nullable and not (_as_stored(plan) and column.name in no_nulls):
             conditions.append(_not_null(plan.typed))
         elif plan.can_fail:
             conditions.append(exp.Paren(this=exp.or_(_is_null(plan.raw), _not_null(plan.typed))))
@@ -580,6 +590,12 @@ def _keep_conditions(plans: Sequence[_ColumnPlan], table: Table) -> list[exp.Exp
             )
         )
     return conditions
+
+
+def _as_stored(plan: _ColumnPlan) -> bool:
+    """Whether the column is read as it is stored (no text to parse, no cast): its NULLs are
+    then the file's own."""
+    return isinstance(plan.raw, exp.Column) and not plan.can_fail
 
 
 def _span(plans: Sequence[_ColumnPlan], table: Table) -> tuple[exp.Expr, exp.Expr] | None:
@@ -617,6 +633,34 @@ def _describe_source(
     """Column name (lower case) -> stored type name; raises :class:`_Unreadable`."""
     query = exp.Describe(this=exp.select(exp.Star()).from_(data_file.source(files)))
     return {str(row[0]).lower(): str(row[1]).upper() for row in _run(con, query)}
+
+
+def _parquet_nulls(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> dict[str, int]:
+    """Column name (lower case) -> its NULL values over the Parquet files, for the columns
+    whose count every row group of every file records in its statistics (none for CSV). The
+    checks take these counts from the files' footers rather than from a pass over the
+    values: a required column without NULLs is then not read at all."""
+    if data_file.format != "parquet":
+        return {}
+    paths = [exp.Literal.string(str(p.resolve())) for p in data_file.files]
+    metadata = exp.func("parquet_metadata", exp.Array(expressions=paths))
+    name = exp.Lower(this=exp.column("path_in_schema"))
+    nulls = exp.column("stats_null_count")
+    query = (
+        exp.select(
+            name.as_("name"),
+            exp.Count(this=exp.Distinct(expressions=[exp.column("file_name")])),
+            exp.Sum(this=nulls.copy()),
+            exp.Count(this=exp.Star()) - exp.Count(this=nulls.copy()),
+        )
+        .from_(metadata)
+        .group_by(name.copy())
+    )
+    known: dict[str, int] = {}
+    for column, files, count, unrecorded in _run(con, query):
+        if files == len(data_file.files) and unrecorded == 0 and count is not None:
+            known[str(column)] = int(count)  # type: ignore[call-overload]
+    return known
 
 
 def _is_empty(con: duckdb.DuckDBPyConnection, data_file: DataFile, path: Path) -> bool:
@@ -724,6 +768,8 @@ def check_table(
     directory: Path,
     table: Table,
     csv_encoding: CsvEncoding = "auto",
+    *,
+    count_repeats: bool = True,
 ) -> TableCheck:
     """Check one table's files in one aggregate pass (plus one pass for repeated keys).
 
@@ -746,7 +792,7 @@ def check_table(
         data_file = replace(data_file, files=tuple(p for p in data_file.files if p not in empty))
 
     if data_file.format == "parquet":
-        return _check_files(con, data_file, problems)
+        return _check_files(con, data_file, problems, count_repeats)
     declared = csv_encoding != "auto"
     data_file = replace(data_file, encoding=csv_encoding if declared else "utf-8")
     if declared and not _header_matches(con, data_file):
@@ -755,7 +801,7 @@ def check_table(
         if actual is not None:
             first = data_file.file_name(data_file.files[0]) if data_file.is_directory else None
             return _wrong_encoding(data_file, problems, actual, first)
-    check = _check_files(con, data_file, list(problems))
+    check = _check_files(con, data_file, list(problems), count_repeats)
     if not check.encoding_failed and not (check.unreadable and not declared):
         return check
     if not declared:
@@ -768,7 +814,7 @@ def check_table(
         actual = actual or "latin-1"
         logger.info("%s: %s is not UTF-8; read as %s", table.name, data_file.name, actual)
         data_file = replace(data_file, encoding=actual)
-        check = _check_files(con, data_file, list(problems))
+        check = _check_files(con, data_file, list(problems), count_repeats)
         if not check.encoding_failed:
             return check
     name = _first_undecodable(con, data_file)
@@ -832,7 +878,10 @@ class _Outcome(TableCheck):
 
 
 def _check_files(
-    con: duckdb.DuckDBPyConnection, data_file: DataFile, problems: list[Problem]
+    con: duckdb.DuckDBPyConnection,
+    data_file: DataFile,
+    problems: list[Problem],
+    count_repeats: bool = True,
 ) -> _Outcome:
     table = data_file.table
     file_name = data_file.name
@@ -884,9 +933,24 @@ def _check_files(
             problems.append(problem(column.name, "wrong_type", 0, "warning"))
         plans.append(plan)
 
+    # NULLs a Parquet footer records are not counted again (see _parquet_nulls).
+    footer_nulls: dict[str, int] = {}
+    if any(_as_stored(plan) for plan in plans):
+        try:
+            recorded = _parquet_nulls(con, data_file)
+        except _Unreadable as error:
+            return unreadable(error)
+        footer_nulls = {
+            p.column.name: recorded[p.column.name]
+            for p in plans
+            if _as_stored(p) and p.column.name in recorded
+        }
+
     # One pass: the positions of the counts are recorded as the select list is built.
     selects: list[exp.Expr] = [exp.Count(this=exp.Star())]
     slots: dict[tuple[str, str], int] = {}
+    #: Counts known before the pass: column -> NULLs (the rest follow from the row count).
+    known: dict[tuple[str, str], int] = {}
 
     def add(column: str, stat: str, expression: exp.Expr) -> None:
         slots[(column, stat)] = len(selects)
@@ -896,14 +960,21 @@ def _check_files(
         if plan.raw is None:
             continue
         name, column = plan.column.name, plan.column
+        nulls = footer_nulls.get(name)
         if plan.can_fail or column.values is not None or data_file.format == "csv":
             # A CSV column is decoded only when read: every one is, so text that is not in
             # the file's encoding is found here rather than by a query.
-            add(name, "nonnull", exp.Count(this=plan.raw.copy()))
+            if nulls is None:
+                add(name, "nonnull", exp.Count(this=plan.raw.copy()))
+            else:
+                known[(name, "nonnull")] = -nulls  # the row count less these
         if plan.can_fail:
             add(name, "fail", _count(exp.and_(_not_null(plan.raw), _is_null(plan.typed))))
         if not column.nullable:
-            add(name, "null", _count(_is_null(plan.raw)))
+            if nulls is None:
+                add(name, "null", _count(_is_null(plan.raw)))
+            else:
+                known[(name, "null")] = nulls
         if column.values is not None:
             add(name, "code", _count(exp.Not(this=plan.typed.copy().isin(*sorted(column.values)))))
     span = _span(plans, table)
@@ -913,7 +984,8 @@ def _check_files(
             "bad_range",
             _count(exp.LT(this=span[1].copy(), expression=span[0].copy())),
         )
-    keep = _keep_conditions(plans, table)
+    no_nulls = frozenset(name for name, count in footer_nulls.items() if count == 0)
+    keep = _keep_conditions(plans, table, no_nulls)
     kept_slot = len(selects)
     selects.append(_count(exp.and_(*keep)) if keep else exp.Count(this=exp.Star()))
     # The rows each condition keeps on its own: one that keeps every row leaves nothing out of
@@ -932,6 +1004,9 @@ def _check_files(
     total = values[0]
 
     def stat(column: str, name: str) -> int:
+        if (column, name) in known:
+            count = known[(column, name)]
+            return total + count if name == "nonnull" else count
         slot = slots.get((column, name))
         return 0 if slot is None else values[slot]
 
@@ -987,18 +1062,31 @@ def _check_files(
     excluded = total - values[kept_slot]
 
     key = DUPLICATE_KEYS.get(table.name)
+    deferred: tuple[exp.Query, exp.Query] | None = None
     if key is not None:
-        try:
-            repeated = _count_repeated(con, data_file, [p for p in plans if p.column.name in key])
-        except _Unreadable as error:
-            return unreadable(error, total)
-        if repeated:
-            problems.append(problem(None, "duplicate_key", repeated, "warning"))
-            key_plans = [p for p in plans if p.column.name in key]
-            conditions.append(RowCondition(None, "duplicate_key", _repeats_earlier(key_plans)))
+        key_plans = [p for p in plans if p.column.name in key]
+        queries = _repeat_queries(data_file, key_plans)
+        if not count_repeats:
+            deferred = queries
+        else:
+            try:
+                repeated = _run_repeat_count(con, queries)
+            except _Unreadable as error:
+                return unreadable(error, total)
+            if repeated:
+                problems.append(problem(None, "duplicate_key", repeated, "warning"))
+                conditions.append(RowCondition(None, "duplicate_key", _repeats_earlier(key_plans)))
     logger.info("%s: %s holds %d rows, %d excluded", table.name, file_name, total, excluded)
     return _Outcome(
-        table, data_file, tuple(problems), view, total, excluded, located, tuple(conditions)
+        table,
+        data_file,
+        tuple(problems),
+        view,
+        total,
+        excluded,
+        located,
+        tuple(conditions),
+        repeats=deferred,
     )
 
 
@@ -1021,17 +1109,16 @@ def _repeats_earlier(key: Sequence[_ColumnPlan]) -> exp.Expr:
     return exp.and_(later, *present)
 
 
-def _count_repeated(
-    con: duckdb.DuckDBPyConnection, data_file: DataFile, key: Sequence[_ColumnPlan]
-) -> int:
-    """Rows of the files repeating an earlier key; raises :class:`_Unreadable`.
+def _repeat_queries(data_file: DataFile, key: Sequence[_ColumnPlan]) -> tuple[exp.Query, exp.Query]:
+    """Two queries each giving the rows of the files that repeat an earlier key: grouping
+    the keys' hashes, then the keys themselves (see :func:`_run_repeat_count`).
 
-    Counted over the file rather than the view: the view's filter would make this pass parse
+    Counted over the files rather than the view: the view's filter would make this pass parse
     and cast every column a second time, and rows excluded for a bad value are counted already.
     """
     present = [p.typed.copy() for p in key if not p.column.nullable]
 
-    def surplus(group_by: Sequence[exp.Expr]) -> int:
+    def surplus(group_by: Sequence[exp.Expr]) -> exp.Query:
         groups = (
             exp.select(exp.alias_(exp.Count(this=exp.Star()), "n"))
             .from_(data_file.source())
@@ -1041,24 +1128,56 @@ def _count_repeated(
         if present:
             groups = groups.where(exp.and_(*(_not_null(e.copy()) for e in present)))
         extra = exp.Sub(this=exp.column("n"), expression=exp.Literal.number(1))
-        rows = _run(con, exp.select(exp.Sum(this=extra)).from_(groups.subquery("g")))
-        return int(rows[0][0] or 0) if rows else 0  # type: ignore[call-overload]
+        return exp.select(exp.Sum(this=extra)).from_(groups.subquery("g"))
 
-    # Rows with the same key have the same hash: when no hash repeats, no key does (exactly),
-    # and grouping one 64-bit hash is cheaper than grouping the key (2M members' medical
-    # claims: 0.90 -> 0.62 s). Only when a hash repeats (a repeated key, or two keys sharing
-    # a hash) are the keys themselves counted.
-    if surplus([exp.func("HASH", *(p.typed.copy() for p in key))]) == 0:
+    return (
+        surplus([exp.func("HASH", *(p.typed.copy() for p in key))]),
+        surplus([p.typed.copy() for p in key]),
+    )
+
+
+def _run_repeat_count(con: duckdb.DuckDBPyConnection, queries: tuple[exp.Query, exp.Query]) -> int:
+    """Rows repeating an earlier key; raises :class:`_Unreadable`.
+
+    Rows with the same key have the same hash: when no hash repeats, no key does (exactly),
+    and grouping one 64-bit hash is cheaper than grouping the key (2M members' medical
+    claims: 0.90 -> 0.62 s). Only when a hash repeats (a repeated key, or two keys sharing
+    a hash) are the keys themselves counted."""
+    for query in queries:
+        rows = _run(con, query)
+        count = int(rows[0][0] or 0) if rows else 0  # type: ignore[call-overload]
+        if count == 0:
+            return 0
+    return count
+
+
+def count_repeats(con: duckdb.DuckDBPyConnection, check: TableCheck) -> int | None:
+    """The rows repeating an earlier key of a table checked with ``count_repeats=False``
+    (0 for one without :attr:`TableCheck.repeats`); None when the files cannot be read now
+    (logged with the error's class only)."""
+    if check.repeats is None:
         return 0
-    return surplus([p.typed.copy() for p in key])
+    try:
+        return _run_repeat_count(con, check.repeats)
+    except _Unreadable as error:
+        logger.warning("cannot count repeated keys of %s (%s)", check.table.name, error.kind)
+        return None
 
 
 def check_tables(
-    con: duckdb.DuckDBPyConnection, directory: Path, csv_encoding: CsvEncoding = "auto"
+    con: duckdb.DuckDBPyConnection,
+    directory: Path,
+    csv_encoding: CsvEncoding = "auto",
+    *,
+    count_repeats: bool = True,
 ) -> tuple[TableCheck, ...]:
     """Check every table of the schema in a data directory (which exists: see
-    :func:`directory_problem`)."""
-    return tuple(check_table(con, directory, table, csv_encoding) for table in TABLES)
+    :func:`directory_problem`); ``count_repeats=False`` leaves repeated keys uncounted (see
+    :attr:`TableCheck.repeats`)."""
+    return tuple(
+        check_table(con, directory, table, csv_encoding, count_repeats=count_repeats)
+        for table in TABLES
+    )
 
 
 def check_directory(directory: Path, csv_encoding: CsvEncoding = "auto") -> list[Problem]:

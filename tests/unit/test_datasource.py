@@ -448,6 +448,30 @@ def test_repeated_claim_keys_are_counted_not_excluded(
     assert scalar(source, "SELECT count(*) FROM medical_claims") == 10
 
 
+@pytest.mark.parametrize("statistics", [True, False], ids=["footer", "no-footer-counts"])
+def test_required_nulls_in_parquet_are_excluded_with_or_without_footer_counts(
+    tmp_path: Path, opened: Callable[[Path], FileSource], statistics: bool
+) -> None:
+    """Parquet footers usually record each column's NULLs, and validation takes them from
+    there (a clean required column is not read); a writer that records none leaves the count
+    to the pass over the values. Either way the rows are counted and left out alike."""
+    tables = valid_tables()
+    for row in tables["medical_claims"][:2]:
+        row["member_id"] = None
+    write_directory(tmp_path, "parquet", tables)
+    if not statistics:
+        path = tmp_path / "medical_claims.parquet"
+        pq.write_table(pq.read_table(path), path, write_statistics=False)
+        footer = pq.ParquetFile(path).metadata.row_group(0).column(0)
+        assert not footer.is_stats_set
+    source = opened(tmp_path)
+    quality = source.data_quality()
+    assert quality["medical_claims.member_id.null_required"] == 2
+    assert quality["medical_claims.*.excluded"] == 2
+    assert scalar(source, "SELECT count(*) FROM medical_claims") == len(medical_rows()) - 2
+    assert scalar(source, "SELECT count(*) FROM medical_claims WHERE member_id IS NULL") == 0
+
+
 def test_snapshot_describes_files(tmp_path: Path) -> None:
     write_directory(tmp_path, "csv")
     source = FileSource(tmp_path)

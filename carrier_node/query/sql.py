@@ -105,13 +105,16 @@ SELECT sm.member_id AS member_id, sm.month_start AS month_start, sm.month_end AS
        :state AS state,
        CASE WHEN sm.medicare_primary THEN 'Y' ELSE 'N' END AS medicare_primary,
        COALESCE(sm.enrollee_type, 'unknown') AS enrollee_type,
-       sm.birth_date AS birth_date, sm.death_date AS death_date, sm.member_key AS member_key
+       sm.birth_date AS birth_date, sm.death_date AS death_date, sm.member_key AS member_key,
+       sm.single_span AS single_span, sm.span_start AS span_start, sm.span_end AS span_end
 FROM (
   SELECT u.*, :age AS age
   FROM (
     SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
            e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
-           m.month, m.quarter, m.year, e.member_key, 1 AS span_rank
+           m.month, m.quarter, m.year, e.member_key, 1 AS single_span,
+           e.enrollment_start_date AS span_start, e.enrollment_end_date AS span_end,
+           1 AS span_rank
     FROM (
       SELECT s.*, :key AS member_key
       FROM eligibility AS s
@@ -125,7 +128,8 @@ FROM (
     SELECT * FROM (
       SELECT e.member_id, e.program, e.plan_code, e.birth_date, e.sex, e.state,
              e.medicare_primary, e.enrollee_type, e.death_date, m.month_start, m.month_end,
-             m.month, m.quarter, m.year, e.member_key,
+             m.month, m.quarter, m.year, e.member_key, 0 AS single_span,
+             e.enrollment_start_date AS span_start, e.enrollment_end_date AS span_end,
              ROW_NUMBER() OVER (
                PARTITION BY e.member_id, m.month_start
                ORDER BY e.enrollment_start_date DESC, e.plan_code DESC,
@@ -200,8 +204,10 @@ def member_months(
 ) -> exp.Select:
     """Member months (one row per member × month) with every member dimension, the month's
     ``month_start`` and ``month_end``, the member's record key ``member_key`` (keyed by
-    ``secret``), and the in-force span's ``birth_date`` and ``death_date`` (which never leave
-    the engine). Only member-dimension filters apply.
+    ``secret``), and the in-force span's ``birth_date``, ``death_date``, ``span_start`` and
+    ``span_end`` (which never leave the engine), with ``single_span`` 1 when it is the
+    member's only span (whose months enrolled are then exactly the span's). Only
+    member-dimension filters apply.
 
     With ``spans`` false, when the filters are on :data:`SPAN_FREE_DIMENSIONS` only, the same
     rows come with the calendar and carrier columns alone (no span is chosen): for callers that

@@ -31,38 +31,38 @@ def member_months(ctx: BuildContext) -> exp.Select:
 
 
 # A member is enrolled in a month when any span overlaps it (filters do not apply here: a member
-# who switched plans was enrolled the month before, whatever that month's plan). Each member's
-# enrolled months around the period are one row of flags (``in_00`` the month before the
-# period, ``in_01`` its first month, ...), grouped once from the spans: a member month is an add
-# when its previous month's flag is 0, a term when its next month's is. (Looking the neighbour
-# months up by joining the member months to the enrolled months twice was the costliest step.)
-#
-# A member with one span (not in ``multi_span``, see sql.multi_span_members) has that span's
-# flags as they are; only the spans of members with several are grouped.
+# who switched plans was enrolled the month before, whatever that month's plan). A member with
+# one span (``single_span``, see sql.member_months) is enrolled exactly in that span's months: a
+# member month of it is an add when the span starts in that month, a term when it ends there.
+# For members with several spans (``multi_span``, see sql.multi_span_members), their enrolled
+# months around the period are one row of flags (``in_00`` the month before the period,
+# ``in_01`` its first month, ...), grouped from their spans: a member month is an add when its
+# previous month's flag is 0, a term when its next month's is. (Joining every member month to
+# a row of flags, one span's or several's, was most of the metric's cost; looking neighbour
+# months up by joining the member months to the enrolled months twice, more still.)
 _ENROLLED_FLAGS = """
-SELECT e.member_id AS member_id, :flags
-FROM eligibility AS e
-WHERE e.enrollment_start_date <= :last_day
-  AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= :first_day)
-  AND e.member_id IS NOT NULL
-  AND NOT EXISTS (SELECT 1 FROM multi_span AS x WHERE x.member_id = e.member_id)
-UNION ALL
 SELECT e.member_id AS member_id, :grouped_flags
 FROM eligibility AS e
 WHERE e.enrollment_start_date <= :last_day
   AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= :first_day)
-  AND (e.member_id IS NULL OR e.member_id IN (SELECT x.member_id FROM multi_span AS x))
+  AND e.member_id IN (SELECT x.member_id FROM multi_span AS x)
 GROUP BY e.member_id
 """
 
-# One row per member month (the in-force span's), with its member's flags.
+# One row per member month (the in-force span's), with whether it is an add, a term, a death.
+# A member month of several spans without flags (no member id) is left out, as a join leaves it.
 _CHURN = """
 SELECT mm.*,
-       CASE WHEN :previous = 1 THEN 0 ELSE 1 END AS added,
-       CASE WHEN :next = 1 THEN 0 ELSE 1 END AS termed,
+       CASE WHEN mm.single_span = 1
+            THEN CASE WHEN mm.span_start < mm.month_start THEN 0 ELSE 1 END
+            ELSE CASE WHEN :previous = 1 THEN 0 ELSE 1 END END AS added,
+       CASE WHEN mm.single_span = 1
+            THEN CASE WHEN mm.span_end IS NULL OR mm.span_end > mm.month_end THEN 0 ELSE 1 END
+            ELSE CASE WHEN :next = 1 THEN 0 ELSE 1 END END AS termed,
        CASE WHEN mm.death_date BETWEEN mm.month_start AND mm.month_end THEN 1 ELSE 0 END AS died
 FROM mm
-JOIN enrolled AS f ON f.member_id = mm.member_id
+LEFT JOIN enrolled AS f ON f.member_id = mm.member_id
+WHERE mm.single_span = 1 OR f.member_id IS NOT NULL
 """
 
 
@@ -71,11 +71,10 @@ def _flag(index: int) -> str:
 
 
 def _enrolled_flags(ctx: BuildContext) -> exp.Query:
-    """Per member with a span overlapping the period or a month beside it: a flag (0 or 1) per
-    such month, whether a span overlaps it. Reads the CTE ``multi_span``."""
+    """Per member with several spans, one overlapping the period or a month beside it: a flag
+    (0 or 1) per such month, whether a span overlaps it. Reads the CTE ``multi_span``."""
     months = _months_around(ctx)
     start, end = col("enrollment_start_date", "e"), col("enrollment_end_date", "e")
-    flags: list[exp.Expr] = []
     grouped: list[exp.Expr] = []
     for index, month in enumerate(months):
         overlaps = exp.and_(
@@ -83,11 +82,10 @@ def _enrolled_flags(ctx: BuildContext) -> exp.Query:
             exp.or_(end.copy().is_(exp.null()), end.copy() >= sql.date_lit(month.first_day)),
         )
         case = exp.Case().when(overlaps, sql.num(1)).else_(sql.num(0))
-        flags.append(case.as_(_flag(index)))
-        grouped.append(exp.Max(this=case.copy()).as_(_flag(index)))
+        grouped.append(exp.Max(this=case).as_(_flag(index)))
     tree = sql.fill_query(
         _ENROLLED_FLAGS,
-        {"flags": flags, "grouped_flags": grouped},
+        {"grouped_flags": grouped},
         first_day=sql.date_lit(months[0].first_day),
         last_day=sql.date_lit(months[-1].last_day),
     )

@@ -562,13 +562,13 @@ def _keep_conditions(
     plans: Sequence[_ColumnPlan], table: Table, no_nulls: frozenset[str] = frozenset()
 ) -> list[exp.Expr]:
     """The conditions a row must meet to appear in the view; a required column of
-    ``no_nulls`` (read as stored, holding no NULL: see :func:`_parquet_nulls`) needs none."""
+    ``no_nulls`` (read as stored and holding no NULL, see :func:`_parquet_nulls`) needs none."""
     conditions: list[exp.Expr] = []
     for plan in plans:
         if plan.raw is None:
             continue
         column = plan.column
-        if not column.nullable and not (_as_stored(plan) and column.name in no_nulls):
+        if not column.nullable and column.name not in no_nulls:
             conditions.append(_not_null(plan.typed))
         elif plan.can_fail:
             conditions.append(exp.Paren(this=exp.or_(_is_null(plan.raw), _not_null(plan.typed))))
@@ -949,8 +949,6 @@ def _check_files(
     # One pass: the positions of the counts are recorded as the select list is built.
     selects: list[exp.Expr] = [exp.Count(this=exp.Star())]
     slots: dict[tuple[str, str], int] = {}
-    #: Counts known before the pass: column -> NULLs (the rest follow from the row count).
-    known: dict[tuple[str, str], int] = {}
 
     def add(column: str, stat: str, expression: exp.Expr) -> None:
         slots[(column, stat)] = len(selects)
@@ -960,21 +958,15 @@ def _check_files(
         if plan.raw is None:
             continue
         name, column = plan.column.name, plan.column
-        nulls = footer_nulls.get(name)
-        if plan.can_fail or column.values is not None or data_file.format == "csv":
-            # A CSV column is decoded only when read: every one is, so text that is not in
-            # the file's encoding is found here rather than by a query.
-            if nulls is None:
-                add(name, "nonnull", exp.Count(this=plan.raw.copy()))
-            else:
-                known[(name, "nonnull")] = -nulls  # the row count less these
+        counted = name not in footer_nulls  # else stat() derives them from the footer
+        # A CSV column is decoded only when read: every one is, so text that is not in the
+        # file's encoding is found here rather than by a query.
+        if counted and (plan.can_fail or column.values is not None or data_file.format == "csv"):
+            add(name, "nonnull", exp.Count(this=plan.raw.copy()))
         if plan.can_fail:
             add(name, "fail", _count(exp.and_(_not_null(plan.raw), _is_null(plan.typed))))
-        if not column.nullable:
-            if nulls is None:
-                add(name, "null", _count(_is_null(plan.raw)))
-            else:
-                known[(name, "null")] = nulls
+        if not column.nullable and counted:
+            add(name, "null", _count(_is_null(plan.raw)))
         if column.values is not None:
             add(name, "code", _count(exp.Not(this=plan.typed.copy().isin(*sorted(column.values)))))
     span = _span(plans, table)
@@ -1001,12 +993,16 @@ def _check_files(
     if not rows:  # pragma: no cover - an aggregate always returns one row
         raise RuntimeError("aggregate returned no row")
     values = [int(v or 0) for v in rows[0]]  # type: ignore[call-overload]
-    total = values[0]
+    total: int = values[0]
+
+    required = {p.column.name for p in plans if not p.column.nullable}
 
     def stat(column: str, name: str) -> int:
-        if (column, name) in known:
-            count = known[(column, name)]
-            return total + count if name == "nonnull" else count
+        # Counts not taken by the pass because the footers give them (see above).
+        if column in footer_nulls and name == "nonnull":
+            return total - footer_nulls[column]
+        if column in footer_nulls and name == "null" and column in required:
+            return footer_nulls[column]
         slot = slots.get((column, name))
         return 0 if slot is None else values[slot]
 

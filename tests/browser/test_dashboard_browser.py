@@ -200,6 +200,20 @@ class Browser:
         self.shot(f"timeout-{what.replace(' ', '-')}")
         raise AssertionError(f"waited {timeout:.0f}s for {what}")
 
+    def text(self, selector: str) -> str:
+        """The text of the first element matching ``selector``, read again should the page
+        reload under it (a round's page reloads itself when its round ends)."""
+        from selenium.common.exceptions import StaleElementReferenceException
+
+        def read() -> str | None:
+            try:
+                found = self.css(selector)
+                return str(found[0].text) if found else None  # type: ignore[attr-defined]
+            except StaleElementReferenceException:
+                return None
+
+        return str(self.wait(read, f"the text of {selector}"))
+
     def css(self, selector: str) -> list[object]:
         from selenium.webdriver.common.by import By
 
@@ -307,7 +321,7 @@ def operator_session(
     assert b.css("#nav-launch")
     trend_round = b.launch(url, "cost.pmpm", "month")
     # Launched for the office's default purpose, which the round's page states.
-    assert "plan-cost-oversight" in b.driver.find_element(By.ID, "purpose").text
+    assert "plan-cost-oversight" in b.text("#purpose")
     # Its progress, live: every carrier of the round listed, each ending answered.
     rows = b.css("#progress tbody tr")
     assert len(rows) == 3

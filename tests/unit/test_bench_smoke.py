@@ -85,6 +85,31 @@ def test_node_suite_compares_partitioned_claims_with_plain_files(
     assert sorted(p.parent.name for p in split.rglob("*.parquet")) == ["month=01", "month=02"]
 
 
+def test_heavy_blocks_profiles_the_suite_and_each_part_agrees_with_polars(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("polars", reason="polars is not installed (pip install '.[bench]')")
+    heavy = _script("heavy_blocks")
+    argv = ["--members", "2000", "--data-dir", str(tmp_path), "--repeat", "1"]
+    code = heavy.main(argv)
+    out = capsys.readouterr().out
+    assert code == 0, out
+    for part in ("spend", "service categories", "fills"):
+        assert re.search(rf"^{part} +[0-9.]+ +[0-9.]+ +[0-9.]+x  agree$", out, re.M), out
+    assert "DIFFER" not in out
+    # Every metric's own statement is on the profile (the service categories' under that name).
+    metrics = {q.metric for q in _script("node_suite").suite_queries()}
+    metrics.discard("cost.pmpm_by_service_category")
+    assert all(re.search(rf"^{re.escape(m)} ", out, re.M) for m in metrics), out
+    # A Polars part that computes something else fails the benchmark.
+    fills = heavy.POLARS["fills"]
+    monkeypatch.setitem(
+        heavy.POLARS, "fills", lambda d: {**fills(d), "voided rows": fills(d)["voided rows"] + 1}
+    )
+    assert heavy.main(argv) == 1
+    assert "fills" in capsys.readouterr().out.split("DIFFER")[0].splitlines()[-1]
+
+
 def test_node_suite_comparison_sees_a_difference() -> None:
     node_suite = _script("node_suite")
     engine = {"cost.pmpm": {("2026-01",): {"allowed_cents": 5, "allowed_cents__top1": 3}}}

@@ -19,7 +19,8 @@ machine's cores), written as ``bench/polars_baseline.py`` is, for speed:
 - ``service categories``: ``cost.pmpm_by_service_category``: each medical line classified by
   the catalogue's service-category rules, the fills as pharmacy, summed per member, month and
   category for the enrolled member months (the engine's query goes on to the cells and their
-  disclosure columns; the Polars side stops at the per-member sums);
+  disclosure columns; the Polars side stops at the per-member sums, and classifies each
+  distinct combination of the codes once rather than each line);
 - ``fills``: the shared block of the period's pharmacy claims grouped per claim (the fills the
   rx metrics count).
 
@@ -320,6 +321,10 @@ def _category_expression() -> object:
 
 
 def _polars_categories(directory: Path) -> dict[str, int]:
+    """Each medical line's category from the distinct combinations of the codes the rules
+    read (about two thousand here: the rules' when/then chain over every line took 1.7x as
+    long), joined back; the fills as pharmacy; summed per member, month and category over
+    the members enrolled in the month."""
     import polars as pl
     from polars_baseline import _cents
 
@@ -329,15 +334,25 @@ def _polars_categories(directory: Path) -> dict[str, int]:
     medical = pl.scan_parquet(directory / "medical_claims.parquet")
     schema = medical.collect_schema()
     codes = ("place_of_service", "bill_type", "revenue_code", "hcpcs", "drg")
+    keys = ["claim_type", *codes]
     lines = (
         medical.filter(pl.col("claim_start_date").is_between(START, END))
         .with_columns(*(blank_null(c) for c in codes))
         .select(
             "member_id",
             pl.col("claim_start_date").dt.truncate("1mo").alias("month_start"),
-            _category_expression().alias("category"),  # type: ignore[attr-defined]
+            *keys,
             _cents("allowed_amount", schema).alias("allowed"),
         )
+        .collect(engine="streaming")
+    )
+    combinations = (
+        lines.select(keys).unique().with_columns(_category_expression().alias("category"))  # type: ignore[attr-defined]
+    )
+    classified = (
+        lines.lazy()
+        .join(combinations.lazy(), on=keys, how="left", nulls_equal=True)
+        .select("member_id", "month_start", "category", "allowed")
     )
     pharmacy = pl.scan_parquet(directory / "pharmacy_claims.parquet")
     fills = pharmacy.filter(pl.col("fill_date").is_between(START, END)).select(
@@ -353,7 +368,7 @@ def _polars_categories(directory: Path) -> dict[str, int]:
         pl.col("enrollment_end_date").is_null() | (pl.col("enrollment_end_date") >= START),
     ).select(pl.col("member_id").unique())
     per_member = (
-        pl.concat([lines, fills])
+        pl.concat([classified, fills])
         .join(enrolled, on="member_id", how="semi")
         .group_by("member_id", "month_start", "category")
         .agg(pl.col("allowed").sum())

@@ -498,7 +498,7 @@ FROM (
          :lag_sums
   FROM (
     SELECT r.member_id AS member_id,
-           CAST(DATE_TRUNC('MONTH', r.claim_start_date) AS DATE) AS month_start,
+           :line_month AS month_start,
            CAST(r.allowed_amount * 100 AS BIGINT) AS allowed_cents,
            CAST(r.paid_amount * 100 AS BIGINT) AS paid_cents,
            CAST(COALESCE(r.deductible_amount, 0) * 100 AS BIGINT) AS deductible_cents,
@@ -550,7 +550,7 @@ FROM (
   GROUP BY c.member_id, c.month_start
 ) AS m
 FULL OUTER JOIN (
-  SELECT f.member_id AS member_id, CAST(DATE_TRUNC('MONTH', f.fill_date) AS DATE) AS month_start,
+  SELECT f.member_id AS member_id, :fill_month AS month_start,
          CAST(0 AS BIGINT) AS zero, CAST(COUNT(*) AS BIGINT) AS pharmacy_rows,
          CAST(SUM(CAST(f.allowed_amount * 100 AS BIGINT)) AS BIGINT) AS allowed_cents,
          CAST(SUM(CAST(f.paid_amount * 100 AS BIGINT)) AS BIGINT) AS paid_cents,
@@ -558,7 +558,7 @@ FULL OUTER JOIN (
            AS pharmacy_member_paid_cents
   FROM pharmacy_claims AS f
   WHERE f.fill_date BETWEEN :start AND :end
-  GROUP BY f.member_id, CAST(DATE_TRUNC('MONTH', f.fill_date) AS DATE)
+  GROUP BY f.member_id, :fill_month
 ) AS p
   ON p.member_id = m.member_id AND p.month_start = m.month_start
 """
@@ -604,6 +604,8 @@ def _member_month_spend(period: Period) -> exp.Query:
         revenue_known=sql.codes_in(col("revenue_code", "r"), sorted(revenue_codes())),
         drg_known=sql.codes_in(col("drg", "r"), sorted(drg_types())),
         last_lag=sql.num(LAG_MONTHS),
+        line_month=sql.month_start_of(col("claim_start_date", "r"), period),
+        fill_month=sql.month_start_of(col("fill_date", "f"), period),
         **values,
     )
     rows = next(q for q in tree.find_all(exp.Subquery) if q.alias == "c")

@@ -442,6 +442,24 @@ def date_lit(day: dt.date) -> exp.Expr:
     return exp.cast(lit(day.isoformat()), "DATE")
 
 
+def month_start_of(column: exp.Expr, period: Period) -> exp.Expr:
+    """The first day of the month of ``column``, a date the query has kept within ``period``.
+
+    Over a one-month period (the monthly suite's) that is the period's first day for every
+    row: a constant, which costs nothing per row and groups by member and month at about the
+    cost of grouping by member alone (the per-member-month spend block over 9.6M lines:
+    4.5-4.8 s -> 4.2-4.4 s alone; 4.63-4.82 s -> 4.55-4.77 s inside the monthly suite's
+    batch, four alternating pairs)."""
+    if period.first == period.last:
+        return date_lit(period.start_date)
+    truncated = _MONTH_START.copy()
+    truncated.find(exp.Placeholder).replace(column.copy())  # type: ignore[union-attr]
+    return truncated
+
+
+_MONTH_START = parse("CAST(DATE_TRUNC('MONTH', :day) AS DATE)")
+
+
 def in_period(column: exp.Expr, period: Period) -> exp.Expr:
     return exp.Between(this=column, low=date_lit(period.start_date), high=date_lit(period.end_date))
 

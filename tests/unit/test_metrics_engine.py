@@ -1017,6 +1017,68 @@ def test_claims_lag_buckets_by_incurred_month() -> None:
     assert all(cells[(m,)]["claimants"] == 1 for m in ("2026-01", "2026-02", "2026-03"))
 
 
+def test_member_month_spend_of_one_month_is_that_month_of_a_longer_period() -> None:
+    """Over a one-month period the spend block takes each row's month as the period's (a
+    constant, see sql.month_start_of); the metrics reading it give the cells the oracle gives,
+    and the cells of that month over two months, for claims and fills on the months' first
+    and last days."""
+    data = (
+        Data()
+        .member("a")
+        .member("b", start="2026-02-01")
+        .medical("a", "2026-01-01", allowed_amount="10.00", paid_amount="8.00", copay_amount="2")
+        .medical("a", "2026-01-31", allowed_amount="5.00", paid_amount="4.00", in_network=False)
+        .medical(
+            "a", "2026-02-01", allowed_amount="7.00", paid_amount="6.00", paid_date="2026-04-02"
+        )
+        .medical(
+            "b", "2026-02-28", allowed_amount="3.00", paid_amount="3.00", place_of_service="00"
+        )
+        .medical("a", "2026-02-10", claim_status="denied", charge_amount="9.00")
+        .fill("a", "2026-01-31", allowed_amount="20.00", paid_amount="15.00")
+        .fill("b", "2026-02-01", allowed_amount="4.00", paid_amount="4.00", member_paid_amount="1")
+    )
+    metrics = [
+        "cost.pmpm",
+        "cost.member_cost_share_pmpm",
+        "cost.out_of_network_share",
+        "ops.claims_lag",
+        "ops.data_quality",
+        "ops.denial_rate",
+    ]
+    both = Period.parse("2026-01:2026-02")
+
+    def oracle_cells(metric: str, period: Period) -> Cells:
+        cells = _oracle_cells(data, metric, period, [D.MONTH])
+        if metric == "ops.data_quality":  # the control-total comparison needs declared totals
+            cells = {
+                k: {s: v for s, v in c.items() if "declared" not in s and "in_data" not in s}
+                for k, c in cells.items()
+            }
+        return cells
+
+    for metric in metrics:
+        over_both = run(data, metric, both, [D.MONTH])
+        assert over_both == oracle_cells(metric, both), metric
+        for month in ("2026-01", "2026-02"):
+            alone = run(data, metric, Period.parse(month), [D.MONTH])
+            assert alone == oracle_cells(metric, Period.parse(month)), (metric, month)
+            assert alone == {k: v for k, v in over_both.items() if k == (month,)}, (metric, month)
+    # The month is the period's, not each row's, only where the period is one month.
+    one_month = member_month_spend_sql(Period.parse("2026-02"))
+    assert (
+        "DATE_TRUNC" not in one_month and "CAST('2026-02-01' AS DATE) AS month_start" in one_month
+    )
+    assert one_month.count("DATE_TRUNC") == 0
+    assert member_month_spend_sql(both).count("DATE_TRUNC('MONTH'") == 3
+
+
+def member_month_spend_sql(period: Period) -> str:
+    from carrier_node.query.aggregate import _member_month_spend
+
+    return _member_month_spend(period).sql(dialect="duckdb")
+
+
 def test_denial_rate_uses_the_latest_version_of_each_line() -> None:
     data = (
         Data()

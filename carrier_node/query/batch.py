@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 from sqlglot import exp
 
+from carrier_node.query import sql
 from carrier_node.query.sql import for_dialect, with_cte
 
 #: Prefix of a shared block's table name (the rest is a digest of its content).
@@ -211,6 +212,9 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     # a few metrics reads a few of the member-month totals, say): readers first, so a block
     # pruned narrows what it reads of its own sources.
     # (What each tree reads is looked up once: pruning a select list leaves its tables.)
+    # Each query first drops what its own subqueries compute and nothing reads
+    # (sql.prune_unused_columns), so it names no more of a block than it uses.
+    rewritten = [sql.prune_unused_columns(q) for q in rewritten]
     query_reads = [_references(q, shared_names) for q in rewritten]
     block_reads = {n: _references(bodies[n], shared_names) - {n} for n in shared_names}
     # A block is a reader of the blocks below it once it has been pruned itself (readers
@@ -230,6 +234,8 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
         ]
         readers += [gather(bodies[o]) for o, reads in block_reads.items() if name in reads]
         _prune(bodies[name], name, readers)
+        # And inward: the block computes, and reads of what it reads, only what it gives.
+        sql.prune_unused_columns(bodies[name])
 
     def statement(name: str) -> exp.Query:
         """The block's body, with the shared blocks it reads that are not tables as CTEs."""

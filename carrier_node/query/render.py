@@ -74,7 +74,8 @@ def render(
     keying: Keying,
 ) -> str:
     # The tree is built for this call alone: the generator may work on it without a copy.
-    tree = sql.for_dialect(expression(tables, schema, period, query, keying), dialect)
+    tree = expression(tables, schema, period, query, keying)
+    tree = sql.for_dialect(sql.prune_unused_columns(tree), dialect)
     return tree.sql(dialect=dialect, copy=False)
 
 

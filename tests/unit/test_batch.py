@@ -12,7 +12,7 @@ from sqlglot import exp
 
 from carrier_node.cells import RawTable
 from carrier_node.data.files import FileSource
-from carrier_node.query import batch
+from carrier_node.query import batch, render, sql
 from carrier_node.query.aggregate import BuildContext
 from carrier_node.query.engine import Engine
 from fedoversight.periods import Period
@@ -152,6 +152,81 @@ def test_a_block_pruned_narrows_what_it_reads_of_the_block_below() -> None:
     (t,) = u.body.args["with_"].expressions
     assert [e.alias_or_name for e in t.this.expressions] == ["k", "total"]  # n: read by u no more
     assert _run_plan(plan) == _run_each(queries)
+
+
+#: A block whose subquery also counts rows found in a code list, which no reader asks for.
+_FLAGGED = (
+    "WITH t AS (SELECT s.k AS k, s.total AS total, s.flagged AS flagged FROM ("
+    "SELECT e.x % 3 AS k, SUM(e.x) AS total, SUM(CASE WHEN e.x IN"
+    " (SELECT c.code FROM (VALUES (1), (2)) AS c(code)) THEN 1 ELSE 0 END) AS flagged"
+    " FROM eligibility AS e GROUP BY e.x % 3) AS s)"
+)
+
+
+def test_a_block_computes_inside_only_what_its_readers_use() -> None:
+    queries = [_q(_FLAGGED + " SELECT t.k, t.total FROM t"), _q(_FLAGGED + " SELECT t.k FROM t")]
+    plan = batch.plan(queries)
+    (t,) = plan.shared
+    assert _columns(t) == ["k", "total"]
+    # Not only its outputs: the subquery no longer counts the flagged rows, nor looks them up.
+    inside = _sql(t.body)
+    assert "flagged" not in inside and "VALUES" not in inside
+    assert _run_plan(plan) == _run_each(queries)
+    # A query alone is pruned alike (the code list is read only where a reader needs it).
+    wanted = _q(_FLAGGED + " SELECT t.k, t.flagged FROM t")
+    kept = _sql(sql.prune_unused_columns(wanted.copy()))
+    assert "VALUES" in kept and "SUM(e.x)" not in kept
+    assert _run_each([_q(kept)]) == _run_each([wanted])
+
+
+def test_subqueries_with_unqualified_names_or_stars_are_left_whole() -> None:
+    unqualified = _q(
+        "SELECT s.k AS k FROM (SELECT x % 3 AS k, SUM(x) AS total FROM eligibility"
+        " GROUP BY x % 3) AS s"
+    )
+    starred = _q("SELECT s.k AS k FROM (SELECT e.* , e.x % 3 AS k FROM eligibility AS e) AS s")
+    for query in (unqualified, starred):
+        before = _sql(query)
+        assert _sql(sql.prune_unused_columns(query)) == before
+    # Where the outer query has a star, a subquery below it that is whole is still pruned.
+    mixed = _q(
+        "SELECT * FROM (SELECT s.k AS k FROM (SELECT e.x % 3 AS k, SUM(e.x) AS total"
+        " FROM eligibility AS e GROUP BY e.x % 3) AS s) AS w"
+    )
+    assert "SUM" not in _sql(sql.prune_unused_columns(mixed.copy()))
+    assert _run_each([sql.prune_unused_columns(mixed.copy())]) == _run_each([mixed])
+
+
+def test_a_request_of_a_few_metrics_checks_no_code_it_does_not_report() -> None:
+    """The eight metrics of the Polars comparison read a few totals of the claim rows per
+    member month: their batch leaves out the data-quality code lookups that block makes."""
+    eight = [q for q in monthly_suite() if q.metric in _EIGHT]
+    assert len(eight) == len(_EIGHT)
+    keying = render.Keying("k" * 32)
+    few = render.render_batch.__wrapped__("duckdb", None, None, _JANUARY, tuple(eight), keying)
+    whole = render.render_batch.__wrapped__(
+        "duckdb", None, None, _JANUARY, tuple(monthly_suite()), keying
+    )
+
+    def statements(rendered: render.RenderedBatch) -> str:
+        return " ".join([s for _, s, _, _ in rendered.shared] + list(rendered.queries))
+
+    assert "invalid_revenue_code" in statements(whole) and "code_list" in statements(whole)
+    assert "invalid_revenue_code" not in statements(few)
+    assert "code_list" not in statements(few)
+
+
+_EIGHT = {
+    "enrollment.member_months",
+    "enrollment.churn",
+    "cost.pmpm",
+    "util.ed_visits",
+    "util.inpatient",
+    "outcome.readmission_30d",
+    "rx.generic_dispensing_rate",
+    "ops.denial_rate",
+}
+_JANUARY = Period.parse("2026-01")
 
 
 def test_no_column_is_dropped_where_a_reader_takes_them_all_or_the_list_decides_rows() -> None:

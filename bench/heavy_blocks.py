@@ -37,6 +37,7 @@ import argparse
 import datetime as dt
 import resource
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -418,23 +419,32 @@ POLARS: dict[str, Callable[[Path], dict[str, int]]] = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--members", type=int, default=2_000_000)
-    parser.add_argument("--data-dir", type=Path, default=Path("bench-data"))
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where synthesised carriers are cached (default: a temp dir)",
+    )
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args(argv)
+    with tempfile.TemporaryDirectory(prefix="heavy-blocks-") as tmp:
+        return _run(args.data_dir or Path(tmp) / "data", args.members, args.repeat)
 
+
+def _run(data_dir: Path, members: int, repeat: int) -> int:
     import polars as pl
 
-    directory, synthesised = node_suite.carrier_data(args.data_dir, args.members, 1)
+    directory, synthesised = node_suite.carrier_data(data_dir, members, 1)
     print(f"machine: {node_suite.machine()}")
     print(f"libraries: {node_suite.libraries()}, polars {pl.__version__}")
     made = f"synthesised in {synthesised:.1f} s" if synthesised is not None else "cached"
-    print(f"carrier: {args.members:,} members, period {node_suite.period_of(1)} ({made})")
+    print(f"carrier: {members:,} members, period {node_suite.period_of(1)} ({made})")
 
     statements, source = engine_statements(directory)
     engine_rounds: list[EngineRound] = []
     polars_seconds: dict[str, list[float]] = {label: [] for label in POLARS}
     polars_checks: dict[str, dict[str, int]] = {}
-    for _ in range(args.repeat):
+    for _ in range(repeat):
         engine_rounds.append(run_engine(statements, source))
         for label, work in POLARS.items():
             started = time.perf_counter()
@@ -448,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         for i in range(len(statements))
     ]
     total = sum(wall for _, wall, _ in best)
-    print(f"\nthe suite's {len(statements)} statements, heaviest first (fastest of {args.repeat}):")
+    print(f"\nthe suite's {len(statements)} statements, heaviest first (fastest of {repeat}):")
     print(f"{'statement':48s} {'wall s':>7s} {'CPU s':>7s} {'share':>6s}")
     for label, wall, cpu in sorted(best, key=lambda t: -t[1]):
         print(f"{label[:48]:48s} {wall:7.2f} {cpu:7.2f} {wall / total:6.1%}")

@@ -734,36 +734,83 @@ def stay_ctes() -> list[tuple[str, exp.Select]]:
     ]
 
 
-# A fill (claim_id) counts once, when none of its rows is denied or reversed. Only fills with a
-# row meeting :candidate are grouped.
-_FINAL_FILLS = """
-SELECT p.claim_id AS claim_id, MIN(p.member_id) AS member_id, MIN(p.fill_date) AS fill_date,
-       MAX(p.drug_class) AS drug_class, MAX(p.days_supply) AS days_supply,
-       MAX(CASE WHEN p.generic THEN 1 ELSE 0 END) AS generic
-FROM pharmacy_claims AS p
-WHERE p.claim_id IN (SELECT k.claim_id FROM pharmacy_claims AS k WHERE :candidate)
-GROUP BY p.claim_id
-HAVING SUM(CASE WHEN p.claim_status IN ('denied', 'reversed') THEN 1 ELSE 0 END) = 0
-"""
-
-
-# Every fill (claim_id) with a row dated in the period, over all of its rows: what the fill
-# metrics read of it. One grouping of the pharmacy rows serves the final-action fills (no row
-# denied or reversed) and the specialty profile alike; a batch keeps only the columns its
-# queries read.
-_PHARMACY_FILLS = """
-SELECT p.claim_id AS claim_id, MIN(p.member_id) AS member_id, MIN(p.fill_date) AS fill_date,
-       MAX(p.drug_class) AS drug_class, MAX(p.days_supply) AS days_supply,
-       MAX(CASE WHEN p.generic THEN 1 ELSE 0 END) AS generic,
-       MAX(CASE WHEN p.specialty THEN 1 ELSE 0 END) AS flagged,
-       SUM(CAST(p.allowed_amount * 100 AS BIGINT)) AS net_allowed_cents,
-       SUM(CASE WHEN p.claim_status IN ('denied', 'reversed') THEN 1 ELSE 0 END) AS voided_rows
-FROM pharmacy_claims AS p
-WHERE p.claim_id IN (
-  SELECT k.claim_id FROM pharmacy_claims AS k WHERE k.fill_date BETWEEN :start AND :end
+#: What a fill (pharmacy claim_id) is made of its rows: (column, aggregate, its argument over
+#: the rows' alias ``p``). The least member and fill date, the greatest drug class and days
+#: supply, whether a row is generic or specialty (``flagged``), the net allowed cents, and the
+#: denied or reversed rows (``voided_rows``: a fill counts only when it has none).
+_FILL_AGGREGATES = (
+    ("member_id", "MIN", "p.member_id"),
+    ("fill_date", "MIN", "p.fill_date"),
+    ("drug_class", "MAX", "p.drug_class"),
+    ("days_supply", "MAX", "p.days_supply"),
+    ("generic", "MAX", "CASE WHEN p.generic THEN 1 ELSE 0 END"),
+    ("flagged", "MAX", "CASE WHEN p.specialty THEN 1 ELSE 0 END"),
+    ("net_allowed_cents", "SUM", "CAST(p.allowed_amount * 100 AS BIGINT)"),
+    ("voided_rows", "SUM", "CASE WHEN p.claim_status IN ('denied', 'reversed') THEN 1 ELSE 0 END"),
 )
-GROUP BY p.claim_id
-"""
+
+#: How an aggregate over all of a claim's rows is made of the same aggregate over two parts of
+#: them (``i``: the rows meeting the candidate, never empty; ``o``: the others, maybe none).
+#: LEAST and GREATEST skip NULLs in both dialects (as MIN and MAX do); a sum is NULL only when
+#: both parts are.
+_COMBINED = {
+    "MIN": "LEAST(i.:column, o.:column)",
+    "MAX": "GREATEST(i.:column, o.:column)",
+    "SUM": "COALESCE(i.:column + o.:column, i.:column, o.:column)",
+}
+
+
+@cache
+def _aggregate(function: str, argument: str) -> exp.Expr:
+    return parse(f"{function}({argument})")
+
+
+def _fills_grouped(candidate: LineCondition, columns: Sequence[str]) -> exp.Select:
+    """Per fill with a row meeting ``candidate`` (a condition on a table alias), the
+    ``columns`` of :data:`_FILL_AGGREGATES` over all of its rows.
+
+    Grouped in two parts and combined: the rows meeting the candidate, and the fill's other
+    rows (of fills with a row meeting it). A period's fills usually have every row in the
+    period, so the second part is usually empty and the grouping is one pass over the
+    period's rows. Keeping every row of a fill with a row in the period first (a semi-join of
+    the whole table on itself) cost more than the grouping: the monthly suite's fills block at
+    2M members, 1.00 s that way, 0.71 s this way, 0.67 s grouping every row with no filter.
+    """
+    wanted = [a for a in _FILL_AGGREGATES if a[0] in columns]
+
+    def part(rows: exp.Expr) -> exp.Select:
+        aggregates = [_aggregate(f, arg).copy().as_(name) for name, f, arg in wanted]
+        return (
+            exp.select(exp.column("claim_id", "p").as_("claim_id"), *aggregates)
+            .from_(exp.to_table("pharmacy_claims").as_("p"))
+            .where(rows, copy=False)
+            .group_by(exp.column("claim_id", "p"), copy=False)
+        )
+
+    has_row = exp.In(
+        this=exp.column("claim_id", "p"),
+        query=exp.select(exp.column("claim_id", "k"))
+        .from_(exp.to_table("pharmacy_claims").as_("k"))
+        .where(candidate("k"), copy=False)
+        .subquery(),
+    )
+    # NOT (candidate IS TRUE): a row where the candidate is NULL is one of the others.
+    meets = exp.Is(this=exp.paren(candidate("p")), expression=exp.true())
+    others = exp.and_(exp.paren(meets).not_(), has_row)
+    combined = [
+        fill(f"SELECT {_COMBINED[f].replace(':column', name)} AS {name}").expressions[0]
+        for name, f, _ in wanted
+    ]
+    return (
+        exp.select(exp.column("claim_id", "i").as_("claim_id"), *combined)
+        .from_(part(candidate("p")).subquery("i"))
+        .join(
+            part(others).subquery("o"),
+            on=exp.column("claim_id", "o").eq(exp.column("claim_id", "i")),
+            join_type="LEFT",
+        )
+    )
+
 
 _KEPT_FILLS = """
 SELECT f.claim_id AS claim_id, f.member_id AS member_id, f.fill_date AS fill_date,
@@ -773,13 +820,16 @@ WHERE f.voided_rows = 0 AND f.fill_date BETWEEN :start AND :end
 """
 
 
+def _dated(period: Period) -> LineCondition:
+    return lambda alias: in_period(exp.column("fill_date", alias), period)
+
+
 def pharmacy_fills(period: Period) -> tuple[str, exp.Select]:
-    """The CTE ``pharmacy_fills``: per fill with a row in the period, over all its rows, the
-    least member and fill date, the greatest drug class and days supply, whether a row is
-    generic or specialty (``flagged``), the net allowed cents and the denied or reversed rows
-    (``voided_rows``)."""
-    values = {"start": date_lit(period.start_date), "end": date_lit(period.end_date)}
-    return ("pharmacy_fills", fill(_PHARMACY_FILLS, **values))
+    """The CTE ``pharmacy_fills``: per fill with a row dated in the period, over all of its
+    rows, every column of :data:`_FILL_AGGREGATES`. What the fill metrics read of it: one
+    grouping of the pharmacy rows serves the final-action fills (no row denied or reversed)
+    and the specialty profile alike; a batch keeps only the columns its queries read."""
+    return ("pharmacy_fills", _fills_grouped(_dated(period), [a[0] for a in _FILL_AGGREGATES]))
 
 
 def fill_ctes(period: Period) -> list[tuple[str, exp.Select]]:
@@ -790,17 +840,20 @@ def fill_ctes(period: Period) -> list[tuple[str, exp.Select]]:
 
 
 def final_fills(period: Period, candidate: LineCondition | None = None) -> exp.Select:
-    """Final-action fills dated (earliest fill_date of their rows) in the period: ``claim_id,
+    """Final-action fills (none of their rows denied or reversed) dated (earliest fill_date of
+    their rows) in the period, of those with a row meeting ``candidate`` too: ``claim_id,
     member_id, fill_date, drug_class`` (greatest of the rows), ``days_supply`` (greatest),
     ``generic`` (1 when a row is generic)."""
+    dated = _dated(period)
 
     def condition(alias: str) -> exp.Expr:
-        dated = in_period(exp.column("fill_date", alias), period)
-        return dated if candidate is None else exp.and_(dated, candidate(alias))
+        return dated(alias) if candidate is None else exp.and_(dated(alias), candidate(alias))
 
-    grouped = fill(_FINAL_FILLS, candidate=exp.paren(condition("k")))
+    columns = ("member_id", "fill_date", "drug_class", "days_supply", "generic", "voided_rows")
+    grouped = _fills_grouped(condition, columns)
+    kept = ["claim_id", *columns[:-1]]
     return (
-        exp.select("*")
+        exp.select(*(exp.column(c, "fills").as_(c) for c in kept))
         .from_(grouped.subquery("fills"))
-        .where(in_period(exp.column("fill_date", "fills"), period))
+        .where(exp.and_(exp.column("voided_rows", "fills").eq(num(0)), dated("fills")), copy=False)
     )

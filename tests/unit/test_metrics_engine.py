@@ -1165,6 +1165,43 @@ def test_tied_versions_and_fills_of_several_rows_as_the_catalogue_defines() -> N
     }
 
 
+def test_fills_with_rows_outside_the_period_are_judged_on_all_their_rows() -> None:
+    """A fill is grouped when one of its rows is in the period, and then over every row it has:
+    a row before the period dates it before (not counted), a reversal after the period voids
+    it, a generic row after it makes it generic, a row of another class may give it its
+    greatest class. The engine (which groups the period's rows and the fills' other rows apart
+    and combines them) and the oracle agree, on the figures worked out here too."""
+    january = Period.parse("2026-01")
+    data = Data().member("a").member("b").medical("a", "2026-01-05")
+    # Dated December by its earliest row: not a January fill.
+    data.fill("a", "2025-12-30", claim_id="early", generic=False)
+    data.fill("a", "2026-01-02", claim_id="early", claim_status="adjusted")
+    # Reversed in February: voided, although every January row was paid.
+    data.fill("a", "2026-01-10", claim_id="voided")
+    data.fill("a", "2026-02-03", claim_id="voided", claim_status="reversed")
+    # Generic only by its February row; the greatest class and days supply of all its rows.
+    data.fill("b", "2026-01-20", claim_id="late", generic=False, days_supply=30)
+    data.fill("b", "2026-02-02", claim_id="late", generic=True, drug_class="statin", days_supply=90)
+    data.fill("b", "2026-01-21", claim_id="late", generic=False, drug_class="antidiabetic")
+    # No row in January at all: not grouped, whatever its rows.
+    data.fill("b", "2026-02-05", claim_id="february")
+    data.fill("a", "2026-01-15", claim_id="plain", generic=False, days_supply=10)
+    cases = [
+        ("util.scripts", []),
+        ("rx.generic_dispensing_rate", [D.DRUG_CLASS]),
+        ("rx.spend_by_class", [D.DRUG_CLASS]),
+        ("rx.specialty_share", []),
+    ]
+    engine = {m: run(data, m, january, g) for m, g in cases}
+    for metric, group_by in cases:
+        assert engine[metric] == _oracle_cells(data, metric, january, group_by), metric
+    scripts = one(engine["util.scripts"])
+    assert (scripts["fills"], scripts["fill_members"], scripts["days_supply"]) == (2, 2, 100)
+    assert engine["rx.generic_dispensing_rate"] == {
+        ("statin",): {"fill_members": 2, "fills": 2, "generic_fills": 1}
+    }
+
+
 def test_data_quality_counts_rows_outside_enrollment_and_bad_codes() -> None:
     data = (
         Data()

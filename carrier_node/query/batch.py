@@ -211,6 +211,17 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
                 main = with_cte(main, name, body)
         rewritten.append(main)
 
+    # A ``*`` or ``alias.*`` read of a shared block names its columns instead, so that pruning
+    # sees which of them are read: blocks first (each reading only blocks before it), then
+    # the queries.
+    columns: dict[str, list[str]] = {}
+    for name in order:
+        sql.expand_stars(bodies[name], columns)
+        if name in shared_names and (named := sql.output_names(bodies[name])) is not None:
+            columns[name] = named
+    for query in rewritten:
+        sql.expand_stars(query, columns)
+
     # Each shared block computes only the columns its readers in this batch use (a request of
     # a few metrics reads a few of the member-month totals, say): readers first, so a block
     # pruned narrows what it reads of its own sources.

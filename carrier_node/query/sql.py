@@ -28,6 +28,7 @@ from fedoversight.codelists import (
 from fedoversight.dimensions import AGE_BANDS, UNKNOWN, Dimension
 from fedoversight.histogram import EDGES_CENTS, N_BINS
 from fedoversight.periods import Period
+from fedoversight.schema import TABLES
 
 READ_DIALECT = "duckdb"
 
@@ -386,11 +387,94 @@ def prune_unused_columns(tree: QueryT) -> QueryT:
     metrics of the Polars comparison: 2.52-2.58 s -> 2.24-2.34 s).
 
     sqlglot's ``pushdown_projections`` does the work; it needs qualified columns and no
-    ``*`` projection, so it runs on each largest subtree that has both (each keeps the
-    columns it gives)."""
+    ``*`` projection, so the stars whose columns are known are named first
+    (:func:`expand_stars`), and it runs on each largest subtree that then has both (each
+    keeps the columns it gives)."""
+    expand_stars(tree)
     for query in _star_free_roots(tree):
         pushdown_projections(query)
     return tree
+
+
+#: The columns of each table of the data schema, in order: every data source's table (a
+#: file source's view, a warehouse's view, a test's table) has each of them, NULL where the
+#: carrier's data lacks one.
+_SCHEMA_COLUMNS = {t.name: [c.name for c in t.columns] for t in TABLES}
+
+
+def output_names(body: exp.Expr) -> list[str] | None:
+    """The names of the columns the query ``body`` gives, in order (a set operation's are
+    its first branch's); None when its select list has a star or an unnamed item."""
+    while isinstance(body, exp.SetOperation):
+        body = body.this
+    if not isinstance(body, exp.Select):
+        return None
+    names = []
+    for item in body.expressions:
+        if isinstance(item, exp.Star) or isinstance(item.this, exp.Star) or not item.alias_or_name:
+            return None
+        names.append(item.alias_or_name)
+    return names
+
+
+def expand_stars(tree: exp.Expr, columns: Mapping[str, list[str]] | None = None) -> None:
+    """In place: in every SELECT of ``tree``, a ``*`` over a single source, or an ``alias.*``
+    of one, becomes the source's columns (``alias.column AS column``, in the source's order)
+    where they are known: a table of ``columns`` (name -> its columns, e.g. a batch's shared
+    blocks) or of the data schema, a CTE of the tree's own WITH, or a subquery whose select
+    list names every column (inner SELECTs are expanded first, so a star over a star is
+    expanded too).
+
+    The same columns in the same order, so the same rows: but named, a reader no longer
+    "takes all" of its source, and the pruning (here and a batch's) can drop what nobody
+    reads: the monthly suite's stars over the enrolled spans kept every member dimension of
+    2M member months computed, two pattern matches each, for columns no query read. A star
+    with modifiers (EXCLUDE, REPLACE, ...) stays as it is."""
+    known_tables = {**_SCHEMA_COLUMNS, **(columns or {})}
+    with_ = tree.args.get("with_")
+    ctes = {c.alias.lower(): c.this for c in with_.expressions} if with_ is not None else {}
+    # A name a CTE anywhere in the tree takes means that CTE there, not a table: only the
+    # top-level CTEs' are known.
+    shadowed = {c.alias.lower() for c in tree.find_all(exp.CTE)} - set(ctes)
+    # Innermost first: a SELECT's own sources are expanded before it reads their columns.
+    for select in reversed(list(tree.find_all(exp.Select, bfs=False))):
+        holders = [select.args.get("from_"), *(select.args.get("joins") or [])]
+        sources = [h.this for h in holders if h is not None]
+        if not any(
+            isinstance(p, exp.Star) or isinstance(p.this, exp.Star) for p in select.expressions
+        ):
+            continue
+        known: dict[str, list[str]] = {}
+        for source in sources:
+            named: list[str] | None = None
+            if isinstance(source, exp.Table):
+                name = source.name.lower()
+                if source.args.get("db") or name not in ctes.keys() | shadowed:
+                    named = known_tables.get(source.name)
+                elif name in ctes:
+                    named = output_names(ctes[name])
+            elif isinstance(source, exp.Subquery):
+                named = output_names(source.this)
+            if named is not None and source.alias_or_name:
+                known[source.alias_or_name.lower()] = named
+        if not known:
+            continue
+        items: list[exp.Expr] = []
+        changed = False
+        for item in select.expressions:
+            alias: str | None = None
+            if isinstance(item, exp.Star) and len(sources) == 1:
+                alias, star = sources[0].alias_or_name.lower(), item
+            elif isinstance(item, exp.Column) and isinstance(item.this, exp.Star):
+                alias, star = item.table.lower(), item.this
+            if alias not in known or any(star.args.get(k) for k in star.args):
+                items.append(item)
+                continue
+            qualifier = next(s.alias_or_name for s in sources if s.alias_or_name.lower() == alias)
+            items += [exp.column(c, table=qualifier).as_(c) for c in known[alias]]
+            changed = True
+        if changed:
+            select.set("expressions", items)
 
 
 def _star_free_roots(tree: exp.Expr) -> list[exp.Query]:

@@ -184,7 +184,8 @@ def test_subqueries_with_unqualified_names_or_stars_are_left_whole() -> None:
         "SELECT s.k AS k FROM (SELECT x % 3 AS k, SUM(x) AS total FROM eligibility"
         " GROUP BY x % 3) AS s"
     )
-    starred = _q("SELECT s.k AS k FROM (SELECT e.* , e.x % 3 AS k FROM eligibility AS e) AS s")
+    # (A table of unknown columns: the data schema's are known, see the test below.)
+    starred = _q("SELECT s.k AS k FROM (SELECT e.* , e.x % 3 AS k FROM things AS e) AS s")
     for query in (unqualified, starred):
         before = _sql(query)
         assert _sql(sql.prune_unused_columns(query)) == before
@@ -195,6 +196,47 @@ def test_subqueries_with_unqualified_names_or_stars_are_left_whole() -> None:
     )
     assert "SUM" not in _sql(sql.prune_unused_columns(mixed.copy()))
     assert _run_each([sql.prune_unused_columns(mixed.copy())]) == _run_each([mixed])
+
+
+def test_stars_over_known_columns_are_named_so_what_nobody_reads_goes() -> None:
+    """A block read by ``SELECT *`` (through a CTE) and by ``alias.*`` is still pruned to what
+    the readers use in the end: the stars become the block's columns first."""
+    spans = (
+        "spans AS (SELECT e.x AS x, e.x * 2 AS doubled, e.x % 3 AS k,"
+        " (SELECT COUNT(*) FROM eligibility AS c WHERE c.x < e.x) AS heavy FROM eligibility AS e)"
+    )
+    queries = [
+        _q(
+            f"WITH {spans}, last AS (SELECT * FROM spans AS s WHERE s.k = 1)"
+            " SELECT l.x FROM last AS l"
+        ),
+        _q(
+            f"WITH {spans}, flagged AS (SELECT s.*, s.x > 4 AS big FROM spans AS s)"
+            " SELECT f.doubled, f.big FROM flagged AS f"
+        ),
+    ]
+    plan = batch.plan(queries)
+    (block,) = plan.shared
+    assert _columns(block) == ["x", "doubled", "k"]
+    assert "COUNT" not in _sql(block.body)
+    assert _run_plan(plan) == _run_each(queries)
+
+
+def test_a_star_over_a_schema_table_names_its_columns() -> None:
+    """The data schema's tables have every column of the schema in every source (NULL where
+    the data lacks one), so ``alias.*`` of one is known and pruned like any list."""
+    query = _q("SELECT s.member_id AS m FROM (SELECT e.* FROM eligibility AS e) AS s")
+    assert _sql(sql.prune_unused_columns(query)) == (
+        "SELECT s.member_id AS m FROM (SELECT e.member_id AS member_id FROM eligibility AS e) AS s"
+    )
+    # A CTE named like a table is the CTE.
+    shadowing = _q("WITH eligibility AS (SELECT 1 AS x) SELECT * FROM eligibility")
+    sql.expand_stars(shadowing)
+    assert _sql(shadowing).endswith("SELECT eligibility.x AS x FROM eligibility")
+    # A star with modifiers stays.
+    excluding = _q("SELECT * EXCLUDE (sex) FROM eligibility AS e")
+    sql.expand_stars(excluding)
+    assert _sql(excluding) == "SELECT * EXCLUDE (sex) FROM eligibility AS e"
 
 
 def test_a_request_of_a_few_metrics_checks_no_code_it_does_not_report() -> None:

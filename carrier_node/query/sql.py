@@ -862,16 +862,22 @@ def _aggregate(function: str, argument: str) -> exp.Expr:
     return parse(f"{function}({argument})")
 
 
-def _fills_grouped(candidate: LineCondition, columns: Sequence[str]) -> exp.Select:
+def _fills_grouped(
+    candidate: LineCondition, columns: Sequence[str], *, selective: bool
+) -> exp.Select:
     """Per fill with a row meeting ``candidate`` (a condition on a table alias), the
     ``columns`` of :data:`_FILL_AGGREGATES` over all of its rows.
 
-    Grouped in two parts and combined: the rows meeting the candidate, and the fill's other
-    rows (of fills with a row meeting it). A period's fills usually have every row in the
-    period, so the second part is usually empty and the grouping is one pass over the
-    period's rows. Keeping every row of a fill with a row in the period first (a semi-join of
-    the whole table on itself) cost more than the grouping: the monthly suite's fills block at
-    2M members, 1.00 s that way, 0.71 s this way, 0.67 s grouping every row with no filter.
+    Two forms, the same rows. When the candidate is ``selective`` (a drug class besides the
+    period), the fills' rows are kept by a semi-join on the claim ids of the candidate rows
+    and grouped. Else (the period alone) they are grouped in two parts and combined: the rows
+    meeting the candidate, and the fills' other rows. The files usually hold the period's
+    fills whole, so the second part is empty and the grouping is one pass over the period's
+    rows, where the semi-join's hash of every fill's id cost more than the grouping.
+    Measured on the 2M-member carrier's 2.5M pharmacy rows: the suite's fills block 1.07 s
+    semi-joined, 0.67 s in two parts; over three days of that month (a period of a tenth of
+    the rows) 0.27 s and 0.32 s; the statin and antidiabetic fills of the period 0.36 s and
+    0.62 s.
     """
     wanted = [a for a in _FILL_AGGREGATES if a[0] in columns]
 
@@ -891,6 +897,8 @@ def _fills_grouped(candidate: LineCondition, columns: Sequence[str]) -> exp.Sele
         .where(candidate("k"), copy=False)
         .subquery(),
     )
+    if selective:
+        return part(has_row)
     # NOT (candidate IS TRUE): a row where the candidate is NULL is one of the others.
     meets = exp.Is(this=exp.paren(candidate("p")), expression=exp.true())
     others = exp.and_(exp.paren(meets).not_(), has_row)
@@ -926,7 +934,8 @@ def pharmacy_fills(period: Period) -> tuple[str, exp.Select]:
     rows, every column of :data:`_FILL_AGGREGATES`. What the fill metrics read of it: one
     grouping of the pharmacy rows serves the final-action fills (no row denied or reversed)
     and the specialty profile alike; a batch keeps only the columns its queries read."""
-    return ("pharmacy_fills", _fills_grouped(_dated(period), [a[0] for a in _FILL_AGGREGATES]))
+    every = [a[0] for a in _FILL_AGGREGATES]
+    return ("pharmacy_fills", _fills_grouped(_dated(period), every, selective=False))
 
 
 def fill_ctes(period: Period) -> list[tuple[str, exp.Select]]:
@@ -947,7 +956,7 @@ def final_fills(period: Period, candidate: LineCondition | None = None) -> exp.S
         return dated(alias) if candidate is None else exp.and_(dated(alias), candidate(alias))
 
     columns = ("member_id", "fill_date", "drug_class", "days_supply", "generic", "voided_rows")
-    grouped = _fills_grouped(condition, columns)
+    grouped = _fills_grouped(condition, columns, selective=candidate is not None)
     kept = ["claim_id", *columns[:-1]]
     return (
         exp.select(*(exp.column(c, "fills").as_(c) for c in kept))

@@ -430,20 +430,28 @@ def expand_stars(tree: exp.Expr, columns: Mapping[str, list[str]] | None = None)
     reads: the monthly suite's stars over the enrolled spans kept every member dimension of
     2M member months computed, two pattern matches each, for columns no query read. A star
     with modifiers (EXCLUDE, REPLACE, ...) stays as it is."""
+    # One walk: the SELECTs with a star among their projections, and every CTE's name.
+    starred: list[exp.Select] = []
+    cte_names: set[str] = set()
+    for node in tree.find_all(exp.Select, exp.CTE, bfs=False):
+        if isinstance(node, exp.CTE):
+            cte_names.add(node.alias.lower())
+        elif isinstance(node, exp.Select) and any(
+            isinstance(p, exp.Star) or isinstance(p.this, exp.Star) for p in node.expressions
+        ):
+            starred.append(node)
+    if not starred:
+        return
     known_tables = {**_SCHEMA_COLUMNS, **(columns or {})}
     with_ = tree.args.get("with_")
     ctes = {c.alias.lower(): c.this for c in with_.expressions} if with_ is not None else {}
     # A name a CTE anywhere in the tree takes means that CTE there, not a table: only the
     # top-level CTEs' are known.
-    shadowed = {c.alias.lower() for c in tree.find_all(exp.CTE)} - set(ctes)
+    shadowed = cte_names - set(ctes)
     # Innermost first: a SELECT's own sources are expanded before it reads their columns.
-    for select in reversed(list(tree.find_all(exp.Select, bfs=False))):
+    for select in reversed(starred):
         holders = [select.args.get("from_"), *(select.args.get("joins") or [])]
         sources = [h.this for h in holders if h is not None]
-        if not any(
-            isinstance(p, exp.Star) or isinstance(p.this, exp.Star) for p in select.expressions
-        ):
-            continue
         known: dict[str, list[str]] = {}
         for source in sources:
             named: list[str] | None = None

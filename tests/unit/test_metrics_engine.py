@@ -1124,6 +1124,17 @@ def _oracle_cells(data: Data, metric: str, period: Period, group_by: list[D]) ->
     }
 
 
+def _engine_as_oracle(
+    data: Data, period: Period, cases: list[tuple[str, list[D]]]
+) -> dict[str, Cells]:
+    """The engine's cells of each (metric, group-by) of ``cases``, each checked equal to the
+    oracle's over the same rows."""
+    engine = {metric: run(data, metric, period, group_by) for metric, group_by in cases}
+    for metric, group_by in cases:
+        assert engine[metric] == _oracle_cells(data, metric, period, group_by), metric
+    return engine
+
+
 def test_tied_versions_and_fills_of_several_rows_as_the_catalogue_defines() -> None:
     """Rows of a line tied on its greatest version are all final (no row order decides, so a
     warehouse answers alike); a version below 1 counts as 1; a fill of several rows takes the
@@ -1154,9 +1165,7 @@ def test_tied_versions_and_fills_of_several_rows_as_the_catalogue_defines() -> N
         ("rx.spend_by_class", [D.DRUG_CLASS]),
         ("util.ed_visits", []),
     ]
-    engine = {m: run(data, m, january, g) for m, g in cases}
-    for metric, group_by in cases:
-        assert engine[metric] == _oracle_cells(data, metric, january, group_by), metric
+    engine = _engine_as_oracle(data, january, cases)
     denial = one(engine["ops.denial_rate"])
     assert (denial["lines"], denial["denied_lines"], denial["charge_cents"]) == (4, 2, 4000)
     assert one(engine["util.scripts"])["days_supply"] == 100  # f1: 90, f2: 10
@@ -1192,9 +1201,7 @@ def test_fills_with_rows_outside_the_period_are_judged_on_all_their_rows() -> No
         ("rx.spend_by_class", [D.DRUG_CLASS]),
         ("rx.specialty_share", []),
     ]
-    engine = {m: run(data, m, january, g) for m, g in cases}
-    for metric, group_by in cases:
-        assert engine[metric] == _oracle_cells(data, metric, january, group_by), metric
+    engine = _engine_as_oracle(data, january, cases)
     scripts = one(engine["util.scripts"])
     assert (scripts["fills"], scripts["fill_members"], scripts["days_supply"]) == (2, 2, 100)
     assert engine["rx.generic_dispensing_rate"] == {

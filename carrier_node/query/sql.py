@@ -456,11 +456,15 @@ def expand_stars(tree: exp.Expr, columns: Mapping[str, list[str]] | None = None)
         for source in sources:
             named: list[str] | None = None
             if isinstance(source, exp.Table):
+                # A table of another schema (a warehouse's own, see qualify_tables) may lack
+                # columns: only the unqualified names are the data schema's.
                 name = source.name.lower()
-                if source.args.get("db") or name not in ctes.keys() | shadowed:
-                    named = known_tables.get(source.name)
+                if source.args.get("db") or source.args.get("catalog") or name in shadowed:
+                    named = None
                 elif name in ctes:
                     named = output_names(ctes[name])
+                else:
+                    named = known_tables.get(source.name)
             elif isinstance(source, exp.Subquery):
                 named = output_names(source.this)
             if named is not None and source.alias_or_name:

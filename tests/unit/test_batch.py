@@ -233,6 +233,10 @@ def test_a_star_over_a_schema_table_names_its_columns() -> None:
     shadowing = _q("WITH eligibility AS (SELECT 1 AS x) SELECT * FROM eligibility")
     sql.expand_stars(shadowing)
     assert _sql(shadowing).endswith("SELECT eligibility.x AS x FROM eligibility")
+    # A table of another schema may lack columns: its star stays.
+    elsewhere = _q("SELECT * FROM warehouse.eligibility AS e")
+    sql.expand_stars(elsewhere)
+    assert _sql(elsewhere) == "SELECT * FROM warehouse.eligibility AS e"
     # A star with modifiers stays.
     excluding = _q("SELECT * EXCLUDE (sex) FROM eligibility AS e")
     sql.expand_stars(excluding)

@@ -631,6 +631,10 @@ LONG_CODE_LIST = 32
 #: Separates the codes of a long list inside its one string (no code holds it).
 _CODE_SEPARATOR = ","
 
+#: Key of a SELECT's ``meta`` marking the subquery of a long code list (see :func:`codes_in`):
+#: PostgreSQL matches it as ``= ANY(array)`` instead (see :func:`for_dialect`).
+CODE_LIST = "fedoversight_code_list"
+
 
 def codes_in(column: exp.Expr, codes: Sequence[str]) -> exp.Expr:
     """``column`` is one of ``codes`` (NULL when the column is NULL, as ``IN`` reads)."""
@@ -655,7 +659,9 @@ def _code_table(codes: tuple[str, ...]) -> exp.Select:
     array = exp.func("STRING_TO_ARRAY", lit(_CODE_SEPARATOR.join(codes)), lit(_CODE_SEPARATOR))
     alias = exp.TableAlias(this=exp.to_identifier("code_list"), columns=[exp.to_identifier("code")])
     rows = exp.Unnest(expressions=[array], alias=alias)
-    return exp.select(exp.column("code", "code_list")).from_(rows)
+    select = exp.select(exp.column("code", "code_list")).from_(rows)
+    select.meta[CODE_LIST] = True
+    return select
 
 
 def code_range(column: exp.Expr, low: str, high: str) -> exp.Expr:
@@ -743,12 +749,28 @@ FENCE = "fedoversight_fence"
 
 def for_dialect(tree: QueryT, dialect: str) -> QueryT:
     """``tree`` (changed in place) as it is rendered for ``dialect``: on PostgreSQL, each
-    subquery marked :data:`FENCE` gets ``OFFSET 0``."""
+    subquery marked :data:`FENCE` gets ``OFFSET 0``, and each long code list (see
+    :func:`codes_in`) is matched as ``column = ANY(STRING_TO_ARRAY(...))``."""
     if dialect == "postgres":
         for select in tree.find_all(exp.Select):
             if select.meta.get(FENCE) and not select.args.get("offset"):
                 select.offset(0, copy=False)
+        for node in list(tree.find_all(exp.In)):
+            if (array := _code_list_array(node)) is not None:
+                node.replace(exp.EQ(this=node.this, expression=exp.Any(this=exp.paren(array))))
     return tree
+
+
+def _code_list_array(node: exp.In) -> exp.Expr | None:
+    """The array of codes of ``column IN (<code list of codes_in>)``, or None for any other
+    IN."""
+    query = node.args.get("query")
+    select = query.this if isinstance(query, exp.Subquery) else query
+    if not isinstance(select, exp.Select) or not select.meta.get(CODE_LIST):
+        return None
+    unnest = select.args["from_"].this
+    assert isinstance(unnest, exp.Unnest)
+    return unnest.expressions[0]
 
 
 def with_cte(query: SelectT, name: str, body: exp.Expr) -> SelectT:

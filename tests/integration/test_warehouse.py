@@ -254,3 +254,54 @@ def test_codes_compare_byte_by_byte_whatever_the_warehouse_collation(tmp_path: P
     }
     assert allowed == {"durable medical equipment": 7000, "office-based other": 5000}
     assert [t.cells for t in got] == [t.cells for t in expected]
+
+
+@pytest.mark.postgres
+def test_long_code_lists_are_matched_as_an_array_on_postgres(tmp_path: Path) -> None:
+    """PostgreSQL matches a long code list (revenue codes, MS-DRGs, places of service) as
+    ``column = ANY(array)``, a hashed test with no subplan, and counts the same unknown codes
+    as DuckDB's subquery form: a missing or empty code is not unknown, a listed one is not,
+    an unlisted one is."""
+    from carrier_node.query import render
+    from carrier_node.query.render import Keying
+    from tests.unit.test_metrics_engine import Data, _write_csv
+
+    data = (
+        Data()
+        .member("m1", sex="F")
+        .member("m2", sex="M")
+        .medical("m1", "2026-01-05", revenue_code="0450", drg="470", place_of_service="11")
+        .medical("m1", "2026-01-06", revenue_code="9999", drg="000", place_of_service="98")
+        .medical("m2", "2026-01-07", revenue_code="", drg="", place_of_service="")
+        .medical("m2", "2026-01-08", revenue_code="ABCD", drg="471")
+    )
+    for table, rows in data.rows.items():
+        _write_csv(tmp_path, table, rows)
+    period = Period.parse("2026-01")
+    query = wire.make_query("ops.data_quality", group_by=[D.MONTH])
+    text = render.render("postgres", None, None, period, query, Keying(SECRET))
+    assert "= ANY(STRING_TO_ARRAY(" in text and "code_list" not in text
+    assert "code_list" in render.render("duckdb", None, None, period, query, Keying(SECRET))
+    with fresh_schema() as schema:
+        con = postgres.connect()
+        try:
+            load_directory(con, schema, tmp_path)
+        finally:
+            con.close()
+        files = FileSource(tmp_path)
+        files.open()
+        pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
+        pg.open()
+        try:
+            expected = Engine(files, "c001", record_secret=SECRET).evaluate(period, query)
+            got = Engine(pg, "c001", record_secret=SECRET).evaluate(period, query)
+        finally:
+            pg.close()
+            files.close()
+    (cell,) = expected.cells
+    counts = {
+        name: cell.value(name)
+        for name in ("invalid_revenue_code", "invalid_drg", "invalid_place_of_service")
+    }
+    assert counts == {"invalid_revenue_code": 2, "invalid_drg": 1, "invalid_place_of_service": 1}
+    assert got.cells == expected.cells

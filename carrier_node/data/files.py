@@ -41,6 +41,7 @@ from carrier_node.data.validation import (
     check_tables,
     count_repeats,
     directory_problem,
+    money_sums_fit_int64,
 )
 from fedoversight.errors import DataSourceError
 from fedoversight.schema import TABLES
@@ -53,8 +54,11 @@ logger = logging.getLogger(__name__)
 class _Session:
     """One DuckDB cursor; errors name their class only (see :meth:`FileSource.execute_arrow`)."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, money_sums_fit_int64: bool) -> None:
         self._cursor = cursor
+        #: Whether every sum of one table's cents fits a 64-bit integer, for the files this
+        #: session reads (see :func:`carrier_node.data.validation.money_sums_fit_int64`).
+        self.money_sums_fit_int64 = money_sums_fit_int64
 
     def _fail(self, exc: duckdb.Error) -> DataSourceError:
         logger.error("query failed on the file data source (%s)", type(exc).__name__)
@@ -257,9 +261,10 @@ class FileSource:
         """
         with self._lock:
             con, validated = self._connection_locked()
+            int64_sums = money_sums_fit_int64(self._checks)
         cursor = con.cursor()
         try:
-            yield _Session(cursor)
+            yield _Session(cursor, int64_sums)
         finally:
             cursor.close()
         if self.snapshot() != validated:
@@ -287,6 +292,12 @@ class FileSource:
                     entry = f"{table.name}\0{name}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
                     digest.update(entry.encode())
         return digest.hexdigest()
+
+    @property
+    def money_sums_fit_int64(self) -> bool:
+        """Whether every sum of one table's cents fits a 64-bit integer, for the files as
+        last validated (a session tells for the files it reads)."""
+        return money_sums_fit_int64(self._checks)
 
     @property
     def checks(self) -> tuple[TableCheck, ...]:

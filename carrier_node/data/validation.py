@@ -38,6 +38,7 @@ only, and DuckDB's own error text (which can quote a row) is never kept.
 
 from __future__ import annotations
 
+import decimal
 import logging
 import typing
 from collections.abc import Sequence
@@ -392,6 +393,11 @@ class TableCheck:
     #: :func:`count_repeats`, which counts them when asked; None when they were counted or
     #: the table has no key whose repeats are counted.
     repeats: tuple[exp.Query, exp.Query] | None = None
+    #: The largest magnitude of any amount of the table's money columns, in cents, over all
+    #: its rows (those left out of the view too); None when the table has no money column.
+    #: With :attr:`rows` it bounds every sum of the table's cents (see
+    #: :func:`money_sums_fit_int64`).
+    money_bound_cents: int | None = None
 
     @property
     def usable(self) -> bool:
@@ -562,7 +568,7 @@ def _keep_conditions(
     plans: Sequence[_ColumnPlan], table: Table, no_nulls: frozenset[str] = frozenset()
 ) -> list[exp.Expr]:
     """The conditions a row must meet to appear in the view; a required column of
-    ``no_nulls`` (read as stored and holding no NULL, see :func:`_parquet_nulls`) needs none."""
+    ``no_nulls`` (read as stored and holding no NULL, see :func:`_parquet_footers`) needs none."""
     conditions: list[exp.Expr] = []
     for plan in plans:
         if plan.raw is None:
@@ -635,32 +641,54 @@ def _describe_source(
     return {str(row[0]).lower(): str(row[1]).upper() for row in _run(con, query)}
 
 
-def _parquet_nulls(con: duckdb.DuckDBPyConnection, data_file: DataFile) -> dict[str, int]:
-    """Column name (lower case) -> its NULL values over the Parquet files, for the columns
-    whose count every row group of every file records in its statistics (none for CSV). The
-    checks take these counts from the files' footers rather than from a pass over the
-    values: a required column without NULLs is then not read at all."""
+def _parquet_footers(
+    con: duckdb.DuckDBPyConnection, data_file: DataFile
+) -> tuple[dict[str, int], dict[str, int]]:
+    """What the Parquet files' footers record of their columns (none for CSV), in one read of
+    them: column name (lower case) -> its NULL values, for the columns whose count every row
+    group of every file records; and column name -> the largest magnitude of its values in
+    cents, for the columns whose least and greatest value every row group records as a
+    decimal number (or records it holds only NULLs). The checks take these from the footers
+    rather than from a pass over the values: a required column without NULLs, or a money
+    column stored as the canonical DECIMAL, is then not read at all."""
     if data_file.format != "parquet":
-        return {}
+        return {}, {}
     paths = [exp.Literal.string(str(p.resolve())) for p in data_file.files]
     metadata = exp.func("parquet_metadata", exp.Array(expressions=paths))
     name = exp.Lower(this=exp.column("path_in_schema"))
     nulls = exp.column("stats_null_count")
+
+    def number(column: str) -> exp.Expr:
+        return exp.TryCast(this=exp.column(column), to=exp.DataType.build("DECIMAL(38,2)"))
+
+    bounded = exp.or_(
+        nulls.copy().eq(exp.column("num_values")),
+        exp.and_(_not_null(number("stats_min_value")), _not_null(number("stats_max_value"))),
+    )
     query = (
         exp.select(
             name.as_("name"),
             exp.Count(this=exp.Distinct(expressions=[exp.column("file_name")])),
             exp.Sum(this=nulls.copy()),
             exp.Count(this=exp.Star()) - exp.Count(this=nulls.copy()),
+            exp.Count(this=exp.Star()) - _count(bounded),
+            exp.Max(this=exp.Abs(this=number("stats_min_value"))),
+            exp.Max(this=exp.Abs(this=number("stats_max_value"))),
         )
         .from_(metadata)
         .group_by(name.copy())
     )
     known: dict[str, int] = {}
-    for column, files, count, unrecorded in _run(con, query):
-        if files == len(data_file.files) and unrecorded == 0 and count is not None:
+    magnitudes: dict[str, int] = {}
+    for column, files, count, unrecorded, unbounded, low, high in _run(con, query):
+        if files != len(data_file.files):
+            continue
+        if unrecorded == 0 and count is not None:
             known[str(column)] = int(count)  # type: ignore[call-overload]
-    return known
+        if unbounded == 0:
+            largest = [decimal.Decimal(str(v)) for v in (low, high) if v is not None]
+            magnitudes[str(column)] = int(max(largest, default=decimal.Decimal(0)) * 100)
+    return known, magnitudes
 
 
 def _is_empty(con: duckdb.DuckDBPyConnection, data_file: DataFile, path: Path) -> bool:
@@ -933,17 +961,24 @@ def _check_files(
             problems.append(problem(column.name, "wrong_type", 0, "warning"))
         plans.append(plan)
 
-    # NULLs a Parquet footer records are not counted again (see _parquet_nulls).
+    # NULLs a Parquet footer records are not counted again, nor the largest amount of a money
+    # column read as stored looked for again (see _parquet_footers).
     footer_nulls: dict[str, int] = {}
+    footer_money: dict[str, int] = {}
     if any(_as_stored(plan) for plan in plans):
         try:
-            recorded = _parquet_nulls(con, data_file)
+            recorded, magnitudes = _parquet_footers(con, data_file)
         except _Unreadable as error:
             return unreadable(error)
         footer_nulls = {
             p.column.name: recorded[p.column.name]
             for p in plans
             if _as_stored(p) and p.column.name in recorded
+        }
+        footer_money = {
+            p.column.name: magnitudes[p.column.name]
+            for p in plans
+            if _as_stored(p) and p.column.type is ColumnType.MONEY and p.column.name in magnitudes
         }
 
     # One pass: the positions of the counts are recorded as the select list is built.
@@ -969,6 +1004,10 @@ def _check_files(
             add(name, "null", _count(_is_null(plan.raw)))
         if column.values is not None:
             add(name, "code", _count(exp.Not(this=plan.typed.copy().isin(*sorted(column.values)))))
+        if column.type is ColumnType.MONEY and name not in footer_money:
+            # Widened first: the largest DECIMAL(18,2) times 100 leaves DECIMAL(18,2).
+            largest = exp.cast(exp.Max(this=exp.Abs(this=plan.typed.copy())), "DECIMAL(38,2)")
+            add(name, "cents", exp.cast(largest * exp.Literal.number(100), "BIGINT"))
     span = _span(plans, table)
     if span is not None:
         add(
@@ -1073,6 +1112,8 @@ def _check_files(
                 problems.append(problem(None, "duplicate_key", repeated, "warning"))
                 conditions.append(RowCondition(None, "duplicate_key", _repeats_earlier(key_plans)))
     logger.info("%s: %s holds %d rows, %d excluded", table.name, file_name, total, excluded)
+    money = [values[slot] for (_, stat), slot in slots.items() if stat == "cents"]
+    money += footer_money.values()
     return _Outcome(
         table,
         data_file,
@@ -1083,6 +1124,25 @@ def _check_files(
         located,
         tuple(conditions),
         repeats=deferred,
+        money_bound_cents=max(money, default=None),
+    )
+
+
+#: What every sum of one table's cents must stay within for a 64-bit sum of them to be
+#: exact: a quarter of BIGINT's range, so that a sum over the rows of the two claims tables
+#: together, or a medical sum and a pharmacy sum added, fits too.
+INT64_SUM_LIMIT = 2**61
+
+
+def money_sums_fit_int64(checks: Sequence[TableCheck]) -> bool:
+    """Whether no sum of the cents of any rows of one usable table can leave
+    :data:`INT64_SUM_LIMIT`: its rows times its largest amount stay within it. Then summing
+    cents in a 64-bit integer without overflow checks (DuckDB's ``sum_no_overflow``, faster
+    than its 128-bit ``SUM``) is exact; see :func:`carrier_node.query.sql.int64_sums`."""
+    return all(
+        check.money_bound_cents is None or check.rows * check.money_bound_cents <= INT64_SUM_LIMIT
+        for check in checks
+        if check.usable
     )
 
 

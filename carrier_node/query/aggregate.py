@@ -610,6 +610,9 @@ def _member_month_spend(period: Period) -> exp.Query:
     )
     rows = next(q for q in tree.find_all(exp.Subquery) if q.alias == "c")
     rows.this.meta[sql.FENCE] = True  # each row's lag, read by every bucket, computed once
+    for part in tree.find_all(exp.Subquery):
+        if part.alias in ("m", "p"):  # each row's cents and counts, summed per member month
+            part.this.meta[sql.INT64_SUMS] = True
     return tree
 
 

@@ -73,13 +73,29 @@ class Engine:
     def _tables(self) -> frozenset[str] | None:
         return getattr(self.source, "tables", None)
 
-    def render(self, period: Period, query: QuerySpec) -> str:
+    def _keying(self, int64_sums: bool | None = None) -> Keying:
+        """The keying of the SQL for the source's data: with 64-bit sums where the source
+        (or the session, ``int64_sums``, for the files it reads) knows they fit. DuckDB only:
+        the function is DuckDB's."""
+        if int64_sums is None:
+            int64_sums = bool(getattr(self.source, "money_sums_fit_int64", False))
+        int64_sums = int64_sums and self.source.dialect == "duckdb"
+        if int64_sums == self.keying.int64_sums:
+            return self.keying
+        return dataclasses.replace(self.keying, int64_sums=int64_sums)
+
+    def render(self, period: Period, query: QuerySpec, *, int64_sums: bool | None = None) -> str:
         """The SQL text for ``query`` in the source's dialect (stays inside the node).
 
         Cached (see :mod:`carrier_node.query.render`).
         """
         return render.render(
-            self.source.dialect, self._tables(), self.schema, period, query, self.keying
+            self.source.dialect,
+            self._tables(),
+            self.schema,
+            period,
+            query,
+            self._keying(int64_sums),
         )
 
     def _min_uses(self) -> int:
@@ -89,7 +105,13 @@ class Engine:
         picked nested loops that ran for hours)."""
         return int(getattr(self.source, "block_min_uses", 2))
 
-    def render_batch(self, period: Period, queries: tuple[QuerySpec, ...]) -> RenderedBatch:
+    def render_batch(
+        self,
+        period: Period,
+        queries: tuple[QuerySpec, ...],
+        *,
+        int64_sums: bool | None = None,
+    ) -> RenderedBatch:
         """The SQL of ``queries`` evaluated together (see :mod:`carrier_node.query.batch`)."""
         return render.render_batch(
             self.source.dialect,
@@ -97,7 +119,7 @@ class Engine:
             self.schema,
             period,
             queries,
-            self.keying,
+            self._keying(int64_sums),
             self._min_uses(),
         )
 
@@ -142,15 +164,18 @@ class Engine:
         self, period: Period, queries: tuple[QuerySpec, ...], budget: Budget
     ) -> list[tuple[pa.Table, float]]:
         """Each query's result table and the seconds its own SQL took."""
-        if len(queries) < self._min_uses():
-            shared: tuple[tuple[str, str, int, int], ...] = ()
-            texts = tuple(self.render(period, q) for q in queries)
-        else:
-            rendered = self.render_batch(period, queries)
-            shared, texts = tuple(rendered.shared), tuple(rendered.queries)
         out = []
         shared_seconds = 0.0
         with self.source.session() as session, budget.interruptible(_interrupt_of(session)):
+            # Rendered for the data this session reads (whether its sums fit 64 bits is known
+            # for the files as validated when it opened).
+            int64_sums = bool(getattr(session, "money_sums_fit_int64", False))
+            shared: tuple[tuple[str, str, int, int], ...] = ()
+            if len(queries) < self._min_uses():
+                texts = tuple(self.render(period, q, int64_sums=int64_sums) for q in queries)
+            else:
+                rendered = self.render_batch(period, queries, int64_sums=int64_sums)
+                shared, texts = tuple(rendered.shared), tuple(rendered.queries)
             limit: Callable[[float], None] | None = getattr(session, "time_limit", None)
             if limit is not None and math.isfinite(budget.remaining()):
                 limit(budget.remaining())  # the source's own guard, should an interrupt be lost

@@ -85,6 +85,9 @@ class Keying:
     clamped: bool = False
     #: The carrier's declared monthly totals (see :mod:`carrier_node.data.control_totals`).
     control_totals: ControlTotals = field(default_factory=ControlTotals)
+    #: Whether every sum of one table's cents is known to fit a 64-bit integer, so that the
+    #: blocks marked for it sum in 64 bits (DuckDB only; see :func:`sql.int64_sums`).
+    int64_sums: bool = False
 
 
 def expression(
@@ -103,7 +106,10 @@ def expression(
         clamped=keying.clamped,
         control_totals=keying.control_totals,
     )
-    return sql.qualify_tables(metrics.build(context), schema)
+    tree = metrics.build(context)
+    if keying.int64_sums:
+        tree = sql.int64_sums(tree)
+    return sql.qualify_tables(tree, schema)
 
 
 @functools.lru_cache(maxsize=512)

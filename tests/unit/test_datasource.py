@@ -637,3 +637,48 @@ def test_a_batch_during_which_a_file_changes_fails(
     assert read == [4]
     # The next batch reads the new file, validated.
     assert scalar(source, "SELECT count(*) FROM pharmacy_claims") == 2
+
+
+@pytest.mark.parametrize(
+    ("fmt", "statistics", "as_text"),
+    [
+        ("csv", True, False),
+        ("parquet", True, False),
+        ("parquet", False, False),
+        ("parquet", True, True),
+    ],
+    ids=["csv", "parquet-footer", "parquet-no-statistics", "parquet-text-amounts"],
+)
+def test_the_largest_amount_bounds_the_sums_of_cents(
+    tmp_path: Path,
+    opened: Callable[[Path], FileSource],
+    fmt: Format,
+    statistics: bool,
+    as_text: bool,
+) -> None:
+    """Each table's largest amount (in cents, of any money column, negative ones by their
+    magnitude) is known after opening: from the Parquet footers where they record it for a
+    column stored as the canonical DECIMAL, else from the pass over the values (CSV, text,
+    a writer without statistics), the same either way. With the rows it tells whether every
+    sum of the cents fits 64 bits."""
+    tables = valid_tables()
+    tables["medical_claims"][0]["allowed_amount"] = "-98765.43"
+    tables["medical_claims"][1]["copay_amount"] = "12.00"
+    for name, rows in tables.items():
+        text = frozenset(c for c in rows[0] if as_text and c.endswith("_amount"))
+        write_table(tmp_path, name, rows, fmt, as_text=text)
+    if not statistics:
+        path = tmp_path / "medical_claims.parquet"
+        pq.write_table(pq.read_table(path), path, write_statistics=False)
+    source = opened(tmp_path)
+    bounds = {c.table.name: c.money_bound_cents for c in source.checks}
+    expected_medical = max(
+        abs(int(Decimal(r[c]) * 100))
+        for r in tables["medical_claims"]
+        for c in r
+        if c.endswith("_amount") and r[c]
+    )
+    assert expected_medical == 9876543
+    assert bounds["medical_claims"] == expected_medical
+    assert bounds["eligibility"] is None  # no money column
+    assert source.money_sums_fit_int64

@@ -19,6 +19,7 @@ import sqlglot
 
 from carrier_node.cells import RawCell
 from carrier_node.data.files import FileSource
+from carrier_node.data.validation import INT64_SUM_LIMIT
 from carrier_node.disclosure import protect_table
 from carrier_node.policy import Policy
 from carrier_node.query import metrics
@@ -27,6 +28,7 @@ from carrier_node.query.engine import Engine
 from fedoversight.catalogue import METRICS, StatKind, get_metric
 from fedoversight.dimensions import Dimension as D
 from fedoversight.domain import QuerySpec, Status
+from fedoversight.errors import DataSourceError
 from fedoversight.histogram import EDGES_CENTS, N_BINS, Histogram, bin_index
 from fedoversight.periods import Period
 from fedoversight.schema import TABLES, ColumnType
@@ -34,6 +36,7 @@ from fedoversight.testing import oracle
 
 CARRIER = "c042"
 Q1 = Period.parse("2026Q1")
+JANUARY = Period.parse("2026-01")
 YEAR = Period.parse("2026")
 
 _ARROW = {
@@ -54,6 +57,7 @@ class MemorySource:
     def __init__(self, rows: Mapping[str, list[dict[str, Any]]]) -> None:
         self.con = duckdb.connect(":memory:")
         present = set()
+        bounds: list[int] = []
         for table in TABLES:
             data = rows.get(table.name)
             if data is None and not table.required:
@@ -70,7 +74,18 @@ class MemorySource:
             self.con.register(f"input_{table.name}", pa.table(columns))
             self.con.execute(f"CREATE TABLE {table.name} AS SELECT * FROM input_{table.name}")
             present.add(table.name)
+            cents = [
+                abs(int(v * 100))
+                for c in table.columns
+                if c.type is ColumnType.MONEY
+                for v in columns[c.name].to_pylist()
+                if v is not None
+            ]
+            bounds.append(len(data) * max(cents, default=0))
         self.tables = frozenset(present)
+        #: As the file source tells it (see validation.money_sums_fit_int64): the engine's
+        #: tests run the 64-bit sums wherever the data allows them, as a carrier's node does.
+        self.money_sums_fit_int64 = all(b <= INT64_SUM_LIMIT for b in bounds)
 
     def execute_arrow(self, sql: str) -> pa.Table:
         table: pa.Table = self.con.cursor().sql(sql).to_arrow_table()
@@ -84,14 +99,15 @@ class MemorySource:
         """A batch's session: its temporary tables live on one cursor."""
         cursor = self.con.cursor()
         try:
-            yield MemorySession(cursor)
+            yield MemorySession(cursor, self.money_sums_fit_int64)
         finally:
             cursor.close()
 
 
 class MemorySession:
-    def __init__(self, cursor: duckdb.DuckDBPyConnection) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, money_sums_fit_int64: bool) -> None:
         self.cursor = cursor
+        self.money_sums_fit_int64 = money_sums_fit_int64
 
     def create_table(self, name: str, statement: str) -> None:
         self.cursor.execute(statement)
@@ -1312,3 +1328,53 @@ def test_file_source_views_without_optional_columns_or_rebates(tmp_path: Path) -
         costs = engine.evaluate(Q1, QuerySpec("cost.member_cost_share_pmpm", 1))
         assert costs.cells[0].value("cost_share_cents") == 0
         assert costs.cells[0].value("claimants") == 2
+
+
+def test_cents_are_summed_in_64_bits_only_where_the_data_bounds_every_sum(tmp_path: Path) -> None:
+    """The spend block sums each member month's cents in 64 bits without overflow checks
+    (DuckDB's ``sum_no_overflow``) only when the files' rows times their largest amount stay
+    within 2**61: then no sum of the claims' cents can wrap. Past it the block keeps ``SUM``,
+    whose 128-bit total is exact or fails its cast, never a wrapped figure.
+
+    240 lines of the largest amount the engine turns into cents (just under 10**14 dollars)
+    exceed the bound and keep ``SUM``: their total, 2.4e18 cents, still fits 64 bits and comes
+    out exact. A thousand lines' total does not: the engine fails with a clear error, where a
+    64-bit sum wraps to a wrong figure."""
+    largest = "99999999999999.99"
+    cents = 9_999_999_999_999_999
+    query = QuerySpec("cost.pmpm", 1, (D.MONTH,))
+
+    def source(lines: int, amount: str) -> FileSource:
+        directory = tmp_path / f"{lines}-{amount}"
+        directory.mkdir()
+        data = Data().member("a")
+        for line in range(lines):
+            day = f"2026-01-{1 + line % 28:02d}"
+            data.medical("a", day, allowed_amount=amount, paid_amount="1.00")
+        for table, rows in data.rows.items():
+            _write_csv(directory, table, rows)
+        return FileSource(directory)
+
+    with source(5, "12.34") as small:
+        assert small.money_sums_fit_int64
+        engine = Engine(small, CARRIER)
+        batch = engine.render_batch(JANUARY, (query, query))
+        assert any("SUM_NO_OVERFLOW" in s for _, s, _, _ in batch.shared)
+        (cell,) = engine.evaluate(JANUARY, query).cells
+        assert cell.value("allowed_cents") == 5 * 1234
+    with source(240, largest) as many:
+        assert 240 * cents > INT64_SUM_LIMIT and not many.money_sums_fit_int64
+        engine = Engine(many, CARRIER)
+        batch = engine.render_batch(JANUARY, (query, query))
+        assert not any("SUM_NO_OVERFLOW" in s for _, s, _, _ in batch.shared)
+        (cell,) = engine.evaluate(JANUARY, query).cells
+        assert cell.value("allowed_cents") == 240 * cents
+    with source(1000, largest) as too_many:
+        assert not too_many.money_sums_fit_int64
+        with pytest.raises(DataSourceError):
+            Engine(too_many, CARRIER).evaluate(JANUARY, query)
+        # What the bound guards against: the same sums in 64 bits wrap silently.
+        forced = Engine(too_many, CARRIER).render(JANUARY, query, int64_sums=True)
+        with too_many.session() as session:
+            wrapped = session.execute_arrow(forced).column("allowed_cents").to_pylist()
+        assert wrapped != [1000 * cents]

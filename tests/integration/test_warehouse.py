@@ -14,6 +14,7 @@ from pathlib import Path
 import psycopg.sql
 import pytest
 
+from carrier_node.cells import RawTable
 from carrier_node.data.files import FileSource
 from carrier_node.data.warehouse import PostgresSource, WarehouseConfig
 from carrier_node.query.engine import Engine
@@ -60,22 +61,31 @@ def queries() -> list[QuerySpec]:
     return out
 
 
+def evaluate_both(
+    directory: Path, schema: str, carrier: str, period: Period, query: QuerySpec
+) -> tuple[RawTable, RawTable]:
+    """``query`` over the files of ``directory`` (DuckDB) and over the warehouse ``schema``
+    loaded from them (PostgreSQL), with the same record secret."""
+    files = FileSource(directory)
+    files.open()
+    pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
+    pg.open()
+    try:
+        expected = Engine(files, carrier, record_secret=SECRET).evaluate(period, query)
+        got = Engine(pg, carrier, record_secret=SECRET).evaluate(period, query)
+    finally:
+        pg.close()
+        files.close()
+    return expected, got
+
+
 @pytest.mark.postgres
 @pytest.mark.parametrize("query", queries(), ids=lambda q: q.metric)
 def test_postgres_and_duckdb_give_identical_cells(
     warehouse: tuple[Path, str], query: QuerySpec
 ) -> None:
     directory, schema = warehouse
-    files = FileSource(directory)
-    files.open()
-    pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
-    pg.open()
-    try:
-        expected = Engine(files, "c003", record_secret=SECRET).evaluate(PERIOD, query)
-        got = Engine(pg, "c003", record_secret=SECRET).evaluate(PERIOD, query)
-    finally:
-        pg.close()
-        files.close()
+    expected, got = evaluate_both(directory, schema, "c003", PERIOD, query)
     assert expected.cells, "the metric has data to compare"
     assert got.cells == expected.cells
 
@@ -288,16 +298,7 @@ def test_long_code_lists_are_matched_as_an_array_on_postgres(tmp_path: Path) -> 
             load_directory(con, schema, tmp_path)
         finally:
             con.close()
-        files = FileSource(tmp_path)
-        files.open()
-        pg = PostgresSource(WarehouseConfig(dbname="test", schema_name=schema))
-        pg.open()
-        try:
-            expected = Engine(files, "c001", record_secret=SECRET).evaluate(period, query)
-            got = Engine(pg, "c001", record_secret=SECRET).evaluate(period, query)
-        finally:
-            pg.close()
-            files.close()
+        expected, got = evaluate_both(tmp_path, schema, "c001", period, query)
     (cell,) = expected.cells
     counts = {
         name: cell.value(name)

@@ -30,6 +30,7 @@ from carrier_node.data.validation import (
     DATA_SUFFIXES,
     DUPLICATE_KEYS,
     ENCODING_NAMES,
+    MONEY_LIMIT_CENTS,
     RANGE_CHECKS,
     CsvEncoding,
     Problem,
@@ -70,7 +71,9 @@ CSV_TEXT: dict[ColumnType, str] = {
     ColumnType.CODE: "any text, kept as written (leading zeros too), spaces around it trimmed",
     ColumnType.DATE: f"`YYYY-MM-DD`: matches `{_ISO_DATE}` and is a real date",
     ColumnType.MONEY: (
-        "a plain decimal number (`-12.50`; no currency sign, no thousands separator), kept to cents"
+        "a plain decimal number (`-12.50`; no currency sign, no thousands separator), kept to"
+        f" cents; in files of any type, 10^{len(str(MONEY_LIMIT_CENTS)) - 3} or more in"
+        " magnitude is not an amount (its cents would not fit the type)"
     ),
     ColumnType.BOOL: (
         "true: "

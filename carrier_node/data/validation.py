@@ -1045,6 +1045,20 @@ def _check_files(
         slot = slots.get((column, name))
         return 0 if slot is None else values[slot]
 
+    # The largest amount of each money column, in cents (from the pass or the footers).
+    largest_cents = {column: values[slot] for (column, s), slot in slots.items() if s == "cents"}
+    largest_cents.update(footer_money)
+    # Amounts the engine cannot turn into cents are rare enough to be counted by a pass of
+    # their own, only for a table that has one (see MONEY_LIMIT_CENTS).
+    too_large = [p for p in plans if largest_cents.get(p.column.name, 0) >= MONEY_LIMIT_CENTS]
+    oversized: dict[str, int] = {}
+    if too_large:
+        try:
+            oversized, kept_below, below = _count_oversized(con, data_file, too_large, keep)
+        except _Unreadable as error:
+            return unreadable(error)
+        largest_cents.update(below)
+
     conditions: list[RowCondition] = []
     for plan in plans:
         if plan.raw is None:
@@ -1052,17 +1066,21 @@ def _check_files(
         name = plan.column.name
         nonnull = stat(name, "nonnull")
         fail, code, null = stat(name, "fail"), stat(name, "code"), stat(name, "null")
+        large = oversized.get(name, 0)
         unparsed = exp.and_(_not_null(plan.raw), _is_null(plan.typed))
         if fail and fail == nonnull:
             problems.append(problem(name, "wrong_type", fail, "error"))
             conditions.append(RowCondition(name, "wrong_type", unparsed))
-        elif fail + code:
-            severity: Severity = "error" if code and fail + code == nonnull else "warning"
-            problems.append(problem(name, "invalid_value", fail + code, severity))
-            flagged = [unparsed] if plan.can_fail else []
+        elif fail + code + large:
+            invalid = fail + code + large
+            severity: Severity = "error" if (code or large) and invalid == nonnull else "warning"
+            problems.append(problem(name, "invalid_value", invalid, severity))
+            flagged: list[exp.Expr] = [unparsed] if plan.can_fail else []
             if plan.column.values is not None:
                 outside = exp.Not(this=plan.typed.copy().isin(*sorted(plan.column.values)))
                 flagged.append(exp.and_(_not_null(plan.typed), outside))
+            if large:
+                flagged.append(_oversized(plan))
             conditions.append(RowCondition(name, "invalid_value", exp.or_(*flagged)))
         if null:
             problems.append(
@@ -1091,10 +1109,11 @@ def _check_files(
     # uses. The view is valid for the files as checked; the data source checks again when a
     # file changes.
     needed = [c for c, slot in zip(keep, condition_slots, strict=True) if values[slot] < total]
+    needed += [_within_money_limit(p) for p in too_large if oversized.get(p.column.name)]
     if needed:
         view = view.where(exp.and_(*(c.copy() for c in needed)))
         located = located.where(exp.and_(*(c.copy() for c in needed)))
-    excluded = total - values[kept_slot]
+    excluded = total - (kept_below if too_large else values[kept_slot])
 
     key = DUPLICATE_KEYS.get(table.name)
     deferred: tuple[exp.Query, exp.Query] | None = None
@@ -1112,8 +1131,7 @@ def _check_files(
                 problems.append(problem(None, "duplicate_key", repeated, "warning"))
                 conditions.append(RowCondition(None, "duplicate_key", _repeats_earlier(key_plans)))
     logger.info("%s: %s holds %d rows, %d excluded", table.name, file_name, total, excluded)
-    money = [values[slot] for (_, stat), slot in slots.items() if stat == "cents"]
-    money += footer_money.values()
+    money = list(largest_cents.values())
     return _Outcome(
         table,
         data_file,
@@ -1125,6 +1143,54 @@ def _check_files(
         tuple(conditions),
         repeats=deferred,
         money_bound_cents=max(money, default=None),
+    )
+
+
+#: Amounts of this many cents (10^14 dollars) or more are not amounts the engine can use: it
+#: turns an amount into cents in the schema's DECIMAL(18,2), which holds a hundred times less
+#: than the type's own range. Such a value (no claim comes near it) counts as an invalid value
+#: and its row is left out, as a value that does not parse is, rather than making every query
+#: over the table fail.
+MONEY_LIMIT_CENTS = 10**16
+
+
+def _oversized(plan: _ColumnPlan) -> exp.Expr:
+    """The rows whose amount in ``plan``'s money column is at or past the limit."""
+    limit = exp.Literal.number(MONEY_LIMIT_CENTS // 100)
+    return exp.GTE(this=exp.Abs(this=plan.typed.copy()), expression=limit)
+
+
+def _within_money_limit(plan: _ColumnPlan) -> exp.Expr:
+    """The rows the view keeps of ``plan``'s money column: no amount or one within the limit."""
+    return exp.Paren(this=exp.or_(_is_null(plan.typed), exp.Not(this=_oversized(plan))))
+
+
+def _count_oversized(
+    con: duckdb.DuckDBPyConnection,
+    data_file: DataFile,
+    plans: Sequence[_ColumnPlan],
+    keep: Sequence[exp.Expr],
+) -> tuple[dict[str, int], int, dict[str, int]]:
+    """For money columns whose largest amount is past the limit, in one pass: the rows past it
+    in each, the rows the view keeps once they are left out too, and each column's largest
+    amount in cents among the rest."""
+    within = [_within_money_limit(p) for p in plans]
+    selects: list[exp.Expr] = [_count(_oversized(p)) for p in plans]
+    selects.append(_count(exp.and_(*(c.copy() for c in [*keep, *within]))))
+    for plan, kept in zip(plans, within, strict=True):
+        largest = exp.Filter(
+            this=exp.Max(this=exp.Abs(this=plan.typed.copy())), expression=exp.Where(this=kept)
+        )
+        cents = exp.cast(largest, "DECIMAL(38,2)") * exp.Literal.number(100)
+        selects.append(exp.cast(cents, "BIGINT"))
+    row = _run(con, exp.select(*selects).from_(data_file.source()))[0]
+    counts = [int(v or 0) for v in row]  # type: ignore[call-overload]
+    names = [p.column.name for p in plans]
+    n = len(plans)
+    return (
+        dict(zip(names, counts[:n], strict=True)),
+        counts[n],
+        dict(zip(names, counts[n + 1 :], strict=True)),
     )
 
 

@@ -682,3 +682,54 @@ def test_the_largest_amount_bounds_the_sums_of_cents(
     assert bounds["medical_claims"] == expected_medical
     assert bounds["eligibility"] is None  # no money column
     assert source.money_sums_fit_int64
+
+
+@pytest.mark.parametrize(
+    ("fmt", "statistics", "as_text"),
+    [
+        ("csv", True, False),
+        ("parquet", True, False),
+        ("parquet", False, False),
+        ("parquet", True, True),
+    ],
+    ids=["csv", "parquet-footer", "parquet-no-statistics", "parquet-text-amounts"],
+)
+def test_an_amount_too_large_for_cents_is_an_invalid_value_not_a_failing_query(
+    tmp_path: Path,
+    opened: Callable[[Path], FileSource],
+    fmt: Format,
+    statistics: bool,
+    as_text: bool,
+) -> None:
+    """An amount of 10^14 dollars or more fits the schema's DECIMAL(18,2) but not its cents in
+    it, as every query computes them: such a value is an invalid value and its row is left
+    out at opening (counted, the bound of the sums taken over the rest), so queries over the
+    table run on the other rows instead of failing."""
+    tables = valid_tables()
+    tables["medical_claims"][0]["allowed_amount"] = "123456789012345.67"
+    tables["medical_claims"][2]["paid_amount"] = "-99999999999999.99"  # the largest that fits
+    for name, rows in tables.items():
+        text = frozenset(c for c in rows[0] if as_text and c.endswith("_amount"))
+        write_table(tmp_path, name, rows, fmt, as_text=text)
+    if not statistics:
+        path = tmp_path / "medical_claims.parquet"
+        pq.write_table(pq.read_table(path), path, write_statistics=False)
+    source = opened(tmp_path)
+    [problem] = [p for c in source.checks if c.table.name == "medical_claims" for p in c.problems]
+    assert (problem.column, problem.kind, problem.rows, problem.severity) == (
+        "allowed_amount",
+        "invalid_value",
+        1,
+        "warning",
+    )
+    assert "123456789012345" not in problem.describe()
+    quality = source.data_quality()
+    assert quality["medical_claims.allowed_amount.invalid_value"] == 1
+    assert quality["medical_claims.*.excluded"] == 1
+    kept = tables["medical_claims"][1:]
+    cents = "SELECT SUM(CAST(allowed_amount * 100 AS BIGINT)) FROM medical_claims"
+    assert scalar(source, cents) == sum(int(Decimal(r["allowed_amount"]) * 100) for r in kept)
+    paid = "SELECT MIN(CAST(paid_amount * 100 AS BIGINT)) FROM medical_claims"
+    assert scalar(source, paid) == -9999999999999999
+    [check] = [c for c in source.checks if c.table.name == "medical_claims"]
+    assert check.money_bound_cents == 9999999999999999

@@ -54,14 +54,17 @@ class SharedTable:
     #: Index of the first query that reads it (likewise): the table need not exist before.
     first_use: int = 0
 
-    def create_statement(self, dialect: str) -> str:
+    def create_statement(self, dialect: str, *, copy: bool = True) -> str:
+        """The statement creating the table. ``copy`` false: the body is the caller's to
+        rewrite (a plan rendered once, in one dialect), and is rewritten in place."""
+        body = self.body.copy() if copy else self.body
         create = exp.Create(
-            this=exp.to_table(self.name),
+            this=_table(self.name),
             kind="TABLE",
-            expression=for_dialect(self.body.copy(), dialect),
+            expression=for_dialect(body, dialect),
             properties=exp.Properties(expressions=[exp.TemporaryProperty()]),
         )
-        return create.sql(dialect=dialect, copy=False)  # ``create`` holds a copy of its own
+        return create.sql(dialect=dialect, copy=False)
 
 
 @dataclass(frozen=True)
@@ -79,15 +82,29 @@ def _digest(body: exp.Expr) -> str:
     return PREFIX + hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _rename_references(tree: exp.Expr, names: dict[str, str], *, copy: bool = True) -> exp.Expr:
-    """``tree`` (a copy unless ``copy`` is false) with every unqualified table reference to a
-    key of ``names`` pointing at its new name; the old name stays as the alias where the
-    reference had none."""
-    if copy:
-        tree = tree.copy()
+def _table(name: str) -> exp.Table:
+    """A reference to the table ``name`` (a plain identifier: built, not parsed)."""
+    return exp.Table(this=exp.to_identifier(name))
+
+
+class _NestedWith(Exception):
+    """A WITH below a query's top level: the planner leaves such a query as it is."""
+
+
+def _rename_references(
+    tree: exp.Expr, names: dict[str, str], done: list[tuple[exp.Expr, exp.Expr]]
+) -> exp.Expr:
+    """``tree`` (changed in place) with every unqualified table reference to a key of
+    ``names`` pointing at its new name; the old name stays as the alias where the reference
+    had none. Each replacement is recorded in ``done`` as (new, old). Raises
+    :class:`_NestedWith` on a WITH in ``tree``, before changing anything (the planner's check
+    that no name is shadowed, made in the same walk)."""
     # The tables are found by sqlglot's own walk; a Python call per node of a large tree
     # (a transform) cost about twice as much.
-    for node in list(tree.find_all(exp.Table)):
+    found = list(tree.find_all(exp.Table, exp.With))
+    if any(isinstance(node, exp.With) for node in found):
+        raise _NestedWith
+    for node in found:
         if (
             node.args.get("db")
             or node.args.get("catalog")
@@ -95,12 +112,13 @@ def _rename_references(tree: exp.Expr, names: dict[str, str], *, copy: bool = Tr
             or node.name not in names
         ):
             continue
-        renamed = exp.to_table(names[node.name])
+        renamed = _table(names[node.name])
         alias = node.args.get("alias")
         renamed.set(
             "alias",
             alias.copy() if alias else exp.TableAlias(this=exp.to_identifier(node.name)),
         )
+        done.append((renamed, node))
         if node is tree:
             return renamed
         node.replace(renamed)
@@ -109,39 +127,38 @@ def _rename_references(tree: exp.Expr, names: dict[str, str], *, copy: bool = Tr
 
 def _canonical(query: exp.Query) -> tuple[list[tuple[str, exp.Query]], exp.Query] | None:
     """The query's top-level CTEs renamed after their content, and the query without them;
-    None when the query's shape is not one this planner rewrites (then it runs as it is).
+    None when the query's shape is not one this planner rewrites (then it runs as it was
+    given, ``query`` as it was).
 
-    The query is the planner's to rewrite: its CTE bodies are renamed in place (the WITH
-    itself stays on ``query``)."""
+    The query is the planner's to rewrite: its WITH is taken off it, and its CTE bodies and
+    the rest renamed in place."""
     with_ = query.args.get("with_")
     if with_ is None or with_.args.get("recursive"):
         return None
-    # The query without its WITH, copied once (each CTE is copied once, renamed, below): the
-    # WITH is taken off the caller's tree for the copy and put back.
-    query.set("with_", None)
-    try:
-        outer = query.copy()
-    finally:
-        query.set("with_", with_)
-    ctes: list[tuple[str, exp.Query]] = []
-    # A WITH below the top level could shadow a name: such queries are left alone.
-    if any(True for _ in outer.find_all(exp.With)):
-        return None
     bodies = [cte.this for cte in with_.expressions]
-    if any(
-        not isinstance(body, exp.Query) or any(True for _ in body.find_all(exp.With))
-        for body in bodies
-    ):
-        return None  # checked before anything is renamed: such a query runs as it was given
+    if not all(isinstance(body, exp.Query) for body in bodies):
+        return None
+    # A WITH below the top level could shadow a name: such queries are left alone. Each part
+    # is checked as it is renamed (the query's own select last); on finding one, what was
+    # renamed before is put back.
+    query.set("with_", None)
     names: dict[str, str] = {}
-    for cte, body in zip(with_.expressions, bodies, strict=True):
-        renamed = _rename_references(body, names, copy=False)
-        assert isinstance(renamed, exp.Query)
-        name = _digest(renamed)
-        names[cte.alias] = name
-        if all(name != seen for seen, _ in ctes):  # the same block twice is one block
-            ctes.append((name, renamed))
-    main = _rename_references(outer, names, copy=False)
+    ctes: list[tuple[str, exp.Query]] = []
+    done: list[tuple[exp.Expr, exp.Expr]] = []
+    try:
+        for cte, body in zip(with_.expressions, bodies, strict=True):
+            renamed = _rename_references(body, names, done)
+            assert isinstance(renamed, exp.Query)
+            name = _digest(renamed)
+            names[cte.alias] = name
+            if all(name != seen for seen, _ in ctes):  # the same block twice is one block
+                ctes.append((name, renamed))
+        main = _rename_references(query, names, done)
+    except _NestedWith:
+        for renamed, original in reversed(done):
+            renamed.replace(original)
+        query.set("with_", with_)
+        return None
     assert isinstance(main, exp.Query)
     return ctes, main
 
@@ -183,19 +200,19 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
         uses.update({name for name, _ in ctes})
     shared_names = {name for name in order if uses[name] >= min_uses}
 
-    # Who reads each shared block: other shared blocks (by name), or anything else.
+    # Who reads each shared block: other shared blocks (by name), or anything else. A block
+    # reads the same in every query holding it (its name is its content): looked at once.
     shared_readers: dict[str, set[str]] = {name: set() for name in shared_names}
     read_elsewhere: set[str] = set()
+    for reader in order:
+        for name in _references(bodies[reader], shared_names):
+            if reader in shared_names:
+                shared_readers[name].add(reader)
+            else:
+                read_elsewhere.add(name)
     for entry in canonical:
-        if entry is None:
-            continue
-        ctes, main = entry
-        for reader, body in [*ctes, ("", main)]:
-            for name in _references(body, shared_names):
-                if reader in shared_names:
-                    shared_readers[name].add(reader)
-                else:
-                    read_elsewhere.add(name)
+        if entry is not None:
+            read_elsewhere |= _references(entry[1], shared_names)
     tables = {
         name for name in shared_names if name in read_elsewhere or len(shared_readers[name]) != 1
     }
@@ -260,7 +277,9 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
                 if dep not in inlined:
                     inlined.append(dep)
                     pending.append(dep)
-        body = bodies[name].copy()
+        # No copy: a block that is not a table has one reader, so it goes into one
+        # statement, and each body is the planner's own (the queries were copied or given).
+        body = bodies[name]
         for dep in sorted(inlined, key=order.index):
             body = with_cte(body, dep, bodies[dep])
         return body

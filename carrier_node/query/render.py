@@ -105,11 +105,9 @@ def expression(
         record_secret=keying.record_secret,
         clamped=keying.clamped,
         control_totals=keying.control_totals,
+        int64_sums=keying.int64_sums,
     )
-    tree = metrics.build(context)
-    if keying.int64_sums:
-        tree = sql.int64_sums(tree)
-    return sql.qualify_tables(tree, schema)
+    return sql.qualify_tables(metrics.build(context), schema)
 
 
 @functools.lru_cache(maxsize=512)
@@ -155,7 +153,7 @@ def render_batch(
         )
         return RenderedBatch(
             shared=tuple(
-                (t.name, t.create_statement(dialect), t.first_use, t.last_use)
+                (t.name, t.create_statement(dialect, copy=False), t.first_use, t.last_use)
                 for t in planned.shared
             ),
             # The plan is this call's alone: the generator may work on it without a copy.

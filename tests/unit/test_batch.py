@@ -297,6 +297,16 @@ def test_a_query_with_a_nested_with_runs_as_it_is() -> None:
     plan = batch.plan([nested, plain])
     assert plan.shared == ()
     assert _sql(plan.queries[0]) == _sql(nested)
+    # Found after its blocks were renamed (the query given to be rewritten in place): what
+    # was renamed is put back, and it runs as it was written.
+    text = (
+        "WITH a AS (SELECT 1 AS x), b AS (SELECT a.x + 1 AS y FROM a)"
+        " SELECT * FROM b, (WITH a AS (SELECT 2 AS x) SELECT x FROM a) AS n"
+    )
+    other = "WITH a AS (SELECT 1 AS x), b AS (SELECT a.x + 1 AS y FROM a) SELECT y FROM b"
+    plan = batch.plan([_q(text), _q(other)], owned=True)
+    assert _sql(plan.queries[0]) == _sql(_q(text))
+    assert [len(t) for t in _run_plan(plan)] == [1, 1]
 
 
 def test_the_suite_shares_member_months_and_fills() -> None:

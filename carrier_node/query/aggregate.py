@@ -184,7 +184,9 @@ def result_columns(stat: StatisticSpec, clamped: bool = False) -> tuple[str, ...
 
 
 def _when(condition: exp.Expr, value: exp.Expr) -> exp.Case:
-    return exp.Case().when(condition, value)
+    """CASE WHEN ``condition`` THEN ``value`` END, taking both as they are (not copied: give
+    each its own, or copies)."""
+    return exp.Case().when(condition, value, copy=False)
 
 
 def _sum0(value: exp.Expr) -> exp.Expr:
@@ -211,41 +213,41 @@ def member_aggregates(
         if stat.kind is StatKind.MEMBERS:
             present = value > 0
             out += [
-                _sum0(exp.Case().when(present, sql.num(1)).else_(sql.num(0))).as_(name),
-                exp.Min(this=_when(present.copy(), key.copy())).as_(name + KEY_LOW),
-                exp.Max(this=_when(present.copy(), key.copy())).as_(name + KEY_HIGH),
+                _sum0(exp.Case().when(present, sql.num(1)).else_(sql.num(0))).as_(name, copy=False),
+                exp.Min(this=_when(present.copy(), key.copy())).as_(name + KEY_LOW, copy=False),
+                exp.Max(this=_when(present.copy(), key.copy())).as_(name + KEY_HIGH, copy=False),
             ]
             continue
         assert stat.kind is not StatKind.HISTOGRAM, "histograms have their own rows"
-        out.append(_sum0(value.copy()).as_(name))
+        out.append(_sum0(value.copy()).as_(name, copy=False))
         if stat.mirrors is not None:
             out += _mirrored(stat, rows, key, clamps)
             continue
         if not stat.by_members:
             top = (tops or {}).get(name, exp.Max(this=exp.Abs(this=value.copy())))
-            out.append(exp.func("COALESCE", top.copy(), sql.num(0)).as_(name + TOP))
+            out.append(exp.func("COALESCE", top.copy(), sql.num(0)).as_(name + TOP, copy=False))
             continue
         nonzero = exp.NEQ(this=value.copy(), expression=sql.num(0))
         out += [
-            exp.Count(this=_when(nonzero, sql.num(1))).as_(name + SUPPORT),
-            exp.Min(this=_when(nonzero.copy(), key.copy())).as_(name + KEY_LOW),
-            exp.Max(this=_when(nonzero.copy(), key.copy())).as_(name + KEY_HIGH),
+            exp.Count(this=_when(nonzero, sql.num(1))).as_(name + SUPPORT, copy=False),
+            exp.Min(this=_when(nonzero.copy(), key.copy())).as_(name + KEY_LOW, copy=False),
+            exp.Max(this=_when(nonzero.copy(), key.copy())).as_(name + KEY_HIGH, copy=False),
         ]
         if stat.kind.magnitude:
             top = exp.Max(this=exp.Abs(this=value.copy()))
-            out.append(exp.func("COALESCE", top, sql.num(0)).as_(name + TOP))
+            out.append(exp.func("COALESCE", top, sql.num(0)).as_(name + TOP, copy=False))
         clamp = (clamps or {}).get(name)
         if clamp is not None:
             clamped = exp.func(
                 "GREATEST", exp.func("LEAST", value.copy(), sql.num(clamp)), sql.num(-clamp)
             )
-            out.append(_sum0(clamped).as_(name + CLAMPED))
+            out.append(_sum0(clamped).as_(name + CLAMPED, copy=False))
         if stat.part_of is not None:
             whole = col(stat.part_of, rows)
             rest = exp.NEQ(
                 this=exp.Sub(this=whole.copy(), expression=value.copy()), expression=sql.num(0)
             )
-            out.append(exp.Count(this=_when(rest, sql.num(1))).as_(name + REST))
+            out.append(exp.Count(this=_when(rest, sql.num(1))).as_(name + REST, copy=False))
     return out
 
 
@@ -259,15 +261,15 @@ def _mirrored(
     mirrored = col(stat.mirrors, rows)
     nonzero = exp.NEQ(this=mirrored.copy(), expression=sql.num(0))
     out: list[exp.Expr] = [
-        exp.Count(this=_when(nonzero, sql.num(1))).as_(stat.name + SUPPORT),
-        exp.Min(this=_when(nonzero.copy(), key.copy())).as_(stat.name + KEY_LOW),
-        exp.Max(this=_when(nonzero.copy(), key.copy())).as_(stat.name + KEY_HIGH),
+        exp.Count(this=_when(nonzero, sql.num(1))).as_(stat.name + SUPPORT, copy=False),
+        exp.Min(this=_when(nonzero.copy(), key.copy())).as_(stat.name + KEY_LOW, copy=False),
+        exp.Max(this=_when(nonzero.copy(), key.copy())).as_(stat.name + KEY_HIGH, copy=False),
     ]
     if stat.kind.magnitude:
         top = exp.Max(this=exp.Abs(this=mirrored.copy()))
-        out.append(exp.func("COALESCE", top, sql.num(0)).as_(stat.name + TOP))
+        out.append(exp.func("COALESCE", top, sql.num(0)).as_(stat.name + TOP, copy=False))
     if (clamps or {}).get(stat.name) is not None:
-        out.append(_sum0(col(stat.name, rows)).as_(stat.name + CLAMPED))
+        out.append(_sum0(col(stat.name, rows)).as_(stat.name + CLAMPED, copy=False))
     return out
 
 
@@ -282,9 +284,9 @@ def distinct_members(
     else:
         counted, keyed_ = _when(condition, member.copy()), _when(condition.copy(), key.copy())
     return [
-        exp.Count(this=exp.Distinct(expressions=[counted])).as_(name),
-        exp.Min(this=keyed_).as_(name + KEY_LOW),
-        exp.Max(this=keyed_.copy()).as_(name + KEY_HIGH),
+        exp.Count(this=exp.Distinct(expressions=[counted])).as_(name, copy=False),
+        exp.Min(this=keyed_).as_(name + KEY_LOW, copy=False),
+        exp.Max(this=keyed_.copy()).as_(name + KEY_HIGH, copy=False),
     ]
 
 

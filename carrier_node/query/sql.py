@@ -75,8 +75,8 @@ def months_cte(period: Period) -> exp.Expr:
     """VALUES table ``months(month_start, month_end, month, quarter, year)``."""
     rows = [
         (
-            exp.cast(lit(m.first_day.isoformat()), "DATE"),
-            exp.cast(lit(m.last_day.isoformat()), "DATE"),
+            date_lit(m.first_day),
+            date_lit(m.last_day),
             lit(str(m)),
             lit(m.quarter()),
             lit(str(m.year)),
@@ -361,8 +361,8 @@ def claim_lines(period: Period, levels: frozenset[int] = frozenset({1, 2})) -> e
     Only the category ``levels`` asked for are classified (the others read ``other``):
     classifying every line by the code-list rules is the costly part of the query.
     """
-    start = exp.cast(lit(period.start_date.isoformat()), "DATE")
-    end = exp.cast(lit(period.end_date.isoformat()), "DATE")
+    start = date_lit(period.start_date)
+    end = date_lit(period.end_date)
     medical = exp.replace_placeholders(
         parse(_MEDICAL_LINES),
         service_category=service_category("c", 1) if 1 in levels else lit("other"),
@@ -597,8 +597,17 @@ def num(value: int) -> exp.Expr:
     return exp.Literal.number(value)
 
 
+#: The types the builders cast to, built once (a type given by name is parsed at each cast).
+_TYPES = {name: exp.DataType.build(name) for name in ("DATE", "BIGINT")}
+
+
+def cast(value: exp.Expr, to: str) -> exp.Cast:
+    """CAST(``value`` AS ``to``), ``to`` one of :data:`_TYPES`; ``value`` taken as it is."""
+    return exp.Cast(this=value, to=_TYPES[to].copy())
+
+
 def date_lit(day: dt.date) -> exp.Expr:
-    return exp.cast(lit(day.isoformat()), "DATE")
+    return cast(lit(day.isoformat()), "DATE")
 
 
 def month_start_of(column: exp.Expr, period: Period) -> exp.Expr:
@@ -791,7 +800,8 @@ def with_cte(query: SelectT, name: str, body: exp.Expr) -> SelectT:
     """``query`` with the CTE ``name AS (body)`` added (in place), inlined when ``body`` is
     marked :data:`INLINE`."""
     inline = body.meta.get(INLINE, False)
-    return query.with_(name, as_=body, materialized=False if inline else None, copy=False)
+    alias = exp.TableAlias(this=exp.to_identifier(name))  # built, not parsed from the name
+    return query.with_(alias, as_=body, materialized=False if inline else None, copy=False)
 
 
 def later_versions() -> tuple[str, exp.Select]:

@@ -199,7 +199,7 @@ def control_months(months: dict[Month, dict[str, ControlTotal]]) -> exp.Query:
 
 
 def _bigint(value: int) -> exp.Expr:
-    return exp.cast(sql.num(value), "BIGINT")
+    return sql.cast(sql.num(value), "BIGINT")
 
 
 #: Claims tables with control totals, and the prefix of their statistics.

@@ -204,8 +204,10 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     # reads the same in every query holding it (its name is its content): looked at once.
     shared_readers: dict[str, set[str]] = {name: set() for name in shared_names}
     read_elsewhere: set[str] = set()
+    reads_of: dict[str, set[str]] = {}
     for reader in order:
-        for name in _references(bodies[reader], shared_names):
+        reads_of[reader] = _references(bodies[reader], shared_names)
+        for name in reads_of[reader]:
             if reader in shared_names:
                 shared_readers[name].add(reader)
             else:
@@ -246,8 +248,10 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     # Each query first drops what its own subqueries compute and nothing reads
     # (sql.prune_unused_columns), so it names no more of a block than it uses.
     rewritten = [sql.prune_unused_columns(q) for q in rewritten]
-    query_reads = [_references(q, shared_names) for q in rewritten]
-    block_reads = {n: _references(bodies[n], shared_names) - {n} for n in shared_names}
+    # (A query pruned is gathered once: the tables it reads are among what it names.)
+    query_readers = [_Reader.of(q) for q in rewritten]
+    query_reads = [set(r.aliases) & shared_names for r in query_readers]
+    block_reads = {n: reads_of[n] - {n} for n in shared_names}
     # A block is a reader of the blocks below it once it has been pruned itself (readers
     # first), so what it reads is gathered then, once.
     gathered: dict[int, _Reader] = {}
@@ -260,9 +264,7 @@ def plan(queries: Sequence[exp.Query], *, min_uses: int = 2, owned: bool = False
     for name in reversed(order):
         if name not in shared_names:
             continue
-        readers = [
-            gather(q) for q, reads in zip(rewritten, query_reads, strict=True) if name in reads
-        ]
+        readers = [r for r, reads in zip(query_readers, query_reads, strict=True) if name in reads]
         readers += [gather(bodies[o]) for o, reads in block_reads.items() if name in reads]
         _prune(bodies[name], name, readers)
         # And inward: the block computes, and reads of what it reads, only what it gives.

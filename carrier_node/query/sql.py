@@ -493,29 +493,36 @@ def _star_free_roots(tree: exp.Expr) -> list[exp.Query]:
     """The outermost queries under (or at) ``tree`` that the pruning can read whole: no
     ``*`` among their projections and every column named with its table, at any depth of
     their own subqueries (an unqualified name could be any source's, and the rule would
-    take it for none)."""
+    take it for none). Found in one walk: a node that breaks the rule marks itself and every
+    node above it."""
+    unreadable: set[int] = set()
+    for node in tree.walk():
+        if not _breaks_pruning(node):
+            continue
+        # It and what is above it, up to the top; a node marked already has marked those.
+        current: exp.Expr | None = node
+        while current is not None and id(current) not in unreadable:
+            unreadable.add(id(current))
+            current = None if current is tree else current.parent
     roots: list[exp.Query] = []
     pending: list[exp.Expr] = [tree]
     while pending:
         node = pending.pop()
-        if isinstance(node, exp.Query) and _readable(node):
+        if isinstance(node, exp.Query) and id(node) not in unreadable:
             roots.append(node)
             continue
         pending.extend(node.iter_expressions())
     return roots
 
 
-def _readable(query: exp.Query) -> bool:
-    for node in query.walk():
-        if isinstance(node, exp.Select):
-            for p in node.expressions:
-                if isinstance(p, exp.Star) or (
-                    isinstance(p, exp.Column) and isinstance(p.this, exp.Star)
-                ):
-                    return False
-        elif isinstance(node, exp.Column) and not node.table:
-            return False
-    return True
+def _breaks_pruning(node: exp.Expr) -> bool:
+    """A ``*`` projection of a SELECT, or a column not named with its table."""
+    if isinstance(node, exp.Select):
+        return any(
+            isinstance(p, exp.Star) or (isinstance(p, exp.Column) and isinstance(p.this, exp.Star))
+            for p in node.expressions
+        )
+    return isinstance(node, exp.Column) and not node.table
 
 
 def qualify_tables(expression: QueryT, schema: str | None) -> QueryT:

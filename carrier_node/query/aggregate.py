@@ -49,9 +49,6 @@ class BuildContext:
     clamped: bool = False
     #: The carrier's declared monthly totals (ops.data_quality compares the data with them).
     control_totals: ControlTotals = field(default_factory=ControlTotals)
-    #: Whether every sum of one table's cents is known to fit a 64-bit integer: the blocks
-    #: marked for it then sum in 64 bits (DuckDB only; see :func:`sql.int64_sums`).
-    int64_sums: bool = False
 
     @property
     def clamps(self) -> dict[str, int]:
@@ -577,14 +574,13 @@ def lag_column(k: int) -> str:
 
 def member_month_spend(ctx: BuildContext) -> exp.Query:
     """The period's claim rows summed per member and month (see :data:`_SPEND`)."""
-    return _member_month_spend(ctx.period, ctx.int64_sums).copy()
+    return _member_month_spend(ctx.period).copy()
 
 
 @functools.lru_cache(maxsize=32)
-def _member_month_spend(period: Period, int64_sums: bool) -> exp.Query:
+def _member_month_spend(period: Period) -> exp.Query:
     """:func:`member_month_spend` of ``period``, built once (most queries of a batch read it;
-    callers copy it); its medical and pharmacy sums in 64 bits when ``int64_sums`` says
-    they fit (see :func:`sql.int64_sums`)."""
+    callers copy it)."""
     values = {
         "start": sql.date_lit(period.start_date),
         "end": sql.date_lit(period.end_date),
@@ -617,8 +613,8 @@ def _member_month_spend(period: Period, int64_sums: bool) -> exp.Query:
     rows = next(q for q in tree.find_all(exp.Subquery) if q.alias == "c")
     rows.this.meta[sql.FENCE] = True  # each row's lag, read by every bucket, computed once
     for part in tree.find_all(exp.Subquery):
-        if part.alias in ("m", "p") and int64_sums:  # each row's cents and counts, summed
-            sql.int64_sums(part.this)  # per member month
+        if part.alias in ("m", "p"):  # each row's cents and counts, summed per member month
+            part.this.meta[sql.INT64_SUMS] = True
     return tree
 
 

@@ -105,7 +105,6 @@ def expression(
         record_secret=keying.record_secret,
         clamped=keying.clamped,
         control_totals=keying.control_totals,
-        int64_sums=keying.int64_sums,
     )
     return sql.qualify_tables(metrics.build(context), schema)
 
@@ -121,8 +120,10 @@ def render(
 ) -> str:
     with collector_paused():
         # The tree is built for this call alone: the generator may work on it without a copy.
-        tree = expression(tables, schema, period, query, keying)
-        tree = sql.for_dialect(sql.prune_unused_columns(tree), dialect)
+        tree = sql.prune_unused_columns(expression(tables, schema, period, query, keying))
+        if keying.int64_sums:
+            sql.int64_sums(tree)  # once pruned (see there)
+        tree = sql.for_dialect(tree, dialect)
         return tree.sql(dialect=dialect, copy=False)
 
 
@@ -151,6 +152,9 @@ def render_batch(
             min_uses=min_uses,
             owned=True,  # built for this call alone
         )
+        if keying.int64_sums:  # once pruned (see sql.int64_sums)
+            for tree in [*(t.body for t in planned.shared), *planned.queries]:
+                sql.int64_sums(tree)
         return RenderedBatch(
             shared=tuple(
                 (t.name, t.create_statement(dialect, copy=False), t.first_use, t.last_use)

@@ -1092,7 +1092,7 @@ def test_member_month_spend_of_one_month_is_that_month_of_a_longer_period() -> N
 def member_month_spend_sql(period: Period) -> str:
     from carrier_node.query.aggregate import _member_month_spend
 
-    return _member_month_spend(period, int64_sums=False).sql(dialect="duckdb")
+    return _member_month_spend(period).sql(dialect="duckdb")
 
 
 def test_denial_rate_uses_the_latest_version_of_each_line() -> None:

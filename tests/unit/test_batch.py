@@ -7,6 +7,7 @@ import threading
 from pathlib import Path
 
 import duckdb
+import pytest
 import sqlglot
 from sqlglot import exp
 
@@ -243,12 +244,14 @@ def test_a_star_over_a_schema_table_names_its_columns() -> None:
     assert _sql(excluding) == "SELECT * EXCLUDE (sex) FROM eligibility AS e"
 
 
-def test_a_request_of_a_few_metrics_checks_no_code_it_does_not_report() -> None:
+@pytest.mark.parametrize("int64_sums", [False, True], ids=["128-bit", "64-bit"])
+def test_a_request_of_a_few_metrics_checks_no_code_it_does_not_report(int64_sums: bool) -> None:
     """Cost, denial and visit metrics read a few totals of the claim rows per member month:
-    their batch leaves out the data-quality code lookups that block makes."""
+    their batch leaves out the data-quality code lookups that block makes, its sums in 64
+    bits or not."""
     few_metrics = [q for q in monthly_suite() if q.metric in _FEW]
     assert len(few_metrics) == len(_FEW)
-    keying = render.Keying("k" * 32)
+    keying = render.Keying("k" * 32, int64_sums=int64_sums)
     few = render.render_batch.__wrapped__(
         "duckdb", None, None, _JANUARY, tuple(few_metrics), keying
     )
@@ -262,6 +265,7 @@ def test_a_request_of_a_few_metrics_checks_no_code_it_does_not_report() -> None:
     assert "invalid_revenue_code" in statements(whole) and "code_list" in statements(whole)
     assert "invalid_revenue_code" not in statements(few)
     assert "code_list" not in statements(few)
+    assert ("SUM_NO_OVERFLOW(" in statements(few).upper()) is int64_sums
 
 
 #: Metrics reading the claim rows' totals per member month, none of their data-quality counts.

@@ -421,9 +421,9 @@ def expand_stars(tree: exp.Expr, columns: Mapping[str, list[str]] | None = None)
     """In place: in every SELECT of ``tree``, a ``*`` over a single source, or an ``alias.*``
     of one, becomes the source's columns (``alias.column AS column``, in the source's order)
     where they are known: a table of ``columns`` (name -> its columns, e.g. a batch's shared
-    blocks) or of the data schema, a CTE of the tree's own WITH, or a subquery whose select
+    blocks) or of the data schema, a CTE of the tree's own WITH, a subquery whose select
     list names every column (inner SELECTs are expanded first, so a star over a star is
-    expanded too).
+    expanded too), or a VALUES list that names its columns.
 
     The same columns in the same order, so the same rows: but named, a reader no longer
     "takes all" of its source, and the pruning (here and a batch's) can drop what nobody
@@ -467,6 +467,8 @@ def expand_stars(tree: exp.Expr, columns: Mapping[str, list[str]] | None = None)
                     named = known_tables.get(source.name)
             elif isinstance(source, exp.Subquery):
                 named = output_names(source.this)
+            elif isinstance(source, exp.Values):  # VALUES (...) AS m(columns)
+                named = list(source.alias_column_names) or None
             if named is not None and source.alias_or_name:
                 known[source.alias_or_name.lower()] = named
         if not known:

@@ -268,6 +268,22 @@ def test_a_request_of_a_few_metrics_checks_no_code_it_does_not_report(int64_sums
     assert ("SUM_NO_OVERFLOW(" in statements(few).upper()) is int64_sums
 
 
+@pytest.mark.parametrize("int64_sums", [False, True], ids=["128-bit", "64-bit"])
+def test_one_metric_alone_checks_no_code_it_does_not_report(int64_sums: bool) -> None:
+    """A query rendered alone is pruned whole, through its CTEs (the period's months are a
+    VALUES list, its keys named with their table): cost.pmpm reads two totals of the claim
+    rows per member month and checks no line's codes."""
+    keying = render.Keying("k" * 32, int64_sums=int64_sums)
+    for metric in _FEW:
+        (query,) = [q for q in monthly_suite() if q.metric == metric]
+        text = render.render.__wrapped__("duckdb", None, None, _JANUARY, query, keying)
+        assert "code_list" not in text and "invalid_revenue_code" not in text
+        assert "paid_lag_" not in text
+    (suite_query,) = [q for q in monthly_suite() if q.metric == "ops.data_quality"]
+    whole = render.render.__wrapped__("duckdb", None, None, _JANUARY, suite_query, keying)
+    assert "invalid_revenue_code" in whole and "code_list" in whole
+
+
 #: Metrics reading the claim rows' totals per member month, none of their data-quality counts.
 _FEW = ("enrollment.member_months", "cost.pmpm", "ops.denial_rate", "util.ed_visits")
 _JANUARY = Period.parse("2026-01")

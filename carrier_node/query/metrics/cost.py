@@ -141,7 +141,7 @@ def pmpm(ctx: BuildContext) -> exp.Select:
         (
             "den",
             member_month_totals(
-                member_dims, [col(d.value) for d in member_dims], clamped=ctx.clamped
+                member_dims, [col(d.value, MM) for d in member_dims], clamped=ctx.clamped
             ),
         ),
         ("num", _claims_by_cell(ctx, dims)),

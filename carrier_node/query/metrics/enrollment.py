@@ -25,7 +25,7 @@ from fedoversight.periods import Month
 def member_months(ctx: BuildContext) -> exp.Select:
     """Every group of the period's enrolled member months is a cell."""
     query = member_month_totals(
-        ctx.group_by, [col(d.value) for d in ctx.group_by], clamped=ctx.clamped
+        ctx.group_by, [col(d.value, MM) for d in ctx.group_by], clamped=ctx.clamped
     )
     return with_ctes(query, member_month_ctes(ctx))
 

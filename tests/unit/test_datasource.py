@@ -639,8 +639,10 @@ def test_a_batch_during_which_a_file_changes_fails(
     assert scalar(source, "SELECT count(*) FROM pharmacy_claims") == 2
 
 
-@pytest.mark.parametrize(
-    ("fmt", "statistics", "as_text"),
+#: How a money column reaches the checks: CSV text; Parquet DECIMAL with the footers' statistics
+#: or without; Parquet text.
+_AMOUNT_STORAGE = pytest.mark.parametrize(
+    "storage",
     [
         ("csv", True, False),
         ("parquet", True, False),
@@ -649,12 +651,24 @@ def test_a_batch_during_which_a_file_changes_fails(
     ],
     ids=["csv", "parquet-footer", "parquet-no-statistics", "parquet-text-amounts"],
 )
+
+
+def _write_amounts(
+    tmp_path: Path, tables: dict[str, Rows], storage: tuple[Format, bool, bool]
+) -> None:
+    """Write ``tables`` with their amounts stored as :data:`_AMOUNT_STORAGE` says."""
+    fmt, statistics, as_text = storage
+    for name, rows in tables.items():
+        text = frozenset(c for c in rows[0] if as_text and c.endswith("_amount"))
+        write_table(tmp_path, name, rows, fmt, as_text=text)
+    if not statistics:
+        path = tmp_path / "medical_claims.parquet"
+        pq.write_table(pq.read_table(path), path, write_statistics=False)
+
+
+@_AMOUNT_STORAGE
 def test_the_largest_amount_bounds_the_sums_of_cents(
-    tmp_path: Path,
-    opened: Callable[[Path], FileSource],
-    fmt: Format,
-    statistics: bool,
-    as_text: bool,
+    tmp_path: Path, opened: Callable[[Path], FileSource], storage: tuple[Format, bool, bool]
 ) -> None:
     """Each table's largest amount (in cents, of any money column, negative ones by their
     magnitude) is known after opening: from the Parquet footers where they record it for a
@@ -664,12 +678,7 @@ def test_the_largest_amount_bounds_the_sums_of_cents(
     tables = valid_tables()
     tables["medical_claims"][0]["allowed_amount"] = "-98765.43"
     tables["medical_claims"][1]["copay_amount"] = "12.00"
-    for name, rows in tables.items():
-        text = frozenset(c for c in rows[0] if as_text and c.endswith("_amount"))
-        write_table(tmp_path, name, rows, fmt, as_text=text)
-    if not statistics:
-        path = tmp_path / "medical_claims.parquet"
-        pq.write_table(pq.read_table(path), path, write_statistics=False)
+    _write_amounts(tmp_path, tables, storage)
     source = opened(tmp_path)
     bounds = {c.table.name: c.money_bound_cents for c in source.checks}
     expected_medical = max(
@@ -684,22 +693,9 @@ def test_the_largest_amount_bounds_the_sums_of_cents(
     assert source.money_sums_fit_int64
 
 
-@pytest.mark.parametrize(
-    ("fmt", "statistics", "as_text"),
-    [
-        ("csv", True, False),
-        ("parquet", True, False),
-        ("parquet", False, False),
-        ("parquet", True, True),
-    ],
-    ids=["csv", "parquet-footer", "parquet-no-statistics", "parquet-text-amounts"],
-)
+@_AMOUNT_STORAGE
 def test_an_amount_too_large_for_cents_is_an_invalid_value_not_a_failing_query(
-    tmp_path: Path,
-    opened: Callable[[Path], FileSource],
-    fmt: Format,
-    statistics: bool,
-    as_text: bool,
+    tmp_path: Path, opened: Callable[[Path], FileSource], storage: tuple[Format, bool, bool]
 ) -> None:
     """An amount of 10^14 dollars or more fits the schema's DECIMAL(18,2) but not its cents in
     it, as every query computes them: such a value is an invalid value and its row is left
@@ -708,12 +704,7 @@ def test_an_amount_too_large_for_cents_is_an_invalid_value_not_a_failing_query(
     tables = valid_tables()
     tables["medical_claims"][0]["allowed_amount"] = "123456789012345.67"
     tables["medical_claims"][2]["paid_amount"] = "-99999999999999.99"  # the largest that fits
-    for name, rows in tables.items():
-        text = frozenset(c for c in rows[0] if as_text and c.endswith("_amount"))
-        write_table(tmp_path, name, rows, fmt, as_text=text)
-    if not statistics:
-        path = tmp_path / "medical_claims.parquet"
-        pq.write_table(pq.read_table(path), path, write_statistics=False)
+    _write_amounts(tmp_path, tables, storage)
     source = opened(tmp_path)
     [problem] = [p for c in source.checks if c.table.name == "medical_claims" for p in c.problems]
     assert (problem.column, problem.kind, problem.rows, problem.severity) == (

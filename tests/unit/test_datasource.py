@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
@@ -724,3 +727,36 @@ def test_an_amount_too_large_for_cents_is_an_invalid_value_not_a_failing_query(
     assert scalar(source, paid) == -9999999999999999
     [check] = [c for c in source.checks if c.table.name == "medical_claims"]
     assert check.money_bound_cents == 9999999999999999
+
+
+def test_carrier_node_check_locates_an_amount_too_large_for_cents(tmp_path: Path) -> None:
+    """What a carrier's engineer sees of it: ``carrier-node check`` (a real process) reports
+    the amount as an invalid value at its row, a warning (exit code 1), without the value."""
+    tables = valid_tables()
+    tables["medical_claims"][3]["allowed_amount"] = "123456789012345.67"
+    write_directory(tmp_path, "parquet", tables)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from carrier_node.cli import main; main()",
+            "check",
+            "--data",
+            str(tmp_path),
+            "--format",
+            "json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert "123456789012345" not in done.stdout + done.stderr
+    document = json.loads(done.stdout)
+    assert done.returncode == document["exit_code"] == 1, done.stderr
+    found = [
+        (f["kind"], f["table"], f["column"], f["rule"], f["rows"], f["first_rows"])
+        for f in document["findings"]
+    ]
+    assert found == [("validation", "medical_claims", "allowed_amount", "invalid_value", 1, [4])]
